@@ -1,0 +1,470 @@
+"""The authenticated state commitment: a 16-ary sparse Merkle tree over the state map.
+
+This module owns `app_hash`. The ledger's state, as the store and the commitment see it, is a
+flat map of state keys (bytes) to canonical record bytes (see docs/ARCHITECTURE.md). After each
+block the executor hands the block's changes to `StateTree.apply`, which returns the new root;
+`StateTree.prove(key)` gives a proof of a key's entry (or of its absence) against that root,
+and the standalone `verify_proof(root, key, value, proof)` checks one with no tree at hand.
+
+Theory of operation
+-------------------
+Every entry lives at `path = H(key)`, read as 64 nibbles (4-bit digits, high nibble of each
+byte first). The tree is the 16-ary trie of those paths, compressed at the leaves:
+
+* a subtree that holds no entry is empty (it has no hash of its own: its slot is simply
+  absent from its parent's bitmap);
+* a subtree that holds exactly one entry is that entry's *leaf*, wherever it sits;
+* a subtree that holds two or more entries is an *internal node* with 16 child slots, slot
+  `i` holding the entries whose next nibble is `i` (even if all of them share that nibble --
+  there are no extension nodes; with hashed keys such chains are short).
+
+Hashes (H = BLAKE2b-256, the same function as `ledger.crypto.hash256`):
+
+    leaf_hash     = H(0x00 || path || H(value))                       65-byte preimage
+    internal_hash = H(0x01 || bitmap || hash(child) for each non-empty child, in nibble order)
+    bitmap        = 2 bytes big-endian; bit i (value 2**i) is set when child i is non-empty
+    root          = hash of the top subtree; 32 zero bytes for the empty tree
+
+The first byte separates leaves from internal nodes, so no node can pass for the other kind.
+Because the shape is a pure function of the set of paths (the trie of the paths with one-entry
+subtrees cut to leaves), the root depends only on the key/value set: never on insertion order
+or batch boundaries. A leaf's hash does not depend on its depth, so when a deletion leaves an
+internal node with a single leaf, that leaf moves up without being rehashed.
+
+A proof lists, from the root down, each internal node on the key's path as (bitmap, hashes of
+the non-empty children other than the one on the path, in nibble order), then a terminal:
+the key's own leaf (inclusion: the verifier recomputes it from key and value), an empty slot
+(exclusion: the key's nibble is absent from the last bitmap, or the tree is empty), or another
+leaf whose path agrees with the key's path down to that slot and then differs (exclusion: the
+slot's one entry is not the key). The verifier recomputes the root from the bottom up.
+
+Layout and cost
+---------------
+The tree is kept in memory as nested Python lists, one per internal node, with no per-node
+class (a 1M-entry state has about 360,000 internal nodes):
+
+    node[0:16]   the children: None (empty), a leaf (bytes: path || H(value), 64 bytes),
+                 or an internal node (list)
+    node[16:32]  the children's hashes (None for an empty slot)
+    node[32]     the bitmap (int)
+
+A node's own hash is stored in its parent's hash slot (the root's in the tree). `apply` sorts
+the changes by path and walks the tree once, splitting the batch by nibble at every node, so
+each touched node is updated and rehashed exactly once per batch and untouched subtrees are
+never visited: the cost is O(changes x depth), depth ~ log16(entries). `from_items` is the same
+walk starting from an empty tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "MAX_DEPTH",
+    "TERMINAL_EMPTY",
+    "TERMINAL_LEAF",
+    "TERMINAL_OTHER_LEAF",
+    "Proof",
+    "ProofLevel",
+    "StateTree",
+    "leaf_hash",
+    "verify_proof",
+]
+
+HASH_SIZE = 32
+EMPTY_ROOT = bytes(HASH_SIZE)
+MAX_DEPTH = 2 * HASH_SIZE  # a path has 64 nibbles, so a proof has at most 64 levels
+
+TERMINAL_LEAF = 0  # the key's own leaf: inclusion
+TERMINAL_EMPTY = 1  # an empty slot (or the empty tree): exclusion
+TERMINAL_OTHER_LEAF = 2  # another key's leaf sits where the key would be: exclusion
+
+_LEAF_TAG = b"\x00"
+_INTERNAL_TAG = b"\x01"
+
+# Pre-initialised hashers, copied per use: creating a fresh blake2b object with a digest size
+# costs about twice as much as copying one (parameter parsing), and hashing dominates `apply`.
+# `_LEAF_HASHER` already holds the 0x00 tag, so hashing `path || H(value)` with a copy of it
+# yields H(0x00 || path || H(value)).
+_PLAIN_HASHER = hashlib.blake2b(digest_size=HASH_SIZE)
+_LEAF_HASHER = hashlib.blake2b(_LEAF_TAG, digest_size=HASH_SIZE)
+
+# Maps the ASCII hex digits of `bytes.hex()` to nibble values, so a path becomes a 64-byte
+# string with one nibble per byte: `nibbles[d]` is then the slot index at depth d, and nibble
+# strings sort exactly like the paths they come from.
+_HEX_TO_NIBBLE = bytes.maketrans(b"0123456789abcdef", bytes(range(16)))
+
+# Node layout offsets (see the module docstring).
+_HASHES = 16
+_BITMAP = 32
+_NODE_SIZE = 33
+
+
+def _hash(data: bytes) -> bytes:
+    hasher = _PLAIN_HASHER.copy()
+    hasher.update(data)
+    return hasher.digest()
+
+
+def _nibbles(path: bytes) -> bytes:
+    return path.hex().encode("ascii").translate(_HEX_TO_NIBBLE)
+
+
+def leaf_hash(path: bytes, value_hash: bytes) -> bytes:
+    """H(0x00 || path || value_hash): the hash of the leaf holding one entry."""
+    hasher = _LEAF_HASHER.copy()
+    hasher.update(path)
+    hasher.update(value_hash)
+    return hasher.digest()
+
+
+def _internal_hash(bitmap: int, child_hashes: Iterable[bytes | None]) -> bytes:
+    # 0x01 followed by the 2-byte bitmap is the 3-byte big-endian integer 0x01_0000 | bitmap.
+    hasher = _PLAIN_HASHER.copy()
+    hasher.update((0x10000 | bitmap).to_bytes(3, "big"))
+    hasher.update(b"".join(filter(None, child_hashes)))
+    return hasher.digest()
+
+
+def _node_hash(node: list) -> bytes:
+    return _internal_hash(node[_BITMAP], node[_HASHES:_BITMAP])
+
+
+# An item is (nibbles of the path, leaf bytes or None for a deletion); lists of items are
+# sorted by nibbles and hold each path at most once.
+_Item = tuple[bytes, "bytes | None"]
+_Subtree = tuple["bytes | list | None", "bytes | None"]  # (node, its hash); (None, None) = empty
+
+
+def _build(items: list[_Item], depth: int) -> _Subtree:
+    """The subtree at `depth` holding exactly `items` (all insertions)."""
+    count = len(items)
+    if count == 0:
+        return None, None
+    if count == 1:
+        leaf = items[0][1]
+        hasher = _LEAF_HASHER.copy()
+        hasher.update(leaf)
+        return leaf, hasher.digest()
+    node: list = [None] * _NODE_SIZE
+    bitmap = 0
+    start = 0
+    while start < count:
+        nibble = items[start][0][depth]
+        end = start + 1
+        while end < count and items[end][0][depth] == nibble:
+            end += 1
+        child, child_hash = _build(items[start:end], depth + 1)
+        node[nibble] = child
+        node[_HASHES + nibble] = child_hash
+        bitmap |= 1 << nibble
+        start = end
+    node[_BITMAP] = bitmap
+    return node, _internal_hash(bitmap, node[_HASHES:_BITMAP])
+
+
+def _merge_into_leaf(leaf: bytes, items: list[_Item], depth: int) -> _Subtree:
+    """The subtree at `depth` that held only `leaf`, after applying `items`."""
+    if len(items) == 1:
+        # The common case deep in a large tree: one change meets one leaf.
+        nibbles, new_leaf = items[0]
+        if nibbles == _nibbles(leaf[:HASH_SIZE]):
+            if new_leaf is None:
+                return None, None
+            return _build([items[0]], depth)
+        if new_leaf is None:  # deleting an absent key: nothing changes
+            return leaf, leaf_hash(leaf[:HASH_SIZE], leaf[HASH_SIZE:])
+        merged = sorted([(_nibbles(leaf[:HASH_SIZE]), leaf), items[0]])
+        return _build(merged, depth)
+    leaf_nibbles = _nibbles(leaf[:HASH_SIZE])
+    merged = [item for item in items if item[1] is not None]
+    if all(item[0] != leaf_nibbles for item in items):
+        merged.append((leaf_nibbles, leaf))
+        merged.sort()
+    return _build(merged, depth)
+
+
+def _update(node: list, items: list[_Item], depth: int) -> _Subtree:
+    """Apply `items` to the internal node `node` at `depth` (in place) and rehash it once."""
+    bitmap = node[_BITMAP]
+    count = len(items)
+    start = 0
+    while start < count:
+        nibble = items[start][0][depth]
+        end = start + 1
+        while end < count and items[end][0][depth] == nibble:
+            end += 1
+        group = items[start:end] if (start or end != count) else items
+        child = node[nibble]
+        if child is None:
+            child, child_hash = _build([item for item in group if item[1] is not None], depth + 1)
+        elif type(child) is bytes:
+            child, child_hash = _merge_into_leaf(child, group, depth + 1)
+        else:
+            child, child_hash = _update(child, group, depth + 1)
+        node[nibble] = child
+        node[_HASHES + nibble] = child_hash
+        if child is None:
+            bitmap &= ~(1 << nibble)
+        else:
+            bitmap |= 1 << nibble
+        start = end
+    node[_BITMAP] = bitmap
+    if bitmap == 0:
+        return None, None
+    if bitmap & (bitmap - 1) == 0:
+        # One child left. If it is a leaf, this subtree holds one entry and so *is* that leaf
+        # (its hash is depth-independent, so it moves up as is). An internal child holds >= 2
+        # entries, so this node stays.
+        only = bitmap.bit_length() - 1
+        if type(node[only]) is bytes:
+            return node[only], node[_HASHES + only]
+    return node, _internal_hash(bitmap, node[_HASHES:_BITMAP])
+
+
+@dataclass(frozen=True, slots=True)
+class ProofLevel:
+    """One internal node on the key's path: its bitmap and the hashes of its other children."""
+
+    bitmap: int
+    siblings: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """A proof of a key's entry, or of its absence, against a root. See the module docstring.
+
+    `other_path` and `other_value_hash` are set only for `TERMINAL_OTHER_LEAF`.
+    """
+
+    levels: tuple[ProofLevel, ...]
+    terminal: int
+    other_path: bytes | None = None
+    other_value_hash: bytes | None = None
+
+    @property
+    def is_inclusion(self) -> bool:
+        return self.terminal == TERMINAL_LEAF
+
+    def to_obj(self) -> list:
+        """Plain lists, bytes and ints (msgpack-able): [[[bitmap, [sibling, ...]], ...], terminal]
+
+        terminal is [0] (the key's leaf), [1] (empty slot) or [2, other_path, other_value_hash].
+        """
+        levels = [[level.bitmap, list(level.siblings)] for level in self.levels]
+        if self.terminal == TERMINAL_OTHER_LEAF:
+            terminal = [self.terminal, self.other_path, self.other_value_hash]
+        else:
+            terminal = [self.terminal]
+        return [levels, terminal]
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Proof:
+        """The inverse of `to_obj`; raises ValueError on anything that is not that shape."""
+        if not isinstance(obj, list | tuple) or len(obj) != 2:
+            raise ValueError("proof must be a 2-element list [levels, terminal]")
+        raw_levels, raw_terminal = obj
+        if not isinstance(raw_levels, list | tuple) or len(raw_levels) > MAX_DEPTH:
+            raise ValueError(f"proof levels must be a list of at most {MAX_DEPTH} entries")
+        levels = []
+        for index, raw_level in enumerate(raw_levels):
+            if not isinstance(raw_level, list | tuple) or len(raw_level) != 2:
+                raise ValueError(f"proof level {index} must be [bitmap, siblings]")
+            bitmap, siblings = raw_level
+            if type(bitmap) is not int or not 0 < bitmap <= 0xFFFF:
+                raise ValueError(f"proof level {index}: bitmap must be an int in 1..65535")
+            if not isinstance(siblings, list | tuple) or len(siblings) > 16:
+                raise ValueError(f"proof level {index}: siblings must be a list of <= 16 hashes")
+            if len(siblings) not in (bitmap.bit_count(), bitmap.bit_count() - 1):
+                raise ValueError(f"proof level {index}: sibling count does not match the bitmap")
+            if not all(_is_hash(sibling) for sibling in siblings):
+                raise ValueError(f"proof level {index}: siblings must be {HASH_SIZE}-byte bytes")
+            levels.append(ProofLevel(bitmap, tuple(siblings)))
+        if not isinstance(raw_terminal, list | tuple) or not raw_terminal:
+            raise ValueError("proof terminal must be a non-empty list")
+        kind = raw_terminal[0]
+        if type(kind) is int and kind in (TERMINAL_LEAF, TERMINAL_EMPTY) and len(raw_terminal) == 1:
+            return cls(tuple(levels), kind)
+        if (
+            type(kind) is int
+            and kind == TERMINAL_OTHER_LEAF
+            and len(raw_terminal) == 3
+            and _is_hash(raw_terminal[1])
+            and _is_hash(raw_terminal[2])
+        ):
+            return cls(tuple(levels), kind, raw_terminal[1], raw_terminal[2])
+        raise ValueError("proof terminal must be [0], [1] or [2, other_path, other_value_hash]")
+
+
+def _is_hash(value: object) -> bool:
+    return type(value) is bytes and len(value) == HASH_SIZE
+
+
+class StateTree:
+    """The in-memory sparse Merkle tree over the state map. Not thread-safe: one owner."""
+
+    __slots__ = ("_root", "_root_hash")
+
+    def __init__(self) -> None:
+        self._root: bytes | list | None = None  # None, a leaf (bytes) or an internal node
+        self._root_hash: bytes = EMPTY_ROOT
+
+    @classmethod
+    def from_items(cls, items: Iterable[tuple[bytes, bytes]]) -> StateTree:
+        """Build the tree of a whole state (e.g. from the store on reopen) in one pass."""
+        tree = cls()
+        entries = {}
+        for key, value in items:
+            _check_key(key)
+            if type(value) is not bytes:
+                raise TypeError(f"state value must be bytes, got {type(value).__name__}")
+            entries[key] = value
+        tree.apply(entries)
+        return tree
+
+    @property
+    def root(self) -> bytes:
+        """The current root: the `app_hash` of the state as it is now."""
+        return self._root_hash
+
+    def apply(self, changes: Mapping[bytes, bytes | None]) -> bytes:
+        """Apply a batch (value None deletes the key) and return the new root.
+
+        Every key and value is checked before anything changes, so a bad batch leaves the
+        tree as it was. Deleting an absent key is a no-op.
+        """
+        items = []
+        for key, value in changes.items():
+            _check_key(key)
+            path = _hash(key)
+            if value is None:
+                items.append((_nibbles(path), None))
+            elif type(value) is bytes:
+                items.append((_nibbles(path), path + _hash(value)))
+            else:
+                raise TypeError(f"state value must be bytes or None, got {type(value).__name__}")
+        if not items:
+            return self._root_hash
+        # Sorting by path makes the walk independent of the mapping's iteration order.
+        items.sort()
+        root = self._root
+        if root is None:
+            root, root_hash = _build([item for item in items if item[1] is not None], 0)
+        elif type(root) is bytes:
+            root, root_hash = _merge_into_leaf(root, items, 0)
+        else:
+            root, root_hash = _update(root, items, 0)
+        self._root = root
+        self._root_hash = EMPTY_ROOT if root_hash is None else root_hash
+        return self._root_hash
+
+    def prove(self, key: bytes) -> Proof:
+        """A proof of `key`'s entry (inclusion) or of its absence (exclusion) against `root`."""
+        _check_key(key)
+        path = _hash(key)
+        nibbles = _nibbles(path)
+        levels = []
+        node = self._root
+        depth = 0
+        while type(node) is list:
+            nibble = nibbles[depth]
+            siblings = tuple(
+                child_hash
+                for slot, child_hash in enumerate(node[_HASHES:_BITMAP])
+                if child_hash is not None and slot != nibble
+            )
+            levels.append(ProofLevel(node[_BITMAP], siblings))
+            node = node[nibble]
+            depth += 1
+        if node is None:
+            return Proof(tuple(levels), TERMINAL_EMPTY)
+        if node[:HASH_SIZE] == path:
+            return Proof(tuple(levels), TERMINAL_LEAF)
+        return Proof(tuple(levels), TERMINAL_OTHER_LEAF, node[:HASH_SIZE], node[HASH_SIZE:])
+
+    def __len__(self) -> int:
+        """The number of entries (walks the whole tree: for tests and tools, not hot paths)."""
+        count = 0
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            if type(node) is bytes:
+                count += 1
+            elif node is not None:
+                stack.extend(child for child in node[:_HASHES] if child is not None)
+        return count
+
+
+def _check_key(key: object) -> None:
+    if type(key) is not bytes:
+        raise TypeError(f"state key must be bytes, got {type(key).__name__}")
+
+
+def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: Proof | Any) -> bool:
+    """True when `proof` shows that, under `root`, `key` maps to `value` (None: is absent).
+
+    A pure function for clients holding only a header's `app_hash`. `proof` is a `Proof` or
+    its `to_obj()` form. It never raises on hostile input: anything malformed is False.
+    """
+    if not (_is_hash(root) and type(key) is bytes and (value is None or type(value) is bytes)):
+        return False
+    if not isinstance(proof, Proof):
+        try:
+            proof = Proof.from_obj(proof)
+        except ValueError:
+            return False
+    levels = proof.levels
+    if not isinstance(levels, tuple) or len(levels) > MAX_DEPTH:
+        return False
+    path = _hash(key)
+    nibbles = _nibbles(path)
+    depth = len(levels)
+
+    # The hash of the slot the key's path leads to below the last level (None: empty).
+    terminal = proof.terminal
+    if value is not None:
+        if terminal != TERMINAL_LEAF:
+            return False
+        current: bytes | None = leaf_hash(path, _hash(value))
+    elif terminal == TERMINAL_EMPTY:
+        current = None
+        if depth == 0:
+            return root == EMPTY_ROOT
+    elif terminal == TERMINAL_OTHER_LEAF:
+        other = proof.other_path
+        if not (_is_hash(other) and _is_hash(proof.other_value_hash)) or other == path:
+            return False
+        # The other leaf must sit in this slot, i.e. agree with the key's path so far.
+        if _nibbles(other)[:depth] != nibbles[:depth]:
+            return False
+        current = leaf_hash(other, proof.other_value_hash)
+    else:
+        return False
+
+    for depth in range(depth - 1, -1, -1):
+        level = levels[depth]
+        if not isinstance(level, ProofLevel):
+            return False
+        bitmap, siblings = level.bitmap, level.siblings
+        if type(bitmap) is not int or not 0 < bitmap <= 0xFFFF or not isinstance(siblings, tuple):
+            return False
+        if not all(_is_hash(sibling) for sibling in siblings):
+            return False
+        nibble = nibbles[depth]
+        on_path = bool(bitmap >> nibble & 1)
+        if on_path != (current is not None):
+            return False  # the bitmap must show exactly the slot we came from, or its absence
+        if len(siblings) != bitmap.bit_count() - on_path:
+            return False
+        if current is None:
+            children = siblings
+        else:
+            position = (bitmap & ((1 << nibble) - 1)).bit_count()
+            children = (*siblings[:position], current, *siblings[position:])
+        current = _internal_hash(bitmap, children)
+    return current == root
