@@ -1,0 +1,271 @@
+"""The signed-transaction envelope: its fields, its exact bytes, its id and its signatures.
+
+A transaction is a canonical msgpack map (see `ledger/codec.py` and `docs/PROTOCOL.md`):
+
+    {"body": {"args": {...}, "chain": str, "nonce": int, "op": str, "sender": bytes[20]},
+     "sigs": [[public_key: bytes[32], signature: bytes[64]], ...]}
+
+- The body is what is signed: signing bytes = `TX_DOMAIN_TAG || encode(body)`. The chain id
+  is inside the body, so a signature made for one chain fails on every other.
+- The transaction id is `hash256(encode(body))`: it names the body, not the envelope, so
+  adding, re-making or reordering signatures never changes it (no malleable ids).
+- 1..MAX_SIGNATURES signatures, sorted by public key, no signer twice: one byte string per
+  set of signers.
+
+This module checks the envelope only: the shape, types and lengths of every field, and that
+each attached signature verifies. Whether the signers are enough for the operation (the
+sender's own key, maker-checker policies), and what `args` must hold, is decided by the
+operation's rules in `ledger/ops/`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ledger import codec
+from ledger.codes import Code, DecodeError, InvalidTransaction
+from ledger.crypto import (
+    ADDRESS_BYTES,
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+    TX_DOMAIN_TAG,
+    KeyPair,
+    address_from_public_key,
+    address_to_text,
+    hash256,
+    verify_signature,
+)
+
+MAX_TX_BYTES = 65536
+MAX_SIGNATURES = 8
+MAX_NONCE = 2**63 - 1
+# Nesting allowed inside a transaction: envelope (1), body (2), args (3), and up to 13
+# levels of structure inside args.
+MAX_TX_DEPTH = codec.DEFAULT_MAX_DEPTH
+
+# Chain ids: printable ASCII without spaces, so they print and compare unambiguously.
+CHAIN_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,64}")
+# Operation names: short ASCII identifiers such as "transfer" or "register_instrument".
+OP_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+_BODY_KEYS = ("args", "chain", "nonce", "op", "sender")  # sorted: the wire order
+_ENVELOPE_KEYS = ("body", "sigs")
+
+__all__ = [
+    "MAX_NONCE",
+    "MAX_SIGNATURES",
+    "MAX_TX_BYTES",
+    "Signature",
+    "SignedTx",
+    "TxBody",
+    "add_signatures",
+    "decode_signed_tx",
+    "encode_signed_tx",
+    "sign_tx",
+    "verify_tx_signatures",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TxBody:
+    """What the signers agree to. Constructing one checks every field (DecodeError BAD_FIELD).
+
+    `encoded` (the canonical bytes) and `tx_id` are computed once, at construction. `args`
+    must therefore not be mutated afterwards; build a new body instead.
+    """
+
+    chain_id: str
+    sender: bytes
+    nonce: int
+    op: str
+    args: dict
+    encoded: bytes = field(init=False, repr=False, compare=False)
+    tx_id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_body_fields(self.chain_id, self.sender, self.nonce, self.op, self.args)
+        encoded = codec.encode(self.to_obj())
+        object.__setattr__(self, "encoded", encoded)
+        object.__setattr__(self, "tx_id", hash256(encoded))
+
+    def __hash__(self) -> int:  # args is a dict, so hash the id that covers every field
+        return hash(self.tx_id)
+
+    def to_obj(self) -> dict:
+        """The body as the map that is encoded (wire field names)."""
+        return {
+            "args": self.args,
+            "chain": self.chain_id,
+            "nonce": self.nonce,
+            "op": self.op,
+            "sender": self.sender,
+        }
+
+    def signing_bytes(self) -> bytes:
+        """The exact bytes each signer signs: the transaction domain tag, then the body."""
+        return TX_DOMAIN_TAG + self.encoded
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    public_key: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx:
+    """A body with its signatures, the exact bytes it travels as (`raw`) and its id."""
+
+    body: TxBody
+    signatures: tuple[Signature, ...]
+    raw: bytes = field(repr=False)
+    tx_id: bytes
+
+    @property
+    def signers(self) -> tuple[bytes, ...]:
+        """The signers' public keys, in wire order."""
+        return tuple(s.public_key for s in self.signatures)
+
+
+def _check_body_fields(chain_id: object, sender: object, nonce: object, op: object, args: object):
+    if type(chain_id) is not str or not CHAIN_ID_PATTERN.fullmatch(chain_id):
+        raise DecodeError(
+            Code.BAD_FIELD, f"chain must be 1-64 printable ASCII characters, got {chain_id!r:.80}"
+        )
+    if type(sender) is not bytes or len(sender) != ADDRESS_BYTES:
+        raise DecodeError(Code.BAD_FIELD, f"sender must be {ADDRESS_BYTES} bytes: {sender!r:.80}")
+    if type(nonce) is not int or not 0 <= nonce <= MAX_NONCE:
+        raise DecodeError(Code.BAD_FIELD, f"nonce must be an int in [0, 2**63-1], got {nonce!r}")
+    if type(op) is not str or not OP_PATTERN.fullmatch(op):
+        raise DecodeError(
+            Code.BAD_FIELD, f"op must be an ASCII identifier of at most 64 chars: {op!r:.80}"
+        )
+    if type(args) is not dict:
+        raise DecodeError(Code.BAD_FIELD, f"args must be a map, got {type(args).__name__}")
+
+
+# --------------------------------------------------------------------------------------
+# signing
+
+
+def sign_tx(body: TxBody, keys: Iterable[KeyPair]) -> SignedTx:
+    """Sign `body` with every key in `keys` (at least one, at most MAX_SIGNATURES signers)."""
+    return _assemble(body, _sign_all(body, keys))
+
+
+def add_signatures(tx: SignedTx, keys: Iterable[KeyPair]) -> SignedTx:
+    """`tx` with signatures by `keys` added; a signer already present keeps its signature."""
+    return _assemble(tx.body, tx.signatures + _sign_all(tx.body, keys))
+
+
+def _sign_all(body: TxBody, keys: Iterable[KeyPair]) -> tuple[Signature, ...]:
+    message = body.signing_bytes()
+    return tuple(Signature(key.public_key, key.sign(message)) for key in keys)
+
+
+def _assemble(body: TxBody, signatures: Iterable[Signature]) -> SignedTx:
+    by_key: dict[bytes, Signature] = {}
+    for sig in signatures:
+        by_key.setdefault(sig.public_key, sig)
+    ordered = tuple(by_key[k] for k in sorted(by_key))
+    if not 1 <= len(ordered) <= MAX_SIGNATURES:
+        raise ValueError(f"a transaction needs 1 to {MAX_SIGNATURES} signers, got {len(ordered)}")
+    tx = SignedTx(body, ordered, b"", body.tx_id)
+    raw = encode_signed_tx(tx)
+    if len(raw) > MAX_TX_BYTES:
+        raise ValueError(f"signed transaction is {len(raw)} bytes, limit {MAX_TX_BYTES}")
+    return SignedTx(body, ordered, raw, body.tx_id)
+
+
+# --------------------------------------------------------------------------------------
+# wire form
+
+# `encode({"body": ..., "sigs": ...})` is a 2-entry fixmap whose keys are fixstrs, and
+# "body" sorts before "sigs"; writing those bytes directly reuses the body's cached encoding.
+_ENVELOPE_HEAD = b"\x82\xa4body"
+_SIGS_KEY = b"\xa4sigs"
+
+
+def encode_signed_tx(tx: SignedTx) -> bytes:
+    """The canonical bytes of `tx`: `encode({"body": body, "sigs": [[pub, sig], ...]})`."""
+    sigs = [[s.public_key, s.signature] for s in tx.signatures]
+    return _ENVELOPE_HEAD + tx.body.encoded + _SIGS_KEY + codec.encode(sigs)
+
+
+def decode_signed_tx(raw: bytes) -> SignedTx:
+    """Parse and check a signed transaction's envelope; DecodeError with the first problem.
+
+    Does not verify signatures (see `verify_tx_signatures`) nor the operation's args.
+    """
+    if type(raw) is not bytes:
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raise DecodeError(Code.MALFORMED, f"expected bytes, got {type(raw).__name__}")
+        raw = bytes(raw)
+    if len(raw) > MAX_TX_BYTES:
+        raise DecodeError(Code.TOO_LARGE, f"transaction is {len(raw)} bytes, limit {MAX_TX_BYTES}")
+    obj = codec.decode(raw, max_size=MAX_TX_BYTES, max_depth=MAX_TX_DEPTH)
+    if type(obj) is not dict or tuple(obj) != _ENVELOPE_KEYS:
+        raise DecodeError(Code.BAD_FIELD, f"a transaction is a map with keys {_ENVELOPE_KEYS}")
+    body_obj = obj["body"]
+    if type(body_obj) is not dict or tuple(body_obj) != _BODY_KEYS:
+        keys = sorted(body_obj) if type(body_obj) is dict else type(body_obj).__name__
+        raise DecodeError(Code.BAD_FIELD, f"body must have exactly the keys {_BODY_KEYS}: {keys}")
+    signatures = _decode_signatures(obj["sigs"])
+    body = TxBody(
+        body_obj["chain"], body_obj["sender"], body_obj["nonce"], body_obj["op"], body_obj["args"]
+    )
+    return SignedTx(body, signatures, raw, body.tx_id)
+
+
+def _decode_signatures(sigs: object) -> tuple[Signature, ...]:
+    if type(sigs) is not list:
+        raise DecodeError(Code.BAD_FIELD, "sigs must be an array of [public_key, signature]")
+    if not 1 <= len(sigs) <= MAX_SIGNATURES:
+        raise DecodeError(
+            Code.BAD_FIELD, f"{len(sigs)} signatures; a transaction has 1 to {MAX_SIGNATURES}"
+        )
+    out = []
+    previous = b""
+    for index, entry in enumerate(sigs):
+        if (
+            type(entry) is not list
+            or len(entry) != 2
+            or type(entry[0]) is not bytes
+            or len(entry[0]) != PUBLIC_KEY_BYTES
+            or type(entry[1]) is not bytes
+            or len(entry[1]) != SIGNATURE_BYTES
+        ):
+            raise DecodeError(
+                Code.BAD_FIELD,
+                f"sigs[{index}] must be [public key ({PUBLIC_KEY_BYTES} bytes), "
+                f"signature ({SIGNATURE_BYTES} bytes)]",
+            )
+        public_key = entry[0]
+        if public_key == previous:
+            raise DecodeError(Code.BAD_FIELD, f"sigs[{index}]: the same signer appears twice")
+        if public_key < previous:
+            raise DecodeError(Code.NON_CANONICAL, f"sigs[{index}]: not sorted by public key")
+        previous = public_key
+        out.append(Signature(public_key, entry[1]))
+    return tuple(out)
+
+
+def verify_tx_signatures(tx: SignedTx) -> None:
+    """Check every attached signature; InvalidTransaction(BAD_SIGNATURE) names the first bad one."""
+    message = tx.body.signing_bytes()
+    for index, sig in enumerate(tx.signatures):
+        if not verify_signature(sig.public_key, message, sig.signature):
+            raise InvalidTransaction(
+                Code.BAD_SIGNATURE,
+                f"signature {index} by {_describe_signer(sig.public_key)} does not verify "
+                f"for transaction {tx.tx_id.hex()} on chain {tx.body.chain_id!r}",
+            )
+
+
+def _describe_signer(public_key: bytes) -> str:
+    try:
+        return f"{address_to_text(address_from_public_key(public_key))} (key {public_key.hex()})"
+    except ValueError:
+        return f"key {public_key.hex()}"
