@@ -67,6 +67,9 @@ class Code(IntEnum):
     NOT_MATURED = 319
     INSTRUMENT_MATURED = 320
     INVALID_AMOUNT = 321
+    COUPON_NOT_DUE = 322
+    COUPON_UNPAID = 323
+    WRONG_INSTRUMENT_KIND = 324
 
     # 4xx node admission
     MEMPOOL_FULL = 400
