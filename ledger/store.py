@@ -1,0 +1,1037 @@
+"""The node's SQLite store: blocks, commit certificates, transactions, events and the state.
+
+One database file per node. The store persists bytes and never interprets them: the executor
+hands it a `BlockRecord` (the block, its certificate, its transactions with their receipts, its
+events, the state changes and the app hash) and `Store.commit_block` writes all of it in ONE
+SQLite transaction, so after a crash the database holds every committed block whole and nothing
+of a block that was not committed. Reopening the file gives back the same state items, blocks
+and app hashes (`iter_state` streams the state in key order to rebuild the in-memory state and
+the state tree).
+
+Durability rules (see TESTPLAN.md, "SQLite facts that matter"):
+
+* every connection sets `journal_mode=WAL`, `synchronous=FULL`, `foreign_keys=ON` and a busy
+  timeout (these pragmas are per connection);
+* there is one writer: the `Store` object, guarded by a lock, and an advisory `flock` on
+  `<db>.lock` so that a second process (say, a second validator started on the same home, which
+  could double-sign) cannot open the same database;
+* every write is an explicit `BEGIN IMMEDIATE ... COMMIT`; with `synchronous=FULL` a commit has
+  reached the disk when the call returns. `save_consensus_record` relies on that: a validator's
+  last-signed state is on disk before its vote leaves the process;
+* the `-wal` and `-shm` files belong to SQLite and are never deleted; `backup` uses the SQLite
+  backup API.
+
+Layout (schema version 1). Transactions and events are keyed by a *position*, an integer
+`height << 24 | ordinal`, so that a block's rows are one contiguous, append-only range of an
+integer primary key (cheap to insert, cheap to range-scan by height) and no extra index on the
+height is needed. Lookups by transaction id, account or instrument go through small
+`WITHOUT ROWID` index tables whose rows are a few dozen bytes. The state is a `WITHOUT ROWID`
+table keyed by the state key, so a prefix scan (all holders of one instrument) is one b-tree
+range.
+
+Height 0 is the genesis record: the first `BlockRecord` written to an empty store has height 0,
+hash equal to the store's genesis hash, and carries the genesis state as its changes. Every later
+record must have height `latest_height() + 1`.
+
+`AsyncStore` offers the same calls as coroutines; it runs them on one worker thread through a
+`run_sync` function supplied by the caller (in `node/`: `trio.to_thread.run_sync` with a
+`trio.CapacityLimiter(1)`), because the ledger package does not import trio.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+SCHEMA_VERSION = 1
+
+ADDRESS_SIZE = 20
+# Transactions and events are positioned at `height << POSITION_BITS | ordinal`.
+POSITION_BITS = 24
+MAX_PER_BLOCK = 1 << POSITION_BITS  # transactions (or events) in one block
+MAX_HEIGHT = (1 << (63 - POSITION_BITS)) - 1  # so that a position fits a signed 64-bit integer
+MAX_EVENTS_PAGE = 1000  # the largest `limit` `events()` accepts: pages are bounded
+STATE_BATCH = 10_000  # rows fetched at a time when streaming the state
+
+# Keys of the meta table that belong to the store itself; callers' meta keys may not use them.
+_RESERVED_PREFIX = "store."
+_META_SCHEMA = "store.schema_version"
+_META_CHAIN = "store.chain_id"
+_META_GENESIS = "store.genesis_hash"
+_META_CONSENSUS = "store.consensus_record"
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE blocks (
+    height      INTEGER PRIMARY KEY NOT NULL CHECK (height >= 0),
+    hash        BLOB NOT NULL UNIQUE,
+    header      BLOB NOT NULL,
+    block       BLOB NOT NULL,
+    commit_cert BLOB NOT NULL,
+    app_hash    BLOB NOT NULL
+);
+
+CREATE TABLE txs (
+    pos     INTEGER PRIMARY KEY NOT NULL,
+    tx_id   BLOB NOT NULL,
+    raw     BLOB NOT NULL,
+    code    INTEGER NOT NULL,
+    receipt BLOB NOT NULL
+);
+
+CREATE TABLE tx_ids (
+    tx_id BLOB PRIMARY KEY NOT NULL,
+    pos   INTEGER NOT NULL REFERENCES txs (pos)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+    pos         INTEGER PRIMARY KEY NOT NULL,
+    tx_index    INTEGER NOT NULL,
+    event_index INTEGER NOT NULL,
+    type        TEXT NOT NULL,
+    accounts    BLOB NOT NULL,
+    instruments TEXT NOT NULL,
+    data        BLOB NOT NULL
+);
+
+CREATE TABLE event_accounts (
+    account BLOB NOT NULL,
+    pos     INTEGER NOT NULL,
+    PRIMARY KEY (account, pos)
+) WITHOUT ROWID;
+
+CREATE TABLE event_instruments (
+    instrument TEXT NOT NULL,
+    pos        INTEGER NOT NULL,
+    PRIMARY KEY (instrument, pos)
+) WITHOUT ROWID;
+
+CREATE TABLE state (
+    key   BLOB PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+_TABLES = frozenset(
+    {"meta", "blocks", "txs", "tx_ids", "events", "event_accounts", "event_instruments", "state"}
+)
+
+_INSTRUMENT_SEPARATOR = "\x00"  # packs an event's instrument ids into one TEXT column
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why and names the values."""
+
+
+class CorruptDatabaseError(StoreError):
+    """The file is not a readable SQLite database, or not a Khazana store."""
+
+
+class ForeignDatabaseError(StoreError):
+    """The database belongs to another chain (another chain id or genesis hash)."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer (or unknown) version of the store."""
+
+
+class StoreLockedError(StoreError):
+    """Another process (or another `Store` in this one) already has the database open."""
+
+
+class HeightError(StoreError):
+    """A block record whose height is not the next one (`latest_height() + 1`)."""
+
+
+class InvalidRecordError(StoreError):
+    """A record whose fields break the store's rules (sizes, ordinals, duplicates)."""
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """One transaction of a block and its result. `code` 0 is success; `receipt` is opaque."""
+
+    tx_id: bytes
+    height: int
+    index: int
+    raw: bytes
+    code: int
+    receipt: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One event of a block, indexed by the accounts and instruments it concerns.
+
+    `tx_index` is the index of the transaction that emitted it (the ledger may use a negative
+    index for events of the block itself); (`tx_index`, `event_index`) is unique in a block.
+    `accounts` are 20-byte addresses and `instruments` instrument ids; `data` is opaque.
+    """
+
+    height: int
+    tx_index: int
+    event_index: int
+    type: str
+    accounts: tuple[bytes, ...]
+    instruments: tuple[str, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    """Everything `Store.commit_block` writes for one height, in one transaction.
+
+    `changes` maps state keys to their new value bytes, or to None to delete the key.
+    `meta` holds extra key/values of the caller's (names may not start with "store.").
+    """
+
+    height: int
+    hash: bytes
+    header: bytes
+    block: bytes
+    commit: bytes
+    app_hash: bytes
+    txs: tuple[TxRecord, ...] = ()
+    events: tuple[EventRecord, ...] = ()
+    changes: Mapping[bytes, bytes | None] = field(default_factory=dict)
+    meta: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlock:
+    """A block as read back: its bytes and the app hash after executing it."""
+
+    height: int
+    hash: bytes
+    header: bytes
+    block: bytes
+    app_hash: bytes
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _position(height: int, ordinal: int) -> int:
+    return (height << POSITION_BITS) | ordinal
+
+
+def _height_of(position: int) -> int:
+    return position >> POSITION_BITS
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix` (None: no such key)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def _check_bytes(name: str, value: object, *, size: int | None = None) -> None:
+    if not isinstance(value, bytes):
+        raise InvalidRecordError(f"{name} must be bytes, not {type(value).__name__}")
+    if size is not None and len(value) != size:
+        raise InvalidRecordError(f"{name} must be {size} bytes, got {len(value)}")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidRecordError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
+    pos, tx_index, event_index, type_, accounts, instruments, data = row
+    return EventRecord(
+        height=_height_of(pos),
+        tx_index=tx_index,
+        event_index=event_index,
+        type=type_,
+        accounts=tuple(
+            accounts[i : i + ADDRESS_SIZE] for i in range(0, len(accounts), ADDRESS_SIZE)
+        ),
+        instruments=tuple(instruments.split(_INSTRUMENT_SEPARATOR)) if instruments else (),
+        data=data,
+    )
+
+
+def _connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A connection with the pragmas every connection to a store must have.
+
+    `isolation_level=None`: Python's sqlite3 then starts no transaction behind our back; every
+    write is our own explicit `BEGIN IMMEDIATE`. `check_same_thread=False`: the connection may
+    be used from the worker thread of `AsyncStore`; the `Store` lock serialises all use.
+    """
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+    )
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"{path}: SQLite refused WAL mode (journal_mode is {mode!r})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise CorruptDatabaseError(f"{path}: not a readable SQLite database ({exc})") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class StateSnapshot:
+    """A consistent, streaming read of the whole state in key order.
+
+    It reads through its own connection inside one read transaction, so in WAL mode it sees the
+    state as of its first fetch even while blocks keep being committed, and it never holds the
+    store's write lock between fetches. Close it (or use it as a context manager) when done.
+    """
+
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self._conn = _connect(path, busy_timeout_ms)
+        self._conn.execute("PRAGMA query_only=ON")
+        self._conn.execute("BEGIN")
+        self._cursor = self._conn.execute("SELECT key, value FROM state ORDER BY key")
+
+    def fetch(self, count: int = STATE_BATCH) -> list[tuple[bytes, bytes]]:
+        """The next `count` items at most; an empty list at the end."""
+        return self._cursor.fetchmany(count)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> StateSnapshot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Store:
+    """One node's database. Create with `Store.open(path, chain_id=..., genesis_hash=...)`.
+
+    All methods are safe to call from any thread; a lock serialises use of the connection.
+    """
+
+    def __init__(
+        self, conn: sqlite3.Connection, path: str, lock_file: int, busy_timeout_ms: int
+    ) -> None:
+        # Use `Store.open`; this only wires up an already validated connection.
+        self._conn = conn
+        self._path = path
+        self._lock_file = lock_file
+        self._busy_timeout_ms = busy_timeout_ms
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ----------------------------------------------------------------- open / close
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        chain_id: str,
+        genesis_hash: bytes,
+        busy_timeout_ms: int = 5000,
+    ) -> Store:
+        """Open (creating it if needed) the store of one chain.
+
+        A new database records `chain_id` and `genesis_hash`; an existing one must hold the same
+        values (ForeignDatabaseError otherwise) and a schema this code knows
+        (SchemaVersionError). A file that is not a store raises CorruptDatabaseError; a database
+        already open elsewhere raises StoreLockedError.
+        """
+        if not isinstance(chain_id, str) or not chain_id:
+            raise StoreError(f"chain_id must be a non-empty str, got {chain_id!r}")
+        if not isinstance(genesis_hash, bytes) or not genesis_hash:
+            raise StoreError(f"genesis_hash must be non-empty bytes, got {genesis_hash!r}")
+        path = os.fspath(path)
+        lock_file = cls._take_process_lock(path)
+        try:
+            conn = _connect(path, busy_timeout_ms)
+            try:
+                cls._prepare(conn, path, chain_id, genesis_hash)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            os.close(lock_file)
+            raise
+        return cls(conn, path, lock_file, busy_timeout_ms)
+
+    @staticmethod
+    def _take_process_lock(path: str) -> int:
+        # One writer per database: a second node process on the same home must not run, since
+        # two validators with one key can double-sign. The lock dies with the process.
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLockedError(f"{path} is already open by another store or process") from None
+        return fd
+
+    @staticmethod
+    def _prepare(conn: sqlite3.Connection, path: str, chain_id: str, genesis_hash: bytes) -> None:
+        """Create the schema in an empty database, or check an existing one is ours."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                tables = {
+                    name
+                    for (name,) in conn.execute(
+                        "SELECT name FROM sqlite_schema WHERE type = 'table'"
+                    )
+                }
+                if not tables:
+                    # Statement by statement: executescript() would COMMIT our transaction.
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.executemany(
+                        "INSERT INTO meta (key, value) VALUES (?, ?)",
+                        [
+                            (_META_SCHEMA, str(SCHEMA_VERSION).encode()),
+                            (_META_CHAIN, chain_id.encode()),
+                            (_META_GENESIS, genesis_hash),
+                        ],
+                    )
+                else:
+                    Store._check_existing(conn, path, tables, chain_id, genesis_hash)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDatabaseError(f"{path}: not a readable SQLite database ({exc})") from exc
+
+    @staticmethod
+    def _check_existing(
+        conn: sqlite3.Connection, path: str, tables: set[str], chain_id: str, genesis_hash: bytes
+    ) -> None:
+        if "meta" not in tables:
+            raise CorruptDatabaseError(f"{path}: an SQLite database, but not a Khazana store")
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'store.%'"))
+        raw_version = meta.get(_META_SCHEMA)
+        try:
+            version = int(raw_version.decode()) if isinstance(raw_version, bytes) else None
+        except ValueError:
+            version = None
+        if version is None:
+            raise CorruptDatabaseError(f"{path}: the store's schema version is missing")
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{path}: schema version {version} is newer than this node's {SCHEMA_VERSION};"
+                " upgrade the node"
+            )
+        if version < SCHEMA_VERSION:
+            # Version 1 is the first; a migration goes here when version 2 exists.
+            raise SchemaVersionError(f"{path}: schema version {version} has no migration")
+        missing = _TABLES - tables
+        if missing:
+            raise CorruptDatabaseError(f"{path}: tables missing: {sorted(missing)}")
+        stored_chain = meta.get(_META_CHAIN, b"").decode(errors="replace")
+        stored_genesis = meta.get(_META_GENESIS, b"")
+        if stored_chain != chain_id or stored_genesis != genesis_hash:
+            raise ForeignDatabaseError(
+                f"{path} belongs to chain {stored_chain!r} with genesis {stored_genesis.hex()},"
+                f" not to chain {chain_id!r} with genesis {genesis_hash.hex()}"
+            )
+
+    def close(self) -> None:
+        """Close the connection and release the process lock. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._conn.close()
+            os.close(self._lock_file)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            self._check_open()
+            return self._conn.execute(sql, params).fetchall()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self._path}: the store is closed")
+
+    # ----------------------------------------------------------------- writes
+
+    def commit_block(self, record: BlockRecord) -> None:
+        """Write one block and everything that goes with it in a single transaction.
+
+        Raises HeightError unless `record.height` is the next height, InvalidRecordError for a
+        malformed record (including a transaction id already stored); nothing is written then.
+        """
+        tx_rows, tx_id_rows = self._tx_rows(record)
+        event_rows, account_rows, instrument_rows = self._event_rows(record)
+        upserts, deletes = self._state_rows(record.changes)
+        meta_rows = self._meta_rows(record.meta)
+        with self._lock:
+            self._check_open()
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_next_height(record)
+                conn.execute(
+                    "INSERT INTO blocks (height, hash, header, block, commit_cert, app_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        record.height,
+                        record.hash,
+                        record.header,
+                        record.block,
+                        record.commit,
+                        record.app_hash,
+                    ),
+                )
+                conn.executemany(
+                    "INSERT INTO txs (pos, tx_id, raw, code, receipt) VALUES (?, ?, ?, ?, ?)",
+                    tx_rows,
+                )
+                conn.executemany("INSERT INTO tx_ids (tx_id, pos) VALUES (?, ?)", tx_id_rows)
+                conn.executemany(
+                    "INSERT INTO events (pos, tx_index, event_index, type, accounts, instruments,"
+                    " data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    event_rows,
+                )
+                conn.executemany(
+                    "INSERT INTO event_accounts (account, pos) VALUES (?, ?)", account_rows
+                )
+                conn.executemany(
+                    "INSERT INTO event_instruments (instrument, pos) VALUES (?, ?)",
+                    instrument_rows,
+                )
+                conn.executemany(
+                    "INSERT INTO state (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    upserts,
+                )
+                conn.executemany("DELETE FROM state WHERE key = ?", deletes)
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    meta_rows,
+                )
+                conn.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                self._rollback()
+                raise InvalidRecordError(
+                    f"block {record.height} conflicts with stored data ({exc}); a block hash or"
+                    " transaction id may already be stored"
+                ) from exc
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(
+                    f"{self._path}: writing block {record.height} failed ({exc})"
+                ) from exc
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        # A failed COMMIT (disk full, I/O error) may already have rolled back.
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _check_next_height(self, record: BlockRecord) -> None:
+        (latest,) = self._conn.execute("SELECT max(height) FROM blocks").fetchone()
+        expected = 0 if latest is None else latest + 1
+        if record.height != expected:
+            raise HeightError(
+                f"block height {record.height} is not the next height {expected}"
+                f" (latest stored: {latest})"
+            )
+        if record.height == 0:
+            (genesis,) = self._conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (_META_GENESIS,)
+            ).fetchone()
+            if record.hash != genesis:
+                raise InvalidRecordError(
+                    f"the height-0 record must carry the genesis hash {genesis.hex()},"
+                    f" not {record.hash.hex()}"
+                )
+
+    @staticmethod
+    def _tx_rows(record: BlockRecord) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]]:
+        _check_int("height", record.height, 0, MAX_HEIGHT)
+        for name in ("hash", "header", "block", "commit", "app_hash"):
+            _check_bytes(name, getattr(record, name))
+        tx_rows: list[tuple[Any, ...]] = []
+        tx_id_rows: list[tuple[bytes, int]] = []
+        for expected_index, tx in enumerate(record.txs):
+            if not isinstance(tx, TxRecord):
+                raise InvalidRecordError(f"txs[{expected_index}] is not a TxRecord")
+            if tx.height != record.height or tx.index != expected_index:
+                raise InvalidRecordError(
+                    f"txs[{expected_index}] says height {tx.height} index {tx.index}; expected"
+                    f" height {record.height} index {expected_index}"
+                )
+            _check_bytes("tx_id", tx.tx_id)
+            if not tx.tx_id:
+                raise InvalidRecordError(f"txs[{expected_index}] has an empty tx_id")
+            _check_bytes("raw", tx.raw)
+            _check_bytes("receipt", tx.receipt)
+            _check_int("code", tx.code, -(1 << 63), (1 << 63) - 1)
+            position = _position(record.height, expected_index)
+            tx_rows.append((position, tx.tx_id, tx.raw, tx.code, tx.receipt))
+            tx_id_rows.append((tx.tx_id, position))
+        if len(tx_rows) >= MAX_PER_BLOCK:
+            raise InvalidRecordError(
+                f"{len(tx_rows)} transactions in one block (max {MAX_PER_BLOCK - 1})"
+            )
+        # Inserting index rows in key order keeps the b-tree writes local.
+        tx_id_rows.sort()
+        return tx_rows, tx_id_rows
+
+    @staticmethod
+    def _event_rows(
+        record: BlockRecord,
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]], list[tuple[str, int]]]:
+        if len(record.events) >= MAX_PER_BLOCK:
+            raise InvalidRecordError(
+                f"{len(record.events)} events in one block (max {MAX_PER_BLOCK - 1})"
+            )
+        for i, event in enumerate(record.events):
+            if not isinstance(event, EventRecord):
+                raise InvalidRecordError(f"events[{i}] is not an EventRecord")
+            if event.height != record.height:
+                raise InvalidRecordError(
+                    f"events[{i}] says height {event.height}, the block is {record.height}"
+                )
+            _check_int("tx_index", event.tx_index, -(1 << 31), (1 << 31) - 1)
+            _check_int("event_index", event.event_index, 0, (1 << 31) - 1)
+        # Events are stored in (tx_index, event_index) order, so reading by position returns
+        # them in that order whatever order the executor listed them in.
+        ordered = sorted(record.events, key=lambda e: (e.tx_index, e.event_index))
+        event_rows: list[tuple[Any, ...]] = []
+        account_rows: list[tuple[bytes, int]] = []
+        instrument_rows: list[tuple[str, int]] = []
+        previous: tuple[int, int] | None = None
+        for ordinal, event in enumerate(ordered):
+            where = (event.tx_index, event.event_index)
+            if where == previous:
+                raise InvalidRecordError(
+                    f"two events at tx_index {event.tx_index} event_index {event.event_index}"
+                )
+            previous = where
+            if not isinstance(event.type, str) or not event.type:
+                raise InvalidRecordError(f"event {where} has no type")
+            _check_bytes("event data", event.data)
+            for account in event.accounts:
+                _check_bytes("event account", account, size=ADDRESS_SIZE)
+            for instrument in event.instruments:
+                if (
+                    not isinstance(instrument, str)
+                    or not instrument
+                    or _INSTRUMENT_SEPARATOR in instrument
+                ):
+                    raise InvalidRecordError(
+                        f"event {where}: instrument id {instrument!r} must be a non-empty str"
+                        " without NUL"
+                    )
+            position = _position(record.height, ordinal)
+            event_rows.append(
+                (
+                    position,
+                    event.tx_index,
+                    event.event_index,
+                    event.type,
+                    b"".join(event.accounts),
+                    _INSTRUMENT_SEPARATOR.join(event.instruments),
+                    event.data,
+                )
+            )
+            # An account named twice in one event is indexed once.
+            account_rows.extend((account, position) for account in sorted(set(event.accounts)))
+            instrument_rows.extend((i, position) for i in sorted(set(event.instruments)))
+        account_rows.sort()
+        instrument_rows.sort()
+        return event_rows, account_rows, instrument_rows
+
+    @staticmethod
+    def _state_rows(
+        changes: Mapping[bytes, bytes | None],
+    ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes]]]:
+        upserts: list[tuple[bytes, bytes]] = []
+        deletes: list[tuple[bytes]] = []
+        # Sorted: deterministic, and neighbouring keys land on the same b-tree pages.
+        for key in sorted(changes):
+            _check_bytes("state key", key)
+            if not key:
+                raise InvalidRecordError("a state key may not be empty")
+            value = changes[key]
+            if value is None:
+                deletes.append((key,))
+            else:
+                _check_bytes(f"state value of {key.hex()}", value)
+                upserts.append((key, value))
+        return upserts, deletes
+
+    @staticmethod
+    def _meta_rows(meta: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+        rows = []
+        for key in sorted(meta):
+            if not isinstance(key, str) or not key or key.startswith(_RESERVED_PREFIX):
+                raise InvalidRecordError(
+                    f"meta key {key!r} must be a non-empty str not starting with"
+                    f" {_RESERVED_PREFIX!r}"
+                )
+            _check_bytes(f"meta value of {key!r}", meta[key])
+            rows.append((key, meta[key]))
+        return rows
+
+    def save_consensus_record(self, record: bytes) -> None:
+        """Durably replace the validator's last-signed record (own transaction, fsynced).
+
+        When this returns the record is on disk (WAL, synchronous=FULL): only then may the vote
+        it describes leave the process.
+        """
+        _check_bytes("consensus record", record)
+        self._write_meta(_META_CONSENSUS, record)
+
+    def _write_meta(self, key: str, value: bytes) -> None:
+        with self._lock:
+            self._check_open()
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"{self._path}: writing {key!r} failed ({exc})") from exc
+            except BaseException:
+                self._rollback()
+                raise
+
+    def load_consensus_record(self) -> bytes | None:
+        return self.get_meta(_META_CONSENSUS)
+
+    # ----------------------------------------------------------------- reads
+
+    def latest_height(self) -> int | None:
+        """The height of the last committed block (0: genesis only), None when empty."""
+        return self._read("SELECT max(height) FROM blocks")[0][0]
+
+    def chain_id(self) -> str:
+        return self._read("SELECT value FROM meta WHERE key = ?", (_META_CHAIN,))[0][0].decode()
+
+    def genesis_hash(self) -> bytes:
+        return self._read("SELECT value FROM meta WHERE key = ?", (_META_GENESIS,))[0][0]
+
+    def get_meta(self, key: str) -> bytes | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def app_hash(self, height: int) -> bytes | None:
+        rows = self._read("SELECT app_hash FROM blocks WHERE height = ?", (height,))
+        return rows[0][0] if rows else None
+
+    def block(self, height: int) -> StoredBlock | None:
+        rows = self._read(
+            "SELECT height, hash, header, block, app_hash FROM blocks WHERE height = ?", (height,)
+        )
+        return StoredBlock(*rows[0]) if rows else None
+
+    def block_by_hash(self, block_hash: bytes) -> StoredBlock | None:
+        rows = self._read(
+            "SELECT height, hash, header, block, app_hash FROM blocks WHERE hash = ?",
+            (block_hash,),
+        )
+        return StoredBlock(*rows[0]) if rows else None
+
+    def commit(self, height: int) -> bytes | None:
+        """The commit certificate stored with the block at `height`."""
+        rows = self._read("SELECT commit_cert FROM blocks WHERE height = ?", (height,))
+        return rows[0][0] if rows else None
+
+    def tx(self, tx_id: bytes) -> TxRecord | None:
+        rows = self._read(
+            "SELECT t.pos, t.tx_id, t.raw, t.code, t.receipt"
+            " FROM tx_ids i JOIN txs t ON t.pos = i.pos WHERE i.tx_id = ?",
+            (tx_id,),
+        )
+        return self._tx_from_row(rows[0]) if rows else None
+
+    def block_txs(self, height: int) -> list[TxRecord]:
+        """The transactions of one block with their results, in block order."""
+        rows = self._read(
+            "SELECT pos, tx_id, raw, code, receipt FROM txs WHERE pos BETWEEN ? AND ? ORDER BY pos",
+            (_position(height, 0), _position(height, MAX_PER_BLOCK - 1)),
+        )
+        return [self._tx_from_row(row) for row in rows]
+
+    @staticmethod
+    def _tx_from_row(row: tuple[Any, ...]) -> TxRecord:
+        pos, tx_id, raw, code, receipt = row
+        return TxRecord(
+            tx_id=tx_id,
+            height=_height_of(pos),
+            index=pos & (MAX_PER_BLOCK - 1),
+            raw=raw,
+            code=code,
+            receipt=receipt,
+        )
+
+    def get_state(self, key: bytes) -> bytes | None:
+        rows = self._read("SELECT value FROM state WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def scan_prefix(
+        self, prefix: bytes, limit: int | None = None, after: bytes | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """State items whose key starts with `prefix`, in key order.
+
+        `after` (exclusive) resumes a previous page: pass the last key it returned.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        conditions = ["key >= ?"]
+        params: list[Any] = [prefix]
+        end = _prefix_end(prefix)
+        if end is not None:
+            conditions.append("key < ?")
+            params.append(end)
+        if after is not None:
+            conditions.append("key > ?")
+            params.append(after)
+        sql = f"SELECT key, value FROM state WHERE {' AND '.join(conditions)} ORDER BY key"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._read(sql, tuple(params))  # type: ignore[return-value]
+
+    def state_snapshot(self) -> StateSnapshot:
+        """A consistent streaming reader of the whole state (see StateSnapshot)."""
+        self._check_open()
+        return StateSnapshot(self._path, self._busy_timeout_ms)
+
+    def iter_state(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every state item in key order, streamed in batches from one consistent snapshot."""
+        with self.state_snapshot() as snapshot:
+            while batch := snapshot.fetch():
+                yield from batch
+
+    def events(
+        self,
+        account: bytes | None = None,
+        instrument: str | None = None,
+        from_height: int | None = None,
+        to_height: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[EventRecord]:
+        """The audit trail: events in chain order, filtered by account and/or instrument and a
+        height range (inclusive), one page of at most `limit` (<= MAX_EVENTS_PAGE) events."""
+        if not 0 <= limit <= MAX_EVENTS_PAGE:
+            raise ValueError(f"limit must be in [0, {MAX_EVENTS_PAGE}], got {limit}")
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        if to_height is not None and to_height < 0:
+            return []
+        low = _position(max(from_height or 0, 0), 0)
+        top = MAX_HEIGHT if to_height is None else min(to_height, MAX_HEIGHT)
+        high = _position(top, MAX_PER_BLOCK - 1)
+        # The filters are joins on the small index tables; the height range is a range of
+        # positions, so no height index is needed.
+        joins: list[str] = []
+        params: list[Any] = []
+        if account is not None:
+            joins.append("JOIN event_accounts a ON a.pos = e.pos AND a.account = ?")
+            params.append(account)
+        if instrument is not None:
+            joins.append("JOIN event_instruments i ON i.pos = e.pos AND i.instrument = ?")
+            params.append(instrument)
+        sql = (
+            "SELECT e.pos, e.tx_index, e.event_index, e.type, e.accounts, e.instruments, e.data"
+            f" FROM events e {' '.join(joins)}"
+            " WHERE e.pos BETWEEN ? AND ? ORDER BY e.pos LIMIT ? OFFSET ?"
+        )
+        params.extend((low, high, limit, offset))
+        return [_event_from_row(row) for row in self._read(sql, tuple(params))]
+
+    # ----------------------------------------------------------------- operations
+
+    def backup(self, dest_path: str | os.PathLike[str]) -> None:
+        """Copy the whole database to `dest_path` (which must not exist) with the backup API.
+
+        The copy is taken from its own connection in one read transaction: a consistent
+        snapshot, and the writer is not blocked meanwhile (WAL). The result opens as a store.
+        """
+        dest = os.fspath(dest_path)
+        if os.path.exists(dest):
+            raise StoreError(f"backup destination {dest} already exists; refusing to overwrite")
+        self._check_open()
+        source = _connect(self._path, self._busy_timeout_ms)
+        try:
+            target = sqlite3.connect(dest, isolation_level=None)
+            try:
+                source.backup(target)  # pages=-1: the whole database in one step
+                target.execute("PRAGMA journal_mode=WAL")
+            finally:
+                target.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"backup of {self._path} to {dest} failed ({exc})") from exc
+        finally:
+            source.close()
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's full integrity check: ["ok"] for a sound database (slow on big ones)."""
+        return [row[0] for row in self._read("PRAGMA integrity_check")]
+
+
+# --------------------------------------------------------------------------- async facade
+
+T = TypeVar("T")
+RunSync = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+class AsyncStore:
+    """The `Store` API as coroutines, each call run on a worker thread by `run_sync`.
+
+    `run_sync(fn)` must run `fn()` in a thread and return its result, with at most one call in
+    flight; from trio that is
+
+        limiter = trio.CapacityLimiter(1)
+        run_sync = functools.partial(trio.to_thread.run_sync, limiter=limiter)
+
+    (`trio.to_thread.run_sync` does not abandon the thread on cancellation by default, so a
+    block write that has started always finishes before the caller sees the cancellation.)
+    The ledger does not import trio (layering rule), hence the injection.
+    """
+
+    def __init__(self, store: Store, run_sync: RunSync) -> None:
+        self.store = store
+        self._run_sync = run_sync
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        chain_id: str,
+        genesis_hash: bytes,
+        run_sync: RunSync,
+        busy_timeout_ms: int = 5000,
+    ) -> AsyncStore:
+        store = await run_sync(
+            lambda: Store.open(
+                path, chain_id=chain_id, genesis_hash=genesis_hash, busy_timeout_ms=busy_timeout_ms
+            )
+        )
+        return cls(store, run_sync)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self._run_sync(lambda: fn(*args, **kwargs))
+
+    async def aclose(self) -> None:
+        await self._call(self.store.close)
+
+    async def __aenter__(self) -> AsyncStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def commit_block(self, record: BlockRecord) -> None:
+        await self._call(self.store.commit_block, record)
+
+    async def save_consensus_record(self, record: bytes) -> None:
+        await self._call(self.store.save_consensus_record, record)
+
+    async def load_consensus_record(self) -> bytes | None:
+        return await self._call(self.store.load_consensus_record)
+
+    async def latest_height(self) -> int | None:
+        return await self._call(self.store.latest_height)
+
+    async def get_meta(self, key: str) -> bytes | None:
+        return await self._call(self.store.get_meta, key)
+
+    async def app_hash(self, height: int) -> bytes | None:
+        return await self._call(self.store.app_hash, height)
+
+    async def block(self, height: int) -> StoredBlock | None:
+        return await self._call(self.store.block, height)
+
+    async def block_by_hash(self, block_hash: bytes) -> StoredBlock | None:
+        return await self._call(self.store.block_by_hash, block_hash)
+
+    async def commit(self, height: int) -> bytes | None:
+        return await self._call(self.store.commit, height)
+
+    async def tx(self, tx_id: bytes) -> TxRecord | None:
+        return await self._call(self.store.tx, tx_id)
+
+    async def block_txs(self, height: int) -> list[TxRecord]:
+        return await self._call(self.store.block_txs, height)
+
+    async def get_state(self, key: bytes) -> bytes | None:
+        return await self._call(self.store.get_state, key)
+
+    async def scan_prefix(
+        self, prefix: bytes, limit: int | None = None, after: bytes | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        return await self._call(self.store.scan_prefix, prefix, limit, after)
+
+    async def events(
+        self,
+        account: bytes | None = None,
+        instrument: str | None = None,
+        from_height: int | None = None,
+        to_height: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[EventRecord]:
+        return await self._call(
+            self.store.events, account, instrument, from_height, to_height, limit, offset
+        )
+
+    async def iter_state(self, batch: int = STATE_BATCH) -> AsyncIterator[tuple[bytes, bytes]]:
+        """Async generator of (key, value) in key order, one batch per worker-thread call."""
+        snapshot = await self._call(self.store.state_snapshot)
+        try:
+            while items := await self._call(snapshot.fetch, batch):
+                for item in items:
+                    yield item
+        finally:
+            # Synchronous on purpose: closing is quick and must happen even when cancelled.
+            snapshot.close()
+
+    async def backup(self, dest_path: str | os.PathLike[str]) -> None:
+        await self._call(self.store.backup, dest_path)
