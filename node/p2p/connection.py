@@ -1,0 +1,341 @@
+"""One authenticated, encrypted link to a peer over any `trio.abc.Stream`.
+
+What this module owns:
+
+* The frame: every Noise message (handshake and transport) travels as a 4-byte big-endian
+  length followed by that many bytes, at most 65535 (the Noise message limit). A larger
+  prefix is refused as soon as it is read, before any allocation.
+* The handshake: Noise XX (`node/p2p/noise.py`) with the Noise static key bound to the
+  node's Ed25519 identity, as libp2p does (https://github.com/libp2p/specs/blob/master/
+  noise/README.md, "The libp2p Handshake Payload"): the responder's payload in message 2
+  and the initiator's in message 3 carry the Ed25519 public key and a signature over the
+  sender's Noise static X25519 key. Our signed bytes also carry a domain tag and the chain
+  id, so a signature made for another purpose or another chain never authenticates here.
+  Both payloads are encrypted (XX encrypts from message 2 on).
+* The transport: after the handshake each frame decrypts to `flags (1 byte) || chunk`; an
+  application message longer than one frame is split into chunks, every chunk but the last
+  with the `MORE` flag. The reassembled message is bounded by `max_message_size`.
+
+Handshake payload (identical in messages 2 and 3):
+
+    version (1 byte, = 1) || ed25519_public_key (32) || signature (64)
+        || chain_id_length (1) || chain_id (UTF-8)
+
+    signature = Ed25519(identity, IDENTITY_TAG || chain_id_length || chain_id
+                                  || noise_static_public_key)
+
+Every refusal is a `PeerProtocolError` with a `PeerCode`; a clean end of the stream is
+`ConnectionClosed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import nacl.exceptions
+import trio
+from nacl.signing import SigningKey, VerifyKey
+
+from node.p2p.errors import ConnectionClosed, PeerCode, PeerProtocolError
+from node.p2p.noise import (
+    MAX_MESSAGE_LEN,
+    TAGLEN,
+    CipherState,
+    HandshakeState,
+    generate_x25519_private_key,
+)
+
+IDENTITY_TAG = b"khazana/p2p/v1\x00"
+# The prologue binds the protocol version into the transcript: a peer speaking another
+# version fails at the first encrypted field instead of misreading our payload.
+PROLOGUE = IDENTITY_TAG
+PAYLOAD_VERSION = 1
+
+LENGTH_PREFIX = 4
+FLAG_MORE = 0x01  # another chunk of the same application message follows
+# One frame carries a Noise message of at most 65535 bytes: tag and flags byte included.
+MAX_CHUNK = MAX_MESSAGE_LEN - TAGLEN - 1
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT_S = 10
+
+IsAllowed = Callable[[bytes], bool]
+
+
+def identity_signing_bytes(chain_id: bytes, noise_static_public_key: bytes) -> bytes:
+    return IDENTITY_TAG + bytes([len(chain_id)]) + chain_id + noise_static_public_key
+
+
+def encode_identity_payload(
+    identity: SigningKey, chain_id: str, noise_static_public_key: bytes
+) -> bytes:
+    chain = chain_id.encode("utf-8")
+    if not 0 < len(chain) <= 255:
+        raise ValueError(f"chain id must be 1..255 UTF-8 bytes, got {len(chain)}")
+    signature = identity.sign(identity_signing_bytes(chain, noise_static_public_key)).signature
+    return (
+        bytes([PAYLOAD_VERSION])
+        + bytes(identity.verify_key)
+        + signature
+        + bytes([len(chain)])
+        + chain
+    )
+
+
+def verify_identity_payload(
+    payload: bytes, noise_static_public_key: bytes, chain_id: str, is_allowed: IsAllowed
+) -> bytes:
+    """The remote's Ed25519 public key, once its payload proves it owns the Noise key."""
+    if len(payload) < 1 + 32 + 64 + 1 or payload[0] != PAYLOAD_VERSION:
+        raise PeerProtocolError(PeerCode.BAD_HANDSHAKE, "identity payload of the wrong shape")
+    public_key, signature = payload[1:33], payload[33:97]
+    chain_length = payload[97]
+    chain = payload[98:]
+    if len(chain) != chain_length:
+        raise PeerProtocolError(
+            PeerCode.BAD_HANDSHAKE, f"chain id of {len(chain)} bytes, header says {chain_length}"
+        )
+    try:
+        VerifyKey(public_key).verify(
+            identity_signing_bytes(chain, noise_static_public_key), signature
+        )
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        raise PeerProtocolError(
+            PeerCode.BAD_IDENTITY_SIGNATURE, f"key {public_key.hex()} did not sign its Noise key"
+        ) from None
+    if chain != chain_id.encode("utf-8"):
+        raise PeerProtocolError(
+            PeerCode.WRONG_CHAIN, f"peer is on chain {chain!r}, we are on {chain_id!r}"
+        )
+    if not is_allowed(public_key):
+        raise PeerProtocolError(PeerCode.UNKNOWN_PEER, f"key {public_key.hex()} is not allowed")
+    return public_key
+
+
+class FrameStream:
+    """Length-prefixed frames over a byte stream, with a bounded read buffer."""
+
+    __slots__ = ("_buffer", "_stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        return self._stream
+
+    async def _fill(self, size: int, *, at_boundary: bool) -> None:
+        while len(self._buffer) < size:
+            try:
+                data = await self._stream.receive_some(LENGTH_PREFIX + MAX_MESSAGE_LEN)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise ConnectionClosed(f"stream broke: {exc!r}") from exc
+            if not data:
+                if at_boundary and not self._buffer:
+                    raise ConnectionClosed("end of stream")
+                raise PeerProtocolError(
+                    PeerCode.TRUNCATED_FRAME,
+                    f"end of stream with {len(self._buffer)} of {size} bytes of a frame",
+                )
+            self._buffer += data
+
+    async def read_frame(self, *, at_boundary: bool = True) -> bytes:
+        """The next frame's body. `at_boundary=False`: EOF here truncates a message."""
+        await self._fill(LENGTH_PREFIX, at_boundary=at_boundary)
+        length = int.from_bytes(self._buffer[:LENGTH_PREFIX], "big")
+        if length > MAX_MESSAGE_LEN:
+            raise PeerProtocolError(
+                PeerCode.FRAME_TOO_LARGE, f"length prefix {length} above {MAX_MESSAGE_LEN}"
+            )
+        await self._fill(LENGTH_PREFIX + length, at_boundary=False)
+        body = bytes(self._buffer[LENGTH_PREFIX : LENGTH_PREFIX + length])
+        del self._buffer[: LENGTH_PREFIX + length]
+        return body
+
+    async def write_frames(self, bodies: list[bytes]) -> None:
+        data = bytearray()
+        for body in bodies:
+            if len(body) > MAX_MESSAGE_LEN:
+                raise ValueError(f"frame of {len(body)} bytes above {MAX_MESSAGE_LEN}")
+            data += len(body).to_bytes(LENGTH_PREFIX, "big") + body
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionClosed(f"stream broke: {exc!r}") from exc
+
+
+# Frames of one application message are written in groups, so a 4 MiB message is not copied
+# into one buffer at once and other tasks get a turn between groups.
+_FRAMES_PER_WRITE = 16
+
+
+class PeerConnection:
+    """An authenticated, encrypted link: whole application messages in, whole messages out.
+
+    Built only by `handshake_initiator` / `handshake_responder`. `send` may be called from
+    several tasks (a lock keeps the chunks of one message together); `receive` from one.
+    """
+
+    __slots__ = (
+        "_frames",
+        "_receive_cipher",
+        "_send_cipher",
+        "_send_lock",
+        "handshake_hash",
+        "max_message_size",
+        "remote_key",
+    )
+
+    def __init__(
+        self,
+        frames: FrameStream,
+        send_cipher: CipherState,
+        receive_cipher: CipherState,
+        *,
+        remote_key: bytes,
+        handshake_hash: bytes,
+        max_message_size: int,
+    ) -> None:
+        self._frames = frames
+        self._send_cipher = send_cipher
+        self._receive_cipher = receive_cipher
+        self._send_lock = trio.StrictFIFOLock()
+        self.remote_key = remote_key
+        self.handshake_hash = handshake_hash
+        self.max_message_size = max_message_size
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        return self._frames.stream
+
+    async def send(self, message: bytes) -> None:
+        if len(message) > self.max_message_size:
+            # Our own caller built it: a bug, not the peer's fault.
+            raise ValueError(f"message of {len(message)} bytes above {self.max_message_size}")
+        async with self._send_lock:
+            offsets = range(0, max(len(message), 1), MAX_CHUNK)
+            batch: list[bytes] = []
+            for offset in offsets:
+                chunk = message[offset : offset + MAX_CHUNK]
+                flags = FLAG_MORE if offset + MAX_CHUNK < len(message) else 0
+                batch.append(self._send_cipher.encrypt_with_ad(b"", bytes([flags]) + chunk))
+                if len(batch) == _FRAMES_PER_WRITE:
+                    await self._frames.write_frames(batch)
+                    batch = []
+            if batch:
+                await self._frames.write_frames(batch)
+
+    async def receive(self) -> bytes:
+        message = bytearray()
+        while True:
+            frame = await self._frames.read_frame(at_boundary=not message)
+            plaintext = self._receive_cipher.decrypt_with_ad(b"", frame)
+            if not plaintext or plaintext[0] & ~FLAG_MORE:
+                raise PeerProtocolError(PeerCode.MALFORMED_FRAME, "missing or unknown frame flags")
+            message += plaintext[1:]
+            if len(message) > self.max_message_size:
+                raise PeerProtocolError(
+                    PeerCode.MESSAGE_TOO_LARGE,
+                    f"message passed {self.max_message_size} bytes while reassembling",
+                )
+            if not plaintext[0] & FLAG_MORE:
+                return bytes(message)
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self._frames.stream)
+
+
+async def _run_handshake(
+    stream: trio.abc.Stream,
+    *,
+    initiator: bool,
+    identity: SigningKey,
+    chain_id: str,
+    is_allowed: IsAllowed,
+    timeout_s: float,
+    max_message_size: int,
+    static_private_key: bytes | None,
+) -> PeerConnection:
+    frames = FrameStream(stream)
+    state = HandshakeState(
+        initiator=initiator,
+        static_private_key=static_private_key or generate_x25519_private_key(),
+        prologue=PROLOGUE,
+    )
+    own_payload = encode_identity_payload(identity, chain_id, state.static_public_key)
+    with trio.move_on_after(timeout_s) as deadline:
+        if initiator:
+            await frames.write_frames([state.write_message(b"")])
+            payload = state.read_message(await frames.read_frame())
+            remote_key = verify_identity_payload(
+                payload, state.remote_static or b"", chain_id, is_allowed
+            )
+            await frames.write_frames([state.write_message(own_payload)])
+        else:
+            if state.read_message(await frames.read_frame()) != b"":
+                # Message 1 is sent in the clear: nothing may ride on it.
+                raise PeerProtocolError(PeerCode.BAD_HANDSHAKE, "payload in message 1")
+            await frames.write_frames([state.write_message(own_payload)])
+            payload = state.read_message(await frames.read_frame())
+            remote_key = verify_identity_payload(
+                payload, state.remote_static or b"", chain_id, is_allowed
+            )
+    if deadline.cancelled_caught:
+        raise PeerProtocolError(
+            PeerCode.HANDSHAKE_TIMEOUT, f"handshake not finished within {timeout_s}s"
+        )
+    send_cipher, receive_cipher = state.split()
+    return PeerConnection(
+        frames,
+        send_cipher,
+        receive_cipher,
+        remote_key=remote_key,
+        handshake_hash=state.handshake_hash,
+        max_message_size=max_message_size,
+    )
+
+
+async def handshake_initiator(
+    stream: trio.abc.Stream,
+    identity: SigningKey,
+    chain_id: str,
+    is_allowed: IsAllowed,
+    *,
+    timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    static_private_key: bytes | None = None,
+) -> PeerConnection:
+    """Run XX as the dialing side. The stream is not closed on failure: the caller owns it."""
+    return await _run_handshake(
+        stream,
+        initiator=True,
+        identity=identity,
+        chain_id=chain_id,
+        is_allowed=is_allowed,
+        timeout_s=timeout_s,
+        max_message_size=max_message_size,
+        static_private_key=static_private_key,
+    )
+
+
+async def handshake_responder(
+    stream: trio.abc.Stream,
+    identity: SigningKey,
+    chain_id: str,
+    is_allowed: IsAllowed,
+    *,
+    timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    static_private_key: bytes | None = None,
+) -> PeerConnection:
+    """Run XX as the accepting side. The stream is not closed on failure: the caller owns it."""
+    return await _run_handshake(
+        stream,
+        initiator=False,
+        identity=identity,
+        chain_id=chain_id,
+        is_allowed=is_allowed,
+        timeout_s=timeout_s,
+        max_message_size=max_message_size,
+        static_private_key=static_private_key,
+    )
