@@ -867,21 +867,27 @@ class Store:
         low = _position(max(from_height or 0, 0), 0)
         top = MAX_HEIGHT if to_height is None else min(to_height, MAX_HEIGHT)
         high = _position(top, MAX_PER_BLOCK - 1)
-        # The filters are joins on the small index tables; the height range is a range of
-        # positions, so no height index is needed.
-        joins: list[str] = []
+        # With a filter, the loop runs over the matching index table's rows, which are already
+        # in position order (its primary key is (account or instrument, pos)): a page costs
+        # `offset + limit` index steps, never a sort of the account's whole history.
+        # CROSS JOIN tells SQLite to keep that table as the outer loop.
+        columns = "e.pos, e.tx_index, e.event_index, e.type, e.accounts, e.instruments, e.data"
         params: list[Any] = []
         if account is not None:
-            joins.append("JOIN event_accounts a ON a.pos = e.pos AND a.account = ?")
+            sql = f"SELECT {columns} FROM event_accounts d CROSS JOIN events e ON e.pos = d.pos"
+            if instrument is not None:
+                sql += " JOIN event_instruments i ON i.pos = d.pos AND i.instrument = ?"
+                params.append(instrument)
+            sql += " WHERE d.account = ?"
             params.append(account)
-        if instrument is not None:
-            joins.append("JOIN event_instruments i ON i.pos = e.pos AND i.instrument = ?")
+        elif instrument is not None:
+            sql = f"SELECT {columns} FROM event_instruments d CROSS JOIN events e ON e.pos = d.pos"
+            sql += " WHERE d.instrument = ?"
             params.append(instrument)
-        sql = (
-            "SELECT e.pos, e.tx_index, e.event_index, e.type, e.accounts, e.instruments, e.data"
-            f" FROM events e {' '.join(joins)}"
-            " WHERE e.pos BETWEEN ? AND ? ORDER BY e.pos LIMIT ? OFFSET ?"
-        )
+        else:
+            sql = f"SELECT {columns} FROM events e WHERE 1"
+        driver = "e" if account is None and instrument is None else "d"
+        sql += f" AND {driver}.pos BETWEEN ? AND ? ORDER BY {driver}.pos LIMIT ? OFFSET ?"
         params.extend((low, high, limit, offset))
         return [_event_from_row(row) for row in self._read(sql, tuple(params))]
 
