@@ -2,7 +2,8 @@
 
 A byzantine replica runs an ordinary core (so it follows the protocol well enough to take
 part), and its behaviour rewrites the core's outbound messages before they reach the network.
-It can sign anything with its own key -- and only with its own key.
+It can sign anything with its own key -- and only with its own key, so it only ever rewrites
+its own proposals and votes (the core also relays other validators' votes).
 
 - `Silent`:       sends nothing at all (a crashed-forever validator that still counts in the
                   validator set).
@@ -41,10 +42,12 @@ class Behaviour:
     def __init__(
         self,
         chain_id: str,
+        address: bytes,
         sign: Callable[[bytes], bytes],
         seed: int,
     ) -> None:
         self._chain_id = chain_id
+        self._address = address
         self._sign = sign
         self._rng = random.Random(f"byzantine/{seed}")
 
@@ -73,7 +76,9 @@ class Equivocate(Behaviour):
     name = "equivocate"
 
     def outgoing(self, message: object, peers: Sequence[int]) -> Sends:
-        if not isinstance(message, Proposal) or len(peers) < 2:
+        # Only its own proposals: it cannot sign for anyone else.
+        mine = isinstance(message, Proposal) and message.proposer == self._address
+        if not mine or len(peers) < 2:
             return [(message, tuple(peers))]
         other_value = make_value(message.height, message.round, message.proposer, variant=1)
         if other_value == message.value:
@@ -90,7 +95,10 @@ class DoubleVote(Behaviour):
     name = "double-vote"
 
     def outgoing(self, message: object, peers: Sequence[int]) -> Sends:
-        if not isinstance(message, Vote) or not peers:
+        # Only its own votes: the core also relays others' votes (the polka behind a
+        # re-proposal), which this replica cannot re-sign.
+        mine = isinstance(message, Vote) and message.validator == self._address
+        if not mine or not peers:
             return [(message, tuple(peers))]
         other_id = value_id(make_value(message.height, message.round, message.validator, 1))
         if other_id == message.value_id:

@@ -8,21 +8,12 @@ line that replays a case; a plan hypothesis drew is passed along as `--plan JSON
 
 from __future__ import annotations
 
-import json
 import random
 import shlex
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from .faults import (
-    BEHAVIOURS,
-    ByzantineRole,
-    CrashEpisode,
-    FaultPlan,
-    PartitionEpisode,
-    draw_plan,
-    fork_plan,
-)
+from .faults import BEHAVIOURS, FaultPlan, draw_plan, fork_plan, plan_to_json
 from .simulator import Outcome, SimConfig, Simulation
 
 
@@ -89,31 +80,6 @@ def repro_command(case: Case) -> str:
     if case.plan is not None:
         args += ["--plan", plan_to_json(case.plan)]
     return shlex.join(args)
-
-
-def plan_to_json(plan: FaultPlan) -> str:
-    return json.dumps(asdict(plan), separators=(",", ":"), sort_keys=True)
-
-
-def plan_from_json(text: str) -> FaultPlan:
-    raw = json.loads(text)
-    return FaultPlan(
-        kinds=tuple(raw["kinds"]),
-        heal_ms=raw["heal_ms"],
-        drop_permille=raw["drop_permille"],
-        duplicate_permille=raw["duplicate_permille"],
-        delay_permille=raw["delay_permille"],
-        delay_max_ms=raw["delay_max_ms"],
-        reorder_jitter_ms=raw["reorder_jitter_ms"],
-        partitions=tuple(
-            PartitionEpisode(
-                p["start_ms"], p["end_ms"], tuple(map(tuple, p["groups"])), p["one_way"]
-            )
-            for p in raw["partitions"]
-        ),
-        crashes=tuple(CrashEpisode(**c) for c in raw["crashes"]),
-        byzantine=tuple(ByzantineRole(**b) for b in raw["byzantine"]),
-    )
 
 
 def describe(outcome: Outcome, case: Case) -> str:

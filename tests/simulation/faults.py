@@ -13,8 +13,9 @@ Probabilities are integers per mille: nothing that affects a run is a float.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 Pick = Callable[[int, int], int]
 
@@ -200,4 +201,29 @@ def fork_plan(pick: Pick, validators: int, byzantine: int, kinds: Sequence[str])
         heal_ms=heal_ms,
         partitions=(partition,),
         byzantine=tuple(ByzantineRole(v, "twins") for v in range(byzantine)),
+    )
+
+
+def plan_to_json(plan: FaultPlan) -> str:
+    return json.dumps(asdict(plan), separators=(",", ":"), sort_keys=True)
+
+
+def plan_from_json(text: str) -> FaultPlan:
+    raw = json.loads(text)
+    return FaultPlan(
+        kinds=tuple(raw["kinds"]),
+        heal_ms=raw["heal_ms"],
+        drop_permille=raw["drop_permille"],
+        duplicate_permille=raw["duplicate_permille"],
+        delay_permille=raw["delay_permille"],
+        delay_max_ms=raw["delay_max_ms"],
+        reorder_jitter_ms=raw["reorder_jitter_ms"],
+        partitions=tuple(
+            PartitionEpisode(
+                p["start_ms"], p["end_ms"], tuple(map(tuple, p["groups"])), p["one_way"]
+            )
+            for p in raw["partitions"]
+        ),
+        crashes=tuple(CrashEpisode(**c) for c in raw["crashes"]),
+        byzantine=tuple(ByzantineRole(**b) for b in raw["byzantine"]),
     )

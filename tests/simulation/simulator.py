@@ -41,6 +41,7 @@ from consensus.types import (
     DurableState,
     Outbound,
     Ready,
+    Step,
     Timeout,
     Validator,
     ValidatorSet,
@@ -174,6 +175,28 @@ class Replica:
         self.syncing = False
 
 
+# The core's defaults are tuned for a WAN (3 s propose timeout). The simulated network's
+# latency is 1..5 ms, so the simulator scales timeouts down by 10x: rounds still fail and
+# back off under the plan's faults (delays reach 400 ms, partitions last up to 600 ms), and
+# runs need fewer events. Ratios between the timeouts stay those of the defaults.
+SIM_CORE_CONFIG = CoreConfig(
+    timeout_propose_ms=300,
+    timeout_propose_delta_ms=50,
+    timeout_prevote_ms=100,
+    timeout_prevote_delta_ms=50,
+    timeout_precommit_ms=100,
+    timeout_precommit_delta_ms=50,
+    retransmit_ms=200,
+)
+
+
+def round_ms(config: CoreConfig, round_: int) -> int:
+    """The longest a round can last: all three step timeouts expire one after the other."""
+    return sum(
+        config.timeout_ms(step, round_) for step in (Step.PROPOSE, Step.PREVOTE, Step.PRECOMMIT)
+    )
+
+
 def live_bound(config: CoreConfig, byzantine: int, heights: int) -> int:
     """How long after the heal every honest replica may take to reach the target height.
 
@@ -190,23 +213,13 @@ def live_bound(config: CoreConfig, byzantine: int, heights: int) -> int:
     return (byzantine + 3) * capped + heights * per_height + slack
 
 
-def round_ms(config: CoreConfig, round_: int) -> int:
-    r = min(round_, config.max_backoff_rounds)
-    return (
-        config.propose_base_ms
-        + config.prevote_base_ms
-        + config.precommit_base_ms
-        + r * (config.propose_delta_ms + config.prevote_delta_ms + config.precommit_delta_ms)
-    )
-
-
 class Simulation:
     def __init__(self, config: SimConfig, core_config: CoreConfig | None = None) -> None:
         plan = config.plan
         if config.validators < 1 or config.heights < 1:
             raise SimulationError("need at least one validator and one height")
         self.config = config
-        self.core_config = core_config or CoreConfig()
+        self.core_config = core_config or SIM_CORE_CONFIG
         scheme = SCHEMES[config.scheme]()
         self._verify = scheme.verify
         keys = [scheme.keypair(config.seed, index) for index in range(config.validators)]
@@ -240,7 +253,7 @@ class Simulation:
             name,
             keys,
             behaviour == "honest",
-            BEHAVIOUR_CLASSES[behaviour](CHAIN_ID, keys.sign, seed),
+            BEHAVIOUR_CLASSES[behaviour](CHAIN_ID, keys.address, keys.sign, seed),
         )
 
     # -- the run ---------------------------------------------------------------------------
@@ -299,7 +312,7 @@ class Simulation:
                 self.checker.on_vote_delivered(
                     replica.name, replica.incarnation, replica.core.height, message
                 )
-            self._drive(replica, lambda core: core.step(message))
+            self._drive(replica, lambda core: Core.step(core, message))
         elif isinstance(event, Fire):
             replica = self.replicas[event.replica]
             if replica.core is not None and replica.incarnation == event.incarnation:
