@@ -59,6 +59,7 @@ __all__ = [
     "coupon_schedule",
     "day_count",
     "distribute",
+    "is_month_end",
     "money_market_yield",
     "parse_rate",
     "redemption_amount",
@@ -256,6 +257,69 @@ def day_count(convention: DayCount, start: date, end: date) -> int:
     return 360 * (end.year - start.year) + 30 * (end.month - start.month) + (d2 - d1)
 
 
+def _schedule_date(maturity: date, steps_back: int, months: int) -> date:
+    """The coupon date `steps_back` frequency steps before `maturity` (EOM from maturity)."""
+    if steps_back == 0:
+        return maturity
+    return _add_months(maturity, -steps_back * months, is_month_end(maturity))
+
+
+def _notional_dates_from_maturity(
+    start: date, end: date, months: int, maturity: date
+) -> list[date]:
+    """The schedule's own (possibly virtual) coupon dates around [start, end], ascending."""
+    if end > maturity:
+        raise BondMathError(f"accrual end {end} is after maturity {maturity}")
+    # Jump close to `start` in one step, then correct by at most a step or two either way.
+    month_gap = (maturity.year - start.year) * 12 + (maturity.month - start.month)
+    k = max(0, month_gap // months)
+    while _schedule_date(maturity, k, months) > start:
+        k += 1
+    while k > 0 and _schedule_date(maturity, k - 1, months) <= start:
+        k -= 1
+    dates = [_schedule_date(maturity, k, months)]
+    while dates[-1] < end:
+        if len(dates) > MAX_NOTIONAL_PERIODS:
+            raise BondMathError(
+                f"{start} -> {end} spans more than {MAX_NOTIONAL_PERIODS} notional periods"
+            )
+        k -= 1
+        dates.append(_schedule_date(maturity, k, months))
+    return dates
+
+
+def _notional_dates_from_anchor(
+    start: date, end: date, period_start: date, period_end: date, months: int, stub: Stub
+) -> list[date]:
+    """Notional dates for [start, end] when the schedule's maturity is not known."""
+    # Regular period: one frequency step apart under some month-end reading. Both readings
+    # and both directions are tried because a lone period cannot tell its schedule's rule:
+    # 30 Jan -> 28 Feb is regular for a schedule on the 30th (only forward from 30 Jan
+    # finds it) and 31 Mar -> 30 Sep for an end-of-month one (only backward with EOM does).
+    if period_start in (
+        _add_months(period_end, -months, False),
+        _add_months(period_end, -months, is_month_end(period_end)),
+    ) or period_end in (
+        _add_months(period_start, months, False),
+        _add_months(period_start, months, is_month_end(period_start)),
+    ):
+        return [period_start, period_end]
+    # A stub: roll notional dates from the regular coupon date that bounds it, keeping the
+    # end-of-month rule if that date is a month end.
+    anchor = period_end if stub == "first" else period_start
+    eom = is_month_end(anchor)
+    step = -months if stub == "first" else months
+    dates = [anchor]
+    for k in range(1, MAX_NOTIONAL_PERIODS + 1):
+        dates.append(_add_months(anchor, k * step, eom))
+        if (stub == "first" and dates[-1] <= start) or (stub == "last" and dates[-1] >= end):
+            return sorted(dates)
+    raise BondMathError(
+        f"irregular period {period_start} -> {period_end} spans more than "
+        f"{MAX_NOTIONAL_PERIODS} notional periods"
+    )
+
+
 def _icma_fraction(
     start: date,
     end: date,
@@ -263,48 +327,31 @@ def _icma_fraction(
     period_end: date,
     frequency: int,
     stub: Stub,
-    eom: bool | None,
+    maturity: date | None,
 ) -> Fraction:
-    """ACT/ACT-ICMA fraction of [start, end] inside the coupon period [period_start, period_end]."""
-    months = 12 // frequency
+    """ACT/ACT-ICMA fraction of [start, end] inside the coupon period [period_start, period_end].
+
+    ICMA Rule 251: each day accrues 1 / (frequency x days of the notional period it falls
+    in). A regular coupon period is its own notional period, so it totals 1/frequency; a
+    stub is measured against the notional periods of regular length that would have
+    existed had the schedule continued (251.1(iii)/(iv)).
+    """
     if not period_start <= start <= end <= period_end:
         raise BondMathError(
             f"ACT/ACT-ICMA needs period_start <= start <= end <= period_end, got "
             f"{period_start} <= {start} <= {end} <= {period_end}"
         )
-    # Regular period: exactly one frequency step long, under either month-end reading (a
-    # 30 Mar -> 30 Sep period is regular in a non-EOM schedule, 31 Mar -> 30 Sep in an EOM one).
-    regular = period_start in (
-        _add_months(period_end, -months, False),
-        _add_months(period_end, -months, is_month_end(period_end)),
-    )
-    if regular:
-        # Rule 251.1(i): days accrued / (frequency x days in the coupon period).
-        return Fraction((end - start).days, frequency * (period_end - period_start).days)
-
-    # Irregular period (Rule 251.1(iii)/(iv)): split it into notional periods of regular length
-    # rolled from the regular coupon date that bounds the stub, and sum
-    # days-in-each-notional-period / (frequency x length of that notional period).
-    anchor = period_end if stub == "first" else period_start
-    if eom is None:
-        eom = is_month_end(anchor)
-    elif eom and not is_month_end(anchor):
-        raise BondMathError(f"eom=True but the stub's anchor {anchor} is not a month end")
-    direction = -1 if stub == "first" else 1
+    months = 12 // frequency
+    if maturity is not None:
+        dates = _notional_dates_from_maturity(start, end, months, maturity)
+    else:
+        dates = _notional_dates_from_anchor(start, end, period_start, period_end, months, stub)
     total = Fraction(0)
-    for k in range(MAX_NOTIONAL_PERIODS):
-        near = _add_months(anchor, direction * k * months, eom)
-        far = _add_months(anchor, direction * (k + 1) * months, eom)
-        lo, hi = (far, near) if stub == "first" else (near, far)
+    for lo, hi in zip(dates, dates[1:], strict=False):
         overlap = (min(hi, end) - max(lo, start)).days
         if overlap > 0:
             total += Fraction(overlap, frequency * (hi - lo).days)
-        if (stub == "first" and lo <= start) or (stub == "last" and hi >= end):
-            return total
-    raise BondMathError(
-        f"irregular period {period_start} -> {period_end} spans more than "
-        f"{MAX_NOTIONAL_PERIODS} notional periods"
-    )
+    return total
 
 
 def _year_fraction_exact(
@@ -315,7 +362,7 @@ def _year_fraction_exact(
     period_end: date | None,
     frequency: int | None,
     stub: Stub,
-    eom: bool | None,
+    maturity: date | None,
 ) -> Fraction:
     convention = DayCount(convention)
     _require_date("start", start)
@@ -339,7 +386,7 @@ def _year_fraction_exact(
         _require_date("period_end", period_end),
         _require_frequency(frequency),
         stub,
-        eom,
+        None if maturity is None else _require_date("maturity", maturity),
     )
 
 
@@ -352,29 +399,35 @@ def year_fraction(
     period_end: date | None = None,
     frequency: int | None = None,
     stub: Stub = "first",
-    eom: bool | None = None,
+    maturity: date | None = None,
 ) -> Decimal:
     """Fraction of a year from `start` to `end` (start <= end) under `convention`.
 
     ACT/360 = days/360, ACT/365F = days/365, 30/360 = `day_count`/360; they ignore the
     keyword arguments. ACT/ACT-ICMA (ICMA Rule 251) needs the coupon period
-    [period_start, period_end] that contains [start, end], and the coupon `frequency`:
+    [period_start, period_end] that contains [start, end], and the coupon `frequency`.
+    Each day accrues 1 / (frequency x days of the notional period it falls in):
 
     * Regular period (one frequency step long): days(start, end) / (frequency x days in
       the period), so a whole regular period is exactly 1/frequency.
-    * Irregular period (a short or long stub): split into notional periods of regular length
-      rolled from the regular coupon date that bounds the stub -- backward from `period_end`
-      for a first-period stub (``stub="first"``, the only kind `coupon_schedule` produces),
-      forward from `period_start` for a final stub (``stub="last"``) -- and summed as
-      days-in-each / (frequency x its length). `eom` says whether the notional dates follow
-      the end-of-month rule; None infers it from the anchor date being a month end (pass it
-      explicitly for a schedule on the 28th-30th that is not an end-of-month schedule).
+    * Irregular period (a short or long stub): the notional periods are the regular periods
+      the schedule would have had, and the fraction sums days-in-each / (frequency x its
+      length). Give `maturity` (the instrument's) and they are the schedule's own dates,
+      rolled back from maturity exactly as `coupon_schedule` does -- always right, and what
+      ledger code should do. Without it they are rolled from the regular coupon date that
+      bounds the stub, keeping the end-of-month rule if that date is a month end: backward
+      from `period_end` for a first-period stub (``stub="first"``, the only kind
+      `coupon_schedule` makes), forward from `period_start` for a final stub
+      (``stub="last"``). That guess can be a day off for a schedule on the 29th or 30th
+      whose anchor falls on a shorter month's end.
 
     Rounding: computed exactly, then rounded half-even to PRECISION (50) significant digits;
     results with a terminating decimal expansion that fits (0.5, 0.41096... does not) are exact.
     """
     return _to_decimal(
-        _year_fraction_exact(convention, start, end, period_start, period_end, frequency, stub, eom)
+        _year_fraction_exact(
+            convention, start, end, period_start, period_end, frequency, stub, maturity
+        )
     )
 
 
@@ -510,12 +563,11 @@ def coupon_schedule(issue_date: date, maturity_date: date, frequency: int) -> tu
     if maturity_date <= issue_date:
         raise BondMathError(f"maturity {maturity_date} is not after issue {issue_date}")
     months = 12 // frequency
-    eom = is_month_end(maturity_date)
     dates: list[date] = []
     for k in range(MAX_COUPONS + 1):
         if k == MAX_COUPONS:
             raise BondMathError(f"more than {MAX_COUPONS} coupons from {issue_date}")
-        coupon = _add_months(maturity_date, -k * months, eom) if k else maturity_date
+        coupon = _schedule_date(maturity_date, k, months)
         if coupon <= issue_date:
             break
         dates.append(coupon)
@@ -535,10 +587,12 @@ def _per_unit_amount(face_value: object, annual_rate: object, fraction: Fraction
     face = _require_int("face_value", face_value, minimum=0)
     rate = Fraction(_require_rate("annual_rate", annual_rate))
     # Ceiling in the 50th digit, not half-even: a per-unit amount that is rounded down
-    # (1/3 -> 0.333...3) would make floor(amount x units) in `distribute` lose a whole minor
-    # unit when the exact rational product is an integer. Rounding up cannot gain one: with
-    # <= 12 rate decimals every exact product is a multiple of 1/(372 x 10^12), far coarser
-    # than the < 10^-49 relative excess for any realistic total.
+    # (1/12 -> 0.0833...3) would make floor(amount x units) in `distribute` lose a whole minor
+    # unit when the exact rational product is an integer (12 units -> 0.999...96 -> 0).
+    # Rounding up cannot gain one: with <= 12 rate decimals and day-count denominators of at
+    # most 372 per notional period, a non-integer exact product is at least 1/(10^12 x 372^k)
+    # below the next integer (k notional periods, 1 or 2 in practice), far more than the
+    # excess of < total x 10^-49 for any total under 10^30 minor units.
     return _to_decimal(face * rate * fraction, ROUND_CEILING)
 
 
@@ -551,21 +605,22 @@ def coupon_per_unit(
     period_end: date,
     *,
     stub: Stub = "first",
-    eom: bool | None = None,
+    maturity: date | None = None,
 ) -> Decimal:
     """Coupon in minor units for one unit of `face_value` minor units, for one coupon period.
 
     ``face_value x annual_rate x year_fraction(period)``: under ACT/ACT-ICMA a regular period
     pays exactly face x rate / frequency (31 CFR 356 App. B: 1000 x 8 % / 2 = 40); stubs are
-    split into notional periods as in `year_fraction` (`stub`, `eom` passed through). Other
-    conventions use their day count as is (30/360: 31 Aug -> 28 Feb is 178/360, not 1/2).
+    split into notional periods as in `year_fraction` (`stub`, `maturity` passed through;
+    ledger code should always pass the instrument's `maturity`). Other conventions use their
+    day count as is (30/360: 31 Aug -> 28 Feb is 178/360, not 1/2).
 
     Rounding: exact rational, converted to Decimal rounding toward +infinity in the 50th
     significant digit (exact whenever it fits); see `distribute` for whole minor units.
     """
     frequency = _require_frequency(frequency)
     fraction = _year_fraction_exact(
-        convention, period_start, period_end, period_start, period_end, frequency, stub, eom
+        convention, period_start, period_end, period_start, period_end, frequency, stub, maturity
     )
     return _per_unit_amount(face_value, annual_rate, fraction)
 
@@ -580,7 +635,7 @@ def accrued_interest(
     next_coupon: date,
     *,
     stub: Stub = "first",
-    eom: bool | None = None,
+    maturity: date | None = None,
 ) -> Decimal:
     """Interest accrued on one unit from `last_coupon` (included) to `settlement` (excluded).
 
@@ -597,7 +652,7 @@ def accrued_interest(
     if settlement > next_coupon:
         raise BondMathError(f"settlement {settlement} is after next coupon {next_coupon}")
     fraction = _year_fraction_exact(
-        convention, last_coupon, settlement, last_coupon, next_coupon, frequency, stub, eom
+        convention, last_coupon, settlement, last_coupon, next_coupon, frequency, stub, maturity
     )
     return _per_unit_amount(face_value, annual_rate, fraction)
 
