@@ -1,0 +1,201 @@
+"""Executing transactions and blocks: the one path from signed bytes to receipts and changes.
+
+`check_transaction` (dry run: `check_tx`, mempool admission) and `apply_transaction`
+(execution in a block) run the same function, `_execute`, so a transaction gets the same code
+everywhere. The checks, in order, each with its stable code (`ledger/codes.py`):
+
+1. decode and shape of the envelope (1xx)                     -- `tx.decode_signed_tx`
+2. chain id (WRONG_CHAIN)
+3. signatures (BAD_SIGNATURE), skipped when the caller already verified them
+4. sender authorised: its account exists (ACCOUNT_NOT_FOUND) and its current key signed
+   (SENDER_NOT_SIGNED); after a key recovery that is the new key, never the old one
+5. nonce: equal to the account's next nonce (NONCE_USED if lower, NONCE_GAP if higher)
+6. the operation: its args (BAD_FIELD, UNKNOWN_OPERATION), roles and approvals
+   (UNAUTHORIZED, MISSING_APPROVALS), every compliance rule (3xx), then its writes.
+
+Steps 1-5 are `FATAL_CODES`: such a transaction cannot be in a block at all (a block holding
+one is invalid: `InvalidBlock`). From step 6 on, a refusal is a receipt with its code: the
+transaction stays in the block, consumes its nonce, and changes nothing else. So a refused
+transfer can never execute later by surprise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+
+from ledger.codes import Code, InvalidBlock, InvalidTransaction, LedgerError
+from ledger.crypto import address_from_public_key
+from ledger.ops import OPERATIONS, Args, TxView
+from ledger.state import State
+from ledger.tx import SignedTx, decode_signed_tx, verify_tx_signatures
+from ledger.types import Account, BlockContext, Receipt
+
+# A transaction refused with one of these never enters a block.
+FATAL_CODES = frozenset(
+    {code for code in Code if 100 <= code < 200}
+    | {
+        Code.BAD_SIGNATURE,
+        Code.WRONG_CHAIN,
+        Code.ACCOUNT_NOT_FOUND,
+        Code.SENDER_NOT_SIGNED,
+        Code.NONCE_USED,
+        Code.NONCE_GAP,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    """What executing a block produced.
+
+    `receipts`: one per included transaction, in block order. `changes`: the encoded state
+    changes (`State.take_changes`) for the commitment and the store. `included`: the raw
+    transactions that are in the block (all of them, unless `drop_invalid` dropped some);
+    `dropped`: the receipts of the dropped ones, for the proposer to evict from its mempool.
+    """
+
+    receipts: tuple[Receipt, ...]
+    changes: dict[bytes, bytes | None]
+    included: tuple[bytes, ...]
+    dropped: tuple[Receipt, ...] = ()
+
+
+def check_transaction(
+    state: State, tx: bytes | SignedTx, ctx: BlockContext, *, verified: bool = False
+) -> Receipt:
+    """The verdict `tx` would get if executed now, without changing `state`."""
+    token = state.savepoint()
+    try:
+        return _execute(state, tx, ctx, verified)
+    finally:
+        state.rollback(token)
+
+
+def apply_transaction(
+    state: State, tx: bytes | SignedTx, ctx: BlockContext, *, verified: bool = False
+) -> Receipt:
+    """Execute `tx`. On a code in `FATAL_CODES` nothing changed (not even the nonce);
+    on any other refusal only the sender's nonce moved on; on OK the operation applied."""
+    return _execute(state, tx, ctx, verified)
+
+
+def apply_block(
+    state: State,
+    block_or_txs: object,
+    ctx: BlockContext,
+    *,
+    verified: Container[bytes] = (),
+    drop_invalid: bool = False,
+) -> BlockResult:
+    """Execute a block's transactions in order and collect the changes.
+
+    `block_or_txs` is a `block.Block` or a sequence of raw (or decoded) transactions;
+    `verified` holds the ids of transactions whose signatures the caller already checked
+    (the mempool does so once). A transaction with a fatal code makes the block invalid:
+    `InvalidBlock` is raised and `state` is left as it was -- unless `drop_invalid` (a
+    proposer assembling a block), which leaves such transactions out instead.
+
+    The state is changed on return. To execute a block that may still be abandoned (a
+    proposal not yet decided), take `token = state.savepoint()` first and later
+    `state.release(token)` once it is committed, or `state.rollback(token)` if it is not.
+    """
+    txs: Sequence = getattr(block_or_txs, "txs", block_or_txs)  # type: ignore[assignment]
+    token = state.savepoint()
+    receipts: list[Receipt] = []
+    included: list[bytes] = []
+    dropped: list[Receipt] = []
+    for index, tx in enumerate(txs):
+        receipt = _execute(state, tx, ctx, False, verified)
+        if receipt.code in FATAL_CODES:
+            if drop_invalid:
+                dropped.append(receipt)
+                continue
+            state.rollback(token)
+            raise InvalidBlock(
+                f"transaction {index} ({receipt.tx_id.hex() or 'undecodable'}) at height "
+                f"{ctx.height}: {Code(receipt.code).name} ({int(receipt.code)}): {receipt.log}"
+            )
+        receipts.append(receipt)
+        included.append(tx.raw if isinstance(tx, SignedTx) else bytes(tx))
+    state.release(token)
+    return BlockResult(tuple(receipts), state.take_changes(), tuple(included), tuple(dropped))
+
+
+def _execute(
+    state: State,
+    tx: bytes | SignedTx,
+    ctx: BlockContext,
+    verified: bool,
+    verified_ids: Container[bytes] = (),
+) -> Receipt:
+    # 1. decode and shape
+    if not isinstance(tx, SignedTx):
+        try:
+            tx = decode_signed_tx(tx)
+        except LedgerError as exc:
+            return Receipt(b"", exc.code, exc.message)
+    tx_id = tx.tx_id
+    body = tx.body
+    # 2. chain
+    if body.chain_id != ctx.chain_id:
+        return Receipt(
+            tx_id,
+            Code.WRONG_CHAIN,
+            f"transaction is for chain {body.chain_id!r}, this is {ctx.chain_id!r}",
+        )
+    # 3. signatures
+    if not verified and tx_id not in verified_ids:
+        try:
+            verify_tx_signatures(tx)
+        except InvalidTransaction as exc:
+            return Receipt(tx_id, exc.code, exc.message)
+    # 4. sender authorised
+    sender = body.sender
+    account = state.accounts.get(sender)
+    if account is None:
+        return Receipt(tx_id, Code.ACCOUNT_NOT_FOUND, f"sender {sender.hex()} has no account")
+    public_keys = tuple(sig.public_key for sig in tx.signatures)
+    if not _sender_signed(state, account, public_keys):
+        return Receipt(
+            tx_id,
+            Code.SENDER_NOT_SIGNED,
+            f"the current key of sender {sender.hex()} has not signed the transaction",
+        )
+    # 5. nonce
+    if body.nonce != account.nonce:
+        code = Code.NONCE_USED if body.nonce < account.nonce else Code.NONCE_GAP
+        return Receipt(
+            tx_id, code, f"nonce {body.nonce}, the next nonce of {sender.hex()} is {account.nonce}"
+        )
+    # 6. the operation, all or nothing
+    operation = OPERATIONS.get(body.op)
+    token = state.savepoint()
+    try:
+        if operation is None:
+            raise InvalidTransaction(Code.UNKNOWN_OPERATION, f"no operation {body.op!r}")
+        events = operation(state, ctx, TxView(sender, account, public_keys), Args(body.args))
+    except InvalidTransaction as exc:
+        state.rollback(token)
+        receipt = Receipt(tx_id, exc.code, exc.message)
+    else:
+        state.release(token)
+        receipt = Receipt(tx_id, Code.OK, "", tuple(events))
+    # The nonce is consumed whatever the verdict; re-read the account, the operation may
+    # have rewritten it (a freeze, a role, a key).
+    state.put_account(state.accounts[sender].with_nonce(body.nonce + 1))
+    return receipt
+
+
+def _sender_signed(state: State, account: Account, public_keys: tuple[bytes, ...]) -> bool:
+    """Did the key that currently speaks for `account` sign?"""
+    key = account.public_key
+    if key is not None:
+        return key in public_keys
+    # No recovery yet: the key whose address is the account's, unless that key has been
+    # bound to another account by a recovery.
+    bindings = state.key_bindings
+    for public_key in public_keys:
+        if public_key not in bindings and address_from_public_key(public_key) == account.address:
+            return True
+    return False

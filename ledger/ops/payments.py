@@ -1,0 +1,241 @@
+"""Paying holders in the cash token: coupons and redemption at maturity.
+
+The paying agent pays every holder of the instrument from its own cash-token holding. The
+register it pays from is the register at the record date: from the record date (coupon or
+maturity date minus `closed_period_days`) until the payment is made, units of the instrument
+cannot move (`common.check_movable`), so the current holders are the record-date holders.
+
+A cash-token unit is one minor unit of its currency (enforced at registration), so the
+per-unit amounts of `bondmath` (minor units) are cash units directly; each holder is paid
+`floor(per_unit x units)` and the rounding residual is reported in the receipt.
+
+Units are what is paid on, frozen or not; when a redemption extinguishes frozen units, the
+cash paid for them is frozen in their place, so a legal freeze survives maturity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+from ledger import bondmath
+from ledger.codes import Code
+from ledger.ops.common import (
+    Args,
+    TxView,
+    check_eligible,
+    fail,
+    get_instrument,
+    instrument_id_arg,
+    require_approvals,
+    show,
+)
+from ledger.state import State
+from ledger.types import (
+    BOND,
+    CASH,
+    TBILL,
+    BlockContext,
+    Event,
+    Holding,
+    Instrument,
+    Programme,
+)
+
+
+def _cash_for(state: State, cash_id: str, instrument: Instrument) -> Instrument:
+    cash = get_instrument(state, cash_id)
+    if cash.kind != CASH:
+        fail(Code.WRONG_INSTRUMENT_KIND, f"{cash_id} is a {cash.kind}, payments are in cash")
+    if cash.currency != instrument.currency:
+        fail(
+            Code.WRONG_INSTRUMENT_KIND,
+            f"{instrument.id} pays in {instrument.currency}, {cash_id} is {cash.currency}",
+        )
+    if cash.paused:
+        fail(Code.INSTRUMENT_PAUSED, f"the cash token {cash.id} is paused")
+    return cash
+
+
+def _pay(
+    state: State,
+    ctx: BlockContext,
+    tx: TxView,
+    instrument: Instrument,
+    cash: Instrument,
+    per_unit: Decimal,
+) -> tuple[bondmath.Distribution, dict[bytes, Holding], int]:
+    """Check the payer can pay `per_unit` on every unit held; return what to write.
+
+    Returns the distribution, the new cash holdings of every payee and of the payer, and
+    what leaves the payer (a payer that holds the instrument pays itself nothing net).
+    """
+    if instrument.paused:
+        fail(Code.INSTRUMENT_PAUSED, f"instrument {instrument.id} is paused")
+    check_eligible(state, ctx, tx.account, cash, receiving=False)
+    holders = state.holdings[instrument.id]
+    distribution = bondmath.distribute(
+        per_unit, {address: holding.balance for address, holding in holders.items()}
+    )
+    payer = tx.sender
+    own_share = next((amount for holder, amount in distribution.payments if holder == payer), 0)
+    outflow = distribution.total - own_share
+    cash_holdings = state.holdings[cash.id]
+    payer_holding = cash_holdings.get(payer)
+    balance = 0 if payer_holding is None else payer_holding.balance
+    frozen = 0 if payer_holding is None else payer_holding.frozen
+    if balance < outflow:
+        fail(
+            Code.INSUFFICIENT_BALANCE,
+            f"paying {instrument.id} needs {outflow} units of {cash.id}; "
+            f"{show(payer)} holds {balance}",
+        )
+    if balance - frozen < outflow:
+        fail(
+            Code.INSUFFICIENT_UNFROZEN_BALANCE,
+            f"paying {instrument.id} needs {outflow} units of {cash.id}; {show(payer)} holds "
+            f"{balance} of which {frozen} are frozen",
+        )
+    writes: dict[bytes, Holding] = {}
+    for holder, amount in distribution.payments:
+        if holder == payer:
+            continue
+        current = cash_holdings.get(holder)
+        writes[holder] = (
+            Holding(amount, 0) if current is None else Holding(current.balance + amount, current.frozen)
+        )
+    if outflow:
+        writes[payer] = Holding(balance - outflow, frozen)
+    return distribution, writes, outflow
+
+
+def _payment_events(
+    kind: str, instrument: Instrument, cash: Instrument, distribution: bondmath.Distribution
+) -> list[Event]:
+    return [
+        Event(kind, {"instrument": instrument.id, "cash": cash.id, "to": holder, "amount": amount})
+        for holder, amount in distribution.payments
+    ]
+
+
+def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{instrument, cash, coupon_date}`: pay the bond's next coupon to every holder.
+
+    Coupons are paid in order, on or after their date, each once; the coupon for the period
+    ending on `coupon_date` is `bondmath.coupon_per_unit` for that period.
+    """
+    instrument_id = instrument_id_arg(args)
+    cash_id = instrument_id_arg(args, "cash")
+    coupon_date = args.day("coupon_date")
+    args.done()
+    require_approvals(state, tx, "pay_coupon")
+    bond = get_instrument(state, instrument_id)
+    if bond.kind != BOND:
+        fail(Code.WRONG_INSTRUMENT_KIND, f"{bond.id} is a {bond.kind}; only bonds pay coupons")
+    cash = _cash_for(state, cash_id, bond)
+    if bond.next_coupon is None:
+        fail(Code.COUPON_NOT_DUE, f"every coupon of {bond.id} has been paid")
+    if coupon_date != bond.next_coupon:
+        fail(
+            Code.COUPON_NOT_DUE,
+            f"the next unpaid coupon of {bond.id} is on {bond.next_coupon}, not {coupon_date}",
+        )
+    if ctx.date < coupon_date:
+        fail(Code.COUPON_NOT_DUE, f"coupon of {coupon_date} is not due (block date {ctx.date})")
+    assert bond.issue_date is not None and bond.maturity_date is not None
+    periods = bondmath.coupon_periods(bond.issue_date, bond.maturity_date, bond.coupon_frequency)
+    index = next(i for i, (_, end) in enumerate(periods) if end == coupon_date)
+    start, end = periods[index]
+    per_unit = bondmath.coupon_per_unit(
+        bond.face_value,
+        bondmath.parse_rate(bond.coupon_rate),
+        bond.coupon_frequency,
+        bondmath.DayCount(bond.day_count),
+        start,
+        end,
+    )
+    distribution, writes, outflow = _pay(state, ctx, tx, bond, cash, per_unit)
+    for holder, holding in sorted(writes.items()):
+        state.put_holding(cash.id, holder, holding)
+    following = periods[index + 1][1] if index + 1 < len(periods) else None
+    state.put_instrument(
+        replace(bond, next_coupon=following, last_coupon_paid=coupon_date)
+    )
+    summary = Event(
+        "coupon_paid",
+        {
+            "instrument": bond.id,
+            "cash": cash.id,
+            "coupon_date": coupon_date.isoformat(),
+            "per_unit": str(per_unit),
+            "total": distribution.total,
+            "paid_out": outflow,
+            "residual": str(distribution.residual),
+            "holders": len(distribution.payments),
+            "paying_agent": tx.sender,
+        },
+    )
+    return [summary, *_payment_events("coupon_payment", bond, cash, distribution)]
+
+
+def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{instrument, cash}`: at maturity pay face value on every unit and burn the units."""
+    instrument_id = instrument_id_arg(args)
+    cash_id = instrument_id_arg(args, "cash")
+    args.done()
+    require_approvals(state, tx, "redeem")
+    instrument = get_instrument(state, instrument_id)
+    if instrument.kind not in (BOND, TBILL):
+        fail(
+            Code.WRONG_INSTRUMENT_KIND,
+            f"{instrument.id} is a {instrument.kind}; only bonds and T-bills are redeemed",
+        )
+    cash = _cash_for(state, cash_id, instrument)
+    if instrument.redeemed:
+        fail(Code.INSTRUMENT_MATURED, f"{instrument.id} has already been redeemed")
+    assert instrument.maturity_date is not None
+    if ctx.date < instrument.maturity_date:
+        fail(
+            Code.NOT_MATURED,
+            f"{instrument.id} matures on {instrument.maturity_date} (block date {ctx.date})",
+        )
+    if instrument.next_coupon is not None:
+        fail(
+            Code.COUPON_UNPAID,
+            f"the coupon of {instrument.next_coupon} on {instrument.id} must be paid first",
+        )
+    per_unit = Decimal(bondmath.redemption_amount(instrument.face_value, 1))
+    distribution, writes, outflow = _pay(state, ctx, tx, instrument, cash, per_unit)
+    holders = sorted(state.holdings[instrument.id].items())
+    for address, holding in holders:
+        if holding.frozen and address in writes:
+            # Frozen units become frozen cash: the freeze outlives the instrument.
+            new = writes[address]
+            extra = holding.frozen * instrument.face_value
+            writes[address] = Holding(new.balance, min(new.balance, new.frozen + extra))
+    for holder, holding in sorted(writes.items()):
+        state.put_holding(cash.id, holder, holding)
+    for address, _ in holders:
+        state.put_holding(instrument.id, address, None)
+    state.put_instrument(replace(instrument, supply=0, redeemed=True))
+    programme = state.programme
+    state.put_programme(
+        Programme(
+            programme.cap_usd_cents,
+            programme.outstanding_usd_cents - instrument.supply * instrument.usd_face_value,
+        )
+    )
+    summary = Event(
+        "redeemed",
+        {
+            "instrument": instrument.id,
+            "cash": cash.id,
+            "units": instrument.supply,
+            "total": distribution.total,
+            "paid_out": outflow,
+            "residual": str(distribution.residual),
+            "holders": len(holders),
+            "paying_agent": tx.sender,
+        },
+    )
+    return [summary, *_payment_events("redemption_payment", instrument, cash, distribution)]

@@ -1,0 +1,400 @@
+"""The ledger state: typed records in dicts, their state keys, and the changes per block.
+
+Theory of operation
+-------------------
+Operations read typed records (`ledger/types.py`) from `State` and write new ones back with
+`put_*` / `delete_*`. Every write marks its state key dirty; `take_changes()` encodes only
+the dirty records (sorted by key) and hands them to the commitment and the store as
+`dict[bytes, bytes | None]` (None = deleted). A record that did not change is never
+re-encoded.
+
+Savepoints make a transaction (or a whole block) all-or-nothing: `savepoint()` starts
+journaling every write with the value it replaced, `rollback(sp)` undoes the writes since,
+`release(sp)` keeps them. Operations validate every rule before their first write, so a
+refused transaction never needs the journal; the executor still wraps each one in a
+savepoint as a second line of defence, `check_transaction` uses one to dry-run, and a
+proposer uses one per block.
+
+State keys (the first byte names the namespace)
+-----------------------------------------------
+    b"a" + address(20)                       Account      -- an account's own entry: one key
+    b"h" + len(id)(1) + id + address(20)     Holding      -- all holders of one instrument
+                                                             share the prefix b"h"+len+id
+    b"i" + id                                Instrument
+    b"r" + id                                ReserveAttestation (latest; commodities)
+    b"v" + address(20)                       Vasp
+    b"k" + public_key(32)                    KeyBinding   -- recovered key -> its account
+    b"P"                                     Parameters
+    b"Q"                                     Policy
+    b"C"                                     Programme (cap and outstanding, USD cents)
+    b"S"                                     ValidatorSet (with pending changes)
+
+Instrument ids are 1..32 ASCII characters, so the one-byte length prefix keeps every
+instrument's holdings one contiguous key range (a prefix of one id is never confused with
+another id). `holders_prefix(id)` gives that range's prefix.
+
+Amounts are ints; there are no floats anywhere and nothing here iterates an unordered
+collection in a way that affects state (the holders of an instrument are returned sorted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from ledger import codec
+from ledger.types import (
+    Account,
+    Holding,
+    Instrument,
+    KeyBinding,
+    Parameters,
+    Policy,
+    Programme,
+    ReserveAttestation,
+    ValidatorSet,
+    Vasp,
+)
+
+ACCOUNT = b"a"
+HOLDING = b"h"
+INSTRUMENT = b"i"
+RESERVE = b"r"
+VASP_PREFIX = b"v"
+KEY_BINDING = b"k"
+PARAMETERS_KEY = b"P"
+POLICY_KEY = b"Q"
+PROGRAMME_KEY = b"C"
+VALIDATORS_KEY = b"S"
+
+ADDRESS_SIZE = 20
+MAX_INSTRUMENT_ID = 32
+
+# Stored records are ours, but bound the decoder anyway: no record comes near these.
+_RECORD_MAX_SIZE = 1 << 20
+_RECORD_MAX_DEPTH = 8
+
+_MISSING: Any = object()
+
+
+def account_key(address: bytes) -> bytes:
+    return ACCOUNT + address
+
+
+def holders_prefix(instrument_id: str) -> bytes:
+    raw = instrument_id.encode("ascii")
+    return HOLDING + bytes((len(raw),)) + raw
+
+
+def holding_key(instrument_id: str, address: bytes) -> bytes:
+    return holders_prefix(instrument_id) + address
+
+
+def instrument_key(instrument_id: str) -> bytes:
+    return INSTRUMENT + instrument_id.encode("ascii")
+
+
+def reserve_key(instrument_id: str) -> bytes:
+    return RESERVE + instrument_id.encode("ascii")
+
+
+def vasp_key(address: bytes) -> bytes:
+    return VASP_PREFIX + address
+
+
+def key_binding_key(public_key: bytes) -> bytes:
+    return KEY_BINDING + public_key
+
+
+class State:
+    """The whole ledger state, typed, with dirty tracking and savepoints.
+
+    Read access is through the attributes (`accounts`, `instruments`, `holdings`, ...) and
+    the small helpers below; never mutate those dicts directly -- write through `put_*` so the
+    change is journaled and reaches the commitment.
+    """
+
+    __slots__ = (
+        "accounts",
+        "instruments",
+        "holdings",
+        "reserves",
+        "vasps",
+        "key_bindings",
+        "singletons",
+        "_prefix_cache",
+        "_dirty",
+        "_journal",
+        "_depth",
+    )
+
+    def __init__(
+        self,
+        *,
+        parameters: Parameters,
+        policy: Policy,
+        programme: Programme,
+        validators: ValidatorSet,
+    ) -> None:
+        self.accounts: dict[bytes, Account] = {}
+        self.instruments: dict[str, Instrument] = {}
+        # instrument id -> address -> Holding (a holding with balance 0 does not exist)
+        self.holdings: dict[str, dict[bytes, Holding]] = {}
+        self.reserves: dict[str, ReserveAttestation] = {}
+        self.vasps: dict[bytes, Vasp] = {}
+        self.key_bindings: dict[bytes, KeyBinding] = {}
+        # The chain-wide records, keyed by their state key.
+        self.singletons: dict[bytes, Any] = {
+            PARAMETERS_KEY: parameters,
+            POLICY_KEY: policy,
+            PROGRAMME_KEY: programme,
+            VALIDATORS_KEY: validators,
+        }
+        self._prefix_cache: dict[str, bytes] = {}
+        # state key -> the record to encode at take_changes (None: deleted)
+        self._dirty: dict[bytes, Any] = dict(self.singletons)
+        # (container, subkey, previous value, state key, previous dirty entry)
+        self._journal: list[tuple] = []
+        self._depth = 0
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def from_genesis(cls, genesis: Mapping) -> State:
+        """The state at height 0 of a validated genesis document (see `ledger/genesis.py`)."""
+        from ledger.genesis import state_from_genesis  # genesis builds on State
+
+        return state_from_genesis(genesis)
+
+    @classmethod
+    def from_items(cls, items: Iterable[tuple[bytes, bytes]]) -> State:
+        """Rebuild the state from (state key, record bytes) pairs, e.g. a store's contents.
+
+        The result has no dirty keys: it is exactly what the store already holds.
+        """
+        decoded: dict[bytes, Any] = {}
+        rest: list[tuple[bytes, Any]] = []
+        for key, raw in items:
+            value = codec.decode(raw, max_size=_RECORD_MAX_SIZE, max_depth=_RECORD_MAX_DEPTH)
+            if key in (PARAMETERS_KEY, POLICY_KEY, PROGRAMME_KEY, VALIDATORS_KEY):
+                decoded[key] = value
+            else:
+                rest.append((key, value))
+        missing = {PARAMETERS_KEY, POLICY_KEY, PROGRAMME_KEY, VALIDATORS_KEY} - decoded.keys()
+        if missing:
+            raise ValueError(f"state lacks the chain-wide records {sorted(missing)}")
+        state = cls(
+            parameters=Parameters.from_map(decoded[PARAMETERS_KEY]),
+            policy=Policy.from_map(decoded[POLICY_KEY]),
+            programme=Programme.from_map(decoded[PROGRAMME_KEY]),
+            validators=ValidatorSet.from_map(decoded[VALIDATORS_KEY]),
+        )
+        for key, value in rest:
+            state._load(key, value)
+        state._dirty.clear()
+        return state
+
+    def _load(self, key: bytes, value: dict) -> None:
+        kind, rest = key[:1], key[1:]
+        if kind == ACCOUNT:
+            self.accounts[rest] = Account.from_map(value)
+        elif kind == HOLDING:
+            size = rest[0]
+            instrument_id = rest[1 : 1 + size].decode("ascii")
+            address = rest[1 + size :]
+            if len(address) != ADDRESS_SIZE:
+                raise ValueError(f"bad holding key {key.hex()}")
+            self.holdings.setdefault(instrument_id, {})[address] = Holding.from_map(value)
+        elif kind == INSTRUMENT:
+            instrument = Instrument.from_map(value)
+            self.instruments[rest.decode("ascii")] = instrument
+            self.holdings.setdefault(instrument.id, {})
+        elif kind == RESERVE:
+            self.reserves[rest.decode("ascii")] = ReserveAttestation.from_map(value)
+        elif kind == VASP_PREFIX:
+            self.vasps[rest] = Vasp.from_map(value)
+        elif kind == KEY_BINDING:
+            self.key_bindings[rest] = KeyBinding.from_map(value)
+        else:
+            raise ValueError(f"unknown state key namespace in {key.hex()}")
+
+    # -- reads ----------------------------------------------------------------------
+
+    @property
+    def parameters(self) -> Parameters:
+        return self.singletons[PARAMETERS_KEY]
+
+    @property
+    def policy(self) -> Policy:
+        return self.singletons[POLICY_KEY]
+
+    @property
+    def programme(self) -> Programme:
+        return self.singletons[PROGRAMME_KEY]
+
+    @property
+    def validator_set(self) -> ValidatorSet:
+        return self.singletons[VALIDATORS_KEY]
+
+    def balance(self, instrument_id: str, address: bytes) -> int:
+        holding = self.holdings.get(instrument_id, {}).get(address)
+        return 0 if holding is None else holding.balance
+
+    def frozen_amount(self, instrument_id: str, address: bytes) -> int:
+        holding = self.holdings.get(instrument_id, {}).get(address)
+        return 0 if holding is None else holding.frozen
+
+    def supply(self, instrument_id: str) -> int:
+        return self.instruments[instrument_id].supply
+
+    def holders(self, instrument_id: str) -> list[tuple[bytes, Holding]]:
+        """The holders of an instrument, sorted by address (the state key order)."""
+        return sorted(self.holdings.get(instrument_id, {}).items())
+
+    def holder_count(self, instrument_id: str) -> int:
+        return len(self.holdings.get(instrument_id, ()))
+
+    def account_for_key(self, public_key: bytes, derived_address: bytes) -> Account | None:
+        """The account a signing key currently authorises, or None.
+
+        A recovered key is bound explicitly; any other key authorises the account at its own
+        derived address unless that account's key has been replaced.
+        """
+        binding = self.key_bindings.get(public_key)
+        address = binding.address if binding is not None else derived_address
+        account = self.accounts.get(address)
+        if account is None:
+            return None
+        if account.public_key is None:
+            return account if binding is None else None
+        return account if account.public_key == public_key else None
+
+    # -- writes ---------------------------------------------------------------------
+
+    def _write(self, container: dict, subkey: Any, value: Any, key: bytes) -> None:
+        if self._depth:
+            self._journal.append(
+                (container, subkey, container.get(subkey, _MISSING), key,
+                 self._dirty.get(key, _MISSING))
+            )
+        if value is None:
+            del container[subkey]
+        else:
+            container[subkey] = value
+        self._dirty[key] = value
+
+    def put_account(self, account: Account) -> None:
+        self._write(self.accounts, account.address, account, ACCOUNT + account.address)
+
+    def put_holding(self, instrument_id: str, address: bytes, holding: Holding | None) -> None:
+        """Set a holding; a zero balance (or None) deletes it, so holders are those with units."""
+        prefix = self._prefix_cache.get(instrument_id)
+        if prefix is None:
+            prefix = self._prefix_cache[instrument_id] = holders_prefix(instrument_id)
+        holdings = self.holdings[instrument_id]
+        if holding is not None and holding.balance == 0:
+            if holding.frozen:
+                raise AssertionError(f"frozen {holding.frozen} units with a zero balance")
+            holding = None
+        if holding is None and address not in holdings:
+            return
+        self._write(holdings, address, holding, prefix + address)
+
+    def put_instrument(self, instrument: Instrument) -> None:
+        if instrument.id not in self.holdings:
+            # The holders map exists for every instrument; creating it is not a state change.
+            self.holdings[instrument.id] = {}
+        self._write(self.instruments, instrument.id, instrument, instrument_key(instrument.id))
+
+    def put_reserve(self, reserve: ReserveAttestation) -> None:
+        self._write(self.reserves, reserve.instrument, reserve, reserve_key(reserve.instrument))
+
+    def put_vasp(self, vasp: Vasp) -> None:
+        self._write(self.vasps, vasp.address, vasp, vasp_key(vasp.address))
+
+    def put_key_binding(self, public_key: bytes, binding: KeyBinding | None) -> None:
+        if binding is None and public_key not in self.key_bindings:
+            return
+        self._write(self.key_bindings, public_key, binding, key_binding_key(public_key))
+
+    def put_parameters(self, parameters: Parameters) -> None:
+        self._write(self.singletons, PARAMETERS_KEY, parameters, PARAMETERS_KEY)
+
+    def put_policy(self, policy: Policy) -> None:
+        self._write(self.singletons, POLICY_KEY, policy, POLICY_KEY)
+
+    def put_programme(self, programme: Programme) -> None:
+        self._write(self.singletons, PROGRAMME_KEY, programme, PROGRAMME_KEY)
+
+    def put_validator_set(self, validators: ValidatorSet) -> None:
+        self._write(self.singletons, VALIDATORS_KEY, validators, VALIDATORS_KEY)
+
+    # -- savepoints -----------------------------------------------------------------
+
+    def savepoint(self) -> int:
+        """Start (or nest) journaling; returns a token for `rollback` / `release`."""
+        self._depth += 1
+        return len(self._journal)
+
+    def rollback(self, token: int) -> None:
+        """Undo every write since `savepoint()` returned `token`, newest first."""
+        journal = self._journal
+        dirty = self._dirty
+        while len(journal) > token:
+            container, subkey, previous, key, previous_dirty = journal.pop()
+            if previous is _MISSING:
+                container.pop(subkey, None)
+            else:
+                container[subkey] = previous
+            if previous_dirty is _MISSING:
+                dirty.pop(key, None)
+            else:
+                dirty[key] = previous_dirty
+        self._end(token)
+
+    def release(self, token: int) -> None:
+        """Keep the writes since `token`; an enclosing savepoint can still undo them."""
+        self._end(token)
+
+    def _end(self, token: int) -> None:
+        if self._depth <= 0:
+            raise AssertionError("savepoint released or rolled back twice")
+        self._depth -= 1
+        if self._depth == 0:
+            self._journal.clear()
+
+    # -- export ---------------------------------------------------------------------
+
+    def take_changes(self) -> dict[bytes, bytes | None]:
+        """The encoded changes since the last call, sorted by state key; clears the dirty set.
+
+        Allowed inside a savepoint: rolling it back afterwards restores both the records and
+        the dirty set as they were at the savepoint (that is how a node abandons a block it
+        executed but that was not decided).
+        """
+        dirty = self._dirty
+        changes = {
+            key: None if dirty[key] is None else codec.encode(dirty[key].to_map())
+            for key in sorted(dirty)
+        }
+        dirty.clear()
+        return changes
+
+    @property
+    def dirty_keys(self) -> list[bytes]:
+        return sorted(self._dirty)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (state key, record bytes) pair, sorted by key: the full export."""
+        records: list[tuple[bytes, Any]] = list(self.singletons.items())
+        records += [(ACCOUNT + a, r) for a, r in self.accounts.items()]
+        records += [(instrument_key(i), r) for i, r in self.instruments.items()]
+        records += [(reserve_key(i), r) for i, r in self.reserves.items()]
+        records += [(VASP_PREFIX + a, r) for a, r in self.vasps.items()]
+        records += [(KEY_BINDING + k, r) for k, r in self.key_bindings.items()]
+        for instrument_id, holdings in self.holdings.items():
+            prefix = holders_prefix(instrument_id)
+            records += [(prefix + a, r) for a, r in holdings.items()]
+        records.sort(key=lambda pair: pair[0])
+        for key, record in records:
+            yield key, codec.encode(record.to_map())
