@@ -90,6 +90,9 @@ MAX_UNITS = 10**30
 MAX_AMOUNT_DIGITS = 60
 """Most significant digits accepted in an amount handed to `distribute`."""
 
+MAX_MAGNITUDE = 30
+"""Every Decimal argument is 0 or between 10^-30 and 10^30 (exclusive): rates, prices, amounts."""
+
 _CONTEXT_TRAPS = [InvalidOperation, DivisionByZero, Overflow]
 
 
@@ -158,6 +161,9 @@ def _require_decimal(name: str, value: object, *, non_negative: bool = True) -> 
         raise TypeError(f"{name} must be a Decimal (or int), got {type(value).__name__}")
     if not value.is_finite():
         raise BondMathError(f"{name} must be finite, got {value}")
+    if value and not -MAX_MAGNITUDE <= value.adjusted() < MAX_MAGNITUDE:
+        # 1E+999999 is a valid Decimal; turned into an exact integer it would cost megabytes.
+        raise BondMathError(f"{name} is out of range: {value}")
     if non_negative and value < 0:
         raise BondMathError(f"{name} must be >= 0, got {value}")
     return value

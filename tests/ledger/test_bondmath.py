@@ -395,19 +395,24 @@ def test_schedule_without_end_of_month_keeps_the_day_and_never_drifts():
         date(2024, 9, 30),
         date(2025, 3, 30),
     )
-    # Monthly on the 30th across February: 29 Feb is a clip, and March is back on the 30th
-    # (each date is rolled from maturity, so the clip does not propagate).
-    assert coupon_schedule(date(2024, 1, 15), date(2024, 4, 30 - 0), 12)[-1] == date(2024, 4, 30)
+    # Monthly on the 29th in a leap year: 29 Feb exists and is used.
     assert coupon_schedule(date(2024, 1, 15), date(2024, 4, 29), 12) == (
         date(2024, 1, 29),
         date(2024, 2, 29),
         date(2024, 3, 29),
         date(2024, 4, 29),
     )
+    # Monthly on the 30th in 2023: 28 Feb is a clip, and March is back on the 30th (each date
+    # is rolled from maturity, so the clip does not propagate to 28 Mar).
     assert coupon_schedule(date(2023, 1, 15), date(2023, 3, 30), 12) == (
         date(2023, 1, 30),
         date(2023, 2, 28),
         date(2023, 3, 30),
+    )
+    # Semi-annual, maturity 29 Aug 2023 (not a month end): 28 Feb 2023, a clip.
+    assert coupon_schedule(date(2022, 9, 1), date(2023, 8, 29), 2) == (
+        date(2023, 2, 28),
+        date(2023, 8, 29),
     )
 
 
@@ -791,6 +796,10 @@ def test_distribute_refusals():
         distribute(1.5, {b"a": 1})
     with pytest.raises(BondMathError, match="digits"):
         distribute(D("1." + "1" * 70), {b"a": 1})
+    with pytest.raises(BondMathError, match="out of range"):
+        distribute(D("1E+999999"), {b"a": 1})
+    with pytest.raises(BondMathError, match="out of range"):
+        tbill_discount_rate(D("1E-999999"), 91)
     assert distribute(D("3"), {}) == Distribution((), 0, D("0"), D("0"))
 
 
