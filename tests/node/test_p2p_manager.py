@@ -17,6 +17,7 @@ import trio.testing
 from nacl.signing import SigningKey
 
 from node.p2p.connection import handshake_initiator
+from node.p2p.errors import ConnectionClosed
 from node.p2p.manager import (
     PeerAddress,
     PeerManager,
@@ -359,3 +360,24 @@ def test_two_managers_over_real_tcp_on_loopback():
                 nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+@trio_test
+async def test_silent_connections_cannot_exhaust_the_handshake_slots_for_long():
+    net = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        a = Node(net, "a", max_pending_handshakes=2, handshake_timeout_ms=5_000)
+        await a.start(nursery)
+        silent = [await net.connect(ADDR["a"]) for _ in range(2)]  # never say a word
+        await trio.testing.wait_all_tasks_blocked()
+        refused = await net.connect(ADDR["a"])
+        with pytest.raises(ConnectionClosed):  # no slot: closed before the handshake
+            await handshake_initiator(refused, KEYS["b"], CHAIN, allow_all_known)
+        await trio.sleep(5.1)  # the silent ones hit the 5 s handshake deadline
+        stream = await net.connect(ADDR["a"])
+        await handshake_initiator(stream, KEYS["b"], CHAIN, allow_all_known)
+        await trio.testing.wait_all_tasks_blocked()
+        assert a.connected() == {"b"}
+        for stream in silent:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()

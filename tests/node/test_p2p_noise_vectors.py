@@ -90,3 +90,14 @@ def test_hmac_and_hkdf_follow_rfc_2104_and_section_4_3():
     assert out1 == hmac_hash(temp, b"\x01")
     assert out2 == hmac_hash(temp, out1 + b"\x02")
     assert out3 == hmac_hash(temp, out2 + b"\x03")
+
+
+def test_small_order_ephemeral_key_is_refused():
+    # An all-zero X25519 key gives an all-zero shared secret anyone can compute.
+    vector = VECTORS[0]
+    initiator, responder = _sides(vector)
+    responder.read_message(initiator.write_message(b""))
+    forged = b"\x00" * 32 + responder.write_message(b"")[32:]
+    with pytest.raises(PeerProtocolError) as caught:
+        initiator.read_message(forged)
+    assert caught.value.code == PeerCode.BAD_KEY
