@@ -301,6 +301,7 @@ def test_icma_every_regular_schedule_period_is_one_over_frequency(maturity, freq
     expected = dec(Fraction(1, frequency))
     for start, end in periods[1:]:
         assert icma(start, end, start, end, frequency) == expected
+        assert icma(start, end, start, end, frequency, maturity=maturity) == expected
 
 
 @settings(max_examples=150)
