@@ -31,11 +31,11 @@ Every refusal is a `PeerProtocolError` with a `PeerCode`; a clean end of the str
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
-import nacl.exceptions
 import trio
-from nacl.signing import SigningKey, VerifyKey
 
+from ledger.crypto import verify_signature
 from node.p2p.errors import ConnectionClosed, PeerCode, PeerProtocolError
 from node.p2p.noise import (
     MAX_MESSAGE_LEN,
@@ -61,24 +61,27 @@ DEFAULT_HANDSHAKE_TIMEOUT_S = 10
 IsAllowed = Callable[[bytes], bool]
 
 
+class Identity(Protocol):
+    """The node's Ed25519 key: `ledger.crypto.KeyPair` (from `read_key_file`) fits."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
 def identity_signing_bytes(chain_id: bytes, noise_static_public_key: bytes) -> bytes:
     return IDENTITY_TAG + bytes([len(chain_id)]) + chain_id + noise_static_public_key
 
 
 def encode_identity_payload(
-    identity: SigningKey, chain_id: str, noise_static_public_key: bytes
+    identity: Identity, chain_id: str, noise_static_public_key: bytes
 ) -> bytes:
     chain = chain_id.encode("utf-8")
     if not 0 < len(chain) <= 255:
         raise ValueError(f"chain id must be 1..255 UTF-8 bytes, got {len(chain)}")
-    signature = identity.sign(identity_signing_bytes(chain, noise_static_public_key)).signature
-    return (
-        bytes([PAYLOAD_VERSION])
-        + bytes(identity.verify_key)
-        + signature
-        + bytes([len(chain)])
-        + chain
-    )
+    signature = identity.sign(identity_signing_bytes(chain, noise_static_public_key))
+    return bytes([PAYLOAD_VERSION]) + identity.public_key + signature + bytes([len(chain)]) + chain
 
 
 def verify_identity_payload(
@@ -94,14 +97,13 @@ def verify_identity_payload(
         raise PeerProtocolError(
             PeerCode.BAD_HANDSHAKE, f"chain id of {len(chain)} bytes, header says {chain_length}"
         )
-    try:
-        VerifyKey(public_key).verify(
-            identity_signing_bytes(chain, noise_static_public_key), signature
-        )
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+    # The ledger's strict verification: small-order keys and malleable signatures refused.
+    if not verify_signature(
+        public_key, identity_signing_bytes(chain, noise_static_public_key), signature
+    ):
         raise PeerProtocolError(
             PeerCode.BAD_IDENTITY_SIGNATURE, f"key {public_key.hex()} did not sign its Noise key"
-        ) from None
+        )
     if chain != chain_id.encode("utf-8"):
         raise PeerProtocolError(
             PeerCode.WRONG_CHAIN, f"peer is on chain {chain!r}, we are on {chain_id!r}"
@@ -249,7 +251,7 @@ async def _run_handshake(
     stream: trio.abc.Stream,
     *,
     initiator: bool,
-    identity: SigningKey,
+    identity: Identity,
     chain_id: str,
     is_allowed: IsAllowed,
     timeout_s: float,
@@ -297,7 +299,7 @@ async def _run_handshake(
 
 async def handshake_initiator(
     stream: trio.abc.Stream,
-    identity: SigningKey,
+    identity: Identity,
     chain_id: str,
     is_allowed: IsAllowed,
     *,
@@ -320,7 +322,7 @@ async def handshake_initiator(
 
 async def handshake_responder(
     stream: trio.abc.Stream,
-    identity: SigningKey,
+    identity: Identity,
     chain_id: str,
     is_allowed: IsAllowed,
     *,

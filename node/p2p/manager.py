@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from functools import partial
 
 import trio
-from nacl.signing import SigningKey
 
 from node.p2p.connection import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    Identity,
     IsAllowed,
     PeerConnection,
     handshake_initiator,
@@ -148,14 +148,14 @@ class PeerManager:
     def __init__(
         self,
         config: PeerManagerConfig,
-        identity: SigningKey,
+        identity: Identity,
         is_allowed: IsAllowed,
         *,
         rng: random.Random,
         connect: Connect = tcp_connect,
     ) -> None:
         self.config = config
-        self.local_key = bytes(identity.verify_key)
+        self.local_key = identity.public_key
         self._identity = identity
         self._is_allowed = is_allowed
         self._rng = rng

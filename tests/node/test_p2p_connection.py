@@ -14,8 +14,8 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nacl.signing import SigningKey
 
+from ledger.crypto import generate_key
 from node.p2p.connection import (
     MAX_CHUNK,
     PROLOGUE,
@@ -41,13 +41,13 @@ def trio_test(fn):
 
 
 CHAIN = "khazana-test-1"
-ALICE = SigningKey(bytes(range(32)))
-BOB = SigningKey(bytes(range(1, 33)))
-MALLORY = SigningKey(bytes(range(2, 34)))
+ALICE = generate_key(bytes(range(32)))
+BOB = generate_key(bytes(range(1, 33)))
+MALLORY = generate_key(bytes(range(2, 34)))
 
 
-def allow(*keys: SigningKey):
-    allowed = {bytes(k.verify_key) for k in keys}
+def allow(*keys):
+    allowed = {k.public_key for k in keys}
     return lambda key: key in allowed
 
 
@@ -106,8 +106,8 @@ async def connect_pair(
 @trio_test
 async def test_handshake_authenticates_both_sides_and_messages_flow_both_ways():
     a, b = await connect_pair()
-    assert a.remote_key == bytes(BOB.verify_key)
-    assert b.remote_key == bytes(ALICE.verify_key)
+    assert a.remote_key == BOB.public_key
+    assert b.remote_key == ALICE.public_key
     assert a.handshake_hash == b.handshake_hash
     await a.send(b"prevote h=1 r=0")
     assert await b.receive() == b"prevote h=1 r=0"

@@ -14,8 +14,8 @@ import random
 import pytest
 import trio
 import trio.testing
-from nacl.signing import SigningKey
 
+from ledger.crypto import generate_key
 from node.p2p.connection import handshake_initiator
 from node.p2p.errors import ConnectionClosed
 from node.p2p.manager import (
@@ -27,8 +27,8 @@ from node.p2p.manager import (
 )
 
 CHAIN = "khazana-test-1"
-KEYS = {name: SigningKey(bytes([n]) * 32) for n, name in enumerate(["a", "b", "c", "m"], 1)}
-PUB = {name: bytes(key.verify_key) for name, key in KEYS.items()}
+KEYS = {name: generate_key(bytes([n]) * 32) for n, name in enumerate(["a", "b", "c", "m"], 1)}
+PUB = {name: key.public_key for name, key in KEYS.items()}
 ADDR = {name: PeerAddress(f"10.0.0.{n}", 26656) for n, name in enumerate(KEYS, 1)}
 
 
@@ -288,7 +288,7 @@ async def test_reported_misbehaviour_disconnects_scores_and_bans_at_the_threshol
 @trio_test
 async def test_unknown_and_own_keys_are_refused():
     net = MemoryNetwork()
-    stranger = SigningKey(b"\x09" * 32)
+    stranger = generate_key(b"\x09" * 32)
     async with trio.open_nursery() as nursery:
         a = Node(net, "a")
         await a.start(nursery)
