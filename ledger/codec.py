@@ -93,6 +93,10 @@ def _canonical(value: object) -> object:
         return _canonical(int(value))
     if isinstance(value, str):
         return _canonical(str(value))
+    if isinstance(value, dict):
+        return _canonical_dict(value)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
     if isinstance(value, float):
         raise TypeError(f"floats are not encodable (got {value!r}); use integer minor units")
     raise TypeError(f"{type(value).__name__} is not encodable: {value!r:.80}")
@@ -154,7 +158,10 @@ def decode(
     if size == 0:
         raise DecodeError(Code.MALFORMED, "empty input")
     value = _unpack(data)
-    _check_decoded(value, 1, max_depth)
+    try:
+        _check_decoded(value, 1, max_depth)
+    except RecursionError:  # only reachable with a max_depth near Python's recursion limit
+        raise DecodeError(Code.TOO_DEEP, "nesting exceeds the recursion limit") from None
     # Re-pack as decoded (dicts keep the order they had on the wire, and the walk above
     # has already refused out-of-order keys): equal bytes iff every form was the shortest.
     if msgpack.packb(value, use_bin_type=True) != data:

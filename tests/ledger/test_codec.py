@@ -431,3 +431,22 @@ def test_mutated_encodings_decode_or_refuse(value, data):
             else:
                 encoded[position] = data.draw(st.sampled_from([0xC1, 0xCA, 0xD4, 0xDC, 0xFF]))
     check_any_bytes(bytes(encoded))
+
+
+def test_huge_max_depth_still_refuses_cleanly():
+    # msgpack's own stack stops at 1024 levels; our walk must not hit Python's recursion limit.
+    for levels in (990, 1023, 1100):
+        try:
+            codec.decode(b"\x91" * levels + b"\x00", max_depth=10_000)
+        except DecodeError as error:
+            assert error.code is Code.TOO_DEEP
+
+
+def test_dict_and_list_subclasses_encode_like_their_base():
+    from collections import OrderedDict
+
+    class Items(list):
+        pass
+
+    assert codec.encode(OrderedDict([("b", 1), ("a", 2)])) == codec.encode({"a": 2, "b": 1})
+    assert codec.encode(Items([1, 2])) == codec.encode([1, 2])
