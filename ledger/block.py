@@ -163,9 +163,7 @@ def compute_txs_hash(tx_ids: Iterable[bytes]) -> bytes:
 
 def compute_results_hash(receipts: Sequence[Receipt]) -> bytes:
     return hash256(
-        codec.encode(
-            [[r.tx_id, int(r.code), [e.to_map() for e in r.events]] for r in receipts]
-        )
+        codec.encode([[r.tx_id, int(r.code), [e.to_map() for e in r.events]] for r in receipts])
     )
 
 

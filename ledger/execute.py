@@ -13,8 +13,8 @@ everywhere. The checks, in order, each with its stable code (`ledger/codes.py`):
 6. the operation: its args (BAD_FIELD, UNKNOWN_OPERATION), roles and approvals
    (UNAUTHORIZED, MISSING_APPROVALS), every compliance rule (3xx), then its writes.
 
-Steps 1-5 are `FATAL_CODES`: such a transaction cannot be in a block at all (a block holding
-one is invalid: `InvalidBlock`). From step 6 on, a refusal is a receipt with its code: the
+A refusal in steps 1-5 gives a receipt with `executed=False`: such a transaction cannot be in
+a block at all (a block holding one is invalid: `InvalidBlock`) and consumed no nonce. From step 6 on, a refusal is a receipt with its code: the
 transaction stays in the block, consumes its nonce, and changes nothing else. So a refused
 transfer can never execute later by surprise.
 """
@@ -30,19 +30,6 @@ from ledger.ops import OPERATIONS, Args, TxView
 from ledger.state import State
 from ledger.tx import SignedTx, decode_signed_tx, verify_tx_signatures
 from ledger.types import Account, BlockContext, Receipt
-
-# A transaction refused with one of these never enters a block.
-FATAL_CODES = frozenset(
-    {code for code in Code if 100 <= code < 200}
-    | {
-        Code.BAD_SIGNATURE,
-        Code.WRONG_CHAIN,
-        Code.ACCOUNT_NOT_FOUND,
-        Code.SENDER_NOT_SIGNED,
-        Code.NONCE_USED,
-        Code.NONCE_GAP,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +62,7 @@ def check_transaction(
 def apply_transaction(
     state: State, tx: bytes | SignedTx, ctx: BlockContext, *, verified: bool = False
 ) -> Receipt:
-    """Execute `tx`. On a code in `FATAL_CODES` nothing changed (not even the nonce);
+    """Execute `tx`. If the receipt says `executed=False` nothing changed (not even the nonce);
     on any other refusal only the sender's nonce moved on; on OK the operation applied."""
     return _execute(state, tx, ctx, verified)
 
@@ -107,7 +94,7 @@ def apply_block(
     dropped: list[Receipt] = []
     for index, tx in enumerate(txs):
         receipt = _execute(state, tx, ctx, False, verified)
-        if receipt.code in FATAL_CODES:
+        if not receipt.executed:
             if drop_invalid:
                 dropped.append(receipt)
                 continue
@@ -134,12 +121,12 @@ def _execute(
         try:
             tx = decode_signed_tx(tx)
         except LedgerError as exc:
-            return Receipt(b"", exc.code, exc.message)
+            return _refused(b"", exc.code, exc.message)
     tx_id = tx.tx_id
     body = tx.body
     # 2. chain
     if body.chain_id != ctx.chain_id:
-        return Receipt(
+        return _refused(
             tx_id,
             Code.WRONG_CHAIN,
             f"transaction is for chain {body.chain_id!r}, this is {ctx.chain_id!r}",
@@ -149,15 +136,15 @@ def _execute(
         try:
             verify_tx_signatures(tx)
         except InvalidTransaction as exc:
-            return Receipt(tx_id, exc.code, exc.message)
+            return _refused(tx_id, exc.code, exc.message)
     # 4. sender authorised
     sender = body.sender
     account = state.accounts.get(sender)
     if account is None:
-        return Receipt(tx_id, Code.ACCOUNT_NOT_FOUND, f"sender {sender.hex()} has no account")
+        return _refused(tx_id, Code.ACCOUNT_NOT_FOUND, f"sender {sender.hex()} has no account")
     public_keys = tuple(sig.public_key for sig in tx.signatures)
     if not _sender_signed(state, account, public_keys):
-        return Receipt(
+        return _refused(
             tx_id,
             Code.SENDER_NOT_SIGNED,
             f"the current key of sender {sender.hex()} has not signed the transaction",
@@ -165,7 +152,7 @@ def _execute(
     # 5. nonce
     if body.nonce != account.nonce:
         code = Code.NONCE_USED if body.nonce < account.nonce else Code.NONCE_GAP
-        return Receipt(
+        return _refused(
             tx_id, code, f"nonce {body.nonce}, the next nonce of {sender.hex()} is {account.nonce}"
         )
     # 6. the operation, all or nothing
@@ -199,3 +186,7 @@ def _sender_signed(state: State, account: Account, public_keys: tuple[bytes, ...
         if public_key not in bindings and address_from_public_key(public_key) == account.address:
             return True
     return False
+
+
+def _refused(tx_id: bytes, code: Code, log: str) -> Receipt:
+    return Receipt(tx_id, code, log, (), executed=False)

@@ -164,7 +164,9 @@ def validate_genesis(genesis: object) -> None:
     if not isinstance(genesis, Mapping):
         raise GenesisError("genesis must be a JSON object")
     if tuple(sorted(genesis)) != _KEYS:
-        raise GenesisError(f"genesis must have exactly the keys {list(_KEYS)}, has {sorted(genesis)}")
+        raise GenesisError(
+            f"genesis must have exactly the keys {list(_KEYS)}, has {sorted(genesis)}"
+        )
     chain_id = genesis["chain_id"]
     if type(chain_id) is not str or not CHAIN_ID_PATTERN.fullmatch(chain_id):
         raise GenesisError(f"chain_id must be 1-64 printable ASCII characters, got {chain_id!r}")

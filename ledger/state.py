@@ -274,8 +274,13 @@ class State:
     def _write(self, container: dict, subkey: Any, value: Any, key: bytes) -> None:
         if self._depth:
             self._journal.append(
-                (container, subkey, container.get(subkey, _MISSING), key,
-                 self._dirty.get(key, _MISSING))
+                (
+                    container,
+                    subkey,
+                    container.get(subkey, _MISSING),
+                    key,
+                    self._dirty.get(key, _MISSING),
+                )
             )
         if value is None:
             del container[subkey]

@@ -562,10 +562,7 @@ class BlockContext:
     date: date = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "date", _EPOCH + timedelta(days=self.time_ms // _MS_PER_DAY)
-        )
-
+        object.__setattr__(self, "date", _EPOCH + timedelta(days=self.time_ms // _MS_PER_DAY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,6 +586,10 @@ class Receipt:
     code: int
     log: str = ""
     events: tuple[Event, ...] = ()
+    # False when refused before execution (decode, chain, signatures, sender, nonce): such a
+    # transaction cannot be in a block and consumed no nonce. True once it was executed,
+    # whatever its code.
+    executed: bool = True
 
     @property
     def ok(self) -> bool:

@@ -55,11 +55,19 @@ OPERATIONS: dict[str, Operation] = {
 OPEN_OPERATIONS = frozenset({"transfer", "dvp"})
 
 # The policy rule each gated operation checks.
-POLICY_NAMES: dict[str, str] = {
-    op: op for op in OPERATIONS if op not in OPEN_OPERATIONS
-} | {"recover_key": "key_recovery", "change_validators": "validator_set"}
+POLICY_NAMES: dict[str, str] = {op: op for op in OPERATIONS if op not in OPEN_OPERATIONS} | {
+    "recover_key": "key_recovery",
+    "change_validators": "validator_set",
+}
 
 # Every rule name a genesis policy must define.
 REQUIRED_POLICY_RULES = frozenset(POLICY_NAMES.values())
 
-__all__ = ["OPEN_OPERATIONS", "OPERATIONS", "POLICY_NAMES", "REQUIRED_POLICY_RULES", "Args", "TxView"]
+__all__ = [
+    "OPEN_OPERATIONS",
+    "OPERATIONS",
+    "POLICY_NAMES",
+    "REQUIRED_POLICY_RULES",
+    "Args",
+    "TxView",
+]

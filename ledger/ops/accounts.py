@@ -115,7 +115,9 @@ def onboard_investor(state: State, ctx: BlockContext, tx: TxView, args: Args) ->
         fail(Code.BAD_FIELD, f"{show(address)} is an institution; institutions need no KYC")
     account = replace(
         _add_role(account, INVESTOR),
-        kyc=Kyc(country=country, category=category, expiry=expiry, attested_by=tx.sender, vasp=vasp),
+        kyc=Kyc(
+            country=country, category=category, expiry=expiry, attested_by=tx.sender, vasp=vasp
+        ),
     )
     state.put_account(account)
     return [

@@ -178,9 +178,7 @@ def _coupon_fields(args: Args, issue, maturity) -> dict:
     }
 
 
-def _set_paused(
-    state: State, tx: TxView, args: Args, paused: bool, op_name: str
-) -> list[Event]:
+def _set_paused(state: State, tx: TxView, args: Args, paused: bool, op_name: str) -> list[Event]:
     instrument_id = instrument_id_arg(args)
     reason = args.text("reason")
     args.done()

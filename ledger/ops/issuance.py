@@ -65,8 +65,7 @@ def issue(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event
     if supply > instrument.cap:
         fail(
             Code.INSTRUMENT_CAP,
-            f"issuing {amount} would bring {instrument.id} to {supply} units, "
-            f"cap {instrument.cap}",
+            f"issuing {amount} would bring {instrument.id} to {supply} units, cap {instrument.cap}",
         )
     programme = state.programme
     added_usd = amount * instrument.usd_face_value  # 0 for the cash token

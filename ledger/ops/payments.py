@@ -102,7 +102,9 @@ def _pay(
             continue
         current = cash_holdings.get(holder)
         writes[holder] = (
-            Holding(amount, 0) if current is None else Holding(current.balance + amount, current.frozen)
+            Holding(amount, 0)
+            if current is None
+            else Holding(current.balance + amount, current.frozen)
         )
     if outflow:
         writes[payer] = Holding(balance - outflow, frozen)
@@ -158,9 +160,7 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)
     following = periods[index + 1][1] if index + 1 < len(periods) else None
-    state.put_instrument(
-        replace(bond, next_coupon=following, last_coupon_paid=coupon_date)
-    )
+    state.put_instrument(replace(bond, next_coupon=following, last_coupon_paid=coupon_date))
     summary = Event(
         "coupon_paid",
         {
