@@ -45,10 +45,11 @@ class (a 1M-entry state has about 360,000 internal nodes):
 
     node[0:16]   the children: None (empty), a leaf (bytes: path || H(value), 64 bytes),
                  or an internal node (list)
-    node[16:32]  the children's hashes (None for an empty slot)
-    node[32]     the bitmap (int)
+    node[16]     the node's hash preimage, kept as a list of parts so that it is patched in
+                 place: [0x01 || bitmap (3 bytes), hash of child 0, ..., hash of child 15],
+                 with b"" for an empty slot. b"".join(node[16]) is exactly what is hashed.
 
-A node's own hash is stored in its parent's hash slot (the root's in the tree). `apply` sorts
+A node's own hash is stored in its parent's preimage (the root's in the tree). `apply` sorts
 the changes by path and walks the tree once, splitting the batch by nibble at every node, so
 each touched node is updated and rehashed exactly once per batch and untouched subtrees are
 never visited: the cost is O(changes x depth), depth ~ log16(entries). `from_items` is the same
@@ -58,14 +59,19 @@ walk starting from an empty tree.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ledger import codec
+from ledger.codes import DecodeError
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "MAX_DEPTH",
+    "MAX_PROOF_BYTES",
     "TERMINAL_EMPTY",
     "TERMINAL_LEAF",
     "TERMINAL_OTHER_LEAF",
@@ -79,13 +85,14 @@ __all__ = [
 HASH_SIZE = 32
 EMPTY_ROOT = bytes(HASH_SIZE)
 MAX_DEPTH = 2 * HASH_SIZE  # a path has 64 nibbles, so a proof has at most 64 levels
+# 64 levels of 15 siblings (3 bytes of msgpack header each) and bitmaps: about 36 KiB.
+MAX_PROOF_BYTES = 64 * 1024
 
 TERMINAL_LEAF = 0  # the key's own leaf: inclusion
 TERMINAL_EMPTY = 1  # an empty slot (or the empty tree): exclusion
 TERMINAL_OTHER_LEAF = 2  # another key's leaf sits where the key would be: exclusion
 
 _LEAF_TAG = b"\x00"
-_INTERNAL_TAG = b"\x01"
 
 # Pre-initialised hashers, copied per use: creating a fresh blake2b object with a digest size
 # costs about twice as much as copying one (parameter parsing), and hashing dominates `apply`.
@@ -95,14 +102,17 @@ _PLAIN_HASHER = hashlib.blake2b(digest_size=HASH_SIZE)
 _LEAF_HASHER = hashlib.blake2b(_LEAF_TAG, digest_size=HASH_SIZE)
 
 # Maps the ASCII hex digits of `bytes.hex()` to nibble values, so a path becomes a 64-byte
-# string with one nibble per byte: `nibbles[d]` is then the slot index at depth d, and nibble
-# strings sort exactly like the paths they come from.
+# string with one nibble per byte: `nibbles[d]` is then the slot index at depth d.
 _HEX_TO_NIBBLE = bytes.maketrans(b"0123456789abcdef", bytes(range(16)))
 
-# Node layout offsets (see the module docstring).
-_HASHES = 16
-_BITMAP = 32
-_NODE_SIZE = 33
+# Changes travel through the tree as "items", plain bytes that sort by path: a leaf
+# (path || H(value), `_LEAF_SIZE` bytes) inserts or overwrites; a bare path (`HASH_SIZE`
+# bytes) deletes. A list of items is sorted and holds each path at most once.
+_LEAF_SIZE = 2 * HASH_SIZE
+_PREIMAGE = 16  # index of the preimage list in a node (see the module docstring)
+_BISECT_ABOVE = 48  # runs of items longer than this are split by binary search
+
+_Subtree = tuple["bytes | list | None", "bytes | None"]  # (node, its hash); (None, None) = empty
 
 
 def _hash(data: bytes) -> bytes:
@@ -123,108 +133,188 @@ def leaf_hash(path: bytes, value_hash: bytes) -> bytes:
     return hasher.digest()
 
 
-def _internal_hash(bitmap: int, child_hashes: Iterable[bytes | None]) -> bytes:
+def _tagged_bitmap(bitmap: int) -> bytes:
     # 0x01 followed by the 2-byte bitmap is the 3-byte big-endian integer 0x01_0000 | bitmap.
+    return (0x10000 | bitmap).to_bytes(3, "big")
+
+
+def _bitmap_of(node: list) -> int:
+    return int.from_bytes(node[_PREIMAGE][0], "big") & 0xFFFF
+
+
+def _internal_hash(bitmap: int, child_hashes: Iterable[bytes]) -> bytes:
+    """H(0x01 || bitmap || the non-empty children's hashes in nibble order)."""
     hasher = _PLAIN_HASHER.copy()
-    hasher.update((0x10000 | bitmap).to_bytes(3, "big"))
-    hasher.update(b"".join(filter(None, child_hashes)))
+    hasher.update(_tagged_bitmap(bitmap))
+    hasher.update(b"".join(child_hashes))
     return hasher.digest()
 
 
-def _node_hash(node: list) -> bytes:
-    return _internal_hash(node[_BITMAP], node[_HASHES:_BITMAP])
+def _split(items: list[bytes], depth: int) -> list[tuple[int, int, int]]:
+    """(nibble, start, end) for each run of `items` sharing the nibble at `depth`, in order.
 
-
-# An item is (nibbles of the path, leaf bytes or None for a deletion); lists of items are
-# sorted by nibbles and hold each path at most once.
-_Item = tuple[bytes, "bytes | None"]
-_Subtree = tuple["bytes | list | None", "bytes | None"]  # (node, its hash); (None, None) = empty
-
-
-def _build(items: list[_Item], depth: int) -> _Subtree:
-    """The subtree at `depth` holding exactly `items` (all insertions)."""
+    All items share their first `depth` nibbles (they fall into one node), so each run is one
+    child slot. Long runs (top of a big tree, bulk builds) are cut by binary search for the
+    smallest possible item of the next slot; short ones by a linear scan.
+    """
+    index = depth >> 1
+    shift = 0 if depth & 1 else 4  # even depths read a byte's high nibble
     count = len(items)
-    if count == 0:
-        return None, None
-    if count == 1:
-        leaf = items[0][1]
-        hasher = _LEAF_HASHER.copy()
-        hasher.update(leaf)
-        return leaf, hasher.digest()
-    node: list = [None] * _NODE_SIZE
-    bitmap = 0
+    runs = []
     start = 0
     while start < count:
-        nibble = items[start][0][depth]
-        end = start + 1
-        while end < count and items[end][0][depth] == nibble:
-            end += 1
-        child, child_hash = _build(items[start:end], depth + 1)
-        node[nibble] = child
-        node[_HASHES + nibble] = child_hash
-        bitmap |= 1 << nibble
+        first = items[start]
+        nibble = (first[index] >> shift) & 15
+        if count - start > _BISECT_ABOVE:
+            if nibble == 15:
+                end = count
+            else:
+                high = first[index] & 0xF0 if shift == 0 else 0
+                bound = first[:index] + bytes([high | ((nibble + 1) << shift)])
+                end = bisect_left(items, bound, start + 1, count)
+        else:
+            end = start + 1
+            while end < count and (items[end][index] >> shift) & 15 == nibble:
+                end += 1
+        runs.append((nibble, start, end))
         start = end
-    node[_BITMAP] = bitmap
-    return node, _internal_hash(bitmap, node[_HASHES:_BITMAP])
+    return runs
 
 
-def _merge_into_leaf(leaf: bytes, items: list[_Item], depth: int) -> _Subtree:
+def _build(leaves: list[bytes], depth: int) -> _Subtree:
+    """The subtree at `depth` holding exactly `leaves` (sorted, distinct paths)."""
+    if not leaves:
+        return None, None
+    if len(leaves) == 1:
+        hasher = _LEAF_HASHER.copy()
+        hasher.update(leaves[0])
+        return leaves[0], hasher.digest()
+    if depth == MAX_DEPTH:
+        raise ValueError(f"duplicate state key (path {leaves[0][:HASH_SIZE].hex()})")
+    node: list = [None] * (_PREIMAGE + 1)
+    preimage = [b""] * 17
+    bitmap = 0
+    for nibble, start, end in _split(leaves, depth):
+        if end - start == 1:  # inlined leaf case: most children of a bulk build are leaves
+            child = leaves[start]
+            hasher = _LEAF_HASHER.copy()
+            hasher.update(child)
+            child_hash = hasher.digest()
+        else:
+            child, child_hash = _build(leaves[start:end], depth + 1)
+        node[nibble] = child
+        preimage[1 + nibble] = child_hash
+        bitmap |= 1 << nibble
+    preimage[0] = _tagged_bitmap(bitmap)
+    node[_PREIMAGE] = preimage
+    hasher = _PLAIN_HASHER.copy()
+    hasher.update(b"".join(preimage))
+    return node, hasher.digest()
+
+
+def _merge_into_leaf(leaf: bytes, items: list[bytes], depth: int) -> _Subtree:
     """The subtree at `depth` that held only `leaf`, after applying `items`."""
-    if len(items) == 1:
-        # The common case deep in a large tree: one change meets one leaf.
-        nibbles, new_leaf = items[0]
-        if nibbles == _nibbles(leaf[:HASH_SIZE]):
-            if new_leaf is None:
-                return None, None
-            return _build([items[0]], depth)
-        if new_leaf is None:  # deleting an absent key: nothing changes
-            return leaf, leaf_hash(leaf[:HASH_SIZE], leaf[HASH_SIZE:])
-        merged = sorted([(_nibbles(leaf[:HASH_SIZE]), leaf), items[0]])
-        return _build(merged, depth)
-    leaf_nibbles = _nibbles(leaf[:HASH_SIZE])
-    merged = [item for item in items if item[1] is not None]
-    if all(item[0] != leaf_nibbles for item in items):
-        merged.append((leaf_nibbles, leaf))
+    merged = [item for item in items if len(item) == _LEAF_SIZE]
+    if not any(leaf.startswith(item[:HASH_SIZE]) for item in items):  # leaf not overwritten
+        merged.append(leaf)
         merged.sort()
     return _build(merged, depth)
 
 
-def _update(node: list, items: list[_Item], depth: int) -> _Subtree:
-    """Apply `items` to the internal node `node` at `depth` (in place) and rehash it once."""
-    bitmap = node[_BITMAP]
-    count = len(items)
-    start = 0
-    while start < count:
-        nibble = items[start][0][depth]
-        end = start + 1
-        while end < count and items[end][0][depth] == nibble:
-            end += 1
-        group = items[start:end] if (start or end != count) else items
-        child = node[nibble]
-        if child is None:
-            child, child_hash = _build([item for item in group if item[1] is not None], depth + 1)
-        elif type(child) is bytes:
-            child, child_hash = _merge_into_leaf(child, group, depth + 1)
-        else:
-            child, child_hash = _update(child, group, depth + 1)
-        node[nibble] = child
-        node[_HASHES + nibble] = child_hash
-        if child is None:
-            bitmap &= ~(1 << nibble)
-        else:
-            bitmap |= 1 << nibble
-        start = end
-    node[_BITMAP] = bitmap
-    if bitmap == 0:
-        return None, None
+def _settle(node: list, bitmap: int) -> _Subtree:
+    """A node whose children are up to date, as its parent must see it: rehashed, or replaced
+    by its only entry when it holds just one."""
+    preimage = node[_PREIMAGE]
+    preimage[0] = _tagged_bitmap(bitmap)
     if bitmap & (bitmap - 1) == 0:
+        if bitmap == 0:
+            return None, None
         # One child left. If it is a leaf, this subtree holds one entry and so *is* that leaf
         # (its hash is depth-independent, so it moves up as is). An internal child holds >= 2
         # entries, so this node stays.
         only = bitmap.bit_length() - 1
         if type(node[only]) is bytes:
-            return node[only], node[_HASHES + only]
-    return node, _internal_hash(bitmap, node[_HASHES:_BITMAP])
+            return node[only], preimage[1 + only]
+    hasher = _PLAIN_HASHER.copy()
+    hasher.update(b"".join(preimage))
+    return node, hasher.digest()
+
+
+def _update_one(node: list, item: bytes, depth: int) -> _Subtree:
+    """Apply one change below the internal node `node` at `depth`: the common case once a
+    batch has been split down to single keys, so it is a loop rather than a call per level."""
+    path = item[:HASH_SIZE]
+    nibbles = _nibbles(path)
+    nodes = []
+    while True:
+        nodes.append(node)
+        child = node[nibbles[depth]]
+        if type(child) is not list:
+            break
+        node = child
+        depth += 1
+    # `child`, at depth + 1, is the slot the key falls into: empty, the key's own leaf, or
+    # another key's leaf.
+    if child is None or child.startswith(path):
+        if len(item) == _LEAF_SIZE:
+            hasher = _LEAF_HASHER.copy()
+            hasher.update(item)
+            new, new_hash = item, hasher.digest()
+        else:
+            new, new_hash = None, None
+    else:
+        new, new_hash = _merge_into_leaf(child, [item], depth + 1)
+    # Walk back up. An upsert never lowers an entry count, so unless it filled an empty slot
+    # the bitmap stays and each node is just rehashed. A deletion may empty a slot and make
+    # nodes collapse into their last leaf, which `_settle` handles.
+    upsert = new is not None
+    while nodes:
+        node = nodes.pop()
+        nibble = nibbles[depth]
+        depth -= 1
+        node[nibble] = new
+        preimage = node[_PREIMAGE]
+        if upsert and preimage[1 + nibble]:
+            preimage[1 + nibble] = new_hash
+            hasher = _PLAIN_HASHER.copy()
+            hasher.update(b"".join(preimage))
+            new, new_hash = node, hasher.digest()
+        elif new is None:
+            preimage[1 + nibble] = b""
+            new, new_hash = _settle(node, _bitmap_of(node) & ~(1 << nibble))
+        else:
+            preimage[1 + nibble] = new_hash
+            new, new_hash = _settle(node, _bitmap_of(node) | (1 << nibble))
+    return new, new_hash
+
+
+def _update(node: list, items: list[bytes], depth: int) -> _Subtree:
+    """Apply `items` below the internal node `node` at `depth` (in place), splitting them by
+    nibble so that every touched node is rehashed once."""
+    if len(items) == 1:
+        return _update_one(node, items[0], depth)
+    preimage = node[_PREIMAGE]
+    bitmap = _bitmap_of(node)
+    for nibble, start, end in _split(items, depth):
+        group = items[start:end]
+        child = node[nibble]
+        if child is None:
+            leaves = [item for item in group if len(item) == _LEAF_SIZE]
+            child, child_hash = _build(leaves, depth + 1)
+        elif type(child) is bytes:
+            child, child_hash = _merge_into_leaf(child, group, depth + 1)
+        elif end - start == 1:
+            child, child_hash = _update_one(child, group[0], depth + 1)
+        else:
+            child, child_hash = _update(child, group, depth + 1)
+        node[nibble] = child
+        if child is None:
+            preimage[1 + nibble] = b""
+            bitmap &= ~(1 << nibble)
+        else:
+            preimage[1 + nibble] = child_hash
+            bitmap |= 1 << nibble
+    return _settle(node, bitmap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +352,19 @@ class Proof:
         else:
             terminal = [self.terminal]
         return [levels, terminal]
+
+    def to_bytes(self) -> bytes:
+        """The canonical msgpack encoding of `to_obj()` (for JSON-RPC, as base64)."""
+        return codec.encode(self.to_obj())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Proof:
+        """The inverse of `to_bytes`; raises ValueError on anything else."""
+        try:
+            obj = codec.decode(data, max_size=MAX_PROOF_BYTES, max_depth=4)
+        except DecodeError as error:
+            raise ValueError(f"proof is not canonical msgpack: {error}") from error
+        return cls.from_obj(obj)
 
     @classmethod
     def from_obj(cls, obj: Any) -> Proof:
@@ -316,15 +419,21 @@ class StateTree:
 
     @classmethod
     def from_items(cls, items: Iterable[tuple[bytes, bytes]]) -> StateTree:
-        """Build the tree of a whole state (e.g. from the store on reopen) in one pass."""
-        tree = cls()
-        entries = {}
+        """Build the tree of a whole state (e.g. from the store on reopen) in one pass.
+
+        Raises ValueError if a key appears twice (a store never yields that).
+        """
+        leaves = []
         for key, value in items:
             _check_key(key)
             if type(value) is not bytes:
                 raise TypeError(f"state value must be bytes, got {type(value).__name__}")
-            entries[key] = value
-        tree.apply(entries)
+            leaves.append(_hash(key) + _hash(value))
+        leaves.sort()
+        tree = cls()
+        root, root_hash = _build(leaves, 0)
+        tree._root = root
+        tree._root_hash = EMPTY_ROOT if root_hash is None else root_hash
         return tree
 
     @property
@@ -341,11 +450,10 @@ class StateTree:
         items = []
         for key, value in changes.items():
             _check_key(key)
-            path = _hash(key)
             if value is None:
-                items.append((_nibbles(path), None))
+                items.append(_hash(key))
             elif type(value) is bytes:
-                items.append((_nibbles(path), path + _hash(value)))
+                items.append(_hash(key) + _hash(value))
             else:
                 raise TypeError(f"state value must be bytes or None, got {type(value).__name__}")
         if not items:
@@ -354,7 +462,7 @@ class StateTree:
         items.sort()
         root = self._root
         if root is None:
-            root, root_hash = _build([item for item in items if item[1] is not None], 0)
+            root, root_hash = _build([item for item in items if len(item) == _LEAF_SIZE], 0)
         elif type(root) is bytes:
             root, root_hash = _merge_into_leaf(root, items, 0)
         else:
@@ -373,12 +481,13 @@ class StateTree:
         depth = 0
         while type(node) is list:
             nibble = nibbles[depth]
+            child_hashes = node[_PREIMAGE][1:]
             siblings = tuple(
                 child_hash
-                for slot, child_hash in enumerate(node[_HASHES:_BITMAP])
-                if child_hash is not None and slot != nibble
+                for slot, child_hash in enumerate(child_hashes)
+                if child_hash and slot != nibble
             )
-            levels.append(ProofLevel(node[_BITMAP], siblings))
+            levels.append(ProofLevel(_bitmap_of(node), siblings))
             node = node[nibble]
             depth += 1
         if node is None:
@@ -396,7 +505,7 @@ class StateTree:
             if type(node) is bytes:
                 count += 1
             elif node is not None:
-                stack.extend(child for child in node[:_HASHES] if child is not None)
+                stack.extend(child for child in node[:_PREIMAGE] if child is not None)
         return count
 
 
@@ -408,14 +517,15 @@ def _check_key(key: object) -> None:
 def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: Proof | Any) -> bool:
     """True when `proof` shows that, under `root`, `key` maps to `value` (None: is absent).
 
-    A pure function for clients holding only a header's `app_hash`. `proof` is a `Proof` or
-    its `to_obj()` form. It never raises on hostile input: anything malformed is False.
+    A pure function for clients holding only a header's `app_hash`. `proof` is a `Proof`, its
+    `to_obj()` form or its `to_bytes()` form. It never raises on hostile input: anything
+    malformed is False.
     """
     if not (_is_hash(root) and type(key) is bytes and (value is None or type(value) is bytes)):
         return False
     if not isinstance(proof, Proof):
         try:
-            proof = Proof.from_obj(proof)
+            proof = Proof.from_bytes(proof) if type(proof) is bytes else Proof.from_obj(proof)
         except ValueError:
             return False
     levels = proof.levels
@@ -446,8 +556,8 @@ def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: Proof | An
     else:
         return False
 
-    for depth in range(depth - 1, -1, -1):
-        level = levels[depth]
+    for index in reversed(range(depth)):
+        level = levels[index]
         if not isinstance(level, ProofLevel):
             return False
         bitmap, siblings = level.bitmap, level.siblings
@@ -455,7 +565,7 @@ def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: Proof | An
             return False
         if not all(_is_hash(sibling) for sibling in siblings):
             return False
-        nibble = nibbles[depth]
+        nibble = nibbles[index]
         on_path = bool(bitmap >> nibble & 1)
         if on_path != (current is not None):
             return False  # the bitmap must show exactly the slot we came from, or its absence
