@@ -57,6 +57,7 @@ MAX_PER_BLOCK = 1 << POSITION_BITS  # transactions (or events) in one block
 MAX_HEIGHT = (1 << (63 - POSITION_BITS)) - 1  # so that a position fits a signed 64-bit integer
 MAX_EVENTS_PAGE = 1000  # the largest `limit` `events()` accepts: pages are bounded
 STATE_BATCH = 10_000  # rows fetched at a time when streaming the state
+WRITER_CACHE_KIB = 64 * 1024  # page cache of the writing connection
 
 # Keys of the meta table that belong to the store itself; callers' meta keys may not use them.
 _RESERVED_PREFIX = "store."
@@ -369,6 +370,9 @@ class Store:
         try:
             conn = _connect(path, busy_timeout_ms)
             try:
+                # A bounded page cache (64 MiB) big enough to keep the upper levels of the state
+                # and index b-trees in memory with millions of rows; SQLite's default is 2 MiB.
+                conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
                 cls._prepare(conn, path, chain_id, genesis_hash)
             except BaseException:
                 conn.close()
@@ -623,8 +627,11 @@ class Store:
             raise InvalidRecordError(
                 f"{len(record.events)} events in one block (max {MAX_PER_BLOCK - 1})"
             )
-        for i, event in enumerate(record.events):
-            if not isinstance(event, EventRecord):
+        # Events are stored in (tx_index, event_index) order, so reading by position returns
+        # them in that order whatever order the executor listed them in (usually already so).
+        events = record.events
+        for i, event in enumerate(events):
+            if type(event) is not EventRecord:
                 raise InvalidRecordError(f"events[{i}] is not an EventRecord")
             if event.height != record.height:
                 raise InvalidRecordError(
@@ -632,50 +639,55 @@ class Store:
                 )
             _check_int("tx_index", event.tx_index, -(1 << 31), (1 << 31) - 1)
             _check_int("event_index", event.event_index, 0, (1 << 31) - 1)
-        # Events are stored in (tx_index, event_index) order, so reading by position returns
-        # them in that order whatever order the executor listed them in.
-        ordered = sorted(record.events, key=lambda e: (e.tx_index, e.event_index))
+        order = [(e.tx_index, e.event_index) for e in events]
+        if any(order[i] >= order[i + 1] for i in range(len(order) - 1)):
+            events = sorted(events, key=lambda e: (e.tx_index, e.event_index))
         event_rows: list[tuple[Any, ...]] = []
         account_rows: list[tuple[bytes, int]] = []
         instrument_rows: list[tuple[str, int]] = []
         previous: tuple[int, int] | None = None
-        for ordinal, event in enumerate(ordered):
+        base = _position(record.height, 0)
+        for ordinal, event in enumerate(events):
             where = (event.tx_index, event.event_index)
             if where == previous:
                 raise InvalidRecordError(
                     f"two events at tx_index {event.tx_index} event_index {event.event_index}"
                 )
             previous = where
-            if not isinstance(event.type, str) or not event.type:
+            if type(event.type) is not str or not event.type:
                 raise InvalidRecordError(f"event {where} has no type")
-            _check_bytes("event data", event.data)
-            for account in event.accounts:
-                _check_bytes("event account", account, size=ADDRESS_SIZE)
-            for instrument in event.instruments:
-                if (
-                    not isinstance(instrument, str)
-                    or not instrument
-                    or _INSTRUMENT_SEPARATOR in instrument
-                ):
+            if type(event.data) is not bytes:
+                raise InvalidRecordError(f"event {where}: data must be bytes")
+            position = base | ordinal
+            accounts = event.accounts
+            for j, account in enumerate(accounts):
+                if type(account) is not bytes or len(account) != ADDRESS_SIZE:
+                    raise InvalidRecordError(
+                        f"event {where}: account {account!r} must be {ADDRESS_SIZE} bytes"
+                    )
+                if accounts.index(account) == j:  # an account named twice is indexed once
+                    account_rows.append((account, position))
+            instruments = event.instruments
+            for j, instrument in enumerate(instruments):
+                bad = type(instrument) is not str or _INSTRUMENT_SEPARATOR in instrument
+                if bad or not instrument:
                     raise InvalidRecordError(
                         f"event {where}: instrument id {instrument!r} must be a non-empty str"
                         " without NUL"
                     )
-            position = _position(record.height, ordinal)
+                if instruments.index(instrument) == j:
+                    instrument_rows.append((instrument, position))
             event_rows.append(
                 (
                     position,
                     event.tx_index,
                     event.event_index,
                     event.type,
-                    b"".join(event.accounts),
-                    _INSTRUMENT_SEPARATOR.join(event.instruments),
+                    b"".join(accounts),
+                    _INSTRUMENT_SEPARATOR.join(instruments),
                     event.data,
                 )
             )
-            # An account named twice in one event is indexed once.
-            account_rows.extend((account, position) for account in sorted(set(event.accounts)))
-            instrument_rows.extend((i, position) for i in sorted(set(event.instruments)))
         account_rows.sort()
         instrument_rows.sort()
         return event_rows, account_rows, instrument_rows

@@ -332,6 +332,8 @@ def _replace(record: BlockRecord, **fields) -> BlockRecord:
         ({"events": (EventRecord(1, 0, 0, "t", (), ("",), b""),)}, "instrument id"),
         ({"events": (EventRecord(1, 0, 0, "", (), (), b""),)}, "no type"),
         ({"events": (EventRecord(2, 0, 0, "t", (), (), b""),)}, "height 2"),
+        ({"events": (EventRecord(1, None, 0, "t", (), (), b""),)}, "tx_index"),
+        ({"events": (EventRecord(1, 0, 0, "t", (), (), "text"),)}, "data must be bytes"),
         (
             {"events": (EventRecord(1, 0, 0, "a", (), (), b""),) * 2},
             "two events at tx_index 0 event_index 0",
