@@ -31,6 +31,8 @@ any other redundancy changes the bytes, so the comparison refuses it.
 
 from __future__ import annotations
 
+import threading
+
 import msgpack
 
 from ledger.codes import Code, DecodeError
@@ -60,7 +62,23 @@ __all__ = [
 
 def encode(value: object) -> bytes:
     """The canonical bytes of `value`. Raises TypeError/ValueError on a value outside the model."""
-    return msgpack.packb(_canonical(value), use_bin_type=True)
+    return _pack(_canonical(value))
+
+
+_packers = threading.local()
+
+
+def _pack(value: object) -> bytes:
+    """msgpack with bin for bytes and str for text; `value` is already in canonical shape.
+
+    A reused Packer is about twice as fast as `msgpack.packb`, which builds one per call;
+    one per thread because a Packer holds a buffer.
+    """
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+    return packer.pack(value)
 
 
 def _canonical(value: object) -> object:
@@ -164,7 +182,7 @@ def decode(
         raise DecodeError(Code.TOO_DEEP, "nesting exceeds the recursion limit") from None
     # Re-pack as decoded (dicts keep the order they had on the wire, and the walk above
     # has already refused out-of-order keys): equal bytes iff every form was the shortest.
-    if msgpack.packb(value, use_bin_type=True) != data:
+    if _pack(value) != data:
         raise DecodeError(Code.NON_CANONICAL, "not the canonical encoding of its value")
     return value
 

@@ -100,25 +100,21 @@ class TxBody:
         Same checks as the constructor, without re-encoding: the decoder has already proved
         that `encoded` is the canonical encoding of `body_obj`.
         """
-        chain_id, sender, nonce, op, args = (
-            body_obj["chain"],
-            body_obj["sender"],
-            body_obj["nonce"],
-            body_obj["op"],
-            body_obj["args"],
-        )
+        chain_id = body_obj["chain"]
+        sender = body_obj["sender"]
+        nonce = body_obj["nonce"]
+        op = body_obj["op"]
+        args = body_obj["args"]
         _check_body_fields(chain_id, sender, nonce, op, args)
         body = object.__new__(cls)
-        for name, value in (
-            ("chain_id", chain_id),
-            ("sender", sender),
-            ("nonce", nonce),
-            ("op", op),
-            ("args", args),
-            ("encoded", encoded),
-            ("tx_id", hash256(encoded)),
-        ):
-            object.__setattr__(body, name, value)
+        setattr_ = object.__setattr__  # frozen: the dataclass's own __init__ does the same
+        setattr_(body, "chain_id", chain_id)
+        setattr_(body, "sender", sender)
+        setattr_(body, "nonce", nonce)
+        setattr_(body, "op", op)
+        setattr_(body, "args", args)
+        setattr_(body, "encoded", encoded)
+        setattr_(body, "tx_id", hash256(encoded))
         return body
 
     def to_obj(self) -> dict:
