@@ -269,6 +269,14 @@ def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
     )
 
 
+def _store_error(path: str, doing: str, exc: sqlite3.Error) -> StoreError:
+    """The StoreError for an SQLite failure: CorruptDatabaseError when the file is damaged."""
+    primary_code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    damaged = primary_code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    kind = CorruptDatabaseError if damaged else StoreError
+    return kind(f"{path}: {doing} failed ({exc})")
+
+
 def _connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
     """A connection with the pragmas every connection to a store must have.
 
@@ -307,14 +315,22 @@ class StateSnapshot:
     """
 
     def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self._path = path
         self._conn = _connect(path, busy_timeout_ms)
-        self._conn.execute("PRAGMA query_only=ON")
-        self._conn.execute("BEGIN")
-        self._cursor = self._conn.execute("SELECT key, value FROM state ORDER BY key")
+        try:
+            self._conn.execute("PRAGMA query_only=ON")
+            self._conn.execute("BEGIN")
+            self._cursor = self._conn.execute("SELECT key, value FROM state ORDER BY key")
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise _store_error(path, "starting a state snapshot", exc) from exc
 
     def fetch(self, count: int = STATE_BATCH) -> list[tuple[bytes, bytes]]:
         """The next `count` items at most; an empty list at the end."""
-        return self._cursor.fetchmany(count)
+        try:
+            return self._cursor.fetchmany(count)
+        except sqlite3.Error as exc:
+            raise _store_error(self._path, "streaming the state", exc) from exc
 
     def close(self) -> None:
         self._conn.close()
@@ -484,7 +500,10 @@ class Store:
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             self._check_open()
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, "a read", exc) from exc
 
     def _check_open(self) -> None:
         if self._closed:
@@ -746,7 +765,7 @@ class Store:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise StoreError(f"{self._path}: writing {key!r} failed ({exc})") from exc
+                raise _store_error(self._path, f"writing {key!r}", exc) from exc
             except BaseException:
                 self._rollback()
                 raise

@@ -189,6 +189,20 @@ def test_an_sqlite_database_of_another_program_is_refused(tmp_path):
         open_store(tmp_path / "n.db")
 
 
+def test_damaged_pages_are_reported_as_a_corrupt_database(tmp_path):
+    path = tmp_path / "n.db"
+    with open_store(path) as s:
+        s.commit_block(genesis_record({h("k", i): h("v", i) for i in range(2000)}))
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    assert len(data) > 4 * page_size
+    # Keep page 1 (the SQLite header and schema) and scribble over every other page.
+    data[page_size:] = bytes((i * 7 + 3) % 256 for i in range(len(data) - page_size))
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptDatabaseError, match="malformed"):
+        open_store(path)
+
+
 def test_a_second_writer_is_refused_until_the_first_closes(tmp_path):
     first = open_store(tmp_path / "n.db")
     with pytest.raises(StoreLockedError):
