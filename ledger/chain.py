@@ -1,0 +1,372 @@
+"""One node's ledger: the typed state, its commitment tree and its store, kept in step.
+
+`Chain` is what the node's driver (and the ledger benchmark, and the stateful tests) use to
+turn transactions into committed blocks:
+
+    chain = Chain.open(path, genesis)              # genesis on first use, else reload
+    pending = chain.build_block(txs, time_ms, proposer)   # a proposer assembles a block
+    pending = chain.execute_block(block)           # or a validator checks a proposal
+    chain.commit(pending, commit_certificate)      # one SQLite transaction
+    chain.abandon()                                # or: the block was not decided
+
+Theory of operation
+-------------------
+At most one block is *pending*: executed on top of the last committed state but not yet
+committed. Executing it changes the in-memory state (inside a savepoint) and the state tree,
+so the header's `app_hash` is known before anyone votes (immediate execution, see
+docs/ARCHITECTURE.md). `commit` writes the block, its certificate, its transactions,
+receipts, events and state changes in one store transaction, then releases the savepoint.
+`abandon` rolls the state back through the savepoint and restores the tree by re-applying
+the committed values of the changed keys, read from the store (which holds exactly the state
+the pending block started from).
+
+Reopening: the state and the tree are rebuilt from the store's state rows, and the tree's
+root must equal the `app_hash` stored with the last block, else the database is refused.
+Height 0 is the genesis state; its stored "hash" is the genesis hash, and block 1's
+`prev_hash` is that hash.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass
+
+from ledger import codec
+from ledger.block import (
+    Block,
+    Header,
+    check_txs_hash,
+    compute_results_hash,
+    compute_txs_hash,
+    compute_validators_hash,
+    decode_header,
+)
+from ledger.codes import InvalidBlock
+from ledger.commitment import StateTree
+from ledger.execute import apply_block
+from ledger.genesis import genesis_hash, state_from_genesis, validate_genesis
+from ledger.state import State
+from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
+from ledger.types import BlockContext, Receipt
+
+# The store indexes events by the accounts and instruments they concern, for the audit trail
+# (`events` RPC): every 20-byte value of an event is an address (public keys are 32 bytes),
+# and these attributes name instruments.
+_ADDRESS_SIZE = 20
+_INSTRUMENT_ATTRIBUTES = ("instrument", "cash")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBlock:
+    """A block executed on top of the committed state, waiting for `commit` or `abandon`."""
+
+    block: Block
+    receipts: tuple[Receipt, ...]
+    changes: dict[bytes, bytes | None]
+    dropped: tuple[Receipt, ...] = ()
+
+    @property
+    def header(self) -> Header:
+        return self.block.header
+
+
+class Chain:
+    """The ledger of one node. Single owner: not thread-safe (the driver task owns it)."""
+
+    def __init__(self, genesis: Mapping, store: Store, state: State, tree: StateTree) -> None:
+        # Use `Chain.open`.
+        self.genesis = genesis
+        self.chain_id: str = genesis["chain_id"]
+        self.genesis_hash = genesis_hash(genesis)
+        self.store = store
+        self.state = state
+        self.tree = tree
+        latest = store.latest_height()
+        self.height: int = 0 if latest is None else latest
+        self._last_hash: bytes
+        self._last_time_ms: int
+        self._load_tip()
+        self._pending: PendingBlock | None = None
+        self._savepoint: int | None = None
+
+    # ------------------------------------------------------------------ open / close
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], genesis: Mapping) -> Chain:
+        """Open the node's database, writing the genesis state on first use.
+
+        Raises the store's errors for a foreign or corrupt database, and
+        `CorruptDatabaseError` when the stored state does not hash to the stored app_hash.
+        """
+        validate_genesis(genesis)
+        store = Store.open(path, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis))
+        try:
+            latest = store.latest_height()
+            if latest is None:
+                state = state_from_genesis(genesis)
+                changes = state.take_changes()
+                tree = StateTree()
+                app_hash = tree.apply(changes)
+                store.commit_block(
+                    BlockRecord(
+                        height=0,
+                        hash=genesis_hash(genesis),
+                        header=b"",
+                        block=codec.encode(dict(genesis)),
+                        commit=b"",
+                        app_hash=app_hash,
+                        changes=changes,
+                    )
+                )
+            else:
+                with store.state_snapshot() as snapshot:
+                    items = _drain(snapshot)
+                state = State.from_items(items)
+                tree = StateTree.from_items(items)
+                stored = store.app_hash(latest)
+                if tree.root != stored:
+                    raise CorruptDatabaseError(
+                        f"state rows hash to {tree.root.hex()} but block {latest} committed "
+                        f"app_hash {stored.hex() if stored else None}"
+                    )
+            return cls(genesis, store, state, tree)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self.abandon()
+        self.store.close()
+
+    def _load_tip(self) -> None:
+        if self.height == 0:
+            self._last_hash = self.genesis_hash
+            self._last_time_ms = self.genesis["genesis_time_ms"]
+            return
+        stored = self.store.block(self.height)
+        header = decode_header(stored.header)
+        self._last_hash = header.hash
+        self._last_time_ms = header.time_ms
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def app_hash(self) -> bytes:
+        """The root of the committed state (of the pending block's state while one is pending)."""
+        return self.tree.root
+
+    @property
+    def last_block_hash(self) -> bytes:
+        return self._last_hash
+
+    @property
+    def last_time_ms(self) -> int:
+        return self._last_time_ms
+
+    @property
+    def pending(self) -> PendingBlock | None:
+        return self._pending
+
+    def context(self, height: int, time_ms: int) -> BlockContext:
+        return BlockContext(self.chain_id, height, time_ms)
+
+    # ------------------------------------------------------------------ blocks
+
+    def build_block(
+        self,
+        txs: Sequence[bytes],
+        time_ms: int,
+        proposer: bytes,
+        *,
+        verified: Container[bytes] = (),
+    ) -> PendingBlock:
+        """Assemble and execute the next block from candidate transactions (a proposer).
+
+        Transactions that cannot be in a block (bad signature, wrong nonce...) are left out and
+        reported in `dropped`, so the caller can evict them from its mempool.
+        """
+        self._check_no_pending()
+        height = self.height + 1
+        time_ms = max(time_ms, self._last_time_ms + 1)  # header time strictly increases
+        ctx = self.context(height, time_ms)
+        validators_hash = self._validators_hash()
+        self._savepoint = self.state.savepoint()
+        try:
+            result = apply_block(self.state, txs, ctx, verified=verified, drop_invalid=True)
+            app_hash = self.tree.apply(result.changes)
+        except BaseException:
+            self._rollback_state()
+            raise
+        tx_ids = [receipt.tx_id for receipt in result.receipts]
+        header = Header(
+            chain_id=self.chain_id,
+            height=height,
+            time_ms=time_ms,
+            prev_hash=self._last_hash,
+            txs_hash=compute_txs_hash(tx_ids),
+            app_hash=app_hash,
+            results_hash=compute_results_hash(result.receipts),
+            proposer=proposer,
+            validators_hash=validators_hash,
+        )
+        pending = PendingBlock(
+            Block(header, result.included), result.receipts, result.changes, result.dropped
+        )
+        self._pending = pending
+        return pending
+
+    def execute_block(self, block: Block, *, verified: Container[bytes] = ()) -> PendingBlock:
+        """Check a proposed block against the committed tip and execute it (a validator).
+
+        Raises `InvalidBlock` (and changes nothing) when any header field disagrees with what
+        executing the block gives, or when a transaction cannot be in a block.
+        """
+        self._check_no_pending()
+        header = block.header
+        self._check_header_links(header)
+        check_txs_hash(block)
+        if header.validators_hash != self._validators_hash():
+            raise InvalidBlock(f"block {header.height}: validators_hash is not the current set")
+        ctx = self.context(header.height, header.time_ms)
+        self._savepoint = self.state.savepoint()
+        try:
+            result = apply_block(self.state, block, ctx, verified=verified)
+        except BaseException:
+            self._rollback_state()
+            raise
+        app_hash = self.tree.apply(result.changes)
+        pending = PendingBlock(block, result.receipts, result.changes)
+        self._pending = pending
+        problem = None
+        if app_hash != header.app_hash:
+            problem = f"app_hash {header.app_hash.hex()} but executing gives {app_hash.hex()}"
+        elif compute_results_hash(result.receipts) != header.results_hash:
+            problem = "results_hash does not match the receipts of its transactions"
+        if problem is not None:
+            self.abandon()
+            raise InvalidBlock(f"block {header.height}: {problem}")
+        return pending
+
+    def commit(self, pending: PendingBlock, commit_certificate: bytes) -> None:
+        """Make the pending block durable: block, certificate, txs, receipts, events and state
+        changes in one SQLite transaction. Only then is the block part of the chain."""
+        if pending is not self._pending:
+            raise RuntimeError("commit() of a block that is not the pending one")
+        header = pending.header
+        records = _tx_records(header.height, pending.block.txs, pending.receipts)
+        self.store.commit_block(
+            BlockRecord(
+                height=header.height,
+                hash=header.hash,
+                header=header.encoded,
+                block=pending.block.encode(),
+                commit=commit_certificate,
+                app_hash=header.app_hash,
+                txs=records,
+                events=_event_records(header.height, pending.receipts),
+                changes=pending.changes,
+            )
+        )
+        self.state.release(self._savepoint)
+        self._savepoint = None
+        self._pending = None
+        self.height = header.height
+        self._last_hash = header.hash
+        self._last_time_ms = header.time_ms
+
+    def abandon(self) -> None:
+        """Forget the pending block: state and tree return to the committed state."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._rollback_state()
+        committed = {key: self.store.get_state(key) for key in pending.changes}
+        self.tree.apply(committed)
+        self._pending = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_no_pending(self) -> None:
+        if self._pending is not None:
+            raise RuntimeError("a block is already pending: commit() or abandon() it first")
+
+    def _check_header_links(self, header: Header) -> None:
+        if header.chain_id != self.chain_id:
+            raise InvalidBlock(f"block for chain {header.chain_id!r}, this is {self.chain_id!r}")
+        if header.height != self.height + 1:
+            raise InvalidBlock(f"block height {header.height}, expected {self.height + 1}")
+        if header.prev_hash != self._last_hash:
+            raise InvalidBlock(f"block {header.height}: prev_hash is not the last block's hash")
+        if header.time_ms <= self._last_time_ms:
+            raise InvalidBlock(
+                f"block {header.height}: time {header.time_ms} is not after {self._last_time_ms}"
+            )
+
+    def _validators_hash(self) -> bytes:
+        return compute_validators_hash(self.state.validator_set.validators)
+
+    def _rollback_state(self) -> None:
+        if self._savepoint is not None:
+            self.state.rollback(self._savepoint)
+            self._savepoint = None
+        # Changes taken by apply_block were dirty marks of this block; the rollback restored
+        # the records, and nothing else may be reported as changed.
+        self.state.take_changes()
+
+
+def _drain(snapshot) -> list[tuple[bytes, bytes]]:
+    items: list[tuple[bytes, bytes]] = []
+    while batch := snapshot.fetch():
+        items.extend(batch)
+    return items
+
+
+def _tx_records(
+    height: int, raws: Sequence[bytes], receipts: Sequence[Receipt]
+) -> tuple[TxRecord, ...]:
+    return tuple(
+        TxRecord(
+            tx_id=receipt.tx_id,
+            height=height,
+            index=index,
+            raw=raw,
+            code=int(receipt.code),
+            receipt=codec.encode(receipt.to_map()),
+        )
+        for index, (raw, receipt) in enumerate(zip(raws, receipts, strict=True))
+    )
+
+
+def _event_records(height: int, receipts: Sequence[Receipt]) -> tuple[EventRecord, ...]:
+    records = []
+    for tx_index, receipt in enumerate(receipts):
+        for event_index, event in enumerate(receipt.events):
+            attributes = event.attributes
+            accounts = sorted(
+                {
+                    value
+                    for value in attributes.values()
+                    if type(value) is bytes and len(value) == _ADDRESS_SIZE
+                }
+            )
+            instruments = sorted(
+                {
+                    value
+                    for name in _INSTRUMENT_ATTRIBUTES
+                    if type(value := attributes.get(name)) is str
+                }
+            )
+            records.append(
+                EventRecord(
+                    height=height,
+                    tx_index=tx_index,
+                    event_index=event_index,
+                    type=event.type,
+                    accounts=tuple(accounts),
+                    instruments=tuple(instruments),
+                    data=codec.encode(event.to_map()),
+                )
+            )
+    return tuple(records)
