@@ -938,8 +938,10 @@ class Store:
         try:
             target = sqlite3.connect(dest, isolation_level=None)
             try:
+                # FULL: the copy is on disk when this returns. It inherits WAL mode from the
+                # source's header, and Store.open sets every pragma again on each connection.
+                target.execute("PRAGMA synchronous=FULL")
                 source.backup(target)  # pages=-1: the whole database in one step
-                target.execute("PRAGMA journal_mode=WAL")
             finally:
                 target.close()
         except sqlite3.Error as exc:
