@@ -208,6 +208,10 @@ def _unpack(data: bytes) -> object:
         message = str(exc)
         if "map key" in message:  # strict_map_key: "int is not allowed for map key ..."
             raise DecodeError(Code.FORBIDDEN_TYPE, f"map keys must be str: {message}") from None
+        if "timestamp" in message:  # ext type -1 with a length msgpack cannot parse
+            raise DecodeError(
+                Code.FORBIDDEN_TYPE, f"ext type -1 is not allowed: {message}"
+            ) from None
         raise DecodeError(Code.MALFORMED, message or type(exc).__name__) from None
     except Exception as exc:  # the invariant: bytes never raise anything else
         raise DecodeError(Code.MALFORMED, f"{type(exc).__name__}: {exc}") from None

@@ -268,6 +268,8 @@ def test_insertion_order_never_matters(mapping, rnd):
         "d6ff00000001",  # timestamp 32 (ext -1, which msgpack decodes natively)
         "d7ff" + "00" * 8,  # timestamp 64
         "c70cff" + "00" * 12,  # timestamp 96
+        "d5ff0000",  # ext -1 with a length no timestamp has
+        "c700ff",  # ext8 -1, empty
         "81a161d40100",  # ext nested in a map
         "ca3f800000",  # float32 1.0
         "cb3ff0000000000000",  # float64 1.0
@@ -450,3 +452,21 @@ def test_dict_and_list_subclasses_encode_like_their_base():
 
     assert codec.encode(OrderedDict([("b", 1), ("a", 2)])) == codec.encode({"a": 2, "b": 1})
     assert codec.encode(Items([1, 2])) == codec.encode([1, 2])
+
+
+def test_encode_and_decode_from_many_threads():
+    # The codec keeps one msgpack Packer per thread; threads must never see each other's bytes.
+    from concurrent.futures import ThreadPoolExecutor
+
+    samples = [
+        {"n": i, "blob": bytes([i % 256]) * (i % 300), "list": list(range(i % 20))}
+        for i in range(400)
+    ]
+
+    def round_trip(value):
+        encoded = codec.encode(value)
+        assert encoded == reference_encode(value)
+        return codec.decode(encoded) == value
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(round_trip, samples * 5))
