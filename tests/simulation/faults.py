@@ -190,7 +190,9 @@ def fork_plan(pick: Pick, validators: int, byzantine: int, kinds: Sequence[str])
         raise ValueError(f"byzantine must be in (0, {validators}), got {byzantine}")
     heal_ms = pick(800, 1500)
     honest = list(range(byzantine, validators))
-    left, right = _split(pick, honest, 2) if len(honest) >= 2 else (honest, [])
+    # Halves, so that each side's honest power is as large as it can be on both sides.
+    order = _shuffle(pick, honest)
+    left, right = order[: len(order) // 2], order[len(order) // 2 :]
     # Replica ids: validator i is replica i; the second copy of the j-th twin (in validator
     # order) is replica validators + j. Here the twins are validators 0..byzantine-1.
     left_side = sorted([*range(byzantine), *left])

@@ -151,7 +151,7 @@ def test_fork_plan_gives_each_side_a_quorum_when_byzantine_reaches_a_third(seed,
     honest_left = len(sides[0]) - byzantine
     honest_right = len(sides[1]) - byzantine
     assert honest_left + honest_right == validators - byzantine
-    assert honest_left >= 1 and honest_right >= 1
+    assert abs(honest_left - honest_right) <= 1  # halves: the most power on both sides
 
 
 def test_parse_kinds():
@@ -188,3 +188,33 @@ def test_values_are_valid_only_at_their_height_and_distinct_per_variant():
     assert not validate_value(7, honest + b"x")
     assert not validate_value(7, b"")
     assert value_id(honest) != value_id(other) and len(value_id(honest)) == 32
+
+
+# -- byzantine behaviours --------------------------------------------------------------------
+
+
+def test_double_voter_rewrites_only_its_own_votes_and_signs_the_conflict_validly():
+    from consensus.types import Vote, VoteType, vote_signing_bytes
+
+    from .byzantine import DoubleVote
+
+    scheme = FakeScheme()
+    me, other = scheme.keypair(2, 0), scheme.keypair(2, 1)
+    behaviour = DoubleVote("chain", me.address, me.sign, seed=1)
+
+    def signed(key, value):
+        data = vote_signing_bytes("chain", VoteType.PREVOTE, 3, 1, value)
+        return Vote(VoteType.PREVOTE, 3, 1, value, key.address, key.sign(data))
+
+    relayed = signed(other, value_id(b"x"))
+    assert behaviour.outgoing(relayed, [1, 2, 3]) == [(relayed, (1, 2, 3))]
+
+    own = signed(me, value_id(b"x"))
+    sends = behaviour.outgoing(own, [1, 2, 3])
+    received = {peer: [m for m, peers in sends if peer in peers] for peer in (1, 2, 3)}
+    for messages in received.values():
+        assert len(messages) == 2 and own in messages  # every peer gets both halves
+    (conflict,) = {m for m, _ in sends if m != own}
+    assert conflict.value_id != own.value_id and conflict.validator == me.address
+    data = vote_signing_bytes("chain", VoteType.PREVOTE, 3, 1, conflict.value_id)
+    assert scheme.verify(me.pub_key, data, conflict.signature)
