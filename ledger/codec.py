@@ -107,10 +107,12 @@ def _canonical(value: object) -> object:
     # before int because bool is an int subclass.
     if isinstance(value, bool):
         return bool(value)
+    # `int.__int__` / `str.__str__` give the underlying value even where a subclass overrides
+    # `__int__` / `__str__` (a `class Kind(str, Enum)` prints as "Kind.X").
     if isinstance(value, int):
-        return _canonical(int(value))
+        return _canonical(int.__int__(value))
     if isinstance(value, str):
-        return _canonical(str(value))
+        return _canonical(str.__str__(value))
     if isinstance(value, dict):
         return _canonical_dict(value)
     if isinstance(value, (list, tuple)):
@@ -128,7 +130,7 @@ def _canonical_dict(d: dict) -> dict:
     out = {}
     for key in sorted(d):
         _check_utf8(key)
-        out[str(key)] = _canonical(d[key])
+        out[str.__str__(key)] = _canonical(d[key])
     return out
 
 

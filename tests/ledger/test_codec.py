@@ -189,6 +189,12 @@ def test_int_and_str_subclasses_encode_as_their_values():
     class Name(str):
         pass
 
+    class Kind(str, enum.Enum):  # noqa: UP042 -- the str()-surprising kind, on purpose
+        BOND = "bond"
+
+    assert str(Kind.BOND) == "Kind.BOND"  # so the codec must not use str()
+    assert codec.encode(Kind.BOND) == codec.encode("bond")
+    assert codec.encode({Kind.BOND: 1}) == codec.encode({"bond": 1})
     assert codec.encode(Colour.RED) == codec.encode(300)
     assert codec.encode({Name("k"): Name("v")}) == codec.encode({"k": "v"})
     assert codec.encode(True) == b"\xc3"  # bool is not encoded as the int 1
