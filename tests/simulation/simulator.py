@@ -88,6 +88,7 @@ class Outcome:
     decisions: int
     evidence_reports: int
     double_votes_seen: int
+    crashes: int  # crashes that struck (a failpoint crash strikes only if its moment came)
     live_deadline_ms: int
 
     def count(self, *kinds: str) -> int:
@@ -234,6 +235,10 @@ class Simulation:
             rid = len(self.replicas)
             self.replicas.append(self._replica(rid, f"v{index}'", keys[index], "twins"))
         self._honest = [r for r in self.replicas if r.honest]
+        named = [c.replica for c in plan.crashes]
+        named += [m for p in plan.partitions for g in p.groups for m in g]
+        if any(not 0 <= rid < len(self.replicas) for rid in named):
+            raise SimulationError(f"the plan names replicas outside 0..{len(self.replicas) - 1}")
         self._reached = 0  # honest replicas that applied the target height
 
         self.queue = EventQueue()
@@ -245,6 +250,7 @@ class Simulation:
             bound = live_bound(self.core_config, len(roles), config.heights)
         self.deadline = plan.heal_ms + bound
         self._evidence_reports = 0
+        self._crashes = 0
 
     def _replica(self, rid: int, name: str, keys: KeyPair, behaviour: str) -> Replica:
         seed = self.config.seed * 1000 + rid
@@ -270,7 +276,12 @@ class Simulation:
             if next_time is not None and next_time > self.deadline:
                 break
             if events >= self.config.max_events:
-                raise SimulationError(f"seed {self.config.seed}: event budget exhausted")
+                # A livelock that keeps the queue busy (a message storm) is a finding about
+                # the core, reported with the seed like any other stall.
+                self.checker.violations.append(
+                    Violation("LIVE", self.queue.now, f"event budget {events} exhausted")
+                )
+                break
             events += 1
             self._dispatch(self.queue.pop())
         now = max(self.queue.now, self.config.plan.heal_ms)
@@ -299,6 +310,7 @@ class Simulation:
             decisions=self.checker.decisions_checked,
             evidence_reports=self._evidence_reports,
             double_votes_seen=self.checker.double_votes_seen,
+            crashes=self._crashes,
             live_deadline_ms=self.deadline,
         )
 
@@ -312,7 +324,7 @@ class Simulation:
                 self.checker.on_vote_delivered(
                     replica.name, replica.incarnation, replica.core.height, message
                 )
-            self._drive(replica, lambda core: Core.step(core, message))
+            self._drive(replica, lambda core: core.step(message))
         elif isinstance(event, Fire):
             replica = self.replicas[event.replica]
             if replica.core is not None and replica.incarnation == event.incarnation:
@@ -360,6 +372,7 @@ class Simulation:
         return self.valset
 
     def _crash(self, replica: Replica) -> None:
+        self._crashes += 1
         replica.core = None
         replica.incarnation += 1
         replica.armed = None

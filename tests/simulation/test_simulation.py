@@ -11,14 +11,20 @@ test_regressions.py, KNOWN_CORE_BUGS); with a reliable network it is covered bel
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from .campaign import Case, describe, run_seed
-from .faults import FAULT_KINDS, ByzantineRole, FaultPlan, draw_plan
+from .faults import (
+    FAULT_KINDS,
+    ByzantineRole,
+    CrashEpisode,
+    FaultPlan,
+    PartitionEpisode,
+    draw_plan,
+)
+from .scheduler import SimulationError
 from .simulator import SimConfig, Simulation
 
 WITHOUT_DOUBLE_VOTE = ("equivocate", "silent", "twins")
@@ -78,6 +84,19 @@ def test_negative_control_without_a_quorum_the_liveness_check_fires():
     assert outcome.max_height == 0
 
 
+def test_an_exhausted_event_budget_is_a_liveness_failure_not_a_crash():
+    plan = FaultPlan(kinds=(), heal_ms=0)
+    outcome = Simulation(SimConfig(seed=1, plan=plan, heights=20, max_events=100)).run()
+    assert outcome.events == 100
+    assert any("event budget" in v.detail for v in outcome.violations)
+
+
+def test_a_plan_for_more_replicas_than_exist_is_refused():
+    plan = FaultPlan(kinds=("crash",), heal_ms=10, crashes=(CrashEpisode(9, 1, 5, "idle"),))
+    with pytest.raises(SimulationError, match="outside"):
+        Simulation(SimConfig(seed=1, plan=plan))
+
+
 def test_double_votes_become_evidence_at_every_honest_replica():
     # A reliable network: each honest replica receives both halves of each double vote.
     plan = FaultPlan(kinds=(), heal_ms=0, byzantine=(ByzantineRole(2, "double-vote"),))
@@ -98,19 +117,29 @@ def test_runs_are_a_function_of_seed_and_plan():
     assert run_seed(case) != run_seed(Case(18, 4, 1, FAULT_KINDS, 10, WITHOUT_DOUBLE_VOTE))
 
 
-def test_faults_are_really_injected():
-    # Guard against a simulator that silently runs fault-free: every kind leaves a trace.
-    plan = draw_plan(random.Random(3).randint, 4, 0, FAULT_KINDS)
+def test_every_fault_kind_strikes_and_the_replicas_recover():
+    # Guard against a simulator that silently runs fault-free: each kind leaves a trace.
+    plan = FaultPlan(
+        kinds=FAULT_KINDS,
+        heal_ms=800,
+        drop_permille=100,
+        duplicate_permille=100,
+        delay_permille=200,
+        delay_max_ms=100,
+        reorder_jitter_ms=20,
+        partitions=(PartitionEpisode(600, 700, ((0, 1), (2, 3))),),
+        crashes=(
+            CrashEpisode(0, 50, 150, "idle"),
+            CrashEpisode(1, 200, 300, "before_send"),
+            CrashEpisode(2, 320, 590, "before_apply"),
+        ),
+    )
     simulation = Simulation(SimConfig(seed=3, plan=plan, heights=20))
     outcome = simulation.run()
-    assert outcome.violations == ()
+    assert outcome.violations == () and outcome.min_height == 20
+    assert outcome.crashes == 3
+    assert [r.incarnation for r in simulation.replicas] == [1, 1, 1, 0]
     assert outcome.messages_lost > 0 and simulation.network.duplicated > 0
-    crashed = {episode.replica for episode in plan.crashes}
-    assert crashed and all(
-        simulation.replicas[r].incarnation >= 1
-        for r in crashed
-        if next(e for e in plan.crashes if e.replica == r).failpoint == "idle"
-    )
 
 
 def test_real_ed25519_signatures_on_a_few_seeds():
