@@ -25,8 +25,8 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from ledger.codes import Code, InvalidBlock, InvalidTransaction, LedgerError
-from ledger.crypto import address_from_public_key
 from ledger.ops import OPERATIONS, Args, TxView
+from ledger.ops.common import address_of
 from ledger.state import State
 from ledger.tx import SignedTx, decode_signed_tx, verify_tx_signatures
 from ledger.types import Account, BlockContext, Receipt
@@ -142,7 +142,7 @@ def _execute(
     account = state.accounts.get(sender)
     if account is None:
         return _refused(tx_id, Code.ACCOUNT_NOT_FOUND, f"sender {sender.hex()} has no account")
-    public_keys = tuple(sig.public_key for sig in tx.signatures)
+    public_keys = tuple([sig.public_key for sig in tx.signatures])
     if not _sender_signed(state, account, public_keys):
         return _refused(
             tx_id,
@@ -183,7 +183,7 @@ def _sender_signed(state: State, account: Account, public_keys: tuple[bytes, ...
     # bound to another account by a recovery.
     bindings = state.key_bindings
     for public_key in public_keys:
-        if public_key not in bindings and address_from_public_key(public_key) == account.address:
+        if public_key not in bindings and address_of(public_key) == account.address:
             return True
     return False
 

@@ -173,7 +173,7 @@ class Account:
 
     @property
     def is_institution(self) -> bool:
-        return any(role in INSTITUTION_ROLES for role in self.roles)
+        return not INSTITUTION_ROLES.isdisjoint(self.roles)
 
     def with_nonce(self, nonce: int) -> Account:
         # The hot path of every transaction; avoids dataclasses.replace's introspection.

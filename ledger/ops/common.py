@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import NoReturn
 
 from ledger.codes import Code, InvalidTransaction
@@ -35,6 +36,11 @@ MAX_AMOUNT = 2**63 - 1
 MAX_TEXT = 256
 COUNTRY_RE = re.compile(r"[A-Z]{2}")
 INSTRUMENT_ID_RE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,31}")
+
+
+# Deriving an address hashes the key; the same few thousand keys sign again and again, so
+# remember them (a pure function of its argument: caching cannot change any result).
+address_of = lru_cache(maxsize=1 << 16)(address_from_public_key)
 
 
 def fail(code: Code, message: str) -> NoReturn:
@@ -70,7 +76,7 @@ class TxView:
         if self._signers is None:
             signers: dict[bytes, Account] = {}
             for public_key in self.public_keys:
-                account = state.account_for_key(public_key, address_from_public_key(public_key))
+                account = state.account_for_key(public_key, address_of(public_key))
                 if account is not None:
                     signers[account.address] = account
             self._signers = signers
@@ -92,15 +98,15 @@ class Args:
 
     def __init__(self, args: dict) -> None:
         self._args = args
-        self._seen: set[str] = set()
+        self._seen: list[str] = []
 
-    def _get(self, name: str, optional: bool = False) -> object:
-        self._seen.add(name)
-        if name not in self._args:
-            if optional:
-                return None
+    def _get(self, name: str) -> object:
+        # Operations read each field once (done() relies on it).
+        self._seen.append(name)
+        try:
+            return self._args[name]
+        except KeyError:
             fail(Code.BAD_FIELD, f"missing field {name!r}")
-        return self._args[name]
 
     def has(self, name: str) -> bool:
         return name in self._args
@@ -163,8 +169,7 @@ class Args:
         return self.day(name) if self.has(name) else self._skip(name, None)
 
     def _skip(self, name: str, default):
-        self._seen.add(name)
-        return default
+        return default  # an absent optional field: nothing was read
 
     def text_list(
         self, name: str, *, pattern: re.Pattern, max_items: int = 64, optional: bool = False
@@ -185,9 +190,12 @@ class Args:
         return self._get(name)
 
     def done(self) -> None:
-        unknown = self._args.keys() - self._seen
-        if unknown:
-            fail(Code.BAD_FIELD, f"unknown field(s) {sorted(unknown)}")
+        # `_seen` lists the fields read, each present and read once; so when the counts are
+        # equal no field was left unread, and only otherwise is the set difference needed.
+        if len(self._args) != len(self._seen):
+            unknown = self._args.keys() - set(self._seen)
+            if unknown:
+                fail(Code.BAD_FIELD, f"unknown field(s) {sorted(unknown)}")
 
 
 # ---------------------------------------------------------------------------------------

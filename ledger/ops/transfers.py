@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ledger.codes import Code
 from ledger.ops.common import (
     Args,
@@ -24,33 +22,6 @@ from ledger.state import State
 from ledger.types import CASH, Account, BlockContext, Event, Holding, Instrument
 
 
-@dataclass(frozen=True, slots=True)
-class _Move:
-    """A checked movement, ready to write: the two holdings after it."""
-
-    instrument: str
-    sender: bytes
-    sender_holding: Holding | None
-    receiver: bytes
-    receiver_holding: Holding
-    amount: int
-
-    def write(self, state: State) -> None:
-        state.put_holding(self.instrument, self.sender, self.sender_holding)
-        state.put_holding(self.instrument, self.receiver, self.receiver_holding)
-
-    def event(self, kind: str = "transfer") -> Event:
-        return Event(
-            kind,
-            {
-                "instrument": self.instrument,
-                "from": self.sender,
-                "to": self.receiver,
-                "amount": self.amount,
-            },
-        )
-
-
 def check_move(
     state: State,
     ctx: BlockContext,
@@ -58,8 +29,11 @@ def check_move(
     sender: Account,
     receiver: Account,
     amount: int,
-) -> _Move:
-    """Every rule of an ordinary movement, in the order the codes are documented."""
+) -> tuple[Holding | None, Holding]:
+    """Every rule of an ordinary movement, in the order the codes are documented.
+
+    Returns the sender's and the receiver's holdings after the movement, for `write_move`.
+    """
     if sender.address == receiver.address:
         fail(Code.BAD_FIELD, f"{show(sender.address)} cannot transfer to itself")
     check_movable(state, ctx, instrument)
@@ -67,13 +41,23 @@ def check_move(
     check_eligible(state, ctx, receiver, instrument, receiving=True)
     sender_holding = debit(state, instrument.id, sender.address, amount)
     check_limits(state, instrument, receiver, amount, sender_leaves=sender_holding is None)
-    return _Move(
-        instrument.id,
-        sender.address,
-        sender_holding,
-        receiver.address,
-        credit(state, instrument.id, receiver.address, amount),
-        amount,
+    return sender_holding, credit(state, instrument.id, receiver.address, amount)
+
+
+def write_move(
+    state: State,
+    instrument_id: str,
+    sender: bytes,
+    receiver: bytes,
+    holdings: tuple[Holding | None, Holding],
+) -> None:
+    state.put_holding(instrument_id, sender, holdings[0])
+    state.put_holding(instrument_id, receiver, holdings[1])
+
+
+def move_event(instrument_id: str, sender: bytes, receiver: bytes, amount: int) -> Event:
+    return Event(
+        "transfer", {"instrument": instrument_id, "from": sender, "to": receiver, "amount": amount}
     )
 
 
@@ -85,9 +69,9 @@ def transfer(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Ev
     args.done()
     instrument = get_instrument(state, instrument_id)
     receiver = get_account(state, to, "recipient")
-    move = check_move(state, ctx, instrument, tx.account, receiver, amount)
-    move.write(state)
-    return [move.event()]
+    holdings = check_move(state, ctx, instrument, tx.account, receiver, amount)
+    write_move(state, instrument_id, tx.sender, to, holdings)
+    return [move_event(instrument_id, tx.sender, to, amount)]
 
 
 def dvp(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
@@ -122,8 +106,8 @@ def dvp(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
     buyer = get_account(state, buyer_address, "buyer")
     asset_leg = check_move(state, ctx, asset, seller, buyer, asset_amount)
     cash_leg = check_move(state, ctx, cash, buyer, seller, cash_amount)
-    asset_leg.write(state)
-    cash_leg.write(state)
+    write_move(state, asset.id, seller.address, buyer.address, asset_leg)
+    write_move(state, cash.id, buyer.address, seller.address, cash_leg)
     return [
         Event(
             "dvp",
@@ -136,8 +120,8 @@ def dvp(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
                 "cash_amount": cash_amount,
             },
         ),
-        asset_leg.event(),
-        cash_leg.event(),
+        move_event(asset.id, seller.address, buyer.address, asset_amount),
+        move_event(cash.id, buyer.address, seller.address, cash_amount),
     ]
 
 
