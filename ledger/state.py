@@ -307,7 +307,10 @@ class State:
 
     def put_instrument(self, instrument: Instrument) -> None:
         if instrument.id not in self.holdings:
-            # The holders map exists for every instrument; creating it is not a state change.
+            # The holders map exists for every instrument; creating it is not a state change
+            # (no key is dirtied), but a rollback must remove it again.
+            if self._depth:
+                self._journal.append((self.holdings, instrument.id, _MISSING, None, None))
             self.holdings[instrument.id] = {}
         self._write(self.instruments, instrument.id, instrument, instrument_key(instrument.id))
 
@@ -351,6 +354,8 @@ class State:
                 container.pop(subkey, None)
             else:
                 container[subkey] = previous
+            if key is None:
+                continue  # an index entry, not a state key
             if previous_dirty is _MISSING:
                 dirty.pop(key, None)
             else:

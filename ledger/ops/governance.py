@@ -104,16 +104,16 @@ def set_parameter(state: State, ctx: BlockContext, tx: TxView, args: Args) -> li
         new = replace(parameters, investor_categories=tuple(sorted(value)))
     elif name == "programme_cap_usd_cents":
         cap = _positive_int(name, value, 2**63 - 1)
+    else:
+        fail(Code.BAD_FIELD, f"unknown parameter {name!r}")
+    require_approvals(state, tx, "set_parameter")
+    if name == "programme_cap_usd_cents":
         if cap < programme.outstanding_usd_cents:
             fail(
                 Code.PROGRAMME_CAP,
                 f"cap {cap} is below the {programme.outstanding_usd_cents} US cents outstanding",
             )
-    else:
-        fail(Code.BAD_FIELD, f"unknown parameter {name!r}")
-    require_approvals(state, tx, "set_parameter")
-    if name == "programme_cap_usd_cents":
-        state.put_programme(Programme(value, programme.outstanding_usd_cents))
+        state.put_programme(Programme(cap, programme.outstanding_usd_cents))
     else:
         state.put_parameters(new)
     shown = value if isinstance(value, int) else ",".join(value)

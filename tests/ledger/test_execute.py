@@ -263,3 +263,25 @@ def test_supply_is_conserved_and_receipts_match_checks(moves):
         nonces[sender] += 1
     assert chain.balance(BOND, "alice") + chain.balance(BOND, "bob") == 100
     assert chain.state.supply(BOND) == 100
+
+
+def test_a_dry_run_registration_leaves_no_trace():
+    chain = Chain()
+    tx = chain.sign(
+        "central-bank",
+        "register_instrument",
+        {
+            "id": "PKR",
+            "kind": "cash",
+            "name": "Rupee",
+            "currency": "PKR",
+            "face_value": 1,
+            "decimals": 2,
+            "cap": 10**12,
+        },
+    )
+    assert check_transaction(chain.state, tx, chain.ctx).code == Code.OK
+    assert "PKR" not in chain.state.instruments
+    assert "PKR" not in chain.state.holdings
+    assert apply_transaction(chain.state, tx, chain.ctx).code == Code.OK
+    assert chain.state.holders("PKR") == []
