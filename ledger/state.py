@@ -373,6 +373,40 @@ class State:
         if self._depth == 0:
             self._journal.clear()
 
+    def invariant_violations(self) -> list[str]:
+        """What should never be true, as sentences (empty when the state is sound).
+
+        Supply equals the sum of balances; frozen amounts are within balances and no holding
+        is empty; the programme's outstanding face value is the sum over non-cash instruments;
+        every recovered key points to an account that uses it. For tests and audits: O(state).
+        """
+        problems = []
+        outstanding = 0
+        for instrument_id in sorted(self.instruments):
+            instrument = self.instruments[instrument_id]
+            holdings = self.holdings.get(instrument_id, {})
+            total = sum(h.balance for h in holdings.values())
+            if total != instrument.supply:
+                problems.append(f"{instrument_id}: supply {instrument.supply} != balances {total}")
+            if instrument.supply > instrument.cap:
+                problems.append(f"{instrument_id}: supply {instrument.supply} > cap")
+            for address, holding in sorted(holdings.items()):
+                if not 0 <= holding.frozen <= holding.balance or holding.balance <= 0:
+                    problems.append(f"{instrument_id}/{address.hex()}: bad holding {holding}")
+            outstanding += instrument.supply * instrument.usd_face_value
+        programme = self.programme
+        if programme.outstanding_usd_cents != outstanding:
+            problems.append(
+                f"programme outstanding {programme.outstanding_usd_cents} != {outstanding}"
+            )
+        if programme.outstanding_usd_cents > programme.cap_usd_cents:
+            problems.append("programme outstanding exceeds its cap")
+        for key in sorted(self.key_bindings):
+            account = self.accounts.get(self.key_bindings[key].address)
+            if account is None or account.public_key != key:
+                problems.append(f"key {key.hex()} is bound to an account that does not use it")
+        return problems
+
     # -- export ---------------------------------------------------------------------
 
     def take_changes(self) -> dict[bytes, bytes | None]:

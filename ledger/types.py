@@ -65,6 +65,9 @@ CASH = "cash"
 INSTRUMENT_KINDS = (BOND, TBILL, COMMODITY, CASH)
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+ADDRESS_BYTES = 20
+# Event attributes that name an instrument (the others that are 20-byte values name accounts).
+_INSTRUMENT_ATTRIBUTES = frozenset({"instrument", "asset", "cash"})
 
 
 def date_to_text(value: date) -> str:
@@ -576,6 +579,23 @@ class Event:
 
     def to_map(self) -> dict:
         return {"type": self.type, "attributes": dict(self.attributes)}
+
+    def accounts(self) -> list[bytes]:
+        """Every account the event concerns (each 20-byte value), sorted, for indexing."""
+        return sorted(
+            {v for v in self.attributes.values() if type(v) is bytes and len(v) == ADDRESS_BYTES}
+        )
+
+    def instruments(self) -> list[str]:
+        """Every instrument the event concerns, sorted, for indexing."""
+        return sorted(
+            {
+                v
+                for k, v in self.attributes.items()
+                if k in _INSTRUMENT_ATTRIBUTES and type(v) is str
+            }
+        )
+
 
 
 @dataclass(frozen=True, slots=True)

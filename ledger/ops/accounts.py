@@ -113,6 +113,13 @@ def onboard_investor(state: State, ctx: BlockContext, tx: TxView, args: Args) ->
     account = _account_or_new(state, address)
     if account.is_institution:
         fail(Code.BAD_FIELD, f"{show(address)} is an institution; institutions need no KYC")
+    if (
+        REGULATOR not in tx.account.roles
+        and account.kyc is not None
+        and account.kyc.vasp != tx.sender
+    ):
+        # Moving a client between VASPs is the regulator's call, not the new VASP's.
+        fail(Code.UNAUTHORIZED, f"{show(address)} is not a client of VASP {show(tx.sender)}")
     account = replace(
         _add_role(account, INVESTOR),
         kyc=Kyc(

@@ -407,3 +407,14 @@ RECOVER_REFUSALS = [
 def test_recover_refusals(args, cosigners, sender, code):
     chain = world()
     chain.expect(code, sender, "recover_key", args(chain), cosigners=cosigners)
+
+
+def test_a_vasp_cannot_take_over_another_vasps_client():
+    chain = world()
+    chain.vasp("exchange")
+    chain.vasp("broker")
+    chain.ok("exchange", "onboard_investor", onboard(chain))
+    chain.expect(Code.UNAUTHORIZED, "broker", "onboard_investor", onboard(chain))
+    # The regulator may move the client.
+    chain.ok("regulator", "onboard_investor", onboard(chain, vasp=chain.addr("broker")))
+    assert chain.account("carol").kyc.vasp == chain.addr("broker")
