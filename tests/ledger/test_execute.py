@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ledger import codec
 from ledger.codes import Code, InvalidBlock
 from ledger.execute import apply_block, apply_transaction, check_transaction
+from ledger.ops import OPERATIONS
 from ledger.state import State, account_key, holders_prefix, holding_key
 from ledger.tx import Signature, SignedTx, encode_signed_tx
 from ledger.types import BlockContext, Holding
@@ -329,3 +330,95 @@ def test_events_name_their_accounts_and_instruments():
     dvp_event = chain.ok("alice", "dvp", args, cosigners=("bob",)).events[0]
     assert dvp_event.accounts() == sorted([chain.addr("alice"), chain.addr("bob")])
     assert dvp_event.instruments() == ["PKBOND28", "PKR"]
+
+
+FIELDS = [
+    "instrument",
+    "to",
+    "amount",
+    "from",
+    "seller",
+    "buyer",
+    "asset",
+    "asset_amount",
+    "cash",
+    "cash_amount",
+    "reason_code",
+    "legal_reference",
+    "id",
+    "kind",
+    "name",
+    "isin",
+    "currency",
+    "face_value",
+    "decimals",
+    "cap",
+    "usd_face_value",
+    "issue_date",
+    "maturity_date",
+    "coupon_rate",
+    "coupon_frequency",
+    "day_count",
+    "unit",
+    "quantity",
+    "document_hash",
+    "coupon_date",
+    "vasp",
+    "reason",
+    "investor",
+    "country",
+    "category",
+    "kyc_expiry",
+    "account",
+    "new_public_key",
+    "role",
+    "value",
+    "operation",
+    "roles",
+    "min",
+    "changes",
+]
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.sampled_from(
+        [
+            "PKBOND28",
+            "PKR",
+            "2026-07-01",
+            "0.05",
+            "bond",
+            "cash",
+            "retail",
+            "PK",
+            "issuer",
+            "closed_period_days",
+            "freeze",
+            "ACT/360",
+            "",
+        ]
+    ),
+    st.text(max_size=8),
+    st.binary(max_size=33),
+    st.lists(st.sampled_from(["retail", "PK", "regulator"]), max_size=3),
+)
+
+
+@settings(max_examples=150)
+@given(
+    op=st.sampled_from(sorted(OPERATIONS)),
+    sender=st.sampled_from(["ministry", "central-bank", "regulator", "alice"]),
+    args=st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=8),
+)
+def test_any_args_give_a_receipt_and_refusals_change_only_the_nonce(op, sender, args):
+    chain = world()
+    chain.state.take_changes()
+    before = chain.state.accounts[chain.addr(sender)]
+    receipt = chain.run(sender, op, args, cosigners=("regulator",) if sender != "regulator" else ())
+    assert receipt.executed
+    changes = chain.state.take_changes()
+    if receipt.code != Code.OK:
+        assert receipt.log
+        assert list(changes) == [account_key(before.address)]
+    assert chain.state.invariant_violations() == []
