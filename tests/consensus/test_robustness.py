@@ -312,7 +312,7 @@ def test_buffered_messages_replay_at_their_height_and_old_rounds_are_pruned():
 
 def test_rounds_kept_per_height_are_bounded():
     core, _ = started(config=CoreConfig(max_rounds_kept=4, round_window=100))
-    for r in range(1, 30):
+    for _ in range(1, 30):
         core.on_timeout(Timeout(Step.PRECOMMIT, 1, core.round, 0))
         core.step(prevote(A2, 1, 0, None))
     assert core.round == 29 and len(core._rounds) <= 5
