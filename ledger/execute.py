@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ledger.codes import Code, InvalidBlock, InvalidTransaction, LedgerError
 from ledger.ops import OPERATIONS, Args, TxView
-from ledger.ops.common import address_of
+from ledger.ops.common import address_of, show
 from ledger.state import State
 from ledger.tx import SignedTx, decode_signed_tx, verify_tx_signatures
 from ledger.types import Account, BlockContext, Receipt
@@ -92,19 +92,23 @@ def apply_block(
     receipts: list[Receipt] = []
     included: list[bytes] = []
     dropped: list[Receipt] = []
-    for index, tx in enumerate(txs):
-        receipt = _execute(state, tx, ctx, False, verified)
-        if not receipt.executed:
-            if drop_invalid:
-                dropped.append(receipt)
-                continue
-            state.rollback(token)
-            raise InvalidBlock(
-                f"transaction {index} ({receipt.tx_id.hex() or 'undecodable'}) at height "
-                f"{ctx.height}: {Code(receipt.code).name} ({int(receipt.code)}): {receipt.log}"
-            )
-        receipts.append(receipt)
-        included.append(tx.raw if isinstance(tx, SignedTx) else bytes(tx))
+    try:
+        for index, tx in enumerate(txs):
+            receipt = _execute(state, tx, ctx, False, verified)
+            if not receipt.executed:
+                if drop_invalid:
+                    dropped.append(receipt)
+                    continue
+                raise InvalidBlock(
+                    f"transaction {index} ({receipt.tx_id.hex() or 'undecodable'}) at height "
+                    f"{ctx.height}: {Code(receipt.code).name} ({int(receipt.code)}): "
+                    f"{receipt.log}"
+                )
+            receipts.append(receipt)
+            included.append(tx.raw if isinstance(tx, SignedTx) else bytes(tx))
+    except BaseException:
+        state.rollback(token)  # an invalid block (or a bug) leaves the state as it was
+        raise
     state.release(token)
     return BlockResult(tuple(receipts), state.take_changes(), tuple(included), tuple(dropped))
 
@@ -141,19 +145,19 @@ def _execute(
     sender = body.sender
     account = state.accounts.get(sender)
     if account is None:
-        return _refused(tx_id, Code.ACCOUNT_NOT_FOUND, f"sender {sender.hex()} has no account")
+        return _refused(tx_id, Code.ACCOUNT_NOT_FOUND, f"sender {show(sender)} has no account")
     public_keys = tuple([sig.public_key for sig in tx.signatures])
     if not _sender_signed(state, account, public_keys):
         return _refused(
             tx_id,
             Code.SENDER_NOT_SIGNED,
-            f"the current key of sender {sender.hex()} has not signed the transaction",
+            f"the current key of sender {show(sender)} has not signed the transaction",
         )
     # 5. nonce
     if body.nonce != account.nonce:
         code = Code.NONCE_USED if body.nonce < account.nonce else Code.NONCE_GAP
         return _refused(
-            tx_id, code, f"nonce {body.nonce}, the next nonce of {sender.hex()} is {account.nonce}"
+            tx_id, code, f"nonce {body.nonce}, the next nonce of {show(sender)} is {account.nonce}"
         )
     # 6. the operation, all or nothing
     operation = OPERATIONS.get(body.op)
@@ -165,6 +169,10 @@ def _execute(
     except InvalidTransaction as exc:
         state.rollback(token)
         receipt = Receipt(tx_id, exc.code, exc.message)
+    except BaseException:
+        # A bug in an operation: undo its writes so the state stays whole, and crash loudly.
+        state.rollback(token)
+        raise
     else:
         state.release(token)
         receipt = Receipt(tx_id, Code.OK, "", tuple(events))

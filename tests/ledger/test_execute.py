@@ -422,3 +422,22 @@ def test_any_args_give_a_receipt_and_refusals_change_only_the_nonce(op, sender, 
         assert receipt.log
         assert list(changes) == [account_key(before.address)]
     assert chain.state.invariant_violations() == []
+
+
+def test_a_crashing_operation_leaves_the_state_whole(monkeypatch):
+    # A bug (not a refusal) must crash loudly without leaving half its writes behind.
+    chain = world()
+    chain.state.take_changes()
+    before = snapshot(chain.state)
+
+    def buggy(state, ctx, tx, args):
+        state.put_holding(BOND, tx.sender, None)
+        raise KeyError("bug")
+
+    monkeypatch.setitem(OPERATIONS, "transfer", buggy)
+    with pytest.raises(KeyError):
+        apply_block(chain.state, [chain.sign("alice", "transfer", to_bob(chain))], chain.ctx)
+    assert snapshot(chain.state) == before
+    assert chain.state.take_changes() == {}
+    monkeypatch.undo()
+    chain.ok("alice", "transfer", to_bob(chain))  # savepoints are balanced again
