@@ -7,7 +7,6 @@ from dataclasses import replace
 from ledger.codes import Code
 from ledger.crypto import PUBLIC_KEY_BYTES, address_from_public_key, is_strict_public_key
 from ledger.ops.common import (
-    COUNTRY_RE,
     Args,
     TxView,
     check_vasp_active,
@@ -89,7 +88,7 @@ def onboard_investor(state: State, ctx: BlockContext, tx: TxView, args: Args) ->
     (which becomes the investor's VASP: it may only onboard its own clients).
     """
     address = args.address("investor")
-    country = args.text("country", pattern=COUNTRY_RE)
+    country = args.country("country")
     category = args.text("category", max_len=32)
     expiry = args.day("kyc_expiry")
     vasp = args.opt_address("vasp")

@@ -35,6 +35,20 @@ from ledger.types import (
 MAX_AMOUNT = 2**63 - 1
 MAX_TEXT = 256
 COUNTRY_RE = re.compile(r"[A-Z]{2}")
+# ISO 3166-1 alpha-2, the 249 officially assigned codes.
+COUNTRIES = frozenset(
+    """
+    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
+    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM
+    DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS
+    GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN
+    KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ
+    MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM
+    PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
+    SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI
+    VN VU WF WS YE YT ZA ZM ZW
+    """.split()
+)
 INSTRUMENT_ID_RE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,31}")
 
 
@@ -142,6 +156,20 @@ class Args:
         if not self.has(name):
             return self._skip(name, default)
         return self.text(name, pattern=pattern, max_len=max_len)
+
+    def country(self, name: str) -> str:
+        value = self.text(name, pattern=COUNTRY_RE, max_len=2)
+        if value not in COUNTRIES:
+            fail(Code.BAD_FIELD, f"{name} {value!r} is not an ISO 3166-1 alpha-2 country code")
+        return value
+
+    def countries(self, name: str) -> tuple[str, ...]:
+        """An optional list of countries (empty when absent)."""
+        values = self.text_list(name, pattern=COUNTRY_RE, optional=True, max_items=len(COUNTRIES))
+        unknown = sorted(set(values) - COUNTRIES)
+        if unknown:
+            fail(Code.BAD_FIELD, f"{name}: {unknown} are not ISO 3166-1 alpha-2 country codes")
+        return values
 
     def address(self, name: str) -> bytes:
         value = self._get(name)

@@ -8,7 +8,6 @@ from dataclasses import replace
 from ledger import bondmath
 from ledger.codes import Code
 from ledger.ops.common import (
-    COUNTRY_RE,
     Args,
     TxView,
     fail,
@@ -79,7 +78,7 @@ def register_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args)
     face_value = args.integer("face_value", lo=1)
     decimals = args.integer("decimals", hi=MAX_DECIMALS)
     cap = args.integer("cap", lo=1)
-    allowed_countries = args.text_list("allowed_countries", pattern=COUNTRY_RE, optional=True)
+    allowed_countries = args.countries("allowed_countries")
     allowed_categories = args.text_list("allowed_categories", pattern=CATEGORY_RE, optional=True)
     max_holders = args.opt_integer("max_holders", default=0)
     max_balance = args.opt_integer("max_balance", default=0)

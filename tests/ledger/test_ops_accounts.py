@@ -162,6 +162,7 @@ def _suspended_exchange(chain: Chain) -> None:
 ONBOARD_REFUSALS = [
     ("unknown category", None, "regulator", lambda c: onboard(c, category="whale"), Code.BAD_FIELD),
     ("lower-case country", None, "regulator", lambda c: onboard(c, country="ae"), Code.BAD_FIELD),
+    ("unassigned country", None, "regulator", lambda c: onboard(c, country="XX"), Code.BAD_FIELD),
     (
         "expired already",
         None,

@@ -102,6 +102,7 @@ REGISTER_REFUSALS = [
     ("date not ISO", "ministry", bond_args(issue_date="20260101"), Code.BAD_FIELD),
     ("unknown category", "ministry", bond_args(allowed_categories=["whale"]), Code.BAD_FIELD),
     ("bad country", "ministry", bond_args(allowed_countries=["PAK"]), Code.BAD_FIELD),
+    ("unassigned country", "ministry", bond_args(allowed_countries=["PK", "ZZ"]), Code.BAD_FIELD),
     ("field of another kind", "ministry", bond_args(unit="bbl"), Code.BAD_FIELD),
     ("regulator", "regulator", bond_args(), Code.UNAUTHORIZED),
     ("cash issuer registering a bond", "central-bank", bond_args(), Code.UNAUTHORIZED),
