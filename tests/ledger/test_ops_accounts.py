@@ -419,3 +419,19 @@ def test_a_vasp_cannot_take_over_another_vasps_client():
     # The regulator may move the client.
     chain.ok("regulator", "onboard_investor", onboard(chain, vasp=chain.addr("broker")))
     assert chain.account("carol").kyc.vasp == chain.addr("broker")
+
+
+def test_recovering_back_to_the_original_key_unbinds_the_interim_one():
+    chain = world()
+    original = chain.key("alice")
+    interim = generate_key(b"\x46" * 32)
+    approvals = {"cosigners": ("central-bank",)}
+    chain.ok("regulator", "recover_key", recover(chain, "alice", interim.public_key), **approvals)
+    assert chain.state.key_bindings[interim.public_key].address == chain.addr("alice")
+    chain.ok("regulator", "recover_key", recover(chain, "alice", original.public_key), **approvals)
+    assert chain.account("alice").public_key is None
+    assert interim.public_key not in chain.state.key_bindings
+    to_bob = {"instrument": BOND, "to": chain.addr("bob"), "amount": 1}
+    chain.expect(Code.SENDER_NOT_SIGNED, "alice", "transfer", to_bob, signer=interim)
+    chain.ok("alice", "transfer", to_bob, signer=original)
+    assert chain.state.invariant_violations() == []
