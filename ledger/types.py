@@ -597,7 +597,6 @@ class Event:
         )
 
 
-
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """The verdict on one transaction: code 0 (OK) or the stable code of the first broken rule."""
