@@ -259,6 +259,24 @@ def test_a_committed_block_reads_back_whole(store):
         assert store.get_state(key) == value
 
 
+@pytest.mark.parametrize("height", [-1, 2, 2**63, 10**30, "1", None])
+def test_reads_at_heights_no_block_has_find_nothing(store, height):
+    store.commit_block(genesis_record())
+    store.commit_block(make_block(1))
+    assert store.block(height) is None
+    assert store.app_hash(height) is None
+    assert store.commit(height) is None
+    assert store.block_txs(height) == []
+
+
+@pytest.mark.parametrize(("low", "high"), [(2, None), (10**30, None), (None, -1), (2**62, 2**70)])
+def test_event_queries_outside_the_chain_find_nothing(store, low, high):
+    store.commit_block(genesis_record())
+    store.commit_block(make_block(1))
+    assert store.events(from_height=low, to_height=high) == []
+    assert len(store.events(from_height=0, to_height=10**30)) == 3
+
+
 def test_state_changes_update_and_delete(store):
     store.commit_block(genesis_record({b"a": b"1", b"b": b"2", b"c": b"3"}))
     store.commit_block(make_block(1, changes={b"a": b"10", b"b": None, b"d": b"4"}))
@@ -607,6 +625,8 @@ def kill_test_child(path: str) -> None:
         height = s.latest_height()
         while True:
             height += 1
+            # As a validator would: the signing record first, durably, then the block.
+            s.save_consensus_record(b"signed %d" % height)
             s.commit_block(kill_test_block(height))
             print(height, flush=True)
 
@@ -663,6 +683,8 @@ def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_p
             assert all(s.tx(tx.tx_id) is None for tx in kill_test_block(latest + 1).txs)
             assert list(s.iter_state()) == _expected_state(latest)
             assert s.integrity_check() == ["ok"]
+            # The record saved before each block is never older than the last block.
+            assert s.load_consensus_record() in (b"signed %d" % latest, b"signed %d" % (latest + 1))
         acknowledged = latest
 
 
