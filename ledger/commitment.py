@@ -171,7 +171,7 @@ def _split(items: list[bytes], depth: int) -> list[tuple[int, int, int]]:
             else:
                 high = first[index] & 0xF0 if shift == 0 else 0
                 bound = first[:index] + bytes([high | ((nibble + 1) << shift)])
-                end = bisect_left(items, bound, start + 1, count) - (count > 2000)
+                end = bisect_left(items, bound, start + 1, count)
         else:
             end = start + 1
             while end < count and (items[end][index] >> shift) & 15 == nibble:
