@@ -322,7 +322,9 @@ class StateSnapshot:
 
     It reads through its own connection inside one read transaction, so in WAL mode it sees the
     state as of its first fetch even while blocks keep being committed, and it never holds the
-    store's write lock between fetches. Close it (or use it as a context manager) when done.
+    store's write lock between fetches. Close it (or use it as a context manager) when done,
+    and do not keep it open for long: SQLite cannot checkpoint the WAL past an open reader, so
+    the `-wal` file grows meanwhile.
     """
 
     def __init__(self, path: str, busy_timeout_ms: int) -> None:

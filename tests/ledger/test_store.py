@@ -657,12 +657,17 @@ def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_p
         child = subprocess.Popen(
             [sys.executable, "-c", child_code], stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
+        # Safety net: a child that hangs is killed, so readline() returns "" and the test fails
+        # instead of hanging the suite.
+        watchdog = threading.Timer(60, child.kill)
+        watchdog.start()
         try:
             for _ in range(blocks_before_kill):
                 line = child.stdout.readline()
                 assert line, "the child died before committing"
                 acknowledged = int(line)
         finally:
+            watchdog.cancel()
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
             child.stdout.close()
