@@ -259,7 +259,7 @@ def _check_bytes(name: str, value: object, *, size: int | None = None) -> None:
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if type(value) is not int or not low <= value <= high:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise InvalidRecordError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
 
 
@@ -530,6 +530,7 @@ class Store:
         Raises HeightError unless `record.height` is the next height, InvalidRecordError for a
         malformed record (including a transaction id already stored); nothing is written then.
         """
+        self._check_block_fields(record)
         tx_rows, tx_id_rows = self._tx_rows(record)
         event_rows, account_rows, instrument_rows = self._event_rows(record)
         upserts, deletes = self._state_rows(record.changes)
@@ -537,8 +538,8 @@ class Store:
         with self._lock:
             self._check_open()
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 self._check_next_height(record)
                 conn.execute(
                     "INSERT INTO blocks (height, hash, header, block, commit_cert, app_hash)"
@@ -589,9 +590,7 @@ class Store:
                 ) from exc
             except sqlite3.Error as exc:
                 self._rollback()
-                raise StoreError(
-                    f"{self._path}: writing block {record.height} failed ({exc})"
-                ) from exc
+                raise _store_error(self._path, f"writing block {record.height}", exc) from exc
             except BaseException:
                 self._rollback()
                 raise
@@ -620,10 +619,17 @@ class Store:
                 )
 
     @staticmethod
-    def _tx_rows(record: BlockRecord) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]]:
+    def _check_block_fields(record: BlockRecord) -> None:
+        if not isinstance(record, BlockRecord):
+            raise InvalidRecordError(f"expected a BlockRecord, got {type(record).__name__}")
         _check_int("height", record.height, 0, MAX_HEIGHT)
         for name in ("hash", "header", "block", "commit", "app_hash"):
             _check_bytes(name, getattr(record, name))
+        if not record.hash:
+            raise InvalidRecordError(f"block {record.height} has an empty hash")
+
+    @staticmethod
+    def _tx_rows(record: BlockRecord) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]]:
         tx_rows: list[tuple[Any, ...]] = []
         tx_id_rows: list[tuple[bytes, int]] = []
         for expected_index, tx in enumerate(record.txs):
@@ -641,7 +647,8 @@ class Store:
             _check_bytes("receipt", tx.receipt)
             _check_int("code", tx.code, -(1 << 63), (1 << 63) - 1)
             position = _position(record.height, expected_index)
-            tx_rows.append((position, tx.tx_id, tx.raw, tx.code, tx.receipt))
+            # int(): a result code may be an IntEnum (ledger.codes.Code); store the number.
+            tx_rows.append((position, tx.tx_id, tx.raw, int(tx.code), tx.receipt))
             tx_id_rows.append((tx.tx_id, position))
         if len(tx_rows) >= MAX_PER_BLOCK:
             raise InvalidRecordError(
@@ -768,8 +775,8 @@ class Store:
     def _write_meta(self, key: str, value: bytes) -> None:
         with self._lock:
             self._check_open()
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
+                self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.execute(
                     "INSERT INTO meta (key, value) VALUES (?, ?)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -26,6 +26,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.codes import Code
 from ledger.store import (
     AsyncStore,
     BlockRecord,
@@ -375,6 +376,8 @@ def _replace(record: BlockRecord, **fields) -> BlockRecord:
         ({"changes": {b"k": 5}}, "must be bytes"),
         ({"meta": {"store.chain_id": b"evil"}}, "store."),
         ({"app_hash": None}, "app_hash must be bytes"),
+        ({"hash": b""}, "empty hash"),
+        ({"txs": (TxRecord(h("t"), 1, 0, b"", True, b""),)}, "code must be"),
         ({"height": -1}, "height must be"),
     ],
 )
@@ -384,6 +387,14 @@ def test_malformed_records_are_refused_before_writing(store, fields, message):
         store.commit_block(_replace(make_block(1), **fields))
     assert store.latest_height() == 0
     assert store.chain_id() == CHAIN
+
+
+def test_result_codes_may_be_the_ledgers_code_enum(store):
+    store.commit_block(genesis_record())
+    rejected = TxRecord(h("t"), 1, 0, b"raw", Code.ACCOUNT_FROZEN, b"receipt")
+    store.commit_block(_replace(make_block(1, n_txs=0), txs=(rejected,)))
+    stored = store.tx(h("t"))
+    assert stored.code == 302 and type(stored.code) is int
 
 
 def test_events_are_stored_in_transaction_then_event_order(store):
