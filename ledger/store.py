@@ -415,7 +415,10 @@ class Store:
     def _take_process_lock(path: str) -> int:
         # One writer per database: a second node process on the same home must not run, since
         # two validators with one key can double-sign. The lock dies with the process.
-        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -737,11 +740,12 @@ class Store:
     ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes]]]:
         upserts: list[tuple[bytes, bytes]] = []
         deletes: list[tuple[bytes]] = []
-        # Sorted: deterministic, and neighbouring keys land on the same b-tree pages.
-        for key in sorted(changes):
+        for key in changes:
             _check_bytes("state key", key)
             if not key:
                 raise InvalidRecordError("a state key may not be empty")
+        # Sorted: deterministic, and neighbouring keys land on the same b-tree pages.
+        for key in sorted(changes):
             value = changes[key]
             if value is None:
                 deletes.append((key,))

@@ -204,6 +204,11 @@ def test_damaged_pages_are_reported_as_a_corrupt_database(tmp_path):
         open_store(path)
 
 
+def test_a_missing_folder_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError, match="cannot open"):
+        open_store(tmp_path / "no such folder" / "n.db")
+
+
 def test_a_second_writer_is_refused_until_the_first_closes(tmp_path):
     first = open_store(tmp_path / "n.db")
     with pytest.raises(StoreLockedError):
@@ -372,7 +377,7 @@ def _replace(record: BlockRecord, **fields) -> BlockRecord:
             "two events at tx_index 0 event_index 0",
         ),
         ({"changes": {b"": b"1"}}, "empty"),
-        ({"changes": {"text": b"1"}}, "state key must be bytes"),
+        ({"changes": {"text": b"1", b"k": b"2"}}, "state key must be bytes"),
         ({"changes": {b"k": 5}}, "must be bytes"),
         ({"meta": {"store.chain_id": b"evil"}}, "store."),
         ({"app_hash": None}, "app_hash must be bytes"),
