@@ -1053,6 +1053,12 @@ class AsyncStore:
     async def latest_height(self) -> int | None:
         return await self._call(self.store.latest_height)
 
+    async def chain_id(self) -> str:
+        return await self._call(self.store.chain_id)
+
+    async def genesis_hash(self) -> bytes:
+        return await self._call(self.store.genesis_hash)
+
     async def get_meta(self, key: str) -> bytes | None:
         return await self._call(self.store.get_meta, key)
 
@@ -1108,3 +1114,6 @@ class AsyncStore:
 
     async def backup(self, dest_path: str | os.PathLike[str]) -> None:
         await self._call(self.store.backup, dest_path)
+
+    async def integrity_check(self) -> list[str]:
+        return await self._call(self.store.integrity_check)

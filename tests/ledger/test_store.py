@@ -667,9 +667,10 @@ def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_p
         f"kill_test_child({str(path)!r})"
     )
     acknowledged = 0
-    # Three crashes, each after a different number of blocks; each run resumes the database
-    # left by the previous crash.
-    for blocks_before_kill in (3, 7, 12):
+    # Four crashes, each after a different number of blocks and at a different moment of the
+    # next block (signing record, building, mid-commit); each run resumes the database left by
+    # the previous crash.
+    for blocks_before_kill, kill_delay in ((3, 0.0), (5, 0.01), (7, 0.03), (9, 0.06)):
         child = subprocess.Popen(
             [sys.executable, "-c", child_code], stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
@@ -682,6 +683,7 @@ def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_p
                 line = child.stdout.readline()
                 assert line, "the child died before committing"
                 acknowledged = int(line)
+            time.sleep(kill_delay)  # not a wait for a condition: picks where the kill lands
         finally:
             watchdog.cancel()
             os.kill(child.pid, signal.SIGKILL)
@@ -769,6 +771,8 @@ def test_async_store_runs_every_call_on_a_worker_thread_one_at_a_time(tmp_path):
             streamed = [item async for item in store.iter_state(batch=4)]
             assert streamed == list(store.store.iter_state())
             await store.backup(tmp_path / "copy.db")
+            assert await store.integrity_check() == ["ok"]
+            assert (await store.chain_id(), await store.genesis_hash()) == (CHAIN, GENESIS)
 
     trio.run(main)
     assert main_thread not in threads
