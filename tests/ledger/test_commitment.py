@@ -390,6 +390,41 @@ def test_exclusion_of_an_other_leaf_must_sit_on_the_key_path():
     assert not verify_proof(tree.root, elsewhere, None, proof)
 
 
+def test_the_verifier_checks_shape_not_only_hashes():
+    # Roots over hand-made, non-canonical nodes that no honest tree contains. Each proof
+    # hashes up to its root exactly; only the verifier's shape rules refuse it. (With an honest
+    # root these rules are backed by collision resistance; here they are the only defence.)
+    key = b"k"
+    nibble = first_nibble(key)
+    other = (nibble + 1) % 16
+    leaf = expected_leaf(key, b"v")
+    filler = blake(b"filler")
+
+    # A bitmap without the key's slot, yet the key's leaf among the children (in nibble order).
+    bitmap = 1 << other
+    children = leaf + filler if nibble < other else filler + leaf
+    root = blake(b"\x01" + bitmap.to_bytes(2, "big") + children)
+    bad = Proof((ProofLevel(bitmap, (filler,)),), TERMINAL_LEAF)
+    assert not verify_proof(root, key, b"v", bad)
+
+    # More children hashed than the bitmap has bits.
+    bitmap = (1 << nibble) | (1 << other)
+    children = [leaf, filler, filler] if nibble < other else [filler, leaf, filler]
+    root = blake(b"\x01" + bitmap.to_bytes(2, "big") + b"".join(children))
+    bad = Proof((ProofLevel(bitmap, (filler, filler)),), TERMINAL_LEAF)
+    assert not verify_proof(root, key, b"v", bad)
+
+    # Another leaf shown as the key's slot although its path does not lead there.
+    off_path = next(
+        blake(b"p%d" % i) for i in itertools.count() if blake(b"p%d" % i)[0] >> 4 != nibble
+    )
+    root = blake(
+        b"\x01" + (1 << nibble).to_bytes(2, "big") + blake(b"\x00" + off_path + blake(b"w"))
+    )
+    bad = Proof((ProofLevel(1 << nibble, ()),), TERMINAL_OTHER_LEAF, off_path, blake(b"w"))
+    assert not verify_proof(root, key, None, bad)
+
+
 def test_empty_tree_proves_only_absence():
     tree = StateTree()
     proof = tree.prove(b"anything")
