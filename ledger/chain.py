@@ -50,12 +50,6 @@ from ledger.state import State
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
 from ledger.types import BlockContext, Receipt
 
-# The store indexes events by the accounts and instruments they concern, for the audit trail
-# (`events` RPC): every 20-byte value of an event is an address (public keys are 32 bytes),
-# and these attributes name instruments.
-_ADDRESS_SIZE = 20
-_INSTRUMENT_ATTRIBUTES = ("instrument", "cash")
-
 
 @dataclass(frozen=True, slots=True)
 class PendingBlock:
@@ -343,29 +337,14 @@ def _event_records(height: int, receipts: Sequence[Receipt]) -> tuple[EventRecor
     records = []
     for tx_index, receipt in enumerate(receipts):
         for event_index, event in enumerate(receipt.events):
-            attributes = event.attributes
-            accounts = sorted(
-                {
-                    value
-                    for value in attributes.values()
-                    if type(value) is bytes and len(value) == _ADDRESS_SIZE
-                }
-            )
-            instruments = sorted(
-                {
-                    value
-                    for name in _INSTRUMENT_ATTRIBUTES
-                    if type(value := attributes.get(name)) is str
-                }
-            )
             records.append(
                 EventRecord(
                     height=height,
                     tx_index=tx_index,
                     event_index=event_index,
                     type=event.type,
-                    accounts=tuple(accounts),
-                    instruments=tuple(instruments),
+                    accounts=tuple(event.accounts()),
+                    instruments=tuple(event.instruments()),
                     data=codec.encode(event.to_map()),
                 )
             )

@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Ledger benchmark: apply and commit transfer transactions in blocks of 1,000.
+
+What is timed: for each block, `Chain.build_block` (decode every transaction, every rule of
+the transfer, the state writes, the state-tree update, the header) and `Chain.commit` (one
+SQLite transaction with WAL and synchronous=FULL: block, certificate, transactions,
+receipts, events and state changes). Signatures are verified before the timed part, as a
+node's mempool does once on admission; that rate is reported separately as
+`verify_per_s`.
+
+Two states are measured, each in its own process so that `rss_mb` is that node's memory:
+1,000 funded accounts, and 1,000,000. In the second, the senders are funded through real
+transactions and the other accounts are written straight into the state as onboarded,
+funded investors (the same records an `onboard_investor` and an `issue` would write), then
+the database is closed and reopened the way a restarting node would: the timed transfers
+run on a state reloaded from SQLite.
+
+    .venv/bin/python scripts/bench_ledger.py            # both sizes, last line JSON
+    .venv/bin/python scripts/bench_ledger.py --accounts 1000 --blocks 10
+
+Last line: {"tx_per_s": ..., "tx_per_s_1m": ..., "verify_per_s": ..., "rss_mb_1m": ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ledger.chain import Chain
+from ledger.codes import Code
+from ledger.crypto import KeyPair, generate_key
+from ledger.genesis import default_genesis
+from ledger.tx import TxBody, decode_signed_tx, sign_tx, verify_tx_signatures
+from ledger.types import Account, Holding, Kyc
+
+CHAIN_ID = "khazana-bench"
+GENESIS_MS = 1_767_225_600_000  # 2026-01-01
+BLOCK_SIZE = 1_000
+INSTITUTIONS = ("ministry", "central-bank", "regulator", "auditor")
+CASH = "PKR"
+FUNDING = 1_000_000_000  # minor units given to every account
+
+
+def seeded_key(label: str) -> KeyPair:
+    return generate_key(label.encode().ljust(32, b"\x00")[:32])
+
+
+def bench_genesis() -> dict:
+    return default_genesis(
+        validators=[(n, seeded_key("validator-" + n).public_key) for n in INSTITUTIONS],
+        institutions={n: seeded_key(n).address for n in INSTITUTIONS},
+        chain_id=CHAIN_ID,
+        genesis_time_ms=GENESIS_MS,
+    )
+
+
+class Wallets:
+    """Signs with the next nonce of each sender."""
+
+    def __init__(self) -> None:
+        self.nonces: dict[bytes, int] = {}
+
+    def sign(self, key: KeyPair, op: str, args: dict) -> bytes:
+        nonce = self.nonces.get(key.address, 0)
+        self.nonces[key.address] = nonce + 1
+        return sign_tx(TxBody(CHAIN_ID, key.address, nonce, op, args), [key]).raw
+
+
+def commit_blocks(chain: Chain, txs: list[bytes], block_ms: int) -> None:
+    """Commit `txs` in blocks of BLOCK_SIZE, failing loudly on any refusal (set-up only)."""
+    for start in range(0, len(txs), BLOCK_SIZE):
+        pending = chain.build_block(
+            txs[start : start + BLOCK_SIZE],
+            chain.last_time_ms + block_ms,
+            seeded_key("validator-ministry").address,
+        )
+        bad = [r for r in pending.receipts if r.code != Code.OK] + list(pending.dropped)
+        if bad:
+            raise SystemExit(f"set-up transaction refused: {Code(bad[0].code).name} {bad[0].log}")
+        chain.commit(pending, b"bench-certificate")
+
+
+def prepare(path: Path, accounts: int, senders: int) -> None:
+    """Create a database with `accounts` funded investors, the first `senders` of them with keys."""
+    chain = Chain.open(path, bench_genesis())
+    wallets = Wallets()
+    bank, regulator = seeded_key("central-bank"), seeded_key("regulator")
+    setup = [
+        wallets.sign(
+            bank,
+            "register_instrument",
+            {
+                "id": CASH,
+                "kind": "cash",
+                "name": "Digital rupee",
+                "currency": "PKR",
+                "face_value": 1,
+                "decimals": 2,
+                "cap": 10**17,
+            },
+        )
+    ]
+    for index in range(senders):
+        address = seeded_key(f"sender-{index}").address
+        setup.append(
+            wallets.sign(
+                regulator,
+                "onboard_investor",
+                {
+                    "investor": address,
+                    "country": "PK",
+                    "category": "retail",
+                    "kyc_expiry": "2030-01-01",
+                },
+            )
+        )
+        setup.append(
+            wallets.sign(bank, "issue", {"instrument": CASH, "to": address, "amount": FUNDING})
+        )
+    commit_blocks(chain, setup, block_ms=1_000)
+
+    extra = accounts - senders
+    if extra > 0:
+        # Investors with no keys of ours: they only receive. The records are those that
+        # onboarding and issuance write; the instrument's supply grows by what they hold.
+        state = chain.state
+        kyc = Kyc(
+            "PK",
+            "retail",
+            state.accounts[seeded_key("sender-0").address].kyc.expiry,
+            regulator.address,
+            None,
+        )
+        rng = random.Random(7)
+        for _ in range(extra):
+            address = rng.randbytes(20)
+            state.put_account(Account(address, kyc=kyc))
+            state.put_holding(CASH, address, Holding(FUNDING))
+        instrument = state.instruments[CASH]
+        state.put_instrument(_with_supply(instrument, instrument.supply + extra * FUNDING))
+        pending = chain.build_block([], chain.last_time_ms + 1_000, bank.address)
+        chain.commit(pending, b"bench-import")
+    chain.close()
+
+
+def _with_supply(instrument, supply: int):
+    import dataclasses
+
+    return dataclasses.replace(instrument, supply=supply)
+
+
+def measure(path: Path, accounts: int, senders: int, blocks: int) -> dict:
+    """Reopen the prepared database and time `blocks` blocks of transfers."""
+    started = time.perf_counter()
+    chain = Chain.open(path, bench_genesis())
+    reopen_s = time.perf_counter() - started
+    rng = random.Random(11)
+    keys = [seeded_key(f"sender-{index}") for index in range(senders)]
+    recipients = [key.address for key in keys]
+    if accounts > senders:
+        recipients = list(chain.state.holdings[CASH].keys())
+    wallets = Wallets()
+    per_sender = -(-blocks * BLOCK_SIZE // senders)
+    txs: list[bytes] = []
+    for round_ in range(per_sender):
+        for key in keys:
+            to = rng.choice(recipients)
+            while to == key.address:  # a transfer to oneself is refused
+                to = rng.choice(recipients)
+            txs.append(
+                wallets.sign(key, "transfer", {"instrument": CASH, "to": to, "amount": 1 + round_})
+            )
+    txs = txs[: blocks * BLOCK_SIZE]
+
+    # Signatures: verified once, outside the timed part (the mempool's job).
+    started = time.perf_counter()
+    decoded = [decode_signed_tx(raw) for raw in txs]
+    decode_per_s = len(decoded) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for tx in decoded:
+        verify_tx_signatures(tx)
+    verify_per_s = len(decoded) / (time.perf_counter() - started)
+    verified = {tx.tx_id for tx in decoded}
+
+    # The mempool hands the proposer decoded transactions; decoding is timed in
+    # `decode_per_s` below, not here.
+    block_seconds = []
+    for start in range(0, len(decoded), BLOCK_SIZE):
+        batch = decoded[start : start + BLOCK_SIZE]
+        began = time.perf_counter()
+        pending = chain.build_block(
+            batch, chain.last_time_ms + 1_000, keys[0].address, verified=verified
+        )
+        chain.commit(pending, b"bench-certificate")
+        block_seconds.append(time.perf_counter() - began)
+        refused = [r for r in pending.receipts if r.code != Code.OK]
+        if refused or pending.dropped or len(pending.receipts) != len(batch):
+            raise SystemExit(f"benchmark transfer refused: {refused[:1] or pending.dropped[:1]}")
+    chain.close()
+    median = statistics.median(block_seconds)
+    return {
+        "accounts": accounts,
+        "blocks": len(block_seconds),
+        "tx_per_s": round(BLOCK_SIZE / median),
+        "tx_per_s_mean": round(len(txs) / sum(block_seconds)),
+        "block_ms_median": round(median * 1000, 1),
+        "verify_per_s": round(verify_per_s),
+        "decode_per_s": round(decode_per_s),
+        "reopen_s": round(reopen_s, 2),
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "db_mb": round(sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20),
+    }
+
+
+def run_size(accounts: int, blocks: int, workdir: Path) -> dict:
+    """Prepare and measure one size, each in a fresh process (clean RSS, real reopen)."""
+    senders = min(accounts, 10_000)
+    path = workdir / f"bench-{accounts}.db"
+    base = [
+        sys.executable,
+        __file__,
+        "--db",
+        str(path),
+        "--accounts",
+        str(accounts),
+        "--senders",
+        str(senders),
+        "--blocks",
+        str(blocks),
+    ]
+    print(f"preparing {accounts:,} funded accounts ...", file=sys.stderr, flush=True)
+    subprocess.run(base + ["--phase", "prepare"], check=True)
+    print(f"measuring {blocks} blocks of {BLOCK_SIZE} transfers ...", file=sys.stderr, flush=True)
+    out = subprocess.run(
+        base + ["--phase", "measure"], check=True, stdout=subprocess.PIPE, text=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--blocks", type=int, default=20, help="timed blocks per size")
+    parser.add_argument("--accounts", type=int, help="one size only (default: 1,000 and 1,000,000)")
+    parser.add_argument("--phase", choices=["prepare", "measure"], help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--senders", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase == "prepare":
+        prepare(Path(args.db), args.accounts, args.senders)
+        return 0
+    if args.phase == "measure":
+        print(json.dumps(measure(Path(args.db), args.accounts, args.senders, args.blocks)))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="khazana-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.accounts:
+            result = run_size(args.accounts, args.blocks, workdir)
+            print(json.dumps(result))
+            return 0
+        small = run_size(1_000, args.blocks, workdir)
+        large = run_size(1_000_000, args.blocks, workdir)
+    summary = {
+        "tx_per_s": small["tx_per_s"],
+        "tx_per_s_1m": large["tx_per_s"],
+        "ratio_1m": round(large["tx_per_s"] / small["tx_per_s"], 2),
+        "verify_per_s": small["verify_per_s"],
+        "rss_mb_1m": large["rss_mb"],
+        "rss_mb": small["rss_mb"],
+        "reopen_s_1m": large["reopen_s"],
+        "db_mb_1m": large["db_mb"],
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    raise SystemExit(main())
