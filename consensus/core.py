@@ -132,7 +132,6 @@ class _Round:
         "precommit_total",
         "proposals",
         "proposal_sigs",
-        "senders",
         "prevote_timeout_scheduled",
         "precommit_timeout_scheduled",
         "line_36_done",
@@ -148,7 +147,6 @@ class _Round:
         # value id -> proposal, in arrival order; several only if the proposer equivocates.
         self.proposals: dict[bytes, Proposal] = {}
         self.proposal_sigs: set[bytes] = set()  # membership only (dedup), never iterated
-        self.senders: set[bytes] = set()  # membership only
         self.prevote_timeout_scheduled = False
         self.precommit_timeout_scheduled = False
         self.line_36_done = False
@@ -188,6 +186,7 @@ class Core:
         self._future: dict[bytes, dict[tuple, tuple[Message, bytes]]] = {}
         self._max_height_seen: dict[bytes, int] = {}
         self._sync_requested = 0
+        self._commit_hint = 0  # highest height a valid certificate was seen for
         self._epoch = 0
         self._started = False
         self._resume = durable if durable is not None and durable.height == start_height else None
@@ -356,17 +355,18 @@ class Core:
         self.current_step = Step.PROPOSE
         self._dirty = True
         self._prune_rounds()
-        if self._is_proposer(round):
-            if self.valid_value is not None:
-                self._propose(round, self.valid_value, self.valid_round)
-            elif self._last_proposal_at(round) is not None:
-                self._resend_own_proposal()
-            else:
-                self._out_need_value = (self.height, round)
         # The paper schedules this only for non-proposers; the proposer schedules it too, so a
         # driver that is slow to answer `need_value` cannot stall the round (documented).
         self._schedule(Step.PROPOSE)
         self._schedule(Step.RETRANSMIT)
+        if self._is_proposer(round):
+            if self.valid_value is not None:
+                self._propose(round, self.valid_value, self.valid_round)
+                return  # _propose ran the rules
+            if self._last_proposal_at(round) is not None:
+                self._resend_own_proposal()
+            else:
+                self._out_need_value = (self.height, round)
         self._run_rules(round)
 
     def _resume_round(self) -> None:
@@ -404,6 +404,9 @@ class Core:
         if excess <= 0:
             return
         keep = {self.round, self.locked_round, self.valid_round}
+        current = self._rounds.get(self.round)
+        if current is not None:
+            keep.update(p.pol_round for p in current.proposals.values())  # line 28 needs them
         for r in sorted(self._rounds):
             if excess <= 0 or r >= self.round:
                 break
@@ -449,7 +452,6 @@ class Core:
 
     def _add_vote(self, rs: _Round, vote: Vote, power: int) -> None:
         self.stats.accepted += 1
-        rs.senders.add(vote.validator)
         if vote.vote_type is VoteType.PREVOTE:
             rs.prevotes[vote.validator] = vote
             rs.prevote_power[vote.value_id] = rs.prevote_power.get(vote.value_id, 0) + power
@@ -521,7 +523,6 @@ class Core:
         self.stats.accepted += 1
         rs.proposal_sigs.add(p.signature)
         rs.proposals[value_id] = p
-        rs.senders.add(p.proposer)
         self._values.setdefault(value_id, p.value)
         commit = self._height_commit
         if commit is not None and commit.value_id == value_id:
@@ -545,6 +546,7 @@ class Core:
             # sync verifies properly).
             valset = self._valsets(c.height) or self.valset
             if verify_commit(valset, self.chain_id, c, self.hooks.verify):
+                self._commit_hint = max(self._commit_hint, c.height)
                 self._request_sync(c.height, retry=False)
             else:
                 self.stats.bad_signature += 1
@@ -840,6 +842,8 @@ class Core:
         if self._height_commit is not None:
             # We hold a certificate for this height but never got the block: ask again.
             self._request_sync(self.height, retry=True)
+        if self._commit_hint > self.height:
+            self._request_sync(self._commit_hint, retry=True)
         self._schedule(Step.RETRANSMIT)
 
     def _valid(self, value_id: bytes) -> bool:
@@ -886,7 +890,6 @@ class Core:
         if value_id not in rs.proposals:
             rs.proposals[value_id] = proposal
             rs.proposal_sigs.add(signature)
-            rs.senders.add(self.own_address)
         self._run_rules(round)
 
     def _broadcast_proposal(self, proposal: Proposal, value_id: bytes) -> None:
@@ -912,7 +915,6 @@ class Core:
         if p.value_id not in rs.proposals:
             rs.proposals[p.value_id] = proposal
             rs.proposal_sigs.add(p.signature)
-            rs.senders.add(self.own_address)
 
     def _sign_vote(self, vote_type: VoteType, value_id: bytes | None) -> None:
         """Sign and broadcast our vote for the current slot -- unless that would conflict."""
@@ -937,16 +939,35 @@ class Core:
 
     def _emit_own_vote(self, vote: Vote) -> None:
         self._out_messages.append(Outbound(vote))
+        self._absorb_own_vote(vote)
+
+    def _absorb_own_vote(self, vote: Vote) -> None:
         rs = self._round_state(vote.round)
         table = rs.prevotes if vote.vote_type is VoteType.PREVOTE else rs.precommits
         if vote.validator not in table:
             self._add_vote(rs, vote, self.valset.get(vote.validator).power)
 
     def _resend_own_votes(self) -> None:
+        """Re-send our votes of this round and the previous one.
+
+        The previous round matters: a node that timed out of round r - 1 may be the only one
+        ahead, while the others still wait in round r - 1 for its votes there; without them
+        neither side reaches a quorum (f + 1 is needed to skip, and it is alone).
+        """
+        if not self.is_validator:
+            return
         for vote in (self._last_prevote, self._last_precommit):
-            if vote is not None and (vote.height, vote.round) == (self.height, self.round):
-                if self.is_validator:
-                    self._emit_own_vote(vote)
+            # After a restore the tallies are empty: put our durable votes back first.
+            if vote is not None and vote.height == self.height and vote.round >= self.round - 1:
+                self._absorb_own_vote(vote)
+        for round in (self.round - 1, self.round):
+            rs = self._rounds.get(round)
+            if rs is None:
+                continue
+            for table in (rs.prevotes, rs.precommits):
+                vote = table.get(self.own_address)
+                if vote is not None:
+                    self._out_messages.append(Outbound(vote))
         self._run_rules(self.round)
 
 
