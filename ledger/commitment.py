@@ -45,15 +45,16 @@ class (a 1M-entry state has about 360,000 internal nodes):
 
     node[0:16]   the children: None (empty), a leaf (bytes: path || H(value), 64 bytes),
                  or an internal node (list)
-    node[16]     the node's hash preimage, kept as a list of parts so that it is patched in
-                 place: [0x01 || bitmap (3 bytes), hash of child 0, ..., hash of child 15],
-                 with b"" for an empty slot. b"".join(node[16]) is exactly what is hashed.
+    node[16]     the node's hash preimage, a bytearray patched in place:
+                 0x01 || bitmap (2 bytes) || the non-empty children's hashes in nibble order
 
-A node's own hash is stored in its parent's preimage (the root's in the tree). `apply` sorts
-the changes by path and walks the tree once, splitting the batch by nibble at every node, so
-each touched node is updated and rehashed exactly once per batch and untouched subtrees are
-never visited: the cost is O(changes x depth), depth ~ log16(entries). `from_items` is the same
-walk starting from an empty tree.
+A node's own hash lives only in its parent's preimage (the root's in the tree), so there is
+no separate object per hash: a changed child is one 32-byte slice assignment at offset
+3 + 32 * (number of non-empty slots before it), and rehashing reads one contiguous buffer.
+`apply` sorts the changes by path and walks the tree once, splitting the batch by nibble at
+every node, so each touched node is updated and rehashed exactly once per batch and untouched
+subtrees are never visited: the cost is O(changes x depth), depth ~ log16(entries).
+`from_items` builds bottom-up from the sorted leaves in one pass.
 """
 
 from __future__ import annotations
@@ -138,8 +139,8 @@ def _tagged_bitmap(bitmap: int) -> bytes:
     return (0x10000 | bitmap).to_bytes(3, "big")
 
 
-def _bitmap_of(node: list) -> int:
-    return int.from_bytes(node[_PREIMAGE][0], "big") & 0xFFFF
+def _bitmap_of(preimage: bytearray) -> int:
+    return preimage[1] << 8 | preimage[2]
 
 
 def _internal_hash(bitmap: int, child_hashes: Iterable[bytes]) -> bytes:
@@ -148,6 +149,27 @@ def _internal_hash(bitmap: int, child_hashes: Iterable[bytes]) -> bytes:
     hasher.update(_tagged_bitmap(bitmap))
     hasher.update(b"".join(child_hashes))
     return hasher.digest()
+
+
+def _put_child_hash(preimage: bytearray, nibble: int, child_hash: bytes | None) -> None:
+    """Write, insert or (with None) remove child `nibble`'s hash in a node's preimage, and
+    keep the bitmap in step."""
+    bitmap = preimage[1] << 8 | preimage[2]
+    bit = 1 << nibble
+    offset = 3 + HASH_SIZE * (bitmap & (bit - 1)).bit_count()
+    if bitmap & bit:
+        if child_hash is not None:
+            preimage[offset : offset + HASH_SIZE] = child_hash
+            return
+        del preimage[offset : offset + HASH_SIZE]
+        bitmap ^= bit
+    elif child_hash is None:
+        return
+    else:
+        preimage[offset:offset] = child_hash
+        bitmap |= bit
+    preimage[1] = bitmap >> 8
+    preimage[2] = bitmap & 0xFF
 
 
 def _split(items: list[bytes], depth: int) -> list[tuple[int, int, int]]:
@@ -192,23 +214,24 @@ def _build(leaves: list[bytes], depth: int) -> _Subtree:
     if depth == MAX_DEPTH:
         raise ValueError(f"duplicate state key (path {leaves[0][:HASH_SIZE].hex()})")
     node: list = [None] * (_PREIMAGE + 1)
-    preimage = [b""] * 17
+    child_hashes = []
     bitmap = 0
     for nibble, start, end in _split(leaves, depth):
         if end - start == 1:  # inlined leaf case: most children of a bulk build are leaves
             child = leaves[start]
             hasher = _LEAF_HASHER.copy()
             hasher.update(child)
-            child_hash = hasher.digest()
+            child_hashes.append(hasher.digest())
         else:
             child, child_hash = _build(leaves[start:end], depth + 1)
+            child_hashes.append(child_hash)
         node[nibble] = child
-        preimage[1 + nibble] = child_hash
         bitmap |= 1 << nibble
-    preimage[0] = _tagged_bitmap(bitmap)
+    preimage = bytearray(_tagged_bitmap(bitmap))
+    preimage += b"".join(child_hashes)
     node[_PREIMAGE] = preimage
     hasher = _PLAIN_HASHER.copy()
-    hasher.update(b"".join(preimage))
+    hasher.update(preimage)
     return node, hasher.digest()
 
 
@@ -221,22 +244,22 @@ def _merge_into_leaf(leaf: bytes, items: list[bytes], depth: int) -> _Subtree:
     return _build(merged, depth)
 
 
-def _settle(node: list, bitmap: int) -> _Subtree:
-    """A node whose children are up to date, as its parent must see it: rehashed, or replaced
-    by its only entry when it holds just one."""
+def _settle(node: list) -> _Subtree:
+    """A node whose children and preimage are up to date, as its parent must see it:
+    rehashed, or replaced by its only entry when it holds just one."""
     preimage = node[_PREIMAGE]
-    preimage[0] = _tagged_bitmap(bitmap)
+    bitmap = preimage[1] << 8 | preimage[2]
     if bitmap & (bitmap - 1) == 0:
         if bitmap == 0:
             return None, None
         # One child left. If it is a leaf, this subtree holds one entry and so *is* that leaf
         # (its hash is depth-independent, so it moves up as is). An internal child holds >= 2
         # entries, so this node stays.
-        only = bitmap.bit_length() - 1
-        if type(node[only]) is bytes:
-            return node[only], preimage[1 + only]
+        only = node[bitmap.bit_length() - 1]
+        if type(only) is bytes:
+            return only, bytes(preimage[3:])
     hasher = _PLAIN_HASHER.copy()
-    hasher.update(b"".join(preimage))
+    hasher.update(preimage)
     return node, hasher.digest()
 
 
@@ -265,26 +288,27 @@ def _update_one(node: list, item: bytes, depth: int) -> _Subtree:
     else:
         new, new_hash = _merge_into_leaf(child, [item], depth + 1)
     # Walk back up. An upsert never lowers an entry count, so unless it filled an empty slot
-    # the bitmap stays and each node is just rehashed. A deletion may empty a slot and make
-    # nodes collapse into their last leaf, which `_settle` handles.
+    # the bitmap stays and each node is just patched and rehashed (the hot loop of `apply`:
+    # names are bound locally). A deletion may empty a slot and make nodes collapse into
+    # their last leaf, which `_settle` handles.
     upsert = new is not None
-    while nodes:
-        node = nodes.pop()
+    new_hasher = _PLAIN_HASHER.copy
+    for node in reversed(nodes):
         nibble = nibbles[depth]
         depth -= 1
         node[nibble] = new
-        preimage = node[_PREIMAGE]
-        if upsert and preimage[1 + nibble]:
-            preimage[1 + nibble] = new_hash
-            hasher = _PLAIN_HASHER.copy()
-            hasher.update(b"".join(preimage))
-            new, new_hash = node, hasher.digest()
-        elif new is None:
-            preimage[1 + nibble] = b""
-            new, new_hash = _settle(node, _bitmap_of(node) & ~(1 << nibble))
+        preimage = node[16]  # _PREIMAGE
+        bitmap = preimage[1] << 8 | preimage[2]
+        if upsert and bitmap >> nibble & 1:
+            offset = 3 + 32 * (bitmap & ((1 << nibble) - 1)).bit_count()
+            preimage[offset : offset + 32] = new_hash
+            hasher = new_hasher()
+            hasher.update(preimage)
+            new = node
+            new_hash = hasher.digest()
         else:
-            preimage[1 + nibble] = new_hash
-            new, new_hash = _settle(node, _bitmap_of(node) | (1 << nibble))
+            _put_child_hash(preimage, nibble, new_hash)
+            new, new_hash = _settle(node)
     return new, new_hash
 
 
@@ -294,7 +318,6 @@ def _update(node: list, items: list[bytes], depth: int) -> _Subtree:
     if len(items) == 1:
         return _update_one(node, items[0], depth)
     preimage = node[_PREIMAGE]
-    bitmap = _bitmap_of(node)
     for nibble, start, end in _split(items, depth):
         group = items[start:end]
         child = node[nibble]
@@ -308,13 +331,8 @@ def _update(node: list, items: list[bytes], depth: int) -> _Subtree:
         else:
             child, child_hash = _update(child, group, depth + 1)
         node[nibble] = child
-        if child is None:
-            preimage[1 + nibble] = b""
-            bitmap &= ~(1 << nibble)
-        else:
-            preimage[1 + nibble] = child_hash
-            bitmap |= 1 << nibble
-    return _settle(node, bitmap)
+        _put_child_hash(preimage, nibble, child_hash)
+    return _settle(node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,12 +466,18 @@ class StateTree:
         tree as it was. Deleting an absent key is a no-op.
         """
         items = []
+        new_hasher = _PLAIN_HASHER.copy
         for key, value in changes.items():
-            _check_key(key)
+            if type(key) is not bytes:
+                _check_key(key)
+            key_hasher = new_hasher()
+            key_hasher.update(key)
             if value is None:
-                items.append(_hash(key))
+                items.append(key_hasher.digest())
             elif type(value) is bytes:
-                items.append(_hash(key) + _hash(value))
+                value_hasher = new_hasher()
+                value_hasher.update(value)
+                items.append(key_hasher.digest() + value_hasher.digest())
             else:
                 raise TypeError(f"state value must be bytes or None, got {type(value).__name__}")
         if not items:
@@ -481,13 +505,15 @@ class StateTree:
         depth = 0
         while type(node) is list:
             nibble = nibbles[depth]
-            child_hashes = node[_PREIMAGE][1:]
-            siblings = tuple(
-                child_hash
-                for slot, child_hash in enumerate(child_hashes)
-                if child_hash and slot != nibble
-            )
-            levels.append(ProofLevel(_bitmap_of(node), siblings))
+            preimage = node[_PREIMAGE]
+            bitmap = _bitmap_of(preimage)
+            child_hashes = [
+                bytes(preimage[offset : offset + HASH_SIZE])
+                for offset in range(3, len(preimage), HASH_SIZE)
+            ]
+            if bitmap >> nibble & 1:
+                del child_hashes[(bitmap & ((1 << nibble) - 1)).bit_count()]
+            levels.append(ProofLevel(bitmap, tuple(child_hashes)))
             node = node[nibble]
             depth += 1
         if node is None:
