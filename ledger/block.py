@@ -162,8 +162,11 @@ def compute_txs_hash(tx_ids: Iterable[bytes]) -> bytes:
 
 
 def compute_results_hash(receipts: Sequence[Receipt]) -> bytes:
+    # Receipts and events are our own records, their maps built in key order.
     return hash256(
-        codec.encode([[r.tx_id, int(r.code), [e.to_map() for e in r.events]] for r in receipts])
+        codec.encode_presorted(
+            [[r.tx_id, int(r.code), [e.to_map() for e in r.events]] for r in receipts]
+        )
     )
 
 

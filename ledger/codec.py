@@ -53,6 +53,7 @@ __all__ = [
     "INT_MIN",
     "decode",
     "encode",
+    "encode_presorted",
 ]
 
 
@@ -63,6 +64,22 @@ __all__ = [
 def encode(value: object) -> bytes:
     """The canonical bytes of `value`. Raises TypeError/ValueError on a value outside the model."""
     return _pack(_canonical(value))
+
+
+def encode_presorted(value: object) -> bytes:
+    """The canonical bytes of a trusted value whose maps were built in sorted key order.
+
+    For the ledger's own records on hot paths (`to_map()` of the types in `ledger/types.py`,
+    receipts, events): the value goes straight to msgpack's C packer, with none of `encode`'s
+    walk. That is only canonical because the caller guarantees what `encode` would check:
+    every dict's keys are str and were inserted in sorted order, ints are in range, no floats,
+    no other types. msgpack writes dicts in insertion order, so a map built out of order would
+    give different bytes, silently -- `tests/ledger/test_codec_fast.py` asserts
+    `encode_presorted(r.to_map()) == encode(r.to_map())` for every record type so a record
+    whose key order drifts fails there. Anything not built by our own record code (args,
+    genesis documents, peers' values) goes through `encode`.
+    """
+    return _pack(value)
 
 
 _packers = threading.local()

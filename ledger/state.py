@@ -417,10 +417,13 @@ class State:
         executed but that was not decided).
         """
         dirty = self._dirty
-        changes = {
-            key: None if dirty[key] is None else codec.encode(dirty[key].to_map())
-            for key in sorted(dirty)
-        }
+        # Records' maps are built in key order (ledger/types.py), so the walk-free encoder
+        # gives the canonical bytes; this runs for every write of every block.
+        encode = codec.encode_presorted
+        changes = {}
+        for key in sorted(dirty):
+            record = dirty[key]
+            changes[key] = None if record is None else encode(record.to_map())
         dirty.clear()
         return changes
 
@@ -441,4 +444,4 @@ class State:
             records += [(prefix + a, r) for a, r in holdings.items()]
         records.sort(key=lambda pair: pair[0])
         for key, record in records:
-            yield key, codec.encode(record.to_map())
+            yield key, codec.encode_presorted(record.to_map())

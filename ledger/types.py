@@ -3,7 +3,9 @@
 Every record is a frozen, slotted dataclass with two conversions:
 
 * `to_map()` -> a dict with str keys holding only ints, strs, bytes, bools, None, lists and
-  dicts, ready for `codec.encode`. Decimal quantities (coupon rates) travel as strings and
+  dicts, ready for `codec.encode`. Every map is built in sorted key order, so the hot paths
+  can use `codec.encode_presorted` (no walk) and get the same bytes; keep new fields in
+  order (`tests/ledger/test_codec_fast.py` fails otherwise). Decimal quantities (coupon rates) travel as strings and
   dates as ISO `YYYY-MM-DD` strings: the codec has no floats and no dates, on purpose.
 * `from_map(m)` -> the record back. Stored records come from our own store (not from peers),
   but they are still read strictly: a missing or ill-typed field is a `ValueError`, because a
@@ -112,10 +114,10 @@ class Kyc:
 
     def to_map(self) -> dict:
         return {
-            "country": self.country,
-            "category": self.category,
-            "expiry": self.expiry.isoformat(),
             "attested_by": self.attested_by,
+            "category": self.category,
+            "country": self.country,
+            "expiry": self.expiry.isoformat(),
             "vasp": self.vasp,
         }
 
@@ -140,9 +142,9 @@ class Freeze:
 
     def to_map(self) -> dict:
         return {
-            "reason_code": self.reason_code,
-            "legal_reference": self.legal_reference,
             "height": self.height,
+            "legal_reference": self.legal_reference,
+            "reason_code": self.reason_code,
         }
 
     @classmethod
@@ -187,12 +189,12 @@ class Account:
     def to_map(self) -> dict:
         return {
             "address": self.address,
+            "frozen": None if self.frozen is None else self.frozen.to_map(),
+            "kyc": None if self.kyc is None else self.kyc.to_map(),
+            "name": self.name,
             "nonce": self.nonce,
             "public_key": self.public_key,
             "roles": list(self.roles),
-            "name": self.name,
-            "kyc": None if self.kyc is None else self.kyc.to_map(),
-            "frozen": None if self.frozen is None else self.frozen.to_map(),
         }
 
     @classmethod
@@ -279,32 +281,32 @@ class Instrument:
 
     def to_map(self) -> dict:
         return {
-            "id": self.id,
-            "kind": self.kind,
-            "name": self.name,
-            "isin": self.isin,
-            "currency": self.currency,
-            "face_value": self.face_value,
-            "decimals": self.decimals,
-            "cap": self.cap,
-            "usd_face_value": self.usd_face_value,
-            "issuer": self.issuer,
-            "issue_date": _opt_date_text(self.issue_date),
-            "maturity_date": _opt_date_text(self.maturity_date),
-            "coupon_rate": self.coupon_rate,
-            "coupon_frequency": self.coupon_frequency,
-            "day_count": self.day_count,
-            "unit": self.unit,
-            "allowed_countries": list(self.allowed_countries),
             "allowed_categories": list(self.allowed_categories),
-            "max_holders": self.max_holders,
+            "allowed_countries": list(self.allowed_countries),
+            "cap": self.cap,
+            "coupon_frequency": self.coupon_frequency,
+            "coupon_rate": self.coupon_rate,
+            "currency": self.currency,
+            "day_count": self.day_count,
+            "decimals": self.decimals,
+            "face_value": self.face_value,
+            "id": self.id,
+            "isin": self.isin,
+            "issue_date": _opt_date_text(self.issue_date),
+            "issuer": self.issuer,
+            "kind": self.kind,
+            "last_coupon_paid": _opt_date_text(self.last_coupon_paid),
+            "maturity_date": _opt_date_text(self.maturity_date),
             "max_balance": self.max_balance,
-            "supply": self.supply,
+            "max_holders": self.max_holders,
+            "name": self.name,
+            "next_coupon": _opt_date_text(self.next_coupon),
             "paused": self.paused,
             "redeemed": self.redeemed,
-            "next_coupon": _opt_date_text(self.next_coupon),
-            "last_coupon_paid": _opt_date_text(self.last_coupon_paid),
             "registered_height": self.registered_height,
+            "supply": self.supply,
+            "unit": self.unit,
+            "usd_face_value": self.usd_face_value,
         }
 
     @classmethod
@@ -352,12 +354,12 @@ class ReserveAttestation:
 
     def to_map(self) -> dict:
         return {
+            "custodian": self.custodian,
+            "document_hash": self.document_hash,
+            "height": self.height,
             "instrument": self.instrument,
             "quantity": self.quantity,
-            "document_hash": self.document_hash,
-            "custodian": self.custodian,
             "time_ms": self.time_ms,
-            "height": self.height,
         }
 
     @classmethod
@@ -385,10 +387,10 @@ class Vasp:
     def to_map(self) -> dict:
         return {
             "address": self.address,
-            "name": self.name,
-            "suspended": self.suspended,
-            "reason": self.reason,
             "height": self.height,
+            "name": self.name,
+            "reason": self.reason,
+            "suspended": self.suspended,
         }
 
     @classmethod
@@ -417,8 +419,8 @@ class Parameters:
     def to_map(self) -> dict:
         return {
             "closed_period_days": self.closed_period_days,
-            "reserve_max_age_s": self.reserve_max_age_s,
             "investor_categories": list(self.investor_categories),
+            "reserve_max_age_s": self.reserve_max_age_s,
         }
 
     @classmethod
@@ -441,7 +443,7 @@ class ApprovalRule:
     min: int
 
     def to_map(self) -> dict:
-        return {"roles": list(self.roles), "min": self.min}
+        return {"min": self.min, "roles": list(self.roles)}
 
     @classmethod
     def from_map(cls, m: dict) -> ApprovalRule:
@@ -455,7 +457,7 @@ class Policy:
     rules: dict[str, ApprovalRule] = field(default_factory=dict)
 
     def to_map(self) -> dict:
-        return {"rules": {op: rule.to_map() for op, rule in self.rules.items()}}
+        return {"rules": {op: self.rules[op].to_map() for op in sorted(self.rules)}}
 
     @classmethod
     def from_map(cls, m: dict) -> Policy:
@@ -491,7 +493,7 @@ class Validator:
     power: int  # 0 in a change means "remove"
 
     def to_map(self) -> dict:
-        return {"name": self.name, "public_key": self.public_key, "power": self.power}
+        return {"name": self.name, "power": self.power, "public_key": self.public_key}
 
     @classmethod
     def from_map(cls, m: dict) -> Validator:
@@ -511,8 +513,8 @@ class PendingValidatorChange:
 
     def to_map(self) -> dict:
         return {
-            "decided_height": self.decided_height,
             "changes": [v.to_map() for v in self.changes],
+            "decided_height": self.decided_height,
         }
 
     @classmethod
@@ -532,8 +534,8 @@ class ValidatorSet:
 
     def to_map(self) -> dict:
         return {
-            "validators": [v.to_map() for v in self.validators],
             "pending": [p.to_map() for p in self.pending],
+            "validators": [v.to_map() for v in self.validators],
         }
 
     @classmethod
@@ -568,6 +570,17 @@ class BlockContext:
         object.__setattr__(self, "date", _EPOCH + timedelta(days=self.time_ms // _MS_PER_DAY))
 
 
+_EVENT_VALUE_TYPES = frozenset({int, str, bytes, bool, type(None)})
+
+
+def _check_event_value(name: object, value: object) -> None:
+    if type(name) is not str:
+        raise TypeError(f"event attribute names are str, got {type(name).__name__}")
+    # int and str subclasses (IntEnum codes) encode as their base value, like `codec.encode`.
+    if not isinstance(value, (int, str)):
+        raise TypeError(f"event attribute {name!r} is a {type(value).__name__}, not a scalar")
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One fact for the audit trail. Attributes name the accounts (bytes addresses) and
@@ -577,8 +590,17 @@ class Event:
     type: str
     attributes: dict[str, int | str | bytes | None]
 
+    def __post_init__(self) -> None:
+        # Events are encoded with `codec.encode_presorted` (no walk), which is only canonical
+        # for scalar values: refuse anything else here, where the operation that built the
+        # event is on the stack.
+        for name, value in self.attributes.items():
+            if type(value) not in _EVENT_VALUE_TYPES:
+                _check_event_value(name, value)
+
     def to_map(self) -> dict:
-        return {"type": self.type, "attributes": dict(self.attributes)}
+        attributes = self.attributes
+        return {"attributes": {k: attributes[k] for k in sorted(attributes)}, "type": self.type}
 
     def accounts(self) -> list[bytes]:
         """Every account the event concerns (each 20-byte value), sorted, for indexing."""
@@ -616,8 +638,8 @@ class Receipt:
 
     def to_map(self) -> dict:
         return {
-            "tx_id": self.tx_id,
             "code": int(self.code),
-            "log": self.log,
             "events": [e.to_map() for e in self.events],
+            "log": self.log,
+            "tx_id": self.tx_id,
         }
