@@ -162,10 +162,17 @@ def compute_txs_hash(tx_ids: Iterable[bytes]) -> bytes:
 
 
 def compute_results_hash(receipts: Sequence[Receipt]) -> bytes:
-    # Receipts and events are our own records, their maps built in key order.
+    # encode([[tx_id, code, [event, ...]], ...]), composed from each event's cached bytes.
+    pack = codec.encode_presorted
     return hash256(
-        codec.encode_presorted(
-            [[r.tx_id, int(r.code), [e.to_map() for e in r.events]] for r in receipts]
+        codec.join_array(
+            [
+                b"\x93"  # a 3-item array
+                + pack(r.tx_id)
+                + pack(int(r.code))
+                + codec.join_array([e.encoded for e in r.events])
+                for r in receipts
+            ]
         )
     )
 

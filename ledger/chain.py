@@ -327,7 +327,7 @@ def _tx_records(
             index=index,
             raw=raw,
             code=int(receipt.code),
-            receipt=codec.encode_presorted(receipt.to_map()),
+            receipt=receipt.encode(),
         )
         for index, (raw, receipt) in enumerate(zip(raws, receipts, strict=True))
     )
@@ -345,7 +345,7 @@ def _event_records(height: int, receipts: Sequence[Receipt]) -> tuple[EventRecor
                     type=event.type,
                     accounts=tuple(event.accounts()),
                     instruments=tuple(event.instruments()),
-                    data=codec.encode_presorted(event.to_map()),
+                    data=event.encoded,
                 )
             )
     return tuple(records)

@@ -54,6 +54,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_presorted",
+    "join_array",
 ]
 
 
@@ -80,6 +81,19 @@ def encode_presorted(value: object) -> bytes:
     genesis documents, peers' values) goes through `encode`.
     """
     return _pack(value)
+
+
+def join_array(encoded_items: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """The canonical bytes of a list, given the canonical bytes of each of its items.
+
+    msgpack is concatenative (an array is its header, then its items' encodings), so a value
+    encoded once can be reused inside larger values instead of being walked again.
+    """
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+    return packer.pack_array_header(len(encoded_items)) + b"".join(encoded_items)
 
 
 _packers = threading.local()

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from ledger import codec
+
 # ---------------------------------------------------------------------------------------
 # Roles
 
@@ -589,6 +591,10 @@ class Event:
 
     type: str
     attributes: dict[str, int | str | bytes | None]
+    # `codec.encode(self.to_map())`, computed once: an event is encoded into its receipt, its
+    # own index row and the block's results hash. An event is a fact: never mutate
+    # `attributes` after construction.
+    encoded: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Events are encoded with `codec.encode_presorted` (no walk), which is only canonical
@@ -597,6 +603,7 @@ class Event:
         for name, value in self.attributes.items():
             if type(value) not in _EVENT_VALUE_TYPES:
                 _check_event_value(name, value)
+        object.__setattr__(self, "encoded", codec.encode_presorted(self.to_map()))
 
     def to_map(self) -> dict:
         attributes = self.attributes
@@ -643,3 +650,27 @@ class Receipt:
             "log": self.log,
             "tx_id": self.tx_id,
         }
+
+    def encode(self) -> bytes:
+        """`codec.encode(self.to_map())`, composed from the events' cached encodings."""
+        pack = codec.encode_presorted
+        return b"".join(
+            (
+                _RECEIPT_MAP_HEAD,
+                pack(int(self.code)),
+                _RECEIPT_EVENTS_KEY,
+                codec.join_array([e.encoded for e in self.events]),
+                _RECEIPT_LOG_KEY,
+                pack(self.log),
+                _RECEIPT_TX_ID_KEY,
+                pack(self.tx_id),
+            )
+        )
+
+
+# The fixed parts of a receipt's map, in key order: a 4-entry map, then each key before its
+# value (see `Receipt.to_map`).
+_RECEIPT_MAP_HEAD = b"\x84" + codec.encode("code")
+_RECEIPT_EVENTS_KEY = codec.encode("events")
+_RECEIPT_LOG_KEY = codec.encode("log")
+_RECEIPT_TX_ID_KEY = codec.encode("tx_id")
