@@ -59,6 +59,7 @@ subtrees are never visited: the cost is O(changes x depth), depth ~ log16(entrie
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
@@ -176,8 +177,8 @@ def _split(items: list[bytes], depth: int) -> list[tuple[int, int, int]]:
     """(nibble, start, end) for each run of `items` sharing the nibble at `depth`, in order.
 
     All items share their first `depth` nibbles (they fall into one node), so each run is one
-    child slot. Long runs (top of a big tree, bulk builds) are cut by binary search for the
-    smallest possible item of the next slot; short ones by a linear scan.
+    child slot. Long runs (top of a big tree, bulk builds) are cut by binary search; short
+    ones by a linear scan.
     """
     index = depth >> 1
     shift = 0 if depth & 1 else 4  # even depths read a byte's high nibble
@@ -185,15 +186,9 @@ def _split(items: list[bytes], depth: int) -> list[tuple[int, int, int]]:
     runs = []
     start = 0
     while start < count:
-        first = items[start]
-        nibble = (first[index] >> shift) & 15
+        nibble = (items[start][index] >> shift) & 15
         if count - start > _BISECT_ABOVE:
-            if nibble == 15:
-                end = count
-            else:
-                high = first[index] & 0xF0 if shift == 0 else 0
-                bound = first[:index] + bytes([high | ((nibble + 1) << shift)])
-                end = bisect_left(items, bound, start + 1, count)
+            end = _run_end_by_bisect(items, start, index, shift, nibble)
         else:
             end = start + 1
             while end < count and (items[end][index] >> shift) & 15 == nibble:
@@ -203,11 +198,23 @@ def _split(items: list[bytes], depth: int) -> list[tuple[int, int, int]]:
     return runs
 
 
+def _run_end_by_bisect(items: list[bytes], start: int, index: int, shift: int, nibble: int) -> int:
+    """The end of the run of items from `start` whose nibble (byte `index`, `shift`) is
+    `nibble`: binary search for the smallest possible item of the next slot."""
+    if nibble == 15:
+        return len(items)
+    first = items[start]
+    high = first[index] & 0xF0 if shift == 0 else 0
+    bound = first[:index] + bytes([high | ((nibble + 1) << shift)])
+    return bisect_left(items, bound, start + 1)
+
+
 def _build(leaves: list[bytes], depth: int) -> _Subtree:
     """The subtree at `depth` holding exactly `leaves` (sorted, distinct paths)."""
-    if not leaves:
-        return None, None
-    if len(leaves) == 1:
+    count = len(leaves)
+    if count <= 1:
+        if not leaves:
+            return None, None
         hasher = _LEAF_HASHER.copy()
         hasher.update(leaves[0])
         return leaves[0], hasher.digest()
@@ -216,17 +223,30 @@ def _build(leaves: list[bytes], depth: int) -> _Subtree:
     node: list = [None] * (_PREIMAGE + 1)
     child_hashes = []
     bitmap = 0
-    for nibble, start, end in _split(leaves, depth):
-        if end - start == 1:  # inlined leaf case: most children of a bulk build are leaves
-            child = leaves[start]
+    # The same split as `_split`, inlined: a bulk build creates ~0.36 nodes per entry, most of
+    # them near the bottom with two or three leaves, where a call and a list per node show.
+    index = depth >> 1
+    shift = 0 if depth & 1 else 4
+    start = 0
+    while start < count:
+        first = leaves[start]
+        nibble = (first[index] >> shift) & 15
+        if count - start > _BISECT_ABOVE:
+            end = _run_end_by_bisect(leaves, start, index, shift, nibble)
+        else:
+            end = start + 1
+            while end < count and (leaves[end][index] >> shift) & 15 == nibble:
+                end += 1
+        if end - start == 1:
+            node[nibble] = first
             hasher = _LEAF_HASHER.copy()
-            hasher.update(child)
+            hasher.update(first)
             child_hashes.append(hasher.digest())
         else:
-            child, child_hash = _build(leaves[start:end], depth + 1)
+            node[nibble], child_hash = _build(leaves[start:end], depth + 1)
             child_hashes.append(child_hash)
-        node[nibble] = child
         bitmap |= 1 << nibble
+        start = end
     preimage = bytearray(_tagged_bitmap(bitmap))
     preimage += b"".join(child_hashes)
     node[_PREIMAGE] = preimage
@@ -442,14 +462,28 @@ class StateTree:
         Raises ValueError if a key appears twice (a store never yields that).
         """
         leaves = []
+        new_hasher = _PLAIN_HASHER.copy
         for key, value in items:
             _check_key(key)
             if type(value) is not bytes:
                 raise TypeError(f"state value must be bytes, got {type(value).__name__}")
-            leaves.append(_hash(key) + _hash(value))
+            key_hasher = new_hasher()
+            key_hasher.update(key)
+            value_hasher = new_hasher()
+            value_hasher.update(value)
+            leaves.append(key_hasher.digest() + value_hasher.digest())
         leaves.sort()
+        # The build allocates ~0.36 lists per entry, none of which can be in a reference
+        # cycle; with the cyclic collector on, each of its full passes re-walks the growing
+        # tree (measured: ~40% of the build time at 1M entries).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            root, root_hash = _build(leaves, 0)
+        finally:
+            if collecting:
+                gc.enable()
         tree = cls()
-        root, root_hash = _build(leaves, 0)
         tree._root = root
         tree._root_hash = EMPTY_ROOT if root_hash is None else root_hash
         return tree
