@@ -196,9 +196,11 @@ class Core:
             self.round, self.current_step = d.round, d.step
             self.locked_round, self.locked_value = d.locked_round, d.locked_value
             self.valid_round, self.valid_value = d.valid_round, d.valid_value
+            self._valid_polka = d.valid_polka
             for value in (d.locked_value, d.valid_value):
                 if value is not None:
                     self._values[self.hooks.value_id(value)] = value
+            self._restore_polka()
         self._reset_output()
 
     # ------------------------------------------------------------------ public API
@@ -216,6 +218,7 @@ class Core:
             locked_value=self.locked_value,
             valid_round=self.valid_round,
             valid_value=self.valid_value,
+            valid_polka=self._valid_polka,
             last_proposal=self._last_proposal,
             last_prevote=self._last_prevote,
             last_precommit=self._last_precommit,
@@ -330,6 +333,7 @@ class Core:
         self.current_step = Step.PROPOSE
         self.locked_round, self.locked_value = -1, None
         self.valid_round, self.valid_value = -1, None
+        self._valid_polka: tuple[tuple[bytes, bytes], ...] = ()
         self._decided = False
         self._rounds: dict[int, _Round] = {}
         self._values: dict[bytes, bytes] = {}
@@ -368,6 +372,21 @@ class Core:
             else:
                 self._out_need_value = (self.height, round)
         self._run_rules(round)
+
+    def _restore_polka(self) -> None:
+        """Put the durable polka of the valid value back into its round's tally (our own
+        durable state: trusted, not re-verified), so a re-proposal can carry it again."""
+        if self.valid_value is None:
+            return
+        value_id = self.hooks.value_id(self.valid_value)
+        rs = self._round_state(self.valid_round)
+        for validator, signature in self._valid_polka:
+            member = self.valset.get(validator)
+            if member is not None and validator not in rs.prevotes:
+                vote = Vote(
+                    VoteType.PREVOTE, self.height, self.valid_round, value_id, validator, signature
+                )
+                self._add_vote(rs, vote, member.power)
 
     def _resume_round(self) -> None:
         """After a restart at the same height: re-send what we signed here, re-arm timers."""
@@ -774,6 +793,13 @@ class Core:
                     self._sign_vote(VoteType.PRECOMMIT, value_id)
                     self.current_step = Step.PRECOMMIT
                 self.valid_value, self.valid_round = value, self.round
+                self._valid_polka = tuple(
+                    sorted(
+                        (v.validator, v.signature)
+                        for v in rs.prevotes.values()
+                        if v.value_id == value_id
+                    )
+                )
                 self._dirty = True
                 return True
         return False

@@ -452,14 +452,17 @@ class DurableState:
     last_proposal: ProposalRecord | None = None
     last_prevote: Vote | None = None
     last_precommit: Vote | None = None
+    valid_polka: tuple[tuple[bytes, bytes], ...] = ()
+    """(validator, prevote signature) of the polka behind `valid_value` at `valid_round`:
+    a restarted proposer must be able to show it again when it re-proposes (line 28)."""
 
     ENCODING_VERSION = 1
 
     def to_bytes(self) -> bytes:
         """msgpack array: [version, height, round, step, locked_round, locked_value,
-        valid_round, valid_value, last_proposal, last_prevote, last_precommit]; a proposal
-        record is [h, r, pol_round, value_id, sig], a vote [type, h, r, value_id, validator,
-        sig]; absent ones are nil."""
+        valid_round, valid_value, last_proposal, last_prevote, last_precommit, valid_polka];
+        a proposal record is [h, r, pol_round, value_id, sig], a vote [type, h, r, value_id,
+        validator, sig], the polka [[validator, sig], ...]; absent ones are nil."""
         p = self.last_proposal
         return msgpack.packb(
             [
@@ -474,6 +477,7 @@ class DurableState:
                 None if p is None else [p.height, p.round, p.pol_round, p.value_id, p.signature],
                 _vote_list(self.last_prevote),
                 _vote_list(self.last_precommit),
+                [list(entry) for entry in self.valid_polka],
             ],
             use_bin_type=True,
         )
@@ -482,7 +486,7 @@ class DurableState:
     def from_bytes(cls, data: bytes) -> DurableState:
         try:
             raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
-            version, h, r, step, lr, lv, vr, vv, p, pv, pc = raw
+            version, h, r, step, lr, lv, vr, vv, p, pv, pc, polka = raw
             if version != cls.ENCODING_VERSION:
                 raise ConsensusError(f"durable state version {version}, expected 1")
             return cls(
@@ -496,6 +500,7 @@ class DurableState:
                 last_proposal=None if p is None else ProposalRecord(*p),
                 last_prevote=_vote_from_list(pv),
                 last_precommit=_vote_from_list(pc),
+                valid_polka=tuple((bytes(a), bytes(sig)) for a, sig in polka),
             )
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise ConsensusError(f"corrupt durable state: {exc}") from exc

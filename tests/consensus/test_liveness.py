@@ -40,6 +40,7 @@ class MiniSim:
         self.seq = 0
         self.now = 0
         self.blocks: dict[int, bytes] = {}
+        self.commits: dict[int, object] = {}
         self.decided: dict[bytes, list[bytes]] = {a: [] for a in self.addrs}
         self.durable: dict[bytes, object] = {}
         self.incarnation = {a: 0 for a in self.addrs}
@@ -54,6 +55,7 @@ class MiniSim:
             CONFIG,
             durable=self.durable.get(a),
             start_height=len(self.decided[a]) + 1,
+            last_commit=self.commits.get(len(self.decided[a])),  # the driver stores them
         )
 
     def push(self, delay: int, kind: str, a: bytes, item) -> None:
@@ -74,12 +76,13 @@ class MiniSim:
         for d in ready.decisions:
             assert self.blocks.setdefault(d.height, d.value_id) == d.value_id, "disagreement"
             self.decided[a].append(d.value_id)
+            self.commits.setdefault(d.height, d.commit)
         follow = None
         if ready.sync_needed is not None:
             target, mine = ready.sync_needed, self.decided[a]
             if target >= core.height and target in self.blocks:
                 mine.extend(self.blocks[h] for h in range(len(mine) + 1, target + 1))
-                follow = core.on_synced(target)
+                follow = core.on_synced(target, self.commits[target])
         if follow is None and ready.need_value is not None:
             h, r = ready.need_value
             follow = core.propose_value(h, r, b"v%d-%d-%d" % (h, r, self.rng.randint(0, 3)))

@@ -106,11 +106,44 @@ def test_restored_proposer_resends_its_proposal_not_a_new_one():
     assert p.value == V
 
 
+def test_restored_proposer_reproposes_its_valid_value_with_the_durable_polka():
+    """Regression: the polka behind the valid value was memory-only, so a proposer restarted
+    after locking re-proposed without it and, with one validator dead, nobody could ever
+    accept (line 28) -- rounds climbed forever."""
+    core, _ = started()
+    core.step(proposal(A2, 1, 0, V))
+    ready = None
+    for a in (A2, A3):
+        ready = core.step(prevote(a, 1, 0, VID))
+    assert ready.persist.valid_round == 0
+    assert [a for a, _ in ready.persist.valid_polka] == [A1, A2, A3]
+    restored = make_core(A1, VS, durable=DurableState.from_bytes(ready.persist.to_bytes()))
+    restored.start()
+    restored.step(prevote(A2, 1, 3, None))
+    ready = restored.step(prevote(A3, 1, 3, None))  # skip to round 3, where A1 proposes
+    (p,) = [m for m in sent(ready) if isinstance(m, Proposal)]
+    assert (p.round, p.value, p.pol_round) == (3, V, 0)
+    relayed = [m for m in votes_of(ready, VoteType.PREVOTE) if m.round == 0]
+    assert sorted(v.validator for v in relayed) == [A1, A2, A3]
+    # A peer that never saw round 0 accepts the re-proposal from these messages alone.
+    peer = make_core(A4, VS)
+    peer.start()
+    peer.step(prevote(A2, 1, 3, None))
+    peer.step(prevote(A3, 1, 3, None))
+    for m in sent(ready):
+        peer.step(m)
+    assert (peer._last_prevote.round, peer._last_prevote.value_id) == (3, VID)
+
+
 def test_core_restored_behind_its_signing_history_refuses_to_sign():
     # The store lost a block (say a truncated WAL) but the durable guard says we signed at h2.
-    signed = DurableState(height=2, round=0, step=Step.PRECOMMIT,
-                          last_prevote=prevote(A1, 2, 0, VID),
-                          last_precommit=precommit(A1, 2, 0, VID))
+    signed = DurableState(
+        height=2,
+        round=0,
+        step=Step.PRECOMMIT,
+        last_prevote=prevote(A1, 2, 0, VID),
+        last_precommit=precommit(A1, 2, 0, VID),
+    )
     core = make_core(A1, VS, durable=signed, start_height=1)
     core.start()
     assert core.height == 1

@@ -179,6 +179,7 @@ def test_durable_state_round_trips_and_refuses_corruption():
         last_proposal=ProposalRecord(9, 1, 0, b"i" * 32, b"s"),
         last_prevote=prevote(A1, 9, 2, b"w" * 32),
         last_precommit=precommit(A1, 9, 2, None),
+        valid_polka=((A2, b"sig-2"), (A3, b"sig-3")),
     )
     assert DurableState.from_bytes(state.to_bytes()) == state
     with pytest.raises(ConsensusError):
