@@ -56,8 +56,9 @@ def write_move(
 
 
 def move_event(instrument_id: str, sender: bytes, receiver: bytes, amount: int) -> Event:
+    # Attributes in key order: Event.to_map sorts them, and an already sorted list sorts fastest.
     return Event(
-        "transfer", {"instrument": instrument_id, "from": sender, "to": receiver, "amount": amount}
+        "transfer", {"amount": amount, "from": sender, "instrument": instrument_id, "to": receiver}
     )
 
 

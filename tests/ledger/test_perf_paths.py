@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import codec
-from ledger.block import compute_results_hash
+from ledger.block import Block, Header, compute_results_hash, decode_block
 from ledger.codes import Code
 from ledger.crypto import hash256
 from ledger.types import Event, Receipt
@@ -60,3 +60,26 @@ def test_join_array_crosses_the_fixarray_boundary():
     for count in (0, 15, 16, 70_000):
         items = [codec.encode(i % 200) for i in range(count)]
         assert codec.join_array(items) == codec.encode([i % 200 for i in range(count)])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(0, 2**63 - 1),
+    st.binary(min_size=32, max_size=32),
+    st.lists(st.binary(min_size=1, max_size=200), max_size=20).map(tuple),
+)
+def test_block_bytes_are_its_strict_encoding(height, some_hash, txs):
+    header = Header(
+        "khazana-test",
+        height,
+        height,
+        some_hash,
+        some_hash,
+        some_hash,
+        some_hash,
+        some_hash[:20],
+        some_hash,
+    )
+    block = Block(header, txs)
+    assert block.encode() == codec.encode({"header": header.to_obj(), "txs": list(txs)})
+    assert decode_block(block.encode()) == block
