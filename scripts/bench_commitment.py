@@ -3,8 +3,12 @@
 
 Prints, for each state size: the bulk build time (`StateTree.from_items`), the median and worst
 time of `apply` for blocks of `--changes` changed keys (a 1,000-transfer block changes ~3,000
-keys: two balances and a nonce per transfer, mostly updates with some inserts and deletes),
-prove and verify times, and the process RSS. The last line is JSON with the same figures.
+keys: two balances and a nonce per transfer, mostly updates with some inserts and deletes;
+each block is undone afterwards, untimed, so every block meets the same state size), prove
+and verify times, proof sizes, and the RSS (whole process, and what building the tree added).
+Times are CPU time of this process (robust to other processes on a shared machine) with wall
+time alongside; the first line gives a hashing yardstick for the machine's load. The last
+line is JSON with the same figures.
 
     .venv/bin/python scripts/bench_commitment.py [--sizes 1000,1000000] [--changes 3000]
 """
@@ -13,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -39,66 +45,104 @@ def state_key(index: int) -> bytes:
     return b"bal/" + index.to_bytes(20, "big")
 
 
-def record(rng: random.Random) -> bytes:
-    return rng.randbytes(40)  # about the size of an encoded balance record
+def record(index: int, version: int) -> bytes:
+    # About the size of an encoded balance record; deterministic, so a block can be undone
+    # without keeping a copy of the state (which would distort the RSS figure).
+    return hashlib.blake2b(index.to_bytes(8, "big") + bytes([version]), digest_size=40).digest()
+
+
+def hash_ns() -> float:
+    """CPU ns per BLAKE2b-256 of 64 bytes here and now: a yardstick for the machine's load."""
+    data = b"x" * 64
+    started = time.process_time()
+    for _ in range(100_000):
+        hashlib.blake2b(data, digest_size=32).digest()
+    return (time.process_time() - started) * 1e4
+
+
+def make_block(size: int, versions: bytearray, changes: int, rng: random.Random):
+    """A block's changes (93% updates, 5% inserts, 2% deletes, as many distinct keys as the
+    state allows) and the changes that undo it, so every block meets a state of `size`."""
+    block: dict[bytes, bytes | None] = {}
+    undo: dict[bytes, bytes | None] = {}
+    inserts = deletes = 0
+    while len(block) < changes:
+        roll = rng.random()
+        if roll < 0.05 or len(block) >= size:  # a new account or holding
+            index = size + inserts
+            inserts += 1
+            block[state_key(index)] = record(index, 0)
+            undo[state_key(index)] = None
+            continue
+        index = rng.randrange(size)
+        key = state_key(index)
+        if key in block:
+            continue
+        undo[key] = record(index, versions[index])
+        if roll < 0.07:  # a holding emptied out
+            block[key] = None
+            deletes += 1
+        else:
+            block[key] = record(index, (versions[index] + 1) % 256)
+    return block, undo
 
 
 def bench_size(size: int, changes: int, blocks: int, rng: random.Random) -> dict:
+    gc.collect()
     rss_before = rss_mib()
-    items = [(state_key(i), record(rng)) for i in range(size)]
-    started = time.perf_counter()
+    versions = bytearray(size)
+    items = [(state_key(i), record(i, 0)) for i in range(size)]
+    cpu = time.process_time()
+    wall = time.perf_counter()
     tree = StateTree.from_items(items)
-    build_s = time.perf_counter() - started
+    build_cpu_s = time.process_time() - cpu
+    build_wall_s = time.perf_counter() - wall
     del items
     gc.collect()
     rss_after_build = rss_mib()
 
-    next_key = size
-    live = size
-    apply_ms = []
+    apply_cpu_ms = []
+    apply_wall_ms = []
     for _ in range(blocks):
-        batch: dict[bytes, bytes | None] = {}
-        while len(batch) < changes:
-            roll = rng.random()
-            if roll < 0.05:  # a new account or holding
-                batch[state_key(next_key)] = record(rng)
-                next_key += 1
-                live += 1
-            elif roll < 0.07 and live > changes:  # a holding emptied out
-                batch[state_key(rng.randrange(next_key))] = None
-            else:
-                batch[state_key(rng.randrange(next_key))] = record(rng)
-        started = time.perf_counter()
-        tree.apply(batch)
-        apply_ms.append((time.perf_counter() - started) * 1000)
+        block, undo = make_block(size, versions, changes, rng)
+        cpu = time.process_time()
+        wall = time.perf_counter()
+        tree.apply(block)
+        apply_cpu_ms.append((time.process_time() - cpu) * 1000)
+        apply_wall_ms.append((time.perf_counter() - wall) * 1000)
+        tree.apply(undo)
 
-    # Prove and verify entries the last block wrote (their values are known here: the tree
-    # itself holds only hashes) and as many absent keys (exclusion proofs).
+    # Prove and verify entries of the state (their values are known here: the tree holds
+    # only hashes) and as many absent keys (exclusion proofs).
     root = tree.root
-    present = [(key, value) for key, value in batch.items() if value is not None][:1000]
-    absent = [(state_key(next_key + i), None) for i in range(len(present))]
-    started = time.perf_counter()
+    present = [(state_key(i), record(i, 0)) for i in rng.sample(range(size), min(size, 1000))]
+    absent = [(state_key(size + 10**9 + i), None) for i in range(len(present))]
+    cpu = time.process_time()
     proofs = [(key, value, tree.prove(key)) for key, value in present + absent]
-    prove_us = (time.perf_counter() - started) / len(proofs) * 1e6
-    started = time.perf_counter()
+    prove_us = (time.process_time() - cpu) / len(proofs) * 1e6
+    cpu = time.process_time()
     verified = all(verify_proof(root, key, value, proof) for key, value, proof in proofs)
-    verify_us = (time.perf_counter() - started) / len(proofs) * 1e6
+    verify_us = (time.process_time() - cpu) / len(proofs) * 1e6
     if not verified:
         raise SystemExit("an honest proof failed to verify")
     levels = statistics.mean(len(proof.levels) for _, _, proof in proofs)
+    proof_bytes = statistics.mean(len(proof.to_bytes()) for _, _, proof in proofs)
 
     return {
         "size": size,
-        "from_items_s": round(build_s, 3),
+        "from_items_cpu_s": round(build_cpu_s, 2),
+        "from_items_wall_s": round(build_wall_s, 2),
         "apply_changes": changes,
         "apply_blocks": blocks,
-        "apply_median_ms": round(statistics.median(apply_ms), 2),
-        "apply_max_ms": round(max(apply_ms), 2),
+        "apply_cpu_median_ms": round(statistics.median(apply_cpu_ms), 1),
+        "apply_cpu_max_ms": round(max(apply_cpu_ms), 1),
+        "apply_wall_median_ms": round(statistics.median(apply_wall_ms), 1),
         "prove_us": round(prove_us, 1),
         "verify_us": round(verify_us, 1),
         "proof_levels_mean": round(levels, 2),
+        "proof_bytes_mean": round(proof_bytes),
         "rss_mib": round(rss_mib(), 1),
-        "rss_after_build_mib": round(rss_after_build - rss_before, 1),
+        "rss_tree_mib": round(rss_after_build - rss_before, 1),
     }
 
 
@@ -111,19 +155,23 @@ def main() -> int:
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
+    yardstick = round(hash_ns())
+    print(f"machine: {yardstick} ns CPU per BLAKE2b-256 of 64 bytes, load {os.getloadavg()[0]:.1f}")
     results = []
     for size in (int(part) for part in args.sizes.split(",")):
-        result = bench_size(size, args.changes, args.blocks, rng)
-        results.append(result)
+        r = bench_size(size, args.changes, args.blocks, rng)
+        results.append(r)
         print(
-            f"{size:>9,} keys: from_items {result['from_items_s']:.2f} s, "
-            f"apply({args.changes}) median {result['apply_median_ms']:.1f} ms "
-            f"max {result['apply_max_ms']:.1f} ms, prove {result['prove_us']:.0f} us, "
-            f"verify {result['verify_us']:.0f} us, {result['proof_levels_mean']} levels, "
-            f"RSS {result['rss_mib']:.0f} MiB (+{result['rss_after_build_mib']:.0f} MiB after build)",
+            f"{size:>9,} keys: from_items {r['from_items_cpu_s']:.2f} s CPU "
+            f"({r['from_items_wall_s']:.2f} s wall); apply({args.changes}) CPU median "
+            f"{r['apply_cpu_median_ms']:.1f} ms, max {r['apply_cpu_max_ms']:.1f} ms (wall median "
+            f"{r['apply_wall_median_ms']:.1f} ms); prove {r['prove_us']:.0f} us, verify "
+            f"{r['verify_us']:.0f} us, {r['proof_levels_mean']} levels, "
+            f"{r['proof_bytes_mean']} bytes; RSS {r['rss_mib']:.0f} MiB "
+            f"(tree {r['rss_tree_mib']:.0f} MiB)",
             flush=True,
         )
-    print(json.dumps({"results": results}))
+    print(json.dumps({"hash_ns": yardstick, "results": results}))
     return 0
 
 
