@@ -61,7 +61,11 @@ NIL = None
 
 @dataclass(frozen=True, slots=True)
 class Hooks:
-    """What the core needs from outside: keys, hashing and the application's `valid(v)`."""
+    """What the core needs from outside: keys, hashing and the application's `valid(v)`.
+
+    `verify` must return False, never raise, for any malformed key or signature bytes (a
+    peer chooses them); `validate_value` likewise returns False for any bad block.
+    """
 
     sign: Callable[[bytes], bytes]
     verify: Callable[[bytes, bytes, bytes], bool]
@@ -455,7 +459,7 @@ class Core:
                 self._run_rules(vote.round)
             return
         rs = self._round_state(vote.round)
-        table = rs.prevotes if vote.vote_type is VoteType.PREVOTE else rs.precommits
+        table = rs.prevotes if vote.vote_type == VoteType.PREVOTE else rs.precommits
         existing = table.get(vote.validator)
         if existing is not None:
             if existing.value_id == vote.value_id:
@@ -471,7 +475,7 @@ class Core:
 
     def _add_vote(self, rs: _Round, vote: Vote, power: int) -> None:
         self.stats.accepted += 1
-        if vote.vote_type is VoteType.PREVOTE:
+        if vote.vote_type == VoteType.PREVOTE:
             rs.prevotes[vote.validator] = vote
             rs.prevote_power[vote.value_id] = rs.prevote_power.get(vote.value_id, 0) + power
             rs.prevote_total += power
@@ -947,7 +951,7 @@ class Core:
         if not self.is_validator:
             return
         h, r = self.height, self.round
-        last = self._last_prevote if vote_type is VoteType.PREVOTE else self._last_precommit
+        last = self._last_prevote if vote_type == VoteType.PREVOTE else self._last_precommit
         if last is not None and (last.height, last.round) >= (h, r):
             if (last.height, last.round, last.value_id) == (h, r, value_id):
                 self._emit_own_vote(last)
@@ -956,7 +960,7 @@ class Core:
             return
         data = vote_bytes_with_prefix(self._vote_prefix, vote_type, h, r, value_id)
         vote = Vote(vote_type, h, r, value_id, self.own_address, self.hooks.sign(data))
-        if vote_type is VoteType.PREVOTE:
+        if vote_type == VoteType.PREVOTE:
             self._last_prevote = vote
         else:
             self._last_precommit = vote
@@ -969,7 +973,7 @@ class Core:
 
     def _absorb_own_vote(self, vote: Vote) -> None:
         rs = self._round_state(vote.round)
-        table = rs.prevotes if vote.vote_type is VoteType.PREVOTE else rs.precommits
+        table = rs.prevotes if vote.vote_type == VoteType.PREVOTE else rs.precommits
         if vote.validator not in table:
             self._add_vote(rs, vote, self.valset.get(vote.validator).power)
 

@@ -322,6 +322,8 @@ def well_formed_vote(vote: Vote) -> bool:
         and type(vote.round) is int
         and 1 <= vote.height <= MAX_HEIGHT
         and 0 <= vote.round <= MAX_ROUND
+        and isinstance(vote.vote_type, int)
+        and not isinstance(vote.vote_type, bool)
         and vote.vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT)
         and (vid is None or (type(vid) is bytes and 1 <= len(vid) <= MAX_ID_LEN))
         and type(vote.validator) is bytes
@@ -372,6 +374,8 @@ def verify_commit(valset: ValidatorSet, chain_id: str, commit: Commit, verify: V
         if not (isinstance(entry, tuple) and len(entry) == 2):
             return False
         address, signature = entry
+        if type(address) is not bytes or type(signature) is not bytes:
+            return False
         validator = valset.get(address)
         if validator is None or address in seen:
             continue

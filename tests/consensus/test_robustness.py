@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from consensus.core import CoreConfig
 from consensus.types import (
+    Commit,
     DurableState,
     Proposal,
     Step,
@@ -360,7 +361,37 @@ def test_malformed_messages_are_dropped_not_raised():
         Vote(7, 1, 0, None, A2, b""),
         Proposal(1, 0, b"v", 0, A2, b""),  # pol_round must be < round
         Proposal(1, 0, "not bytes", -1, A2, b""),
+        Vote(1.0, 1, 0, None, A2, b""),  # a float type would break struct.pack
+        Vote(True, 1, 0, None, A2, b""),
+        Commit(1, 0, VID, (([1], b""),)),  # unhashable signer
+        Commit(1, 0, VID, [(A2, b"")]),  # not a tuple
     ]
     for m in bad:
         assert core.step(m).is_empty
-    assert core.stats.malformed == len(bad)
+    assert core.stats.malformed + core.stats.bad_signature == len(bad)
+
+
+ANY_FIELD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True),
+    st.binary(max_size=40),
+    st.text(max_size=5),
+    st.sampled_from([A1, A2, A3, VID, 1, 2, -1, 0]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.lists(ANY_FIELD, min_size=7, max_size=7))))
+def test_fuzz_peer_messages_never_raise(messages):
+    """h11's rule for remote input: anything a peer sends is handled or dropped, never raised."""
+    core, _ = started()
+    for kind, f in messages:
+        if kind == 0:
+            msg = Vote(f[0], f[1], f[2], f[3], f[4], f[5])
+        elif kind == 1:
+            msg = Proposal(f[0], f[1], f[2], f[3], f[4], f[5])
+        else:
+            msg = Commit(f[0], f[1], f[2], (tuple(f[3:5]), tuple(f[5:7])))
+        core.step(msg)
