@@ -154,3 +154,26 @@ def test_negative_control_no_progress_without_a_quorum():
     sim = MiniSim(0, 0.0, down=(2, 3))
     assert not sim.run(heights=1, budget=5_000)
     assert sim.blocks == {}
+
+
+def test_runs_are_deterministic():
+    def trace(seed):
+        sim = MiniSim(seed, 0.3, down=(3,))
+        assert sim.run(heights=4)
+        return sim.now, sim.seq, sim.decided
+
+    assert trace(5) == trace(5)
+
+
+def test_observer_follows_the_chain_without_signing():
+    sim = MiniSim(1, 0.1)
+    watcher = address(99)
+    sim.decided[watcher] = []
+    sim.incarnation[watcher] = 0
+    sim.addrs.append(watcher)  # receives every broadcast, is in no validator set
+    sim.cores[watcher] = Core(CHAIN, None, lambda h: sim.vs, hooks_for(None), CONFIG)
+    assert sim.run(heights=5)
+    sent_by_watcher = [item for *_, item in sim.queue if getattr(item, "validator", 0) == watcher]
+    assert sent_by_watcher == []
+    chain = [sim.blocks[h] for h in range(1, len(sim.decided[watcher]) + 1)]
+    assert len(chain) >= 4 and sim.decided[watcher] == chain

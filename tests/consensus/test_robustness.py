@@ -184,6 +184,10 @@ def test_no_conflicting_signature_across_any_crash_schedule(script):
             if isinstance(m, Vote) and m.validator == A1:
                 key = (m.vote_type, m.height, m.round)
                 assert signed.setdefault(key, m) == m, f"conflicting vote for {key}"
+            elif isinstance(m, Proposal) and m.proposer == A1:
+                key = ("proposal", m.height, m.round)
+                mine = (value_id(m.value), m.pol_round, m.signature)
+                assert signed.setdefault(key, mine) == mine, f"conflicting proposal {key}"
         if ready.decisions:
             return
 
