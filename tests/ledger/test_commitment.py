@@ -141,6 +141,36 @@ def test_a_proof_reads_as_documented():
     assert verify_proof(tree.root, other, None, diverging)
 
 
+# The vectors given in docs/PROTOCOL.md, section "State commitment" (the two-key root is also
+# recomputed from the rules here, so a change to either side is caught).
+ROOT_ALICE = "e789fdefdebd56b19c3b07623115e1a681c9ba1973c3e9d212b11dc5249f48f0"
+ROOT_ALICE_BOB = "d022c34df693acd7b9f0097c8efbd5d17e6cb80a40e5b5062923ea4d6f2667aa"
+PROOF_ALICE = (
+    "929192cd410091c420b88aff24ce8e37d921f8ceb173d284f4458df9d2db74a8b7a3797e953f15d3a79100"
+)
+PROOF_CAROL_ABSENT = (
+    "929192cd410092c420b88aff24ce8e37d921f8ceb173d284f4458df9d2db74a8b7a3797e953f15d3a7c420"
+    "e789fdefdebd56b19c3b07623115e1a681c9ba1973c3e9d212b11dc5249f48f09101"
+)
+
+
+def test_protocol_vectors():
+    tree = StateTree()
+    assert tree.apply({b"alice": b"10"}).hex() == ROOT_ALICE
+    assert tree.apply({b"bob": b"20"}).hex() == ROOT_ALICE_BOB
+    # alice's path starts with nibble 0xe, bob's with 0x8: one root node, bitmap bits 8 and 14.
+    assert (blake(b"alice")[0] >> 4, blake(b"bob")[0] >> 4) == (14, 8)
+    expected = expected_internal(
+        {14: expected_leaf(b"alice", b"10"), 8: expected_leaf(b"bob", b"20")}
+    )
+    assert expected.hex() == ROOT_ALICE_BOB
+    root = bytes.fromhex(ROOT_ALICE_BOB)
+    assert tree.prove(b"alice").to_bytes().hex() == PROOF_ALICE
+    assert verify_proof(root, b"alice", b"10", bytes.fromhex(PROOF_ALICE))
+    assert tree.prove(b"carol").to_bytes().hex() == PROOF_CAROL_ABSENT
+    assert verify_proof(root, b"carol", None, bytes.fromhex(PROOF_CAROL_ABSENT))
+
+
 # --- the root is a function of the set ----------------------------------------------------
 
 keys_st = st.binary(min_size=0, max_size=6)
