@@ -393,7 +393,10 @@ class Core:
                 self._add_vote(rs, vote, member.power)
 
     def _resume_round(self) -> None:
-        """After a restart at the same height: re-send what we signed here, re-arm timers."""
+        """After a restart at the same height: re-arm timers, re-send what we signed here."""
+        if self.current_step is Step.PROPOSE:
+            self._schedule(Step.PROPOSE)
+        self._schedule(Step.RETRANSMIT)
         if self._is_proposer(self.round) and self.current_step is Step.PROPOSE:
             if self._last_proposal_at(self.round) is not None:
                 self._resend_own_proposal()
@@ -403,10 +406,7 @@ class Core:
                 self._out_need_value = (self.height, self.round)
         else:
             self._resend_own_proposal()
-        self._resend_own_votes()
-        if self.current_step is Step.PROPOSE:
-            self._schedule(Step.PROPOSE)
-        self._schedule(Step.RETRANSMIT)
+        self._resend_own_votes()  # runs the rules
 
     def _schedule(self, step: Step) -> None:
         self._out_timeouts.append(
