@@ -177,3 +177,41 @@ def test_observer_follows_the_chain_without_signing():
     assert sent_by_watcher == []
     chain = [sim.blocks[h] for h in range(1, len(sim.decided[watcher]) + 1)]
     assert len(chain) >= 4 and sim.decided[watcher] == chain
+
+
+def test_validator_added_by_block_2_signs_from_height_4_and_the_chain_goes_on():
+    from consensus.types import ValidatorSchedule, ValidatorUpdate
+    from tests.consensus.harness import pub_key
+
+    newcomer = address(5)
+    sim = MiniSim(3, 0.1)
+    schedule = ValidatorSchedule(1, sim.vs)
+    sim.decided[newcomer] = []
+    sim.incarnation[newcomer] = 0
+    sim.addrs.append(newcomer)
+    signed_heights: list[int] = []
+    record = sim.handle
+
+    def handle(a, ready):
+        for d in ready.decisions:
+            if d.height > len(schedule_heights):  # first node to decide records the block
+                schedule_heights.append(d.height)
+                updates = [ValidatorUpdate(newcomer, pub_key(newcomer), 1)] if d.height == 2 else []
+                schedule.record(d.height, updates)
+        if a == newcomer:
+            signed_heights.extend(
+                o.message.height
+                for o in ready.messages
+                if newcomer
+                in (getattr(o.message, "validator", 0), getattr(o.message, "proposer", 0))
+            )
+        record(a, ready)
+
+    schedule_heights: list[int] = []
+    sim.handle = handle
+    sim.vs = None  # every core below reads the schedule
+    for a in list(sim.cores) + [newcomer]:
+        sim.cores[a] = Core(CHAIN, a, schedule.for_height, hooks_for(a), CONFIG)
+    assert sim.run(heights=8)
+    assert schedule.for_height(4).total_power == 5 and schedule.for_height(3).total_power == 4
+    assert signed_heights and min(signed_heights) == 4
