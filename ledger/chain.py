@@ -28,8 +28,9 @@ Height 0 is the genesis state; its stored "hash" is the genesis hash, and block 
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ledger import codec
@@ -46,7 +47,7 @@ from ledger.codes import InvalidBlock
 from ledger.commitment import StateTree
 from ledger.execute import apply_block
 from ledger.genesis import genesis_hash, state_from_genesis, validate_genesis
-from ledger.state import State
+from ledger.state import State, StateLoader
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
 from ledger.types import BlockContext, Receipt
 
@@ -114,10 +115,7 @@ class Chain:
                     )
                 )
             else:
-                with store.state_snapshot() as snapshot:
-                    items = _drain(snapshot)
-                state = State.from_items(items)
-                tree = StateTree.from_items(items)
+                state, tree = _load_state(store)
                 stored = store.app_hash(latest)
                 if tree.root != stored:
                     raise CorruptDatabaseError(
@@ -310,11 +308,30 @@ class Chain:
         self.state.take_changes()
 
 
-def _drain(snapshot) -> list[tuple[bytes, bytes]]:
-    items: list[tuple[bytes, bytes]] = []
+def _load_state(store: Store) -> tuple[State, StateTree]:
+    """The committed state and its tree, from one pass over the store's state rows.
+
+    The rows stream through the state loader into the tree, so a million-account state is
+    never held as a list of rows next to its records. The cyclic garbage collector is off
+    meanwhile: millions of new records (none in a cycle) would otherwise trigger full
+    collections that re-walk everything loaded so far.
+    """
+    loader = StateLoader()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with store.state_snapshot() as snapshot:
+            tree = StateTree.from_items(loader.feed(_rows(snapshot)))
+        state = loader.finish()
+    finally:
+        if collecting:
+            gc.enable()
+    return state, tree
+
+
+def _rows(snapshot) -> Iterator[tuple[bytes, bytes]]:
     while batch := snapshot.fetch():
-        items.extend(batch)
-    return items
+        yield from batch
 
 
 def _tx_records(

@@ -48,6 +48,7 @@ from ledger.types import (
     Holding,
     Instrument,
     KeyBinding,
+    Kyc,
     Parameters,
     Policy,
     Programme,
@@ -172,51 +173,10 @@ class State:
 
         The result has no dirty keys: it is exactly what the store already holds.
         """
-        decoded: dict[bytes, Any] = {}
-        rest: list[tuple[bytes, Any]] = []
+        loader = StateLoader()
         for key, raw in items:
-            value = codec.decode(raw, max_size=_RECORD_MAX_SIZE, max_depth=_RECORD_MAX_DEPTH)
-            if key in (PARAMETERS_KEY, POLICY_KEY, PROGRAMME_KEY, VALIDATORS_KEY):
-                decoded[key] = value
-            else:
-                rest.append((key, value))
-        missing = {PARAMETERS_KEY, POLICY_KEY, PROGRAMME_KEY, VALIDATORS_KEY} - decoded.keys()
-        if missing:
-            raise ValueError(f"state lacks the chain-wide records {sorted(missing)}")
-        state = cls(
-            parameters=Parameters.from_map(decoded[PARAMETERS_KEY]),
-            policy=Policy.from_map(decoded[POLICY_KEY]),
-            programme=Programme.from_map(decoded[PROGRAMME_KEY]),
-            validators=ValidatorSet.from_map(decoded[VALIDATORS_KEY]),
-        )
-        for key, value in rest:
-            state._load(key, value)
-        state._dirty.clear()
-        return state
-
-    def _load(self, key: bytes, value: dict) -> None:
-        kind, rest = key[:1], key[1:]
-        if kind == ACCOUNT:
-            self.accounts[rest] = Account.from_map(value)
-        elif kind == HOLDING:
-            size = rest[0]
-            instrument_id = rest[1 : 1 + size].decode("ascii")
-            address = rest[1 + size :]
-            if len(address) != ADDRESS_SIZE:
-                raise ValueError(f"bad holding key {key.hex()}")
-            self.holdings.setdefault(instrument_id, {})[address] = Holding.from_map(value)
-        elif kind == INSTRUMENT:
-            instrument = Instrument.from_map(value)
-            self.instruments[rest.decode("ascii")] = instrument
-            self.holdings.setdefault(instrument.id, {})
-        elif kind == RESERVE:
-            self.reserves[rest.decode("ascii")] = ReserveAttestation.from_map(value)
-        elif kind == VASP_PREFIX:
-            self.vasps[rest] = Vasp.from_map(value)
-        elif kind == KEY_BINDING:
-            self.key_bindings[rest] = KeyBinding.from_map(value)
-        else:
-            raise ValueError(f"unknown state key namespace in {key.hex()}")
+            loader.add(key, raw)
+        return loader.finish()
 
     # -- reads ----------------------------------------------------------------------
 
@@ -445,3 +405,104 @@ class State:
         records.sort(key=lambda pair: pair[0])
         for key, record in records:
             yield key, codec.encode_presorted(record.to_map())
+
+
+_SINGLETON_KEYS = (PARAMETERS_KEY, POLICY_KEY, PROGRAMME_KEY, VALIDATORS_KEY)
+
+
+class StateLoader:
+    """Builds a `State` from (state key, record bytes) pairs, one pair at a time.
+
+    A node reopening a database with millions of records must not hold them twice: each pair
+    is decoded and turned into its typed record as it arrives, so nothing but the records
+    themselves stays in memory. `feed` passes the pairs on, so one pass over the store can
+    also build the state tree (`Chain.open`).
+
+    Records are decoded strictly (`codec.decode`): the store is ours, but a store holding
+    garbage must stop the node rather than be interpreted. Equal KYC files are shared
+    between accounts (records are immutable, so sharing is invisible), and a holding's
+    address is the same bytes object as its account's: at a million investors each saves
+    hundreds of bytes per account.
+    """
+
+    __slots__ = ("_singletons", "_records", "_kycs")
+
+    def __init__(self) -> None:
+        self._singletons: dict[bytes, dict] = {}
+        self._records = _Records()
+        self._kycs: dict[Kyc, Kyc] = {}
+
+    def feed(self, items: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        """Load each pair of `items`, then yield it on (for a second consumer)."""
+        for key, raw in items:
+            self.add(key, raw)
+            yield key, raw
+
+    def add(self, key: bytes, raw: bytes) -> None:
+        value = codec.decode(raw, max_size=_RECORD_MAX_SIZE, max_depth=_RECORD_MAX_DEPTH)
+        records = self._records
+        kind, rest = key[:1], key[1:]
+        if kind == ACCOUNT:
+            account = Account.from_map(value, kycs=self._kycs)
+            records.accounts[account.address if account.address == rest else rest] = account
+        elif kind == HOLDING:
+            size = rest[0]
+            instrument_id = rest[1 : 1 + size].decode("ascii")
+            address = rest[1 + size :]
+            if len(address) != ADDRESS_SIZE:
+                raise ValueError(f"bad holding key {key.hex()}")
+            account = records.accounts.get(address)
+            if account is not None:
+                address = account.address  # one bytes object per address
+            records.holdings.setdefault(instrument_id, {})[address] = Holding.from_map(value)
+        elif kind == INSTRUMENT:
+            instrument = Instrument.from_map(value)
+            records.instruments[rest.decode("ascii")] = instrument
+            records.holdings.setdefault(instrument.id, {})
+        elif kind == RESERVE:
+            records.reserves[rest.decode("ascii")] = ReserveAttestation.from_map(value)
+        elif kind == VASP_PREFIX:
+            records.vasps[rest] = Vasp.from_map(value)
+        elif kind == KEY_BINDING:
+            records.key_bindings[rest] = KeyBinding.from_map(value)
+        elif key in _SINGLETON_KEYS:
+            self._singletons[key] = value
+        else:
+            raise ValueError(f"unknown state key namespace in {key.hex()}")
+
+    def finish(self) -> State:
+        """The state of every pair added; ValueError if a chain-wide record is missing."""
+        decoded = self._singletons
+        missing = set(_SINGLETON_KEYS) - decoded.keys()
+        if missing:
+            raise ValueError(f"state lacks the chain-wide records {sorted(missing)}")
+        state = State(
+            parameters=Parameters.from_map(decoded[PARAMETERS_KEY]),
+            policy=Policy.from_map(decoded[POLICY_KEY]),
+            programme=Programme.from_map(decoded[PROGRAMME_KEY]),
+            validators=ValidatorSet.from_map(decoded[VALIDATORS_KEY]),
+        )
+        records = self._records
+        state.accounts = records.accounts
+        state.instruments = records.instruments
+        state.holdings = records.holdings
+        state.reserves = records.reserves
+        state.vasps = records.vasps
+        state.key_bindings = records.key_bindings
+        state._dirty.clear()
+        self._kycs.clear()
+        return state
+
+
+class _Records:
+    """The keyed records of a state being loaded (see `StateLoader`)."""
+
+    __slots__ = ("accounts", "instruments", "holdings", "reserves", "vasps", "key_bindings")
+
+    def __init__(self) -> None:
+        self.accounts: dict[bytes, Account] = {}
+        self.instruments: dict[str, Instrument] = {}
+        self.holdings: dict[str, dict[bytes, Holding]] = {}
+        self.reserves: dict[str, ReserveAttestation] = {}
+        self.vasps: dict[bytes, Vasp] = {}
+        self.key_bindings: dict[bytes, KeyBinding] = {}

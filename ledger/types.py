@@ -200,14 +200,19 @@ class Account:
         }
 
     @classmethod
-    def from_map(cls, m: dict) -> Account:
+    def from_map(cls, m: dict, *, kycs: dict[Kyc, Kyc] | None = None) -> Account:
+        """`kycs`: equal KYC files seen so far; the account shares one of them if it can
+        (loading a large state: most investors share country, category, expiry, attester)."""
+        kyc = None if m["kyc"] is None else Kyc.from_map(m["kyc"])
+        if kyc is not None and kycs is not None:
+            kyc = kycs.setdefault(kyc, kyc)
         return cls(
             address=_typed(m, "address", bytes),
             nonce=_typed(m, "nonce", int),
             public_key=None if m["public_key"] is None else _typed(m, "public_key", bytes),
             roles=tuple(_typed(m, "roles", list)),
             name=_typed(m, "name", str),
-            kyc=None if m["kyc"] is None else Kyc.from_map(m["kyc"]),
+            kyc=kyc,
             frozen=None if m["frozen"] is None else Freeze.from_map(m["frozen"]),
         )
 

@@ -7,14 +7,19 @@ the slow, obvious way with `codec.encode`.
 
 from __future__ import annotations
 
+from datetime import date
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import codec
 from ledger.block import Block, Header, compute_results_hash, decode_block
 from ledger.codes import Code
-from ledger.crypto import hash256
-from ledger.types import Event, Receipt
+from ledger.crypto import generate_key, hash256
+from ledger.genesis import default_genesis, state_from_genesis
+from ledger.state import State, StateLoader
+from ledger.types import Account, Event, Holding, Instrument, Kyc, Receipt
 
 attribute_values = st.one_of(
     st.integers(codec.INT_MIN, codec.INT_MAX),
@@ -83,3 +88,68 @@ def test_block_bytes_are_its_strict_encoding(height, some_hash, txs):
     block = Block(header, txs)
     assert block.encode() == codec.encode({"header": header.to_obj(), "txs": list(txs)})
     assert decode_block(block.encode()) == block
+
+
+# --------------------------------------------------------------------------------------
+# loading a large state
+
+
+def _key(label: str):
+    return generate_key(label.encode().ljust(32, b"\x00")[:32])
+
+
+def _state_with_investors(count: int) -> State:
+    names = ("ministry", "central-bank", "regulator", "auditor")
+    genesis = default_genesis(
+        validators=[(n, _key("validator-" + n).public_key) for n in names],
+        institutions={n: _key(n).address for n in names},
+        chain_id="khazana-test",
+        genesis_time_ms=1_767_225_600_000,
+    )
+    state = state_from_genesis(genesis)
+    issuer = _key("central-bank").address
+    state.put_instrument(
+        Instrument("PKR", "cash", "rupee", None, "PKR", 1, 2, 10**15, 0, issuer, supply=0)
+    )
+    expiries = (date(2030, 1, 1), date(2031, 6, 30))
+    for i in range(count):
+        address = i.to_bytes(20, "big")
+        kyc = Kyc("PK", "retail", expiries[i % 2], issuer, None)  # a new, equal object each
+        state.put_account(Account(address, nonce=i, kyc=kyc))
+        state.put_holding("PKR", address, Holding(100 + i, i % 3))
+    state.take_changes()
+    return state
+
+
+def test_loaded_state_is_the_state_that_was_saved():
+    original = _state_with_investors(50)
+    items = list(original.items())
+    loaded = State.from_items(items)
+    assert list(loaded.items()) == items
+    assert loaded.accounts == original.accounts
+    assert loaded.holdings == original.holdings
+    assert loaded.parameters == original.parameters
+    assert loaded.validator_set == original.validator_set
+    assert loaded.dirty_keys == []
+
+
+def test_loader_shares_equal_kyc_files_and_address_objects():
+    loaded = State.from_items(_state_with_investors(40).items())
+    investors = [a for a in loaded.accounts.values() if a.kyc is not None]
+    assert len(investors) == 40
+    assert len({id(a.kyc) for a in investors}) == 2  # two distinct files among 40 accounts
+    for address, _ in loaded.holders("PKR"):
+        assert address is loaded.accounts[address].address
+
+
+def test_loader_streams_pairs_on_to_a_second_consumer():
+    items = list(_state_with_investors(5).items())
+    loader = StateLoader()
+    assert list(loader.feed(iter(items))) == items
+    assert list(loader.finish().items()) == items
+
+
+def test_loader_refuses_a_state_without_its_chain_wide_records():
+    items = [(k, v) for k, v in _state_with_investors(3).items() if k != b"S"]
+    with pytest.raises(ValueError, match="chain-wide"):
+        State.from_items(items)
