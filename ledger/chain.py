@@ -314,7 +314,9 @@ def _load_state(store: Store) -> tuple[State, StateTree]:
     The rows stream through the state loader into the tree, so a million-account state is
     never held as a list of rows next to its records. The cyclic garbage collector is off
     meanwhile: millions of new records (none in a cycle) would otherwise trigger full
-    collections that re-walk everything loaded so far.
+    collections that re-walk everything loaded so far. One full collection at the end moves
+    them all to the oldest generation, here rather than in the middle of the first block
+    (measured at 1M accounts: that block took 2 s instead of 0.1 s).
     """
     loader = StateLoader()
     collecting = gc.isenabled()
@@ -326,6 +328,7 @@ def _load_state(store: Store) -> tuple[State, StateTree]:
     finally:
         if collecting:
             gc.enable()
+    gc.collect()
     return state, tree
 
 
