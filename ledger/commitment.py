@@ -47,6 +47,8 @@ class (a 1M-entry state has about 360,000 internal nodes):
                  or an internal node (list)
     node[16]     the node's hash preimage, a bytearray patched in place:
                  0x01 || bitmap (2 bytes) || the non-empty children's hashes in nibble order
+    node[17]     where each child's hash sits in the preimage: a tuple of 16 offsets, shared
+                 by all nodes with the same bitmap (valid for the non-empty slots)
 
 A node's own hash lives only in its parent's preimage (the root's in the tree), so there is
 no separate object per hash: a changed child is one 32-byte slice assignment at offset
@@ -63,6 +65,7 @@ older height needs the state of that height (e.g. a node that keeps a tree per s
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 from bisect import bisect_left
@@ -116,6 +119,8 @@ _HEX_TO_NIBBLE = bytes.maketrans(b"0123456789abcdef", bytes(range(16)))
 # bytes) deletes. A list of items is sorted and holds each path at most once.
 _LEAF_SIZE = 2 * HASH_SIZE
 _PREIMAGE = 16  # index of the preimage bytearray in a node (see the module docstring)
+_OFFSETS = 17  # index of the offsets tuple in a node
+_NODE_SIZE = 18
 _BISECT_ABOVE = 48  # runs of items longer than this are split by binary search
 
 _Subtree = tuple["bytes | list | None", "bytes | None"]  # (node, its hash); (None, None) = empty
@@ -156,12 +161,21 @@ def _internal_hash(bitmap: int, child_hashes: Iterable[bytes]) -> bytes:
     return hasher.digest()
 
 
-def _put_child_hash(preimage: bytearray, nibble: int, child_hash: bytes | None) -> None:
+@functools.cache
+def _offsets(bitmap: int) -> tuple[int, ...]:
+    """For each nibble, where its child's hash starts in a preimage with this bitmap:
+    after the 3-byte tag and bitmap, one hash per non-empty slot before it. At most 65,536
+    distinct tuples, in practice a few thousand, shared by all nodes."""
+    return tuple(3 + HASH_SIZE * (bitmap & ((1 << nibble) - 1)).bit_count() for nibble in range(16))
+
+
+def _put_child_hash(node: list, nibble: int, child_hash: bytes | None) -> None:
     """Write, insert or (with None) remove child `nibble`'s hash in a node's preimage, and
-    keep the bitmap in step."""
+    keep the bitmap and the offsets in step."""
+    preimage = node[_PREIMAGE]
     bitmap = preimage[1] << 8 | preimage[2]
     bit = 1 << nibble
-    offset = 3 + HASH_SIZE * (bitmap & (bit - 1)).bit_count()
+    offset = node[_OFFSETS][nibble]
     if bitmap & bit:
         if child_hash is not None:
             preimage[offset : offset + HASH_SIZE] = child_hash
@@ -175,6 +189,7 @@ def _put_child_hash(preimage: bytearray, nibble: int, child_hash: bytes | None) 
         bitmap |= bit
     preimage[1] = bitmap >> 8
     preimage[2] = bitmap & 0xFF
+    node[_OFFSETS] = _offsets(bitmap)
 
 
 def _split(items: list[bytes], depth: int) -> list[tuple[int, int, int]]:
@@ -224,7 +239,7 @@ def _build(leaves: list[bytes], depth: int) -> _Subtree:
         return leaves[0], hasher.digest()
     if depth == MAX_DEPTH:
         raise ValueError(f"duplicate state key (path {leaves[0][:HASH_SIZE].hex()})")
-    node: list = [None] * (_PREIMAGE + 1)
+    node: list = [None] * _NODE_SIZE
     child_hashes = []
     bitmap = 0
     # The same split as `_split`, inlined: a bulk build creates ~0.36 nodes per entry, most of
@@ -254,6 +269,7 @@ def _build(leaves: list[bytes], depth: int) -> _Subtree:
     preimage = bytearray(_tagged_bitmap(bitmap))
     preimage += b"".join(child_hashes)
     node[_PREIMAGE] = preimage
+    node[_OFFSETS] = _offsets(bitmap)
     hasher = _PLAIN_HASHER.copy()
     hasher.update(preimage)
     return node, hasher.digest()
@@ -292,6 +308,39 @@ def _update_one(node: list, item: bytes, depth: int) -> _Subtree:
     batch has been split down to single keys, so it is a loop rather than a call per level."""
     path = item[:HASH_SIZE]
     nibbles = _nibbles(path)
+    top = node
+    top_depth = depth
+    # Descend, noting where each node on the way keeps the hash of the child we go into.
+    trail = []
+    while True:
+        nibble = nibbles[depth]
+        child = node[nibble]
+        trail.append((node[16], node[17][nibble]))  # (_PREIMAGE, _OFFSETS)
+        if type(child) is not list:
+            break
+        node = child
+        depth += 1
+    if child is None or not child.startswith(path) or len(item) != _LEAF_SIZE:
+        return _update_one_reshaping(top, item, nibbles, top_depth)
+    # The hot path of `apply`: an existing key gets a new value. No slot appears or
+    # disappears, so every node on the way up is patched at its noted offset and rehashed.
+    node[nibble] = item
+    hasher = _LEAF_HASHER.copy()
+    hasher.update(item)
+    child_hash = hasher.digest()
+    new_hasher = _PLAIN_HASHER.copy
+    for preimage, offset in reversed(trail):
+        preimage[offset : offset + 32] = child_hash
+        hasher = new_hasher()
+        hasher.update(preimage)
+        child_hash = hasher.digest()
+    return top, child_hash
+
+
+def _update_one_reshaping(node: list, item: bytes, nibbles: bytes, depth: int) -> _Subtree:
+    """`_update_one` for a change that fills an empty slot, splits a leaf or deletes: slots
+    may appear or disappear and nodes may collapse on the way up."""
+    path = item[:HASH_SIZE]
     nodes = []
     while True:
         nodes.append(node)
@@ -304,35 +353,17 @@ def _update_one(node: list, item: bytes, depth: int) -> _Subtree:
     # another key's leaf.
     if child is None or child.startswith(path):
         if len(item) == _LEAF_SIZE:
-            hasher = _LEAF_HASHER.copy()
-            hasher.update(item)
-            new, new_hash = item, hasher.digest()
+            new, new_hash = item, leaf_hash(path, item[HASH_SIZE:])
         else:
             new, new_hash = None, None
     else:
         new, new_hash = _merge_into_leaf(child, [item], depth + 1)
-    # Walk back up. An upsert never lowers an entry count, so unless it filled an empty slot
-    # the bitmap stays and each node is just patched and rehashed (the hot loop of `apply`:
-    # names are bound locally). A deletion may empty a slot and make nodes collapse into
-    # their last leaf, which `_settle` handles.
-    upsert = new is not None
-    new_hasher = _PLAIN_HASHER.copy
     for node in reversed(nodes):
         nibble = nibbles[depth]
         depth -= 1
         node[nibble] = new
-        preimage = node[16]  # _PREIMAGE
-        bitmap = preimage[1] << 8 | preimage[2]
-        if upsert and bitmap >> nibble & 1:
-            offset = 3 + 32 * (bitmap & ((1 << nibble) - 1)).bit_count()
-            preimage[offset : offset + 32] = new_hash
-            hasher = new_hasher()
-            hasher.update(preimage)
-            new = node
-            new_hash = hasher.digest()
-        else:
-            _put_child_hash(preimage, nibble, new_hash)
-            new, new_hash = _settle(node)
+        _put_child_hash(node, nibble, new_hash)
+        new, new_hash = _settle(node)
     return new, new_hash
 
 
@@ -341,7 +372,6 @@ def _update(node: list, items: list[bytes], depth: int) -> _Subtree:
     nibble so that every touched node is rehashed once."""
     if len(items) == 1:
         return _update_one(node, items[0], depth)
-    preimage = node[_PREIMAGE]
     for nibble, start, end in _split(items, depth):
         group = items[start:end]
         child = node[nibble]
@@ -355,7 +385,7 @@ def _update(node: list, items: list[bytes], depth: int) -> _Subtree:
         else:
             child, child_hash = _update(child, group, depth + 1)
         node[nibble] = child
-        _put_child_hash(preimage, nibble, child_hash)
+        _put_child_hash(node, nibble, child_hash)
     return _settle(node)
 
 
