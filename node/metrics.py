@@ -1,0 +1,151 @@
+"""The node's Prometheus metrics: one `Metrics` object per node and its own HTTP listener.
+
+What it owns: the metric names and what they mean, and `serve_metrics`, an ASGI app on
+hypercorn that answers `GET /metrics` with the text exposition format. Metrics live in their
+own `CollectorRegistry` (not prometheus-client's global one), so several nodes in one process
+(tests, simulations) never mix their numbers, and the listener is separate from the RPC port
+so an operator can expose one without the other.
+
+The driver, mempool and peer manager call the update methods; nothing here reads a clock, and
+nothing here affects state (a block interval is measured by the caller and only observed).
+
+    khazana_height                      gauge      last committed height
+    khazana_round                       gauge      current consensus round
+    khazana_round_changes_total         counter    rounds started past round 0
+    khazana_block_interval_seconds      histogram  time between consecutive commits
+    khazana_blocks_committed_total      counter
+    khazana_txs_committed_total         counter
+    khazana_mempool_size                gauge      transactions waiting
+    khazana_mempool_bytes               gauge      their bytes
+    khazana_peers                       gauge      connected peers
+    khazana_catching_up                 gauge      1 while block sync runs, else 0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from node.rpc import serve_asgi
+
+# Block interval buckets (seconds): a healthy network commits every ~1 s under load and at the
+# heartbeat interval when idle; the long tail shows stalls and round changes.
+INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The metrics of one node, labelled with nothing (one registry per node)."""
+
+    def __init__(self, namespace: str = "khazana") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.height = Gauge(
+            "height", "Last committed block height", namespace=namespace, registry=r
+        )
+        self.round = Gauge("round", "Current consensus round", namespace=namespace, registry=r)
+        self.round_changes = Counter(
+            "round_changes", "Rounds started after round 0", namespace=namespace, registry=r
+        )
+        self.block_interval = Histogram(
+            "block_interval_seconds",
+            "Seconds between consecutive committed blocks",
+            namespace=namespace,
+            registry=r,
+            buckets=INTERVAL_BUCKETS,
+        )
+        self.blocks_committed = Counter(
+            "blocks_committed", "Blocks committed by this node", namespace=namespace, registry=r
+        )
+        self.txs_committed = Counter(
+            "txs_committed", "Transactions in committed blocks", namespace=namespace, registry=r
+        )
+        self.mempool_size = Gauge(
+            "mempool_size", "Transactions in the mempool", namespace=namespace, registry=r
+        )
+        self.mempool_bytes = Gauge(
+            "mempool_bytes", "Bytes of transactions in the mempool", namespace=namespace, registry=r
+        )
+        self.peers = Gauge("peers", "Connected peers", namespace=namespace, registry=r)
+        self.catching_up = Gauge(
+            "catching_up",
+            "1 while the node syncs blocks from peers",
+            namespace=namespace,
+            registry=r,
+        )
+
+    # The calls the node makes.
+
+    def block_committed(self, height: int, n_txs: int, interval_s: float | None = None) -> None:
+        """A block was committed; `interval_s` since the previous commit (None for the first
+        block after start, which has no meaningful interval)."""
+        self.height.set(height)
+        self.blocks_committed.inc()
+        if n_txs:
+            self.txs_committed.inc(n_txs)
+        if interval_s is not None:
+            self.block_interval.observe(interval_s)
+
+    def set_round(self, round_: int) -> None:
+        """The consensus round now running; a round above 0 counts one round change."""
+        if round_ > 0:
+            self.round_changes.inc()
+        self.round.set(round_)
+
+    def set_mempool(self, n_txs: int, total_bytes: int) -> None:
+        self.mempool_size.set(n_txs)
+        self.mempool_bytes.set(total_bytes)
+
+    def set_peers(self, n_peers: int) -> None:
+        self.peers.set(n_peers)
+
+    def set_catching_up(self, catching_up: bool) -> None:
+        self.catching_up.set(1 if catching_up else 0)
+
+    def exposition(self) -> bytes:
+        """The text exposition format of every metric."""
+        return generate_latest(self.registry)
+
+
+class MetricsApp:
+    """ASGI: `GET /metrics` -> the exposition; anything else 404 (405 for other methods)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/metrics":
+            status, body, content_type = 404, b"not found\n", b"text/plain; charset=utf-8"
+        elif scope["method"] not in ("GET", "HEAD"):
+            status, body, content_type = 405, b"GET /metrics\n", b"text/plain; charset=utf-8"
+        else:
+            status, body = 200, self.metrics.exposition()
+            content_type = CONTENT_TYPE_LATEST.encode()
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def serve_metrics(
+    metrics: Metrics, listen: str, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve `GET /metrics` on `listen` ("host:port") until cancelled; reports the bound port."""
+    await serve_asgi(MetricsApp(metrics), listen, name="metrics", task_status=task_status)

@@ -1,0 +1,767 @@
+"""The node's JSON-RPC 2.0 interface over HTTP: a hand-written ASGI app served by hypercorn.
+
+What it owns: the HTTP surface of one node (`POST /` for JSON-RPC, `GET /health`), the
+JSON-RPC 2.0 rules (batches, notifications, ids, the standard error codes), the request limits,
+and the translation of committed ledger records into JSON (hashes lowercase hex, addresses in
+their kz1 text form, transactions base64, heights ints). It asks the running node for
+everything through the `NodeApi` protocol (docs/NODE.md) and reads committed state through
+`api.store` (an `ledger.store.AsyncStore`), never a pending block.
+
+Errors (JSON-RPC error objects):
+
+    -32700 parse error        the body is not JSON
+    -32600 invalid request    not a request object, an empty batch, a batch too large,
+                              a body too large (HTTP 413)
+    -32601 method not found
+    -32602 invalid params     wrong names, types or values of params
+    -32603 internal error     a bug or a store failure: logged here, never a traceback out
+    -32000 server busy / request timed out     (limits; HTTP 503 when busy)
+    -32001 not found          no block / transaction / account / instrument of that name
+
+A rejected transaction is NOT an error: `broadcast_tx_sync` and `check_tx` return a result with
+`code != 0`, `codespace` "khazana" and a human `log` (codes from `ledger.codes.Code`).
+
+Limits (`RpcLimits`): body size (larger -> HTTP 413 with a JSON-RPC error body), calls per
+batch, requests handled at once (more -> HTTP 503; hypercorn keeps idle keep-alive connections
+cheap, and it is the requests in flight that cost store reads), and a deadline per HTTP request
+(calls not finished by then answer -32000).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from consensus.types import Commit
+from consensus.wire import WireError, decode_message
+from ledger import codec
+from ledger.block import decode_block, decode_header
+from ledger.codes import LedgerError
+from ledger.crypto import address_from_text, address_to_text
+from ledger.state import (
+    INSTRUMENT,
+    account_key,
+    holders_prefix,
+    holding_key,
+    instrument_key,
+)
+from ledger.store import MAX_EVENTS_PAGE, EventRecord, TxRecord
+from ledger.types import Account, Holding, Instrument
+
+log = logging.getLogger("khazana.rpc")
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+SERVER_LIMIT = -32000
+NOT_FOUND = -32001
+
+CODESPACE = "khazana"
+MAX_PAGE = 100  # rows per page of instruments / holders
+_RECORD_MAX_SIZE = 1 << 20
+_RECORD_MAX_DEPTH = 8
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RpcLimits:
+    """The RPC listener's address and limits (the `[rpc]` section of the node's config)."""
+
+    listen: str = "127.0.0.1:26657"
+    max_body_bytes: int = 1024 * 1024
+    max_batch: int = 100
+    max_concurrent: int = 64  # requests handled at once; more get HTTP 503
+    request_timeout_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: object) -> RpcLimits:
+        """Take the limits from a config object: an `RpcLimits`, or anything with these
+        attribute names (e.g. `NodeConfig.rpc`, or a `NodeConfig` holding it as `.rpc`).
+        Missing attributes keep their defaults."""
+        if isinstance(config, RpcLimits):
+            return config
+        section = getattr(config, "rpc", config)
+        defaults = cls()
+        values = {
+            name: getattr(section, name, getattr(defaults, name))
+            for name in ("listen", "max_body_bytes", "max_batch", "max_concurrent")
+        }
+        values["request_timeout_s"] = getattr(
+            section, "request_timeout_s", getattr(section, "timeout_s", defaults.request_timeout_s)
+        )
+        return cls(**values)
+
+
+class RpcError(Exception):
+    """A JSON-RPC error object to answer with (never a traceback)."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_obj(self) -> dict:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def invalid_params(message: str) -> RpcError:
+    return RpcError(INVALID_PARAMS, "Invalid params", message)
+
+
+# --------------------------------------------------------------------------- JSON rendering
+
+
+def iso_time(time_ms: int) -> str:
+    """Block time as RFC 3339 UTC with milliseconds ("2026-01-01T00:00:00.000Z"); exact."""
+    moment = _EPOCH + timedelta(milliseconds=time_ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{time_ms % 1000:03d}Z"
+
+
+def to_json(value: Any) -> Any:
+    """A decoded ledger value as JSON: 20-byte values are addresses (kz1 text, as the ledger
+    indexes them, see `Event.accounts`), other bytes lowercase hex."""
+    if isinstance(value, bytes):
+        return address_to_text(value) if len(value) == 20 else value.hex()
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _decode_record(raw: bytes) -> Any:
+    return codec.decode(raw, max_size=_RECORD_MAX_SIZE, max_depth=_RECORD_MAX_DEPTH)
+
+
+def render_header(header_bytes: bytes) -> dict:
+    header = decode_header(header_bytes)
+    return {
+        "chain_id": header.chain_id,
+        "height": header.height,
+        "time": iso_time(header.time_ms),
+        "time_ms": header.time_ms,
+        "prev_hash": header.prev_hash.hex(),
+        "txs_hash": header.txs_hash.hex(),
+        "app_hash": header.app_hash.hex(),
+        "results_hash": header.results_hash.hex(),
+        "proposer": header.proposer.hex(),
+        "validators_hash": header.validators_hash.hex(),
+    }
+
+
+def render_commit(certificate: bytes | None) -> dict | None:
+    """A stored commit certificate (consensus wire form of a `Commit`) as JSON."""
+    if not certificate:
+        return None
+    try:
+        commit = decode_message(certificate)
+    except WireError:
+        commit = None
+    if not isinstance(commit, Commit):
+        # Not the consensus wire form: hand the bytes over rather than guess.
+        return {"raw": b64(certificate)}
+    return {
+        "height": commit.height,
+        "round": commit.round,
+        "block_id": {"hash": commit.value_id.hex()},
+        "signatures": [
+            {"validator": validator.hex(), "signature": signature.hex()}
+            for validator, signature in commit.signatures
+        ],
+    }
+
+
+def render_receipt(record: TxRecord) -> dict:
+    receipt = _decode_record(record.receipt)
+    return {
+        "code": record.code,
+        "codespace": CODESPACE if record.code else "",
+        "log": receipt.get("log", ""),
+        "events": [to_json(event) for event in receipt.get("events", [])],
+    }
+
+
+def render_event(record: EventRecord) -> dict:
+    event = _decode_record(record.data)
+    return {
+        "height": record.height,
+        "tx_index": record.tx_index,
+        "event_index": record.event_index,
+        "type": record.type,
+        "attributes": to_json(event.get("attributes", {})),
+    }
+
+
+def render_account(account: Account, balances: list[dict]) -> dict:
+    obj = to_json(account.to_map())
+    obj["balances"] = balances
+    return obj
+
+
+def render_instrument(instrument: Instrument) -> dict:
+    obj = to_json(instrument.to_map())
+    obj["status"] = (
+        "redeemed" if instrument.redeemed else "paused" if instrument.paused else "active"
+    )
+    return obj
+
+
+# --------------------------------------------------------------------------- params
+
+
+def _int_param(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if type(value) is not int or value < low or (high is not None and value > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise invalid_params(f"{name} must be an integer {bound}, got {value!r:.60}")
+    return value
+
+
+def _str_param(name: str, value: Any, max_len: int = 256) -> str:
+    if type(value) is not str or not value or len(value) > max_len:
+        raise invalid_params(f"{name} must be a non-empty string of at most {max_len} chars")
+    return value
+
+
+def _tx_param(value: Any) -> bytes:
+    if type(value) is not str:
+        raise invalid_params("tx must be the base64 text of a signed transaction")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_params("tx is not valid base64") from None
+    if not raw:
+        raise invalid_params("tx is empty")
+    return raw
+
+
+def _hash_param(value: Any) -> bytes:
+    if type(value) is not str or len(value) != 64:
+        raise invalid_params("hash must be 64 hex characters")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise invalid_params("hash must be 64 hex characters") from None
+
+
+def _address_param(name: str, value: Any) -> bytes:
+    if type(value) is not str:
+        raise invalid_params(f"{name} must be a kz1... address")
+    try:
+        return address_from_text(value)
+    except LedgerError as exc:
+        raise invalid_params(f"{name}: {exc.message}") from None
+
+
+def _bool_param(name: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise invalid_params(f"{name} must be true or false")
+    return value
+
+
+def _instrument_param(value: Any) -> str:
+    text = _str_param("id", value, 32)
+    if not text.isascii():
+        raise invalid_params("id must be ASCII")
+    return text
+
+
+# --------------------------------------------------------------------------- methods
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    handler: Handler
+    params: tuple[str, ...]  # accepted names, in positional order
+    required: tuple[str, ...] = ()
+
+
+class RpcMethods:
+    """The methods a node answers; each takes keyword params already matched by name."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.table: dict[str, Method] = {
+            "health": Method(self.health, ()),
+            "status": Method(self.status, ()),
+            "net_info": Method(self.net_info, ()),
+            "genesis": Method(self.genesis, ()),
+            "validators": Method(self.validators, ("height",)),
+            "block": Method(self.block, ("height",)),
+            "commit": Method(self.commit, ("height",)),
+            "broadcast_tx_sync": Method(self.broadcast_tx_sync, ("tx",), ("tx",)),
+            "check_tx": Method(self.check_tx, ("tx",), ("tx",)),
+            "tx": Method(self.tx, ("hash", "prove"), ("hash",)),
+            "num_unconfirmed_txs": Method(self.num_unconfirmed_txs, ()),
+            "account": Method(self.account, ("address", "prove"), ("address",)),
+            "instrument": Method(self.instrument, ("id",), ("id",)),
+            "instruments": Method(self.instruments, ("after", "limit")),
+            "holders": Method(self.holders, ("id", "after", "limit"), ("id",)),
+            "events": Method(
+                self.events,
+                ("account", "instrument", "from_height", "to_height", "page", "per_page"),
+            ),
+        }
+
+    # -- node
+
+    async def health(self) -> dict:
+        return {}
+
+    async def status(self) -> dict:
+        return await self.api.status()
+
+    async def net_info(self) -> dict:
+        peers = self.api.peers()
+        return {"listening": True, "n_peers": len(peers), "peers": peers}
+
+    async def genesis(self) -> dict:
+        return {"genesis": self.api.genesis}
+
+    async def validators(self, height: Any = None) -> dict:
+        if height is not None:
+            height = await self._committed_height(height)
+        block_height, validators = await self.api.validators(height)
+        return {"block_height": block_height, "validators": validators, "total": len(validators)}
+
+    async def num_unconfirmed_txs(self) -> dict:
+        n_txs, total_bytes = self.api.mempool_stats()
+        return {"n_txs": n_txs, "total_bytes": total_bytes}
+
+    # -- blocks
+
+    async def _committed_height(self, height: Any) -> int:
+        latest = await self.api.store.latest_height() or 0
+        if height is None:
+            if latest < 1:
+                raise RpcError(NOT_FOUND, "Not found", "no block has been committed yet")
+            return latest
+        height = _int_param("height", height, 1)
+        if height > latest:
+            raise RpcError(
+                NOT_FOUND, "Not found", f"height {height} is after the latest block {latest}"
+            )
+        return height
+
+    async def block(self, height: Any = None) -> dict:
+        height = await self._committed_height(height)
+        store = self.api.store
+        stored = await store.block(height)
+        if stored is None:
+            raise RpcError(NOT_FOUND, "Not found", f"no block at height {height}")
+        block = decode_block(stored.block)
+        last_commit = await store.commit(height - 1) if height > 1 else None
+        return {
+            "block_id": {"hash": stored.hash.hex()},
+            "block": {
+                "header": render_header(stored.header),
+                "txs": [b64(raw) for raw in block.txs],
+                "last_commit": render_commit(last_commit),
+            },
+        }
+
+    async def commit(self, height: Any = None) -> dict:
+        height = await self._committed_height(height)
+        store = self.api.store
+        stored = await store.block(height)
+        certificate = await store.commit(height)
+        if stored is None or certificate is None:
+            raise RpcError(NOT_FOUND, "Not found", f"no commit at height {height}")
+        return {
+            "signed_header": {
+                "header": render_header(stored.header),
+                "commit": render_commit(certificate),
+            },
+            "block_id": {"hash": stored.hash.hex()},
+            "canonical": True,
+        }
+
+    # -- transactions
+
+    async def broadcast_tx_sync(self, tx: Any) -> dict:
+        return _admission(await self.api.submit_tx(_tx_param(tx)))
+
+    async def check_tx(self, tx: Any) -> dict:
+        return _admission(await self.api.check_tx(_tx_param(tx)))
+
+    async def tx(self, hash: Any, prove: Any = False) -> dict:
+        tx_id = _hash_param(hash)
+        if _bool_param("prove", prove):
+            raise invalid_params("transaction proofs are not served by this node yet")
+        record = await self.api.store.tx(tx_id)
+        if record is None:
+            raise RpcError(NOT_FOUND, "Not found", f"no committed transaction {hash}")
+        return {
+            "hash": record.tx_id.hex(),
+            "height": record.height,
+            "index": record.index,
+            "tx": b64(record.raw),
+            "tx_result": render_receipt(record),
+        }
+
+    # -- state reads (committed)
+
+    async def account(self, address: Any, prove: Any = False) -> dict:
+        raw_address = _address_param("address", address)
+        if _bool_param("prove", prove):
+            raise invalid_params("state proofs are not served by this node yet")
+        store = self.api.store
+        raw = await store.get_state(account_key(raw_address))
+        if raw is None:
+            raise RpcError(NOT_FOUND, "Not found", f"no account {address}")
+        account = Account.from_map(_decode_record(raw))
+        balances = []
+        # Holdings are keyed instrument first; the number of instruments is small and bounded
+        # by governance, so one point read per instrument is the cheap way round.
+        after = None
+        while page := await store.scan_prefix(INSTRUMENT, MAX_PAGE, after):
+            for key, _ in page:
+                instrument_id = key[1:].decode("ascii")
+                held = await store.get_state(holding_key(instrument_id, raw_address))
+                if held is not None:
+                    holding = Holding.from_map(_decode_record(held))
+                    balances.append(
+                        {
+                            "instrument": instrument_id,
+                            "balance": holding.balance,
+                            "frozen": holding.frozen,
+                        }
+                    )
+            after = page[-1][0]
+        return render_account(account, balances)
+
+    async def instrument(self, id: Any) -> dict:
+        instrument_id = _instrument_param(id)
+        raw = await self.api.store.get_state(instrument_key(instrument_id))
+        if raw is None:
+            raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
+        return render_instrument(Instrument.from_map(_decode_record(raw)))
+
+    async def instruments(self, after: Any = None, limit: Any = MAX_PAGE) -> dict:
+        limit = _int_param("limit", limit, 1, MAX_PAGE)
+        after_key = None if after is None else instrument_key(_instrument_param(after))
+        page = await self.api.store.scan_prefix(INSTRUMENT, limit, after_key)
+        items = [render_instrument(Instrument.from_map(_decode_record(raw))) for _, raw in page]
+        next_after = items[-1]["id"] if len(items) == limit else None
+        return {"instruments": items, "next": next_after}
+
+    async def holders(self, id: Any, after: Any = None, limit: Any = MAX_PAGE) -> dict:
+        instrument_id = _instrument_param(id)
+        limit = _int_param("limit", limit, 1, MAX_PAGE)
+        after_key = None
+        if after is not None:
+            after_key = holding_key(instrument_id, _address_param("after", after))
+        store = self.api.store
+        if await store.get_state(instrument_key(instrument_id)) is None:
+            raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
+        prefix = holders_prefix(instrument_id)
+        page = await store.scan_prefix(prefix, limit, after_key)
+        holders = []
+        for key, raw in page:
+            holding = Holding.from_map(_decode_record(raw))
+            holders.append(
+                {
+                    "address": address_to_text(key[len(prefix) :]),
+                    "balance": holding.balance,
+                    "frozen": holding.frozen,
+                }
+            )
+        next_after = holders[-1]["address"] if len(holders) == limit else None
+        return {"instrument": instrument_id, "holders": holders, "next": next_after}
+
+    async def events(
+        self,
+        account: Any = None,
+        instrument: Any = None,
+        from_height: Any = None,
+        to_height: Any = None,
+        page: Any = 1,
+        per_page: Any = 30,
+    ) -> dict:
+        account_bytes = None if account is None else _address_param("account", account)
+        instrument_id = None if instrument is None else _instrument_param(instrument)
+        low = None if from_height is None else _int_param("from_height", from_height, 0)
+        high = None if to_height is None else _int_param("to_height", to_height, 0)
+        per_page = _int_param("per_page", per_page, 1, MAX_EVENTS_PAGE)
+        page = _int_param("page", page, 1, 1_000_000)
+        records = await self.api.store.events(
+            account=account_bytes,
+            instrument=instrument_id,
+            from_height=low,
+            to_height=high,
+            limit=per_page,
+            offset=(page - 1) * per_page,
+        )
+        return {"events": [render_event(r) for r in records], "page": page, "per_page": per_page}
+
+
+def _admission(result: Any) -> dict:
+    code = int(result.code)
+    return {
+        "code": code,
+        "codespace": (result.codespace or CODESPACE) if code else "",
+        "log": result.log,
+        "hash": result.tx_id.hex(),
+    }
+
+
+# --------------------------------------------------------------------------- JSON-RPC
+
+
+def _error_response(error: RpcError, request_id: Any = None) -> dict:
+    return {"jsonrpc": "2.0", "error": error.to_obj(), "id": request_id}
+
+
+def _valid_id(value: Any) -> bool:
+    # JSON-RPC 2.0: String, Number or Null (bool is not a Number in JSON).
+    if type(value) is float:
+        return math.isfinite(value)
+    return value is None or type(value) in (str, int)
+
+
+def _bind_params(method: Method, params: Any) -> dict:
+    if params is None:
+        bound: dict = {}
+    elif isinstance(params, list):
+        if len(params) > len(method.params):
+            raise invalid_params(
+                f"at most {len(method.params)} positional params {list(method.params)}"
+            )
+        bound = dict(zip(method.params, params, strict=False))
+    else:  # dict, checked by the caller
+        unknown = sorted(set(params) - set(method.params))
+        if unknown:
+            raise invalid_params(f"unknown params {unknown}; accepted: {list(method.params)}")
+        bound = dict(params)
+    missing = [name for name in method.required if name not in bound]
+    if missing:
+        raise invalid_params(f"missing params {missing}")
+    return bound
+
+
+class RpcApp:
+    """The ASGI application: routes HTTP, applies the limits, runs JSON-RPC calls."""
+
+    def __init__(self, api: Any, limits: RpcLimits | None = None) -> None:
+        self.limits = limits or RpcLimits()
+        self.methods = RpcMethods(api)
+        self._in_flight = trio.CapacityLimiter(self.limits.max_concurrent)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        # websocket (`/websocket`, issue 5) is not served yet: returning closes it.
+
+    async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
+        method, path = scope["method"], scope["path"]
+        if path == "/health" and method in ("GET", "HEAD"):
+            await _respond(send, 200, b"ok\n", b"text/plain; charset=utf-8")
+            return
+        if path != "/":
+            await _respond(send, 404, b"not found\n", b"text/plain; charset=utf-8")
+            return
+        if method != "POST":
+            await _respond(
+                send, 405, b"JSON-RPC: POST to /\n", b"text/plain; charset=utf-8", allow=b"POST"
+            )
+            return
+        try:
+            self._in_flight.acquire_nowait()
+        except trio.WouldBlock:
+            busy = RpcError(SERVER_LIMIT, "Server busy", "too many requests in flight")
+            await _respond_json(send, 503, _error_response(busy))
+            return
+        try:
+            body = await _read_body(scope, receive, self.limits.max_body_bytes)
+            if body is None:
+                too_large = RpcError(
+                    INVALID_REQUEST,
+                    "Invalid Request",
+                    f"body larger than {self.limits.max_body_bytes} bytes",
+                )
+                await _respond_json(send, 413, _error_response(too_large))
+                return
+            answer = await self.handle_body(body)
+            if answer is None:
+                await _respond(send, 204, b"", None)
+            else:
+                await _respond_json(send, 200, answer)
+        finally:
+            self._in_flight.release()
+
+    async def handle_body(self, body: bytes) -> Any:
+        """The JSON answer to one HTTP body (None when nothing is to be answered)."""
+        try:
+            message = json.loads(body, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            return _error_response(RpcError(PARSE_ERROR, "Parse error"))
+        deadline = trio.current_time() + self.limits.request_timeout_s
+        if isinstance(message, list):
+            if not message:
+                return _error_response(RpcError(INVALID_REQUEST, "Invalid Request", "empty batch"))
+            if len(message) > self.limits.max_batch:
+                return _error_response(
+                    RpcError(
+                        INVALID_REQUEST,
+                        "Invalid Request",
+                        f"batch of {len(message)} calls; at most {self.limits.max_batch}",
+                    )
+                )
+            answers = []
+            for request in message:
+                answer = await self.handle_request(request, deadline)
+                if answer is not None:
+                    answers.append(answer)
+            return answers or None
+        return await self.handle_request(message, deadline)
+
+    async def handle_request(self, request: Any, deadline: float) -> dict | None:
+        """One call: its response object, or None for a valid notification."""
+        if (
+            not isinstance(request, dict)
+            or request.get("jsonrpc") != "2.0"
+            or not isinstance(request.get("method"), str)
+            or ("id" in request and not _valid_id(request["id"]))
+            or not isinstance(request.get("params", []), (list, dict))
+        ):
+            request_id = None
+            if isinstance(request, dict) and _valid_id(request.get("id")):
+                request_id = request.get("id")
+            return _error_response(RpcError(INVALID_REQUEST, "Invalid Request"), request_id)
+        notification = "id" not in request
+        request_id = request.get("id")
+        try:
+            result = await self._call(request["method"], request.get("params"), deadline)
+        except RpcError as error:
+            return None if notification else _error_response(error, request_id)
+        if notification:
+            return None
+        return {"jsonrpc": "2.0", "result": result, "id": request_id}
+
+    async def _call(self, name: str, params: Any, deadline: float) -> Any:
+        method = self.methods.table.get(name)
+        if method is None:
+            raise RpcError(METHOD_NOT_FOUND, "Method not found", name[:100])
+        bound = _bind_params(method, params)
+        with trio.move_on_at(deadline):
+            try:
+                return await method.handler(**bound)
+            except RpcError:
+                raise
+            except Exception:
+                # Never a traceback to the client: the operator reads it in the log.
+                log.exception("rpc method %s failed", name)
+                raise RpcError(INTERNAL_ERROR, "Internal error") from None
+        raise RpcError(SERVER_LIMIT, "Request timed out", f"{name} did not finish in time")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def _read_body(scope: dict, receive: Callable, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed `limit` bytes."""
+    for header, value in scope.get("headers", ()):
+        if header.lower() == b"content-length":
+            try:
+                if int(value) > limit:
+                    return None
+            except ValueError:
+                pass
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(
+    send: Callable, status: int, body: bytes, content_type: bytes | None, allow: bytes = b""
+) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    if allow:
+        headers.append((b"allow", allow))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_json(send: Callable, status: int, obj: Any) -> None:
+    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    await _respond(send, status, body, b"application/json")
+
+
+async def _lifespan(receive: Callable, send: Callable) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# --------------------------------------------------------------------------- serving
+
+
+async def serve_asgi(
+    app: Any, listen: str, *, name: str, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve `app` with hypercorn's trio worker on `listen` ("host:port", "[v6]:port");
+    reports the bound port (an int) through `task_status`, so port 0 works."""
+    config = HypercornConfig()
+    config.bind = [listen]
+    config.accesslog = None
+    config.errorlog = logging.getLogger(f"khazana.{name}.http")
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(hypercorn_serve, app, config))
+        port = int(binds[0].rsplit(":", 1)[1])
+        log.info("%s listening on %s", name, binds[0])
+        task_status.started(port)
+
+
+async def serve_rpc(api: Any, config: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve JSON-RPC for the node behind `api` until cancelled.
+
+    `config`: `RpcLimits`, or the node's config (its `rpc` section is read by attribute name,
+    see `RpcLimits.from_config`). Reports the bound port through `task_status`.
+    """
+    limits = RpcLimits.from_config(config)
+    await serve_asgi(RpcApp(api, limits), limits.listen, name="rpc", task_status=task_status)
