@@ -581,6 +581,8 @@ _EVENT_VALUE_TYPES = frozenset({int, str, bytes, bool, type(None)})
 
 
 def _check_event_value(name: object, value: object) -> None:
+    if type(value) in _EVENT_VALUE_TYPES:
+        return
     if type(name) is not str:
         raise TypeError(f"event attribute names are str, got {type(name).__name__}")
     # int and str subclasses (IntEnum codes) encode as their base value, like `codec.encode`.
@@ -605,14 +607,20 @@ class Event:
         # Events are encoded with `codec.encode_presorted` (no walk), which is only canonical
         # for scalar values: refuse anything else here, where the operation that built the
         # event is on the stack.
-        for name, value in self.attributes.items():
-            if type(value) not in _EVENT_VALUE_TYPES:
+        attributes = self.attributes
+        if not _EVENT_VALUE_TYPES.issuperset(map(type, attributes.values())):
+            for name, value in attributes.items():
                 _check_event_value(name, value)
         object.__setattr__(self, "encoded", codec.encode_presorted(self.to_map()))
 
     def to_map(self) -> dict:
         attributes = self.attributes
-        return {"attributes": {k: attributes[k] for k in sorted(attributes)}, "type": self.type}
+        keys = sorted(attributes)
+        if keys != list(attributes):  # operations mostly build them in order already
+            attributes = {key: attributes[key] for key in keys}
+        else:
+            attributes = dict(attributes)  # a copy either way: the caller may change it
+        return {"attributes": attributes, "type": self.type}
 
     def accounts(self) -> list[bytes]:
         """Every account the event concerns (each 20-byte value), sorted, for indexing."""
