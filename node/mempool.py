@@ -62,7 +62,7 @@ ids of the transactions *in the pool*, whose exact bytes were verified here -- s
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, KeysView, Sequence
 from dataclasses import dataclass, field
 
 from ledger.codes import Code, InvalidTransaction, LedgerError
@@ -182,9 +182,10 @@ class Mempool:
         return None if entry is None else entry.tx
 
     @property
-    def verified_ids(self) -> frozenset[bytes]:
-        """Ids of the waiting transactions (all verified here); for `build_block` on `reap`."""
-        return frozenset(self._entries)
+    def verified_ids(self) -> KeysView[bytes]:
+        """Ids of the waiting transactions (all verified here); for `build_block` on `reap`.
+        A live view (no copy): use it at once, as `build_block` does, synchronously."""
+        return self._entries.keys()
 
     def is_verified(self, raw: bytes) -> bool:
         """Were the signatures of exactly these bytes verified (and still remembered)?"""

@@ -342,7 +342,7 @@ def test_verified_for_matches_exact_bytes_not_just_the_id(state):
     padded = encode_signed_tx(SignedTx(genuine.body, sigs, b"", genuine.tx_id))
     assert mp.verified_for([genuine.raw, padded]) == {genuine.tx_id}
     assert mp.verified_for([padded]) == set()
-    assert mp.verified_ids == frozenset({genuine.tx_id})
+    assert set(mp.verified_ids) == {genuine.tx_id}
 
 
 def test_reaped_block_builds_on_a_real_chain_without_reverifying(tmp_path, verify_calls):
@@ -459,8 +459,8 @@ def test_recheck_keeps_a_compliance_refusal_for_the_block_to_record(state):
     assert mp.admit(spend, view(state)).code == Code.INSUFFICIENT_BALANCE
     spend_all = transfer("alice", 1, "bob", 9_999)
     assert mp.admit(spend_all, view(state)).code == 0
-    # Meanwhile a block takes alice's 0 and freezes... simply: bob receives, alice drained.
-    commit(state, [transfer("alice", 0, "carol", 5)])  # a different nonce-0 from elsewhere
+    # Another node's block commits a different nonce 0 of alice: she now holds 9 995.
+    commit(state, [transfer("alice", 0, "carol", 5)])
     assert mp.remove_committed([], view(state, 3)) == [signed_id(transfer("alice", 0, "carol", 1))]
     assert [t.raw for t in mp.reap(10, 10**6)] == [spend_all]  # would now fail: kept
     receipt = commit(state, mp.reap(10, 10**6), 3).receipts[0]
