@@ -145,7 +145,8 @@ class MetricsApp:
 
 
 async def serve_metrics(
-    metrics: Metrics, listen: str, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    metrics: Metrics, listen: object, *, task_status: Any = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Serve `GET /metrics` on `listen` ("host:port") until cancelled; reports the bound port."""
-    await serve_asgi(MetricsApp(metrics), listen, name="metrics", task_status=task_status)
+    """Serve `GET /metrics` on `listen` ("host:port" or a `node.config.HostPort`) until
+    cancelled; reports the bound port (an int) through `task_status`."""
+    await serve_asgi(MetricsApp(metrics), str(listen), name="metrics", task_status=task_status)

@@ -21,10 +21,11 @@ Errors (JSON-RPC error objects):
 A rejected transaction is NOT an error: `broadcast_tx_sync` and `check_tx` return a result with
 `code != 0`, `codespace` "khazana" and a human `log` (codes from `ledger.codes.Code`).
 
-Limits (`RpcLimits`): body size (larger -> HTTP 413 with a JSON-RPC error body), calls per
-batch, requests handled at once (more -> HTTP 503; hypercorn keeps idle keep-alive connections
-cheap, and it is the requests in flight that cost store reads), and a deadline per HTTP request
-(calls not finished by then answer -32000).
+Limits (`RpcLimits`, the `[rpc]` section of config.toml): body size (larger -> HTTP 413 with
+a JSON-RPC error body), calls per batch, `max_connections` counted as HTTP requests being
+handled at once (more -> HTTP 503 at once: hypercorn does not expose a connection cap, idle
+keep-alive connections cost little and it is the requests in flight that cost store reads),
+and a deadline per HTTP request (calls not finished by then answer -32000).
 """
 
 from __future__ import annotations
@@ -79,31 +80,28 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class RpcLimits:
-    """The RPC listener's address and limits (the `[rpc]` section of the node's config)."""
+    """The RPC listener's address and limits; the same names as `node.config.RpcConfig`."""
 
     listen: str = "127.0.0.1:26657"
     max_body_bytes: int = 1024 * 1024
-    max_batch: int = 100
-    max_concurrent: int = 64  # requests handled at once; more get HTTP 503
-    request_timeout_s: float = 10.0
+    max_batch: int = 32
+    # Requests handled at once; more get HTTP 503 (see the module docstring).
+    max_connections: int = 256
+    request_timeout_ms: int = 10_000
 
     @classmethod
     def from_config(cls, config: object) -> RpcLimits:
-        """Take the limits from a config object: an `RpcLimits`, or anything with these
-        attribute names (e.g. `NodeConfig.rpc`, or a `NodeConfig` holding it as `.rpc`).
-        Missing attributes keep their defaults."""
+        """The limits of a config object: an `RpcLimits`, a `node.config.RpcConfig`, or a
+        `NodeConfig` holding one as `.rpc` (read by attribute name; missing ones default)."""
         if isinstance(config, RpcLimits):
             return config
         section = getattr(config, "rpc", config)
         defaults = cls()
         values = {
             name: getattr(section, name, getattr(defaults, name))
-            for name in ("listen", "max_body_bytes", "max_batch", "max_concurrent")
+            for name in ("max_body_bytes", "max_batch", "max_connections", "request_timeout_ms")
         }
-        values["request_timeout_s"] = getattr(
-            section, "request_timeout_s", getattr(section, "timeout_s", defaults.request_timeout_s)
-        )
-        return cls(**values)
+        return cls(listen=str(getattr(section, "listen", defaults.listen)), **values)
 
 
 class RpcError(Exception):
@@ -569,7 +567,7 @@ class RpcApp:
     def __init__(self, api: Any, limits: RpcLimits | None = None) -> None:
         self.limits = limits or RpcLimits()
         self.methods = RpcMethods(api)
-        self._in_flight = trio.CapacityLimiter(self.limits.max_concurrent)
+        self._in_flight = trio.CapacityLimiter(self.limits.max_connections)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
@@ -622,7 +620,7 @@ class RpcApp:
             message = json.loads(body, parse_constant=_refuse_constant)
         except (ValueError, RecursionError):
             return _error_response(RpcError(PARSE_ERROR, "Parse error"))
-        deadline = trio.current_time() + self.limits.request_timeout_s
+        deadline = trio.current_time() + self.limits.request_timeout_ms / 1000
         if isinstance(message, list):
             if not message:
                 return _error_response(RpcError(INVALID_REQUEST, "Invalid Request", "empty batch"))

@@ -335,7 +335,7 @@ def test_internal_error_hides_details_and_logs(app, node, caplog):
 
 
 def test_request_timeout(node):
-    app = RpcApp(node, RpcLimits(request_timeout_s=0.2))
+    app = RpcApp(node, RpcLimits(request_timeout_ms=200))
 
     async def stuck():
         await trio.sleep(30)
@@ -351,7 +351,7 @@ def test_request_timeout(node):
 
 
 def test_concurrency_limit_answers_503(node):
-    app = RpcApp(node, RpcLimits(max_concurrent=1))
+    app = RpcApp(node, RpcLimits(max_connections=1))
     body = b'{"jsonrpc":"2.0","method":"health","id":1}'
 
     async def run():
@@ -583,3 +583,22 @@ def test_served_by_hypercorn_on_port_zero(node):
                 nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_limits_from_node_config():
+    from node.config import HostPort, RpcConfig
+
+    section = RpcConfig(
+        listen=HostPort("0.0.0.0", 26657),
+        max_body_bytes=2048,
+        max_batch=4,
+        max_connections=9,
+        request_timeout_ms=1500,
+    )
+    limits = RpcLimits.from_config(section)
+    assert limits == RpcLimits("0.0.0.0:26657", 2048, 4, 9, 1500)
+
+    class NodeConfigLike:
+        rpc = section
+
+    assert RpcLimits.from_config(NodeConfigLike()) == limits
