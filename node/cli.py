@@ -1,16 +1,66 @@
-"""The `khazana` command line (argparse): one sub-command per entry in CONTRACT.md."""
+"""The `khazana` command line (argparse): one sub-command per entry in CONTRACT.md.
+
+    khazana keygen --out FILE
+    khazana init --home DIR --validators N [--observers M] [--chain-id ID] [--base-port P]
+                 [--host H] [--force]
+    khazana start --home DIR/NAME
+    khazana localnet --home DIR [--validators N] [--observers M] [--fresh] [--demo]
+
+Exit codes: 0 success, 1 a refusal or failure (the message says why), 2 bad usage
+(argparse), 3 `start` passed every check but the node runtime (`node/app.py`) is not built.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import logging
 import sys
+
+from ledger.genesis import DEFAULT_CHAIN_ID
+from node.home import DEFAULT_BASE_PORT, DEFAULT_HOST
+
+EXIT_REFUSED = 1
+EXIT_NO_RUNTIME = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="khazana", description="Khazana sovereign-asset node")
     sub = parser.add_subparsers(dest="command", required=True)
+
     keygen = sub.add_parser("keygen", help="create a new Ed25519 key file (0600)")
     keygen.add_argument("--out", required=True, help="path of the key file to write")
+
+    init = sub.add_parser("init", help="genesis + one home folder per node + client keys")
+    init.add_argument("--home", required=True, help="folder that receives one home per node")
+    init.add_argument("--validators", type=int, required=True)
+    init.add_argument("--observers", type=int, default=0)
+    init.add_argument("--chain-id", default=DEFAULT_CHAIN_ID)
+    init.add_argument(
+        "--base-port", type=int, default=DEFAULT_BASE_PORT, help="first of 3 ports per node"
+    )
+    init.add_argument(
+        "--host", default=DEFAULT_HOST, help="address the nodes listen on and dial each other at"
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing network")
+
+    start = sub.add_parser("start", help="run one node in the foreground")
+    start.add_argument("--home", required=True, help="the node's home folder")
+
+    localnet = sub.add_parser("localnet", help="run a whole network, one process per node")
+    localnet.add_argument("--home", required=True)
+    localnet.add_argument("--validators", type=int, default=4)
+    localnet.add_argument("--observers", type=int, default=0)
+    localnet.add_argument("--fresh", action="store_true", help="wipe the network first")
+    localnet.add_argument("--demo", action="store_true", help="run scripts/demo.py once healthy")
+    localnet.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
+    localnet.add_argument("--host", default=DEFAULT_HOST)
+    localnet.add_argument(
+        "--health-timeout", type=float, default=60.0, help="seconds to wait for every node"
+    )
+    localnet.add_argument(
+        "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop"
+    )
     return parser
 
 
@@ -23,9 +73,118 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from ledger.genesis import GenesisError
+    from node.home import HomeError, init_network
+
+    try:
+        network = init_network(
+            args.home,
+            validators=args.validators,
+            observers=args.observers,
+            chain_id=args.chain_id,
+            base_port=args.base_port,
+            host=args.host,
+            force=args.force,
+        )
+    except (HomeError, GenesisError, OSError) as exc:
+        print(f"khazana init: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"network {network.chain_id} in {network.root}")
+    for node in network.nodes:
+        print(f"  {node.name:<14} {node.role:<10} p2p {node.p2p}  rpc {node.rpc_url}")
+    for name, path in network.clients:
+        print(f"  client key {name}: {path}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from ledger.crypto import KeyFileError
+    from ledger.store import StoreError
+    from node.config import ConfigError
+    from node.home import HomeError, prepare_start
+    from node.logs import configure_logging, log_event
+
+    try:
+        plan = prepare_start(args.home)
+    except (ConfigError, HomeError, KeyFileError, StoreError) as exc:
+        print(f"khazana start: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        config = plan.config
+        configure_logging(config.name, config.log_level, json_lines=config.log_format == "json")
+        log = logging.getLogger("node.cli")
+        log_event(
+            log,
+            "node.checked",
+            role=config.role,
+            chain_id=config.chain_id,
+            p2p=str(config.p2p.listen),
+            rpc=config.rpc.url,
+            pid_file=str(config.pid_path),
+        )
+        try:
+            import node.app as app
+        except ModuleNotFoundError as exc:
+            if exc.name != "node.app":
+                raise
+            app = None
+        run_node = getattr(app, "run_node", None)
+        app_main = getattr(app, "main", None)
+        if run_node is None and app_main is None:
+            print(
+                "khazana start: every check passed, but the node runtime is not built yet "
+                "(node/app.py has no run_node)",
+                file=sys.stderr,
+            )
+            return EXIT_NO_RUNTIME
+        if run_node is None:
+            return app_main(config.home)
+        return _run_node(run_node, config)
+    except KeyboardInterrupt:
+        return 0  # the runtime handles SIGINT itself; this is a Ctrl-C before it took over
+    finally:
+        plan.lock.release()
+
+
+def _run_node(run_node, config) -> int:
+    """Call `async def run_node(config: NodeConfig)` under trio (a sync one is called as is).
+    docs/NODE.md spells `run_node(home)`: a first parameter named `home` gets the folder."""
+    parameters = list(inspect.signature(run_node).parameters)
+    argument = config.home if parameters and parameters[0] == "home" else config
+    if inspect.iscoroutinefunction(run_node):
+        import trio
+
+        result = trio.run(run_node, argument)
+    else:
+        result = run_node(argument)
+    return result if isinstance(result, int) else 0
+
+
+def cmd_localnet(args: argparse.Namespace) -> int:
+    from node.localnet import run_localnet
+
+    return run_localnet(
+        args.home,
+        validators=args.validators,
+        observers=args.observers,
+        fresh=args.fresh,
+        demo=args.demo,
+        base_port=args.base_port,
+        host=args.host,
+        health_timeout_s=args.health_timeout,
+        grace_s=args.grace,
+    )
+
+
+COMMANDS = {
+    "keygen": cmd_keygen,
+    "init": cmd_init,
+    "start": cmd_start,
+    "localnet": cmd_localnet,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "keygen":
-        return cmd_keygen(args)
-    print(f"khazana: unknown command {args.command}", file=sys.stderr)
-    return 2
+    return COMMANDS[args.command](args)
