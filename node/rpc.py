@@ -722,7 +722,14 @@ async def _respond(
 
 
 async def _respond_json(send: Callable, status: int, obj: Any) -> None:
-    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        # A result the node handed over that is not JSON (bytes, a float NaN...): a bug of
+        # ours, answered like any other internal error.
+        log.exception("rpc result is not JSON")
+        text = json.dumps(_error_response(RpcError(INTERNAL_ERROR, "Internal error")))
+    body = text.encode("utf-8")
     await _respond(send, status, body, b"application/json")
 
 

@@ -334,6 +334,18 @@ def test_internal_error_hides_details_and_logs(app, node, caplog):
     assert "secret internal detail" in caplog.text
 
 
+def test_result_that_is_not_json_is_an_internal_error(node, caplog):
+    app = RpcApp(node)
+
+    async def leaky():
+        return {"hash": b"raw bytes"}
+
+    app.methods.table["status"] = rpc.Method(leaky, ())
+    status, answer = post(app, {"jsonrpc": "2.0", "method": "status", "id": 1})
+    assert status == 200 and answer["error"]["code"] == -32603
+    assert "not JSON" in caplog.text
+
+
 def test_request_timeout(node):
     app = RpcApp(node, RpcLimits(request_timeout_ms=200))
 
