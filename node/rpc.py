@@ -518,12 +518,16 @@ class RpcMethods:
 
 
 def _admission(result: Any) -> dict:
+    """An `AdmissionResult` as JSON. The codespace is always "khazana" for a refusal: codes
+    are unique across the ledger's and the node's ranges (`ledger.codes`), so the mempool's
+    finer codespace ("ledger" / "mempool") adds nothing a client needs, and one name keeps the
+    contract stable. `hash` is null when the bytes were not a transaction at all."""
     code = int(result.code)
     return {
         "code": code,
-        "codespace": (result.codespace or CODESPACE) if code else "",
+        "codespace": CODESPACE if code else "",
         "log": result.log,
-        "hash": result.tx_id.hex(),
+        "hash": result.tx_id.hex() if result.tx_id else None,
     }
 
 

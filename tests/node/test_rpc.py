@@ -104,11 +104,11 @@ class FakeNode:
         try:
             tx_id = decode_signed_tx(raw).tx_id
         except LedgerError as exc:
-            return AdmissionResult(int(exc.code), exc.message, b"", "khazana")
+            return AdmissionResult(int(exc.code), exc.message, b"", "ledger")
         ctx = self.chain.context(self.chain.height + 1, self.chain.last_time_ms + 1)
         receipt = check_transaction(self.chain.state, raw, ctx)
         return AdmissionResult(
-            int(receipt.code), receipt.log, tx_id, "khazana" if receipt.code else ""
+            int(receipt.code), receipt.log, tx_id, "ledger" if receipt.code else ""
         )
 
     async def submit_tx(self, raw: bytes) -> AdmissionResult:
@@ -490,6 +490,7 @@ def test_broadcast_and_check_tx(app, node):
     assert rejected["log"]
     garbage = result(app, "check_tx", {"tx": base64.b64encode(b"\x01\x02").decode()})
     assert garbage["code"] != 0 and garbage["codespace"] == "khazana"
+    assert garbage["hash"] is None and garbage["log"]
     for bad in ({"tx": "not base64!"}, {"tx": ""}, {"tx": 5}, {"raw": "AA=="}):
         assert error(app, "broadcast_tx_sync", bad)["code"] == -32602
 
