@@ -2,7 +2,7 @@
 
 A text line reads
 
-    2026-11-25T22:53:50.123Z INFO  ministry block.committed height=12 txs=3 hash=9f2c...
+    2026-11-25T22:53:50.123Z INFO ministry block.committed height=12 txs=3 hash=9f2c...
 
 (time in UTC, level, node name, event, then `key=value` fields); with `json_lines=True` the
 same record is one JSON object per line, for log shippers:
@@ -90,7 +90,7 @@ class EventFormatter(logging.Formatter):
             for key, value in fields.items():
                 document.setdefault(key, _json_value(value))
             return json.dumps(document, separators=(",", ":"))
-        parts = [_utc_time(record.created), f"{record.levelname:<5}", self.node, _value_text(event)]
+        parts = [_utc_time(record.created), record.levelname, self.node, _value_text(event)]
         parts.extend(f"{key}={_value_text(value)}" for key, value in fields.items())
         return " ".join(parts)
 
