@@ -373,17 +373,17 @@ def _update(node: list, items: list[bytes], depth: int) -> _Subtree:
     if len(items) == 1:
         return _update_one(node, items[0], depth)
     for nibble, start, end in _split(items, depth):
-        group = items[start:end]
         child = node[nibble]
-        if child is None:
-            leaves = [item for item in group if len(item) == _LEAF_SIZE]
+        if type(child) is list:
+            if end - start == 1:
+                child, child_hash = _update_one(child, items[start], depth + 1)
+            else:
+                child, child_hash = _update(child, items[start:end], depth + 1)
+        elif child is None:
+            leaves = [item for item in items[start:end] if len(item) == _LEAF_SIZE]
             child, child_hash = _build(leaves, depth + 1)
-        elif type(child) is bytes:
-            child, child_hash = _merge_into_leaf(child, group, depth + 1)
-        elif end - start == 1:
-            child, child_hash = _update_one(child, group[0], depth + 1)
         else:
-            child, child_hash = _update(child, group, depth + 1)
+            child, child_hash = _merge_into_leaf(child, items[start:end], depth + 1)
         node[nibble] = child
         _put_child_hash(node, nibble, child_hash)
     return _settle(node)
