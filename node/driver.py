@@ -1,0 +1,720 @@
+"""The driver: the one trio task that owns the consensus `Core` and the ledger `Chain`.
+
+Theory of operation
+-------------------
+Everything that can change the core or the chain arrives in one bounded inbox and is handled
+by `Driver.run`, one item at a time: a peer's consensus message or sync response (decoded
+by the pump task, which penalises undecodable input), a fired timeout, a "propose now" from
+the proposal waiter, a periodic tick (status broadcast, sync deadlines). Other tasks never
+touch the core or the chain, so there are no locks.
+
+For each `Ready` the core returns, `_handle` follows docs/CONSENSUS.md exactly:
+
+1. persist `ready.persist` (`Store.save_consensus_record`, its own fsynced SQLite
+   transaction, on the store's worker thread) -- BEFORE anything leaves the process;
+2. send `ready.messages` (broadcast, or to one validator's key);
+3. schedule `ready.timeouts` (one cancel scope per (step, height, round); a newer timer of
+   the same key replaces the old one, timers of finished heights are cancelled);
+4. record `ready.evidence` (kept for the next block -- see "Evidence" below);
+5. apply `ready.decisions`: commit the pending block if it is the decided one, else abandon
+   it and execute the decided value first; `Chain.commit` runs on the worker thread
+   (synchronous=FULL); then the validator schedule and the mempool learn of the block;
+6. sync if `ready.sync_needed` (block sync, node/sync.py);
+7. propose if `ready.need_value`: with transactions waiting, at once; with an empty mempool
+   the waiter task holds the answer back until a transaction arrives or the heartbeat
+   interval passes (empty blocks only at the heartbeat; the core's propose timeout is larger);
+8. `advance()` after decisions, else wait for the next input.
+
+`validate_value(h, value)` decodes the block, refuses a time more than `max_future_ms` ahead
+of our clock, and executes it with `Chain.execute_block` (every transaction verified, reusing
+the mempool's verifications); the verdict is cached per value id for the height. At most one
+block is pending in the chain: a different proposal abandons it first.
+
+Fail points (`KHAZANA_FAILPOINTS=after_persist,before_send,...`) end the process with
+`os._exit(137)` at that step, for the crash tests; they are off unless the variable is set.
+
+Evidence: the ledger has no operation or header field for misbehaviour evidence yet, and
+`Chain.commit` takes no extra store meta; evidence is verified, de-duplicated and kept (bounded)
+in `Driver.evidence` and logged. Putting it on chain needs a ledger change (reported).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from consensus.core import Core, CoreConfig, Hooks
+from consensus.types import (
+    Commit,
+    Decision,
+    DurableState,
+    Evidence,
+    Ready,
+    Timeout,
+    Validator,
+    ValidatorSchedule,
+    ValidatorSet,
+    ValidatorUpdate,
+)
+from consensus.wire import decode_message, encode_message
+from ledger.block import Block, decode_block
+from ledger.chain import Chain, PendingBlock
+from ledger.codes import Code, InvalidBlock, LedgerError
+from ledger.crypto import address_from_public_key, hash256, verify_signature
+from ledger.store import AsyncStore
+from node import messages
+from node.mempool import CODESPACE_MEMPOOL, AdmissionResult, AdmissionView, Mempool
+from node.messages import (
+    ConsensusMessage,
+    MessageError,
+    Status,
+    SyncRequest,
+    SyncResponse,
+    TxGossip,
+)
+from node.sync import SyncError, SyncState, check_synced_block, serve_sync_request
+
+log = logging.getLogger(__name__)
+
+FAILPOINTS = ("after_persist", "before_send", "after_send", "before_apply", "after_apply")
+FAILPOINT_EXIT_CODE = 137
+MAX_EVIDENCE_KEPT = 256
+BAD_MESSAGE_PENALTY = 25
+BAD_SYNC_PENALTY = 50
+
+
+def failpoints_from_env(environ: dict[str, str] | None = None) -> frozenset[str]:
+    """The fail points named in `KHAZANA_FAILPOINTS` (comma-separated); unknown names refused."""
+    text = (os.environ if environ is None else environ).get("KHAZANA_FAILPOINTS", "")
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = names - set(FAILPOINTS)
+    if unknown:
+        raise ValueError(f"unknown fail points {sorted(unknown)}; known: {FAILPOINTS}")
+    return names
+
+
+class PeerNet(Protocol):
+    """What the driver needs of the `PeerManager` (an in-memory hub in tests)."""
+
+    inbound: trio.MemoryReceiveChannel[tuple[bytes, bytes]]
+
+    def broadcast(self, message: bytes) -> int: ...
+    def send_to(self, key: bytes, message: bytes) -> bool: ...
+    def report_misbehaviour(self, key: bytes, reason: str, penalty: int = ...) -> None: ...
+    def peers(self) -> tuple[Any, ...]: ...  # items with a `.key`
+
+
+@dataclass(frozen=True, slots=True)
+class DriverConfig:
+    core: CoreConfig = field(default_factory=CoreConfig)
+    max_block_txs: int = 2000
+    max_block_bytes: int = 2 * 1024 * 1024
+    heartbeat_ms: int = 1000  # an empty block at most this often; < core.timeout_propose_ms
+    max_future_ms: int = 5000  # a proposal's time may be this far ahead of our clock
+    tick_ms: int = 500  # status broadcast and sync deadlines
+    sync_batch: int = 16
+    sync_timeout_ms: int = 3000
+    sync_max_bytes: int = 3 * 1024 * 1024
+    inbox_size: int = 256
+    admission_hold_ms: int = 1000  # longest a tx waits for a pending block to end
+    max_held_admissions: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_ms >= self.core.timeout_propose_ms:
+            raise ValueError("heartbeat_ms must be below the core's timeout_propose_ms")
+
+
+# ---- inbox items -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _FromPeer:
+    peer: bytes
+    message: ConsensusMessage | SyncResponse | Status
+
+
+@dataclass(frozen=True, slots=True)
+class _Fired:
+    timeout: Timeout
+
+
+@dataclass(frozen=True, slots=True)
+class _ProposeNow:
+    height: int
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    pass
+
+
+class _Admission:
+    """A transaction to admit (API or gossip) and where its verdict goes (mutable: the
+    verdict is filled in by the driver task)."""
+
+    __slots__ = ("check_only", "done", "peer", "raw", "result", "since")
+
+    def __init__(self, raw: bytes, peer: bytes | None, check_only: bool, since: float) -> None:
+        self.raw = raw
+        self.peer = peer
+        self.check_only = check_only
+        self.since = since
+        self.result: AdmissionResult | None = None
+        self.done = trio.Event()
+
+
+# ---- validator sets from the ledger ----------------------------------------------------
+
+
+def consensus_set(validators: Sequence[Any]) -> ValidatorSet:
+    """A consensus `ValidatorSet` from ledger validators (public_key, power)."""
+    return ValidatorSet.of(
+        Validator(address_from_public_key(v.public_key), v.public_key, v.power)
+        for v in validators
+        if v.power > 0
+    )
+
+
+def updates_decided_at(chain: Chain, height: int) -> tuple[ValidatorUpdate, ...]:
+    """The validator changes the ledger recorded as decided in block `height`."""
+    return tuple(
+        ValidatorUpdate(address_from_public_key(v.public_key), v.public_key, v.power)
+        for change in chain.state.validator_set.pending
+        if change.decided_height == height
+        for v in change.changes
+    )
+
+
+def schedule_from_chain(chain: Chain) -> ValidatorSchedule:
+    """The schedule for heights chain.height + 1 and + 2, rebuilt from the ledger state.
+
+    The set of height h is the ledger's validators with every change decided at or before
+    h - VALSET_DELAY applied (in decision order)."""
+    height = chain.height
+    vset = chain.state.validator_set
+    base = consensus_set(vset.validators)
+    start = max(height, 1)
+    due = [c for c in vset.pending if c.decided_height <= start - 2]
+    current = base
+    for change in due:
+        current = current.apply_updates(
+            ValidatorUpdate(address_from_public_key(v.public_key), v.public_key, v.power)
+            for v in change.changes
+        )
+    schedule = ValidatorSchedule(start, current)
+    if height >= 1:
+        schedule.record(height, updates_decided_at(chain, height))
+    return schedule
+
+
+def _verify(pub_key: bytes, data: bytes, signature: bytes) -> bool:
+    return verify_signature(pub_key, data, signature)
+
+
+def _value_id(value: bytes) -> bytes:
+    # The block hash; an undecodable value still needs a stable id (it is then refused
+    # by validate_value), and a distinct prefix keeps it from colliding with a header hash.
+    try:
+        return decode_block(value).header.hash
+    except LedgerError:
+        return b"\x00" + hash256(value)
+
+
+class Driver:
+    """Owns the core and the chain; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        chain: Chain,
+        store: AsyncStore,
+        net: PeerNet,
+        mempool: Mempool,
+        identity: Any | None,  # ledger.crypto.KeyPair of a validator; None = observer
+        config: DriverConfig,
+        clock_ms: Callable[[], int],
+        durable: DurableState | None = None,
+        failpoints: frozenset[str] = frozenset(),
+        name: str = "node",
+    ) -> None:
+        self.chain = chain
+        self.store = store
+        self.net = net
+        self.mempool = mempool
+        self.config = config
+        self.clock_ms = clock_ms
+        self.failpoints = failpoints
+        self.name = name
+        self.chain_id = chain.chain_id
+        self.schedule = schedule_from_chain(chain)
+        self._keys: dict[bytes, bytes] = {}  # validator address -> public key (all seen)
+        self._learn_keys(chain.height + 1)
+        self._learn_keys(chain.height + 2)
+        own = None
+        if identity is not None and identity.address in self._keys:
+            own = identity.address
+        self.own_address: bytes | None = own
+        self._identity = identity
+        last_commit = None
+        if chain.height >= 1:
+            raw = chain.store.commit(chain.height)
+            if raw:
+                decoded = decode_message(raw)
+                last_commit = decoded if isinstance(decoded, Commit) else None
+        sign = identity.sign if own is not None else _never_sign
+        self.core = Core(
+            self.chain_id,
+            own,
+            self.schedule.for_height,
+            Hooks(sign=sign, verify=_verify, value_id=_value_id, validate_value=self._validate),
+            config.core,
+            durable=durable,
+            start_height=chain.height + 1,
+            last_commit=last_commit,
+        )
+        self._inbox_send, self._inbox = trio.open_memory_channel[Any](config.inbox_size)
+        self._timers: dict[tuple[int, int, int], trio.CancelScope] = {}
+        self._verdicts: dict[bytes, bool] = {}
+        self._verdict_height = 0
+        self._tx_arrived = trio.Event()
+        self._waiting_value: tuple[int, int] | None = None
+        self._sync = SyncState(config.sync_batch, config.sync_timeout_ms / 1000)
+        self._nursery: trio.Nursery | None = None
+        self._held: list[_Admission] = []
+        self._hold_s = config.admission_hold_ms / 1000
+        self._stopping = False
+        self.evidence: list[Evidence] = []
+        self.committed = trio.Event()  # set (and replaced) after every committed block
+        self.last_block_time_ms = chain.last_time_ms
+        self.block_interval_ms = 0
+        self.txs_committed = 0
+        self.round_changes = 0
+        self._last_round = (0, 0)
+
+    # ---- public -----------------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        """The last committed height."""
+        return self.chain.height
+
+    @property
+    def catching_up(self) -> bool:
+        return self._sync.target > self.chain.height + 1 or self._sync.syncing
+
+    async def submit(self, raw: bytes, *, check_only: bool = False) -> AdmissionResult:
+        """Mempool admission of a client's transaction (gossiped on success), or with
+        `check_only` the same verdict with nothing stored. Admission runs in the driver task
+        against the committed state: while a block is pending it waits (at most
+        `admission_hold_ms`) for that block to be committed or abandoned."""
+        request = _Admission(raw, None, check_only, trio.current_time())
+        await self._inbox_send.send(request)
+        await request.done.wait()
+        assert request.result is not None
+        return request.result
+
+    def allowed_keys(self) -> frozenset[bytes]:
+        """Public keys of every validator the schedule has known (for the peer allow-list)."""
+        return frozenset(self._keys.values())
+
+    def stop(self) -> None:
+        """Graceful stop: the current item (a commit included) finishes, then run() returns."""
+        self._stopping = True
+        self._inbox_send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._pump)
+            nursery.start_soon(self._ticker)
+            task_status.started()
+            await self._handle(self.core.start())
+            self._broadcast_status()
+            async for item in self._inbox:
+                ready = await self._dispatch(item)
+                if ready is not None:
+                    await self._handle(ready)
+                if self._stopping:
+                    break
+            nursery.cancel_scope.cancel()
+
+    # ---- inputs -----------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        """Decode peer messages; serve sync and gossip here, the rest goes to the inbox."""
+        async for peer, data in self.net.inbound:
+            try:
+                message = messages.decode(data)
+            except MessageError as exc:
+                self.net.report_misbehaviour(peer, f"bad node message: {exc}", BAD_MESSAGE_PENALTY)
+                continue
+            if isinstance(message, SyncRequest):
+                await self._serve_sync(peer, message)
+            elif isinstance(message, TxGossip):
+                for raw in message.txs:
+                    await self._post(_Admission(raw, peer, False, trio.current_time()))
+            else:
+                await self._post(_FromPeer(peer, message))
+
+    async def _post(self, item: object) -> None:
+        try:
+            await self._inbox_send.send(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # stopping
+
+    async def _serve_sync(self, peer: bytes, request: SyncRequest) -> None:
+        store = self.store.store
+        max_bytes = self.config.sync_max_bytes
+        response = await self.store._run_sync(lambda: serve_sync_request(store, request, max_bytes))
+        self.net.send_to(peer, messages.encode(response))
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep(self.config.tick_ms / 1000)
+            await self._post(_Tick())
+
+    async def _dispatch(self, item: object) -> Ready | None:
+        match item:
+            case _FromPeer(peer, ConsensusMessage(message)):
+                return self.core.step(message)
+            case _FromPeer(peer, Status(height, _)):
+                self._sync.note_peer_height(peer, height)
+                if height >= self.chain.height + 2:
+                    self._sync.want(height)
+                    self._request_sync()
+                return None
+            case _FromPeer(peer, SyncResponse() as response):
+                return await self._apply_sync_response(peer, response)
+            case _Fired(timeout):
+                self._timers.pop((int(timeout.step), timeout.height, timeout.round), None)
+                return self.core.on_timeout(timeout)
+            case _ProposeNow(height, round_):
+                return self._propose(height, round_)
+            case _Tick():
+                self._broadcast_status()
+                self._request_sync()
+                if self._held and trio.current_time() - self._held[0].since >= self._hold_s:
+                    self._abandon()  # re-executed at the decision if it is decided
+                    self._flush_admissions()
+                return None
+            case _Admission():
+                self._admit(item)
+                return None
+        raise TypeError(f"unexpected inbox item {item!r}")
+
+    # ---- the Ready contract -----------------------------------------------------------
+
+    async def _handle(self, ready: Ready) -> None:
+        while True:
+            if ready.persist is not None:
+                await self.store.save_consensus_record(ready.persist.to_bytes())
+                self._failpoint("after_persist")
+            if ready.messages:
+                self._failpoint("before_send")
+                for out in ready.messages:
+                    self._send(out.message, out.to)
+                self._failpoint("after_send")
+            for timeout in ready.timeouts:
+                self._schedule(timeout)
+            for evidence in ready.evidence:
+                self._record_evidence(evidence)
+            for decision in ready.decisions:
+                await self._apply_decision(decision)
+            if ready.sync_needed is not None:
+                self._sync.want(ready.sync_needed)
+                self._request_sync()
+            self._note_round()
+            if ready.decisions:
+                ready = self.core.advance()
+                continue
+            if ready.need_value is not None:
+                proposed = self._start_proposal(*ready.need_value)
+                if proposed is not None:
+                    ready = proposed
+                    continue
+            return
+
+    def _send(self, message: Any, to: bytes | None) -> None:
+        data = messages.encode(ConsensusMessage(message))
+        if to is None:
+            self.net.broadcast(data)
+            return
+        key = self._keys.get(to)
+        if key is not None:
+            self.net.send_to(key, data)
+
+    def _schedule(self, timeout: Timeout) -> None:
+        key = (int(timeout.step), timeout.height, timeout.round)
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        scope = trio.CancelScope()
+        self._timers[key] = scope
+        assert self._nursery is not None
+        self._nursery.start_soon(self._timer, scope, timeout)
+
+    async def _timer(self, scope: trio.CancelScope, timeout: Timeout) -> None:
+        with scope:
+            await trio.sleep(timeout.duration_ms / 1000)
+            await self._post(_Fired(timeout))
+
+    def _cancel_timers_below(self, height: int) -> None:
+        for key in [k for k in sorted(self._timers) if k[1] < height]:
+            self._timers.pop(key).cancel()
+
+    def _record_evidence(self, evidence: Evidence) -> None:
+        if evidence in self.evidence:
+            return
+        log.warning(
+            "%s: evidence of double signing by %s at height %d round %d",
+            self.name,
+            evidence.vote_a.validator.hex(),
+            evidence.vote_a.height,
+            evidence.vote_a.round,
+        )
+        self.evidence.append(evidence)
+        del self.evidence[:-MAX_EVIDENCE_KEPT]
+
+    # ---- admission ----------------------------------------------------------------------
+
+    def _admit(self, request: _Admission) -> None:
+        if self.chain.pending is not None:
+            # The mempool checks against the committed state only; hold the request.
+            if len(self._held) >= self.config.max_held_admissions:
+                request.result = AdmissionResult(
+                    int(Code.MEMPOOL_FULL),
+                    "node busy: too many waiting admissions",
+                    b"",
+                    CODESPACE_MEMPOOL,
+                )
+                request.done.set()
+                return
+            self._held.append(request)
+            return
+        view = AdmissionView(
+            self.chain.state, self.chain.context(self.chain.height + 1, self.clock_ms())
+        )
+        if request.check_only:
+            result = self.mempool.check(request.raw, view)
+        elif request.peer is not None:
+            result = self.mempool.add_gossiped(request.raw, view)
+        else:
+            result = self.mempool.admit(request.raw, view)
+        request.result = result
+        request.done.set()
+        if result.ok and not request.check_only:
+            # Newly admitted only: a transaction crosses each link once.
+            self.net.broadcast(messages.encode(TxGossip((request.raw,))))
+            self._tx_arrived.set()
+
+    def _flush_admissions(self) -> None:
+        held, self._held = self._held, []
+        for request in held:
+            self._admit(request)
+
+    # ---- proposals ----------------------------------------------------------------------
+
+    def _start_proposal(self, height: int, round_: int) -> Ready | None:
+        """Answer `need_value` at once when transactions wait; else let the waiter hold the
+        answer until one arrives or the heartbeat passes (empty blocks only that often)."""
+        self._waiting_value = (height, round_)
+        if len(self.mempool) > 0:
+            return self._propose(height, round_)
+        self._tx_arrived = trio.Event()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._wait_for_txs, height, round_, self._tx_arrived)
+        return None
+
+    async def _wait_for_txs(self, height: int, round_: int, arrived: trio.Event) -> None:
+        # An empty block no sooner than one heartbeat after the previous block's time.
+        wait_ms = self.chain.last_time_ms + self.config.heartbeat_ms - self.clock_ms()
+        with trio.move_on_after(max(0, wait_ms) / 1000):
+            await arrived.wait()
+        await self._post(_ProposeNow(height, round_))
+
+    def _propose(self, height: int, round_: int) -> Ready | None:
+        if self._waiting_value != (height, round_):
+            return None
+        self._waiting_value = None
+        if (self.core.height, self.core.round) != (height, round_) or height != self.height + 1:
+            return None  # the round moved on meanwhile; the core asks again if needed
+        self._abandon()
+        self._flush_admissions()
+        txs = self.mempool.reap(self.config.max_block_txs, self.config.max_block_bytes)
+        pending = self.chain.build_block(
+            txs,
+            self.clock_ms(),
+            self.own_address or b"\x00" * 20,
+            verified=self.mempool.verified_ids,
+        )
+        for receipt in pending.dropped:
+            self.mempool.evict(receipt.tx_id)
+        value = pending.block.encode()
+        self._verdicts[hash256(value)] = True
+        return self.core.propose_value(height, round_, value)
+
+    # ---- validation -------------------------------------------------------------------
+
+    def _validate(self, height: int, value: bytes) -> bool:
+        if height != self._verdict_height:
+            self._verdicts.clear()
+            self._verdict_height = height
+        # Keyed by the hash of the exact bytes, not the value id: the block hash commits to
+        # transaction ids, which do not cover signatures, so two encodings of one id exist.
+        digest = hash256(value)
+        cached = self._verdicts.get(digest)
+        if cached is not None:
+            return cached
+        try:
+            block = decode_block(value)
+        except LedgerError:
+            verdict = False
+        else:
+            verdict = self._check_proposal(height, block)
+        self._verdicts[digest] = verdict
+        return verdict
+
+    def _check_proposal(self, height: int, block: Block) -> bool:
+        if height != self.chain.height + 1 or block.header.height != height:
+            return False
+        if block.header.time_ms > self.clock_ms() + self.config.max_future_ms:
+            log.info("%s: proposal %d too far in the future", self.name, height)
+            return False
+        pending = self.chain.pending
+        if pending is not None and pending.block == block:
+            return True
+        self._abandon()
+        try:
+            self.chain.execute_block(block, verified=self.mempool.verified_for(block.txs))
+        except (InvalidBlock, LedgerError) as exc:
+            log.info("%s: refused proposal for height %d: %s", self.name, height, exc)
+            return False
+        return True
+
+    def _abandon(self) -> None:
+        if self.chain.pending is not None:
+            self.chain.abandon()
+
+    # ---- applying blocks --------------------------------------------------------------
+
+    async def _apply_decision(self, decision: Decision) -> None:
+        if decision.height != self.chain.height + 1:
+            return  # already applied through sync
+        pending = self.chain.pending
+        if pending is None or pending.block.encode() != decision.value:
+            self._abandon()
+            # Decided by > 2/3: it is valid, so a failure here is a bug -- crash loudly.
+            block = decode_block(decision.value)
+            pending = self.chain.execute_block(block, verified=self.mempool.verified_for(block.txs))
+        await self._commit(pending, encode_message(decision.commit))
+
+    async def _commit(self, pending: PendingBlock, certificate: bytes) -> None:
+        self._failpoint("before_apply")
+        chain = self.chain
+        # On the store's worker thread; trio.to_thread.run_sync is not abandoned on
+        # cancellation, so a started commit always finishes (graceful shutdown).
+        await self.store._run_sync(lambda: chain.commit(pending, certificate))
+        self._failpoint("after_apply")
+        header = pending.header
+        self.schedule.record(header.height, updates_decided_at(chain, header.height))
+        self.schedule.prune(header.height - 1)
+        self._learn_keys(header.height + 2)
+        view = AdmissionView(chain.state, chain.context(header.height + 1, self.clock_ms()))
+        self.mempool.remove_committed((r.tx_id for r in pending.receipts), view)
+        self._flush_admissions()
+        self.block_interval_ms = header.time_ms - self.last_block_time_ms
+        self.last_block_time_ms = header.time_ms
+        self.txs_committed += len(pending.block.txs)
+        self._cancel_timers_below(header.height + 1)
+        self._verdicts.clear()
+        self.committed.set()
+        self.committed = trio.Event()
+        self._broadcast_status()
+        log.info(
+            "%s: committed block %d (%d txs) %s",
+            self.name,
+            header.height,
+            len(pending.block.txs),
+            header.hash.hex()[:16],
+        )
+
+    def _learn_keys(self, height: int) -> None:
+        vset = self.schedule.for_height(height)
+        if vset is not None:
+            for v in vset.validators:
+                self._keys[v.address] = v.pub_key
+
+    # ---- sync -------------------------------------------------------------------------
+
+    def _connected(self) -> tuple[bytes, ...]:
+        return tuple(p.key for p in self.net.peers())
+
+    def _request_sync(self) -> None:
+        request = self._sync.next_request(self.chain.height, self._connected(), trio.current_time())
+        if request is not None:
+            peer, message = request
+            log.info("%s: sync from %d asks %s", self.name, message.from_height, peer.hex()[:16])
+            self.net.send_to(peer, messages.encode(message))
+
+    async def _apply_sync_response(self, peer: bytes, response: SyncResponse) -> Ready | None:
+        if not self._sync.accept_response(peer):
+            return None  # unsolicited or late: ignore (not necessarily malicious)
+        start = self.chain.height
+        last_commit: Commit | None = None
+        for synced in response.blocks:
+            height = self.chain.height + 1
+            try:
+                block, commit = check_synced_block(
+                    synced,
+                    height,
+                    self.chain.last_block_hash,
+                    self.schedule.for_height(height),
+                    self.chain_id,
+                    _verify,
+                )
+                self._abandon()
+                try:
+                    verified = self.mempool.verified_for(block.txs)
+                    pending = self.chain.execute_block(block, verified=verified)
+                except (InvalidBlock, LedgerError) as exc:
+                    raise SyncError(f"block {height} does not execute: {exc}") from None
+            except SyncError as exc:
+                self._sync.failed(peer)
+                self.net.report_misbehaviour(peer, str(exc), BAD_SYNC_PENALTY)
+                break
+            await self._commit(pending, synced.commit)
+            last_commit = commit
+        if self.chain.height > start:
+            log.info("%s: synced to %d", self.name, self.chain.height)
+            ready = self.core.on_synced(self.chain.height, last_commit)
+            self._request_sync()
+            return ready
+        self._request_sync()
+        return None
+
+    # ---- misc -------------------------------------------------------------------------
+
+    def _broadcast_status(self) -> None:
+        status = Status(self.chain.height, self.chain.last_block_hash)
+        self.net.broadcast(messages.encode(status))
+
+    def _note_round(self) -> None:
+        now = (self.core.height, self.core.round)
+        if now[0] == self._last_round[0] and now[1] > self._last_round[1]:
+            self.round_changes += 1
+        self._last_round = now
+
+    def _failpoint(self, name: str) -> None:
+        if name in self.failpoints:
+            log.critical("%s: fail point %s hit: exiting", self.name, name)
+            os._exit(FAILPOINT_EXIT_CODE)
+
+
+def _never_sign(data: bytes) -> bytes:
+    raise RuntimeError("an observer never signs")
