@@ -68,7 +68,11 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from ledger.crypto import generate_key, write_key_file
 
     key = generate_key()
-    address = write_key_file(args.out, key)
+    try:
+        address = write_key_file(args.out, key)
+    except OSError as exc:  # FileExistsError included: a key file is never overwritten
+        print(f"khazana keygen: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     print(address)
     return 0
 
