@@ -242,7 +242,9 @@ class Driver:
         durable: DurableState | None = None,
         failpoints: frozenset[str] = frozenset(),
         name: str = "node",
+        metrics: Any | None = None,  # node.metrics.Metrics
     ) -> None:
+        self.metrics = metrics
         self.chain = chain
         self.store = store
         self.net = net
@@ -629,6 +631,11 @@ class Driver:
         self.mempool.remove_committed((r.tx_id for r in pending.receipts), view)
         self._flush_admissions()
         self.block_interval_ms = header.time_ms - self.last_block_time_ms
+        if self.metrics is not None:
+            self.metrics.block_committed(
+                header.height, len(pending.block.txs), self.block_interval_ms / 1000
+            )
+            self.metrics.set_mempool(len(self.mempool), self.mempool.total_bytes)
         self.last_block_time_ms = header.time_ms
         self.txs_committed += len(pending.block.txs)
         self._cancel_timers_below(header.height + 1)
@@ -706,8 +713,11 @@ class Driver:
 
     def _note_round(self) -> None:
         now = (self.core.height, self.core.round)
-        if now[0] == self._last_round[0] and now[1] > self._last_round[1]:
-            self.round_changes += 1
+        if now != self._last_round:
+            if now[0] == self._last_round[0] and now[1] > self._last_round[1]:
+                self.round_changes += 1
+            if self.metrics is not None:
+                self.metrics.set_round(now[1])
         self._last_round = now
 
     def _failpoint(self, name: str) -> None:

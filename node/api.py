@@ -1,0 +1,122 @@
+"""`NodeApi`: what the RPC layer (node/rpc.py) may ask of a running node (docs/NODE.md).
+
+Reads come from committed state only (`store`, an `AsyncStore`); admission goes through the
+driver task, which owns the chain and the mempool (`Driver.submit`); `wait_committed` waits
+on the driver's per-block event and then reads the store.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ledger.block import decode_header
+from ledger.crypto import address_to_text
+from ledger.store import AsyncStore, TxRecord
+from node.driver import Driver
+from node.mempool import AdmissionResult
+
+
+class NodeApi:
+    def __init__(
+        self,
+        *,
+        name: str,
+        role: str,
+        genesis: dict,
+        node_key: bytes,
+        driver: Driver,
+        store: AsyncStore,
+        peers,  # () -> tuple[PeerStatus, ...]
+    ) -> None:
+        self.name = name
+        self.role = role
+        self.genesis = genesis
+        self.chain_id: str = genesis["chain_id"]
+        self.node_id = node_key.hex()
+        self.validator_address: bytes | None = driver.own_address
+        self.store = store
+        self._driver = driver
+        self._peers = peers
+        self._names = {bytes.fromhex(v["public_key"]): v["name"] for v in genesis["validators"]}
+
+    async def status(self) -> dict:
+        height = await self.store.latest_height() or 0
+        block_hash = app_hash = b""
+        time_ms = self.genesis["genesis_time_ms"]
+        if height >= 1:
+            stored = await self.store.block(height)
+            header = decode_header(stored.header)
+            block_hash, app_hash, time_ms = header.hash, header.app_hash, header.time_ms
+        power = 0
+        vset = self._driver.schedule.for_height(height + 1)
+        if vset is not None and self.validator_address is not None:
+            member = vset.get(self.validator_address)
+            power = member.power if member is not None else 0
+        return {
+            "node_info": {
+                "id": self.node_id,
+                "moniker": self.name,
+                "network": self.chain_id,
+                "role": self.role,
+            },
+            "sync_info": {
+                "latest_block_height": height,
+                "latest_block_hash": block_hash.hex(),
+                "latest_app_hash": app_hash.hex(),
+                "latest_block_time": time_ms,
+                "catching_up": self._driver.catching_up,
+            },
+            "validator_info": {
+                "address": address_to_text(self.validator_address)
+                if self.validator_address
+                else None,
+                "voting_power": power,
+            },
+        }
+
+    async def submit_tx(self, raw: bytes) -> AdmissionResult:
+        return await self._driver.submit(raw)
+
+    async def check_tx(self, raw: bytes) -> AdmissionResult:
+        return await self._driver.submit(raw, check_only=True)
+
+    async def wait_committed(self, tx_id: bytes, timeout_s: float) -> TxRecord | None:
+        with trio.move_on_after(timeout_s):
+            while True:
+                event = self._driver.committed
+                record = await self.store.tx(tx_id)
+                if record is not None:
+                    return record
+                await event.wait()
+        return None
+
+    def peers(self) -> list[dict]:
+        return [
+            {
+                "node_id": p.key.hex(),
+                "outbound": p.outbound,
+                "address": p.address,
+                "score": p.score,
+            }
+            for p in self._peers()
+        ]
+
+    def mempool_stats(self) -> tuple[int, int]:
+        mempool = self._driver.mempool
+        return len(mempool), mempool.total_bytes
+
+    async def validators(self, height: int | None) -> tuple[int, list[dict]]:
+        latest = await self.store.latest_height() or 0
+        at = latest if height is None else height
+        vset = self._driver.schedule.for_height(at + 1 if height is None else at)
+        if vset is None:  # older heights than the schedule keeps: genesis-derived names only
+            vset = self._driver.schedule.for_height(latest + 1)
+        return at, [
+            {
+                "address": address_to_text(v.address),
+                "pub_key": v.pub_key.hex(),
+                "voting_power": v.power,
+                "name": self._names.get(v.pub_key, ""),
+            }
+            for v in vset.validators
+        ]

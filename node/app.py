@@ -1,0 +1,209 @@
+"""The node runtime: `run_node(config)` assembles chain, store, peers, mempool, driver, RPC
+and metrics in one trio nursery and runs until SIGTERM/SIGINT.
+
+Order of start-up: open the chain (genesis on first use, else reload and check the state
+root), restore the consensus record (the double-sign guard), start the peer manager
+(listening and dialing), then the driver (which joins consensus or syncs first), then RPC
+and metrics. Shutdown on SIGTERM/SIGINT: the driver is told to stop, so the block it may be
+committing finishes (a started store write is never abandoned), then the nursery is
+cancelled, which closes every peer link, and the database is closed. Exit status 0.
+
+`khazana start` (node/cli.py) has already checked config, genesis, key and database and
+holds the single-instance lock on the home folder when it calls `run_node`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import random
+import signal
+import time
+
+import trio
+
+from consensus.types import DurableState
+from ledger.chain import Chain
+from ledger.crypto import read_key_file
+from ledger.store import AsyncStore
+from node.api import NodeApi
+from node.config import NodeConfig
+from node.driver import Driver, DriverConfig, failpoints_from_env
+from node.home import load_genesis
+from node.mempool import Mempool, MempoolLimits
+from node.p2p import PeerAddress, PeerManager, PeerManagerConfig
+
+log = logging.getLogger(__name__)
+
+
+def wall_clock_ms() -> int:
+    """Block times: the proposer's wall clock (the Chain keeps them strictly increasing)."""
+    return time.time_ns() // 1_000_000
+
+
+def driver_config(config: NodeConfig) -> DriverConfig:
+    consensus = config.consensus
+    core = consensus.core
+    # The proposer may hold `need_value` for up to a heartbeat while the mempool is empty;
+    # the others must not give up on it meanwhile, so their propose timeout covers it.
+    if core.timeout_propose_ms <= consensus.heartbeat_ms:
+        core = dataclasses.replace(
+            core, timeout_propose_ms=consensus.heartbeat_ms + core.timeout_propose_ms
+        )
+    return DriverConfig(
+        core=core,
+        max_block_txs=consensus.block_max_txs,
+        max_block_bytes=consensus.block_max_bytes,
+        heartbeat_ms=consensus.heartbeat_ms,
+        sync_max_bytes=min(3 * 1024 * 1024, config.p2p.max_message_bytes - 65536),
+    )
+
+
+async def run_node(config: NodeConfig) -> int:
+    genesis = load_genesis(config.genesis_path)
+    key = read_key_file(config.node_key_path)
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    limiter = trio.CapacityLimiter(1)
+    run_sync = functools.partial(trio.to_thread.run_sync, limiter=limiter)
+    chain = await run_sync(lambda: Chain.open(config.db_path, genesis))
+    try:
+        return await _run(config, genesis, key, chain, run_sync)
+    finally:
+        await run_sync(chain.close)
+        log.info("%s: stopped at height %d", config.name, chain.height)
+
+
+async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -> int:
+    store = AsyncStore(chain.store, run_sync)
+    record = await store.load_consensus_record()
+    durable = DurableState.from_bytes(record) if record else None
+    static_allowed = {bytes.fromhex(v["public_key"]) for v in genesis["validators"]}
+    static_allowed |= set(config.p2p.observers)
+    static_allowed |= {peer.pub_key for peer in config.p2p.peers}
+    driver_ref: list[Driver] = []
+
+    def is_allowed(pub_key: bytes) -> bool:
+        # Genesis validators, configured observers and peers, and every validator the
+        # schedule has learnt from decided validator-set changes.
+        return pub_key in static_allowed or (
+            bool(driver_ref) and pub_key in driver_ref[0].allowed_keys()
+        )
+
+    p2p = config.p2p
+    manager = PeerManager(
+        PeerManagerConfig(
+            chain_id=genesis["chain_id"],
+            dial=tuple(PeerAddress(peer.address.host, peer.address.port) for peer in p2p.peers),
+            max_message_size=p2p.max_message_bytes,
+            send_queue_size=p2p.send_queue_size,
+            handshake_timeout_ms=p2p.handshake_timeout_ms,
+            connect_timeout_ms=p2p.connect_timeout_ms,
+            backoff_base_ms=p2p.backoff_base_ms,
+            backoff_cap_ms=p2p.backoff_cap_ms,
+        ),
+        key,
+        is_allowed,
+        rng=random.Random(key.public_key),
+    )
+    mempool_config = config.mempool
+    mempool = Mempool(
+        MempoolLimits(
+            max_txs=mempool_config.max_txs,
+            max_bytes=mempool_config.max_bytes,
+            max_tx_bytes=mempool_config.max_tx_bytes,
+            nonce_window=mempool_config.nonce_window,
+        ),
+        genesis["chain_id"],
+    )
+    metrics = _metrics()
+    driver = Driver(
+        chain=chain,
+        store=store,
+        net=manager,
+        mempool=mempool,
+        identity=key if config.is_validator else None,
+        config=driver_config(config),
+        clock_ms=wall_clock_ms,
+        durable=durable,
+        failpoints=failpoints_from_env(),
+        name=config.name,
+        metrics=metrics,
+    )
+    driver_ref.append(driver)
+    api = NodeApi(
+        name=config.name,
+        role=config.role,
+        genesis=genesis,
+        node_key=key.public_key,
+        driver=driver,
+        store=store,
+        peers=manager.peers,
+    )
+    listen = p2p.listen
+    listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run, listeners)
+            driver_done = trio.Event()
+
+            async def run_driver() -> None:
+                try:
+                    await driver.run()
+                finally:
+                    driver_done.set()
+
+            nursery.start_soon(run_driver)
+            await _start_rpc(nursery, api, config)
+            if metrics is not None and config.metrics.listen is not None:
+                from node.metrics import serve_metrics
+
+                await nursery.start(serve_metrics, metrics, config.metrics.listen)
+            nursery.start_soon(_peer_gauge, manager, metrics)
+            log.info(
+                "%s: running (%s) at height %d, p2p %s",
+                config.name,
+                config.role,
+                chain.height,
+                listen,
+            )
+            async for signum in signals:
+                log.info(
+                    "%s: signal %d: finishing the current commit and stopping", config.name, signum
+                )
+                driver.stop()
+                with trio.move_on_after(10):
+                    await driver_done.wait()
+                nursery.cancel_scope.cancel()
+                break
+    return 0
+
+
+async def _start_rpc(nursery: trio.Nursery, api: NodeApi, config: NodeConfig) -> None:
+    try:
+        from node.rpc import serve_rpc
+    except ImportError:  # RPC not built: the node still runs
+        log.warning("node.rpc is not available: no JSON-RPC endpoint")
+        return
+    await nursery.start(serve_rpc, api, config)
+
+
+def _metrics():
+    try:
+        from node.metrics import Metrics
+    except ImportError:
+        return None
+    return Metrics()
+
+
+async def _peer_gauge(manager: PeerManager, metrics) -> None:
+    if metrics is None:
+        return
+    while True:
+        metrics.set_peers(len(manager.peers()))
+        await trio.sleep(1)
+
+
+def main(home) -> int:
+    """Run the node of `home` (what `khazana start --home` does after its checks)."""
+    return trio.run(run_node, NodeConfig.load(home))
