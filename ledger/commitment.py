@@ -372,13 +372,19 @@ def _update(node: list, items: list[bytes], depth: int) -> _Subtree:
     nibble so that every touched node is rehashed once."""
     if len(items) == 1:
         return _update_one(node, items[0], depth)
+    preimage = node[_PREIMAGE]
     for nibble, start, end in _split(items, depth):
         child = node[nibble]
         if type(child) is list:
             if end - start == 1:
-                child, child_hash = _update_one(child, items[start], depth + 1)
+                new_child, child_hash = _update_one(child, items[start], depth + 1)
             else:
-                child, child_hash = _update(child, items[start:end], depth + 1)
+                new_child, child_hash = _update(child, items[start:end], depth + 1)
+            if new_child is child:  # the usual case: same node, new hash, same slots
+                offset = node[_OFFSETS][nibble]
+                preimage[offset : offset + HASH_SIZE] = child_hash
+                continue
+            child = new_child
         elif child is None:
             leaves = [item for item in items[start:end] if len(item) == _LEAF_SIZE]
             child, child_hash = _build(leaves, depth + 1)
