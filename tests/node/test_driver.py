@@ -14,11 +14,11 @@ from consensus.core import CoreConfig
 from ledger.block import Block
 from ledger.chain import Chain
 from ledger.codes import Code
-from ledger.crypto import generate_key
+from ledger.crypto import generate_key, hash256
 from ledger.genesis import default_genesis
 from ledger.store import AsyncStore
 from ledger.tx import TxBody, decode_signed_tx, sign_tx
-from node.driver import Driver, DriverConfig, failpoints_from_env
+from node.driver import FAILPOINTS, Driver, DriverConfig, failpoints_from_env
 from node.mempool import Mempool, MempoolLimits
 
 # ---- the in-process network (in-memory links, inline store calls, virtual time) ----
@@ -83,6 +83,7 @@ class Hub:
         self.endpoints: dict[bytes, Endpoint] = {}
         self.down: set[bytes] = set()
         self.misbehaviour: list[tuple[bytes, bytes, str]] = []
+        self.sent: list[bytes] = []  # every message that left a node (for double-sign checks)
 
     def endpoint(self, key: bytes) -> Endpoint:
         ep = Endpoint(self, key)
@@ -109,9 +110,13 @@ class Endpoint:
         return True
 
     def broadcast(self, message: bytes) -> int:
+        if self.key not in self.hub.down:
+            self.hub.sent.append(message)
         return sum(self._deliver(k, message) for k in sorted(self.hub.endpoints))
 
     def send_to(self, key: bytes, message: bytes) -> bool:
+        if self.key not in self.hub.down:
+            self.hub.sent.append(message)
         return self._deliver(key, message)
 
     def report_misbehaviour(self, key: bytes, reason: str, penalty: int = 25) -> None:
@@ -127,6 +132,10 @@ class Endpoint:
         )
 
 
+class FailPointHit(BaseException):
+    """Stands in for `os._exit(137)` at a fail point (a BaseException: nothing catches it)."""
+
+
 class Node:
     """One driver with its chain, mempool and hub endpoint; `start` / `stop` in a nursery."""
 
@@ -136,6 +145,8 @@ class Node:
         self.hub = hub
         self.identity = key(("observer-" if observer else "validator-") + name)
         self.endpoint = hub.endpoint(self.identity.public_key)
+        self.failpoints: frozenset[str] = frozenset()
+        self.crashed = False
         self.driver: Driver | None = None
         self.scope: trio.CancelScope | None = None
         self.chain: Chain | None = None
@@ -156,6 +167,7 @@ class Node:
             clock_ms=lambda: GENESIS_MS + round(trio.current_time() * 1000),
             durable=durable,
             name=self.name,
+            failpoints=self.failpoints,
         )
         return self.driver
 
@@ -163,7 +175,12 @@ class Node:
         driver = self.open()
         with trio.CancelScope() as scope:
             self.scope = scope
-            await driver.run(task_status=task_status)
+            try:
+                await driver.run(task_status=task_status)
+            except* FailPointHit:
+                # The process "died" at the fail point: nothing after it happened.
+                self.crashed = True
+                self.hub.down.add(self.identity.public_key)
 
     def kill(self) -> None:
         """Crash: cancel everything, drop queued input, close the database."""
@@ -334,3 +351,87 @@ def test_failpoints_parse():
     assert failpoints_from_env({}) == frozenset()
     with pytest.raises(ValueError):
         failpoints_from_env({"KHAZANA_FAILPOINTS": "nowhere"})
+
+
+def signed_votes(hub: Hub) -> dict[tuple, set]:
+    """(validator, type, height, round) -> the value ids it signed, from every sent message."""
+    from consensus.types import Proposal, Vote
+    from node import messages
+
+    slots: dict[tuple, set] = {}
+    for data in hub.sent:
+        message = messages.decode(data)
+        if not isinstance(message, messages.ConsensusMessage):
+            continue
+        inner = message.message
+        if isinstance(inner, Vote):
+            slot = (inner.validator, int(inner.vote_type), inner.height, inner.round)
+            slots.setdefault(slot, set()).add(inner.value_id)
+        elif isinstance(inner, Proposal):
+            slot = (inner.proposer, 0, inner.height, inner.round)
+            slots.setdefault(slot, set()).add(hash256(inner.value))
+    return slots
+
+
+@pytest.mark.parametrize("failpoint", FAILPOINTS)
+def test_crash_at_each_driver_step_loses_nothing_and_never_double_signs(
+    tmp_path, monkeypatch, failpoint
+):
+    def exit_here(code):
+        assert code == 137
+        raise FailPointHit()
+
+    monkeypatch.setattr("node.driver.os._exit", exit_here)
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+    victim = nodes[0]
+    victim.failpoints = frozenset({failpoint})
+
+    async def main():
+        with trio.fail_after(200):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    await nursery.start(node.run)
+                await wait_until(lambda: victim.crashed)
+                committed = victim.chain.height
+                victim.failpoints = frozenset()
+                victim.revive()
+                await wait_until(lambda: all(n.chain.height >= committed + 1 for n in nodes[1:]))
+                await nursery.start(victim.run)
+                target = max(n.chain.height for n in nodes)
+                await wait_until(lambda: all(n.chain.height >= target + 1 for n in nodes))
+                nursery.cancel_scope.cancel()
+                return committed
+
+    committed = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert committed >= 0
+    agree(nodes, min(n.chain.height for n in nodes))
+    conflicting = {slot: ids for slot, ids in signed_votes(hub).items() if len(ids) > 1}
+    assert not conflicting
+    for node in nodes:
+        node.chain.close()
+
+
+def test_observer_follows_without_voting(tmp_path):
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+    observer = Node("observer-1", tmp_path / "observer.db", hub, observer=True)
+
+    async def main():
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    await nursery.start(node.run)
+                await wait_until(lambda: nodes[0].chain.height >= 3)
+                await nursery.start(observer.run)  # starts behind: syncs, then follows
+                assert observer.driver.own_address is None
+                target = nodes[0].chain.height + 2
+                await wait_until(lambda: observer.chain.height >= target)
+                nursery.cancel_scope.cancel()
+
+    run(main)
+    agree([*nodes, observer], min(n.chain.height for n in [*nodes, observer]))
+    observer_key = observer.identity.address
+    assert all(slot[0] != observer_key for slot in signed_votes(hub))
+    for node in [*nodes, observer]:
+        node.chain.close()
