@@ -167,3 +167,19 @@ def test_tx_vector(v):
     assert decoded == tx
     assert decoded.tx_id.hex() == v["tx_id"]
     verify_tx_signatures(decoded)
+
+
+def test_state_commitment_vectors():
+    from ledger.commitment import StateTree, verify_proof
+
+    (vector,) = [v for v in vectors("commitment") if v["name"] == "alice-bob"]
+    for n in ("1", "2"):
+        state = {k.encode(): v.encode() for k, v in json.loads(vector[f"state_{n}"]).items()}
+        tree = StateTree.from_items(state.items())
+        assert tree.root.hex() == vector[f"root_{n}"]
+    root = bytes.fromhex(vector["root_2"])
+    assert tree.prove(b"alice").to_bytes().hex() == vector["proof_alice"]
+    assert tree.prove(b"carol").to_bytes().hex() == vector["proof_carol_absent"]
+    assert verify_proof(root, b"alice", b"10", bytes.fromhex(vector["proof_alice"]))
+    assert not verify_proof(root, b"alice", b"11", bytes.fromhex(vector["proof_alice"]))
+    assert verify_proof(root, b"carol", None, bytes.fromhex(vector["proof_carol_absent"]))
