@@ -245,6 +245,9 @@ class Driver:
         metrics: Any | None = None,  # node.metrics.Metrics
     ) -> None:
         self.metrics = metrics
+        # The store's worker thread (one at a time): block commits and sync reads run there,
+        # never on the trio thread, and a started commit always finishes.
+        self._run_sync: Callable[[Callable[[], Any]], Any] = store._run_sync
         self.chain = chain
         self.store = store
         self.net = net
@@ -373,7 +376,7 @@ class Driver:
     async def _serve_sync(self, peer: bytes, request: SyncRequest) -> None:
         store = self.store.store
         max_bytes = self.config.sync_max_bytes
-        response = await self.store._run_sync(lambda: serve_sync_request(store, request, max_bytes))
+        response = await self._run_sync(lambda: serve_sync_request(store, request, max_bytes))
         self.net.send_to(peer, messages.encode(response))
 
     async def _ticker(self) -> None:
@@ -621,7 +624,7 @@ class Driver:
         chain = self.chain
         # On the store's worker thread; trio.to_thread.run_sync is not abandoned on
         # cancellation, so a started commit always finishes (graceful shutdown).
-        await self.store._run_sync(lambda: chain.commit(pending, certificate))
+        await self._run_sync(lambda: chain.commit(pending, certificate))
         self._failpoint("after_apply")
         header = pending.header
         self.schedule.record(header.height, updates_decided_at(chain, header.height))
