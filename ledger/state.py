@@ -8,6 +8,9 @@ the dirty records (sorted by key) and hands them to the commitment and the store
 `dict[bytes, bytes | None]` (None = deleted). A record that did not change is never
 re-encoded.
 
+`from_items` (and `StateLoader`, which `Chain.open` streams the store's rows through) rebuilds
+a state from its encoded records in one pass, decoding each record strictly.
+
 Savepoints make a transaction (or a whole block) all-or-nothing: `savepoint()` starts
 journaling every write with the value it replaced, `rollback(sp)` undoes the writes since,
 `release(sp)` keeps them. Operations validate every rule before their first write, so a
