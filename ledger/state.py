@@ -447,6 +447,8 @@ class StateLoader:
         kind, rest = key[:1], key[1:]
         if kind == ACCOUNT:
             account = Account.from_map(value, kycs=self._kycs)
+            # Keyed by the record's own address object (one bytes object, not two), as long as
+            # it is the key's address; a mismatch stays visible under the key, as stored.
             records.accounts[account.address if account.address == rest else rest] = account
         elif kind == HOLDING:
             size = rest[0]
