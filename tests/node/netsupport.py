@@ -1,0 +1,381 @@
+"""Shared helpers for the real-process network tests (`python -m node start` children).
+
+`Net` makes a network with `khazana init` (`node.home.init_network`), shortens its timeouts,
+starts, stops and kills node processes (always bounded in time; `stop_all` belongs in a
+`finally`), talks JSON-RPC to them and submits signed transactions. The inspection helpers at
+the bottom read a stopped node's SQLite store directly -- blocks, commit certificates and the
+durable consensus record -- so the tests can check agreement, certificates and double signing
+against the data itself rather than against what the node says about it.
+
+Subclasses change how a node is launched and reached (`command_prefix`, `rpc`): the network
+namespace test runs each node under `ip netns exec` and queries it from inside its namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from consensus.types import (
+    Commit,
+    DurableState,
+    Validator,
+    ValidatorSet,
+    Vote,
+    VoteType,
+    verify_commit,
+    vote_signing_bytes,
+)
+from consensus.wire import decode_message
+from ledger.crypto import address_from_public_key, read_key_file, verify_signature
+from ledger.genesis import genesis_hash
+from ledger.store import Store
+from ledger.tx import TxBody, sign_tx
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = ("ministry", "central-bank", "regulator", "auditor")
+DEADLINE_S = 25  # per wait; a healthy network answers every wait in a few seconds
+DOUBLE_SIGN_LOG = "evidence of double signing"
+FAST_TIMEOUTS = (
+    ("heartbeat_ms", 400),
+    ("timeout_propose_ms", 1500),
+    ("timeout_prevote_ms", 500),
+    ("timeout_precommit_ms", 500),
+    ("retransmit_ms", 700),
+    ("backoff_cap_ms", 1000),
+)
+
+try:
+    from node.home import init_network
+except ImportError:  # pragma: no cover - until node/home.py lands
+    init_network = None
+
+
+def free_base_port(nodes: int = 4) -> int:
+    """A base port whose next 3 * `nodes` ports are free on loopback, found by binding them."""
+    span = 3 * nodes
+    for _ in range(50):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+        probe.close()
+        if base + span >= 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + span):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                sockets.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def rpc(url: str, method: str, **params):
+    """One JSON-RPC call; a JSON-RPC error raises RuntimeError, a dead node OSError."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, body, {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=3) as response:
+        answer = json.loads(response.read())
+    if "error" in answer:
+        raise RuntimeError(answer["error"])
+    return answer["result"]
+
+
+def set_config_values(path: Path, values: Iterable[tuple[str, object]]) -> None:
+    """Rewrite `key = value` lines of a node's config.toml (every section holding the key)."""
+    text = path.read_text()
+    for key, value in values:
+        lines = [
+            f"{key} = {value}" if line.split("=")[0].strip() == key else line
+            for line in text.splitlines()
+        ]
+        text = "\n".join(lines) + "\n"
+    path.write_text(text)
+
+
+class Net:
+    """A network of node processes under `root`, made by `khazana init`."""
+
+    def __init__(
+        self,
+        root: Path,
+        base_port: int,
+        *,
+        chain_id: str = "khazana-nettest",
+        validators: int = 4,
+        observers: int = 0,
+    ) -> None:
+        self.root = root
+        self.chain_id = chain_id
+        self.network = init_network(
+            root,
+            validators=validators,
+            observers=observers,
+            chain_id=chain_id,
+            base_port=base_port,
+            host="127.0.0.1",
+        )
+        self.names = tuple(n.name for n in self.network.nodes)
+        self.validators = tuple(n.name for n in self.network.nodes if n.role == "validator")
+        self.urls = {n.name: n.rpc_url for n in self.network.nodes}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.genesis = json.loads((root / self.names[0] / "genesis.json").read_text())
+        for name in self.names:
+            set_config_values(root / name / "config.toml", FAST_TIMEOUTS)
+
+    # ---- processes --------------------------------------------------------------------
+
+    def command_prefix(self, name: str) -> list[str]:
+        """What runs before `python -m node start` (nothing on loopback)."""
+        return []
+
+    def start(self, name: str, env: dict[str, str] | None = None) -> None:
+        log = open(self.root / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [
+                *self.command_prefix(name),
+                sys.executable,
+                "-m",
+                "node",
+                "start",
+                "--home",
+                str(self.root / name),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        )
+        log.close()  # the child holds its own descriptor
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop(self, name: str) -> int:
+        """SIGTERM (graceful: the current commit finishes), SIGKILL after 10 s; the exit code."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(timeout=10)
+
+    def wait_exit(self, name: str, what: str) -> int:
+        """Wait (bounded) for a node to end by itself; its exit code."""
+        try:
+            code = self.procs[name].wait(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"timed out waiting for {what}: {self.log(name)[-1500:]}"
+            ) from None
+        del self.procs[name]
+        return code
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs.values():
+            proc.wait(timeout=10)
+        self.procs.clear()
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # ---- RPC --------------------------------------------------------------------------
+
+    def rpc(self, name: str, method: str, **params):
+        return rpc(self.urls[name], method, **params)
+
+    def status(self, name: str) -> dict:
+        return self.rpc(name, "status")
+
+    def height(self, name: str) -> int:
+        """The node's committed height, or -1 while it does not answer."""
+        try:
+            return self.status(name)["sync_info"]["latest_block_height"]
+        except (OSError, RuntimeError):
+            return -1
+
+    def wait(self, predicate: Callable[[], object], what: str, deadline_s: float = DEADLINE_S):
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except (OSError, RuntimeError):
+                pass
+            time.sleep(0.2)
+        logs = {n: self.log(n)[-1500:] for n in self.names}
+        raise AssertionError(f"timed out waiting for {what}; logs: {logs}")
+
+    def hashes(self, name: str, upto: int, start: int = 1) -> list[tuple[str, str]]:
+        """(block hash, app_hash) of heights start..upto as the node's RPC serves them."""
+        out = []
+        for h in range(start, upto + 1):
+            block = self.rpc(name, "block", height=h)
+            out.append((block["block_id"]["hash"], block["block"]["header"]["app_hash"]))
+        return out
+
+    def submit(self, name: str, nonce: int, ident: str) -> str:
+        """Broadcast a central-bank `register_instrument` through `name`; its tx hash."""
+        client = read_key_file(self.root / "clients" / "central-bank.key")
+        body = TxBody(
+            self.chain_id,
+            client.address,
+            nonce,
+            "register_instrument",
+            {
+                "id": ident,
+                "kind": "cash",
+                "name": f"Cash {ident}",
+                "currency": "PKR",
+                "face_value": 1,
+                "decimals": 2,
+                "cap": 10**12,
+            },
+        )
+        raw = sign_tx(body, [client]).raw
+        result = self.rpc(name, "broadcast_tx_sync", tx=base64.b64encode(raw).decode())
+        assert result["code"] == 0, result
+        return result["hash"]
+
+    # ---- stores (read only while the node is stopped) ---------------------------------
+
+    def node_public_key(self, name: str) -> bytes:
+        return read_key_file(self.root / name / "node_key.json").public_key
+
+    def read_store(self, name: str) -> StoreView:
+        return read_store(self.root / name / "data" / "node.db", self.genesis)
+
+
+# ---------------------------------------------------------------------- store inspection
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    height: int
+    block_hash: bytes
+    app_hash: bytes
+    commit: Commit
+
+
+@dataclass(frozen=True, slots=True)
+class StoreView:
+    """What a stopped node holds: its blocks with certificates and its consensus record."""
+
+    blocks: tuple[StoredEntry, ...]
+    record: DurableState | None
+
+    @property
+    def height(self) -> int:
+        return self.blocks[-1].height if self.blocks else 0
+
+
+def read_store(path: Path, genesis: dict) -> StoreView:
+    store = Store.open(path, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis))
+    try:
+        blocks = []
+        for height in range(1, (store.latest_height() or 0) + 1):
+            stored = store.block(height)
+            commit = decode_message(store.commit(height))
+            assert isinstance(commit, Commit), (height, commit)
+            blocks.append(StoredEntry(height, stored.hash, stored.app_hash, commit))
+        raw = store.load_consensus_record()
+        record = None if raw is None else DurableState.from_bytes(raw)
+    finally:
+        store.close()
+    return StoreView(tuple(blocks), record)
+
+
+def genesis_validator_set(genesis: dict) -> ValidatorSet:
+    return ValidatorSet.of(
+        Validator(
+            address_from_public_key(bytes.fromhex(v["public_key"])),
+            bytes.fromhex(v["public_key"]),
+            v["power"],
+        )
+        for v in genesis["validators"]
+    )
+
+
+def check_certificates(view: StoreView, genesis: dict) -> None:
+    """Every stored block has a certificate for its own hash at its height, signed by > 2/3 of
+    the genesis validators (the tests make no validator-set change)."""
+    valset = genesis_validator_set(genesis)
+    for entry in view.blocks:
+        commit = entry.commit
+        assert commit.height == entry.height, entry
+        assert commit.value_id == entry.block_hash, f"certificate of {entry.height} is for another"
+        assert verify_commit(valset, genesis["chain_id"], commit, verify_signature), entry.height
+
+
+def check_agreement(views: dict[str, StoreView]) -> int:
+    """Every pair of nodes holds the same block and app hash at every height both have;
+    returns the lowest tip."""
+    top = min(v.height for v in views.values())
+    reference_name, reference = next(iter(views.items()))
+    for name, view in views.items():
+        for mine, theirs in zip(view.blocks[:top], reference.blocks[:top], strict=True):
+            assert (mine.block_hash, mine.app_hash) == (theirs.block_hash, theirs.app_hash), (
+                f"{name} and {reference_name} disagree at height {mine.height}"
+            )
+    return top
+
+
+def signed_votes(views: Iterable[StoreView], records: Iterable[DurableState]) -> list[Vote]:
+    """Every vote signature we can observe: the precommits in every stored certificate and the
+    last prevote/precommit of every durable consensus record (including records read right
+    after a crash). Only signatures that verify are returned."""
+    out: list[Vote] = []
+    for view in views:
+        for entry in view.blocks:
+            c = entry.commit
+            for validator, signature in c.signatures:
+                out.append(
+                    Vote(VoteType.PRECOMMIT, c.height, c.round, c.value_id, validator, signature)
+                )
+    for record in records:
+        for vote in (record.last_prevote, record.last_precommit):
+            if vote is not None:
+                out.append(vote)
+    return out
+
+
+def find_double_signs(votes: Iterable[Vote], genesis: dict) -> list[tuple[Vote, Vote]]:
+    """Pairs of validly signed votes by one validator for one (type, height, round) and two
+    different values: a double sign."""
+    valset = genesis_validator_set(genesis)
+    chain_id = genesis["chain_id"]
+    seen: dict[tuple[bytes, int, int, int], Vote] = {}
+    conflicts = []
+    for vote in votes:
+        member = valset.get(vote.validator)
+        assert member is not None, f"vote by a non-validator {vote.validator.hex()}"
+        data = vote_signing_bytes(chain_id, vote.vote_type, vote.height, vote.round, vote.value_id)
+        assert verify_signature(member.pub_key, data, vote.signature), f"bad signature {vote}"
+        key = (vote.validator, int(vote.vote_type), vote.height, vote.round)
+        first = seen.setdefault(key, vote)
+        if first.value_id != vote.value_id:
+            conflicts.append((first, vote))
+    return conflicts
