@@ -44,6 +44,7 @@ from typing import ClassVar
 import pytest
 from hypothesis import HealthCheck, Phase, event, note, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -55,11 +56,11 @@ from hypothesis.stateful import (
 
 from ledger import codec
 from ledger.chain import Chain
-from ledger.codes import Code
+from ledger.codes import Code, InvalidTransaction
 from ledger.commitment import StateTree
 from ledger.crypto import KeyPair
 from ledger.execute import apply_transaction
-from ledger.ops import OPERATIONS
+from ledger.ops import OPERATIONS, transfers
 from ledger.ops.governance import MAX_PENDING_CHANGES
 from ledger.state import State, account_key
 from ledger.tx import TxBody, sign_tx
@@ -148,6 +149,7 @@ class Recorder:
     codes: Counter = field(default_factory=Counter)  # refusal code name -> count
     outcomes: Counter = field(default_factory=Counter)  # (op, code name) -> count
     replays: int = 0
+    frozen_moves: Counter = field(default_factory=Counter)  # code of attempts on frozen units
     reopens: int = 0
 
 
@@ -181,6 +183,7 @@ class LedgerMachine(RuleBasedStateMachine):
             recorder.codes.update(self.record.codes)
             recorder.outcomes.update(self.record.outcomes)
             recorder.replays += self.record.replays
+            recorder.frozen_moves.update(self.record.frozen_moves)
             recorder.reopens += self.record.reopens
         self.chain.close()
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -225,6 +228,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def execute(self, raw: bytes, sender: str, op: str, args: dict, key: KeyPair) -> Receipt:
         """One transaction, one block: shadow first, then the chain; both must agree."""
+        # Judged at the date of the block the transaction goes into (before the clock moves).
+        compliant = self.compliant(op, sender, args)
         ctx = BlockContext(CHAIN_ID, self.chain.height + 1, self.upcoming_ms())
         self.now_ms = ctx.time_ms
         address = ADDRESS[sender]
@@ -248,10 +253,12 @@ class LedgerMachine(RuleBasedStateMachine):
         self.chain.commit(pending, b"cert-%d" % ctx.height)
 
         code = Code(receipt.code)
-        note(f"#{ctx.height} {ctx.date} {sender} {op} {args} -> {code.name} {receipt.log}")
-        event(f"{op} -> {code.name}")
+        if currently_in_test_context():  # the machine is also driven by hand, below
+            note(f"#{ctx.height} {ctx.date} {sender} {op} {args} -> {code.name} {receipt.log}")
+            event(f"{op} -> {code.name}")
         self.record.outcomes[op, code.name] += 1
         if code == Code.OK:
+            assert compliant, f"{op} by {sender} {args} was accepted against the investor rules"
             self.record.accepted[op] += 1
             self.applied.append((raw, sender, key.public_key))
             self.update_models(op, args, frozen_before)
@@ -305,6 +312,37 @@ class LedgerMachine(RuleBasedStateMachine):
                     min(cash_balance, frozen_before.get(cash_slot, 0) + frozen * face_value),
                 )
 
+    def compliant(self, op: str, sender: str, args: dict) -> bool:
+        """Would the investor rules allow this movement at the next block? (True for the
+        operations they do not govern.) Evaluated before the transaction runs."""
+        if op == "transfer":
+            instrument_id = args["instrument"]
+            receiver = NAME_OF.get(args["to"])
+            return (
+                self.movable(instrument_id)
+                and self.may_move(sender)
+                and receiver is not None
+                and self.may_receive(receiver, instrument_id)
+            )
+        if op == "dvp":
+            seller, buyer = NAME_OF.get(args["seller"]), NAME_OF.get(args["buyer"])
+            return (
+                seller is not None
+                and buyer is not None
+                and self.movable(args["asset"])
+                and self.movable(args["cash"])
+                and self.may_receive(buyer, args["asset"])
+                and self.may_receive(seller, args["cash"])
+            )
+        if op == "issue":
+            receiver = NAME_OF.get(args["to"])
+            return (
+                self.movable(args["instrument"])
+                and receiver is not None
+                and self.may_receive(receiver, args["instrument"])
+            )
+        return True
+
     def _set_frozen(self, slot: tuple[str, bytes], amount: int) -> None:
         if amount:
             self.frozen_model[slot] = amount
@@ -340,16 +378,10 @@ class LedgerMachine(RuleBasedStateMachine):
         ]
 
     def pick_instrument(self, index: int, *kinds: str, held: bool = False) -> str:
-        """Mostly (four draws in five) an instrument that has not matured (and, with `held`,
-        that someone holds); otherwise any instrument of `kinds`."""
-        today = self.upcoming_date()
+        """Mostly (four draws in five) an instrument whose units may move today (and, with
+        `held`, that someone holds); otherwise any instrument of `kinds`."""
         every = self.instrument_ids(*kinds)
-        live = [
-            i
-            for i in every
-            if (maturity := self.shadow.instruments[i].maturity_date) is None or maturity > today
-            if not held or self.shadow.holdings[i]
-        ]
+        live = [i for i in every if self.movable(i) and (not held or self.shadow.holdings[i])]
         return pick(live if live and index % 5 else every, index)
 
     def holder_names(self, instrument_id: str) -> list[str]:
@@ -362,8 +394,26 @@ class LedgerMachine(RuleBasedStateMachine):
     def issuer_name(self, instrument_id: str) -> str:
         return NAME_OF[self.shadow.instruments[instrument_id].issuer]
 
-    # A guess at who the rules would let act today, used only to draw meaningful transactions
-    # (most accepted): no receipt is ever predicted from it, the invariants judge the outcome.
+    # The compliance rules as the issue states them, written independently of
+    # `ledger/ops/common.py`: who may move or receive units at the next block's date. They
+    # steer the drawing (most transactions meaningful) and `check_compliance` holds every
+    # accepted movement to them. Codes are never predicted from them.
+
+    def movable(self, instrument_id: str) -> bool:
+        """Not paused, not matured, not between a record date and its payment."""
+        instrument = self.shadow.instruments[instrument_id]
+        today = self.upcoming_date()
+        if instrument.paused:
+            return False
+        if instrument.maturity_date is not None and today >= instrument.maturity_date:
+            return False
+        payment = instrument.next_coupon
+        if payment is None and instrument.kind in (BOND, TBILL):
+            payment = instrument.maturity_date
+        if payment is None or instrument.redeemed:
+            return True
+        closed_days = self.shadow.parameters.closed_period_days
+        return today < payment - timedelta(days=closed_days)
 
     def _vasp_active(self, address: bytes) -> bool:
         record = self.shadow.vasps.get(address)
@@ -497,6 +547,48 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(i_inst=PICKS, i_from=PICKS, i_to=PICKS, u=AMOUNTS)
     def trade_securities(self, i_inst: int, i_from: int, i_to: int, u: int) -> None:
         self._move(self.pick_instrument(i_inst, BOND, TBILL, COMMODITY, held=True), i_from, i_to, u)
+
+    @precondition(lambda self: self.frozen_model or self.frozen_accounts)
+    @rule(i_slot=PICKS, i_to=PICKS, u=AMOUNTS, settle=st.booleans())
+    def move_frozen_units(self, i_slot: int, i_to: int, u: int, settle: bool) -> None:
+        """Try to move what a freeze holds: more than the free part of a holding with frozen
+        units (but within its balance), or anything from a frozen account; by transfer or,
+        with `settle`, as the asset leg of a DvP. The rules refuse it; the frozen models and
+        the compliance check judge whatever happens."""
+        if self.frozen_model and (i_slot % 2 or not self.frozen_accounts):
+            # Mostly a holding nothing else stops from moving, so the freeze is what is tested.
+            instrument_id, holder = self.choose(
+                sorted(self.frozen_model),
+                i_slot,
+                lambda slot: self.movable(slot[0]) and self.may_move(NAME_OF[slot[1]]),
+            )
+            free = self.free(instrument_id, NAME_OF[holder])
+            amount = free + 1 + u % self.frozen_model[instrument_id, holder]
+        else:
+            holder = pick(sorted(self.frozen_accounts), i_slot)
+            held = [i for i in self.instrument_ids() if holder in self.shadow.holdings[i]]
+            instrument_id = pick(held or [CASH_ID], i_to)
+            amount = amount_within(self.free(instrument_id, NAME_OF[holder]), u)
+        sender = NAME_OF[holder]
+        to = self.choose(
+            [n for n in INVESTOR_NAMES if n != sender],
+            i_to,
+            lambda n: self.may_receive(n, instrument_id),
+        )
+        if settle and self.shadow.instruments[instrument_id].kind != CASH:
+            args = {
+                "seller": holder,
+                "buyer": ADDRESS[to],
+                "asset": instrument_id,
+                "asset_amount": amount,
+                "cash": CASH_ID,
+                "cash_amount": amount_within(self.free(CASH_ID, to), u),
+            }
+            receipt = self.submit(sender, "dvp", args, (to,))
+        else:
+            args = {"instrument": instrument_id, "to": ADDRESS[to], "amount": amount}
+            receipt = self.submit(sender, "transfer", args)
+        self.record.frozen_moves[Code(receipt.code).name] += 1
 
     @rule(i_asset=PICKS, i_seller=PICKS, i_buyer=PICKS, u=AMOUNTS, v=AMOUNTS, variant=VARIANTS)
     def dvp(self, i_asset: int, i_seller: int, i_buyer: int, u: int, v: int, variant: int) -> None:
@@ -1001,6 +1093,8 @@ def test_a_fixed_run_reaches_every_operation_and_the_hard_refusals():
     # Meaningful traffic: most transactions go through, a good share is refused.
     assert accepted > refused > accepted // 5, (accepted, refused)
     assert seen.replays and seen.reopens
+    # Attempts on frozen units got as far as the freeze itself, not only earlier checks.
+    assert seen.frozen_moves["INSUFFICIENT_UNFROZEN_BALANCE"], seen.frozen_moves
 
 
 # ---------------------------------------------------------------------------------------
@@ -1057,5 +1151,54 @@ def test_a_frozen_account_losing_units_is_caught():
         # The same loss by a forced transfer from the account is what the rules allow.
         args = {"instrument": CASH_ID, "from": investor}
         machine.check_frozen_accounts_kept(watched, "forced_transfer", args, Code.OK)
+    finally:
+        machine.teardown()
+
+
+def _debit_ignoring_freezes(state, instrument_id, address, amount):
+    """`common.debit` with the freeze check left out: a broken ledger for the test below."""
+    holding = state.holdings[instrument_id].get(address)
+    if holding is None or holding.balance < amount:
+        raise InvalidTransaction(Code.INSUFFICIENT_BALANCE, "not enough units")
+    if holding.balance == amount:
+        return None
+    return Holding(holding.balance - amount, holding.frozen)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "caught_by"),
+    [
+        (None, None),
+        ("frozen units move", "frozen 4000 outside"),  # the supply/frozen invariant
+        ("investor rules ignored", "accepted against the investor rules"),  # compliance check
+    ],
+)
+def test_the_machine_catches_a_ledger_that_breaks_the_rules(monkeypatch, breakage, caught_by):
+    """Freeze part of a holding (or a whole account), then try to move it. The real ledger
+    refuses; a ledger broken on purpose accepts, and the machine's checks must fail."""
+    if breakage == "frozen units move":
+        monkeypatch.setattr(transfers, "debit", _debit_ignoring_freezes)
+    elif breakage == "investor rules ignored":
+        monkeypatch.setattr(transfers, "check_eligible", lambda *args, **kwargs: None)
+    holder, receiver = "inv-pk-pro-a", "inv-pk-inst-b"  # both long-lived KYC, PK, eligible
+    machine = LedgerMachine()
+    try:
+        machine.open_the_market()
+        if breakage == "investor rules ignored":
+            freeze = machine._freeze_args(ADDRESS[holder])
+        else:
+            freeze = machine._freeze_args(ADDRESS[holder], instrument=BOND_ID, amount=4_000)
+        receipt = machine.submit("regulator", "freeze", freeze)
+        assert receipt.code == Code.OK, receipt.log
+        machine.the_ledger_is_sound()
+        move = {"instrument": BOND_ID, "to": ADDRESS[receiver], "amount": 2_000}  # 1,000 free
+        if breakage is None:
+            receipt = machine.submit(holder, "transfer", move)
+            assert receipt.code in (Code.ACCOUNT_FROZEN, Code.INSUFFICIENT_UNFROZEN_BALANCE)
+            machine.the_ledger_is_sound()
+        else:
+            with pytest.raises(AssertionError, match=caught_by):
+                machine.submit(holder, "transfer", move)
+                machine.the_ledger_is_sound()
     finally:
         machine.teardown()
