@@ -2,7 +2,9 @@
 
 Reads come from committed state only (`store`, an `AsyncStore`); admission goes through the
 driver task, which owns the chain and the mempool (`Driver.submit`); `wait_committed` waits
-on the driver's per-block event and then reads the store.
+on the driver's per-block event and then reads the store. `events` is the driver's event bus
+(node/events.py, the WebSocket subscriptions) and `prove` asks the driver task for state proofs
+against the last committed state (verifiable reads).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import trio
 from ledger.block import decode_header
 from ledger.crypto import address_to_text
 from ledger.store import AsyncStore, TxRecord
-from node.driver import Driver
+from node.driver import Driver, StateProofs
+from node.events import EventBus
 from node.mempool import AdmissionResult
 
 
@@ -36,6 +39,7 @@ class NodeApi:
         self.validator_address: bytes | None = driver.own_address
         self.store = store
         self._driver = driver
+        self.events: EventBus | None = driver.events
         self._peers = peers
         self._names = {bytes.fromhex(v["public_key"]): v["name"] for v in genesis["validators"]}
 
@@ -89,6 +93,11 @@ class NodeApi:
                     return record
                 await event.wait()
         return None
+
+    async def prove(self, keys: list[bytes]) -> StateProofs:
+        """State proofs of `keys` at the last committed height (`ProofUnavailable` if the
+        driver cannot serve them; the RPC layer bounds the wait)."""
+        return await self._driver.prove(keys)
 
     def peers(self) -> list[dict]:
         return [

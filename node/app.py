@@ -30,6 +30,7 @@ from ledger.store import AsyncStore
 from node.api import NodeApi
 from node.config import NodeConfig
 from node.driver import Driver, DriverConfig, failpoints_from_env
+from node.events import EventBus
 from node.home import load_genesis
 from node.mempool import Mempool, MempoolLimits
 from node.p2p import PeerAddress, PeerManager, PeerManagerConfig
@@ -129,6 +130,8 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
         failpoints=failpoints_from_env(),
         name=config.name,
         metrics=metrics,
+        # WebSocket subscribers: one per connection, so the bus cap is the connection cap.
+        events=EventBus(max_subscribers=getattr(config.rpc, "ws_max_connections", 64)),
     )
     driver_ref.append(driver)
     api = NodeApi(

@@ -30,6 +30,10 @@ of our clock, and executes it with `Chain.execute_block` (every transaction veri
 the mempool's verifications); the verdict is cached per value id for the height. At most one
 block is pending in the chain: a different proposal abandons it first.
 
+After each commit the block and its receipts are published to the `EventBus` (node/events.py)
+without waiting. `prove(keys)` (verifiable reads) is served in this task between inbox items
+whenever no block is pending, so the state tree's root is the last committed app_hash.
+
 Fail points (`KHAZANA_FAILPOINTS=after_persist,before_send,...`) end the process with
 `os._exit(137)` at that step, for the crash tests; they are off unless the variable is set.
 
@@ -65,9 +69,11 @@ from consensus.wire import decode_message, encode_message
 from ledger.block import Block, decode_block
 from ledger.chain import Chain, PendingBlock
 from ledger.codes import Code, InvalidBlock, LedgerError
+from ledger.commitment import Proof
 from ledger.crypto import address_from_public_key, hash256, verify_signature
 from ledger.store import AsyncStore
 from node import messages
+from node.events import CommittedBlock, EventBus
 from node.mempool import CODESPACE_MEMPOOL, AdmissionResult, AdmissionView, Mempool
 from node.messages import (
     ConsensusMessage,
@@ -152,6 +158,35 @@ class _ProposeNow:
 @dataclass(frozen=True, slots=True)
 class _Tick:
     pass
+
+
+MAX_HELD_PROOFS = 1024
+
+
+class ProofUnavailable(Exception):
+    """The driver cannot serve a state proof now (too many waiting, or stopping)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateProofs:
+    """Proofs of some state keys against the committed state of `height` (root `app_hash`,
+    the app_hash of that block's header), in the order the keys were asked."""
+
+    height: int
+    app_hash: bytes
+    proofs: tuple[Proof, ...]
+
+
+class _Prove:
+    """A request for state proofs; served by the driver task when no block is pending (the
+    state tree then holds exactly the committed state)."""
+
+    __slots__ = ("done", "keys", "result")
+
+    def __init__(self, keys: tuple[bytes, ...]) -> None:
+        self.keys = keys
+        self.result: StateProofs | None = None
+        self.done = trio.Event()
 
 
 class _Admission:
@@ -243,8 +278,10 @@ class Driver:
         failpoints: frozenset[str] = frozenset(),
         name: str = "node",
         metrics: Any | None = None,  # node.metrics.Metrics
+        events: EventBus | None = None,  # committed blocks are published here
     ) -> None:
         self.metrics = metrics
+        self.events = events
         # The store's worker thread (one at a time): block commits and sync reads run there,
         # never on the trio thread, and a started commit always finishes.
         self._run_sync: Callable[[Callable[[], Any]], Any] = store._run_sync
@@ -292,6 +329,7 @@ class Driver:
         self._sync = SyncState(config.sync_batch, config.sync_timeout_ms / 1000)
         self._nursery: trio.Nursery | None = None
         self._held: list[_Admission] = []
+        self._held_proofs: list[_Prove] = []
         self._hold_s = config.admission_hold_ms / 1000
         self._stopping = False
         self.evidence: list[Evidence] = []
@@ -324,6 +362,22 @@ class Driver:
         assert request.result is not None
         return request.result
 
+    async def prove(self, keys: Sequence[bytes]) -> StateProofs:
+        """Proofs of `keys` against the last committed state, served by the driver task as
+        soon as no block is pending. `ProofUnavailable` if too many requests wait or the driver
+        stops; the caller bounds the wait (a pending block may last a consensus round)."""
+        request = _Prove(tuple(keys))
+        if len(self._held_proofs) >= MAX_HELD_PROOFS:
+            raise ProofUnavailable("too many proof requests waiting")
+        try:
+            await self._inbox_send.send(request)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ProofUnavailable("the node is stopping") from None
+        await request.done.wait()
+        if request.result is None:
+            raise ProofUnavailable("the node is stopping")
+        return request.result
+
     def allowed_keys(self) -> frozenset[bytes]:
         """Public keys of every validator the schedule has known (for the peer allow-list)."""
         return frozenset(self._keys.values())
@@ -345,8 +399,12 @@ class Driver:
                 ready = await self._dispatch(item)
                 if ready is not None:
                     await self._handle(ready)
+                if self._held_proofs and self.chain.pending is None:
+                    self._serve_proofs()
                 if self._stopping:
                     break
+            for request in self._held_proofs:
+                request.done.set()  # no result: ProofUnavailable for the caller
             nursery.cancel_scope.cancel()
 
     # ---- inputs -----------------------------------------------------------------------
@@ -410,6 +468,9 @@ class Driver:
                 return None
             case _Admission():
                 self._admit(item)
+                return None
+            case _Prove():
+                self._held_proofs.append(item)  # served after this item (run loop)
                 return None
         raise TypeError(f"unexpected inbox item {item!r}")
 
@@ -517,6 +578,15 @@ class Driver:
             # Newly admitted only: a transaction crosses each link once.
             self.net.broadcast(messages.encode(TxGossip((request.raw,))))
             self._tx_arrived.set()
+
+    def _serve_proofs(self) -> None:
+        # Only called with no pending block: the tree's root is the committed app_hash.
+        held, self._held_proofs = self._held_proofs, []
+        tree = self.chain.tree
+        for request in held:
+            proofs = tuple(tree.prove(key) for key in request.keys)
+            request.result = StateProofs(self.chain.height, tree.root, proofs)
+            request.done.set()
 
     def _flush_admissions(self) -> None:
         held, self._held = self._held, []
@@ -643,6 +713,9 @@ class Driver:
         self.txs_committed += len(pending.block.txs)
         self._cancel_timers_below(header.height + 1)
         self._verdicts.clear()
+        if self.events is not None:
+            # Non-blocking: a slow subscriber is dropped, never waited for (node/events.py).
+            self.events.publish(CommittedBlock.of(pending.block, pending.receipts))
         self.committed.set()
         self.committed = trio.Event()
         self._broadcast_status()

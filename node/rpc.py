@@ -26,6 +26,19 @@ a JSON-RPC error body), calls per batch, `max_connections` counted as HTTP reque
 handled at once (more -> HTTP 503 at once: hypercorn does not expose a connection cap, idle
 keep-alive connections cost little and it is the requests in flight that cost store reads),
 and a deadline per HTTP request (calls not finished by then answer -32000).
+`broadcast_tx_commit` waits up to `commit_timeout_ms` on top of that deadline and answers
+-32002 "timed out waiting for commit" (with the hash in `data`) when the tx is not committed.
+
+Verifiable reads (`account` / `tx` with `prove: true`): the result gains a `proof` object
+holding the committed header (base64 of its canonical bytes) and its commit certificate
+(base64 of the consensus wire encoding) and, for an account, the state proofs of the account
+record and of each listed balance against that header's app_hash (base64 of
+`Proof.to_bytes()`, with the proven record bytes); for a tx, the block's transaction ids that
+hash to the header's `txs_hash`. node/verify.py checks them with no network.
+
+WebSocket `/websocket`: node/websocket.py. CORS: `cors_origins` ("*" or exact origins) adds
+`Access-Control-Allow-Origin` to answers to an allowed `Origin` and answers preflight
+`OPTIONS`; a WebSocket handshake from a browser origin not allowed is refused (HTTP 403).
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ from consensus.wire import WireError, decode_message
 from ledger import codec
 from ledger.block import decode_block, decode_header
 from ledger.codes import LedgerError
+from ledger.commitment import verify_proof
 from ledger.crypto import address_from_text, address_to_text
 from ledger.state import (
     INSTRUMENT,
@@ -70,8 +84,11 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_LIMIT = -32000
 NOT_FOUND = -32001
+COMMIT_TIMEOUT = -32002
+PROOF_UNAVAILABLE = -32003
 
 CODESPACE = "khazana"
+_PROOF_ATTEMPTS = 3
 MAX_PAGE = 100  # rows per page of instruments / holders
 _RECORD_MAX_SIZE = 1 << 20
 _RECORD_MAX_DEPTH = 8
@@ -88,6 +105,12 @@ class RpcLimits:
     # Requests handled at once; more get HTTP 503 (see the module docstring).
     max_connections: int = 256
     request_timeout_ms: int = 10_000
+    commit_timeout_ms: int = 10_000  # broadcast_tx_commit's wait for inclusion
+    cors_origins: tuple[str, ...] = ()  # "*" or exact origins ("https://app.example")
+    ws_max_connections: int = 64
+    ws_max_subscriptions: int = 16  # per connection
+    ws_queue_size: int = 256  # notifications waiting unsent before the client is dropped
+    ws_max_message_bytes: int = 64 * 1024
 
     @classmethod
     def from_config(cls, config: object) -> RpcLimits:
@@ -99,9 +122,22 @@ class RpcLimits:
         defaults = cls()
         values = {
             name: getattr(section, name, getattr(defaults, name))
-            for name in ("max_body_bytes", "max_batch", "max_connections", "request_timeout_ms")
+            for name in (
+                "max_body_bytes",
+                "max_batch",
+                "max_connections",
+                "request_timeout_ms",
+                "commit_timeout_ms",
+                "ws_max_connections",
+                "ws_max_subscriptions",
+                "ws_queue_size",
+                "ws_max_message_bytes",
+            )
         }
-        return cls(listen=str(getattr(section, "listen", defaults.listen)), **values)
+        origins = tuple(getattr(section, "cors_origins", ()) or ())
+        return cls(
+            listen=str(getattr(section, "listen", defaults.listen)), cors_origins=origins, **values
+        )
 
 
 class RpcError(Exception):
@@ -296,13 +332,15 @@ class Method:
     handler: Handler
     params: tuple[str, ...]  # accepted names, in positional order
     required: tuple[str, ...] = ()
+    extra_time_ms: int = 0  # added to the request deadline (broadcast_tx_commit's own wait)
 
 
 class RpcMethods:
     """The methods a node answers; each takes keyword params already matched by name."""
 
-    def __init__(self, api: Any) -> None:
+    def __init__(self, api: Any, limits: RpcLimits | None = None) -> None:
         self.api = api
+        self.limits = limits or RpcLimits()
         self.table: dict[str, Method] = {
             "health": Method(self.health, ()),
             "status": Method(self.status, ()),
@@ -312,6 +350,9 @@ class RpcMethods:
             "block": Method(self.block, ("height",)),
             "commit": Method(self.commit, ("height",)),
             "broadcast_tx_sync": Method(self.broadcast_tx_sync, ("tx",), ("tx",)),
+            "broadcast_tx_commit": Method(
+                self.broadcast_tx_commit, ("tx",), ("tx",), self.limits.commit_timeout_ms
+            ),
             "check_tx": Method(self.check_tx, ("tx",), ("tx",)),
             "tx": Method(self.tx, ("hash", "prove"), ("hash",)),
             "num_unconfirmed_txs": Method(self.num_unconfirmed_txs, ()),
@@ -403,35 +444,78 @@ class RpcMethods:
     async def broadcast_tx_sync(self, tx: Any) -> dict:
         return _admission(await self.api.submit_tx(_tx_param(tx)))
 
+    async def broadcast_tx_commit(self, tx: Any) -> dict:
+        """Admission, then wait for the tx to be committed (at most `commit_timeout_ms`).
+        A refused tx answers at once with its `check_tx` verdict, `height` 0 and no
+        `tx_result`; a tx not committed in time answers COMMIT_TIMEOUT with its hash."""
+        admitted = await self.api.submit_tx(_tx_param(tx))
+        check = _admission(admitted)
+        check_tx = {"code": check["code"], "codespace": check["codespace"], "log": check["log"]}
+        if admitted.code != 0:
+            return {"hash": check["hash"], "height": 0, "check_tx": check_tx, "tx_result": None}
+        record = await self.api.wait_committed(admitted.tx_id, self.limits.commit_timeout_ms / 1000)
+        if record is None:
+            raise RpcError(
+                COMMIT_TIMEOUT,
+                "timed out waiting for commit",
+                {"hash": admitted.tx_id.hex(), "timeout_ms": self.limits.commit_timeout_ms},
+            )
+        return {
+            "hash": record.tx_id.hex(),
+            "height": record.height,
+            "index": record.index,
+            "check_tx": check_tx,
+            "tx_result": render_receipt(record),
+        }
+
     async def check_tx(self, tx: Any) -> dict:
         return _admission(await self.api.check_tx(_tx_param(tx)))
 
     async def tx(self, hash: Any, prove: Any = False) -> dict:
         tx_id = _hash_param(hash)
-        if _bool_param("prove", prove):
-            raise invalid_params("transaction proofs are not served by this node yet")
-        record = await self.api.store.tx(tx_id)
+        prove = _bool_param("prove", prove)
+        store = self.api.store
+        record = await store.tx(tx_id)
         if record is None:
             raise RpcError(NOT_FOUND, "Not found", f"no committed transaction {hash}")
-        return {
+        result = {
             "hash": record.tx_id.hex(),
             "height": record.height,
             "index": record.index,
             "tx": b64(record.raw),
             "tx_result": render_receipt(record),
         }
+        if prove:
+            stored = await store.block(record.height)
+            certificate = await store.commit(record.height)
+            if stored is None or certificate is None:
+                raise RpcError(INTERNAL_ERROR, "Internal error")
+            result["proof"] = {
+                "height": record.height,
+                "header": b64(stored.header),
+                "commit": b64(certificate),
+                # The whole list: txs_hash is one hash over the ids in block order.
+                "tx_ids": [tx_id.hex() for tx_id in decode_block(stored.block).tx_ids()],
+            }
+        return result
 
     # -- state reads (committed)
 
     async def account(self, address: Any, prove: Any = False) -> dict:
         raw_address = _address_param("address", address)
-        if _bool_param("prove", prove):
-            raise invalid_params("state proofs are not served by this node yet")
+        prove = _bool_param("prove", prove)
         store = self.api.store
         raw = await store.get_state(account_key(raw_address))
         if raw is None:
             raise RpcError(NOT_FOUND, "Not found", f"no account {address}")
+        if prove:
+            return await self._proven_account(raw_address)
         account = Account.from_map(_decode_record(raw))
+        balances = await self._balances(raw_address)
+        return render_account(account, balances)
+
+    async def _balances(self, raw_address: bytes) -> list[dict]:
+        store = self.api.store
         balances = []
         # Holdings are keyed instrument first; the number of instruments is small and bounded
         # by governance, so one point read per instrument is the cheap way round.
@@ -450,7 +534,54 @@ class RpcMethods:
                         }
                     )
             after = page[-1][0]
-        return render_account(account, balances)
+        return balances
+
+    async def _proven_account(self, raw_address: bytes) -> dict:
+        """The account with proofs of its record and of each listed balance.
+
+        The proofs come from the driver (the state tree, committed state only); the values are
+        read from the store afterwards and checked against the proofs here, so a block
+        committed in between is noticed (the read is redone, at most `_PROOF_ATTEMPTS` times)
+        and the record bytes, the balances and the proofs always describe one height."""
+        store = self.api.store
+        for _ in range(_PROOF_ATTEMPTS):
+            balances = await self._balances(raw_address)
+            keys = [account_key(raw_address)]
+            keys += [holding_key(b["instrument"], raw_address) for b in balances]
+            try:
+                proven = await self.api.prove(keys)
+            except Exception as exc:  # ProofUnavailable: the driver is stopping or busy
+                raise RpcError(PROOF_UNAVAILABLE, "Proof unavailable", str(exc)) from None
+            values = [await store.get_state(key) for key in keys]
+            stored = await store.block(proven.height)
+            certificate = await store.commit(proven.height)
+            if stored is None or certificate is None or None in values:
+                continue  # the account or a holding went away meanwhile: read again
+            if stored.app_hash != proven.app_hash or not all(
+                verify_proof(proven.app_hash, key, value, proof)
+                for key, value, proof in zip(keys, values, proven.proofs, strict=True)
+            ):
+                continue  # a block was committed between the proofs and the reads
+            account = Account.from_map(_decode_record(values[0]))
+            result = render_account(account, balances)
+            holdings = [Holding.from_map(_decode_record(v)) for v in values[1:]]
+            result["balances"] = [
+                {"instrument": b["instrument"], "balance": h.balance, "frozen": h.frozen}
+                for b, h in zip(balances, holdings, strict=True)
+            ]
+            result["proof"] = {
+                "height": proven.height,
+                "header": b64(stored.header),
+                "commit": b64(certificate),
+                "value": b64(values[0]),
+                "proof": b64(proven.proofs[0].to_bytes()),
+                "balances": [
+                    {"instrument": b["instrument"], "value": b64(v), "proof": b64(p.to_bytes())}
+                    for b, v, p in zip(balances, values[1:], proven.proofs[1:], strict=True)
+                ],
+            }
+            return result
+        raise RpcError(SERVER_LIMIT, "Server busy", "state changed during every proof attempt")
 
     async def instrument(self, id: Any) -> dict:
         instrument_id = _instrument_param(id)
@@ -570,7 +701,8 @@ class RpcApp:
 
     def __init__(self, api: Any, limits: RpcLimits | None = None) -> None:
         self.limits = limits or RpcLimits()
-        self.methods = RpcMethods(api)
+        self.methods = RpcMethods(api, self.limits)
+        self.api = api
         self._in_flight = trio.CapacityLimiter(self.limits.max_connections)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -579,15 +711,63 @@ class RpcApp:
             await _lifespan(receive, send)
         elif kind == "http":
             await self._http(scope, receive, send)
-        # websocket (`/websocket`, issue 5) is not served yet: returning closes it.
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+
+    async def _websocket(self, scope: dict, receive: Callable, send: Callable) -> None:
+        origin = _origin(scope)
+        if scope.get("path") != "/websocket" or (
+            origin is not None and self._allowed_origin(origin) is None
+        ):
+            # Closing during the handshake answers HTTP 403.
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        from node.websocket import serve_websocket  # it imports this module's renderers
+
+        await serve_websocket(
+            scope,
+            receive,
+            send,
+            bus=getattr(self.api, "events", None),
+            handle_body=self.handle_body,
+            limits=self.limits,
+        )
+
+    def _allowed_origin(self, origin: str) -> str | None:
+        """The `Access-Control-Allow-Origin` value for `origin`, None if not allowed."""
+        origins = self.limits.cors_origins
+        if "*" in origins:
+            return "*"
+        return origin if origin in origins else None
 
     async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
         method, path = scope["method"], scope["path"]
+        origin = _origin(scope)
+        allow_origin = None if origin is None else self._allowed_origin(origin)
+        cors: list[tuple[bytes, bytes]] = []
+        if allow_origin is not None:
+            cors = [(b"access-control-allow-origin", allow_origin.encode()), (b"vary", b"origin")]
+        send = _with_headers(send, cors)
         if path == "/health" and method in ("GET", "HEAD"):
             await _respond(send, 200, b"ok\n", b"text/plain; charset=utf-8")
             return
         if path != "/":
             await _respond(send, 404, b"not found\n", b"text/plain; charset=utf-8")
+            return
+        if method == "OPTIONS":
+            # CORS preflight: the allowed origin gets the methods and headers it may use;
+            # any other origin gets no CORS headers, so its browser refuses the call.
+            if allow_origin is not None:
+                send = _with_headers(
+                    send,
+                    [
+                        (b"access-control-allow-methods", b"POST, GET, OPTIONS"),
+                        (b"access-control-allow-headers", b"content-type"),
+                        (b"access-control-max-age", b"600"),
+                    ],
+                )
+            await _respond(send, 204, b"", None, allow=b"POST, OPTIONS")
             return
         if method != "POST":
             await _respond(
@@ -672,7 +852,7 @@ class RpcApp:
         if method is None:
             raise RpcError(METHOD_NOT_FOUND, "Method not found", name[:100])
         bound = _bind_params(method, params)
-        with trio.move_on_at(deadline):
+        with trio.move_on_at(deadline + method.extra_time_ms / 1000):
             try:
                 return await method.handler(**bound)
             except RpcError:
@@ -682,6 +862,26 @@ class RpcApp:
                 log.exception("rpc method %s failed", name)
                 raise RpcError(INTERNAL_ERROR, "Internal error") from None
         raise RpcError(SERVER_LIMIT, "Request timed out", f"{name} did not finish in time")
+
+
+def _origin(scope: dict) -> str | None:
+    for header, value in scope.get("headers", ()):
+        if header.lower() == b"origin":
+            return value.decode("latin-1")
+    return None
+
+
+def _with_headers(send: Callable, extra: list[tuple[bytes, bytes]]) -> Callable:
+    """`send` adding `extra` headers to the response start (CORS)."""
+    if not extra:
+        return send
+
+    async def sender(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await send(message)
+
+    return sender
 
 
 def _refuse_constant(name: str) -> Any:
@@ -751,7 +951,12 @@ async def _lifespan(receive: Callable, send: Callable) -> None:
 
 
 async def serve_asgi(
-    app: Any, listen: str, *, name: str, task_status: Any = trio.TASK_STATUS_IGNORED
+    app: Any,
+    listen: str,
+    *,
+    name: str,
+    max_ws_message: int | None = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` with hypercorn's trio worker on `listen` ("host:port", "[v6]:port");
     reports the bound port (an int) through `task_status`, so port 0 works."""
@@ -759,6 +964,8 @@ async def serve_asgi(
     config.bind = [listen]
     config.accesslog = None
     config.errorlog = logging.getLogger(f"khazana.{name}.http")
+    if max_ws_message is not None:
+        config.websocket_max_message_size = max_ws_message
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(hypercorn_serve, app, config))
         port = int(binds[0].rsplit(":", 1)[1])
@@ -773,4 +980,11 @@ async def serve_rpc(api: Any, config: Any, *, task_status: Any = trio.TASK_STATU
     see `RpcLimits.from_config`). Reports the bound port through `task_status`.
     """
     limits = RpcLimits.from_config(config)
-    await serve_asgi(RpcApp(api, limits), limits.listen, name="rpc", task_status=task_status)
+    await serve_asgi(
+        RpcApp(api, limits),
+        limits.listen,
+        name="rpc",
+        # hypercorn refuses larger frames itself; ours is checked again per message.
+        max_ws_message=limits.ws_max_message_bytes + 1024,
+        task_status=task_status,
+    )

@@ -1,0 +1,256 @@
+"""WebSocket `/websocket`: JSON-RPC 2.0 subscriptions to committed blocks and transactions.
+
+What it owns: one ASGI WebSocket connection (hypercorn's trio worker) from handshake to close,
+the `subscribe {query}` / `unsubscribe {query}` / `unsubscribe_all` methods, and the JSON form
+of the notifications. Queries and the per-client queue are node/events.py's; any other method
+sent on the socket is answered by the HTTP JSON-RPC handler (node/rpc.py), so a client can
+`status` or `broadcast_tx_sync` on the same connection.
+
+A notification answers the subscribe call's `id` (as CometBFT does), once per matched event:
+
+    {"jsonrpc": "2.0", "id": <id of the subscribe>, "result": {"query": "tm.event='Tx'",
+     "data": {"type": "Tx", "value": {"hash", "height", "index", "tx", "tx_result"}}}}
+    {"jsonrpc": "2.0", "id": ..., "result": {"query": "tm.event='NewBlock'",
+     "data": {"type": "NewBlock", "value": {"block_id": {"hash"}, "block": {"header", "txs"}}}}}
+
+Limits and closes (the close frame carries the code and a reason):
+
+    connections       `ws_max_connections` (the event bus's subscriber cap): the next one is
+                      accepted and closed at once with 1013 "try again later"
+    subscriptions     `ws_max_subscriptions` per connection: subscribe answers -32602
+    queue             `ws_queue_size` notifications waiting unsent: the client is dropped,
+                      close 1008 with the reason "too slow: ..." (the driver never waits)
+    message size      `ws_max_message_bytes` per client message: close 1009
+
+A client that stops reading altogether: hypercorn writes each frame with a shielded
+`send_all`, so the close frame goes out once the client's TCP window opens again; meanwhile
+the connection holds one frame and no queue, and it still counts against the connection cap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from node.events import (
+    NEW_BLOCK,
+    BusFull,
+    EventBus,
+    Notification,
+    QueryError,
+    Subscriber,
+    parse_query,
+)
+from node.rpc import (
+    CODESPACE,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    RpcError,
+    b64,
+    render_header,
+    to_json,
+)
+
+log = logging.getLogger("khazana.websocket")
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008  # the client is too slow to read its events
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013  # too many connections, or no event bus on this node
+
+SUBSCRIPTION_METHODS = ("subscribe", "unsubscribe", "unsubscribe_all")
+
+
+def render_notification(notification: Notification) -> dict:
+    """The `result` of one notification (see the module docstring)."""
+    block, tx = notification.block, notification.tx
+    if tx is None:
+        value = {
+            "block_id": {"hash": block.hash.hex()},
+            "block": {
+                "header": render_header(block.header),
+                "txs": [b64(t.raw) for t in block.txs],
+            },
+        }
+        kind = NEW_BLOCK
+    else:
+        value = {
+            "hash": tx.hash.hex(),
+            "height": tx.height,
+            "index": tx.index,
+            "tx": b64(tx.raw),
+            "tx_result": {
+                "code": tx.code,
+                "codespace": CODESPACE if tx.code else "",
+                "log": tx.log,
+                "events": [to_json(e.to_map()) for e in tx.events],
+            },
+        }
+        kind = "Tx"
+    return {"query": notification.query, "data": {"type": kind, "value": value}}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _error(error: RpcError, request_id: Any = None) -> dict:
+    return {"jsonrpc": "2.0", "error": error.to_obj(), "id": request_id}
+
+
+class _Connection:
+    """One accepted client: its subscriber, the subscribe ids, a lock so frames never mix."""
+
+    def __init__(
+        self,
+        send: Callable,
+        subscriber: Subscriber,
+        handle_body: Callable,
+    ) -> None:
+        self.send = send
+        self.subscriber = subscriber
+        self.handle_body = handle_body
+        self.ids: dict[str, Any] = {}  # canonical query text -> the subscribe call's id
+        self.lock = trio.Lock()
+
+    async def send_text(self, obj: Any) -> None:
+        text = _dumps(obj)
+        async with self.lock:
+            await self.send({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int, reason: str) -> None:
+        async with self.lock:
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def pump_notifications(self) -> None:
+        """Notifications out, in order; returns when the subscriber's queue is closed."""
+        async for notification in self.subscriber.receive:
+            if notification.query not in self.subscriber.queries:
+                continue  # unsubscribed while it was queued
+            request_id = self.ids.get(notification.query)
+            result = render_notification(notification)
+            await self.send_text({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+    async def on_message(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):
+            await self.send_text(_error(RpcError(PARSE_ERROR, "Parse error")))
+            return
+        if isinstance(message, dict) and message.get("method") in SUBSCRIPTION_METHODS:
+            answer = self.subscription_call(message)
+        else:
+            answer = await self.handle_body(text.encode("utf-8"))
+        if answer is not None:
+            await self.send_text(answer)
+
+    def subscription_call(self, request: dict) -> dict | None:
+        request_id = request.get("id")
+        if request.get("jsonrpc") != "2.0" or type(request_id) not in (str, int, type(None)):
+            return _error(RpcError(INVALID_REQUEST, "Invalid Request"), None)
+        params = request.get("params", {})
+        if isinstance(params, list):
+            params = dict(zip(("query",), params, strict=False))
+        if not isinstance(params, dict):
+            return _error(RpcError(INVALID_REQUEST, "Invalid Request"), request_id)
+        method = request["method"]
+        try:
+            if set(params) - {"query"}:
+                raise QueryError(f"unknown params {sorted(set(params) - {'query'})}")
+            if method == "unsubscribe_all":
+                self.subscriber.unsubscribe_all()
+                self.ids.clear()
+            else:
+                query = parse_query(params.get("query"))
+                if method == "subscribe":
+                    self.subscriber.subscribe(query)
+                    self.ids[query.text] = request_id
+                else:
+                    self.subscriber.unsubscribe(query)
+                    self.ids.pop(query.text, None)
+        except QueryError as exc:
+            if "id" not in request:
+                return None
+            return _error(RpcError(INVALID_PARAMS, "Invalid params", str(exc)), request_id)
+        if "id" not in request:
+            return None  # a notification: done, no answer
+        if method == "subscribe":
+            return {"jsonrpc": "2.0", "id": request_id, "result": {"query": query.text}}
+        return {"jsonrpc": "2.0", "id": request_id, "result": {}}
+
+
+async def serve_websocket(
+    scope: dict,
+    receive: Callable,
+    send: Callable,
+    *,
+    bus: EventBus | None,
+    handle_body: Callable,
+    limits: Any,  # node.rpc.RpcLimits
+) -> None:
+    """Run one WebSocket connection until either side closes it."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if bus is None:
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN, "reason": "no event bus"})
+        return
+    try:
+        subscriber = bus.open(limits.ws_queue_size, limits.ws_max_subscriptions)
+    except BusFull:
+        await send({"type": "websocket.accept"})
+        await send(
+            {
+                "type": "websocket.close",
+                "code": CLOSE_TRY_AGAIN,
+                "reason": f"too many websocket connections (at most {bus.max_subscribers})",
+            }
+        )
+        return
+    connection = _Connection(send, subscriber, handle_body)
+    try:
+        await send({"type": "websocket.accept"})
+        async with trio.open_nursery() as nursery:
+
+            async def notifications() -> None:
+                await connection.pump_notifications()
+                # The queue ended: we closed it (client gone) or the bus dropped the client.
+                if subscriber.dropped is not None:
+                    log.info("websocket client dropped: %s", subscriber.dropped)
+                    await connection.close(CLOSE_POLICY, subscriber.dropped)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(notifications)
+            await _read_loop(connection, receive, limits.ws_max_message_bytes)
+            nursery.cancel_scope.cancel()
+    finally:
+        subscriber.close()
+
+
+async def _read_loop(connection: _Connection, receive: Callable, max_bytes: int) -> None:
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.disconnect":
+            return
+        if kind != "websocket.receive":
+            continue
+        text = message.get("text")
+        if text is None:
+            data = message.get("bytes") or b""
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                await connection.send_text(_error(RpcError(PARSE_ERROR, "Parse error")))
+                continue
+        if len(text) > max_bytes:
+            await connection.close(CLOSE_TOO_BIG, f"message larger than {max_bytes} bytes")
+            return
+        await connection.on_message(text)
