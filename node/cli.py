@@ -5,9 +5,12 @@
                  [--host H] [--force]
     khazana start --home DIR/NAME
     khazana localnet --home DIR [--validators N] [--observers M] [--fresh] [--demo]
+    khazana tx OP --key FILE [...] | tx sign ... | tx submit ...   (node/client/cli.py)
+    khazana query WHAT [...]                                        (node/client/cli.py)
 
 Exit codes: 0 success, 1 a refusal or failure (the message says why), 2 bad usage
-(argparse), 3 `start` passed every check but the node runtime (`node/app.py`) is not built.
+(argparse), 3 `start` passed every check but the node runtime (`node/app.py`) is not built;
+for `tx` and `query`, 3 means the node is unreachable (see node/client/cli.py).
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     localnet.add_argument(
         "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop"
     )
+    from node.client.cli import add_query_parser, add_tx_parser
+
+    add_tx_parser(sub)
+    add_query_parser(sub)
     return parser
 
 
@@ -181,11 +188,25 @@ def cmd_localnet(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_tx(args: argparse.Namespace) -> int:
+    from node.client.cli import cmd_tx as run
+
+    return run(args)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from node.client.cli import cmd_query as run
+
+    return run(args)
+
+
 COMMANDS = {
     "keygen": cmd_keygen,
     "init": cmd_init,
     "start": cmd_start,
     "localnet": cmd_localnet,
+    "tx": cmd_tx,
+    "query": cmd_query,
 }
 
 
