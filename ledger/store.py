@@ -1035,6 +1035,12 @@ class AsyncStore:
         )
         return cls(store, run_sync)
 
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the store's worker thread (one call at a time, never abandoned once
+        started): for work that must not race the store's other calls, such as a block
+        commit through `Chain.commit` or reading blocks for a peer's sync request."""
+        return await self._run_sync(lambda: fn(*args))
+
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self._run_sync(lambda: fn(*args, **kwargs))
 

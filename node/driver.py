@@ -282,9 +282,6 @@ class Driver:
     ) -> None:
         self.metrics = metrics
         self.events = events
-        # The store's worker thread (one at a time): block commits and sync reads run there,
-        # never on the trio thread, and a started commit always finishes.
-        self._run_sync: Callable[[Callable[[], Any]], Any] = store._run_sync
         self.chain = chain
         self.store = store
         self.net = net
@@ -434,7 +431,8 @@ class Driver:
     async def _serve_sync(self, peer: bytes, request: SyncRequest) -> None:
         store = self.store.store
         max_bytes = self.config.sync_max_bytes
-        response = await self._run_sync(lambda: serve_sync_request(store, request, max_bytes))
+        # On the store's worker thread (one call at a time), never on the trio thread.
+        response = await self.store.run(serve_sync_request, store, request, max_bytes)
         self.net.send_to(peer, messages.encode(response))
 
     async def _ticker(self) -> None:
@@ -694,7 +692,7 @@ class Driver:
         chain = self.chain
         # On the store's worker thread; trio.to_thread.run_sync is not abandoned on
         # cancellation, so a started commit always finishes (graceful shutdown).
-        await self._run_sync(lambda: chain.commit(pending, certificate))
+        await self.store.run(chain.commit, pending, certificate)
         self._failpoint("after_apply")
         header = pending.header
         self.schedule.record(header.height, updates_decided_at(chain, header.height))
