@@ -23,6 +23,8 @@ import time
 
 import pytest
 
+from consensus.types import Vote, VoteType, vote_signing_bytes
+from ledger.crypto import generate_key
 from node.driver import FAILPOINT_EXIT_CODE, FAILPOINTS
 from tests.node.netsupport import (
     DOUBLE_SIGN_LOG,
@@ -99,3 +101,24 @@ def test_crash_at_each_failpoint_loses_nothing_and_never_double_signs(tmp_path):
     for name in NAMES:
         assert DOUBLE_SIGN_LOG not in net.log(name), name
     print("fail point, height at crash, seconds to crash and recover:", figures)
+
+
+def test_double_sign_check_finds_two_values_for_one_slot_and_nothing_else():
+    """The check above must be able to fail: two precommits by one key for one (height,
+    round) and two values are found; the same vote twice, or another round, are not."""
+    keys = [generate_key(bytes([i]) * 32) for i in range(4)]
+    genesis = {
+        "chain_id": "khazana-dstest",
+        "validators": [{"public_key": k.public_key.hex(), "power": 10} for k in keys],
+    }
+
+    def precommit(key, height, round_, value):
+        data = vote_signing_bytes(genesis["chain_id"], VoteType.PRECOMMIT, height, round_, value)
+        return Vote(VoteType.PRECOMMIT, height, round_, value, key.address, key.sign(data))
+
+    a, b = b"\x01" * 32, b"\x02" * 32
+    honest = [precommit(keys[0], 5, 0, a), precommit(keys[0], 5, 0, a), precommit(keys[0], 5, 1, b)]
+    assert find_double_signs(honest, genesis) == []
+    twice = precommit(keys[1], 5, 0, b)
+    found = find_double_signs([*honest, precommit(keys[1], 5, 0, a), twice], genesis)
+    assert [(first.value_id, second) for first, second in found] == [(a, twice)]

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.node.netsupport import (
+    DOUBLE_SIGN_LOG,
     NAMES,
     Net,
     check_agreement,
@@ -207,6 +208,8 @@ def test_nodes_in_namespaces_commit_partition_and_heal(tmp_path):
     assert check_agreement(views) >= top
     finals = [v.record for v in views.values() if v.record is not None]
     assert find_double_signs(signed_votes(views.values(), finals), net.genesis) == []
+    for name in NAMES:
+        assert DOUBLE_SIGN_LOG not in net.log(name), name
     print(
         f"partition {PARTITION_S} s: {blocks_during} blocks by the three; "
         f"caught up {catch_up_s:.1f} s after healing"
