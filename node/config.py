@@ -180,8 +180,11 @@ class ConsensusConfig:
     core: CoreConfig = field(default_factory=CoreConfig)
     block_max_txs: int = 1000
     block_max_bytes: int = 2 * _MIB
-    heartbeat_ms: int = 5000
-    """A proposer with no transaction waiting proposes an empty block after this long."""
+    heartbeat_ms: int = 1000
+    """A proposer with no transaction waiting proposes an empty block after this long. Kept
+    below `core.timeout_propose_ms` (3000 by default) so the other validators never give up
+    on a proposer that is only waiting for its heartbeat; a configured heartbeat at or above
+    it makes `node.app.driver_config` stretch the propose timeout to heartbeat + timeout."""
 
 
 @dataclass(frozen=True, slots=True)

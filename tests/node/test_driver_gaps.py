@@ -33,3 +33,36 @@ def test_async_store_run_executes_on_the_injected_worker_thread(tmp_path):
         trio.run(main)
     finally:
         store.close()
+
+
+def test_default_heartbeat_is_below_the_default_propose_timeout(tmp_path):
+    # The empty-block heartbeat must end before the other validators' propose timeout, or
+    # every empty round would time out and change rounds.
+    from consensus.core import CoreConfig
+    from node.config import ConsensusConfig
+    from node.driver import DriverConfig
+
+    defaults = ConsensusConfig()
+    assert defaults.core == CoreConfig()
+    assert defaults.heartbeat_ms < defaults.core.timeout_propose_ms
+    assert DriverConfig().heartbeat_ms < DriverConfig().core.timeout_propose_ms
+    # A config file that sets nothing gives the driver the core's own propose timeout (the
+    # stretch in node.app.driver_config only applies to a heartbeat configured too long).
+    from node.app import driver_config
+    from node.config import from_dict
+
+    document = {
+        "name": "ministry",
+        "role": "validator",
+        "chain_id": "khazana-test",
+        "p2p": {"listen": "10.0.0.5:26656"},
+        "rpc": {"listen": "10.0.0.5:26657"},
+    }
+    config = from_dict(document, home=tmp_path)
+    driver = driver_config(config)
+    assert driver.heartbeat_ms == 1000
+    assert driver.core.timeout_propose_ms == CoreConfig().timeout_propose_ms
+    # ...and a heartbeat configured above the propose timeout is still made coherent.
+    document["consensus"] = {"heartbeat_ms": 4000}
+    stretched = driver_config(from_dict(document, home=tmp_path))
+    assert stretched.core.timeout_propose_ms > stretched.heartbeat_ms == 4000
