@@ -33,8 +33,8 @@ Verifiable reads (`account` / `tx` with `prove: true`): the result gains a `proo
 holding the committed header (base64 of its canonical bytes) and its commit certificate
 (base64 of the consensus wire encoding) and, for an account, the state proofs of the account
 record and of each listed balance against that header's app_hash (base64 of
-`Proof.to_bytes()`, with the proven record bytes); for a tx, the block's transaction ids that
-hash to the header's `txs_hash`. node/verify.py checks them with no network.
+`Proof.to_bytes()`, with the proven record bytes); for a tx, the Merkle audit path of its raw
+bytes to the header's `txs_hash` (`ledger.block.tx_inclusion_proof`). node/verify.py checks them with no network.
 
 WebSocket `/websocket`: node/websocket.py. CORS: `cors_origins` ("*" or exact origins) adds
 `Access-Control-Allow-Origin` to answers to an allowed `Origin` and answers preflight
@@ -61,7 +61,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from consensus.types import Commit
 from consensus.wire import WireError, decode_message
 from ledger import codec
-from ledger.block import decode_block, decode_header
+from ledger.block import decode_block, decode_header, tx_inclusion_proof
 from ledger.codes import LedgerError
 from ledger.commitment import verify_proof
 from ledger.crypto import address_from_text, address_to_text
@@ -490,12 +490,14 @@ class RpcMethods:
             certificate = await store.commit(record.height)
             if stored is None or certificate is None:
                 raise RpcError(INTERNAL_ERROR, "Internal error")
+            txs = decode_block(stored.block).txs
             result["proof"] = {
                 "height": record.height,
                 "header": b64(stored.header),
                 "commit": b64(certificate),
-                # The whole list: txs_hash is one hash over the ids in block order.
-                "tx_ids": [tx_id.hex() for tx_id in decode_block(stored.block).tx_ids()],
+                # The Merkle audit path of the raw tx to the header's txs_hash (RFC 6962).
+                "total": len(txs),
+                "path": [h.hex() for h in tx_inclusion_proof(txs, record.index)],
             }
         return result
 

@@ -9,8 +9,8 @@ against a validator set the client trusts. Each check is, in order:
 2. the header is the canonical encoding of a header of `chain_id` at the result's height;
 3. for an account: the record bytes and each balance's holding bytes are proven under the
    header's `app_hash` (`ledger.commitment.verify_proof`), and what the result displays equals
-   what the proven bytes say; for a tx: its bytes hash to its id, the id sits at its index in
-   the block's id list, and that list hashes to the header's `txs_hash`.
+   what the proven bytes say; for a tx: its bytes hash to its id and their Merkle audit path
+   leads from its index to the header's `txs_hash` (`ledger.block.verify_tx_inclusion`).
 
 Anything else raises `ProofError` with the reason. Limits of what is proven: balances the
 node left out of an account result are not proven absent, and a tx's `tx_result` is not
@@ -33,7 +33,7 @@ from typing import Any
 from consensus.types import Commit, ConsensusError, Validator, ValidatorSet, verify_commit
 from consensus.wire import WireError, decode_message
 from ledger import codec
-from ledger.block import Header, compute_txs_hash, decode_header
+from ledger.block import Header, decode_header, verify_tx_inclusion
 from ledger.codes import LedgerError
 from ledger.commitment import verify_proof
 from ledger.crypto import (
@@ -153,14 +153,13 @@ def verify_tx_proof(
     if _field(result, "height", int) != header.height:
         raise ProofError("the result's height is not the certified header's")
     try:
-        ids = [bytes.fromhex(text) for text in _field(proof, "tx_ids", list)]
+        path = [bytes.fromhex(text) for text in _field(proof, "path", list)]
     except (TypeError, ValueError):
-        raise ProofError("proof.tx_ids must be hex ids") from None
+        raise ProofError("proof.path must be hex hashes") from None
     index = _field(result, "index", int)
-    if not 0 <= index < len(ids) or ids[index] != tx_id:
-        raise ProofError("the tx is not at its index in the block's tx ids")
-    if compute_txs_hash(ids) != header.txs_hash:
-        raise ProofError("the block's tx ids do not hash to the header's txs_hash")
+    total = _field(proof, "total", int)
+    if not verify_tx_inclusion(header.txs_hash, raw, index, total, path):
+        raise ProofError("the tx is not proven at its index under the header's txs_hash")
     return TxInclusion(tx_id, header.height, index, raw, header.hash)
 
 
