@@ -83,12 +83,22 @@ class AsyncClient:
         except trio.TooSlowError:
             raise NodeUnreachable(endpoint.url, f"no answer within {self.timeout_s:g} s") from None
         except (OSError, trio.BrokenResourceError) as exc:
-            reason = "connection refused (is the node running?)"
-            if not isinstance(exc, ConnectionRefusedError) and "refused" not in str(exc).lower():
-                reason = str(exc) or type(exc).__name__
-            raise NodeUnreachable(endpoint.url, reason) from None
+            raise NodeUnreachable(endpoint.url, _reason(exc)) from None
         status, body = answer
         return decode_response(status, body, request_id)
+
+
+def _reason(exc: BaseException) -> str:
+    # trio reports a failed connect as one OSError whose cause holds each attempt's error.
+    causes = [exc]
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        causes.extend(cause.exceptions)
+    elif cause is not None:
+        causes.append(cause)
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused (is the node running?)"
+    return str(exc) or type(exc).__name__
 
 
 def _async_method(name: str):

@@ -3,8 +3,10 @@
 The node's answer to `account` / `tx` with `prove: true` carries a proof against the
 `app_hash` of a committed header and that header's commit certificate. Verifying it is
 `node/verify.py`'s job (`verify_account_proof`, `verify_tx_proof`); this module only supplies
-the trusted validator set -- taken from a genesis document the caller got out of band, never
-from the node being checked -- and raises `ProofError` when verification refuses.
+the trusted validator set and chain id -- taken from a genesis document the caller got out of
+band, never from the node being checked -- and raises `ProofError` when verification refuses.
+A chain whose validator set changed since genesis needs the current set (`TrustedValidators`
+built by hand from a source the caller trusts).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from node import verify
 from node.client.errors import ClientError
 
 
@@ -39,35 +42,32 @@ class TrustedValidators:
             ),
         )
 
+    def pairs(self) -> list[tuple[bytes, int]]:
+        """(public key, power) pairs, the form `node/verify.py` accepts."""
+        return [(key, power) for _, key, power in self.validators]
+
     @classmethod
     def from_genesis_file(cls, path: str | os.PathLike) -> TrustedValidators:
         with open(path, encoding="utf-8") as src:
             return cls.from_genesis(json.load(src))
 
 
-def _verifier():
+def verify_account(
+    result: Mapping[str, Any], trusted: TrustedValidators, address: str | None = None
+) -> verify.AccountState:
+    """Check an `account(prove=True)` answer (of `address`, when given); the account as
+    proven (`AccountState`)."""
     try:
-        from node import verify
-    except ImportError as exc:  # pragma: no cover - until node/verify.py lands
-        raise ProofError(f"proof verification is not available: {exc}") from None
-    return verify
-
-
-def verify_account(result: Mapping[str, Any], trusted: TrustedValidators) -> Any:
-    """Check an `account(prove=True)` answer; returns what `verify_account_proof` returns."""
-    try:
-        return _verifier().verify_account_proof(result, trusted)
-    except ProofError:
-        raise
-    except Exception as exc:  # the verifier's own refusal, whatever its class
+        return verify.verify_account_proof(
+            dict(result), trusted.pairs(), trusted.chain_id, address=address
+        )
+    except verify.ProofError as exc:
         raise ProofError(f"account proof refused: {exc}") from exc
 
 
-def verify_tx(result: Mapping[str, Any], trusted: TrustedValidators) -> Any:
-    """Check a `tx(prove=True)` answer; returns what `verify_tx_proof` returns."""
+def verify_tx(result: Mapping[str, Any], trusted: TrustedValidators) -> verify.TxInclusion:
+    """Check a `tx(prove=True)` answer; the proven inclusion (`TxInclusion`)."""
     try:
-        return _verifier().verify_tx_proof(result, trusted)
-    except ProofError:
-        raise
-    except Exception as exc:
+        return verify.verify_tx_proof(dict(result), trusted.pairs(), trusted.chain_id)
+    except verify.ProofError as exc:
         raise ProofError(f"transaction proof refused: {exc}") from exc
