@@ -34,6 +34,7 @@ from node.client.signing import sign, tx_to_base64
 
 METHOD_NOT_FOUND = -32601
 NOT_FOUND = -32001
+COMMIT_TIMEOUT = -32002  # broadcast_tx_commit: admitted, not committed within the node's wait
 DEFAULT_RPC = "http://127.0.0.1:26657"
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a block of many transactions fits; nothing bigger
 POLL_INTERVAL_S = 0.2  # while waiting for a commit without broadcast_tx_commit
@@ -442,6 +443,10 @@ class Plans:
             try:
                 result = yield Call("broadcast_tx_commit", {"tx": encoded})
             except RpcError as exc:
+                if exc.code == COMMIT_TIMEOUT and isinstance(exc.data, dict):
+                    # The node's own wait is over; ours may not be: keep asking for it.
+                    committed = yield from self.wait_for_tx(str(exc.data["hash"]), timeout_s)
+                    return _committed_or_raise(committed)
                 if exc.code != METHOD_NOT_FOUND:
                     raise
                 self.commit_supported = False

@@ -29,6 +29,7 @@ from node.client import (
     AsyncClient,
     BuildError,
     Client,
+    CommitTimeout,
     NodeUnreachable,
     ProofError,
     ProtocolError,
@@ -43,7 +44,7 @@ from node.client import (
     verify_tx,
     write_tx_file,
 )
-from node.client.core import HttpResponseParser, decode_response
+from node.client.core import HttpResponseParser, Plans, Sleep, decode_response
 from tests.node.netsupport import Net, free_base_port
 
 STARTUP_S = 20
@@ -488,3 +489,74 @@ def test_proofs_verify_against_genesis_validators_and_forgeries_are_refused(node
     )
     with pytest.raises(ProofError):
         verify_account(result, strangers, address)
+
+
+# --------------------------------------------------------------------------- plans, no I/O
+
+
+def drive(plan, answers):
+    """Run a plan against scripted answers: each is a result or an RpcError to throw in.
+    Returns (value, the calls made)."""
+    calls, answers = [], list(answers)
+    value, error = None, None
+    while True:
+        try:
+            step = plan.throw(error) if error is not None else plan.send(value)
+        except StopIteration as done:
+            return done.value, calls
+        value, error = None, None
+        if isinstance(step, Sleep):
+            calls.append(("sleep", step.seconds))
+            continue
+        calls.append((step.method, dict(step.params)))
+        answer = answers.pop(0)
+        if isinstance(answer, RpcError):
+            error = answer
+        else:
+            value = answer
+
+
+def test_commit_without_broadcast_tx_commit_falls_back_to_polling_once():
+    plans = Plans()
+    tx_hash = "ab" * 32
+    record = {"hash": tx_hash, "height": 9, "index": 0, "tx_result": {"code": 0, "log": ""}}
+    answers = [
+        RpcError(-32601, "Method not found"),
+        {"code": 0, "log": "", "hash": tx_hash},
+        RpcError(-32001, "Not found"),
+        record,
+    ]
+    committed, calls = drive(plans.broadcast_commit(b"raw"), answers)
+    assert (committed.hash, committed.height) == (tx_hash, 9)
+    assert [c[0] for c in calls] == [
+        "broadcast_tx_commit",
+        "broadcast_tx_sync",
+        "tx",
+        "sleep",
+        "tx",
+    ]
+    # Learnt: the next commit goes straight to broadcast_tx_sync.
+    _, calls = drive(plans.broadcast_commit(b"raw"), answers[1:2] + [record])
+    assert [c[0] for c in calls] == ["broadcast_tx_sync", "tx"]
+
+
+def test_commit_timeout_from_the_node_keeps_waiting_then_gives_up():
+    tx_hash = "cd" * 32
+    timeout = RpcError(-32002, "timed out waiting for commit", {"hash": tx_hash})
+    not_found = RpcError(-32001, "Not found")
+    with pytest.raises(CommitTimeout) as caught:
+        drive(Plans().broadcast_commit(b"raw", timeout_s=0.4), [timeout, not_found, not_found])
+    assert caught.value.tx_hash == tx_hash
+    refused = {"hash": tx_hash, "height": 0, "check_tx": {"code": 304, "log": "poor"}}
+    with pytest.raises(TxRejected) as rejected:
+        drive(Plans().broadcast_commit(b"raw"), [refused])
+    assert (rejected.value.name, rejected.value.height) == ("INSUFFICIENT_BALANCE", None)
+    executed = {
+        "hash": tx_hash,
+        "height": 4,
+        "check_tx": {"code": 0, "log": ""},
+        "tx_result": {"code": 302, "log": "frozen", "events": []},
+    }
+    with pytest.raises(TxRejected) as in_block:
+        drive(Plans().broadcast_commit(b"raw"), [executed])
+    assert (in_block.value.name, in_block.value.height) == ("ACCOUNT_FROZEN", 4)
