@@ -6,6 +6,7 @@
     khazana tx submit --in FILE|BASE64 [--rpc URL] [--wait]
     khazana query status|block|commit|tx|account|instrument|instruments|holders|events|
                   validators|net-info|genesis|unconfirmed ... [--rpc URL] [--json]
+    khazana query account|tx ... --prove --genesis FILE   verified against trusted validators
 
 One sub-command per ledger operation, generated from `node.client.ops.OPS` (flags are the
 args with `-` for `_`). The first `--key` is the sender unless `--sender` says otherwise;
@@ -19,7 +20,7 @@ Output: aligned `key: value` lines, amounts shown with their instrument's decima
 prints one JSON document for scripts. Errors are one line on stderr, never a traceback.
 
 Exit codes: 0 ok; 1 refused (a rejected transaction: code, name and meaning; an RPC error;
-not found; not committed in time); 2 bad usage or input (argparse, a bad argument value, an
+not found; not committed in time; a proof that does not verify); 2 bad usage or input (argparse, a bad argument value, an
 unreadable key or transaction file); 3 the node is unreachable.
 """
 
@@ -45,6 +46,7 @@ from node.client.errors import (
     TxRejected,
 )
 from node.client.ops import OPS, BuildError, build, parse_cli_value
+from node.client.proofs import TrustedValidators, verify_account, verify_tx
 from node.client.signing import (
     add_signatures,
     load_tx,
@@ -174,12 +176,16 @@ def add_tx_parser(sub: argparse._SubParsersAction) -> None:
     _output_flags(submit)
 
 
+_PROVE = (
+    ("--prove", {"action": "store_true", "help": "ask for a proof and verify it (--genesis)"}),
+    ("--genesis", {"help": "genesis file whose validators you trust (for --prove)"}),
+)
 QUERIES: dict[str, tuple[str, tuple[tuple[str, dict], ...]]] = {
     "status": ("the node's chain, height and sync state", ()),
     "block": ("a block (latest without HEIGHT)", (("height", {"type": int, "nargs": "?"}),)),
     "commit": ("a block's signed header", (("height", {"type": int, "nargs": "?"}),)),
-    "tx": ("a committed transaction by hash", (("hash", {}),)),
-    "account": ("an account: roles, KYC, freeze, nonce, balances", (("address", {}),)),
+    "tx": ("a committed transaction by hash", (("hash", {}), *_PROVE)),
+    "account": ("an account: roles, KYC, freeze, nonce, balances", (("address", {}), *_PROVE)),
     "instrument": ("an instrument: definition, supply, cap, status", (("id", {}),)),
     "instruments": ("every instrument", ()),
     "holders": ("the holders of an instrument", (("id", {}),)),
@@ -470,9 +476,23 @@ def cmd_query(args: argparse.Namespace) -> int:
     elif what == "commit":
         _emit(args, client.commit(args.height))
     elif what == "tx":
-        _emit(args, client.tx(args.hash))
+        trusted = _trusted(args)
+        result = client.tx(args.hash, prove=args.prove)
+        if trusted is not None:
+            included = verify_tx(result, trusted)
+            result = {k: v for k, v in result.items() if k != "proof"} | {
+                "verified": f"in block {included.height} at index {included.index}, "
+                f"certified by {len(trusted.validators)} trusted validators"
+            }
+        _emit(args, result)
     elif what == "account":
-        account = client.account(args.address)
+        trusted = _trusted(args)
+        account = client.account(args.address, prove=args.prove)
+        if trusted is not None:
+            proven = verify_account(account, trusted, args.address)
+            account = {k: v for k, v in account.items() if k != "proof"} | {
+                "verified": f"at height {proven.height}, app_hash {proven.app_hash.hex()}"
+            }
         _emit(args, account, lambda: _print_account(client, account))
     elif what == "instrument":
         instrument = client.instrument(args.id)
@@ -513,6 +533,17 @@ def cmd_query(args: argparse.Namespace) -> int:
     elif what == "unconfirmed":
         _emit(args, client.num_unconfirmed_txs())
     return EXIT_OK
+
+
+def _trusted(args: argparse.Namespace) -> TrustedValidators | None:
+    """The validators a `--prove` query is checked against: a genesis file the user trusts,
+    never the node being asked."""
+    if not args.prove:
+        return None
+    genesis = _load_genesis(args.genesis)
+    if genesis is None:
+        raise UsageError("--prove needs --genesis FILE: the validators you trust")
+    return TrustedValidators.from_genesis(genesis)
 
 
 def _print_block(result: dict) -> None:

@@ -274,3 +274,27 @@ def test_format_amount_is_exact():
     assert format_amount(-1050, 2) == "-10.50"
     assert format_amount(10**20 + 1, 18) == "100.000000000000000001"
     assert format_amount(42, 0) == "42"
+
+
+def test_query_prove_verifies_against_a_trusted_genesis(node, market, tmp_path, capsys):
+    alice = market["alice"].address_text
+    genesis = tmp_path / "genesis.json"
+    genesis.write_text(json.dumps(node.genesis))
+    code, out, err = run(
+        capsys, "query", "account", alice, "--prove", "--genesis", str(genesis), "--rpc", node.url
+    )
+    assert code == 0, err
+    assert "verified:" in out and "app_hash" in out
+    # A genesis naming other validators: the node's certificate cannot convince it.
+    other = dict(node.genesis)
+    other["validators"] = [
+        dict(v, public_key=generate_key(b"x" * 32).public_key.hex())
+        for v in node.genesis["validators"]
+    ]
+    genesis.write_text(json.dumps(other))
+    code, out, err = run(
+        capsys, "query", "account", alice, "--prove", "--genesis", str(genesis), "--rpc", node.url
+    )
+    assert code == EXIT_REFUSED and "proof refused" in err
+    code, _, err = run(capsys, "query", "account", alice, "--prove", "--rpc", node.url)
+    assert code == EXIT_USAGE and "--genesis" in err
