@@ -15,7 +15,7 @@ import json
 import pytest
 
 from ledger.codes import Code
-from ledger.crypto import generate_key
+from ledger.crypto import generate_key, write_key_file
 from ledger.ops import OPERATIONS
 from ledger.tx import decode_signed_tx
 from node.cli import build_parser, main
@@ -195,27 +195,19 @@ def test_online_tx_and_rejection_with_code_name_and_meaning(node, market, capsys
     assert client.instrument("CLI-TBILL")["supply"] < 10**9
 
 
-def test_unreachable_node_exit_3_one_line(capsys):
+def test_unreachable_node_exit_3_one_line(tmp_path, capsys):
     url = f"http://127.0.0.1:{closed_port()}"
     code, out, err = run(capsys, "query", "status", "--rpc", url)
     assert code == EXIT_UNREACHABLE
     assert err.count("\n") == 1 and "unreachable" in err and url in err and out == ""
     key = generate_key(b"u" * 32)
+    key_file = tmp_path / "u.key"
+    write_key_file(key_file, key)
     code, out, err = run(
-        capsys, "tx", "transfer", "--key", _key_file(key), "--instrument", "X",
+        capsys, "tx", "transfer", "--key", str(key_file), "--instrument", "X",
         "--to", key.address_text, "--amount", "1", "--rpc", url,
     )  # fmt: skip
     assert code == EXIT_UNREACHABLE and err.count("\n") == 1
-
-
-def _key_file(key) -> str:
-    import tempfile
-
-    from ledger.crypto import write_key_file
-
-    path = tempfile.mktemp(suffix=".key")
-    write_key_file(path, key)
-    return path
 
 
 def test_usage_errors_exit_2(node, capsys):
