@@ -39,7 +39,7 @@ import tempfile
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, Phase, event, note, settings
@@ -141,7 +141,17 @@ def pick(items, index: int):
     return items[index % len(items)] if items else None
 
 
-@dataclass
+class Submission(NamedTuple):
+    """A signed transaction and what the machine meant by it."""
+
+    raw: bytes
+    sender: str
+    op: str
+    args: dict
+    key: KeyPair  # the key that signed for the sender
+
+
+@dataclass(slots=True)
 class Recorder:
     """What runs of the machine did, summed over examples (for the coverage test)."""
 
@@ -229,30 +239,48 @@ class LedgerMachine(RuleBasedStateMachine):
         return self.execute(raw, sender, op, args, key or self.keys[sender])
 
     def execute(self, raw: bytes, sender: str, op: str, args: dict, key: KeyPair) -> Receipt:
-        """One transaction, one block: shadow first, then the chain; both must agree."""
-        # Judged at the date of the block the transaction goes into (before the clock moves).
-        compliant = self.compliant(op, sender, args)
+        """One transaction, one block."""
+        return self.execute_block([Submission(raw, sender, op, args, key)])[0]
+
+    def execute_block(self, submissions: list[Submission]) -> list[Receipt]:
+        """One block: the shadow executes each transaction in turn, then the chain's proposer
+        builds the block from all of them; receipts and state changes must agree."""
         ctx = BlockContext(CHAIN_ID, self.chain.height + 1, self.upcoming_ms())
+        receipts: list[Receipt] = []
+        block_changes: dict[bytes, bytes | None] = {}
+        for submission in submissions:
+            receipt, changes = self.shadow_execute(submission, ctx)
+            receipts.append(receipt)
+            block_changes.update(changes)  # later writes of a key override earlier ones
+
+        pending = self.chain.build_block([s.raw for s in submissions], ctx.time_ms, PROPOSER)
+        assert (pending.header.height, pending.header.time_ms) == (ctx.height, ctx.time_ms)
+        executed = [(s.raw, r) for s, r in zip(submissions, receipts, strict=True) if r.executed]
+        assert pending.block.txs == tuple(raw for raw, _ in executed)
+        assert [r.to_map() for r in pending.receipts] == [r.to_map() for _, r in executed]
+        # Refused before execution: the proposer leaves them out of the block.
+        assert [(r.code, r.executed) for r in pending.dropped] == [
+            (r.code, False) for r in receipts if not r.executed
+        ]
+        assert pending.changes == block_changes
+        self.chain.commit(pending, b"cert-%d" % ctx.height)
         self.now_ms = ctx.time_ms
+        return receipts
+
+    def shadow_execute(
+        self, submission: Submission, ctx: BlockContext
+    ) -> tuple[Receipt, dict[bytes, bytes | None]]:
+        """Run one transaction on the shadow and check what it did against the models."""
+        raw, sender, op, args, key = submission
         address = ADDRESS[sender]
+        # Judged on the state before the transaction, at the block's date.
+        compliant = self.compliant(op, sender, args)
         before = self.shadow.accounts.get(address)
         watched = balances_of(self.shadow, sorted(self.frozen_accounts))
         frozen_before = dict(self.frozen_model)
 
         receipt = apply_transaction(self.shadow, raw, ctx)
         changes = self.shadow.take_changes()
-        pending = self.chain.build_block([raw], ctx.time_ms, PROPOSER)
-        assert (pending.header.height, pending.header.time_ms) == (ctx.height, ctx.time_ms)
-        if receipt.executed:
-            assert pending.block.txs == (raw,)
-            assert [r.to_map() for r in pending.receipts] == [receipt.to_map()]
-        else:
-            # Refused before execution: not in the block, and nothing changed, not even a nonce.
-            assert pending.block.txs == ()
-            assert [(r.code, r.executed) for r in pending.dropped] == [(receipt.code, False)]
-            assert changes == {}
-        assert pending.changes == changes
-        self.chain.commit(pending, b"cert-%d" % ctx.height)
 
         code = Code(receipt.code)
         if currently_in_test_context():  # the machine is also driven by hand, below
@@ -267,14 +295,17 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             self.record.refused[op] += 1
             self.record.codes[code.name] += 1
-            if receipt.executed:
+            if not receipt.executed:
+                # Refused before execution: nothing changed, not even a nonce.
+                assert changes == {}
+            else:
                 # The rule of every refusal: only the sender's nonce moved on.
                 assert before is not None
                 assert changes == {
                     account_key(address): codec.encode(before.with_nonce(before.nonce + 1).to_map())
                 }
         self.check_frozen_accounts_kept(watched, op, args, code)
-        return receipt
+        return receipt, changes
 
     # ------------------------------------------------------------------ the frozen models
 
@@ -550,6 +581,43 @@ class LedgerMachine(RuleBasedStateMachine):
     def trade_securities(self, i_inst: int, i_from: int, i_to: int, u: int) -> None:
         self._move(self.pick_instrument(i_inst, BOND, TBILL, COMMODITY, held=True), i_from, i_to, u)
 
+    @rule(count=st.integers(2, 5), i_from=PICKS, i_to=PICKS, u=AMOUNTS, gap=st.booleans())
+    def several_payments_in_one_block(
+        self, count: int, i_from: int, i_to: int, u: int, gap: bool
+    ) -> None:
+        """A proposer's block of cash payments from two payers (consecutive nonces each);
+        with `gap`, one more whose nonce skips ahead, which the proposer must leave out."""
+        if not self.holder_names(CASH_ID):
+            return
+        payers = [
+            self.choose(
+                self.holder_names(CASH_ID),
+                i_from + k,
+                lambda n: self.may_move(n) and self.free(CASH_ID, n) > count,
+            )
+            for k in range(2)
+        ]
+        nonces = {}
+        for payer in payers:
+            account = self.shadow.accounts.get(ADDRESS[payer])
+            nonces[payer] = 0 if account is None else account.nonce
+        submissions = []
+        for k in range(count + int(gap)):
+            payer = payers[k % 2]
+            to = pick([r for r in RECIPIENTS if r != payer], i_to + k)
+            amount = amount_within(self.free(CASH_ID, payer) // count, u)
+            args = {"instrument": CASH_ID, "to": ADDRESS[to], "amount": amount}
+            nonce = nonces[payer]
+            if k == count:
+                nonce += 5  # NONCE_GAP: cannot be in a block
+            else:
+                nonces[payer] += 1
+            raw = self.sign(payer, "transfer", args, nonce=nonce)
+            submissions.append(Submission(raw, payer, "transfer", args, self.keys[payer]))
+        receipts = self.execute_block(submissions)
+        if gap:
+            assert (receipts[-1].code, receipts[-1].executed) == (Code.NONCE_GAP, False)
+
     @precondition(lambda self: self.frozen_model or self.frozen_accounts)
     @rule(i_slot=PICKS, i_to=PICKS, u=AMOUNTS, settle=st.booleans())
     def move_frozen_units(self, i_slot: int, i_to: int, u: int, settle: bool) -> None:
@@ -688,6 +756,14 @@ class LedgerMachine(RuleBasedStateMachine):
         instrument_id = self.pick_instrument(i_inst)
         instrument = self.shadow.instruments[instrument_id]
         to = self.choose(INVESTOR_NAMES, i_to, lambda n: self.may_receive(n, instrument_id))
+        if variant == 2:
+            # To an investor in good standing whose country or category the instrument excludes.
+            excluded = [
+                n
+                for n in INVESTOR_NAMES
+                if self.may_move(n) and not self.may_receive(n, instrument_id)
+            ]
+            to = pick(excluded, i_to) or to
         headroom = instrument.cap - instrument.supply
         limit = headroom
         if instrument.usd_face_value:
