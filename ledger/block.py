@@ -6,8 +6,12 @@
     block  = {"header": header, "txs": [signed transaction bytes, ...]}
 
 - `block_hash(header)` = hash256(encode(header)): the header commits to everything else.
-- `txs_hash` = hash256(encode([tx_id, ...])) over the transaction ids in block order (ids
-  name bodies, so re-signing a transaction never changes the hash).
+- `txs_hash` = the RFC 6962 binary Merkle root over the hash256 of each *raw signed
+  transaction* in block order (leaf = hash256(0x00 || hash256(raw)), node = hash256(0x01 ||
+  left || right), the empty list hashes to hash256(b"")). The block hash therefore commits to
+  the exact bytes, signatures included: two blocks whose transactions differ only in
+  signature bytes have different hashes (tx ids name bodies only and could not do that).
+  `tx_inclusion_proof` / `verify_tx_inclusion` prove one transaction's place in a block.
 - `app_hash` is the state root after executing this block (immediate execution);
   `results_hash` commits to each transaction's code and events (not to its log text, so
   rewording a message never forks the chain); `validators_hash` to the validator set that
@@ -24,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ledger import codec
-from ledger.codes import Code, DecodeError, InvalidBlock, LedgerError
+from ledger.codes import Code, DecodeError, InvalidBlock
 from ledger.crypto import hash256
 from ledger.tx import CHAIN_ID_PATTERN, decode_signed_tx
 from ledger.types import Receipt, Validator
@@ -159,8 +163,80 @@ def block_hash(header: Header) -> bytes:
     return header.hash
 
 
-def compute_txs_hash(tx_ids: Iterable[bytes]) -> bytes:
-    return hash256(codec.encode(list(tx_ids)))
+# ---- the transactions' Merkle tree (RFC 6962, section 2.1) ----------------------------
+
+LEAF_PREFIX = b"\x00"
+NODE_PREFIX = b"\x01"
+EMPTY_TXS_HASH = hash256(b"")
+
+
+def tx_leaf_hash(raw_tx: bytes) -> bytes:
+    """The Merkle leaf of one raw signed transaction: hash256(0x00 || hash256(raw))."""
+    return hash256(LEAF_PREFIX + hash256(raw_tx))
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hash256(NODE_PREFIX + left + right)
+
+
+def _next_level(level: list[bytes]) -> list[bytes]:
+    # Pair neighbours left to right; an odd last node moves up unchanged. Level by level this
+    # builds exactly RFC 6962's tree (split at the largest power of two below n).
+    up = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+    if len(level) % 2:
+        up.append(level[-1])
+    return up
+
+
+def compute_txs_hash(raw_txs: Iterable[bytes]) -> bytes:
+    """The header's `txs_hash`: the Merkle root over the raw signed transactions."""
+    level = [tx_leaf_hash(raw) for raw in raw_txs]
+    if not level:
+        return EMPTY_TXS_HASH
+    while len(level) > 1:
+        level = _next_level(level)
+    return level[0]
+
+
+def tx_inclusion_proof(raw_txs: Sequence[bytes], index: int) -> tuple[bytes, ...]:
+    """The audit path of transaction `index` (RFC 6962 PATH): sibling hashes, leaf first."""
+    if not 0 <= index < len(raw_txs):
+        raise IndexError(f"no transaction {index} in a block of {len(raw_txs)}")
+    level = [tx_leaf_hash(raw) for raw in raw_txs]
+    path: list[bytes] = []
+    while len(level) > 1:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(level[sibling])
+        level = _next_level(level)
+        index //= 2
+    return tuple(path)
+
+
+def verify_tx_inclusion(
+    txs_hash: bytes, raw_tx: bytes, index: int, total: int, proof: Sequence[bytes]
+) -> bool:
+    """Is `raw_tx` the transaction at `index` of a block of `total` whose header says
+    `txs_hash`? The RFC 9162 (2.1.3.2) audit-path check; never raises on bad input."""
+    if type(index) is not int or type(total) is not int or not 0 <= index < total:
+        return False
+    if any(type(p) is not bytes or len(p) != HASH_SIZE for p in proof):
+        return False
+    fn, sn = index, total - 1
+    digest = tx_leaf_hash(raw_tx)
+    for sibling in proof:
+        if sn == 0:
+            return False  # a longer path than the tree is deep
+        if fn & 1 or fn == sn:
+            digest = _node(sibling, digest)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            digest = _node(digest, sibling)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and digest == txs_hash
 
 
 def compute_results_hash(receipts: Sequence[Receipt]) -> bytes:
@@ -185,10 +261,7 @@ def compute_validators_hash(validators: Iterable[Validator]) -> bytes:
 
 
 def check_txs_hash(block: Block) -> None:
-    """InvalidBlock unless every transaction decodes and `txs_hash` matches their ids."""
-    try:
-        ids = block.tx_ids()
-    except LedgerError as exc:
-        raise InvalidBlock(f"block {block.header.height} holds an undecodable tx: {exc}") from None
-    if compute_txs_hash(ids) != block.header.txs_hash:
+    """InvalidBlock unless `txs_hash` is the Merkle root of the block's exact transaction
+    bytes (whether each decodes and executes is for `apply_block` to say)."""
+    if compute_txs_hash(block.txs) != block.header.txs_hash:
         raise InvalidBlock(f"block {block.header.height}: txs_hash does not match its txs")

@@ -191,13 +191,12 @@ class Chain:
         except BaseException:
             self._rollback_state()
             raise
-        tx_ids = [receipt.tx_id for receipt in result.receipts]
         header = Header(
             chain_id=self.chain_id,
             height=height,
             time_ms=time_ms,
             prev_hash=self._last_hash,
-            txs_hash=compute_txs_hash(tx_ids),
+            txs_hash=compute_txs_hash(result.included),
             app_hash=app_hash,
             results_hash=compute_results_hash(result.receipts),
             proposer=proposer,

@@ -638,8 +638,8 @@ class Driver:
         if height != self._verdict_height:
             self._verdicts.clear()
             self._verdict_height = height
-        # Keyed by the hash of the exact bytes, not the value id: the block hash commits to
-        # transaction ids, which do not cover signatures, so two encodings of one id exist.
+        # Keyed by the hash of the exact bytes. (The value id, the block hash, would do as
+        # well now that txs_hash covers every transaction byte, signatures included.)
         digest = hash256(value)
         cached = self._verdicts.get(digest)
         if cached is not None:

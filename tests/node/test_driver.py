@@ -320,7 +320,7 @@ def test_proposal_with_a_bad_transaction_or_future_time_is_refused(tmp_path):
         block = pending.block
         proposer.chain.abandon()
         tx = decode_signed_tx(good)
-        # Same body (same id and txs_hash), a signature that does not verify.
+        # Same body and tx id, a signature that does not verify (and so another txs_hash).
         sig = tx.signatures[0]
         forged = dataclasses.replace(sig, signature=bytes(64 - 1) + b"\x01")
         from ledger.tx import _assemble
