@@ -217,6 +217,17 @@ class Net:
         except (OSError, RuntimeError):
             return -1
 
+    def first_height(self, name: str) -> int:
+        """The first height a (re)started node answers, polled within the deadline; an RPC
+        that times out under CPU load counts as no answer, never as height -1."""
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            height = self.height(name)
+            if height >= 0:
+                return height
+            time.sleep(0.1)
+        raise AssertionError(f"{name} never answered: {self.log(name)[-1500:]}")
+
     def wait(self, predicate: Callable[[], object], what: str, deadline_s: float = DEADLINE_S):
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
