@@ -8,8 +8,9 @@ an amount beyond a balance or a cap) and with block time jumping forward, so KYC
 expire, closed periods open, coupons fall due, instruments mature and reserves go stale.
 
 Every transaction runs twice:
-- through a `ledger.chain.Chain` on SQLite (one block per transaction: `build_block` +
-  `commit`), the way a node runs it;
+- through a `ledger.chain.Chain` on SQLite (one block per transaction, or a proposer's
+  block of several payments with one it must drop: `build_block` + `commit`), the way a
+  node runs it;
 - through a shadow in-memory `State` with `apply_transaction`, the way the rules read.
 The receipts and the encoded state changes must be identical, and the chain's app_hash
 must equal the root of a tree built from scratch over the shadow's items.
@@ -21,6 +22,8 @@ After every step the machine checks (independently of `State.invariant_violation
   (frozen units leaving stop being frozen) and redemptions (frozen units become frozen cash)
   change; frozen accounts equal the model of account freezes; and a frozen account's
   balances fall only by a forced transfer from it or the redemption of the instrument;
+- an accepted transfer, DvP or issue obeys an independent model of the investor rules
+  (instrument movable; parties not frozen, KYC valid, VASP active; country and category);
 - a refused transaction changed only its sender's nonce (nothing at all when refused before
   execution); a replayed transaction is refused with NONCE_USED;
 - closing and reopening the chain on the same file gives the same app_hash, height, last
@@ -29,6 +32,8 @@ After every step the machine checks (independently of `State.invariant_violation
 `test_a_fixed_run_reaches_every_operation_and_the_hard_refusals` runs the same rules
 derandomized and asserts they reach every operation and many distinct refusal codes, so the
 random test is known to exercise the hard parts rather than bounce off the first check.
+The negative controls corrupt a state by hand, or break the ledger on purpose
+(monkeypatched), and show the checks fail.
 """
 
 from __future__ import annotations
@@ -412,10 +417,14 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def pick_instrument(self, index: int, *kinds: str, held: bool = False) -> str:
         """Mostly (four draws in five) an instrument whose units may move today (and, with
-        `held`, that someone holds); otherwise any instrument of `kinds`."""
+        `held`, that someone holds); otherwise one that cannot move (paused, closed period,
+        matured), to see it refused -- or any, if every instrument is in the same state."""
         every = self.instrument_ids(*kinds)
         live = [i for i in every if self.movable(i) and (not held or self.shadow.holdings[i])]
-        return pick(live if live and index % 5 else every, index)
+        stuck = [i for i in every if not self.movable(i)]
+        if index % 5:
+            return pick(live or every, index)
+        return pick(stuck or every, index)
 
     def holder_names(self, instrument_id: str) -> list[str]:
         return [NAME_OF[a] for a in sorted(self.shadow.holdings.get(instrument_id, {}))]
@@ -1153,6 +1162,9 @@ REFUSALS_EXPECTED = {
     "SENDER_NOT_SIGNED",
     "INSTRUMENT_MATURED",
     "COUPON_NOT_DUE",
+    "COUPON_UNPAID",
+    "NONCE_GAP",
+    "BALANCE_LIMIT",
 }
 
 
@@ -1177,6 +1189,7 @@ def test_a_fixed_run_reaches_every_operation_and_the_hard_refusals():
     assert not missing_ops, f"never accepted: {missing_ops}"
     missing_codes = sorted(REFUSALS_EXPECTED - set(seen.codes))
     assert not missing_codes, f"never refused with: {missing_codes} (saw {dict(seen.codes)})"
+    assert len(seen.codes) >= 22, dict(seen.codes)
     accepted, refused = sum(seen.accepted.values()), sum(seen.refused.values())
     # Meaningful traffic: most transactions go through, a good share is refused.
     assert accepted > refused > accepted // 5, (accepted, refused)
