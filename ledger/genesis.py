@@ -14,6 +14,12 @@ and served by the `genesis` RPC method):
                      "investor_categories": ["institutional", "professional", "retail"]}
     }
 
+`parameters` may also hold `block_time_step_ms` (test networks only, absent by default): block
+h's header time is then exactly block h-1's time + the step, set by the proposer and checked
+by every validator, so chain time runs ahead of the clock at a known pace and a 91-day T-bill
+can mature during a demo (docs/NODE.md, "Chain time"). It changes no ledger rule: a block's
+time is the one input it changes.
+
 Which institutions must sign what is data here, not code: every policy rule in
 `ledger.ops.REQUIRED_POLICY_RULES` must be present, and each must be satisfiable by the
 institutions (enough distinct accounts hold its roles), or the document is refused.
@@ -108,6 +114,8 @@ _KEYS = (
     "validators",
 )
 _PARAMETER_KEYS = ("closed_period_days", "investor_categories", "reserve_max_age_s")
+_OPTIONAL_PARAMETER_KEYS = ("block_time_step_ms",)
+MAX_BLOCK_TIME_STEP_MS = 366 * 86_400_000  # a year per block is already absurd
 
 
 class GenesisError(ValueError):
@@ -121,6 +129,7 @@ def default_genesis(
     chain_id: str = DEFAULT_CHAIN_ID,
     genesis_time_ms: int = 0,
     programme_cap_usd_cents: int = DEFAULT_PROGRAMME_CAP_USD_CENTS,
+    block_time_step_ms: int | None = None,
 ) -> dict:
     """The genesis `khazana init` writes: `validators` are (name, Ed25519 public key),
     `institutions` map a name ("ministry", "central-bank", "regulator", "auditor") to the
@@ -150,6 +159,8 @@ def default_genesis(
             "investor_categories": list(parameters.investor_categories),
         },
     }
+    if block_time_step_ms is not None:
+        genesis["parameters"]["block_time_step_ms"] = block_time_step_ms
     validate_genesis(genesis)
     return genesis
 
@@ -260,9 +271,27 @@ def _institutions(institutions: object) -> dict[str, set[bytes]]:
     return holders
 
 
+def block_time_step_ms(genesis: Mapping) -> int | None:
+    """The fixed header-time step of a test network, None when block time is the clock's."""
+    return genesis["parameters"].get("block_time_step_ms")
+
+
 def _parameters(parameters: object) -> None:
-    if not isinstance(parameters, Mapping) or tuple(sorted(parameters)) != _PARAMETER_KEYS:
-        raise GenesisError(f"parameters must have exactly the keys {list(_PARAMETER_KEYS)}")
+    if (
+        not isinstance(parameters, Mapping)
+        or tuple(sorted(set(parameters) - set(_OPTIONAL_PARAMETER_KEYS))) != _PARAMETER_KEYS
+    ):
+        raise GenesisError(
+            f"parameters must have exactly the keys {list(_PARAMETER_KEYS)} "
+            f"(and optionally {list(_OPTIONAL_PARAMETER_KEYS)})"
+        )
+    if "block_time_step_ms" in parameters:
+        step = parameters["block_time_step_ms"]
+        if type(step) is not int or not 0 < step <= MAX_BLOCK_TIME_STEP_MS:
+            raise GenesisError(
+                f"parameters.block_time_step_ms must be an integer in [1, "
+                f"{MAX_BLOCK_TIME_STEP_MS}], got {step!r}"
+            )
     days = parameters["closed_period_days"]
     if type(days) is not int or not 0 < days <= 366:
         raise GenesisError("parameters.closed_period_days must be an integer in [1, 366]")

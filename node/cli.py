@@ -5,6 +5,7 @@
                  [--host H] [--force]
     khazana start --home DIR/NAME
     khazana localnet --home DIR [--validators N] [--observers M] [--fresh] [--demo]
+    khazana backup --home DIR/NAME --out FILE    (node stopped; SQLite backup API)
     khazana tx OP --key FILE [...] | tx sign ... | tx submit ...   (node/client/cli.py)
     khazana query WHAT [...]                                        (node/client/cli.py)
 
@@ -27,6 +28,12 @@ EXIT_REFUSED = 1
 EXIT_NO_RUNTIME = 3
 
 
+TIME_STEP_HELP = (
+    "test networks only: every block's time is the previous one's + this many ms "
+    "(genesis block_time_step_ms), so chain time outruns the clock"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="khazana", description="Khazana sovereign-asset node")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default=DEFAULT_HOST, help="address the nodes listen on and dial each other at"
     )
     init.add_argument("--force", action="store_true", help="replace an existing network")
+    init.add_argument("--time-step-ms", type=int, default=None, help=TIME_STEP_HELP)
 
     start = sub.add_parser("start", help="run one node in the foreground")
     start.add_argument("--home", required=True, help="the node's home folder")
@@ -59,11 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     localnet.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
     localnet.add_argument("--host", default=DEFAULT_HOST)
     localnet.add_argument(
+        "--time-step-ms",
+        type=int,
+        default=None,
+        help=TIME_STEP_HELP + " (a new network made with --demo gets one day per block)",
+    )
+    localnet.add_argument(
         "--health-timeout", type=float, default=60.0, help="seconds to wait for every node"
     )
     localnet.add_argument(
         "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop"
     )
+    backup = sub.add_parser("backup", help="copy a stopped node's database (SQLite backup API)")
+    backup.add_argument("--home", required=True, help="the node's home folder")
+    backup.add_argument("--out", required=True, help="file to write (must not exist)")
     from node.client.cli import add_query_parser, add_tx_parser
 
     add_tx_parser(sub)
@@ -97,6 +114,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             base_port=args.base_port,
             host=args.host,
             force=args.force,
+            time_step_ms=args.time_step_ms,
         )
     except (HomeError, GenesisError, OSError) as exc:
         print(f"khazana init: {exc}", file=sys.stderr)
@@ -183,9 +201,41 @@ def cmd_localnet(args: argparse.Namespace) -> int:
         demo=args.demo,
         base_port=args.base_port,
         host=args.host,
+        time_step_ms=args.time_step_ms,
         health_timeout_s=args.health_timeout,
         grace_s=args.grace,
     )
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy HOME's database with `Store.backup`. The store's process lock refuses a running
+    node's database: back up between stop and start (docs/OPERATIONS.md)."""
+    from ledger.genesis import genesis_hash
+    from ledger.store import Store, StoreError, StoreLockedError
+    from node.config import ConfigError, NodeConfig
+    from node.home import HomeError, load_genesis
+
+    try:
+        config = NodeConfig.load(args.home)
+        if not config.db_path.exists():  # Store.open would create an empty one
+            raise StoreError(f"{config.db_path} does not exist: nothing to back up")
+        genesis = load_genesis(config.genesis_path)
+        store = Store.open(
+            config.db_path, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis)
+        )
+        try:
+            store.backup(args.out)
+            height = store.latest_height()
+        finally:
+            store.close()
+    except StoreLockedError as exc:
+        print(f"khazana backup: {exc}: stop the node first", file=sys.stderr)
+        return EXIT_REFUSED
+    except (ConfigError, HomeError, StoreError, OSError, ValueError) as exc:
+        print(f"khazana backup: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"backed up {config.db_path} at height {height} to {args.out}")
+    return 0
 
 
 def cmd_tx(args: argparse.Namespace) -> int:
@@ -205,6 +255,7 @@ COMMANDS = {
     "init": cmd_init,
     "start": cmd_start,
     "localnet": cmd_localnet,
+    "backup": cmd_backup,
     "tx": cmd_tx,
     "query": cmd_query,
 }

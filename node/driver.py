@@ -26,7 +26,8 @@ For each `Ready` the core returns, `_handle` follows docs/CONSENSUS.md exactly:
 8. `advance()` after decisions, else wait for the next input.
 
 `validate_value(h, value)` decodes the block, refuses a time more than `max_future_ms` ahead
-of our clock, and executes it with `Chain.execute_block` (every transaction verified, reusing
+of our clock (on a test network with a genesis `block_time_step_ms`: any time other than the
+previous block's + the step, see "Chain time" in docs/NODE.md), and executes it with `Chain.execute_block` (every transaction verified, reusing
 the mempool's verifications); the verdict is cached per value id for the height. At most one
 block is pending in the chain: a different proposal abandons it first.
 
@@ -71,6 +72,7 @@ from ledger.chain import Chain, PendingBlock
 from ledger.codes import Code, InvalidBlock, LedgerError
 from ledger.commitment import Proof
 from ledger.crypto import address_from_public_key, hash256, verify_signature
+from ledger.genesis import block_time_step_ms
 from ledger.store import AsyncStore
 from node import messages
 from node.events import CommittedBlock, EventBus
@@ -229,22 +231,19 @@ def updates_decided_at(chain: Chain, height: int) -> tuple[ValidatorUpdate, ...]
 def schedule_from_chain(chain: Chain) -> ValidatorSchedule:
     """The schedule for heights chain.height + 1 and + 2, rebuilt from the ledger state.
 
-    The set of height h is the ledger's validators with every change decided at or before
-    h - VALSET_DELAY applied (in decision order)."""
+    The chain puts a change decided at H in force at the start of block H + VALSET_DELAY
+    (`ledger.ops.governance.promote_validator_changes`), so after block h is committed the
+    ledger's validators are the set in force at h, and its pending changes are those decided
+    at h - 1 (in force at h + 1) and at h (in force at h + 2)."""
     height = chain.height
-    vset = chain.state.validator_set
-    base = consensus_set(vset.validators)
-    start = max(height, 1)
-    due = [c for c in vset.pending if c.decided_height <= start - 2]
-    current = base
-    for change in due:
-        current = current.apply_updates(
-            ValidatorUpdate(address_from_public_key(v.public_key), v.public_key, v.power)
-            for v in change.changes
-        )
-    schedule = ValidatorSchedule(start, current)
-    if height >= 1:
-        schedule.record(height, updates_decided_at(chain, height))
+    current = consensus_set(chain.state.validator_set.validators)
+    if height == 0:
+        return ValidatorSchedule(1, current)  # genesis: heights 1 and 2, nothing pending
+    # Started one height early so that recording h - 1 and h gives h + 1 and h + 2; height
+    # h - 1 (already committed, never asked) would wrongly read as the set of h.
+    schedule = ValidatorSchedule(height - 1, current)
+    schedule.record(height - 1, updates_decided_at(chain, height - 1))
+    schedule.record(height, updates_decided_at(chain, height))
     return schedule
 
 
@@ -332,6 +331,9 @@ class Driver:
         self.evidence: list[Evidence] = []
         self.committed = trio.Event()  # set (and replaced) after every committed block
         self.last_block_time_ms = chain.last_time_ms
+        # Test networks: header time advances by exactly this step (None: the proposer's clock).
+        self.time_step_ms: int | None = block_time_step_ms(chain.genesis)
+        self._last_commit_clock_ms = clock_ms()
         self.block_interval_ms = 0
         self.txs_committed = 0
         self.round_changes = 0
@@ -562,7 +564,7 @@ class Driver:
             self._held.append(request)
             return
         view = AdmissionView(
-            self.chain.state, self.chain.context(self.chain.height + 1, self.clock_ms())
+            self.chain.state, self.chain.context(self.chain.height + 1, self._next_time_ms())
         )
         if request.check_only:
             result = self.mempool.check(request.raw, view)
@@ -605,8 +607,12 @@ class Driver:
         return None
 
     async def _wait_for_txs(self, height: int, round_: int, arrived: trio.Event) -> None:
-        # An empty block no sooner than one heartbeat after the previous block's time.
-        wait_ms = self.chain.last_time_ms + self.config.heartbeat_ms - self.clock_ms()
+        # An empty block no sooner than one heartbeat after the previous block's time (with a
+        # time step, chain time is not our clock's: one heartbeat after we committed it).
+        last_ms = (
+            self.chain.last_time_ms if self.time_step_ms is None else self._last_commit_clock_ms
+        )
+        wait_ms = last_ms + self.config.heartbeat_ms - self.clock_ms()
         with trio.move_on_after(max(0, wait_ms) / 1000):
             await arrived.wait()
         await self._post(_ProposeNow(height, round_))
@@ -622,7 +628,7 @@ class Driver:
         txs = self.mempool.reap(self.config.max_block_txs, self.config.max_block_bytes)
         pending = self.chain.build_block(
             txs,
-            self.clock_ms(),
+            self._next_time_ms(),
             self.own_address or b"\x00" * 20,
             verified=self.mempool.verified_ids,
         )
@@ -656,7 +662,11 @@ class Driver:
     def _check_proposal(self, height: int, block: Block) -> bool:
         if height != self.chain.height + 1 or block.header.height != height:
             return False
-        if block.header.time_ms > self.clock_ms() + self.config.max_future_ms:
+        if self.time_step_ms is not None:
+            if block.header.time_ms != self._next_time_ms():
+                log.info("%s: proposal %d breaks the time step", self.name, height)
+                return False
+        elif block.header.time_ms > self.clock_ms() + self.config.max_future_ms:
             log.info("%s: proposal %d too far in the future", self.name, height)
             return False
         pending = self.chain.pending
@@ -669,6 +679,13 @@ class Driver:
             log.info("%s: refused proposal for height %d: %s", self.name, height, exc)
             return False
         return True
+
+    def _next_time_ms(self) -> int:
+        """The time of the next block: the proposer's clock, or on a test network with a time
+        step exactly the last block's time + the step (what every validator checks)."""
+        if self.time_step_ms is None:
+            return self.clock_ms()
+        return self.chain.last_time_ms + self.time_step_ms
 
     def _abandon(self) -> None:
         if self.chain.pending is not None:
@@ -698,7 +715,8 @@ class Driver:
         self.schedule.record(header.height, updates_decided_at(chain, header.height))
         self.schedule.prune(header.height - 1)
         self._learn_keys(header.height + 2)
-        view = AdmissionView(chain.state, chain.context(header.height + 1, self.clock_ms()))
+        self._last_commit_clock_ms = self.clock_ms()
+        view = AdmissionView(chain.state, chain.context(header.height + 1, self._next_time_ms()))
         self.mempool.remove_committed((r.tx_id for r in pending.receipts), view)
         self._flush_admissions()
         self.block_interval_ms = header.time_ms - self.last_block_time_ms

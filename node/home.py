@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,8 @@ class Network:
 
 # ---------------------------------------------------------------------- init
 
+DAY_MS = 86_400_000
+
 
 def init_network(
     root: str | os.PathLike[str],
@@ -119,8 +122,14 @@ def init_network(
     host: str = DEFAULT_HOST,
     force: bool = False,
     genesis_time_ms: int = 0,
+    time_step_ms: int | None = None,
 ) -> Network:
     """Write a new network's genesis, node homes and client keys under `root`.
+
+    `time_step_ms` makes a test network whose block times advance by exactly that step
+    (genesis `parameters.block_time_step_ms`, docs/NODE.md "Chain time"); its chain time
+    then starts at `genesis_time_ms`, or at today's midnight UTC when that is 0 (init is not
+    consensus: reading the clock once here is what fixes the genesis every node shares).
 
     Refuses (HomeExistsError) when `root` already holds node homes or client keys, unless
     `force`, which first removes them (and only them: other files in `root` are left alone).
@@ -161,11 +170,14 @@ def init_network(
     node_keys = {name: generate_key() for name in names}
     client_names = list(INSTITUTIONS) + validator_names(validators)[len(INSTITUTIONS) :]
     client_keys = {name: generate_key() for name in client_names}
+    if time_step_ms is not None and genesis_time_ms == 0:
+        genesis_time_ms = (time.time_ns() // 1_000_000) // DAY_MS * DAY_MS
     genesis = default_genesis(
         validators=[(name, node_keys[name].public_key) for name in names[:validators]],
         institutions={name: key.address for name, key in client_keys.items()},
         chain_id=chain_id,
         genesis_time_ms=genesis_time_ms,
+        block_time_step_ms=time_step_ms,
     )
     genesis_bytes = genesis_document_bytes(genesis)
 

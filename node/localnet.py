@@ -56,6 +56,8 @@ POLL_S = 0.2
 HEALTH_REQUEST_TIMEOUT_S = 2.0
 LOG_TAIL_LINES = 20
 DEMO_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
+DEMO_TIME_STEP_MS = 86_400_000
+"""A new network made for the demo: one chain day per block, so a T-bill matures in minutes."""
 
 
 class LocalnetError(Exception):
@@ -115,6 +117,7 @@ def prepare_network(
     fresh: bool,
     base_port: int,
     host: str,
+    time_step_ms: int | None = None,
 ) -> tuple[Network, bool]:
     """The network to run: the existing one under `root` or a new one. Returns (network,
     created)."""
@@ -133,7 +136,12 @@ def prepare_network(
             )
         return network, False
     network = init_network(
-        root, validators=validators, observers=observers, base_port=base_port, host=host
+        root,
+        validators=validators,
+        observers=observers,
+        base_port=base_port,
+        host=host,
+        time_step_ms=time_step_ms,
     )
     return network, True
 
@@ -298,6 +306,7 @@ def run_localnet(
     demo: bool = False,
     base_port: int = DEFAULT_BASE_PORT,
     host: str = DEFAULT_HOST,
+    time_step_ms: int | None = None,
     node_command: Sequence[str] | None = None,
     health_timeout_s: float = 60.0,
     grace_s: float = 10.0,
@@ -321,6 +330,7 @@ def run_localnet(
                 fresh=fresh,
                 base_port=base_port,
                 host=host,
+                time_step_ms=DEMO_TIME_STEP_MS if demo and time_step_ms is None else time_step_ms,
             )
         except (HomeError, OSError, ValueError) as exc:
             print(f"khazana localnet: {exc}", file=sys.stderr)
