@@ -20,6 +20,12 @@ receipts, events and state changes in one store transaction, then releases the s
 the committed values of the changed keys, read from the store (which holds exactly the state
 the pending block started from).
 
+Validator-set changes: a `change_validators` transaction in block H only records the change
+as pending; at the start of block H + VALSET_DELAY (2, the consensus core's delay) the chain
+folds it into the validators, so the state at every height holds the set that signs the next
+block and each header's `validators_hash` is the set in force at its height -- the same set
+the node's `ValidatorSchedule` gives the consensus core.
+
 Reopening: the state and the tree are rebuilt from the store's state rows, and the tree's
 root must equal the `app_hash` stored with the last block, else the database is refused.
 Height 0 is the genesis state; its stored "hash" is the genesis hash, and block 1's
@@ -47,6 +53,7 @@ from ledger.codes import InvalidBlock
 from ledger.commitment import StateTree
 from ledger.execute import apply_block
 from ledger.genesis import genesis_hash, state_from_genesis, validate_genesis
+from ledger.ops.governance import VALSET_DELAY, promote_validator_changes
 from ledger.state import State, StateLoader
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
 from ledger.types import BlockContext, Receipt
@@ -183,8 +190,7 @@ class Chain:
         height = self.height + 1
         time_ms = max(time_ms, self._last_time_ms + 1)  # header time strictly increases
         ctx = self.context(height, time_ms)
-        validators_hash = self._validators_hash()
-        self._savepoint = self.state.savepoint()
+        validators_hash = self._begin_block(height)
         try:
             result = apply_block(self.state, txs, ctx, verified=verified, drop_invalid=True)
             app_hash = self.tree.apply(result.changes)
@@ -218,11 +224,13 @@ class Chain:
         header = block.header
         self._check_header_links(header)
         check_txs_hash(block)
-        if header.validators_hash != self._validators_hash():
-            raise InvalidBlock(f"block {header.height}: validators_hash is not the current set")
         ctx = self.context(header.height, header.time_ms)
-        self._savepoint = self.state.savepoint()
+        validators_hash = self._begin_block(header.height)
         try:
+            if header.validators_hash != validators_hash:
+                raise InvalidBlock(
+                    f"block {header.height}: validators_hash is not the set in force at that height"
+                )
             result = apply_block(self.state, block, ctx, verified=verified)
         except BaseException:
             self._rollback_state()
@@ -295,7 +303,16 @@ class Chain:
                 f"block {header.height}: time {header.time_ms} is not after {self._last_time_ms}"
             )
 
-    def _validators_hash(self) -> bytes:
+    def _begin_block(self, height: int) -> bytes:
+        """Open the block's savepoint and put in force the validator changes due at `height`
+        (decided at or before height - VALSET_DELAY, the consensus core's delay); returns the
+        `validators_hash` of the set that signs this block.
+
+        Inside the savepoint, so an abandoned block also forgets the promotion, and before
+        the transactions, so they see the set in force (and `apply_block` reports the
+        promotion among the block's state changes)."""
+        self._savepoint = self.state.savepoint()
+        promote_validator_changes(self.state, height - VALSET_DELAY)
         return compute_validators_hash(self.state.validator_set.validators)
 
     def _rollback_state(self) -> None:

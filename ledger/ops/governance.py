@@ -32,6 +32,10 @@ from ledger.types import (
     ValidatorSet,
 )
 
+VALSET_DELAY = 2
+"""A validator change decided in block H is in force from block H + VALSET_DELAY. It must equal
+the consensus core's `consensus.types.VALSET_DELAY` (the ledger imports nothing from consensus;
+a test holds the two equal)."""
 MAX_VALIDATORS = 100
 MAX_PENDING_CHANGES = 16
 MAX_POWER = 2**40
@@ -175,8 +179,8 @@ def set_policy(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
 
 def change_validators(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
     """`{changes: [{name, public_key, power}, ...]}`: add, re-weight (power > 0) or remove
-    (power 0) validators. Recorded as pending with the height it was decided at; the node
-    applies it after the delay the consensus core prescribes."""
+    (power 0) validators. Recorded as pending with the height it was decided at; the chain
+    puts it in force VALSET_DELAY blocks later (`promote_validator_changes`)."""
     raw = args.raw("changes")
     args.done()
     if type(raw) is not list or not 0 < len(raw) <= MAX_VALIDATORS:
@@ -228,8 +232,9 @@ def apply_validator_changes(
 def promote_validator_changes(state: State, decided_up_to: int) -> ValidatorSet:
     """Fold the pending changes decided at or before `decided_up_to` into the validators.
 
-    Called by the node (not a transaction) when the consensus core's delay has passed, at
-    the same height on every node, so the state stays identical everywhere.
+    Not a transaction: `Chain` calls it at the start of every block H with
+    `decided_up_to = H - VALSET_DELAY`, at the same height on every node, so the state stays
+    identical everywhere. Changes apply in decision order.
     """
     current = state.validator_set
     due = [p for p in current.pending if p.decided_height <= decided_up_to]

@@ -66,3 +66,71 @@ def test_default_heartbeat_is_below_the_default_propose_timeout(tmp_path):
     document["consensus"] = {"heartbeat_ms": 4000}
     stretched = driver_config(from_dict(document, home=tmp_path))
     assert stretched.core.timeout_propose_ms > stretched.heartbeat_ms == 4000
+
+
+def test_a_validator_change_on_chain_is_signed_for_from_h_plus_2(tmp_path):
+    """Four in-process validators commit a change removing the auditor and re-weighting the
+    ministry: up to H + 1 the old set signs; from H + 2 certificates carry only the new set
+    and every header's validators_hash names it, on every node (ledger and schedule agree)."""
+    from consensus.types import Commit
+    from consensus.wire import decode_message
+    from ledger.block import compute_validators_hash, decode_block
+    from ledger.codes import Code
+    from ledger.tx import TxBody, decode_signed_tx, sign_tx
+    from ledger.types import Validator
+    from node.driver import schedule_from_chain
+    from tests.node.test_driver import NAMES, Hub, agree, key, make_nodes, wait_until
+
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+    auditor = key("validator-auditor")
+    changes = [
+        {"name": "auditor", "public_key": auditor.public_key, "power": 0},
+        {"name": "ministry", "public_key": key("validator-ministry").public_key, "power": 25},
+    ]
+    body = TxBody(CHAIN_ID, key("ministry").address, 0, "change_validators", {"changes": changes})
+    raw = sign_tx(body, [key("ministry"), key("regulator"), key("auditor")]).raw
+    tx_id = decode_signed_tx(raw).tx_id
+
+    async def main():
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    await nursery.start(node.run)
+                await wait_until(lambda: nodes[0].chain.height >= 2)
+                assert (await nodes[2].driver.submit(raw)).code == Code.OK
+                await wait_until(lambda: nodes[0].chain.store.tx(tx_id) is not None)
+                decided = nodes[0].chain.store.tx(tx_id).height
+                await wait_until(lambda: all(n.chain.height >= decided + 5 for n in nodes))
+                nursery.cancel_scope.cancel()
+        return decided
+
+    decided = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert nodes[0].chain.store.tx(tx_id).code == Code.OK
+    top = min(n.chain.height for n in nodes)
+    agree(nodes, top)
+    old = [Validator(n, key("validator-" + n).public_key, 10) for n in NAMES]
+    new = [
+        Validator("ministry", key("validator-ministry").public_key, 25),
+        *(v for v in old if v.name in ("central-bank", "regulator")),
+    ]
+    old_hash, new_hash = compute_validators_hash(old), compute_validators_hash(new)
+    store = nodes[0].chain.store
+    auditor_address = auditor.address
+    for height in range(1, top + 1):
+        header = decode_block(store.block(height).block).header
+        in_force = new_hash if height >= decided + 2 else old_hash
+        assert header.validators_hash == in_force, height
+        if height < top:
+            # The certificate of block h is in block h's record; signers are that set's.
+            commit = decode_message(store.commit(height))
+            assert isinstance(commit, Commit)
+            signers = {address for address, _ in commit.signatures}
+            if height >= decided + 2:
+                assert auditor_address not in signers, height
+    # The driver's schedule, rebuilt from the ledger, gives the consensus core the same set.
+    for node in nodes:
+        schedule = schedule_from_chain(node.chain)
+        vset = schedule.for_height(node.chain.height + 1)
+        assert {v.pub_key: v.power for v in vset.validators} == {v.public_key: v.power for v in new}
+        node.chain.close()
