@@ -9,7 +9,8 @@ must exist in the code, and what the code offers must be documented.
   `tx` operation or a `query` read) the argparse parser has, and only flags it accepts;
 - every key of node/config.py is in OPERATIONS.md's config reference with the default the
   code uses, and every key that reference names exists;
-- every Prometheus metric OPERATIONS.md names is exported by node/metrics.py.
+- every Prometheus metric OPERATIONS.md names is exported by node/metrics.py;
+- `khazana backup` behaves as OPERATIONS.md's backup section says.
 
 Nothing here starts a node: the examples were captured from one (docs/RPC.md says how).
 """
@@ -266,3 +267,44 @@ def test_documented_metrics_are_exported():
     assert named <= exported, named - exported
     gauges_and_counters = {f.name for f in Metrics().registry.collect()}
     assert {n.removesuffix("_total") for n in named} >= gauges_and_counters
+
+
+# --------------------------------------------------------------------------- backups
+
+
+def test_backup_works_as_operations_md_says(tmp_path, capsys):
+    """`khazana backup`: a consistent copy that opens as this chain's store; it refuses to
+    overwrite, refuses a database another opener holds, and refuses a home with no database."""
+    from ledger.chain import Chain
+    from ledger.genesis import genesis_hash
+    from ledger.store import Store
+    from node.cli import main
+    from node.config import NodeConfig
+    from node.home import init_network, load_genesis
+
+    network = init_network(tmp_path / "net", validators=1)
+    home = network.nodes[0].home
+    out = tmp_path / "backup.db"
+    assert main(["backup", "--home", str(home), "--out", str(out)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+    config = NodeConfig.load(home)
+    genesis = load_genesis(config.genesis_path)
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    chain = Chain.open(config.db_path, genesis)  # holds the store's lock, as a running node does
+    try:
+        assert main(["backup", "--home", str(home), "--out", str(out)]) == 1
+        assert "stop the node first" in capsys.readouterr().err
+    finally:
+        chain.close()
+
+    assert main(["backup", "--home", str(home), "--out", str(out)]) == 0
+    assert "at height 0" in capsys.readouterr().out
+    copy = Store.open(out, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis))
+    try:
+        assert copy.latest_height() == 0
+    finally:
+        copy.close()
+    assert main(["backup", "--home", str(home), "--out", str(out)]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
