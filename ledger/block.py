@@ -1,9 +1,11 @@
 """Blocks and headers: their canonical bytes, their hashes, and the strict decoder.
 
-    header = {"app_hash": bytes32, "chain": str, "height": int, "prev_hash": bytes32,
-              "proposer": bytes20, "results_hash": bytes32, "time_ms": int,
-              "txs_hash": bytes32, "validators_hash": bytes32}
-    block  = {"header": header, "txs": [signed transaction bytes, ...]}
+    header = {"app_hash": bytes32, "chain": str, "evidence_hash": bytes32, "height": int,
+              "prev_hash": bytes32, "proposer": bytes20, "results_hash": bytes32,
+              "time_ms": int, "txs_hash": bytes32, "validators_hash": bytes32}
+    block  = {"evidence": [evidence item bytes, ...], "header": header,
+              "txs": [signed transaction bytes, ...]}
+    (the "evidence" key is absent when there is none: never an empty list)
 
 - `block_hash(header)` = hash256(encode(header)): the header commits to everything else.
 - `txs_hash` = the RFC 6962 binary Merkle root over the hash256 of each *raw signed
@@ -12,6 +14,8 @@
   the exact bytes, signatures included: two blocks whose transactions differ only in
   signature bytes have different hashes (tx ids name bodies only and could not do that).
   `tx_inclusion_proof` / `verify_tx_inclusion` prove one transaction's place in a block.
+- `evidence_hash` = the same Merkle construction over the block's evidence items (each the
+  canonical {"evidence": consensus wire Evidence, "public_key"}: `ledger/ops/evidence.py`).
 - `app_hash` is the state root after executing this block (immediate execution);
   `results_hash` commits to each transaction's code and events (not to its log text, so
   rewording a message never forks the chain); `validators_hash` to the validator set that
@@ -41,6 +45,7 @@ MAX_HEIGHT = 2**63 - 1
 _HEADER_KEYS = (
     "app_hash",
     "chain",
+    "evidence_hash",
     "height",
     "prev_hash",
     "proposer",
@@ -49,7 +54,17 @@ _HEADER_KEYS = (
     "txs_hash",
     "validators_hash",
 )
-_HASH_FIELDS = ("app_hash", "prev_hash", "results_hash", "txs_hash", "validators_hash")
+_HASH_FIELDS = (
+    "app_hash",
+    "evidence_hash",
+    "prev_hash",
+    "results_hash",
+    "txs_hash",
+    "validators_hash",
+)
+MAX_BLOCK_EVIDENCE = 64  # = ledger.ops.evidence.MAX_BLOCK_EVIDENCE (checked there too)
+_KEYS_WITH_EVIDENCE = ("evidence", "header", "txs")
+EMPTY_ROOT = hash256(b"")  # the Merkle root of no transactions / no evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +78,7 @@ class Header:
     results_hash: bytes
     proposer: bytes
     validators_hash: bytes
+    evidence_hash: bytes = EMPTY_ROOT
     encoded: bytes = field(init=False, repr=False, compare=False)
     hash: bytes = field(init=False, repr=False, compare=False)
 
@@ -76,6 +92,7 @@ class Header:
         return {
             "app_hash": self.app_hash,
             "chain": self.chain_id,
+            "evidence_hash": self.evidence_hash,
             "height": self.height,
             "prev_hash": self.prev_hash,
             "proposer": self.proposer,
@@ -90,9 +107,18 @@ class Header:
 class Block:
     header: Header
     txs: tuple[bytes, ...]
+    evidence: tuple[bytes, ...] = ()
 
     def to_obj(self) -> dict:
-        return {"header": self.header.to_obj(), "txs": list(self.txs)}
+        # No evidence (almost every block): no "evidence" key, never an empty list, so each
+        # block has exactly one encoding and blocks without evidence keep their old bytes.
+        if not self.evidence:
+            return {"header": self.header.to_obj(), "txs": list(self.txs)}
+        return {
+            "evidence": list(self.evidence),
+            "header": self.header.to_obj(),
+            "txs": list(self.txs),
+        }
 
     def encode(self) -> bytes:
         # Our own value: the header's fields were checked at construction, its map and the
@@ -139,6 +165,7 @@ def _header_from_obj(obj: object) -> Header:
         results_hash=obj["results_hash"],
         proposer=obj["proposer"],
         validators_hash=obj["validators_hash"],
+        evidence_hash=obj["evidence_hash"],
     )
 
 
@@ -149,14 +176,25 @@ def decode_header(data: bytes) -> Header:
 def decode_block(data: bytes, *, max_size: int = MAX_BLOCK_BYTES) -> Block:
     """Parse a block strictly (envelope and header; transactions stay raw bytes)."""
     obj = codec.decode(data, max_size=max_size, max_depth=2)
-    if type(obj) is not dict or tuple(obj) != ("header", "txs"):
-        raise DecodeError(Code.BAD_FIELD, "a block is a map with exactly the keys header, txs")
+    if type(obj) is not dict or tuple(obj) not in (("header", "txs"), _KEYS_WITH_EVIDENCE):
+        raise DecodeError(
+            Code.BAD_FIELD, "a block is a map with exactly the keys [evidence,] header, txs"
+        )
     txs = obj["txs"]
     if type(txs) is not list or len(txs) > MAX_BLOCK_TXS:
         raise DecodeError(Code.BAD_FIELD, f"txs must be a list of at most {MAX_BLOCK_TXS}")
     if any(type(tx) is not bytes or not tx for tx in txs):
         raise DecodeError(Code.BAD_FIELD, "every transaction in a block is non-empty bytes")
-    return Block(_header_from_obj(obj["header"]), tuple(txs))
+    evidence = obj.get("evidence", ())
+    if "evidence" in obj and (
+        type(evidence) is not list or not 0 < len(evidence) <= MAX_BLOCK_EVIDENCE
+    ):
+        raise DecodeError(
+            Code.BAD_FIELD, f"evidence, when present, is a list of 1 to {MAX_BLOCK_EVIDENCE} items"
+        )
+    if any(type(item) is not bytes or not item for item in evidence):
+        raise DecodeError(Code.BAD_FIELD, "every evidence item in a block is non-empty bytes")
+    return Block(_header_from_obj(obj["header"]), tuple(txs), tuple(evidence))
 
 
 def block_hash(header: Header) -> bytes:
@@ -167,7 +205,7 @@ def block_hash(header: Header) -> bytes:
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
-EMPTY_TXS_HASH = hash256(b"")
+EMPTY_TXS_HASH = EMPTY_ROOT
 
 
 def tx_leaf_hash(raw_tx: bytes) -> bytes:
@@ -188,14 +226,24 @@ def _next_level(level: list[bytes]) -> list[bytes]:
     return up
 
 
-def compute_txs_hash(raw_txs: Iterable[bytes]) -> bytes:
-    """The header's `txs_hash`: the Merkle root over the raw signed transactions."""
-    level = [tx_leaf_hash(raw) for raw in raw_txs]
+def merkle_root(items: Iterable[bytes]) -> bytes:
+    """The RFC 6962 root over leaves hash256(0x00 || hash256(item)); EMPTY_ROOT for none."""
+    level = [tx_leaf_hash(item) for item in items]
     if not level:
-        return EMPTY_TXS_HASH
+        return EMPTY_ROOT
     while len(level) > 1:
         level = _next_level(level)
     return level[0]
+
+
+def compute_txs_hash(raw_txs: Iterable[bytes]) -> bytes:
+    """The header's `txs_hash`: the Merkle root over the raw signed transactions."""
+    return merkle_root(raw_txs)
+
+
+def compute_evidence_hash(items: Iterable[bytes]) -> bytes:
+    """The header's `evidence_hash`: the Merkle root over the block's evidence items."""
+    return merkle_root(items)
 
 
 def tx_inclusion_proof(raw_txs: Sequence[bytes], index: int) -> tuple[bytes, ...]:
@@ -265,3 +313,7 @@ def check_txs_hash(block: Block) -> None:
     bytes (whether each decodes and executes is for `apply_block` to say)."""
     if compute_txs_hash(block.txs) != block.header.txs_hash:
         raise InvalidBlock(f"block {block.header.height}: txs_hash does not match its txs")
+    if compute_evidence_hash(block.evidence) != block.header.evidence_hash:
+        raise InvalidBlock(
+            f"block {block.header.height}: evidence_hash does not match its evidence"
+        )

@@ -44,6 +44,7 @@ from ledger.block import (
     Block,
     Header,
     check_txs_hash,
+    compute_evidence_hash,
     compute_results_hash,
     compute_txs_hash,
     compute_validators_hash,
@@ -53,10 +54,18 @@ from ledger.codes import InvalidBlock
 from ledger.commitment import StateTree
 from ledger.execute import apply_block
 from ledger.genesis import genesis_hash, state_from_genesis, validate_genesis
+from ledger.ops.evidence import (
+    MisbehaviourRecord,
+    apply_evidence,
+    is_misbehaviour_key,
+    misbehaviour_key,
+    record_from_bytes,
+    select_evidence,
+)
 from ledger.ops.governance import VALSET_DELAY, promote_validator_changes
 from ledger.state import State, StateLoader
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
-from ledger.types import BlockContext, Receipt
+from ledger.types import BlockContext, Event, Receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,7 @@ class PendingBlock:
     receipts: tuple[Receipt, ...]
     changes: dict[bytes, bytes | None]
     dropped: tuple[Receipt, ...] = ()
+    evidence_events: tuple[Event, ...] = ()  # `misbehaviour` events of the block itself
 
     @property
     def header(self) -> Header:
@@ -180,11 +190,14 @@ class Chain:
         proposer: bytes,
         *,
         verified: Container[bytes] = (),
+        evidence: Sequence[bytes] = (),
     ) -> PendingBlock:
         """Assemble and execute the next block from candidate transactions (a proposer).
 
         Transactions that cannot be in a block (bad signature, wrong nonce...) are left out and
-        reported in `dropped`, so the caller can evict them from its mempool.
+        reported in `dropped`, so the caller can evict them from its mempool. `evidence` are
+        block evidence items the caller has verified (`ledger/ops/evidence.py`); malformed,
+        repeated, too old or already recorded ones are left out.
         """
         self._check_no_pending()
         height = self.height + 1
@@ -192,6 +205,8 @@ class Chain:
         ctx = self.context(height, time_ms)
         validators_hash = self._begin_block(height)
         try:
+            evidence = select_evidence(self.state, evidence, height)
+            evidence_events = apply_evidence(self.state, evidence, height)
             result = apply_block(self.state, txs, ctx, verified=verified, drop_invalid=True)
             app_hash = self.tree.apply(result.changes)
         except BaseException:
@@ -207,9 +222,14 @@ class Chain:
             results_hash=compute_results_hash(result.receipts),
             proposer=proposer,
             validators_hash=validators_hash,
+            evidence_hash=compute_evidence_hash(evidence),
         )
         pending = PendingBlock(
-            Block(header, result.included), result.receipts, result.changes, result.dropped
+            Block(header, result.included, evidence),
+            result.receipts,
+            result.changes,
+            result.dropped,
+            tuple(evidence_events),
         )
         self._pending = pending
         return pending
@@ -231,12 +251,15 @@ class Chain:
                 raise InvalidBlock(
                     f"block {header.height}: validators_hash is not the set in force at that height"
                 )
+            evidence_events = apply_evidence(self.state, block.evidence, header.height)
             result = apply_block(self.state, block, ctx, verified=verified)
         except BaseException:
             self._rollback_state()
             raise
         app_hash = self.tree.apply(result.changes)
-        pending = PendingBlock(block, result.receipts, result.changes)
+        pending = PendingBlock(
+            block, result.receipts, result.changes, evidence_events=tuple(evidence_events)
+        )
         self._pending = pending
         problem = None
         if app_hash != header.app_hash:
@@ -264,7 +287,7 @@ class Chain:
                 commit=commit_certificate,
                 app_hash=header.app_hash,
                 txs=records,
-                events=_event_records(header.height, pending.receipts),
+                events=_event_records(header.height, pending.receipts, pending.evidence_events),
                 changes=pending.changes,
             )
         )
@@ -335,17 +358,34 @@ def _load_state(store: Store) -> tuple[State, StateTree]:
     (measured at 1M accounts: that block took 2 s instead of 0.1 s).
     """
     loader = StateLoader()
+    misbehaviour: list[MisbehaviourRecord] = []
     collecting = gc.isenabled()
     gc.disable()
     try:
         with store.state_snapshot() as snapshot:
-            tree = StateTree.from_items(loader.feed(_rows(snapshot)))
+            tree = StateTree.from_items(_load_rows(loader, misbehaviour, _rows(snapshot)))
         state = loader.finish()
     finally:
         if collecting:
             gc.enable()
+    for record in misbehaviour:
+        # Loaded state, not a change: written to the records directly (see ops/evidence.py).
+        state.singletons[misbehaviour_key(record.evidence_hash)] = record
     gc.collect()
     return state, tree
+
+
+def _load_rows(
+    loader: StateLoader, misbehaviour: list[MisbehaviourRecord], rows
+) -> Iterator[tuple[bytes, bytes]]:
+    """Every row on to the tree; misbehaviour records to `misbehaviour`, the rest through
+    the state loader (which does not know that namespace yet)."""
+    for key, raw in rows:
+        if is_misbehaviour_key(key):
+            misbehaviour.append(record_from_bytes(raw))
+        else:
+            loader.add(key, raw)
+        yield key, raw
 
 
 def _rows(snapshot) -> Iterator[tuple[bytes, bytes]]:
@@ -369,8 +409,22 @@ def _tx_records(
     )
 
 
-def _event_records(height: int, receipts: Sequence[Receipt]) -> tuple[EventRecord, ...]:
-    records = []
+def _event_records(
+    height: int, receipts: Sequence[Receipt], block_events: Sequence[Event] = ()
+) -> tuple[EventRecord, ...]:
+    # Events of the block itself (misbehaviour evidence) have tx_index -1 in the store.
+    records = [
+        EventRecord(
+            height=height,
+            tx_index=-1,
+            event_index=event_index,
+            type=event.type,
+            accounts=tuple(event.accounts()),
+            instruments=tuple(event.instruments()),
+            data=event.encoded,
+        )
+        for event_index, event in enumerate(block_events)
+    ]
     for tx_index, receipt in enumerate(receipts):
         for event_index, event in enumerate(receipt.events):
             records.append(

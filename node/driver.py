@@ -38,9 +38,14 @@ whenever no block is pending, so the state tree's root is the last committed app
 Fail points (`KHAZANA_FAILPOINTS=after_persist,before_send,...`) end the process with
 `os._exit(137)` at that step, for the crash tests; they are off unless the variable is set.
 
-Evidence: the ledger has no operation or header field for misbehaviour evidence yet, and
-`Chain.commit` takes no extra store meta; evidence is verified, de-duplicated and kept (bounded)
-in `Driver.evidence` and logged. Putting it on chain needs a ledger change (reported).
+Evidence: the core reports two conflicting signed votes by one validator (`ready.evidence`);
+the driver keeps them (bounded) in `Driver.evidence` and puts each, as a block evidence item
+(`ledger.ops.evidence`: the consensus wire bytes and the validator's public key), into its
+next proposal. Before prevoting for a proposal, a validator verifies every item of it
+(`consensus.types.verify_evidence` against the validator set of the evidence's height; the
+schedule keeps the sets of the last `MAX_EVIDENCE_AGE` heights for that); one it cannot
+verify makes the proposal invalid. The ledger records each committed item in state (no
+slashing) and refuses it a second time; a committed item leaves `Driver.evidence`.
 """
 
 from __future__ import annotations
@@ -65,14 +70,21 @@ from consensus.types import (
     ValidatorSchedule,
     ValidatorSet,
     ValidatorUpdate,
+    verify_evidence,
 )
-from consensus.wire import decode_message, encode_message
+from consensus.wire import WireError, decode_message, encode_message
 from ledger.block import Block, decode_block
 from ledger.chain import Chain, PendingBlock
 from ledger.codes import Code, InvalidBlock, LedgerError
 from ledger.commitment import Proof
 from ledger.crypto import address_from_public_key, hash256, verify_signature
 from ledger.genesis import block_time_step_ms
+from ledger.ops.evidence import (
+    MAX_EVIDENCE_AGE,
+    decode_evidence_item,
+    encode_evidence_item,
+    recorded,
+)
 from ledger.store import AsyncStore
 from node import messages
 from node.events import CommittedBlock, EventBus
@@ -547,6 +559,43 @@ class Driver:
         self.evidence.append(evidence)
         del self.evidence[:-MAX_EVIDENCE_KEPT]
 
+    def _evidence_item(self, evidence: Evidence) -> bytes | None:
+        """The block item for `evidence`, or None when its height's set is no longer known."""
+        vset = self.schedule.for_height(evidence.vote_a.height)
+        member = None if vset is None else vset.get(evidence.vote_a.validator)
+        if member is None:
+            return None
+        return encode_evidence_item(encode_message(evidence), member.pub_key)
+
+    def _evidence_items(self) -> list[bytes]:
+        items = (self._evidence_item(ev) for ev in self.evidence)
+        return [item for item in items if item is not None]
+
+    def _evidence_ok(self, raw: bytes) -> bool:
+        """Is this block evidence item two conflicting votes, validly signed by the member of
+        that height's validator set whose key it names?"""
+        try:
+            item = decode_evidence_item(raw)
+            evidence = decode_message(item.evidence)
+        except (LedgerError, WireError):
+            return False
+        if not isinstance(evidence, Evidence):
+            return False
+        vset = self.schedule.for_height(item.height)
+        member = None if vset is None else vset.get(item.validator)
+        if member is None or member.pub_key != item.public_key:
+            return False
+        return verify_evidence(vset, self.chain_id, evidence, _verify)
+
+    def _forget_committed_evidence(self) -> None:
+        state = self.chain.state
+        kept = []
+        for evidence in self.evidence:
+            item = self._evidence_item(evidence)
+            if item is not None and recorded(state, hash256(item)) is None:
+                kept.append(evidence)
+        self.evidence = kept
+
     # ---- admission ----------------------------------------------------------------------
 
     def _admit(self, request: _Admission) -> None:
@@ -631,6 +680,7 @@ class Driver:
             self._next_time_ms(),
             self.own_address or b"\x00" * 20,
             verified=self.mempool.verified_ids,
+            evidence=self._evidence_items(),
         )
         for receipt in pending.dropped:
             self.mempool.evict(receipt.tx_id)
@@ -669,6 +719,10 @@ class Driver:
         elif block.header.time_ms > self.clock_ms() + self.config.max_future_ms:
             log.info("%s: proposal %d too far in the future", self.name, height)
             return False
+        for raw in block.evidence:
+            if not self._evidence_ok(raw):
+                log.info("%s: proposal %d holds evidence we cannot verify", self.name, height)
+                return False
         pending = self.chain.pending
         if pending is not None and pending.block == block:
             return True
@@ -713,7 +767,9 @@ class Driver:
         self._failpoint("after_apply")
         header = pending.header
         self.schedule.record(header.height, updates_decided_at(chain, header.height))
-        self.schedule.prune(header.height - 1)
+        # Kept back MAX_EVIDENCE_AGE heights: evidence that old is verified against them.
+        self.schedule.prune(header.height - MAX_EVIDENCE_AGE)
+        self._forget_committed_evidence()
         self._learn_keys(header.height + 2)
         self._last_commit_clock_ms = self.clock_ms()
         view = AdmissionView(chain.state, chain.context(header.height + 1, self._next_time_ms()))

@@ -3,6 +3,7 @@ changes reaching the ledger's validators_hash, evidence on chain, coherent confi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 
@@ -134,3 +135,83 @@ def test_a_validator_change_on_chain_is_signed_for_from_h_plus_2(tmp_path):
         vset = schedule.for_height(node.chain.height + 1)
         assert {v.pub_key: v.power for v in vset.validators} == {v.public_key: v.power for v in new}
         node.chain.close()
+
+
+def test_evidence_reaches_the_chain_and_forged_evidence_is_refused(tmp_path):
+    """A double vote handed to one validator's driver is proposed by it, verified by the
+    others, recorded in every node's state, then dropped from `Driver.evidence`; a proposal
+    holding a forged double vote (a signature that does not verify) is refused."""
+    from consensus.types import Vote, VoteType, make_evidence, vote_signing_bytes
+    from consensus.wire import encode_message
+    from ledger.block import compute_evidence_hash, decode_block
+    from ledger.crypto import hash256
+    from ledger.ops.evidence import encode_evidence_item, misbehaviour_key, record_from_bytes
+    from tests.node.test_driver import Hub, Node, agree, key, make_nodes, wait_until
+
+    auditor = key("validator-auditor")
+
+    def vote(height, value_id, signer=auditor):
+        data = vote_signing_bytes(CHAIN_ID, VoteType.PREVOTE, height, 0, value_id)
+        return Vote(VoteType.PREVOTE, height, 0, value_id, signer.address, signer.sign(data))
+
+    evidence = make_evidence(vote(1, b"\x01" * 32), vote(1, None))
+    piece = encode_evidence_item(encode_message(evidence), auditor.public_key)
+    state_key = misbehaviour_key(hash256(piece))
+
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+
+    async def main():
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    await nursery.start(node.run)
+                await wait_until(lambda: nodes[0].chain.height >= 1)
+                nodes[0].driver.evidence.append(evidence)
+                await wait_until(
+                    lambda: all(n.chain.store.get_state(state_key) is not None for n in nodes)
+                )
+                await wait_until(lambda: all(n.chain.height >= 6 for n in nodes))
+                nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert nodes[0].driver.evidence == []  # committed: not proposed again
+    record = record_from_bytes(nodes[0].chain.store.get_state(state_key))
+    assert (record.validator, record.height) == (auditor.address, 1)
+    top = min(n.chain.height for n in nodes)
+    agree(nodes, top)
+    # Exactly one block holds it (never proposed twice).
+    holding = [
+        h
+        for h in range(1, top + 1)
+        if piece in decode_block(nodes[0].chain.store.block(h).block).evidence
+    ]
+    assert len(holding) == 1 and record.recorded_height == holding[0]
+    assert not hub.misbehaviour
+    for node in nodes:
+        node.chain.close()
+
+    # A forged piece: the second vote's signature is not the auditor's.
+    forged_vote = dataclasses.replace(vote(1, None), signature=bytes(64))
+    forged = encode_evidence_item(
+        encode_message(make_evidence(vote(1, b"\x01" * 32), forged_vote)), auditor.public_key
+    )
+    proposer, validator = (Node(n, tmp_path / f"fresh-{n}.db", Hub()) for n in ("a", "b"))
+
+    async def check():
+        proposer.open()
+        validator.open()
+        for piece_, ok in ((forged, False), (piece, True)):
+            pending = proposer.chain.build_block(
+                [], proposer.driver.clock_ms() + 1, b"p" * 20, evidence=[piece_]
+            )
+            assert pending.block.evidence == (piece_,)  # the ledger cannot check signatures
+            assert pending.header.evidence_hash == compute_evidence_hash([piece_])
+            proposer.chain.abandon()
+            assert validator.driver._validate(1, pending.block.encode()) is ok
+            validator.driver._abandon()
+            validator.driver._verdicts.clear()
+
+    trio.run(check, clock=trio.testing.MockClock(autojump_threshold=0))
+    proposer.chain.close()
+    validator.chain.close()
