@@ -28,6 +28,7 @@ from ledger.chain import Chain
 from ledger.crypto import read_key_file
 from ledger.store import AsyncStore
 from node.api import NodeApi
+from node.byzantine import from_env as byzantine_from_env
 from node.config import NodeConfig
 from node.driver import Driver, DriverConfig, failpoints_from_env
 from node.events import EventBus
@@ -132,6 +133,9 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
         metrics=metrics,
         # WebSocket subscribers: one per connection, so the bus cap is the connection cap.
         events=EventBus(max_subscribers=getattr(config.rpc, "ws_max_connections", 64)),
+        byzantine=byzantine_from_env(
+            config.home, genesis["chain_id"], key.sign if config.is_validator else None
+        ),
     )
     driver_ref.append(driver)
     api = NodeApi(

@@ -290,7 +290,9 @@ class Driver:
         name: str = "node",
         metrics: Any | None = None,  # node.metrics.Metrics
         events: EventBus | None = None,  # committed blocks are published here
+        byzantine: Any | None = None,  # node.byzantine.Byzantine: tests only, double-signs
     ) -> None:
+        self.byzantine = byzantine
         self.metrics = metrics
         self.events = events
         self.chain = chain
@@ -519,6 +521,10 @@ class Driver:
             return
 
     def _send(self, message: Any, to: bytes | None) -> None:
+        if self.byzantine is not None and self.byzantine.send(
+            message, to, self.net, lambda m: messages.encode(ConsensusMessage(m))
+        ):
+            return
         data = messages.encode(ConsensusMessage(message))
         if to is None:
             self.net.broadcast(data)
