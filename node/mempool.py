@@ -170,6 +170,12 @@ class Mempool:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def has_ready(self) -> bool:
+        """True when some transaction could go into the next block: its sender's committed
+        nonce is followed without a gap. Parked transactions alone are not enough, or a
+        proposer would commit empty blocks as fast as it can while they wait for their gap."""
+        return any(sender.base in sender.by_nonce for sender in self._senders.values())
+
     @property
     def total_bytes(self) -> int:
         return self._bytes

@@ -220,7 +220,11 @@ def test_parked_transactions_become_ready_in_nonce_order(state):
     for raw in (raws[2], raws[1]):
         assert mp.admit(raw, view(state)).code == 0
     assert mp.reap(10, 10**6) == []
+    # Parked transactions alone must not make a proposer cut a block (it would commit empty
+    # blocks as fast as it can while they wait for their gap).
+    assert len(mp) == 2 and not mp.has_ready()
     assert mp.admit(raws[0], view(state)).code == 0
+    assert mp.has_ready()
     assert [t.raw for t in mp.reap(10, 10**6)] == raws
     commit(state, mp.reap(10, 10**6))  # they really execute in that order
 
