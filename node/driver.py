@@ -632,7 +632,8 @@ class Driver:
         if result.ok and not request.check_only:
             # Newly admitted only: a transaction crosses each link once.
             self.net.broadcast(messages.encode(TxGossip((request.raw,))))
-            self._tx_arrived.set()
+            if self.mempool.has_ready():
+                self._tx_arrived.set()
 
     def _serve_proofs(self) -> None:
         # Only called with no pending block: the tree's root is the committed app_hash.
@@ -654,7 +655,7 @@ class Driver:
         """Answer `need_value` at once when transactions wait; else let the waiter hold the
         answer until one arrives or the heartbeat passes (empty blocks only that often)."""
         self._waiting_value = (height, round_)
-        if len(self.mempool) > 0:
+        if self.mempool.has_ready():
             return self._propose(height, round_)
         self._tx_arrived = trio.Event()
         assert self._nursery is not None
