@@ -9,6 +9,9 @@
 | accounts | `accounts` | license_vasp, suspend_vasp, onboard_investor, freeze, unfreeze, recover_key |
 | governance | `governance` | grant_role, revoke_role, set_parameter, set_policy, change_validators |
 
+Not an operation: `evidence` (misbehaviour evidence carried by a block, not by a transaction;
+`Chain` applies it before the block's transactions, see `ledger/ops/evidence.py`).
+
 `OPERATIONS` maps the `op` field of a transaction body to its function. Every operation but
 those in `OPEN_OPERATIONS` is gated by a policy rule (genesis data) named in
 `POLICY_NAMES`; the rule's name is the operation's, except where several operations share
