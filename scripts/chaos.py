@@ -262,6 +262,7 @@ class Chaos:
     recoveries: list[float] = field(default_factory=list)
     killed: Counter = field(default_factory=Counter)  # deliberate process ends
     honest_crashes: list[str] = field(default_factory=list)
+    unclean_stops: list[str] = field(default_factory=list)  # full disk: stopped, not cleanly
     notes: list[str] = field(default_factory=list)
     tmpfs: list[Path] = field(default_factory=list)
 
@@ -395,8 +396,8 @@ class Chaos:
                 f"full_disk: {victim} stopped by itself, exit {code}"
                 + ("" if clean and not traceback else " (NOT clean: see its log)")
             )
-            if not clean or traceback:
-                self.honest_crashes.append(f"{victim} full disk: exit {code}")
+            if not clean or traceback:  # it did stop, but not as an operator should see it
+                self.unclean_stops.append(f"{victim} full disk: exit {code}, traceback {traceback}")
         except subprocess.TimeoutExpired:
             self.notes.append(f"full_disk: {victim} still running 45 s on a full disk")
         # Free the disk: back onto the real file system (what an operator would do).
@@ -610,6 +611,7 @@ def run(args: argparse.Namespace) -> dict:
             "killed": dict(sorted(chaos.killed.items())),
             "honest_crashes": len(chaos.honest_crashes),
             "crash_details": chaos.honest_crashes[:5],
+            "unclean_stops": chaos.unclean_stops,
             "recoveries_s": chaos.recoveries,
             "notes": chaos.notes,
             "forks": forks,
@@ -625,6 +627,7 @@ def run(args: argparse.Namespace) -> dict:
         and bad_certificates == 0
         and double_signs == 0
         and not chaos.honest_crashes
+        and not chaos.unclean_stops
         and summary["live"]
         and summary["acked"] > 0
         and summary["max_recovery_s"] < RECOVERY_BOUND_S
