@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -269,3 +270,44 @@ def test_one_byzantine_validator_of_four_keeps_the_chain_safe_and_is_caught(tmp_
 
 def _address(net: Net, name: str) -> bytes:
     return address_from_public_key(net.node_public_key(name))
+
+
+@needs_init
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (node/app.py): a validator whose last-signed record was deleted signs again "
+    "at once from round 0 of the next height, re-signing the slot it already signed for "
+    "another value. It must refuse to sign until it is safe (e.g. until it has seen the "
+    "network commit past its stored height, or from a round above any it may have used).",
+)
+def test_deleted_last_signed_record_never_leads_to_a_double_sign(tmp_path):
+    """Reproduction: one validator, crashed right after persisting its record for height
+    H+1 (fail point after_persist), the record deleted, restarted: its certificate for H+1
+    must not contradict the precommit the deleted record held."""
+    net = Net(tmp_path / "net", free_base_port(1), chain_id="khazana-norecord", validators=1)
+    name = net.names[0]
+    try:
+        net.start(name)
+        net.wait(lambda: net.height(name) >= 2, "first blocks")
+        assert net.stop(name) == 0
+        net.start(name, env={"KHAZANA_FAILPOINTS": "after_persist"})
+        assert net.wait_exit(name, "the fail point") == 137
+        crashed = net.read_store(name)
+        assert crashed.record is not None and crashed.record.height == crashed.height + 1
+        db = sqlite3.connect(net.root / name / "data" / "node.db")
+        db.execute("DELETE FROM meta WHERE key = 'store.consensus_record'")
+        db.commit()
+        db.close()
+        net.start(name)
+        net.wait(lambda: net.height(name) >= crashed.height + 2, "blocks after the restart")
+        assert net.stop(name) == 0
+    finally:
+        net.stop_all()
+    after = net.read_store(name)
+    votes = signed_votes([after], [crashed.record])
+    assert find_double_signs(votes, net.genesis) == []
+    # The only validator is also the only proposer: no second proposal for the same slot.
+    proposal = crashed.record.last_proposal
+    decided = after.blocks[crashed.height]  # the block at H+1
+    if proposal is not None and decided.commit.round == proposal.round:
+        assert decided.block_hash == proposal.value_id, "two proposals for one slot"
