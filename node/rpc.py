@@ -783,7 +783,15 @@ class RpcApp:
             await _respond_json(send, 503, _error_response(busy))
             return
         try:
-            body = await _read_body(scope, receive, self.limits.max_body_bytes)
+            # A client dribbling its body (slowloris) must not hold a slot: the body has the
+            # request's time budget too.
+            body = b""
+            with trio.move_on_after(self.limits.request_timeout_ms / 1000) as reading:
+                body = await _read_body(scope, receive, self.limits.max_body_bytes)
+            if reading.cancelled_caught:
+                slow = RpcError(SERVER_LIMIT, "Request timed out", "body not received in time")
+                await _respond_json(send, 408, _error_response(slow))
+                return
             if body is None:
                 too_large = RpcError(
                     INVALID_REQUEST,
@@ -803,7 +811,8 @@ class RpcApp:
     async def handle_body(self, body: bytes) -> Any:
         """The JSON answer to one HTTP body (None when nothing is to be answered)."""
         try:
-            message = json.loads(body, parse_constant=_refuse_constant)
+            # Strict UTF-8 first: json.loads(bytes) would let encoded lone surrogates through.
+            message = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
         except (ValueError, RecursionError):
             return _error_response(RpcError(PARSE_ERROR, "Parse error"))
         deadline = trio.current_time() + self.limits.request_timeout_ms / 1000
@@ -929,7 +938,9 @@ async def _respond(
 
 async def _respond_json(send: Callable, status: int, obj: Any) -> None:
     try:
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # ASCII output: a lone surrogate a client smuggled in as a JSON escape (and that an
+        # error message echoes) goes back escaped instead of failing to encode.
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     except (TypeError, ValueError):
         # A result the node handed over that is not JSON (bytes, a float NaN...): a bug of
         # ours, answered like any other internal error.

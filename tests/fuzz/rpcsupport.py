@@ -48,9 +48,9 @@ PARAM_NAMES = (
 )
 
 
-# A lone UTF-16 surrogate encoded as UTF-8 (CESU style). `json.loads` on bytes decodes with
-# "surrogatepass", so it parses, and node/rpc.py then fails to encode the error it echoes
-# (the method name) as UTF-8: a known bug, reproduced by test_rpc_fuzz's strict xfail.
+# A lone UTF-16 surrogate encoded as UTF-8 (CESU style). `json.loads` on bytes would decode it
+# with "surrogatepass"; node/rpc.py once echoed it in an error it then failed to encode (HTTP
+# 500). It now decodes bodies as strict UTF-8 (-32700) and answers in ASCII JSON.
 LONE_SURROGATE = b"\xed\xa0\x80"
 
 
