@@ -331,14 +331,20 @@ class Chaos:
             self.net.start(name)
 
     def _truncate_wal(self, victim: str) -> None:
+        before = self.net.height(victim)
         self.net.kill(victim)
         self.killed[victim] += 1
         wal = self.net.root / victim / "data" / "node.db-wal"
-        if wal.exists():
-            size = wal.stat().st_size
+        size = wal.stat().st_size if wal.exists() else 0
+        if size:
             os.truncate(wal, size // 2)
-            self.notes.append(f"truncate_wal: {victim} -wal {size} -> {size // 2} bytes")
         self.net.start(victim)
+        # A torn -wal loses the blocks of its tail: the node comes back lower and syncs them
+        # (and, like a deleted record, may have lost its last-signed record).
+        after = self.net.first_height(victim)
+        self.notes.append(
+            f"truncate_wal: {victim} -wal {size} -> {size // 2} bytes, height {before} -> {after}"
+        )
 
     def _delete_record(self, victim: str) -> None:
         code = self.net.stop(victim)
