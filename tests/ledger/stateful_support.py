@@ -70,10 +70,10 @@ INVESTORS = (
     InvestorProfile("inv-pk-pro-a", "PK", "professional", "vasp-a", False, 540),
     InvestorProfile("inv-ae-inst-a", "AE", "institutional", "vasp-a", True, 90),
     InvestorProfile("inv-gb-retail-b", "GB", "retail", "vasp-b", True, 600),
-    InvestorProfile("inv-us-pro-b", "US", "professional", "vasp-b", False, 45),
+    InvestorProfile("inv-us-pro-b", "US", "professional", "vasp-b", False, 420),
     InvestorProfile("inv-pk-inst-b", "PK", "institutional", "vasp-b", True, 700),
     InvestorProfile("inv-pk-retail", "PK", "retail", None, False, 365),
-    InvestorProfile("inv-ae-pro", "AE", "professional", None, False, 500),
+    InvestorProfile("inv-ae-pro", "AE", "professional", None, False, 45),
 )
 INVESTOR_NAMES = tuple(p.name for p in INVESTORS)
 COUNTRIES = ("PK", "AE", "GB", "US")
