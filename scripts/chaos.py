@@ -6,9 +6,10 @@
 Makes a four-validator network in DIR (`khazana init`, short timeouts), puts a fault proxy
 (`scripts/faultproxy.py`) on loopback in front of every peer port -- each node's config names
 the proxy's port for each peer, so every peer link can be cut, delayed or reset one direction
-at a time -- starts the nodes and a load generator, then for `--duration` seconds injects
-faults one after another, each healed before the next (so the network is never asked to
-survive more than it promises: f = 1 of 4 byzantine-or-down, any partition healed):
+at a time -- starts the nodes and a load generator, then injects faults one after another:
+each requested kind at least once, then more rounds until `--duration` seconds have passed.
+Each fault is healed before the next, so the network is never asked to survive more than it
+promises (f = 1 of 4 down or byzantine, every partition healed):
 
   kill          SIGKILL one validator, restart it 2 s later
   pause         SIGSTOP one validator for 3 s, then SIGCONT
@@ -112,6 +113,7 @@ ALL_FAULTS = (
     "full_disk",
 )
 NETNS_FAULTS = ("kill", "partition_1_3", "pause", "restart_all", "truncate_wal")
+NO_NAMESPACES_EXIT = 3  # --netns on a machine that cannot make namespaces (not root, ...)
 RECOVERY_BOUND_S = 60  # LIVE: a healed network must be past its pre-fault tip within this
 HOLD_S = 4
 CHAOS_INSTRUMENT = "CHAOS"
@@ -526,7 +528,13 @@ def run(args: argparse.Namespace) -> dict:
         from tests.node.test_netns import NamespacedNet, Namespaces
 
         spaces = Namespaces(len(NAMES))
-        spaces.create()
+        try:
+            spaces.create()
+        except (subprocess.CalledProcessError, OSError) as exc:
+            spaces.remove()
+            detail = getattr(exc, "stderr", b"") or str(exc).encode()
+            print(f"cannot create network namespaces: {detail.decode().strip()}", file=sys.stderr)
+            raise SystemExit(NO_NAMESPACES_EXIT) from None
         net: Net = NamespacedNet(root, free_base_port(), spaces)
         allowed = NETNS_FAULTS
     else:
@@ -548,7 +556,8 @@ def run(args: argparse.Namespace) -> dict:
         net.wait(lambda: all(net.height(n) >= 2 for n in net.names), "first blocks", 60)
         load.start()
         index = 0
-        while time.monotonic() - started < args.duration:
+        # Every requested kind at least once, then more rounds until the duration is spent.
+        while index < len(kinds) or time.monotonic() - started < args.duration:
             chaos.inject(kinds[index % len(kinds)])
             index += 1
             if index % len(kinds) == 0:

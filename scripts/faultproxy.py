@@ -233,20 +233,20 @@ class FaultProxy:
                     break
                 self.chunks += 1
                 rule = await self._unblocked(src, dst)
-                with self._lock:
-                    roll = self._random.randrange(1000)
+                with self._lock:  # one seeded generator, shared by every pump
+                    lose, duplicate, reorder = (self._random.randrange(1000) for _ in range(3))
                     hold_ms = rule.delay_ms + (
                         self._random.randrange(rule.jitter_ms + 1) if rule.jitter_ms else 0
                     )
-                    if roll < rule.reorder:
-                        hold_ms += self._random.randrange(max(200, 4 * rule.jitter_ms))
-                if roll < rule.loss:
+                    if reorder < rule.reorder:
+                        hold_ms += self._random.randrange(200, max(201, 4 * rule.jitter_ms))
+                if lose < rule.loss:
                     self.resets += 1
                     break
                 if hold_ms:
                     await trio.sleep(hold_ms / 1000)
                 await sink.send_all(data)
-                if roll < rule.duplicate:
+                if duplicate < rule.duplicate:
                     self.resets += 1
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -49,6 +51,7 @@ from tests.node.netsupport import (
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from chaos import NO_NAMESPACES_EXIT  # noqa: E402
 from faultproxy import FaultProxy, Rule  # noqa: E402
 
 needs_init = pytest.mark.skipif(init_network is None, reason="node/home.py not available")
@@ -216,6 +219,26 @@ def test_short_chaos_run_loses_nothing_and_never_forks(tmp_path):
     # Every acknowledged line on disk is one the summary counted.
     acked = (tmp_path / "net" / "acked.jsonl").read_text().splitlines()
     assert len({json.loads(line)["hash"] for line in acked}) == summary["acked"]
+
+
+@needs_init
+def test_chaos_across_network_namespaces_partitions_and_kills(tmp_path):
+    """The same invariants with each node in its own namespace (several "hosts"): a kill and
+    a 1|3 partition by blackhole routes. Skipped where namespaces cannot be made."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("cannot create network namespaces: not root or no `ip`")
+    command = [sys.executable, str(ROOT / "scripts" / "chaos.py"), "--netns"]
+    command += ["--localnet", str(tmp_path / "net"), "--duration", "12"]
+    command += ["--faults", "kill,partition_1_3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    if done.returncode == NO_NAMESPACES_EXIT:
+        pytest.skip(done.stderr.strip().splitlines()[-1])
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["netns"] is True, summary
+    assert summary["faults"] == {"kill": 1, "partition_1_3": 1}, summary
+    assert (summary["forks"], summary["lost_acked"], summary["honest_crashes"]) == (0, 0, 0)
+    assert summary["acked"] >= 1 and summary["live"] is True, summary
+    assert done.returncode == 0, summary
 
 
 def _evidence_by_key(path: Path, genesis: dict) -> dict[bytes, int]:
