@@ -204,6 +204,15 @@ class RpcConfig:
     max_connections: int = 256
     request_timeout_ms: int = 10_000
     cors_origins: tuple[str, ...] = ()
+    commit_timeout_ms: int = 10_000
+    """How long `broadcast_tx_commit` waits for inclusion (on top of the request deadline)."""
+    ws_max_connections: int = 64
+    ws_max_subscriptions: int = 16
+    """Per WebSocket connection."""
+    ws_queue_size: int = 256
+    """Notifications waiting unsent before a slow WebSocket client is dropped (close 1008)."""
+    ws_max_message_bytes: int = 64 * 1024
+    """Largest message a WebSocket client may send (more: close 1009)."""
 
     @property
     def url(self) -> str:
@@ -363,6 +372,12 @@ _RPC_INTS = {
     "max_batch": (1, 10_000),
     "max_connections": (1, 100_000),
     "request_timeout_ms": (100, 3_600_000),
+    "commit_timeout_ms": (100, 3_600_000),
+    "ws_max_connections": (1, 100_000),
+    "ws_max_subscriptions": (1, 10_000),
+    "ws_queue_size": (1, 1_000_000),
+    # Below 1 KiB even a subscribe call with an account and an instrument would not fit.
+    "ws_max_message_bytes": (1024, 64 * _MIB),
 }
 
 

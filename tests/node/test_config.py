@@ -251,3 +251,66 @@ def test_json_log_lines_and_reconfiguring_does_not_duplicate():
 def test_unknown_log_level_is_refused():
     with pytest.raises(ValueError, match="log level"):
         configure_logging("x", "loud")
+
+
+# ---------------------------------------------------------------------- rpc limits
+
+
+RPC_LIMIT_KEYS = (
+    "commit_timeout_ms",
+    "ws_max_connections",
+    "ws_max_subscriptions",
+    "ws_queue_size",
+    "ws_max_message_bytes",
+)
+
+
+def test_rpc_limits_default_to_what_the_rpc_server_uses(tmp_path):
+    from node.rpc import RpcLimits
+
+    write(tmp_path, minimal())
+    config = NodeConfig.load(tmp_path)
+    server_defaults = RpcLimits()
+    for name in RPC_LIMIT_KEYS:
+        assert getattr(config.rpc, name) == getattr(server_defaults, name), name
+
+
+def test_rpc_limits_round_trip_and_reach_the_server(tmp_path):
+    from node.rpc import RpcLimits
+
+    document = minimal()
+    chosen = {
+        "commit_timeout_ms": 2500,
+        "ws_max_connections": 3,
+        "ws_max_subscriptions": 2,
+        "ws_queue_size": 5,
+        "ws_max_message_bytes": 4096,
+    }
+    document["rpc"].update(chosen)
+    write(tmp_path, document)
+    config = NodeConfig.load(tmp_path)
+    written = config.to_toml_dict()["rpc"]
+    assert {name: written[name] for name in RPC_LIMIT_KEYS} == chosen
+    config.write()
+    assert NodeConfig.load(tmp_path) == config
+    limits = RpcLimits.from_config(config)
+    assert {name: getattr(limits, name) for name in RPC_LIMIT_KEYS} == chosen
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "words"),
+    [
+        ("rpc.commit_timeout_ms", 0, "from 100"),
+        ("rpc.commit_timeout_ms", 2.5, "integer"),
+        ("rpc.ws_max_connections", 0, "from 1"),
+        ("rpc.ws_max_subscriptions", True, "integer"),
+        ("rpc.ws_queue_size", -1, "from 1"),
+        ("rpc.ws_queue_size", "256", "integer"),
+        ("rpc.ws_max_message_bytes", 100, "from 1024"),
+        ("rpc.ws_max_message_bytes", 1 << 30, "to 67108864"),
+    ],
+)
+def test_rpc_limits_refusals_name_the_key(tmp_path, path, value, words):
+    error = refusal(tmp_path, changed(path, value))
+    assert error.key == path
+    assert words in error.problem
