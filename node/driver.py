@@ -35,6 +35,19 @@ After each commit the block and its receipts are published to the `EventBus` (no
 without waiting. `prove(keys)` (verifiable reads) is served in this task between inbox items
 whenever no block is pending, so the state tree's root is the last committed app_hash.
 
+Membership: the driver hands the core its address and signing key whenever it has an
+`identity`, member of the set or not. The core asks the schedule for the set of each height
+and signs (proposes, votes, re-sends) only at heights whose set holds our address
+(`Core.is_validator`), so a validator-set change decided at H switches a node between
+validator and observer exactly at H + 2, the height the core gives, without a restart and
+without rebuilding the core: the same core keeps its double-sign guard (the last signed
+proposal and votes, persisted before anything leaves, per docs/CONSENSUS.md) and its
+messages buffered for the new height, so a removed-then-re-added node can never sign a
+conflicting message and nothing is lost at the switch. `own_address` is our address while we
+are a member at the core's height, else None. `allowed_keys()` (the peer allow-list's
+dynamic part) is the keys of the sets of the next two heights: a new validator may connect
+as soon as the change that adds it is committed, two heights before it signs.
+
 Fail points (`KHAZANA_FAILPOINTS=after_persist,before_send,...`) end the process with
 `os._exit(137)` at that step, for the crash tests; they are off unless the variable is set.
 
@@ -282,7 +295,7 @@ class Driver:
         store: AsyncStore,
         net: PeerNet,
         mempool: Mempool,
-        identity: Any | None,  # ledger.crypto.KeyPair of a validator; None = observer
+        identity: Any | None,  # node's KeyPair: signs while in the set; None = never signs
         config: DriverConfig,
         clock_ms: Callable[[], int],
         durable: DurableState | None = None,
@@ -308,18 +321,18 @@ class Driver:
         self._keys: dict[bytes, bytes] = {}  # validator address -> public key (all seen)
         self._learn_keys(chain.height + 1)
         self._learn_keys(chain.height + 2)
-        own = None
-        if identity is not None and identity.address in self._keys:
-            own = identity.address
-        self.own_address: bytes | None = own
+        # The core always knows our address and key; whether we sign at a height is its
+        # per-height membership test (see "Membership" in the module docstring).
         self._identity = identity
+        own = None if identity is None else identity.address
+        self._was_member = False  # membership at the core's height, for the switch log
         last_commit = None
         if chain.height >= 1:
             raw = chain.store.commit(chain.height)
             if raw:
                 decoded = decode_message(raw)
                 last_commit = decoded if isinstance(decoded, Commit) else None
-        sign = identity.sign if own is not None else _never_sign
+        sign = identity.sign if identity is not None else _never_sign
         self.core = Core(
             self.chain_id,
             own,
@@ -361,6 +374,13 @@ class Driver:
         return self.chain.height
 
     @property
+    def own_address(self) -> bytes | None:
+        """Our validator address while we are in the set of the height consensus is at, else
+        None (an observer now; a key added or removed by a validator-set change switches it
+        at the height the change takes effect)."""
+        return self.core.own_address if self.core.is_validator else None
+
+    @property
     def catching_up(self) -> bool:
         return self._sync.target > self.chain.height + 1 or self._sync.syncing
 
@@ -392,8 +412,11 @@ class Driver:
         return request.result
 
     def allowed_keys(self) -> frozenset[bytes]:
-        """Public keys of every validator the schedule has known (for the peer allow-list)."""
-        return frozenset(self._keys.values())
+        """Public keys of the validators of the sets in force now and next (heights
+        chain.height + 1 and + 2), for the peer allow-list: a validator added by a decided
+        change is allowed as soon as the change is committed (two heights before it signs);
+        one removed stops being allowed once its last height is committed."""
+        return frozenset(self._allowed)
 
     def stop(self) -> None:
         """Graceful stop: the current item (a commit included) finishes, then run() returns."""
@@ -807,10 +830,14 @@ class Driver:
         )
 
     def _learn_keys(self, height: int) -> None:
+        # `_keys` (address -> key, for send_to) keeps every key seen; `_allowed` only the
+        # sets of the next two heights (recomputed when the schedule learns `height`).
         vset = self.schedule.for_height(height)
         if vset is not None:
             for v in vset.validators:
                 self._keys[v.address] = v.pub_key
+        sets = (self.schedule.for_height(h) for h in (self.chain.height + 1, self.chain.height + 2))
+        self._allowed = frozenset(v.pub_key for s in sets if s is not None for v in s.validators)
 
     # ---- sync -------------------------------------------------------------------------
 
@@ -873,7 +900,21 @@ class Driver:
                 self.round_changes += 1
             if self.metrics is not None:
                 self.metrics.set_round(now[1])
+            if now[0] != self._last_round[0]:
+                self._note_membership()
         self._last_round = now
+
+    def _note_membership(self) -> None:
+        # Logged once per switch; the core itself decides per height whether we sign.
+        member = self.core.is_validator
+        if member != self._was_member and self._identity is not None:
+            log.info(
+                "%s: %s the validator set at height %d",
+                self.name,
+                "joins" if member else "is not in",
+                self.core.height,
+            )
+        self._was_member = member
 
     def _failpoint(self, name: str) -> None:
         if name in self.failpoints:
