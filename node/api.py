@@ -5,6 +5,10 @@ driver task, which owns the chain and the mempool (`Driver.submit`); `wait_commi
 on the driver's per-block event and then reads the store. `events` is the driver's event bus
 (node/events.py, the WebSocket subscriptions) and `prove` asks the driver task for state proofs
 against the last committed state (verifiable reads).
+
+`role` and `validator_address` are read from the driver on every call, not fixed at start: a
+validator-set change makes this node a validator (or an observer) at the height it takes
+effect, and `status` says so from then on. `configured_role` is the config's `role`.
 """
 
 from __future__ import annotations
@@ -32,16 +36,26 @@ class NodeApi:
         peers,  # () -> tuple[PeerStatus, ...]
     ) -> None:
         self.name = name
-        self.role = role
+        self.configured_role = role
         self.genesis = genesis
         self.chain_id: str = genesis["chain_id"]
         self.node_id = node_key.hex()
-        self.validator_address: bytes | None = driver.own_address
         self.store = store
         self._driver = driver
         self.events: EventBus | None = driver.events
         self._peers = peers
         self._names = {bytes.fromhex(v["public_key"]): v["name"] for v in genesis["validators"]}
+
+    @property
+    def validator_address(self) -> bytes | None:
+        """Our address while the set of the height consensus is at names us, else None."""
+        return self._driver.own_address
+
+    @property
+    def role(self) -> str:
+        """`validator` while we are in the set of the current height, else `observer`: a
+        validator-set change switches it at the height it takes effect, without a restart."""
+        return "validator" if self._driver.own_address is not None else "observer"
 
     async def status(self) -> dict:
         height = await self.store.latest_height() or 0
@@ -51,17 +65,19 @@ class NodeApi:
             stored = await self.store.block(height)
             header = decode_header(stored.header)
             block_hash, app_hash, time_ms = header.hash, header.app_hash, header.time_ms
+        # Read once: the driver may switch membership between awaits.
+        address = self.validator_address
         power = 0
         vset = self._driver.schedule.for_height(height + 1)
-        if vset is not None and self.validator_address is not None:
-            member = vset.get(self.validator_address)
+        if vset is not None and address is not None:
+            member = vset.get(address)
             power = member.power if member is not None else 0
         return {
             "node_info": {
                 "id": self.node_id,
                 "moniker": self.name,
                 "network": self.chain_id,
-                "role": self.role,
+                "role": "validator" if address is not None else "observer",
             },
             "sync_info": {
                 "latest_block_height": height,
@@ -71,9 +87,7 @@ class NodeApi:
                 "catching_up": self._driver.catching_up,
             },
             "validator_info": {
-                "address": address_to_text(self.validator_address)
-                if self.validator_address
-                else None,
+                "address": address_to_text(address) if address is not None else None,
                 "voting_power": power,
             },
         }

@@ -8,6 +8,10 @@ and metrics. Shutdown on SIGTERM/SIGINT: the driver is told to stop, so the bloc
 committing finishes (a started store write is never abandoned), then the nursery is
 cancelled, which closes every peer link, and the database is closed. Exit status 0.
 
+Validator-set changes need no restart: the driver signs with the node key at the heights
+whose set names it (`_signing_identity`), and the peer allow-list asks the driver for the
+keys of the sets of the next two heights on every handshake (`is_allowed`).
+
 `khazana start` (node/cli.py) has already checked config, genesis, key and database and
 holds the single-instance lock on the home folder when it calls `run_node`.
 """
@@ -80,14 +84,17 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
     store = AsyncStore(chain.store, run_sync)
     record = await store.load_consensus_record()
     durable = DurableState.from_bytes(record) if record else None
-    static_allowed = {bytes.fromhex(v["public_key"]) for v in genesis["validators"]}
+    genesis_keys = {bytes.fromhex(v["public_key"]) for v in genesis["validators"]}
+    static_allowed = set(genesis_keys)
     static_allowed |= set(config.p2p.observers)
     static_allowed |= {peer.pub_key for peer in config.p2p.peers}
     driver_ref: list[Driver] = []
 
     def is_allowed(pub_key: bytes) -> bool:
-        # Genesis validators, configured observers and peers, and every validator the
-        # schedule has learnt from decided validator-set changes.
+        # Genesis validators (one removed by a change stays allowed, as an observer would
+        # be), configured observers and peers, and the validators of the sets of the next two
+        # heights (a validator added by a committed change; one added and later removed
+        # is refused again once its last height is committed, unless configured).
         return pub_key in static_allowed or (
             bool(driver_ref) and pub_key in driver_ref[0].allowed_keys()
         )
@@ -124,7 +131,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
         store=store,
         net=manager,
         mempool=mempool,
-        identity=key if config.is_validator else None,
+        identity=_signing_identity(config, key, genesis_keys),
         config=driver_config(config),
         clock_ms=wall_clock_ms,
         durable=durable,
@@ -184,6 +191,18 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
                 nursery.cancel_scope.cancel()
                 break
     return 0
+
+
+def _signing_identity(config: NodeConfig, key, genesis_keys: set[bytes]):
+    """The key the driver signs with while the validator set names it (docs/NODE.md,
+    "Validator-set changes"): a validator's, and an observer's too, so an observer whose key
+    the institutions add to the set starts validating at the height the change takes effect.
+    An observer holding a genesis validator's key never signs: that key belongs to a
+    validator node, and two nodes signing with one key would double-sign."""
+    if config.is_validator or key.public_key not in genesis_keys:
+        return key
+    log.warning("%s: observer with a genesis validator's key: it will never sign", config.name)
+    return None
 
 
 async def _start_rpc(nursery: trio.Nursery, api: NodeApi, config: NodeConfig) -> None:
