@@ -9,6 +9,10 @@ TxRejected           a transaction refused by the ledger or the mempool: `code`,
                      (None when refused at admission, before any block)
 CommitTimeout        the transaction was accepted but not seen in a block in time
 SignedTxFileError    a multi-signature file that cannot be read
+QueryRefused         (an RpcError, -32602) the node refused a subscription query: `query`
+SubscriptionClosed   the WebSocket ended under a subscription: `code` and `reason` of the
+                     close (1008 "too slow: ...", 1013 too many connections, 1006 lost)
+SubscriptionTimeout  no event within the `timeout` a blocking subscription was given
 """
 
 from __future__ import annotations
@@ -72,3 +76,29 @@ class CommitTimeout(ClientError):
 
 class SignedTxFileError(ClientError):
     """A signed-transaction file that is not one, or whose bytes do not verify."""
+
+
+class QueryRefused(RpcError):
+    """`subscribe` answered -32602: the query is outside the node's query language (or the
+    connection already has as many subscriptions as the node allows)."""
+
+    def __init__(self, query: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(code, message, data)
+        self.query = query
+        detail = f": {data}" if data is not None else ""
+        self.args = (f"the node refused the subscription {query!r} ({code} {message}){detail}",)
+
+
+class SubscriptionClosed(ClientError):
+    """The WebSocket under a subscription was closed by the node or lost."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"the node closed the subscription connection: {code} {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class SubscriptionTimeout(ClientError):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"no event within {timeout_s:g} s")
+        self.timeout_s = timeout_s
