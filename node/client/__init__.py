@@ -8,22 +8,29 @@
     op = TxBuilder.issue(instrument="USD-BOND-2031", to="kz1...", amount=1_000)
     committed = client.send(op, [key])                  # nonce read from the account
 
-Modules: `core` (the sans-IO plans, JSON-RPC and HTTP bytes, typed results), `sync` and
-`aio` (the two transports), `ops` (the table of operations and `TxBuilder`), `signing`
+    with client.subscribe("tm.event='NewBlock'", timeout=30) as blocks:   # WebSocket
+        for event in blocks:                            # AsyncClient: `async with`/`async for`
+            print(event.height, event.hash)
+
+Modules: `core` (the sans-IO plans, JSON-RPC and HTTP bytes, typed results), `ws` (the
+sans-IO WebSocket subscription session, on wsproto), `sync` and `aio` (the two transports), `ops` (the table of operations and `TxBuilder`), `signing`
 (signing several institutions' signatures, the signed-transaction file), `proofs` (checking
 proofs against a trusted validator set), `errors`. The `khazana tx` / `khazana query` command
 line is `node/client/cli.py`.
 """
 
-from node.client.aio import AsyncClient
+from node.client.aio import AsyncClient, AsyncSubscription, AsyncWebSocket
 from node.client.core import Admission, Committed, Plans, Status
 from node.client.errors import (
     ClientError,
     CommitTimeout,
     NodeUnreachable,
     ProtocolError,
+    QueryRefused,
     RpcError,
     SignedTxFileError,
+    SubscriptionClosed,
+    SubscriptionTimeout,
     TxRejected,
 )
 from node.client.ops import OPS, BuildError, Operation, TxBuilder
@@ -38,28 +45,37 @@ from node.client.signing import (
     tx_to_base64,
     write_tx_file,
 )
-from node.client.sync import Client
+from node.client.sync import Client, Subscription, WebSocket
+from node.client.ws import Event
 
 __all__ = [
     "OPS",
     "Admission",
     "AsyncClient",
+    "AsyncSubscription",
+    "AsyncWebSocket",
     "BuildError",
     "Client",
     "ClientError",
     "CommitTimeout",
     "Committed",
+    "Event",
     "NodeUnreachable",
     "Operation",
     "Plans",
     "ProofError",
     "ProtocolError",
+    "QueryRefused",
     "RpcError",
     "SignedTxFileError",
     "Status",
+    "Subscription",
+    "SubscriptionClosed",
+    "SubscriptionTimeout",
     "TrustedValidators",
     "TxBuilder",
     "TxRejected",
+    "WebSocket",
     "add_signatures",
     "load_tx",
     "read_tx_file",
