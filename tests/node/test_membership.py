@@ -183,3 +183,73 @@ def test_a_node_joins_and_a_validator_leaves_at_h_plus_2_without_a_restart(tmp_p
     }
     for node in everyone:
         node.chain.close()
+
+
+def test_a_joined_validator_restarts_as_a_validator_and_never_signs_twice(tmp_path):
+    """The added node crashes right after its first signing heights and restarts from its
+    database and consensus record: it is a validator at once (no config change), catches
+    up and signs again, and no slot ever holds two different messages of it."""
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+    candidate = Node("candidate", tmp_path / "candidate.db", hub)
+    everyone = [*nodes, candidate]
+    add = change_tx(
+        0, [{"name": "candidate", "public_key": candidate.identity.public_key, "power": 10}]
+    )
+    add_id = decode_signed_tx(add).tx_id
+    address = candidate.identity.address
+
+    async def main():
+        with trio.fail_after(300):
+            async with trio.open_nursery() as nursery:
+                for node in everyone:
+                    await nursery.start(node.run)
+                await wait_until(lambda: nodes[0].chain.height >= 1)
+                assert (await nodes[0].driver.submit(add)).code == Code.OK
+                await wait_until(lambda: nodes[0].chain.store.tx(add_id) is not None)
+                joined = nodes[0].chain.store.tx(add_id).height
+                first = joined + VALSET_DELAY
+                await wait_until(lambda: first + 1 in votes_by(hub, address, VoteType.PREVOTE))
+                candidate.kill()
+                down_at = max(n.chain.height for n in nodes)
+                await wait_until(lambda: all(n.chain.height >= down_at + 2 for n in nodes))
+                candidate.revive()
+                await nursery.start(candidate.run)
+                assert candidate.driver.own_address == address  # a validator from the start
+                target = max(n.chain.height for n in nodes) + 3
+                await wait_until(lambda: all(n.chain.height >= target for n in everyone))
+                nursery.cancel_scope.cancel()
+        return first, down_at
+
+    first, down_at = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    agree(everyone, min(n.chain.height for n in everyone))
+    assert not {slot: ids for slot, ids in signed_votes(hub).items() if len(ids) > 1}
+    precommits = votes_by(hub, address, VoteType.PRECOMMIT)
+    assert min(precommits) == first
+    assert max(precommits) > down_at + 2  # signing again after the restart
+    for node in everyone:
+        node.chain.close()
+
+
+def test_an_observer_signs_with_its_own_key_but_never_with_a_genesis_validator_key(tmp_path):
+    """app.py's identity rule: an observer's own key may be added to the set later, so the
+    driver gets it; an observer configured with a genesis validator's key gets none (that key
+    signs on its validator node; two signers of one key would double-sign)."""
+    from node.app import _signing_identity
+    from node.config import from_dict
+
+    def config(role: str):
+        document = {
+            "name": "n",
+            "role": role,
+            "chain_id": CHAIN_ID,
+            "p2p": {"listen": "10.0.0.5:26656"},
+            "rpc": {"listen": "10.0.0.5:26657"},
+        }
+        return from_dict(document, home=tmp_path)
+
+    genesis_keys = {key("validator-" + n).public_key for n in ("ministry", "auditor")}
+    own, validator = key("observer-1"), key("validator-auditor")
+    assert _signing_identity(config("observer"), own, genesis_keys) is own
+    assert _signing_identity(config("observer"), validator, genesis_keys) is None
+    assert _signing_identity(config("validator"), validator, genesis_keys) is validator
