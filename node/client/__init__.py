@@ -3,7 +3,7 @@
     from node.client import Client, AsyncClient, TxBuilder
     from ledger.crypto import read_key_file
 
-    client = Client("http://127.0.0.1:26657")          # AsyncClient: same methods, awaited
+    client = Client("http://127.0.0.1:26651")          # AsyncClient: same methods, awaited
     key = read_key_file("clients/ministry.key")
     op = TxBuilder.issue(instrument="USD-BOND-2031", to="kz1...", amount=1_000)
     committed = client.send(op, [key])                  # nonce read from the account

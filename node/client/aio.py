@@ -2,7 +2,7 @@
 `node/client/core.py`, like the blocking `Client`, with the same methods (awaited).
 
     async with trio.open_nursery():
-        client = AsyncClient("http://127.0.0.1:26657")
+        client = AsyncClient("http://127.0.0.1:26651")
         status = await client.status()
 
 One connection per call (`Connection: close`), each bounded by `timeout_s` (connect, send

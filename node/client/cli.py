@@ -7,6 +7,7 @@
     khazana query status|block|commit|tx|account|instrument|instruments|holders|events|
                   validators|net-info|genesis|unconfirmed ... [--rpc URL] [--json]
     khazana query account|tx ... --prove --genesis FILE   verified against trusted validators
+    khazana query subscribe QUERY [--count N] [--timeout S] [--json]   events as committed
 
 One sub-command per ledger operation, generated from `node.client.ops.OPS` (flags are the
 args with `-` for `_`). The first `--key` is the sender unless `--sender` says otherwise;
@@ -17,7 +18,12 @@ base64, or with `--out FILE` writes the signed-transaction file other institutio
 node for the nonce and chain id, writes the file and submits nothing.
 
 Output: aligned `key: value` lines, amounts shown with their instrument's decimals; `--json`
-prints one JSON document for scripts. Errors are one line on stderr, never a traceback.
+prints one JSON document for scripts (`query subscribe`: one line per event, readable, or
+with `--json` one JSON object per line). Errors are one line on stderr, never a traceback;
+a reader that stops early (`khazana query ... | head`) ends the command quietly.
+
+The node is `--rpc URL`, else `$KHAZANA_RPC`, else the first node `khazana init` writes
+(http://127.0.0.1:26651).
 
 Exit codes: 0 ok; 1 refused (a rejected transaction: code, name and meaning; an RPC error;
 not found; not committed in time; a proof that does not verify); 2 bad usage or input (argparse, a bad argument value, an
@@ -41,6 +47,7 @@ from node.client.errors import (
     ClientError,
     CommitTimeout,
     NodeUnreachable,
+    QueryRefused,
     RpcError,
     SignedTxFileError,
     TxRejected,
@@ -62,6 +69,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 RPC_ENV = "KHAZANA_RPC"
 
 # What each refusal means, in words for the person who sent the transaction.
@@ -204,6 +212,14 @@ QUERIES: dict[str, tuple[str, tuple[tuple[str, dict], ...]]] = {
     "net-info": ("the node's peers", ()),
     "genesis": ("the genesis document", ()),
     "unconfirmed": ("the mempool's size", ()),
+    "subscribe": (
+        "print events as they are committed (WebSocket), e.g. \"tm.event='NewBlock'\"",
+        (
+            ("subscription", {"metavar": "QUERY", "help": "a query of docs/RPC.md"}),
+            ("--count", {"type": int, "help": "stop after N events (default: never)"}),
+            ("--timeout", {"type": float, "help": "give up after S seconds without an event"}),
+        ),
+    ),
 }
 
 
@@ -293,7 +309,14 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
     def run(args: argparse.Namespace) -> int:
         try:
-            return command(args)
+            code = command(args)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+            return code
+        except BrokenPipeError:
+            # The reader went away (`| head`): nothing more to say to anyone. Point stdout
+            # at /dev/null so the interpreter's own flush at exit does not complain again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
         except NodeUnreachable as exc:
             _say(str(exc))
             return EXIT_UNREACHABLE
@@ -305,6 +328,9 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         except (UsageError, BuildError, KeyFileError, SignedTxFileError, ValueError) as exc:
             _say(str(exc))
             return EXIT_USAGE
+        except QueryRefused as exc:
+            _say(str(exc))
+            return EXIT_REFUSED
         except RpcError as exc:
             _say(f"the node refused the request: {exc.message} ({exc.code})" + _data(exc))
             return EXIT_REFUSED
@@ -467,6 +493,8 @@ def _decimals(client: Client, cache: dict[str, int], instrument_id: str) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     client = _client(args)
     what = args.query
+    if what == "subscribe":
+        return _subscribe(client, args)
     if what == "status":
         status = client.status()
         _emit(args, status.raw)
@@ -597,3 +625,37 @@ def _print_events(events: list[dict]) -> None:
     for event in events:
         attributes = " ".join(f"{k}={v}" for k, v in event["attributes"].items())
         print(f"{event['height']:>8} {event['tx_index']:>4}  {event['type']:<22} {attributes}")
+
+
+def _subscribe(client: Client, args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise UsageError(f"--count must be at least 1, got {args.count}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
+    try:
+        with client.subscribe(args.subscription, timeout=args.timeout) as events:
+            for seen, event in enumerate(events, 1):
+                if args.json:
+                    print(json.dumps(event.to_json(), separators=(",", ":")))
+                else:
+                    print(_event_line(event))
+                sys.stdout.flush()  # each event as it comes, also into a pipe
+                if args.count is not None and seen >= args.count:
+                    break
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _event_line(event: Any) -> str:
+    value = event.value
+    if event.kind == "NewBlock":
+        txs = len(value["block"].get("txs", []))
+        return f"block {event.height} {event.hash} txs={txs}"
+    outcome = value.get("tx_result", {})
+    kinds = ",".join(e.get("type", "?") for e in outcome.get("events", [])) or "-"
+    line = f"tx {event.hash} height={event.height} index={value.get('index')} "
+    line += f"code={outcome.get('code')} events={kinds}"
+    if outcome.get("code"):
+        line += f" log={outcome.get('log', '')!r}"
+    return line

@@ -31,11 +31,14 @@ from node.client.errors import (
 )
 from node.client.ops import Operation, to_address
 from node.client.signing import sign, tx_to_base64
+from node.home import DEFAULT_BASE_PORT, DEFAULT_HOST
 
 METHOD_NOT_FOUND = -32601
 NOT_FOUND = -32001
 COMMIT_TIMEOUT = -32002  # broadcast_tx_commit: admitted, not committed within the node's wait
-DEFAULT_RPC = "http://127.0.0.1:26657"
+# Where `khazana init` puts the first node's JSON-RPC (node/home.py: node k listens on
+# base + 3k + 1), so that the CLI and SDK reach a fresh local network without --rpc.
+DEFAULT_RPC = f"http://{DEFAULT_HOST}:{DEFAULT_BASE_PORT + 1}"
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a block of many transactions fits; nothing bigger
 POLL_INTERVAL_S = 0.2  # while waiting for a commit without broadcast_tx_commit
 

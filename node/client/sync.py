@@ -1,6 +1,6 @@
 """`Client`: the blocking SDK, over `http.client`. Runs the plans of `node/client/core.py`.
 
-    client = Client("http://127.0.0.1:26657")
+    client = Client("http://127.0.0.1:26651")
     client.status().height
     client.send(TxBuilder.transfer(instrument="USD-CASH", to="kz1...", amount=5), [key])
 
