@@ -119,6 +119,7 @@ FAILPOINT_EXIT_CODE = 137
 MAX_EVIDENCE_KEPT = 256
 BAD_MESSAGE_PENALTY = 25
 BAD_SYNC_PENALTY = 50
+GOSSIP_CHUNK_BYTES = 1024 * 1024  # well under messages.MAX_MESSAGE_SIZE with the framing
 
 
 def failpoints_from_env(environ: dict[str, str] | None = None) -> frozenset[str]:
@@ -627,7 +628,10 @@ class Driver:
 
     # ---- admission ----------------------------------------------------------------------
 
-    def _admit(self, request: _Admission) -> None:
+    def _admit(self, request: _Admission, gossip: list[bytes] | None = None) -> None:
+        """Admit one transaction (or hold it while a block is pending). A newly admitted
+        transaction is gossiped at once, or appended to `gossip` when the caller sends many
+        in one message (`_flush_admissions`)."""
         if self.chain.pending is not None:
             # The mempool checks against the committed state only; hold the request.
             if len(self._held) >= self.config.max_held_admissions:
@@ -654,7 +658,10 @@ class Driver:
         request.done.set()
         if result.ok and not request.check_only:
             # Newly admitted only: a transaction crosses each link once.
-            self.net.broadcast(messages.encode(TxGossip((request.raw,))))
+            if gossip is None:
+                self.net.broadcast(messages.encode(TxGossip((request.raw,))))
+            else:
+                gossip.append(request.raw)
             if self.mempool.has_ready():
                 self._tx_arrived.set()
 
@@ -668,9 +675,28 @@ class Driver:
             request.done.set()
 
     def _flush_admissions(self) -> None:
+        # Under load nearly every admission is held (a block is pending most of the time), so
+        # this is where transactions are admitted: gossip them in a few messages, not one
+        # message (and one frame, one encryption, one inbox item at each peer) per transaction.
         held, self._held = self._held, []
+        gossip: list[bytes] = []
         for request in held:
-            self._admit(request)
+            self._admit(request, gossip)
+        self._gossip(gossip)
+
+    def _gossip(self, txs: list[bytes]) -> None:
+        """Broadcast `txs` in `TxGossip` messages of at most MAX_GOSSIP_TXS transactions and
+        about GOSSIP_CHUNK_BYTES each (a peer's message size limit bounds them)."""
+        start, size = 0, 0
+        for end, raw in enumerate(txs):
+            if end > start and (
+                end - start >= messages.MAX_GOSSIP_TXS or size + len(raw) > GOSSIP_CHUNK_BYTES
+            ):
+                self.net.broadcast(messages.encode(TxGossip(tuple(txs[start:end]))))
+                start, size = end, 0
+            size += len(raw)
+        if start < len(txs):
+            self.net.broadcast(messages.encode(TxGossip(tuple(txs[start:]))))
 
     # ---- proposals ----------------------------------------------------------------------
 
