@@ -181,13 +181,29 @@ def _run_node(run_node, config) -> int:
     docs/NODE.md spells `run_node(home)`: a first parameter named `home` gets the folder."""
     parameters = list(inspect.signature(run_node).parameters)
     argument = config.home if parameters and parameters[0] == "home" else config
-    if inspect.iscoroutinefunction(run_node):
-        import trio
+    try:
+        if inspect.iscoroutinefunction(run_node):
+            import trio
 
-        result = trio.run(run_node, argument)
-    else:
-        result = run_node(argument)
+            result = trio.run(run_node, argument)
+        else:
+            result = run_node(argument)
+    except OSError as exc:
+        # A port another program holds, an address this host does not have: the operator's
+        # to fix, so a clear line rather than a traceback.
+        print(f"khazana start: {exc.strerror or exc} ({_addresses(config)})", file=sys.stderr)
+        return 1
     return result if isinstance(result, int) else 0
+
+
+def _addresses(config) -> str:
+    parts = []
+    for name in ("p2p", "rpc", "metrics"):
+        section = getattr(config, name, None)
+        listen = getattr(section, "listen", None)
+        if listen is not None:
+            parts.append(f"{name} {listen}")
+    return "listening on " + ", ".join(parts) if parts else "check the listen addresses"
 
 
 def cmd_localnet(args: argparse.Namespace) -> int:
