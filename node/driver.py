@@ -188,6 +188,14 @@ class _Tick:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class _Gossiped:
+    """The transactions of one peer's `TxGossip` message, admitted together."""
+
+    peer: bytes
+    txs: tuple[bytes, ...]
+
+
 MAX_HELD_PROOFS = 1024
 
 
@@ -457,8 +465,7 @@ class Driver:
             if isinstance(message, SyncRequest):
                 await self._serve_sync(peer, message)
             elif isinstance(message, TxGossip):
-                for raw in message.txs:
-                    await self._post(_Admission(raw, peer, False, trio.current_time()))
+                await self._post(_Gossiped(peer, message.txs))  # one inbox item per message
             else:
                 await self._post(_FromPeer(peer, message))
 
@@ -506,6 +513,12 @@ class Driver:
                 return None
             case _Admission():
                 self._admit(item)
+                return None
+            case _Gossiped(peer, txs):
+                now, relay = trio.current_time(), []
+                for raw in txs:
+                    self._admit(_Admission(raw, peer, False, now), relay)
+                self._gossip(relay)
                 return None
             case _Prove():
                 self._held_proofs.append(item)  # served after this item (run loop)
@@ -662,7 +675,8 @@ class Driver:
                 self.net.broadcast(messages.encode(TxGossip((request.raw,))))
             else:
                 gossip.append(request.raw)
-            if self.mempool.has_ready():
+            # has_ready scans the senders: once per waiting proposer, not once per admission.
+            if not self._tx_arrived.is_set() and self.mempool.has_ready():
                 self._tx_arrived.set()
 
     def _serve_proofs(self) -> None:
