@@ -196,7 +196,7 @@ def test_short_chaos_run_loses_nothing_and_never_forks(tmp_path):
             "--localnet",
             str(tmp_path / "net"),
             "--duration",
-            "50",
+            "30",
             "--faults",
             CI_FAULTS,
         ],
@@ -213,7 +213,7 @@ def test_short_chaos_run_loses_nothing_and_never_forks(tmp_path):
     assert summary["honest_crashes"] == 0, summary
     assert summary["double_signs"] == 0 and summary["bad_certificates"] == 0, summary
     assert summary["live"] is True, summary
-    assert sum(summary["faults"].values()) >= 5, summary
+    assert set(summary["faults"]) == set(CI_FAULTS.split(",")), summary  # each at least once
     assert summary["max_recovery_s"] < 60, summary
     assert done.returncode == 0, summary
     # Every acknowledged line on disk is one the summary counted.
@@ -228,7 +228,7 @@ def test_chaos_across_network_namespaces_partitions_and_kills(tmp_path):
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("cannot create network namespaces: not root or no `ip`")
     command = [sys.executable, str(ROOT / "scripts" / "chaos.py"), "--netns"]
-    command += ["--localnet", str(tmp_path / "net"), "--duration", "12"]
+    command += ["--localnet", str(tmp_path / "net"), "--duration", "1"]
     command += ["--faults", "kill,partition_1_3"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=ROOT)
     if done.returncode == NO_NAMESPACES_EXIT:
