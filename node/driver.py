@@ -120,6 +120,7 @@ MAX_EVIDENCE_KEPT = 256
 BAD_MESSAGE_PENALTY = 25
 BAD_SYNC_PENALTY = 50
 GOSSIP_CHUNK_BYTES = 1024 * 1024  # well under messages.MAX_MESSAGE_SIZE with the framing
+GOSSIP_DELAY_S = 0.02  # a busy node's admitted txs wait at most about this long to be gossiped
 
 
 def failpoints_from_env(environ: dict[str, str] | None = None) -> frozenset[str]:
@@ -361,6 +362,8 @@ class Driver:
         self._sync = SyncState(config.sync_batch, config.sync_timeout_ms / 1000)
         self._nursery: trio.Nursery | None = None
         self._held: list[_Admission] = []
+        self._gossip_out: list[bytes] = []  # admitted, not yet gossiped (bounded by the pool)
+        self._gossip_since = 0.0  # when the oldest of them was admitted
         self._held_proofs: list[_Prove] = []
         self._hold_s = config.admission_hold_ms / 1000
         self._stopping = False
@@ -446,6 +449,12 @@ class Driver:
                     await self._handle(ready)
                 if self._held_proofs and self.chain.pending is None:
                     self._serve_proofs()
+                if self._gossip_out and (
+                    self._inbox.statistics().current_buffer_used == 0
+                    or len(self._gossip_out) >= messages.MAX_GOSSIP_TXS
+                    or trio.current_time() - self._gossip_since >= GOSSIP_DELAY_S
+                ):
+                    self._send_gossip()
                 if self._stopping:
                     break
             for request in self._held_proofs:
@@ -515,10 +524,9 @@ class Driver:
                 self._admit(item)
                 return None
             case _Gossiped(peer, txs):
-                now, relay = trio.current_time(), []
+                now = trio.current_time()
                 for raw in txs:
-                    self._admit(_Admission(raw, peer, False, now), relay)
-                self._gossip(relay)
+                    self._admit(_Admission(raw, peer, False, now))
                 return None
             case _Prove():
                 self._held_proofs.append(item)  # served after this item (run loop)
@@ -641,10 +649,9 @@ class Driver:
 
     # ---- admission ----------------------------------------------------------------------
 
-    def _admit(self, request: _Admission, gossip: list[bytes] | None = None) -> None:
+    def _admit(self, request: _Admission) -> None:
         """Admit one transaction (or hold it while a block is pending). A newly admitted
-        transaction is gossiped at once, or appended to `gossip` when the caller sends many
-        in one message (`_flush_admissions`)."""
+        transaction joins the outgoing gossip (sent by the run loop, see `_send_gossip`)."""
         if self.chain.pending is not None:
             # The mempool checks against the committed state only; hold the request.
             if len(self._held) >= self.config.max_held_admissions:
@@ -671,10 +678,9 @@ class Driver:
         request.done.set()
         if result.ok and not request.check_only:
             # Newly admitted only: a transaction crosses each link once.
-            if gossip is None:
-                self.net.broadcast(messages.encode(TxGossip((request.raw,))))
-            else:
-                gossip.append(request.raw)
+            if not self._gossip_out:
+                self._gossip_since = trio.current_time()
+            self._gossip_out.append(request.raw)
             # has_ready scans the senders: once per waiting proposer, not once per admission.
             if not self._tx_arrived.is_set() and self.mempool.has_ready():
                 self._tx_arrived.set()
@@ -689,14 +695,18 @@ class Driver:
             request.done.set()
 
     def _flush_admissions(self) -> None:
-        # Under load nearly every admission is held (a block is pending most of the time), so
-        # this is where transactions are admitted: gossip them in a few messages, not one
-        # message (and one frame, one encryption, one inbox item at each peer) per transaction.
         held, self._held = self._held, []
-        gossip: list[bytes] = []
         for request in held:
-            self._admit(request, gossip)
-        self._gossip(gossip)
+            self._admit(request)
+
+    def _send_gossip(self) -> None:
+        """Send the transactions admitted since the last call. The run loop calls it when the
+        inbox is drained (or the list is long), so a busy node sends a few large `TxGossip`
+        messages, not one message (one frame, one encryption, one inbox item at each peer)
+        per transaction (nor does any wait longer than GOSSIP_DELAY_S, if an item is handled by
+        then); an idle node still sends each at once."""
+        txs, self._gossip_out = self._gossip_out, []
+        self._gossip(txs)
 
     def _gossip(self, txs: list[bytes]) -> None:
         """Broadcast `txs` in `TxGossip` messages of at most MAX_GOSSIP_TXS transactions and
