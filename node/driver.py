@@ -48,6 +48,20 @@ are a member at the core's height, else None. `allowed_keys()` (the peer allow-l
 dynamic part) is the keys of the sets of the next two heights: a new validator may connect
 as soon as the change that adds it is committed, two heights before it signs.
 
+Signing hold (double-sign protection after a lost record, like CometBFT's
+`double_sign_check_height`): the consensus record is the only memory of what we signed. A
+validator whose record is missing while its store holds blocks (height S > 0), or whose record
+is older than the store (height < S), cannot know what it signed before, so it starts as a
+follower that never signs (`signing_held`; the core gets no address). It learns the network's
+tip T from the peers' Status messages (the highest reported in the first `2 * tick_ms` after
+the first one), syncs and follows consensus, and once it has applied a block at height
+>= max(S, T) + 1 -- decided by the others after this start -- it signs again from the next
+height. Why that is safe: before the crash it could only sign at heights <= its store height
++ 1 and <= the network tip at the crash + 1, both <= max(S, T) + 1. Both switches are logged
+at WARNING. A brand-new validator (empty store, no record) signs at once; a lone validator
+with a lost record never signs again (no peer can tell it the tip): restore the record or
+accept the risk by hand.
+
 Fail points (`KHAZANA_FAILPOINTS=after_persist,before_send,...`) end the process with
 `os._exit(137)` at that step, for the crash tests; they are off unless the variable is set.
 
@@ -336,6 +350,26 @@ class Driver:
         self._identity = identity
         own = None if identity is None else identity.address
         self._was_member = False  # membership at the core's height, for the switch log
+        # Double-sign protection after a lost record (see "Signing hold" above): with blocks
+        # stored but no record of what we signed (or one older than the store), follow
+        # without signing until the network has decided past anything we could have signed.
+        self.signing_held = (
+            identity is not None
+            and chain.height > 0
+            and (durable is None or durable.height < chain.height)
+        )
+        self._hold_store_height = chain.height  # S: we signed at most at S + 1 (intact store)
+        self._peer_tip: int | None = None  # T: the highest height peers reported
+        self._learn_tip_until: float | None = None  # T is final once this trio time passes
+        if self.signing_held:
+            own = None  # an observer until `_maybe_resume_signing`
+            log.warning(
+                "%s: NOT SIGNING: %s while the store holds %d blocks; following the network "
+                "until it decides a block past its tip (double-sign protection)",
+                name,
+                "no consensus record" if durable is None else f"record at {durable.height}",
+                chain.height,
+            )
         last_commit = None
         if chain.height >= 1:
             raw = chain.store.commit(chain.height)
@@ -502,6 +536,8 @@ class Driver:
                 return self.core.step(message)
             case _FromPeer(peer, Status(height, _)):
                 self._sync.note_peer_height(peer, height)
+                if self.signing_held:
+                    self._learn_peer_tip(height)
                 if height >= self.chain.height + 2:
                     self._sync.want(height)
                     self._request_sync()
@@ -871,6 +907,8 @@ class Driver:
         self.committed.set()
         self.committed = trio.Event()
         self._broadcast_status()
+        if self.signing_held:
+            self._maybe_resume_signing()
         log.info(
             "%s: committed block %d (%d txs) %s",
             self.name,
@@ -954,9 +992,51 @@ class Driver:
                 self._note_membership()
         self._last_round = now
 
+    # ---- signing hold ------------------------------------------------------------------
+
+    def _learn_peer_tip(self, height: int) -> None:
+        """T is the highest height the peers report during `2 * tick_ms` from the first
+        Status we get (every peer broadcasts one per tick, so each connected peer is heard);
+        later reports do not raise it, or a follower one block behind would chase forever."""
+        now = trio.current_time()
+        if self._learn_tip_until is None:
+            self._learn_tip_until = now + 2 * self.config.tick_ms / 1000
+        if now <= self._learn_tip_until and (self._peer_tip is None or height > self._peer_tip):
+            self._peer_tip = height
+
+    @property
+    def signing_resumes_after(self) -> int | None:
+        """The height whose commit ends the signing hold (max(S, T) + 1), once T is final."""
+        if self._peer_tip is None or self._learn_tip_until is None:
+            return None
+        if trio.current_time() <= self._learn_tip_until:
+            return None
+        return max(self._hold_store_height, self._peer_tip) + 1
+
+    def _maybe_resume_signing(self) -> None:
+        """Called after each commit: once a block at height >= max(S, T) + 1 is applied, sign
+        again from the next height (the core enters it with our address)."""
+        target = self.signing_resumes_after
+        if target is None or self.chain.height < target:
+            return
+        assert self._identity is not None
+        self.signing_held = False
+        self.core.own_address = self._identity.address
+        log.warning(
+            "%s: SIGNING AGAIN from height %d: the network decided block %d after this start "
+            "(store was at %d, peers' tip %d)",
+            self.name,
+            self.chain.height + 1,
+            self.chain.height,
+            self._hold_store_height,
+            self._peer_tip,
+        )
+
     def _note_membership(self) -> None:
         # Logged once per switch; the core itself decides per height whether we sign.
         member = self.core.is_validator
+        if self.signing_held:
+            return  # not signing for another reason, logged at start and at the end of it
         if member != self._was_member and self._identity is not None:
             log.info(
                 "%s: %s the validator set at height %d",

@@ -1,0 +1,142 @@
+"""The signing hold: a validator that lost its consensus record (the memory of what it signed)
+while its store holds blocks must not sign until the network has decided a block past
+anything it could have signed before (node/driver.py, "Signing hold").
+
+In-process, four validators on the in-memory hub of tests/node/test_driver.py, virtual time:
+the victim is crashed, its record deleted, the others go on, and the victim restarts. Every
+proposal and vote that leaves it after the restart is recorded: none may be at a height <=
+max(S, T) + 1 (S its store height, T the tip peers reported), and it must sign again after.
+Also: a brand-new validator signs at once, and one whose record is intact is not held.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import trio
+import trio.testing
+
+from consensus.types import Proposal, Vote
+from node import messages
+from node.messages import ConsensusMessage
+from tests.node.test_driver import Endpoint, Hub, Node, agree, make_nodes, wait_until
+
+
+class RecordingEndpoint(Endpoint):
+    """An endpoint that keeps every proposal and vote its node sends (the signing record)."""
+
+    def __init__(self, hub: Hub, key: bytes) -> None:
+        super().__init__(hub, key)
+        self.signed: list[Proposal | Vote] = []
+
+    def _note(self, message: bytes) -> None:
+        decoded = messages.decode(message)
+        if isinstance(decoded, ConsensusMessage) and isinstance(decoded.message, Proposal | Vote):
+            self.signed.append(decoded.message)
+
+    def broadcast(self, message: bytes) -> int:
+        self._note(message)
+        return super().broadcast(message)
+
+    def send_to(self, key: bytes, message: bytes) -> bool:
+        self._note(message)
+        return super().send_to(key, message)
+
+
+def delete_record(path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        deleted = db.execute("DELETE FROM meta WHERE key = 'store.consensus_record'").rowcount
+        db.commit()
+    finally:
+        db.close()
+    return deleted
+
+
+def test_validator_without_its_record_signs_nothing_until_the_network_passes_its_tip(tmp_path):
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+    victim = nodes[3]
+    seen: dict[str, int] = {}
+
+    async def main():
+        with trio.fail_after(300):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    await nursery.start(node.run)
+                await wait_until(lambda: victim.chain.height >= 3)
+                victim.kill()
+                await trio.sleep(0)
+                seen["store"] = victim.chain.height
+                victim.revive()  # closes its database
+                assert delete_record(victim.path) == 1
+                # The others go on without it (3 of 4 is a quorum).
+                await wait_until(lambda: nodes[0].chain.height >= seen["store"] + 3)
+                recorder = RecordingEndpoint(hub, victim.identity.public_key)
+                hub.endpoints[victim.identity.public_key] = recorder
+                victim.endpoint = recorder
+                await nursery.start(victim.run)
+                driver = victim.driver
+                assert driver.signing_held and driver.own_address is None
+                await wait_until(lambda: not driver.signing_held)
+                seen["target"] = driver.chain.height  # the block that ended the hold
+                seen["peer_tip"] = driver._peer_tip
+                seen["resumes_after"] = driver.signing_resumes_after
+                await wait_until(lambda: all(n.chain.height >= seen["target"] + 4 for n in nodes))
+                nursery.cancel_scope.cancel()
+        return recorder
+
+    recorder = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    # T was learned from the peers, and it was past the victim's own store.
+    assert seen["peer_tip"] >= seen["store"] + 3
+    assert seen["target"] >= seen["resumes_after"] == max(seen["store"], seen["peer_tip"]) + 1
+    address = victim.identity.address
+    ours = [m for m in recorder.signed if getattr(m, "validator", None) == address]
+    ours += [m for m in recorder.signed if getattr(m, "proposer", None) == address]
+    heights = sorted({m.height for m in ours})
+    # Nothing signed at any height it might have signed at before the crash ...
+    assert heights and min(heights) > seen["target"], (heights, seen)
+    # ... and it signs again: its precommits are in the certificates after the hold.
+    certified = [
+        h
+        for h in range(seen["target"] + 1, nodes[0].chain.height + 1)
+        if _signed_certificate(nodes[0], h, address)
+    ]
+    assert certified, "the victim never signed again"
+    agree(nodes, min(n.chain.height for n in nodes))
+    for node in nodes:
+        node.chain.close()
+
+
+def _signed_certificate(node: Node, height: int, address: bytes) -> bool:
+    from consensus.wire import decode_message
+
+    commit = decode_message(node.chain.store.commit(height))
+    return any(validator == address for validator, _ in commit.signatures)
+
+
+def test_new_validator_signs_at_once_and_an_intact_record_is_not_held(tmp_path):
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+
+    async def main():
+        for node in nodes:
+            node.open()
+        # Empty store, no record: a brand-new validator, nothing it could have signed.
+        assert [n.driver.signing_held for n in nodes] == [False] * 4
+        assert nodes[0].driver.own_address == nodes[0].identity.address
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    node.chain.close()
+                    await nursery.start(node.run)
+                await wait_until(lambda: all(n.chain.height >= 2 for n in nodes))
+                nursery.cancel_scope.cancel()
+        for node in nodes:
+            node.chain.close()
+            node.open()  # record present and not older than the store: not held
+            assert not node.driver.signing_held, node.name
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    for node in nodes:
+        node.chain.close()
