@@ -12,6 +12,11 @@ Validator-set changes need no restart: the driver signs with the node key at the
 whose set names it (`_signing_identity`), and the peer allow-list asks the driver for the
 keys of the sets of the next two heights on every handshake (`is_allowed`).
 
+A store that cannot write (a full disk, an I/O error) stops the node: the failed SQLite
+transaction was rolled back, so nothing is half-written; `run_node` logs one CRITICAL line
+naming the store's error and returns `EXIT_STORAGE_FAILED` (74, EX_IOERR) instead of letting
+a traceback out. The other nodes go on; free the space and start it again (it syncs).
+
 `khazana start` (node/cli.py) has already checked config, genesis, key and database and
 holds the single-instance lock on the home folder when it calls `run_node`.
 """
@@ -23,6 +28,7 @@ import functools
 import logging
 import random
 import signal
+import sqlite3
 import time
 
 import trio
@@ -30,7 +36,7 @@ import trio
 from consensus.types import DurableState
 from ledger.chain import Chain
 from ledger.crypto import read_key_file
-from ledger.store import AsyncStore
+from ledger.store import AsyncStore, StoreError
 from node.api import NodeApi
 from node.byzantine import from_env as byzantine_from_env
 from node.config import NodeConfig
@@ -41,6 +47,8 @@ from node.mempool import Mempool, MempoolLimits
 from node.p2p import PeerAddress, PeerManager, PeerManagerConfig
 
 log = logging.getLogger(__name__)
+
+EXIT_STORAGE_FAILED = 74  # EX_IOERR (sysexits.h): the store could not write; see the docstring
 
 
 def wall_clock_ms() -> int:
@@ -156,6 +164,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
     )
     listen = p2p.listen
     listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    failures: list[Exception] = []
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(manager.run, listeners)
@@ -163,9 +172,12 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
 
             async def run_driver() -> None:
                 try:
-                    await driver.run()
+                    failure = await run_driver_until_store_fails(driver)
                 finally:
                     driver_done.set()
+                if failure is not None:
+                    failures.append(failure)
+                    nursery.cancel_scope.cancel()
 
             nursery.start_soon(run_driver)
             await _start_rpc(nursery, api, config)
@@ -190,7 +202,32 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
                     await driver_done.wait()
                 nursery.cancel_scope.cancel()
                 break
+    if failures:
+        log.critical(
+            "%s: stopping at height %d: the store cannot write (%s); the failed write was "
+            "rolled back, nothing is half-written: free disk space and start the node again",
+            config.name,
+            chain.height,
+            failures[0],
+        )
+        return EXIT_STORAGE_FAILED
     return 0
+
+
+async def run_driver_until_store_fails(driver: Driver) -> Exception | None:
+    """Run the driver; a store write that fails (StoreError, or a raw sqlite3.Error from a
+    path the store does not wrap) ends it and is returned, anything else propagates."""
+    failure: Exception | None = None
+    try:
+        await driver.run()
+    except* (StoreError, sqlite3.Error) as group:
+        failure = _first_leaf(group)
+    return failure
+
+
+def _first_leaf(group: BaseExceptionGroup) -> Exception:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _signing_identity(config: NodeConfig, key, genesis_keys: set[bytes]):

@@ -17,9 +17,21 @@ import trio
 import trio.testing
 
 from consensus.types import Proposal, Vote
+from ledger.chain import Chain
+from ledger.store import AsyncStore, StoreError
 from node import messages
+from node.app import run_driver_until_store_fails
 from node.messages import ConsensusMessage
-from tests.node.test_driver import Endpoint, Hub, Node, agree, make_nodes, wait_until
+from tests.node.test_driver import (
+    Endpoint,
+    Hub,
+    Node,
+    agree,
+    genesis,
+    inline,
+    make_nodes,
+    wait_until,
+)
 
 
 class RecordingEndpoint(Endpoint):
@@ -139,4 +151,66 @@ def test_new_validator_signs_at_once_and_an_intact_record_is_not_held(tmp_path):
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     for node in nodes:
+        node.chain.close()
+
+
+class FullDiskStore(AsyncStore):
+    """An AsyncStore whose writes fail once `full` is set, as SQLite's do on a full disk (the
+    real store wraps them in StoreError after rolling the transaction back)."""
+
+    full = False
+
+    async def save_consensus_record(self, record: bytes) -> None:
+        if self.full:
+            raise StoreError(
+                "node.db: writing 'store.consensus_record' failed (database or disk is full)"
+            )
+        await super().save_consensus_record(record)
+
+    async def run(self, fn, *args):
+        if self.full and getattr(fn, "__name__", "") == "commit":
+            raise sqlite3.OperationalError("database or disk is full")  # an unwrapped path
+        return await super().run(fn, *args)
+
+
+def test_full_disk_stops_the_driver_with_the_store_error_and_the_others_go_on(tmp_path):
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+    victim = nodes[0]
+    outcome: dict[str, object] = {}
+
+    async def run_victim(task_status=trio.TASK_STATUS_IGNORED):
+        driver = victim.open()
+        store = FullDiskStore(victim.chain.store, inline)
+        driver.store = store
+        outcome["store"] = store
+        task_status.started()
+        outcome["failure"] = await run_driver_until_store_fails(driver)
+        hub.down.add(victim.identity.public_key)
+
+    async def main():
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_victim)
+                for node in nodes[1:]:
+                    await nursery.start(node.run)
+                await wait_until(lambda: victim.chain.height >= 2)
+                outcome["store"].full = True
+                outcome["height"] = victim.chain.height
+                await wait_until(lambda: "failure" in outcome)
+                await wait_until(
+                    lambda: all(n.chain.height >= outcome["height"] + 3 for n in nodes[1:])
+                )
+                nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert isinstance(outcome["failure"], StoreError | sqlite3.OperationalError)
+    assert "full" in str(outcome["failure"])
+    # Nothing half-written: the database reopens at a height it had fully committed.
+    victim.chain.close()
+    reopened = Chain.open(victim.path, genesis())
+    assert outcome["height"] <= reopened.height <= outcome["height"] + 1
+    assert reopened.store.block(reopened.height) is not None
+    reopened.close()
+    for node in nodes[1:]:
         node.chain.close()
