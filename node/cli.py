@@ -11,7 +11,8 @@
 
 Exit codes: 0 success, 1 a refusal or failure (the message says why), 2 bad usage
 (argparse), 3 `start` passed every check but the node runtime (`node/app.py`) is not built;
-for `tx` and `query`, 3 means the node is unreachable (see node/client/cli.py).
+for `tx` and `query`, 3 means the node is unreachable (see node/client/cli.py); 74 (EX_IOERR)
+`start`: the node stopped because its store could not write, e.g. a full disk (node/app.py).
 """
 
 from __future__ import annotations
@@ -179,6 +180,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 def _run_node(run_node, config) -> int:
     """Call `async def run_node(config: NodeConfig)` under trio (a sync one is called as is).
     docs/NODE.md spells `run_node(home)`: a first parameter named `home` gets the folder."""
+    from node.byzantine import ByzantineConfigError
+
     parameters = list(inspect.signature(run_node).parameters)
     argument = config.home if parameters and parameters[0] == "home" else config
     try:
@@ -188,6 +191,10 @@ def _run_node(run_node, config) -> int:
             result = trio.run(run_node, argument)
         else:
             result = run_node(argument)
+    except ByzantineConfigError as exc:
+        # The test-only byzantine flag half set: refuse in one line, never run byzantine.
+        print(f"khazana start: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except OSError as exc:
         # A port another program holds, an address this host does not have: the operator's
         # to fix, so a clear line rather than a traceback.

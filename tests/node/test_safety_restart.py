@@ -214,3 +214,20 @@ def test_full_disk_stops_the_driver_with_the_store_error_and_the_others_go_on(tm
     reopened.close()
     for node in nodes[1:]:
         node.chain.close()
+
+
+def test_half_set_byzantine_flag_refuses_to_start_in_one_line(tmp_path):
+    from node.byzantine import ENV
+    from tests.node.netsupport import Net, free_base_port
+
+    net = Net(tmp_path / "net", free_base_port(1), chain_id="khazana-halfbyz", validators=1)
+    name = net.names[0]
+    try:
+        net.start(name, env={ENV: "double-vote"})  # the variable without the written ack
+        assert net.wait_exit(name, "the refusal") == 1
+    finally:
+        net.stop_all()
+    log = net.log(name)
+    assert "Traceback" not in log, log[-2000:]
+    refusals = [line for line in log.splitlines() if "refusing to start" in line]
+    assert len(refusals) == 1 and "BYZANTINE_ACK" in refusals[0], log[-2000:]
