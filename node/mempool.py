@@ -233,6 +233,11 @@ class Mempool:
             return _refuse(
                 Code.TX_TOO_LARGE, f"transaction is {size} bytes, limit {limits.max_tx_bytes}"
             ), None
+        # Gossip brings each transaction from several peers: exactly these bytes, verified here
+        # and still waiting, get their verdict without being decoded again.
+        known = self._verified.get(hash256(raw)) if type(raw) is bytes else None
+        if known is not None and known in self._entries:
+            return _refuse(Code.ALREADY_IN_MEMPOOL, "transaction is already waiting", known), None
         try:
             tx = decode_signed_tx(raw)
         except LedgerError as exc:
