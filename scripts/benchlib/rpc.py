@@ -92,6 +92,7 @@ class _Connection:
         self.stream = stream
         self.pending: deque[Answer] = deque()
         self.retired = False
+        self.ended = False  # the reader stopped: nothing more can be answered here
         self.scope = trio.CancelScope()
 
     def retire(self) -> None:
@@ -115,6 +116,7 @@ class _Connection:
                         break
             except (OSError, trio.BrokenResourceError, ValueError, IndexError):
                 pass
+        self.ended = True  # set with no checkpoint before the flush: no request is left behind
         while self.pending:  # the connection ended with requests unanswered
             self.pending.popleft()(0, None)
         with trio.CancelScope(shield=True):
@@ -159,29 +161,42 @@ class RpcLanes:
             sender.close()
 
     async def _lane(self, endpoint: Endpoint, receive: trio.MemoryReceiveChannel) -> None:
+        # A connection is opened when a request is there to send, and replaced when the server
+        # has closed it: hypercorn closes a keep-alive connection idle for 5 s (during the
+        # funding, or a drain), and a request written to it was never answered (its
+        # transaction never admitted, and the sender's later ones parked for good).
         async with receive, trio.open_nursery() as readers:
-            finished = False
-            while not finished:
+            connection: _Connection | None = None
+            sent = 0
+            async for queued in receive:
+                if connection is None or connection.ended or sent >= self.per_connection:
+                    if connection is not None:
+                        connection.retire()
+                    connection, sent = await self._connect(endpoint, readers), 0
+                connection.pending.append(queued.answer)
+                sent += 1
                 try:
-                    stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
-                except OSError:
-                    await trio.sleep(RECONNECT_S)
-                    continue
-                connection = _Connection(stream)
-                readers.start_soon(connection.read)
-                try:
-                    for _ in range(self.per_connection):
-                        try:
-                            queued = await receive.receive()
-                        except trio.EndOfChannel:
-                            finished = True
-                            break
-                        connection.pending.append(queued.answer)
-                        await stream.send_all(http_post(endpoint, queued.data))
+                    await connection.stream.send_all(http_post(endpoint, queued.data))
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    await trio.sleep(RECONNECT_S)
-                finally:
+                    # Its reader answers the pending requests (0, None); the next one
+                    # gets a fresh connection.
                     connection.retire()
+                    connection = None
+                    await trio.sleep(RECONNECT_S)
+            if connection is not None:
+                connection.retire()
+
+    @staticmethod
+    async def _connect(endpoint: Endpoint, readers: trio.Nursery) -> _Connection:
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+            except OSError:
+                await trio.sleep(RECONNECT_S)
+                continue
+            connection = _Connection(stream)
+            readers.start_soon(connection.read)
+            return connection
 
 
 class BlockWatcher:
