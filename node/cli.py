@@ -18,6 +18,7 @@ for `tx` and `query`, 3 means the node is unreachable (see node/client/cli.py); 
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import logging
 import sys
@@ -154,7 +155,9 @@ def cmd_start(args: argparse.Namespace) -> int:
             pid_file=str(config.pid_path),
         )
         try:
-            import node.app as app
+            # import_module returns sys.modules' entry, which tests may replace; `import
+            # node.app as app` would take the package attribute left by an earlier import.
+            app = importlib.import_module("node.app")
         except ModuleNotFoundError as exc:
             if exc.name != "node.app":
                 raise
