@@ -1190,7 +1190,9 @@ def test_a_fixed_run_reaches_every_operation_and_the_hard_refusals():
     run_state_machine_as_test(
         Recording,
         settings=settings(
-            max_examples=10,
+            # 16 runs: with 10, a change elsewhere in the ledger (validator-set promotion)
+            # shifted the fixed draws so that the rare eligibility refusals were missed.
+            max_examples=16,
             stateful_step_count=200,
             derandomize=True,  # a fixed seed: the same run every time, everywhere
             database=None,
