@@ -24,6 +24,7 @@ Last line: {"tx_per_s": ..., "tx_per_s_1m": ..., "verify_per_s": ..., "rss_mb_1m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -148,16 +149,12 @@ def prepare(path: Path, accounts: int, senders: int) -> None:
             state.put_account(Account(address, kyc=kyc))
             state.put_holding(CASH, address, Holding(FUNDING))
         instrument = state.instruments[CASH]
-        state.put_instrument(_with_supply(instrument, instrument.supply + extra * FUNDING))
+        state.put_instrument(
+            dataclasses.replace(instrument, supply=instrument.supply + extra * FUNDING)
+        )
         pending = chain.build_block([], chain.last_time_ms + 1_000, bank.address)
         chain.commit(pending, b"bench-import")
     chain.close()
-
-
-def _with_supply(instrument, supply: int):
-    import dataclasses
-
-    return dataclasses.replace(instrument, supply=supply)
 
 
 def measure(path: Path, accounts: int, senders: int, blocks: int) -> dict:
