@@ -252,7 +252,13 @@ class _Admission:
         self.check_only = check_only
         self.since = since
         self.result: AdmissionResult | None = None
-        self.done = trio.Event()
+        # Nobody waits for a gossiped transaction's verdict: no event to allocate and set.
+        self.done: trio.Event | None = trio.Event() if peer is None else None
+
+    def finish(self, result: AdmissionResult) -> None:
+        self.result = result
+        if self.done is not None:
+            self.done.set()
 
 
 # ---- validator sets from the ledger ----------------------------------------------------
@@ -437,6 +443,7 @@ class Driver:
         `admission_hold_ms`) for that block to be committed or abandoned."""
         request = _Admission(raw, None, check_only, trio.current_time())
         await self._inbox_send.send(request)
+        assert request.done is not None  # a client's admission always has its event
         await request.done.wait()
         assert request.result is not None
         return request.result
@@ -561,8 +568,12 @@ class Driver:
                 return None
             case _Gossiped(peer, txs):
                 now = trio.current_time()
+                knows = self.mempool.knows
                 for raw in txs:
-                    self._admit(_Admission(raw, peer, False, now))
+                    # Copies of transactions already waiting or just committed (most gossip
+                    # on a full mesh) are dropped here, even while a block is pending.
+                    if not knows(raw):
+                        self._admit(_Admission(raw, peer, False, now))
                 return None
             case _Prove():
                 self._held_proofs.append(item)  # served after this item (run loop)
@@ -691,13 +702,14 @@ class Driver:
         if self.chain.pending is not None:
             # The mempool checks against the committed state only; hold the request.
             if len(self._held) >= self.config.max_held_admissions:
-                request.result = AdmissionResult(
-                    int(Code.MEMPOOL_FULL),
-                    "node busy: too many waiting admissions",
-                    b"",
-                    CODESPACE_MEMPOOL,
+                request.finish(
+                    AdmissionResult(
+                        int(Code.MEMPOOL_FULL),
+                        "node busy: too many waiting admissions",
+                        b"",
+                        CODESPACE_MEMPOOL,
+                    )
                 )
-                request.done.set()
                 return
             self._held.append(request)
             return
@@ -710,8 +722,7 @@ class Driver:
             result = self.mempool.add_gossiped(request.raw, view)
         else:
             result = self.mempool.admit(request.raw, view)
-        request.result = result
-        request.done.set()
+        request.finish(result)
         if result.ok and not request.check_only:
             # Newly admitted only: a transaction crosses each link once.
             if not self._gossip_out:

@@ -164,6 +164,9 @@ class Mempool:
         self._bytes = 0
         # hash256(raw) -> tx id of envelopes whose signatures verified, least recent first.
         self._verified: OrderedDict[bytes, bytes] = OrderedDict()
+        # Ids of recently committed transactions (bounded like `_verified`): a gossiped copy
+        # that arrives after its block is dropped by `knows` without being decoded.
+        self._committed: OrderedDict[bytes, None] = OrderedDict()
 
     # ------------------------------------------------------------------ reads
 
@@ -197,6 +200,15 @@ class Mempool:
         """Were the signatures of exactly these bytes verified (and still remembered)?"""
         return hash256(bytes(raw)) in self._verified
 
+    def knows(self, raw: bytes) -> bool:
+        """Are exactly these bytes verified here and either still waiting or recently
+        committed? Gossip brings each transaction from several peers, often while a block
+        is pending or after it committed: such copies can be dropped unseen (no decoding, no
+        verdict owed to anyone). Reads the pool's bookkeeping only, never the state, so it is
+        safe while a block is pending."""
+        tx_id = self._verified.get(hash256(raw))
+        return tx_id is not None and (tx_id in self._entries or tx_id in self._committed)
+
     def verified_for(self, raws: Iterable[bytes]) -> set[bytes]:
         """The ids among `raws` (a proposal's transactions) whose exact bytes were verified:
         pass as `Chain.execute_block(verified=...)`."""
@@ -217,16 +229,29 @@ class Mempool:
         return result
 
     def add_gossiped(self, raw: bytes, view: AdmissionView) -> AdmissionResult:
-        """A transaction from a peer: the same checks as `admit`. The caller re-gossips it only
-        when the code is 0 (newly admitted), so a transaction crosses each link once."""
-        return self.admit(raw, view)
+        """A transaction from a peer: the same checks as `admit`, with one shortcut. The caller
+        re-gossips it only when the code is 0 (newly admitted), so a transaction crosses each
+        link once.
+
+        The shortcut: a copy whose nonce is already committed is refused (NONCE_USED) before
+        its signatures are checked. Most such copies are gossip arriving after the block that
+        holds them (a validator sees a transaction first in a proposal, verifies it there,
+        then receives it up to three times from its peers); verifying them again would be
+        wasted, and nobody reads a gossip verdict. A client's `admit` keeps the ledger's own
+        order of checks and codes."""
+        result, tx = self._evaluate(raw, view, gossip=True)
+        if tx is not None:
+            self._insert(tx, view.state)
+        return result
 
     def check(self, raw: bytes, view: AdmissionView) -> AdmissionResult:
         """The verdict `admit` would give, storing nothing in the pool (`check_tx`)."""
         result, _ = self._evaluate(raw, view)
         return result
 
-    def _evaluate(self, raw: bytes, view: AdmissionView) -> tuple[AdmissionResult, SignedTx | None]:
+    def _evaluate(
+        self, raw: bytes, view: AdmissionView, *, gossip: bool = False
+    ) -> tuple[AdmissionResult, SignedTx | None]:
         limits = self.limits
         size = len(raw)
         if size > limits.max_tx_bytes:
@@ -259,6 +284,14 @@ class Mempool:
                 f"transaction is for chain {body.chain_id!r}, this is {self.chain_id!r}",
                 tx_id,
             ), None
+        if gossip:
+            account = view.state.accounts.get(body.sender)
+            if account is not None and body.nonce < account.nonce:
+                return _refuse(
+                    Code.NONCE_USED,
+                    f"nonce {body.nonce} is already committed (next {account.nonce})",
+                    tx_id,
+                ), None
         refusal = self._verify_once(tx)
         if refusal is not None:
             return refusal, None
@@ -419,8 +452,12 @@ class Mempool:
         """After a block is committed: drop its transactions, then the cheap recheck described
         in the module docstring. `view` is the new committed state and the next block's
         context. Returns the ids dropped by the recheck (not the committed ones)."""
+        committed = self._committed
         for tx_id in tx_ids:
             self.evict(tx_id)
+            committed[tx_id] = None
+        while len(committed) > self.limits.verified_cache:
+            committed.popitem(last=False)
         state, ctx = view.state, view.ctx
         dropped: list[bytes] = []
         for sender, waiting in list(self._senders.items()):

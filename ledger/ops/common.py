@@ -61,8 +61,11 @@ def fail(code: Code, message: str) -> NoReturn:
     raise InvalidTransaction(code, message)
 
 
+@lru_cache(maxsize=1 << 14)
 def show(address: bytes) -> str:
-    """An address as users know it (bech32m `kz1...`), for messages."""
+    """An address as users know it (bech32m `kz1...`), for messages. Cached: the bech32m
+    checksum is pure-Python arithmetic, and the mempool's dry runs refuse the same few
+    senders' stale nonces again and again (a pure function: caching changes no result)."""
     return address_to_text(address)
 
 

@@ -39,3 +39,48 @@ def test_repeated_gossip_is_not_decoded_again(state, monkeypatch):  # noqa: F811
     mp.evict(tx_id)
     assert mp.admit(raw, view(state)).code == 0
     assert decoded == [raw, forged, raw]
+
+
+def test_knows_waiting_and_recently_committed_bytes_only(state):  # noqa: F811
+    from tests.node.test_mempool import commit
+
+    mp = pool(verified_cache=2)
+    raw = transfer("alice", 0, "bob", 5)
+    other = transfer("bob", 0, "alice", 1)
+    assert not mp.knows(raw)  # never seen
+    assert mp.check(raw, view(state)).code == 0
+    assert not mp.knows(raw)  # verified, but neither waiting nor committed
+    assert mp.admit(raw, view(state)).code == 0 and mp.knows(raw)
+    receipts = commit(state, [raw]).receipts
+    mp.remove_committed([r.tx_id for r in receipts], view(state, 3))
+    assert len(mp) == 0 and mp.knows(raw)  # a late gossip copy is dropped unseen
+    assert not mp.knows(other)
+    # Both memories are bounded: once the verified entry is forgotten, so is the shortcut.
+    for name in ("bob", "carol"):
+        mp.check(transfer(name, 0, "alice", 1), view(state, 3))
+    assert not mp.knows(raw)
+
+
+def test_gossip_with_a_committed_nonce_is_refused_without_verifying(state, monkeypatch):  # noqa: F811
+    from tests.node.test_mempool import commit
+
+    verified = []
+    real = mempool_module.verify_tx_signatures
+    monkeypatch.setattr(
+        mempool_module, "verify_tx_signatures", lambda tx: verified.append(tx) or real(tx)
+    )
+    first = transfer("alice", 0, "bob", 5)
+    commit(state, [first])  # committed through a block this pool never saw
+    # Another signing of the same nonce: a stale copy, refused before any signature check.
+    stale = transfer("alice", 0, "carol", 7)
+    mp = pool()
+    gossiped = mp.add_gossiped(stale, view(state, 3))
+    assert (gossiped.code, gossiped.codespace) == (Code.NONCE_USED, "ledger")
+    assert verified == [] and len(mp) == 0
+    # A client keeps the ledger's order of checks: its signatures are verified first.
+    assert mp.admit(stale, view(state, 3)).code == Code.NONCE_USED
+    assert len(verified) == 1
+    # A gossiped transaction with a current nonce is verified and admitted as before.
+    fresh = transfer("alice", 1, "bob", 1)
+    assert mp.add_gossiped(fresh, view(state, 3)).code == 0
+    assert len(verified) == 2
