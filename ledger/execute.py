@@ -182,6 +182,16 @@ def _execute(
     return receipt
 
 
+def sender_signed(state: State, tx: SignedTx) -> bool:
+    """Step 4 alone: does `tx`'s sender have an account whose current key signed `tx`? For a
+    caller that already did steps 1-3 and judges the nonce itself (the mempool's gossip
+    admission); the same rule as execution."""
+    account = state.accounts.get(tx.body.sender)
+    if account is None:
+        return False
+    return _sender_signed(state, account, tuple([sig.public_key for sig in tx.signatures]))
+
+
 def _sender_signed(state: State, account: Account, public_keys: tuple[bytes, ...]) -> bool:
     """Did the key that currently speaks for `account` sign?"""
     key = account.public_key

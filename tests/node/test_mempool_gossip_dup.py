@@ -84,3 +84,31 @@ def test_gossip_with_a_committed_nonce_is_refused_without_verifying(state, monke
     fresh = transfer("alice", 1, "bob", 1)
     assert mp.add_gossiped(fresh, view(state, 3)).code == 0
     assert len(verified) == 2
+
+
+def test_gossip_checks_what_makes_a_transaction_includable_not_its_compliance(state):  # noqa: F811
+    from tests.node.test_mempool import commit
+
+    mp = pool()
+    # A transfer beyond the balance: a client is refused with the ledger's code; a peer's copy
+    # is admitted, and the block records the same refusal (nonce consumed, nothing moved).
+    overdraft = transfer("alice", 0, "bob", 10_001)
+    assert mp.admit(overdraft, view(state)).code == Code.INSUFFICIENT_BALANCE
+    assert mp.add_gossiped(overdraft, view(state)).code == 0
+    (receipt,) = commit(state, [t.raw for t in mp.reap(10, 10**6)]).receipts
+    assert receipt.code == Code.INSUFFICIENT_BALANCE and receipt.executed
+    mp.remove_committed([receipt.tx_id], view(state, 3))
+    assert len(mp) == 0
+    # What would make a block invalid is still refused: an unknown sender, a foreign key.
+    assert mp.add_gossiped(transfer("mallory", 0, "bob", 5), view(state, 3)).code == (
+        Code.ACCOUNT_NOT_FOUND
+    )
+    by_bob = transfer("alice", 1, "bob", 5, signer="bob")
+    assert mp.add_gossiped(by_bob, view(state, 3)).code == Code.SENDER_NOT_SIGNED
+    # Nonces: the next one is ready, a later one parks until the gap is filled.
+    later = mp.add_gossiped(transfer("alice", 3, "bob", 1), view(state, 3))
+    assert later.code == 0 and later.log.startswith("parked")
+    assert mp.reap(10, 10**6) == []
+    assert mp.add_gossiped(transfer("alice", 1, "bob", 1), view(state, 3)).code == 0
+    assert mp.add_gossiped(transfer("alice", 2, "bob", 1), view(state, 3)).code == 0
+    assert [t.body.nonce for t in mp.reap(10, 10**6)] == [1, 2, 3]
