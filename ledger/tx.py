@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ledger import codec
 from ledger.codes import Code, DecodeError, InvalidTransaction
@@ -220,15 +221,38 @@ def encode_signed_tx(tx: SignedTx) -> bytes:
     return _ENVELOPE_HEAD + tx.body.encoded + _SIGS_KEY + codec.encode(sigs)
 
 
+# How many decoded transactions `decode_signed_tx` remembers (about 1 KiB each).
+DECODE_CACHE_SIZE = 16_384
+
+
 def decode_signed_tx(raw: bytes) -> SignedTx:
     """Parse and check a signed transaction's envelope; DecodeError with the first problem.
 
     Does not verify signatures (see `verify_tx_signatures`) nor the operation's args.
+
+    A node meets the same bytes several times (mempool admission, then the proposal that
+    carries them, the committed block's events), so the last DECODE_CACHE_SIZE successful
+    decodings are remembered, keyed by the exact bytes. Decoding is a pure function and a
+    `SignedTx` is immutable, so a remembered result is the result; refusals are not
+    remembered (an exception is raised afresh each time).
     """
     if type(raw) is not bytes:
         if not isinstance(raw, (bytes, bytearray, memoryview)):
             raise DecodeError(Code.MALFORMED, f"expected bytes, got {type(raw).__name__}")
         raw = bytes(raw)
+    if len(raw) > MAX_TX_BYTES:
+        raise DecodeError(Code.TOO_LARGE, f"transaction is {len(raw)} bytes, limit {MAX_TX_BYTES}")
+    return _decode_remembered(raw)
+
+
+@lru_cache(maxsize=DECODE_CACHE_SIZE)
+def _decode_remembered(raw: bytes) -> SignedTx:
+    # functools.lru_cache: bounded, thread-safe (the store's worker thread decodes too), and
+    # it never stores a call that raised.
+    return _decode_envelope(raw)
+
+
+def _decode_envelope(raw: bytes) -> SignedTx:
     if len(raw) > MAX_TX_BYTES:
         raise DecodeError(Code.TOO_LARGE, f"transaction is {len(raw)} bytes, limit {MAX_TX_BYTES}")
     obj = codec.decode(raw, max_size=MAX_TX_BYTES, max_depth=MAX_TX_DEPTH)
