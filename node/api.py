@@ -95,6 +95,10 @@ class NodeApi:
     async def submit_tx(self, raw: bytes) -> AdmissionResult:
         return await self._driver.submit(raw)
 
+    async def submit_txs(self, raws: list[bytes]) -> list[AdmissionResult]:
+        """`submit_tx` for several transactions, admitted together in this order."""
+        return await self._driver.submit_many(raws)
+
     async def check_tx(self, raw: bytes) -> AdmissionResult:
         return await self._driver.submit(raw, check_only=True)
 

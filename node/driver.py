@@ -241,22 +241,26 @@ class _Prove:
 
 
 class _Admission:
-    """A transaction to admit (API or gossip) and where its verdict goes (mutable: the
-    verdict is filled in by the driver task)."""
+    """Transactions to admit together, in order (a client's call, a client's JSON-RPC batch,
+    or one peer's gossip message), and where their verdicts go (filled in by the driver
+    task). One inbox item for many transactions: a batch costs one channel send, one wakeup
+    and one event, not one of each per transaction."""
 
-    __slots__ = ("check_only", "done", "peer", "raw", "result", "since")
+    __slots__ = ("check_only", "done", "peer", "raws", "results", "since")
 
-    def __init__(self, raw: bytes, peer: bytes | None, check_only: bool, since: float) -> None:
-        self.raw = raw
+    def __init__(
+        self, raws: Sequence[bytes], peer: bytes | None, check_only: bool, since: float
+    ) -> None:
+        self.raws = raws
         self.peer = peer
         self.check_only = check_only
         self.since = since
-        self.result: AdmissionResult | None = None
+        self.results: list[AdmissionResult] = []
         # Nobody waits for a gossiped transaction's verdict: no event to allocate and set.
         self.done: trio.Event | None = trio.Event() if peer is None else None
 
-    def finish(self, result: AdmissionResult) -> None:
-        self.result = result
+    def finish(self, results: list[AdmissionResult]) -> None:
+        self.results = results
         if self.done is not None:
             self.done.set()
 
@@ -402,6 +406,7 @@ class Driver:
         self._sync = SyncState(config.sync_batch, config.sync_timeout_ms / 1000)
         self._nursery: trio.Nursery | None = None
         self._held: list[_Admission] = []
+        self._held_txs = 0  # transactions in `_held` (bounded by max_held_admissions)
         self._gossip_out: list[bytes] = []  # admitted, not yet gossiped (bounded by the pool)
         self._gossip_since = 0.0  # when the oldest of them was admitted
         self._held_proofs: list[_Prove] = []
@@ -441,12 +446,19 @@ class Driver:
         `check_only` the same verdict with nothing stored. Admission runs in the driver task
         against the committed state: while a block is pending it waits (at most
         `admission_hold_ms`) for that block to be committed or abandoned."""
-        request = _Admission(raw, None, check_only, trio.current_time())
+        (result,) = await self.submit_many((raw,), check_only=check_only)
+        return result
+
+    async def submit_many(
+        self, raws: Sequence[bytes], *, check_only: bool = False
+    ) -> list[AdmissionResult]:
+        """`submit` for several transactions at once, admitted in this order (a JSON-RPC
+        batch): one inbox item, one verdict per transaction."""
+        request = _Admission(tuple(raws), None, check_only, trio.current_time())
         await self._inbox_send.send(request)
         assert request.done is not None  # a client's admission always has its event
         await request.done.wait()
-        assert request.result is not None
-        return request.result
+        return request.results
 
     async def prove(self, keys: Sequence[bytes]) -> StateProofs:
         """Proofs of `keys` against the last committed state, served by the driver task as
@@ -567,13 +579,12 @@ class Driver:
                 self._admit(item)
                 return None
             case _Gossiped(peer, txs):
-                now = trio.current_time()
+                # Copies of transactions already waiting or just committed (most gossip on a
+                # full mesh) are dropped here, even while a block is pending.
                 knows = self.mempool.knows
-                for raw in txs:
-                    # Copies of transactions already waiting or just committed (most gossip
-                    # on a full mesh) are dropped here, even while a block is pending.
-                    if not knows(raw):
-                        self._admit(_Admission(raw, peer, False, now))
+                fresh = [raw for raw in txs if not knows(raw)]
+                if fresh:
+                    self._admit(_Admission(fresh, peer, False, trio.current_time()))
                 return None
             case _Prove():
                 self._held_proofs.append(item)  # served after this item (run loop)
@@ -697,40 +708,46 @@ class Driver:
     # ---- admission ----------------------------------------------------------------------
 
     def _admit(self, request: _Admission) -> None:
-        """Admit one transaction (or hold it while a block is pending). A newly admitted
-        transaction joins the outgoing gossip (sent by the run loop, see `_send_gossip`)."""
+        """Admit a request's transactions in order (or hold the request while a block is
+        pending). Newly admitted transactions join the outgoing gossip (sent by the run loop,
+        see `_send_gossip`)."""
         if self.chain.pending is not None:
             # The mempool checks against the committed state only; hold the request.
-            if len(self._held) >= self.config.max_held_admissions:
-                request.finish(
-                    AdmissionResult(
-                        int(Code.MEMPOOL_FULL),
-                        "node busy: too many waiting admissions",
-                        b"",
-                        CODESPACE_MEMPOOL,
-                    )
+            count = len(request.raws)
+            if self._held_txs + count > self.config.max_held_admissions:
+                busy = AdmissionResult(
+                    int(Code.MEMPOOL_FULL),
+                    "node busy: too many waiting admissions",
+                    b"",
+                    CODESPACE_MEMPOOL,
                 )
+                request.finish([busy] * count)
                 return
             self._held.append(request)
+            self._held_txs += count
             return
         view = AdmissionView(
             self.chain.state, self.chain.context(self.chain.height + 1, self._next_time_ms())
         )
         if request.check_only:
-            result = self.mempool.check(request.raw, view)
-        elif request.peer is not None:
-            result = self.mempool.add_gossiped(request.raw, view)
-        else:
-            result = self.mempool.admit(request.raw, view)
-        request.finish(result)
-        if result.ok and not request.check_only:
-            # Newly admitted only: a transaction crosses each link once.
-            if not self._gossip_out:
-                self._gossip_since = trio.current_time()
-            self._gossip_out.append(request.raw)
-            # has_ready scans the senders: once per waiting proposer, not once per admission.
-            if not self._tx_arrived.is_set() and self.mempool.has_ready():
-                self._tx_arrived.set()
+            request.finish([self.mempool.check(raw, view) for raw in request.raws])
+            return
+        admit = self.mempool.admit if request.peer is None else self.mempool.add_gossiped
+        results = []
+        admitted = False
+        for raw in request.raws:
+            result = admit(raw, view)
+            results.append(result)
+            if result.ok:
+                # Newly admitted only: a transaction crosses each link once.
+                if not self._gossip_out:
+                    self._gossip_since = trio.current_time()
+                self._gossip_out.append(raw)
+                admitted = True
+        request.finish(results)
+        # has_ready scans the senders: once per waiting proposer, not once per admission.
+        if admitted and not self._tx_arrived.is_set() and self.mempool.has_ready():
+            self._tx_arrived.set()
 
     def _serve_proofs(self) -> None:
         # Only called with no pending block: the tree's root is the committed app_hash.
@@ -743,6 +760,7 @@ class Driver:
 
     def _flush_admissions(self) -> None:
         held, self._held = self._held, []
+        self._held_txs = 0
         for request in held:
             self._admit(request)
 

@@ -117,6 +117,9 @@ class FakeNode:
             self.mempool.append(raw)
         return result
 
+    async def submit_txs(self, raws: list[bytes]) -> list[AdmissionResult]:
+        return [await self.submit_tx(raw) for raw in raws]
+
     async def check_tx(self, raw: bytes) -> AdmissionResult:
         return self._admit(raw)
 
@@ -493,6 +496,25 @@ def test_broadcast_and_check_tx(app, node):
     assert garbage["hash"] is None and garbage["log"]
     for bad in ({"tx": "not base64!"}, {"tx": ""}, {"tx": 5}, {"raw": "AA=="}):
         assert error(app, "broadcast_tx_sync", bad)["code"] == -32602
+
+
+def test_batched_broadcasts_answer_as_the_calls_one_by_one(app, node):
+    wallet = Signer()  # alice's next committed nonce, whatever earlier tests signed
+    wallet.nonces["alice"] = node.chain.state.accounts[key("alice").address].nonce
+    good = transfer(wallet, "alice", "bob", 100)
+    too_much = transfer(Signer(), "bob", "alice", 10**9)  # bob holds 2_500
+    calls = [
+        {"jsonrpc": "2.0", "id": k, "method": "broadcast_tx_sync", "params": {"tx": tx}}
+        for k, tx in enumerate(base64.b64encode(raw).decode() for raw in (too_much, good))
+    ]
+    node.mempool.clear()
+    singly = [result(app, "check_tx", c["params"]) for c in calls]
+    status, batch = post(app, calls)
+    assert status == 200 and [a["id"] for a in batch] == [0, 1]
+    assert [a["result"] for a in batch] == singly  # the same verdicts, in order
+    assert batch[0]["result"]["code"] == Code.INSUFFICIENT_BALANCE
+    assert batch[1]["result"]["code"] == 0 and node.mempool == [good]
+    node.mempool.clear()
 
 
 def test_account(app, node):
