@@ -155,6 +155,17 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def schedstat(pid: int) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one) of the process's main thread
+    (the event loop, which executes the synced blocks): the second shows how much a busy
+    machine delayed it."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    except OSError:
+        return None
+    return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+
+
 def start_height_from_log(log_path: Path, offset: int) -> int | None:
     """The height the node reported at start ("running (...) at height N"), from the log
     written after `offset`."""
@@ -245,7 +256,12 @@ async def count_txs(url: str, since: int, upto: int, counts: dict[int, int]) -> 
 
 
 async def measure_restart(
-    home: Path, others: list[str], own_url: str, poll_s: float, timeout_s: float
+    home: Path,
+    others: list[str],
+    own_url: str,
+    poll_s: float,
+    timeout_s: float,
+    profile: str | None = None,
 ) -> dict:
     log_path = home / "node.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
@@ -253,6 +269,14 @@ async def measure_restart(
     began = time.monotonic()
     process = start_node(home)
     log(f"restarted {home.name} (pid {process.pid}); the others' tip is {target}")
+    spy = None
+    if profile:
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+             "--format", "raw" if profile.endswith(".txt") else "flamegraph",
+             "-o", profile, "--pid", str(process.pid)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sys.stderr,
+        )  # fmt: skip
     first_height: int | None = None  # the first height status showed
     first_synced_at: float | None = None
     start_height: int | None = None
@@ -281,6 +305,9 @@ async def measure_restart(
                     if first_synced_at is None and height > base:
                         first_synced_at = now
                     if height >= target:
+                        done_at, sample = time.monotonic(), ProcSample.read(process.pid)
+                        rss_peak = peak_rss_mb(process.pid)
+                        sched = schedstat(process.pid)
                         break
                 if now - last_report >= 2.0:
                     last_report = now
@@ -291,9 +318,15 @@ async def measure_restart(
         raise SystemExit(
             f"bench_catchup: no catch-up within {timeout_s:g} s (height {height} of {target})"
         ) from None
-    done_at = time.monotonic()
-    sample = ProcSample.read(process.pid)
-    rss_peak = peak_rss_mb(process.pid) or max(rss_seen, sample.rss_mb if sample else 0.0)
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                spy.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+    rss_peak = rss_peak or max(rss_seen, sample.rss_mb if sample else 0.0)
     if start_height is None:
         start_height = start_height_from_log(log_path, offset)
     if start_height is None:
@@ -308,6 +341,7 @@ async def measure_restart(
         "startup_s": None if first_synced_at is None else first_synced_at - began,
         "cpu_s": None if sample is None else sample.cpu_s,
         "rss_mb": rss_peak,
+        "sched": sched,
     }
 
 
@@ -335,7 +369,9 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
     if args.settle_s:
         await trio.sleep(args.settle_s)
 
-    restart = await measure_restart(home, others, victim["rpc"], args.poll_s, args.timeout_s)
+    restart = await measure_restart(
+        home, others, victim["rpc"], args.poll_s, args.timeout_s, args.profile
+    )
     process = restart["process"]
     try:
         start, target = restart["start_height"], restart["target"]
@@ -345,6 +381,7 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
         theirs = await app_hash_at(others[0], target)
         ours = await app_hash_at(victim["rpc"], target)
         seconds = restart["seconds"]
+        sched = restart["sched"]
         after = restart["after_first_s"]
         summary = {
             "txs_synced": txs,
@@ -363,6 +400,8 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
             if restart["cpu_s"] is not None and seconds > 0
             else None,
             "rss_mb": round(restart["rss_mb"], 1),
+            "main_thread_cpu_s": None if sched is None else round(sched[0], 2),
+            "main_thread_runq_wait_s": None if sched is None else round(sched[1], 2),
             "node": victim["name"],
             "loaded": {"txs": args.txs, "rate": args.rate, "senders": args.senders, **loaded},
             "load_avg": list(os.getloadavg()),
@@ -394,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-s", type=float, default=0.0, help="pause before the restart")
     parser.add_argument("--poll-s", type=float, default=0.1, help="status poll interval")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="give up the catch-up")
+    parser.add_argument(
+        "--profile", help="py-spy the restarted node into this file (.svg flamegraph, .txt raw)"
+    )
     args = parser.parse_args(argv)
     if args.senders < 2:
         parser.error("--senders must be at least 2 (a transfer goes to another sender)")
