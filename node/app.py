@@ -61,15 +61,16 @@ def driver_config(config: NodeConfig) -> DriverConfig:
     core = consensus.core
     # The proposer may hold `need_value` for up to a heartbeat while the mempool is empty;
     # the others must not give up on it meanwhile, so their propose timeout covers it.
-    if core.timeout_propose_ms <= consensus.heartbeat_ms:
-        core = dataclasses.replace(
-            core, timeout_propose_ms=consensus.heartbeat_ms + core.timeout_propose_ms
-        )
+    # The same holds for the minimum block interval.
+    hold_ms = max(consensus.heartbeat_ms, consensus.min_block_interval_ms)
+    if core.timeout_propose_ms <= hold_ms:
+        core = dataclasses.replace(core, timeout_propose_ms=hold_ms + core.timeout_propose_ms)
     return DriverConfig(
         core=core,
         max_block_txs=consensus.block_max_txs,
         max_block_bytes=consensus.block_max_bytes,
         heartbeat_ms=consensus.heartbeat_ms,
+        min_block_interval_ms=consensus.min_block_interval_ms,
         sync_max_bytes=min(3 * 1024 * 1024, config.p2p.max_message_bytes - 65536),
     )
 

@@ -164,6 +164,7 @@ class DriverConfig:
     max_block_txs: int = 2000
     max_block_bytes: int = 2 * 1024 * 1024
     heartbeat_ms: int = 1000  # an empty block at most this often; < core.timeout_propose_ms
+    min_block_interval_ms: int = 0  # a non-empty proposal at least this long after our commit
     max_future_ms: int = 5000  # a proposal's time may be this far ahead of our clock
     tick_ms: int = 500  # status broadcast and sync deadlines
     sync_batch: int = 16
@@ -176,6 +177,8 @@ class DriverConfig:
     def __post_init__(self) -> None:
         if self.heartbeat_ms >= self.core.timeout_propose_ms:
             raise ValueError("heartbeat_ms must be below the core's timeout_propose_ms")
+        if not 0 <= self.min_block_interval_ms < self.core.timeout_propose_ms:
+            raise ValueError("min_block_interval_ms must be below the core's timeout_propose_ms")
 
 
 # ---- inbox items -----------------------------------------------------------------------
@@ -794,11 +797,26 @@ class Driver:
         answer until one arrives or the heartbeat passes (empty blocks only that often)."""
         self._waiting_value = (height, round_)
         if self.mempool.has_ready():
+            # Under load, a block cut the moment one transaction is ready costs every
+            # validator a whole round of votes, fsyncs and commit for few transactions; a
+            # minimum interval since our last commit lets a block gather what arrives
+            # meanwhile (round 0 only: a later round proposes at once).
+            interval = self.config.min_block_interval_ms
+            wait_ms = self._last_commit_clock_ms + interval - self.clock_ms()
+            if interval and round_ == 0 and wait_ms > 0:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._propose_later, height, round_, wait_ms)
+                return None
             return self._propose(height, round_)
         self._tx_arrived = trio.Event()
         assert self._nursery is not None
         self._nursery.start_soon(self._wait_for_txs, height, round_, self._tx_arrived)
         return None
+
+    async def _propose_later(self, height: int, round_: int, wait_ms: int) -> None:
+        # `_propose` ignores it if the round has moved on meanwhile.
+        await trio.sleep(wait_ms / 1000)
+        await self._post(_ProposeNow(height, round_))
 
     async def _wait_for_txs(self, height: int, round_: int, arrived: trio.Event) -> None:
         # An empty block no sooner than one heartbeat after the previous block's time (with a
@@ -809,6 +827,10 @@ class Driver:
         wait_ms = last_ms + self.config.heartbeat_ms - self.clock_ms()
         with trio.move_on_after(max(0, wait_ms) / 1000):
             await arrived.wait()
+        if arrived.is_set() and round_ == 0:
+            # A transaction arrived: still no sooner than the minimum block interval.
+            rest_ms = self._last_commit_clock_ms + self.config.min_block_interval_ms
+            await trio.sleep(max(0, rest_ms - self.clock_ms()) / 1000)
         await self._post(_ProposeNow(height, round_))
 
     def _propose(self, height: int, round_: int) -> Ready | None:
