@@ -48,7 +48,7 @@ for _path in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(_path))
 
 import trio  # noqa: E402
-from benchlib.funding import CASH, fund_senders  # noqa: E402
+from benchlib.funding import CASH, fund_localnet_senders  # noqa: E402
 from benchlib.measure import (  # noqa: E402
     ProcSample,
     cpu_percent,
@@ -60,7 +60,7 @@ from benchlib.measure import (  # noqa: E402
 from benchlib.rpc import BlockWatcher, RpcLanes  # noqa: E402
 
 from ledger.codes import Code  # noqa: E402
-from ledger.crypto import KeyPair, address_to_text, read_key_file  # noqa: E402
+from ledger.crypto import KeyPair, address_to_text  # noqa: E402
 from node.client import AsyncClient, TxBuilder, sign  # noqa: E402
 
 TICK_S = 0.01
@@ -280,17 +280,7 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
         # signer's transactions reach the mempool in nonce order (none is parked).
         setup_lane = RpcLanes(urls[:1], lanes_per_url=1)
         await nursery.start(setup_lane.run)
-        keys = localnet["clients"]
-        began = time.monotonic()
-        funded = await fund_senders(
-            client,
-            setup_lane,
-            read_key_file(keys["regulator"]),
-            read_key_file(keys["central-bank"]),
-            args.senders,
-            progress=log,
-        )
-        log(f"funded {args.senders} senders in {time.monotonic() - began:.1f} s")
+        funded = await fund_localnet_senders(client, setup_lane, localnet, args.senders, log)
         log(f"signing {sum(counts)} transfers before the window ...")
         presigned = await trio.to_thread.run_sync(
             presign, funded.chain_id, funded.senders, sum(counts)

@@ -53,11 +53,10 @@ for _path in (ROOT, ROOT / "scripts"):
 
 import trio  # noqa: E402
 from bench import Step, Tracker, drain, offer, presign  # noqa: E402
-from benchlib.funding import fund_senders  # noqa: E402
+from benchlib.funding import fund_localnet_senders  # noqa: E402
 from benchlib.measure import ProcSample  # noqa: E402
 from benchlib.rpc import BlockWatcher, RpcLanes  # noqa: E402
 
-from ledger.crypto import read_key_file  # noqa: E402
 from node.client import AsyncClient, ClientError  # noqa: E402
 
 LOCALNET_WAIT_S = 90.0
@@ -207,17 +206,7 @@ async def load(
         await nursery.start(lanes.run)
         setup_lane = RpcLanes(urls[:1], lanes_per_url=1)  # nonce order for the funding
         await nursery.start(setup_lane.run)
-        keys = localnet["clients"]
-        began = time.monotonic()
-        funded = await fund_senders(
-            client,
-            setup_lane,
-            read_key_file(keys["regulator"]),
-            read_key_file(keys["central-bank"]),
-            args.senders,
-            progress=log,
-        )
-        log(f"funded {args.senders} senders in {time.monotonic() - began:.1f} s")
+        funded = await fund_localnet_senders(client, setup_lane, localnet, args.senders, log)
         presigned = await trio.to_thread.run_sync(
             presign, funded.chain_id, funded.senders, args.txs
         )

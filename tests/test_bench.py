@@ -32,11 +32,16 @@ CONTRACT_FIELDS = {
 }
 
 
-def start_localnet(home: Path) -> subprocess.Popen:
+def start_localnet(
+    home: Path, validators: int = 1, base_port: int | None = None
+) -> subprocess.Popen:
+    """`khazana localnet` as its own process (initialising `home` unless it holds homes)."""
+    if base_port is None:
+        base_port = free_base_port(validators)
     log = open(home.parent / "localnet.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "node", "localnet", "--home", str(home), "--validators", "1",
-         "--base-port", str(free_base_port(1))],
+        [sys.executable, "-m", "node", "localnet", "--home", str(home), "--validators",
+         str(validators), "--base-port", str(base_port)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip

@@ -10,7 +10,6 @@ node, the token's holders there); and a network that already has databases is re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from ledger.store import Store
 from node.driver import consensus_set
 from node.home import init_network
 from tests.node.netsupport import free_base_port, rpc
-from tests.test_bench import stop_localnet
+from tests.test_bench import start_localnet, stop_localnet
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNTS = 150
@@ -69,7 +68,7 @@ def test_preloaded_network_verifies_starts_and_keeps_its_state(tmp_path):
     assert len(blocks) == 2  # the same two blocks on every node
     assert preload(home).returncode != 0  # databases exist now: refused
 
-    proc = start_localnet_of(home, base_port)
+    proc = start_localnet(home, validators=4, base_port=base_port)
     try:
         urls = [n["rpc"] for n in json.loads((home / "localnet.json").read_text())["nodes"]]
         deadline = time.monotonic() + 60
@@ -95,21 +94,3 @@ def height_of(url: str) -> int:
         return int(rpc(url, "status")["sync_info"]["latest_block_height"])
     except OSError:
         return -1
-
-
-def start_localnet_of(home: Path, base_port: int) -> subprocess.Popen:
-    """`khazana localnet` on the existing, preloaded 4-validator homes."""
-    log = open(home.parent / "localnet.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "node", "localnet", "--home", str(home), "--validators", "4",
-         "--base-port", str(base_port)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    log.close()
-    deadline = time.monotonic() + 60
-    while not (home / "localnet.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError((home.parent / "localnet.log").read_text()[-2000:])
-        time.sleep(0.2)
-    return proc

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from benchlib.rpc import RpcLanes, call_all
-from ledger.crypto import KeyPair, address_to_text, generate_key
+from ledger.crypto import KeyPair, address_to_text, generate_key, read_key_file
 from node.client import AsyncClient, Operation, TxBuilder, sign
 
 CASH = "BENCH-CASH"
@@ -148,3 +149,22 @@ async def fund_senders(
         done += len(signed)
         progress(f"funding: {done}/{total} onboarding and funding transactions committed")
     return Funded(chain_id, CASH, keys)
+
+
+async def fund_localnet_senders(
+    client: AsyncClient, setup_lane: RpcLanes, localnet: dict, senders: int, log
+) -> Funded:
+    """`fund_senders` with the regulator's and the central bank's client keys that
+    `localnet.json` names, logging how long it took (the benchmarks' common set-up)."""
+    keys = localnet["clients"]
+    began = time.monotonic()
+    funded = await fund_senders(
+        client,
+        setup_lane,
+        read_key_file(keys["regulator"]),
+        read_key_file(keys["central-bank"]),
+        senders,
+        progress=log,
+    )
+    log(f"funded {senders} senders in {time.monotonic() - began:.1f} s")
+    return funded
