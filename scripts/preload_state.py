@@ -53,6 +53,7 @@ from ledger.types import Account, Holding, Kyc  # noqa: E402
 from node.driver import consensus_set  # noqa: E402
 
 INSTRUMENT = "BENCH-PRELOAD"
+CAP = 10**17  # the token's cap: every preloaded holding together stays within it
 DB_RELATIVE = Path("data") / "node.db"
 
 
@@ -78,6 +79,8 @@ def commit_block(chain: Chain, validators: dict[bytes, KeyPair], txs: list[bytes
 
 
 def preload(home: Path, accounts: int, amount: int, seed: int) -> dict:
+    if accounts * amount > CAP:
+        raise SystemExit(f"{accounts} x {amount} units exceeds the token's cap of {CAP}")
     names = sorted(p.parent.name for p in home.glob("*/genesis.json"))
     if not names:
         raise SystemExit(f"{home}: no node homes (run `khazana init --home {home}` first)")
@@ -108,7 +111,7 @@ def preload(home: Path, accounts: int, amount: int, seed: int) -> dict:
             "currency": "PKR",
             "face_value": 1,
             "decimals": 2,
-            "cap": 10**17,
+            "cap": CAP,
         },
     )
     commit_block(chain, validators, [sign_tx(register, [bank]).raw])
@@ -149,11 +152,18 @@ def preload(home: Path, accounts: int, amount: int, seed: int) -> dict:
     return {"accounts": accounts, "height": height, "app_hash": app_hash.hex(), "nodes": names}
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", required=True, help="the network folder `khazana init` wrote")
-    parser.add_argument("--accounts", type=int, required=True)
-    parser.add_argument("--amount", type=int, default=1_000_000, help="token units each")
+    parser.add_argument("--accounts", type=_positive, required=True)
+    parser.add_argument("--amount", type=_positive, default=1_000_000, help="token units each")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     print(json.dumps(preload(Path(args.home), args.accounts, args.amount, args.seed)))
