@@ -253,8 +253,7 @@ def _decode_remembered(raw: bytes) -> SignedTx:
 
 
 def _decode_envelope(raw: bytes) -> SignedTx:
-    if len(raw) > MAX_TX_BYTES:
-        raise DecodeError(Code.TOO_LARGE, f"transaction is {len(raw)} bytes, limit {MAX_TX_BYTES}")
+    # `raw` is bytes within MAX_TX_BYTES: decode_signed_tx checked both.
     obj = codec.decode(raw, max_size=MAX_TX_BYTES, max_depth=MAX_TX_DEPTH)
     if type(obj) is not dict or tuple(obj) != _ENVELOPE_KEYS:
         raise DecodeError(Code.BAD_FIELD, f"a transaction is a map with keys {_ENVELOPE_KEYS}")

@@ -155,6 +155,10 @@ def _ok(tx_id: bytes) -> AdmissionResult:
     return AdmissionResult(Code.OK, "", tx_id, "")
 
 
+def _parked(tx_id: bytes, expected: int) -> AdmissionResult:
+    return AdmissionResult(Code.OK, f"parked: waits for nonce {expected} of its sender", tx_id, "")
+
+
 def _refuse(code: Code, log: str, tx_id: bytes = b"") -> AdmissionResult:
     space = CODESPACE_MEMPOOL if 400 <= code < 500 else CODESPACE_LEDGER
     return AdmissionResult(int(code), log, tx_id, space)
@@ -237,15 +241,15 @@ class Mempool:
         return result
 
     def add_gossiped(self, raw: bytes, view: AdmissionView) -> AdmissionResult:
-        """A transaction from a peer: the same checks as `admit`, with one shortcut. The caller
+        """A transaction from a peer: the same checks as `admit`, with two shortcuts. The caller
         re-gossips it only when the code is 0 (newly admitted), so a transaction crosses each
         link once.
 
-        The shortcuts: a copy whose nonce is already committed is refused (NONCE_USED) before
+        First, a copy whose nonce is already committed is refused (NONCE_USED) before
         its signatures are checked. Most such copies are gossip arriving after the block that
         holds them (a validator sees a transaction first in a proposal, verifies it there,
         then receives it up to three times from its peers); verifying them again would be
-        wasted, and nobody reads a gossip verdict. And the operation is not dry-run
+        wasted, and nobody reads a gossip verdict. Second, the operation is not dry-run
         (`_check_gossiped`). A client's `admit` keeps the ledger's own order of checks and
         codes."""
         result, tx = self._evaluate(raw, view, gossip=True)
@@ -358,9 +362,7 @@ class Mempool:
             return _ok(tx_id), tx
         if not receipt.executed:
             return _refuse(Code(receipt.code), receipt.log, tx_id), None
-        return AdmissionResult(
-            Code.OK, f"parked: waits for nonce {expected} of its sender", tx_id, ""
-        ), tx
+        return _parked(tx_id, expected), tx
 
     @staticmethod
     def _check_gossiped(
@@ -383,9 +385,7 @@ class Mempool:
         expected = base + (0 if waiting is None else waiting.ready_count())
         if tx.body.nonce == expected:
             return _ok(tx_id), tx
-        return AdmissionResult(
-            Code.OK, f"parked: waits for nonce {expected} of its sender", tx_id, ""
-        ), tx
+        return _parked(tx_id, expected), tx
 
     def _ready_txs(self, sender: bytes, base: int) -> list[SignedTx]:
         waiting = self._senders.get(sender)
