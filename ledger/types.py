@@ -598,20 +598,29 @@ class Event:
 
     type: str
     attributes: dict[str, int | str | bytes | None]
-    # `codec.encode(self.to_map())`, computed once: an event is encoded into its receipt, its
-    # own index row and the block's results hash. An event is a fact: never mutate
+    # `codec.encode(self.to_map())`, computed on first use and kept: an event of a block is
+    # encoded into its receipt, its own index row and the block's results hash, while the
+    # events of a mempool dry run are never encoded at all. An event is a fact: never mutate
     # `attributes` after construction.
-    encoded: bytes = field(init=False, repr=False, compare=False)
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Events are encoded with `codec.encode_presorted` (no walk), which is only canonical
         # for scalar values: refuse anything else here, where the operation that built the
-        # event is on the stack.
+        # event is on the stack (the encoding itself may come much later).
         attributes = self.attributes
         if not _EVENT_VALUE_TYPES.issuperset(map(type, attributes.values())):
             for name, value in attributes.items():
                 _check_event_value(name, value)
-        object.__setattr__(self, "encoded", codec.encode_presorted(self.to_map()))
+
+    @property
+    def encoded(self) -> bytes:
+        """The event's canonical encoding, `codec.encode(self.to_map())`."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = codec.encode_presorted(self.to_map())
+            object.__setattr__(self, "_encoded", encoded)
+        return encoded
 
     def to_map(self) -> dict:
         attributes = self.attributes
