@@ -10,7 +10,9 @@ cancelled, which closes every peer link, and the database is closed. Exit status
 
 Validator-set changes need no restart: the driver signs with the node key at the heights
 whose set names it (`_signing_identity`), and the peer allow-list asks the driver for the
-keys of the sets of the next two heights on every handshake (`is_allowed`).
+keys of the sets of the next two heights on every handshake (`is_allowed`); after a commit
+that takes keys off that list, the links it no longer admits are closed
+(`_drop_removed_peers`), so a removed validator stops receiving the chain's traffic at once.
 
 A store that cannot write (a full disk, an I/O error) stops the node: the failed SQLite
 transaction was rolled back, so nothing is half-written; `run_node` logs one CRITICAL line
@@ -187,6 +189,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
 
                 await nursery.start(serve_metrics, metrics, config.metrics.listen)
             nursery.start_soon(_peer_gauge, manager, metrics)
+            nursery.start_soon(_drop_removed_peers, driver, manager)
             log.info(
                 "%s: running (%s) at height %d, p2p %s",
                 config.name,
@@ -213,6 +216,20 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
         )
         return EXIT_STORAGE_FAILED
     return 0
+
+
+async def _drop_removed_peers(driver: Driver, manager: PeerManager) -> None:
+    """After each commit that takes keys off the driver's allow-list (a validator removed
+    by a committed change), close the links the allow-list no longer admits: the list is
+    asked only at the handshake. Genesis validators, observers and configured peers stay
+    allowed (see `is_allowed`), so only a validator that joined by a change is dropped."""
+    allowed = driver.allowed_keys()
+    while True:
+        await driver.committed.wait()
+        current = driver.allowed_keys()
+        if allowed - current:
+            manager.drop_disallowed()
+        allowed = current
 
 
 async def run_driver_until_store_fails(driver: Driver) -> Exception | None:

@@ -222,6 +222,19 @@ class PeerManager:
         if peer is not None:
             peer.cancel_scope.cancel()
 
+    def drop_disallowed(self) -> int:
+        """Close every link whose key the allow-list no longer admits (a validator removed
+        by a committed change, say); returns how many. The allow-list is asked only at the
+        handshake, so without this a removed validator would keep its links, and go on
+        receiving transactions and blocks, until one of the two nodes restarted."""
+        dropped = 0
+        for key in sorted(self._peers):
+            if not self._accepts(key):
+                log.warning("peer %s is no longer allowed: disconnecting it", key.hex()[:16])
+                self._peers[key].cancel_scope.cancel()
+                dropped += 1
+        return dropped
+
     def is_banned(self, key: bytes) -> bool:
         until = self._banned_until.get(key)
         if until is None:

@@ -86,12 +86,12 @@ class MemoryNetwork:
 class Node:
     """A manager on the memory network, runnable and stoppable (a process restart)."""
 
-    def __init__(self, network, name, dial=(), **config):
+    def __init__(self, network, name, dial=(), allow=allow_all_known, **config):
         self.network, self.name = network, name
         self.manager = PeerManager(
             PeerManagerConfig(chain_id=CHAIN, dial=tuple(ADDR[d] for d in dial), **config),
             KEYS[name],
-            allow_all_known,
+            allow,
             rng=random.Random(name),
             connect=network.connect,
         )
@@ -282,6 +282,38 @@ async def test_reported_misbehaviour_disconnects_scores_and_bans_at_the_threshol
         await trio.sleep(3)
         assert a.connected() == {"b"}
         assert a.manager.peers()[0].score == 0  # the ban wiped the slate
+        nursery.cancel_scope.cancel()
+
+
+@trio_test
+async def test_links_the_allow_list_stops_admitting_are_dropped_and_stay_refused():
+    # A validator removed by a committed change: the allow-list is asked at the handshake,
+    # so the node drops the live link itself (drop_disallowed) and refuses the redials.
+    net = MemoryNetwork()
+    allowed = {PUB["b"], PUB["c"]}
+    async with trio.open_nursery() as nursery:
+        a = Node(net, "a", allow=allowed.__contains__)
+        b = Node(net, "b", dial=["a"], backoff_base_ms=1000, backoff_cap_ms=1000)
+        c = Node(net, "c", dial=["a"], backoff_base_ms=1000, backoff_cap_ms=1000)
+        for node in (a, b, c):
+            await node.start(nursery)
+        await trio.testing.wait_all_tasks_blocked()
+        assert a.connected() == {"b", "c"}
+        assert a.manager.drop_disallowed() == 0  # nothing changed: nobody is dropped
+        allowed.discard(PUB["c"])
+        assert a.manager.drop_disallowed() == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert a.connected() == {"b"} and c.connected() == set()
+        await trio.sleep(10)  # c redials every second, refused each time
+        assert a.connected() == {"b"} and c.connected() == set()
+        assert len([1 for _, address in net.attempts if address == ADDR["a"]]) >= 5
+        a.manager.broadcast(b"block")
+        assert await b.manager.inbound.receive() == (PUB["a"], b"block")
+        assert a.manager.peers()[0].score == 0  # not a misbehaviour: no score, no ban
+        assert not a.manager.is_banned(PUB["c"])
+        allowed.add(PUB["c"])  # added back by a later change: the next redial is let in
+        await trio.sleep(2)
+        assert a.connected() == {"b", "c"}
         nursery.cancel_scope.cancel()
 
 
