@@ -15,10 +15,16 @@ funded investors (the same records an `onboard_investor` and an `issue` would wr
 the database is closed and reopened the way a restarting node would: the timed transfers
 run on a state reloaded from SQLite.
 
-    .venv/bin/python scripts/bench_ledger.py            # both sizes, last line JSON
-    .venv/bin/python scripts/bench_ledger.py --accounts 1000 --blocks 10
+Each size is prepared once and then measured `--rounds` times (default 3) on fresh copies,
+the two sizes alternating, so that the ratio compares medians measured side by side on this
+shared machine, whose speed drifts by tens of percent within an hour.
 
-Last line: {"tx_per_s": ..., "tx_per_s_1m": ..., "verify_per_s": ..., "rss_mb_1m": ...}
+    .venv/bin/python scripts/bench_ledger.py            # both sizes, last line JSON
+    .venv/bin/python scripts/bench_ledger.py --accounts 1000 --blocks 10 --rounds 1
+
+Last line: {"tx_per_s": ..., "tx_per_s_1m": ..., "verify_per_s": ..., "rss_mb_1m": ...,
+"ratio_1m": ..., "rounds": ..., "tx_per_s_runs": [...], "tx_per_s_1m_runs": [...]} (rates are
+medians over the rounds; memory is the largest of them).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -229,11 +236,8 @@ def measure(path: Path, accounts: int, senders: int, blocks: int) -> dict:
     }
 
 
-def run_size(accounts: int, blocks: int, workdir: Path) -> dict:
-    """Prepare and measure one size, each in a fresh process (clean RSS, real reopen)."""
-    senders = min(accounts, 10_000)
-    path = workdir / f"bench-{accounts}.db"
-    base = [
+def _command(path: Path, accounts: int, blocks: int, phase: str) -> list[str]:
+    return [
         sys.executable,
         __file__,
         "--db",
@@ -241,15 +245,35 @@ def run_size(accounts: int, blocks: int, workdir: Path) -> dict:
         "--accounts",
         str(accounts),
         "--senders",
-        str(senders),
+        str(min(accounts, 10_000)),
         "--blocks",
         str(blocks),
+        "--phase",
+        phase,
     ]
+
+
+def prepare_size(accounts: int, blocks: int, workdir: Path) -> Path:
+    """Prepare one size in a fresh process; returns the closed database, kept pristine."""
+    path = workdir / f"prepared-{accounts}.db"
     print(f"preparing {accounts:,} funded accounts ...", file=sys.stderr, flush=True)
-    subprocess.run(base + ["--phase", "prepare"], check=True)
+    subprocess.run(_command(path, accounts, blocks, "prepare"), check=True)
+    return path
+
+
+def measure_size(prepared: Path, accounts: int, blocks: int, workdir: Path) -> dict:
+    """Measure one size in a fresh process (clean RSS, real reopen) on a copy of the
+    prepared database: the measurement commits blocks, so each round starts from the same
+    state."""
+    path = workdir / f"bench-{accounts}.db"
+    for leftover in workdir.glob(path.name + "*"):
+        leftover.unlink()
+    for part in ("", "-wal"):  # a cleanly closed database has an empty WAL, if any
+        if Path(f"{prepared}{part}").exists():
+            shutil.copyfile(f"{prepared}{part}", f"{path}{part}")
     print(f"measuring {blocks} blocks of {BLOCK_SIZE} transfers ...", file=sys.stderr, flush=True)
     out = subprocess.run(
-        base + ["--phase", "measure"], check=True, stdout=subprocess.PIPE, text=True
+        _command(path, accounts, blocks, "measure"), check=True, stdout=subprocess.PIPE, text=True
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(result), file=sys.stderr, flush=True)
@@ -260,24 +284,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--blocks", type=int, default=20, help="timed blocks per size")
     parser.add_argument("--accounts", type=int, help="one size only (default: 1,000 and 1,000,000)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measurements per size, the sizes alternating; medians are reported",
+    )
     parser.add_argument("--phase", choices=["prepare", "measure"], help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--senders", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1 or args.blocks < 1:
+        parser.error("--rounds and --blocks must be at least 1")
     if args.phase == "prepare":
         prepare(Path(args.db), args.accounts, args.senders)
         return 0
     if args.phase == "measure":
         print(json.dumps(measure(Path(args.db), args.accounts, args.senders, args.blocks)))
         return 0
+    sizes = [args.accounts] if args.accounts else [1_000, 1_000_000]
     with tempfile.TemporaryDirectory(prefix="khazana-bench-") as tmp:
         workdir = Path(tmp)
-        if args.accounts:
-            result = run_size(args.accounts, args.blocks, workdir)
-            print(json.dumps(result))
-            return 0
-        small = run_size(1_000, args.blocks, workdir)
-        large = run_size(1_000_000, args.blocks, workdir)
+        prepared = {size: prepare_size(size, args.blocks, workdir) for size in sizes}
+        # The sizes alternate round by round, so a slow spell of this shared machine falls on
+        # both rather than on one: the ratio is of medians measured side by side.
+        runs: dict[int, list[dict]] = {size: [] for size in sizes}
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1} of {args.rounds}", file=sys.stderr, flush=True)
+            for size in sizes:
+                runs[size].append(measure_size(prepared[size], size, args.blocks, workdir))
+    if args.accounts:
+        print(json.dumps(summarise(runs[args.accounts])))
+        return 0
+    small, large = summarise(runs[1_000]), summarise(runs[1_000_000])
     summary = {
         "tx_per_s": small["tx_per_s"],
         "tx_per_s_1m": large["tx_per_s"],
@@ -287,9 +326,29 @@ def main() -> int:
         "rss_mb": small["rss_mb"],
         "reopen_s_1m": large["reopen_s"],
         "db_mb_1m": large["db_mb"],
+        "rounds": args.rounds,
+        "tx_per_s_runs": small["tx_per_s_runs"],
+        "tx_per_s_1m_runs": large["tx_per_s_runs"],
     }
     print(json.dumps(summary))
     return 0
+
+
+def summarise(results: list[dict]) -> dict:
+    """One size's rounds: the median of each rate, the largest memory, every run's rate."""
+
+    def median(key: str) -> float:
+        return statistics.median(result[key] for result in results)
+
+    return {
+        "accounts": results[0]["accounts"],
+        "tx_per_s": round(median("tx_per_s")),
+        "tx_per_s_runs": [result["tx_per_s"] for result in results],
+        "verify_per_s": round(median("verify_per_s")),
+        "reopen_s": round(median("reopen_s"), 2),
+        "rss_mb": max(result["rss_mb"] for result in results),
+        "db_mb": max(result["db_mb"] for result in results),
+    }
 
 
 if __name__ == "__main__":
