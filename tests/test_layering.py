@@ -9,8 +9,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FORBIDDEN = {
     "consensus": {
-        "trio", "asyncio", "socket", "sqlite3", "time", "random", "secrets", "threading",
-        "selectors", "subprocess", "os", "datetime", "ledger", "node", "multiprocessing",
+        "trio",
+        "asyncio",
+        "socket",
+        "sqlite3",
+        "time",
+        "random",
+        "secrets",
+        "threading",
+        "selectors",
+        "subprocess",
+        "os",
+        "datetime",
+        "ledger",
+        "node",
+        "multiprocessing",
     },
     "ledger": {"trio", "asyncio", "socket", "consensus", "node", "random", "selectors", "time"},
 }
