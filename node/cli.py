@@ -1,6 +1,9 @@
 """The `khazana` command line (argparse): one sub-command per entry in CONTRACT.md.
 
-    khazana keygen --out FILE
+    khazana keygen --out FILE [--json]
+    khazana keyinfo FILE                          (public key and address of a key file)
+    khazana genesis --out FILE --chain-id ID --validator NAME=PUBKEY ... --institution NAME=ADDR ...
+    khazana init-node --home DIR --name NAME --genesis FILE --node-key FILE [--peer ...] [...]
     khazana init --home DIR --validators N [--observers M] [--chain-id ID] [--base-port P]
                  [--host H] [--force]
     khazana start --home DIR/NAME
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import logging
 import sys
 
@@ -42,6 +46,80 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="create a new Ed25519 key file (0600)")
     keygen.add_argument("--out", required=True, help="path of the key file to write")
+    keygen.add_argument(
+        "--json", action="store_true", help='print {"address", "public_key"} instead'
+    )
+
+    keyinfo = sub.add_parser(
+        "keyinfo", help="the public key and address of a key file (never the private key)"
+    )
+    keyinfo.add_argument("file", help="a key file (node_key.json or a client key)")
+
+    genesis = sub.add_parser(
+        "genesis",
+        help="assemble a genesis from validators' public keys and institutions' addresses",
+        description="The coordinator's step of a network whose keys were made on separate "
+        "machines (docs/OPERATIONS.md). Prints the file's SHA-256, which every operator "
+        "compares before using it.",
+    )
+    genesis.add_argument("--out", required=True, help="genesis file to write (must not exist)")
+    genesis.add_argument("--chain-id", required=True)
+    genesis.add_argument(
+        "--validator",
+        action="append",
+        required=True,
+        metavar="NAME=PUBLIC_KEY",
+        help="a validator: its name and the public key `khazana keyinfo` printed (repeat)",
+    )
+    genesis.add_argument(
+        "--institution",
+        action="append",
+        required=True,
+        metavar="NAME=ADDRESS",
+        help="an institution and its client key's kz1 address (repeat); ministry, "
+        "central-bank, regulator and auditor get their default roles",
+    )
+    genesis.add_argument(
+        "--genesis-time-ms", type=int, default=0, help="chain time of the genesis (Unix ms)"
+    )
+
+    init_node = sub.add_parser(
+        "init-node",
+        help="one node's home from a genesis and a key made elsewhere",
+        description="The operator's step of a network whose keys were made on separate "
+        "machines (docs/OPERATIONS.md).",
+    )
+    init_node.add_argument("--home", required=True, help="the node's home folder (new or empty)")
+    init_node.add_argument("--name", required=True, help="the node's name, e.g. central-bank")
+    init_node.add_argument("--genesis", required=True, help="the network's genesis file")
+    init_node.add_argument(
+        "--node-key", required=True, help="this node's key file (copied into the home)"
+    )
+    init_node.add_argument("--role", choices=["validator", "observer"], default="validator")
+    init_node.add_argument(
+        "--listen", default="0.0.0.0:26656", help="p2p listen address (default 0.0.0.0:26656)"
+    )
+    init_node.add_argument(
+        "--external", required=True, help="the p2p address the other nodes dial (host:port)"
+    )
+    init_node.add_argument("--rpc", default="127.0.0.1:26657", help="JSON-RPC listen address")
+    init_node.add_argument(
+        "--metrics", default=None, help="Prometheus listen address (default: none)"
+    )
+    init_node.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME=PUBLIC_KEY@HOST:PORT",
+        help="a node to dial and the key it must prove (repeat)",
+    )
+    init_node.add_argument(
+        "--observer",
+        action="append",
+        default=[],
+        metavar="PUBLIC_KEY",
+        help="an observer's public key this validator accepts links from (repeat)",
+    )
 
     init = sub.add_parser("init", help="genesis + one home folder per node + client keys")
     init.add_argument("--home", required=True, help="folder that receives one home per node")
@@ -99,7 +177,87 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     except OSError as exc:  # FileExistsError included: a key file is never overwritten
         print(f"khazana keygen: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    print(address)
+    if args.json:
+        print(json.dumps({"address": address, "public_key": key.public_key.hex()}))
+    else:
+        print(address)
+    return 0
+
+
+def cmd_keyinfo(args: argparse.Namespace) -> int:
+    """Print what may be handed to others about a key file: its public key and address."""
+    from ledger.crypto import KeyFileError, address_to_text, read_key_file
+
+    try:
+        key = read_key_file(args.file)
+    except (KeyFileError, OSError) as exc:
+        print(f"khazana keyinfo: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(json.dumps({"address": address_to_text(key.address), "public_key": key.public_key.hex()}))
+    return 0
+
+
+def cmd_genesis(args: argparse.Namespace) -> int:
+    from ledger.genesis import GenesisError
+    from node.ceremony import build_genesis, parse_institution, parse_validator, sha256_hex
+    from node.home import HomeError
+
+    try:
+        document = build_genesis(
+            chain_id=args.chain_id,
+            validators=[parse_validator(text) for text in args.validator],
+            institutions=[parse_institution(text) for text in args.institution],
+            genesis_time_ms=args.genesis_time_ms,
+        )
+        with open(args.out, "xb") as file:  # never overwrite a genesis
+            file.write(document)
+    except (HomeError, GenesisError, OSError) as exc:
+        print(f"khazana genesis: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"wrote {args.out} for chain {args.chain_id}")
+    print(f"sha256 {sha256_hex(document)}  (every operator compares this before using the file)")
+    return 0
+
+
+def cmd_init_node(args: argparse.Namespace) -> int:
+    from ledger.crypto import KeyFileError
+    from ledger.genesis import GenesisError
+    from node.ceremony import PeerSpec, init_node_home, parse_public_key, sha256_hex
+    from node.config import ConfigError, HostPort
+    from node.home import HomeError
+
+    def address(option: str, text: str | None) -> HostPort | None:
+        if text is None:
+            return None
+        try:
+            return HostPort.parse(text)
+        except ValueError as exc:
+            raise HomeError(f"--{option}: {exc}") from None
+
+    try:
+        config = init_node_home(
+            args.home,
+            name=args.name,
+            genesis_file=args.genesis,
+            node_key_file=args.node_key,
+            role=args.role,
+            listen=address("listen", args.listen),
+            external=address("external", args.external),
+            rpc=address("rpc", args.rpc),
+            metrics=address("metrics", args.metrics),
+            peers=[PeerSpec.parse(text) for text in args.peer],
+            observers=[parse_public_key(text, "--observer") for text in args.observer],
+        )
+    except (HomeError, ConfigError, GenesisError, KeyFileError, OSError) as exc:
+        print(f"khazana init-node: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    genesis_sha = sha256_hex(config.genesis_path.read_bytes())
+    print(f"{config.name} ({config.role}) in {config.home}, chain {config.chain_id}")
+    print(f"  genesis sha256 {genesis_sha}")
+    print(
+        f"  p2p {config.p2p.listen} (dialled at {config.p2p.external_address}), rpc {config.rpc.url}"
+    )
+    print(f"  {len(config.p2p.peers)} peers; start it with: khazana start --home {config.home}")
     return 0
 
 
@@ -278,6 +436,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "keygen": cmd_keygen,
+    "keyinfo": cmd_keyinfo,
+    "genesis": cmd_genesis,
+    "init-node": cmd_init_node,
     "init": cmd_init,
     "start": cmd_start,
     "localnet": cmd_localnet,
