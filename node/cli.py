@@ -97,12 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init_node.add_argument("--role", choices=["validator", "observer"], default="validator")
     init_node.add_argument(
-        "--listen", default="0.0.0.0:26656", help="p2p listen address (default 0.0.0.0:26656)"
+        "--listen", default="0.0.0.0:26650", help="p2p listen address (default 0.0.0.0:26650)"
     )
     init_node.add_argument(
         "--external", required=True, help="the p2p address the other nodes dial (host:port)"
     )
-    init_node.add_argument("--rpc", default="127.0.0.1:26657", help="JSON-RPC listen address")
+    init_node.add_argument(
+        "--rpc", default="127.0.0.1:26651", help="JSON-RPC listen address (default 127.0.0.1:26651)"
+    )
     init_node.add_argument(
         "--metrics", default=None, help="Prometheus listen address (default: none)"
     )
