@@ -513,10 +513,16 @@ class RpcMethods:
         prove = _bool_param("prove", prove)
         store = self.api.store
         raw = await store.get_state(account_key(raw_address))
+        if prove:
+            if raw is None:
+                # Absence is provable too: the error carries a proof that no account record
+                # is under the certified app_hash (node/verify.py `verify_account_absence`).
+                absent = await self._proven_absence(raw_address, address)
+                if absent is not None:
+                    raise absent
+            return await self._proven_account(raw_address)  # (created meanwhile, if absent)
         if raw is None:
             raise RpcError(NOT_FOUND, "Not found", f"no account {address}")
-        if prove:
-            return await self._proven_account(raw_address)
         account = Account.from_map(_decode_record(raw))
         balances = await self._balances(raw_address)
         return render_account(account, balances)
@@ -542,6 +548,40 @@ class RpcMethods:
                     )
             after = page[-1][0]
         return balances
+
+    async def _proven_absence(self, raw_address: bytes, address: str) -> RpcError | None:
+        """The NOT_FOUND error for a missing account, with a proof of its absence at a
+        committed height: `data` = {message, address, proof{height, header, commit, proof}}.
+        None if the account exists by now (created since the caller's read): the caller
+        answers with its proven record instead."""
+        store = self.api.store
+        key = account_key(raw_address)
+        for _ in range(_PROOF_ATTEMPTS):
+            try:
+                proven = await self.api.prove([key])
+            except Exception as exc:  # ProofUnavailable: the driver is stopping or busy
+                raise RpcError(PROOF_UNAVAILABLE, "Proof unavailable", str(exc)) from None
+            stored = await store.block(proven.height)
+            certificate = await store.commit(proven.height)
+            if stored is None or certificate is None or stored.app_hash != proven.app_hash:
+                continue
+            if not verify_proof(proven.app_hash, key, None, proven.proofs[0]):
+                return None  # the account exists by now
+            return RpcError(
+                NOT_FOUND,
+                "Not found",
+                {
+                    "message": f"no account {address}",
+                    "address": address,
+                    "proof": {
+                        "height": proven.height,
+                        "header": b64(stored.header),
+                        "commit": b64(certificate),
+                        "proof": b64(proven.proofs[0].to_bytes()),
+                    },
+                },
+            )
+        raise RpcError(SERVER_LIMIT, "Server busy", "state changed during every proof attempt")
 
     async def _proven_account(self, raw_address: bytes) -> dict:
         """The account with proofs of its record and of each listed balance.

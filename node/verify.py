@@ -66,6 +66,15 @@ class AccountState:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountAbsence:
+    """No account at `address` in the state of `height` (the certified header's app_hash)."""
+
+    address: bytes
+    height: int
+    app_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class TxInclusion:
     """A transaction proven to be at `index` of the certified block at `height`."""
 
@@ -132,6 +141,27 @@ def verify_account_proof(
             raise ProofError(f"the result's {instrument} balance differs from the proven one")
         balances.append((instrument, holding))
     return AccountState(raw_address, account, tuple(balances), header.height, header.app_hash)
+
+
+def verify_account_absence(
+    data: dict, trusted_validators: Any, chain_id: str, *, address: str | None = None
+) -> AccountAbsence:
+    """The proven absence of an account: `data` is the `data` of the NOT_FOUND error that
+    `account {prove: true}` answers for an address with no account. `ProofError` if it does
+    not verify (a node cannot claim "no such account" for one that exists). With `address`,
+    the error must also be about that address."""
+    proof = _field(data, "proof", dict)
+    header = verify_certified_header(proof, trusted_validators, chain_id)
+    shown = _field(data, "address", str)
+    if address is not None and shown != address:
+        raise ProofError(f"the error is about {shown}, not {address}")
+    try:
+        raw_address = address_from_text(shown)
+    except LedgerError as exc:
+        raise ProofError(f"error address: {exc.message}") from None
+    if not verify_proof(header.app_hash, account_key(raw_address), None, _b64(proof, "proof")):
+        raise ProofError("the account's absence is not proven under the header's app_hash")
+    return AccountAbsence(raw_address, header.height, header.app_hash)
 
 
 def verify_tx_proof(

@@ -34,7 +34,13 @@ from node.client.errors import (
     TxRejected,
 )
 from node.client.ops import OPS, BuildError, Operation, TxBuilder
-from node.client.proofs import ProofError, TrustedValidators, verify_account, verify_tx
+from node.client.proofs import (
+    ProofError,
+    TrustedValidators,
+    verify_account,
+    verify_account_absence,
+    verify_tx,
+)
 from node.client.signing import (
     add_signatures,
     load_tx,
@@ -84,6 +90,7 @@ __all__ = [
     "tx_from_base64",
     "tx_to_base64",
     "verify_account",
+    "verify_account_absence",
     "verify_tx",
     "write_tx_file",
 ]

@@ -42,7 +42,7 @@ from typing import Any
 from ledger.codes import Code
 from ledger.crypto import KeyFileError, read_key_file
 from ledger.genesis import DEFAULT_CHAIN_ID
-from node.client.core import DEFAULT_RPC, Admission, Committed
+from node.client.core import DEFAULT_RPC, NOT_FOUND, Admission, Committed
 from node.client.errors import (
     ClientError,
     CommitTimeout,
@@ -53,7 +53,12 @@ from node.client.errors import (
     TxRejected,
 )
 from node.client.ops import OPS, BuildError, build, parse_cli_value
-from node.client.proofs import TrustedValidators, verify_account, verify_tx
+from node.client.proofs import (
+    TrustedValidators,
+    verify_account,
+    verify_account_absence,
+    verify_tx,
+)
 from node.client.signing import (
     add_signatures,
     load_tx,
@@ -515,7 +520,18 @@ def cmd_query(args: argparse.Namespace) -> int:
         _emit(args, result)
     elif what == "account":
         trusted = _trusted(args)
-        account = client.account(args.address, prove=args.prove)
+        try:
+            account = client.account(args.address, prove=args.prove)
+        except RpcError as exc:
+            if trusted is None or exc.code != NOT_FOUND or not isinstance(exc.data, dict):
+                raise
+            absent = verify_account_absence(exc, trusted, args.address)
+            raise RpcError(
+                exc.code,
+                exc.message,
+                f"no account {args.address}: absence verified at height {absent.height}, "
+                f"app_hash {absent.app_hash.hex()}",
+            ) from None
         if trusted is not None:
             proven = verify_account(account, trusted, args.address)
             account = {k: v for k, v in account.items() if k != "proof"} | {

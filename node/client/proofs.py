@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from node import verify
-from node.client.errors import ClientError
+from node.client.core import NOT_FOUND
+from node.client.errors import ClientError, RpcError
 
 
 class ProofError(ClientError):
@@ -63,6 +64,21 @@ def verify_account(
         )
     except verify.ProofError as exc:
         raise ProofError(f"account proof refused: {exc}") from exc
+
+
+def verify_account_absence(
+    error: RpcError, trusted: TrustedValidators, address: str | None = None
+) -> verify.AccountAbsence:
+    """Check the NOT_FOUND error of `account(address, prove=True)` for an address with no
+    account: its `data` proves the absence at a certified height (`AccountAbsence`)."""
+    if error.code != NOT_FOUND or not isinstance(error.data, Mapping):
+        raise ProofError(f"not a proven absence: {error}") from error
+    try:
+        return verify.verify_account_absence(
+            dict(error.data), trusted.pairs(), trusted.chain_id, address=address
+        )
+    except verify.ProofError as exc:
+        raise ProofError(f"absence proof refused: {exc}") from exc
 
 
 def verify_tx(result: Mapping[str, Any], trusted: TrustedValidators) -> verify.TxInclusion:

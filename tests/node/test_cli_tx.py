@@ -15,7 +15,7 @@ import json
 import pytest
 
 from ledger.codes import Code
-from ledger.crypto import generate_key, write_key_file
+from ledger.crypto import address_to_text, generate_key, write_key_file
 from ledger.ops import OPERATIONS
 from ledger.tx import decode_signed_tx
 from node.cli import build_parser, main
@@ -288,5 +288,18 @@ def test_query_prove_verifies_against_a_trusted_genesis(node, market, tmp_path, 
         capsys, "query", "account", alice, "--prove", "--genesis", str(genesis), "--rpc", node.url
     )
     assert code == EXIT_REFUSED and "proof refused" in err
+    # ... nor of an account's absence.
+    stranger = address_to_text(generate_key(b"s" * 32).address)
+    code, _, err = run(
+        capsys, "query", "account", stranger, "--prove", "--genesis", str(genesis), "--rpc",
+        node.url,
+    )  # fmt: skip
+    assert code == EXIT_REFUSED and "absence proof refused" in err
+    genesis.write_text(json.dumps(node.genesis))
+    code, _, err = run(
+        capsys, "query", "account", stranger, "--prove", "--genesis", str(genesis), "--rpc",
+        node.url,
+    )  # fmt: skip
+    assert code == EXIT_REFUSED and "absence verified at height" in err
     code, _, err = run(capsys, "query", "account", alice, "--prove", "--rpc", node.url)
     assert code == EXIT_USAGE and "--genesis" in err

@@ -15,7 +15,12 @@ import trio
 from consensus.wire import decode_message, encode_message
 from ledger.crypto import address_to_text
 from ledger.tx import decode_signed_tx
-from node.verify import ProofError, verify_account_proof, verify_tx_proof
+from node.verify import (
+    ProofError,
+    verify_account_absence,
+    verify_account_proof,
+    verify_tx_proof,
+)
 from tests.node.test_rpc_commit import (
     CHAIN_ID,
     b64,
@@ -159,3 +164,73 @@ def test_forged_tx_proof_is_refused(reads, name):
     tx = reads[1]
     with pytest.raises(ProofError):
         verify_tx_proof(forged(tx, TX_FORGERIES[name]), TRUSTED, CHAIN_ID)
+
+
+# --------------------------------------------------------------------------- absence
+
+
+@pytest.fixture(scope="module")
+def absence(tmp_path_factory):
+    """`account` of an address with no account, with and without `prove`, from a live node."""
+    stranger = address_to_text(key("nobody-here").address)
+
+    async def main():
+        async with live_node(tmp_path_factory.mktemp("absence")) as node:
+            await node.wait_height(2)
+            proven = await node.acall("account", {"address": stranger, "prove": True})
+            plain = await node.acall("account", {"address": stranger})
+            return stranger, proven["error"], plain["error"]
+
+    return trio.run(main)
+
+
+def test_a_missing_account_is_proven_absent_against_the_trusted_set(absence):
+    stranger, proven, plain = absence
+    assert proven["code"] == plain["code"] == -32001  # NOT_FOUND, with or without prove
+    assert plain["data"] == f"no account {stranger}"  # the plain answer is unchanged
+    assert proven["data"]["message"] == plain["data"]
+    absent = verify_account_absence(proven["data"], TRUSTED, CHAIN_ID, address=stranger)
+    assert absent.address == key("nobody-here").address and absent.height >= 1
+
+
+ABSENCE_FORGERIES = {
+    # "No such account" about one that exists: the proof is of another key's path.
+    "existing account": lambda d: d.__setitem__(
+        "address", address_to_text(key("central-bank").address)
+    ),
+    "proof byte": lambda d: d["proof"].__setitem__("proof", _flip(d["proof"]["proof"], 5)),
+    "header byte": lambda d: d["proof"].__setitem__("header", _flip(d["proof"]["header"], 20)),
+    "signature byte": lambda d: _flip_signature(d["proof"]),
+    "no proof": lambda d: d.pop("proof"),
+    "not an address": lambda d: d.__setitem__("address", "kz1nothing"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABSENCE_FORGERIES))
+def test_a_forged_absence_is_refused(absence, name):
+    data = absence[1]["data"]
+    with pytest.raises(ProofError):
+        verify_account_absence(forged(data, ABSENCE_FORGERIES[name]), TRUSTED, CHAIN_ID)
+
+
+def test_an_absence_is_checked_against_the_address_asked_and_the_chain(absence):
+    data = absence[1]["data"]
+    asked = address_to_text(key("regulator").address)
+    with pytest.raises(ProofError, match="not"):
+        verify_account_absence(data, TRUSTED, CHAIN_ID, address=asked)
+    with pytest.raises(ProofError, match="chain"):
+        verify_account_absence(data, TRUSTED, "another-chain")
+
+
+def test_the_sdk_checks_an_absence_from_the_error_it_raised(absence):
+    from node.client import ProofError as ClientProofError
+    from node.client import TrustedValidators
+    from node.client import verify_account_absence as sdk_verify_absence
+    from node.client.errors import RpcError
+
+    stranger, proven, _ = absence
+    trusted = TrustedValidators(CHAIN_ID, (("validator-0", TRUSTED[0][0], TRUSTED[0][1]),))
+    error = RpcError(proven["code"], proven["message"], proven["data"])
+    assert sdk_verify_absence(error, trusted, stranger).height >= 1
+    with pytest.raises(ClientProofError):  # a plain "not found" proves nothing
+        sdk_verify_absence(RpcError(-32001, "Not found", f"no account {stranger}"), trusted)
