@@ -127,6 +127,7 @@ class State:
         "key_bindings",
         "singletons",
         "_prefix_cache",
+        "_instrument_sets",
         "_dirty",
         "_journal",
         "_depth",
@@ -155,6 +156,9 @@ class State:
             VALIDATORS_KEY: validators,
         }
         self._prefix_cache: dict[str, bytes] = {}
+        # Equal `Account.instruments` tuples share one object (most investors hold the same
+        # one or two instruments): memory at a million accounts, and a cheap identity check.
+        self._instrument_sets: dict[tuple[str, ...], tuple[str, ...]] = {(): ()}
         # state key -> the record to encode at take_changes (None: deleted)
         self._dirty: dict[bytes, Any] = dict(self.singletons)
         # (container, subkey, previous value, state key, previous dirty entry)
@@ -252,7 +256,19 @@ class State:
         self._dirty[key] = value
 
     def put_account(self, account: Account) -> None:
-        self._write(self.accounts, account.address, account, ACCOUNT + account.address)
+        """Store an account record. Its `instruments` are the state's to keep: an operation's
+        copy of the record may predate a holding it has since created or emptied, so the
+        list the state holds wins (for a new account: the instruments it already holds)."""
+        address = account.address
+        current = self.accounts.get(address)
+        held = current.instruments if current is not None else self._held_by(address)
+        if account.instruments is not held and account.instruments != held:
+            account = _with_instruments(account, held)
+        self._write(self.accounts, address, account, ACCOUNT + address)
+
+    def _held_by(self, address: bytes) -> tuple[str, ...]:
+        held = tuple(sorted(i for i, holders in self.holdings.items() if address in holders))
+        return self._instrument_sets.setdefault(held, held)
 
     def put_holding(self, instrument_id: str, address: bytes, holding: Holding | None) -> None:
         """Set a holding; a zero balance (or None) deletes it, so holders are those with units."""
@@ -264,9 +280,25 @@ class State:
             if holding.frozen:
                 raise AssertionError(f"frozen {holding.frozen} units with a zero balance")
             holding = None
-        if holding is None and address not in holdings:
+        existed = address in holdings
+        if holding is None and not existed:
             return
         self._write(holdings, address, holding, prefix + address)
+        if existed is (holding is None):  # the holding appeared or went away
+            self._note_held(address, instrument_id, holding is not None)
+
+    def _note_held(self, address: bytes, instrument_id: str, held: bool) -> None:
+        """Keep the account's `instruments` in step with its holdings (no account yet: its
+        creation picks them up, see `put_account`)."""
+        account = self.accounts.get(address)
+        if account is None:
+            return
+        others = [i for i in account.instruments if i != instrument_id]
+        instruments = tuple(sorted([*others, instrument_id])) if held else tuple(others)
+        instruments = self._instrument_sets.setdefault(instruments, instruments)
+        self._write(
+            self.accounts, address, _with_instruments(account, instruments), ACCOUNT + address
+        )
 
     def put_instrument(self, instrument: Instrument) -> None:
         if instrument.id not in self.holdings:
@@ -368,6 +400,16 @@ class State:
             account = self.accounts.get(self.key_bindings[key].address)
             if account is None or account.public_key != key:
                 problems.append(f"key {key.hex()} is bound to an account that does not use it")
+        held: dict[bytes, list[str]] = {}
+        for instrument_id in sorted(self.holdings):
+            for address in self.holdings[instrument_id]:
+                held.setdefault(address, []).append(instrument_id)
+        for address in sorted(self.accounts):
+            listed = list(self.accounts[address].instruments)
+            if listed != held.get(address, []):
+                problems.append(
+                    f"account {address.hex()} lists {listed} but holds {held.get(address, [])}"
+                )
         return problems
 
     # -- export ---------------------------------------------------------------------
@@ -428,12 +470,13 @@ class StateLoader:
     hundreds of bytes per account.
     """
 
-    __slots__ = ("_singletons", "_records", "_kycs")
+    __slots__ = ("_singletons", "_records", "_kycs", "_instrument_sets")
 
     def __init__(self) -> None:
         self._singletons: dict[bytes, dict] = {}
         self._records = _Records()
         self._kycs: dict[Kyc, Kyc] = {}
+        self._instrument_sets: dict[tuple[str, ...], tuple[str, ...]] = {(): ()}
 
     def feed(self, items: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
         """Load each pair of `items`, then yield it on (for a second consumer)."""
@@ -446,7 +489,9 @@ class StateLoader:
         records = self._records
         kind, rest = key[:1], key[1:]
         if kind == ACCOUNT:
-            account = Account.from_map(value, kycs=self._kycs)
+            account = Account.from_map(
+                value, kycs=self._kycs, instrument_sets=self._instrument_sets
+            )
             # Keyed by the record's own address object (one bytes object, not two), as long as
             # it is the key's address; a mismatch stays visible under the key, as stored.
             records.accounts[account.address if account.address == rest else rest] = account
@@ -495,6 +540,7 @@ class StateLoader:
         state.vasps = records.vasps
         state.key_bindings = records.key_bindings
         state._dirty.clear()
+        state._instrument_sets = self._instrument_sets
         self._kycs.clear()
         return state
 
@@ -511,3 +557,16 @@ class _Records:
         self.reserves: dict[str, ReserveAttestation] = {}
         self.vasps: dict[bytes, Vasp] = {}
         self.key_bindings: dict[bytes, KeyBinding] = {}
+
+
+def _with_instruments(account: Account, instruments: tuple[str, ...]) -> Account:
+    return Account(
+        account.address,
+        account.nonce,
+        account.public_key,
+        account.roles,
+        account.name,
+        account.kyc,
+        account.frozen,
+        instruments,
+    )

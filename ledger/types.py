@@ -174,6 +174,10 @@ class Account:
     name: str = ""
     kyc: Kyc | None = None
     frozen: Freeze | None = None
+    # The ids of the instruments the account holds units of (sorted): kept by the state
+    # (`State.put_holding`), never by an operation. It makes the account record name all of
+    # its holdings, so a proven account proves which balances are complete.
+    instruments: tuple[str, ...] = ()
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -185,13 +189,21 @@ class Account:
     def with_nonce(self, nonce: int) -> Account:
         # The hot path of every transaction; avoids dataclasses.replace's introspection.
         return Account(
-            self.address, nonce, self.public_key, self.roles, self.name, self.kyc, self.frozen
+            self.address,
+            nonce,
+            self.public_key,
+            self.roles,
+            self.name,
+            self.kyc,
+            self.frozen,
+            self.instruments,
         )
 
     def to_map(self) -> dict:
         return {
             "address": self.address,
             "frozen": None if self.frozen is None else self.frozen.to_map(),
+            "instruments": list(self.instruments),
             "kyc": None if self.kyc is None else self.kyc.to_map(),
             "name": self.name,
             "nonce": self.nonce,
@@ -200,12 +212,26 @@ class Account:
         }
 
     @classmethod
-    def from_map(cls, m: dict, *, kycs: dict[Kyc, Kyc] | None = None) -> Account:
-        """`kycs`: equal KYC files seen so far; the account shares one of them if it can
-        (loading a large state: most investors share country, category, expiry, attester)."""
+    def from_map(
+        cls,
+        m: dict,
+        *,
+        kycs: dict[Kyc, Kyc] | None = None,
+        instrument_sets: dict[tuple[str, ...], tuple[str, ...]] | None = None,
+    ) -> Account:
+        """`kycs`, `instrument_sets`: equal KYC files and instrument lists seen so far; the
+        account shares them if it can (loading a large state: most investors share country,
+        category, expiry and attester, and hold the same one or two instruments)."""
         kyc = None if m["kyc"] is None else Kyc.from_map(m["kyc"])
         if kyc is not None and kycs is not None:
             kyc = kycs.setdefault(kyc, kyc)
+        instruments = tuple(_typed(m, "instruments", list))
+        if not all(type(i) is str for i in instruments) or list(instruments) != sorted(
+            set(instruments)
+        ):
+            raise ValueError("account instruments must be distinct strs in sorted order")
+        if instrument_sets is not None:
+            instruments = instrument_sets.setdefault(instruments, instruments)
         return cls(
             address=_typed(m, "address", bytes),
             nonce=_typed(m, "nonce", int),
@@ -214,6 +240,7 @@ class Account:
             name=_typed(m, "name", str),
             kyc=kyc,
             frozen=None if m["frozen"] is None else Freeze.from_map(m["frozen"]),
+            instruments=instruments,
         )
 
 

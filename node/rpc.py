@@ -254,6 +254,25 @@ def render_account(account: Account, balances: list[dict]) -> dict:
     return obj
 
 
+def _holding_keys(account: Account) -> list[bytes]:
+    """The state keys of the account's holdings: its record lists every instrument it holds."""
+    return [holding_key(instrument_id, account.address) for instrument_id in account.instruments]
+
+
+def _balances(account: Account, values: list[bytes | None]) -> list[dict]:
+    """`balances[]` of an account result from its holdings' stored records (in the order of
+    `account.instruments`); a holding emptied since the account was read is left out."""
+    balances = []
+    for instrument_id, raw in zip(account.instruments, values, strict=True):
+        if raw is None:
+            continue
+        holding = Holding.from_map(_decode_record(raw))
+        balances.append(
+            {"instrument": instrument_id, "balance": holding.balance, "frozen": holding.frozen}
+        )
+    return balances
+
+
 def render_instrument(instrument: Instrument) -> dict:
     obj = to_json(instrument.to_map())
     obj["status"] = (
@@ -524,30 +543,8 @@ class RpcMethods:
         if raw is None:
             raise RpcError(NOT_FOUND, "Not found", f"no account {address}")
         account = Account.from_map(_decode_record(raw))
-        balances = await self._balances(raw_address)
-        return render_account(account, balances)
-
-    async def _balances(self, raw_address: bytes) -> list[dict]:
-        store = self.api.store
-        balances = []
-        # Holdings are keyed instrument first; the number of instruments is small and bounded
-        # by governance, so one point read per instrument is the cheap way round.
-        after = None
-        while page := await store.scan_prefix(INSTRUMENT, MAX_PAGE, after):
-            for key, _ in page:
-                instrument_id = key[1:].decode("ascii")
-                held = await store.get_state(holding_key(instrument_id, raw_address))
-                if held is not None:
-                    holding = Holding.from_map(_decode_record(held))
-                    balances.append(
-                        {
-                            "instrument": instrument_id,
-                            "balance": holding.balance,
-                            "frozen": holding.frozen,
-                        }
-                    )
-            after = page[-1][0]
-        return balances
+        values = [await store.get_state(key) for key in _holding_keys(account)]
+        return render_account(account, _balances(account, values))
 
     async def _proven_absence(self, raw_address: bytes, address: str) -> RpcError | None:
         """The NOT_FOUND error for a missing account, with a proof of its absence at a
@@ -584,47 +581,48 @@ class RpcMethods:
         raise RpcError(SERVER_LIMIT, "Server busy", "state changed during every proof attempt")
 
     async def _proven_account(self, raw_address: bytes) -> dict:
-        """The account with proofs of its record and of each listed balance.
+        """The account with proofs of its record and of every balance it lists.
 
-        The proofs come from the driver (the state tree, committed state only); the values are
-        read from the store afterwards and checked against the proofs here, so a block
-        committed in between is noticed (the read is redone, at most `_PROOF_ATTEMPTS` times)
-        and the record bytes, the balances and the proofs always describe one height."""
+        The account record names the instruments it holds (`Account.instruments`), so the
+        keys to prove follow from the record; the proofs come from the driver (the state
+        tree, committed state only) and the values are read from the store afterwards and
+        checked against them here. A block committed in between is noticed (the read is
+        redone, at most `_PROOF_ATTEMPTS` times), so the record, the balances and the proofs
+        always describe one height, and the balances are all of the account's."""
         store = self.api.store
+        key = account_key(raw_address)
         for _ in range(_PROOF_ATTEMPTS):
-            balances = await self._balances(raw_address)
-            keys = [account_key(raw_address)]
-            keys += [holding_key(b["instrument"], raw_address) for b in balances]
+            raw = await store.get_state(key)
+            if raw is None:
+                continue  # not there any more (or not yet): read again
+            account = Account.from_map(_decode_record(raw))
+            keys = [key, *_holding_keys(account)]
             try:
                 proven = await self.api.prove(keys)
             except Exception as exc:  # ProofUnavailable: the driver is stopping or busy
                 raise RpcError(PROOF_UNAVAILABLE, "Proof unavailable", str(exc)) from None
-            values = [await store.get_state(key) for key in keys]
+            values = [await store.get_state(k) for k in keys]
             stored = await store.block(proven.height)
             certificate = await store.commit(proven.height)
-            if stored is None or certificate is None or None in values:
-                continue  # the account or a holding went away meanwhile: read again
+            if stored is None or certificate is None or values[0] != raw or None in values:
+                continue  # a block changed the account between the reads: read again
             if stored.app_hash != proven.app_hash or not all(
-                verify_proof(proven.app_hash, key, value, proof)
-                for key, value, proof in zip(keys, values, proven.proofs, strict=True)
+                verify_proof(proven.app_hash, k, value, proof)
+                for k, value, proof in zip(keys, values, proven.proofs, strict=True)
             ):
                 continue  # a block was committed between the proofs and the reads
-            account = Account.from_map(_decode_record(values[0]))
-            result = render_account(account, balances)
-            holdings = [Holding.from_map(_decode_record(v)) for v in values[1:]]
-            result["balances"] = [
-                {"instrument": b["instrument"], "balance": h.balance, "frozen": h.frozen}
-                for b, h in zip(balances, holdings, strict=True)
-            ]
+            result = render_account(account, _balances(account, values[1:]))
             result["proof"] = {
                 "height": proven.height,
                 "header": b64(stored.header),
                 "commit": b64(certificate),
-                "value": b64(values[0]),
+                "value": b64(raw),
                 "proof": b64(proven.proofs[0].to_bytes()),
                 "balances": [
-                    {"instrument": b["instrument"], "value": b64(v), "proof": b64(p.to_bytes())}
-                    for b, v, p in zip(balances, values[1:], proven.proofs[1:], strict=True)
+                    {"instrument": instrument_id, "value": b64(v), "proof": b64(p.to_bytes())}
+                    for instrument_id, v, p in zip(
+                        account.instruments, values[1:], proven.proofs[1:], strict=True
+                    )
                 ],
             }
             return result

@@ -129,6 +129,13 @@ def verify_account_proof(
     shown_balances = _field(result, "balances", list)
     if len(proven_balances) != len(shown_balances):
         raise ProofError("the result lists balances without proofs")
+    # The proven record names every instrument the account holds: the balances must be
+    # exactly those, so a node can neither leave a holding out nor add one.
+    if [_field(entry, "instrument", str) for entry in proven_balances] != list(account.instruments):
+        raise ProofError(
+            "the balances are not the instruments the proven account record lists "
+            f"({list(account.instruments)})"
+        )
     for entry, shown in zip(proven_balances, shown_balances, strict=True):
         instrument = _field(entry, "instrument", str)
         value = _b64(entry, "value")

@@ -136,6 +136,29 @@ def test_forged_balance_is_refused(reads):
             verify_account_proof(forged(account, edit), TRUSTED, CHAIN_ID)
 
 
+def test_a_balance_left_out_is_refused(reads):
+    # The proven account record lists the instruments it holds: a node that hides a holding
+    # (drops it with its proof) no longer matches it.
+    account, _, _, issued_ok = reads
+    if not issued_ok:
+        pytest.skip("the issuance was refused on this genesis: no balance to hide")
+    assert account["instruments"] == ["PKRC"]
+
+    def hide(r):
+        r["balances"].pop(0)
+        r["proof"]["balances"].pop(0)
+
+    with pytest.raises(ProofError, match="instruments the proven account record lists"):
+        verify_account_proof(forged(account, hide), TRUSTED, CHAIN_ID)
+    # ... nor can it hide the list itself: the shown field must equal the proven record's.
+    with pytest.raises(ProofError):
+        verify_account_proof(
+            forged(account, lambda r: (hide(r), r.__setitem__("instruments", []))),
+            TRUSTED,
+            CHAIN_ID,
+        )
+
+
 def test_certificate_from_another_validator_set_or_chain_is_refused(reads):
     account, tx, _, _ = reads
     others = [(validator_key(i).public_key, 10) for i in range(1, 4)]
