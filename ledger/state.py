@@ -263,7 +263,7 @@ class State:
         current = self.accounts.get(address)
         held = current.instruments if current is not None else self._held_by(address)
         if account.instruments is not held and account.instruments != held:
-            account = _with_instruments(account, held)
+            account = account.with_instruments(held)
         self._write(self.accounts, address, account, ACCOUNT + address)
 
     def _held_by(self, address: bytes) -> tuple[str, ...]:
@@ -297,7 +297,7 @@ class State:
         instruments = tuple(sorted([*others, instrument_id])) if held else tuple(others)
         instruments = self._instrument_sets.setdefault(instruments, instruments)
         self._write(
-            self.accounts, address, _with_instruments(account, instruments), ACCOUNT + address
+            self.accounts, address, account.with_instruments(instruments), ACCOUNT + address
         )
 
     def put_instrument(self, instrument: Instrument) -> None:
@@ -557,16 +557,3 @@ class _Records:
         self.reserves: dict[str, ReserveAttestation] = {}
         self.vasps: dict[bytes, Vasp] = {}
         self.key_bindings: dict[bytes, KeyBinding] = {}
-
-
-def _with_instruments(account: Account, instruments: tuple[str, ...]) -> Account:
-    return Account(
-        account.address,
-        account.nonce,
-        account.public_key,
-        account.roles,
-        account.name,
-        account.kyc,
-        account.frozen,
-        instruments,
-    )

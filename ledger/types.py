@@ -188,6 +188,13 @@ class Account:
 
     def with_nonce(self, nonce: int) -> Account:
         # The hot path of every transaction; avoids dataclasses.replace's introspection.
+        return self._with(nonce, self.instruments)
+
+    def with_instruments(self, instruments: tuple[str, ...]) -> Account:
+        """For `State` only, which keeps the list (a holding's first and last unit)."""
+        return self._with(self.nonce, instruments)
+
+    def _with(self, nonce: int, instruments: tuple[str, ...]) -> Account:
         return Account(
             self.address,
             nonce,
@@ -196,7 +203,7 @@ class Account:
             self.name,
             self.kyc,
             self.frozen,
-            self.instruments,
+            instruments,
         )
 
     def to_map(self) -> dict:

@@ -551,34 +551,34 @@ class RpcMethods:
         committed height: `data` = {message, address, proof{height, header, commit, proof}}.
         None if the account exists by now (created since the caller's read): the caller
         answers with its proven record instead."""
-        store = self.api.store
         key = account_key(raw_address)
         for _ in range(_PROOF_ATTEMPTS):
-            try:
-                proven = await self.api.prove([key])
-            except Exception as exc:  # ProofUnavailable: the driver is stopping or busy
-                raise RpcError(PROOF_UNAVAILABLE, "Proof unavailable", str(exc)) from None
-            stored = await store.block(proven.height)
-            certificate = await store.commit(proven.height)
-            if stored is None or certificate is None or stored.app_hash != proven.app_hash:
+            certified = await self._prove_committed([key])
+            if certified is None:
                 continue
+            proven, proof = certified
             if not verify_proof(proven.app_hash, key, None, proven.proofs[0]):
                 return None  # the account exists by now
-            return RpcError(
-                NOT_FOUND,
-                "Not found",
-                {
-                    "message": f"no account {address}",
-                    "address": address,
-                    "proof": {
-                        "height": proven.height,
-                        "header": b64(stored.header),
-                        "commit": b64(certificate),
-                        "proof": b64(proven.proofs[0].to_bytes()),
-                    },
-                },
-            )
+            proof["proof"] = b64(proven.proofs[0].to_bytes())
+            data = {"message": f"no account {address}", "address": address, "proof": proof}
+            return RpcError(NOT_FOUND, "Not found", data)
         raise RpcError(SERVER_LIMIT, "Server busy", "state changed during every proof attempt")
+
+    async def _prove_committed(self, keys: list[bytes]) -> tuple[Any, dict] | None:
+        """Proofs of `keys` from the driver and the certified header they are against, as
+        the start of a result's `proof` ({height, header, commit}); None when the store does
+        not hold that height's block and certificate with the same app_hash (read again)."""
+        try:
+            proven = await self.api.prove(keys)
+        except Exception as exc:  # ProofUnavailable: the driver is stopping or busy
+            raise RpcError(PROOF_UNAVAILABLE, "Proof unavailable", str(exc)) from None
+        store = self.api.store
+        stored = await store.block(proven.height)
+        certificate = await store.commit(proven.height)
+        if stored is None or certificate is None or stored.app_hash != proven.app_hash:
+            return None
+        header = {"height": proven.height, "header": b64(stored.header), "commit": b64(certificate)}
+        return proven, header
 
     async def _proven_account(self, raw_address: bytes) -> dict:
         """The account with proofs of its record and of every balance it lists.
@@ -597,34 +597,28 @@ class RpcMethods:
                 continue  # not there any more (or not yet): read again
             account = Account.from_map(_decode_record(raw))
             keys = [key, *_holding_keys(account)]
-            try:
-                proven = await self.api.prove(keys)
-            except Exception as exc:  # ProofUnavailable: the driver is stopping or busy
-                raise RpcError(PROOF_UNAVAILABLE, "Proof unavailable", str(exc)) from None
+            certified = await self._prove_committed(keys)
+            if certified is None:
+                continue
+            proven, proof = certified
             values = [await store.get_state(k) for k in keys]
-            stored = await store.block(proven.height)
-            certificate = await store.commit(proven.height)
-            if stored is None or certificate is None or values[0] != raw or None in values:
+            if values[0] != raw or None in values:
                 continue  # a block changed the account between the reads: read again
-            if stored.app_hash != proven.app_hash or not all(
-                verify_proof(proven.app_hash, k, value, proof)
-                for k, value, proof in zip(keys, values, proven.proofs, strict=True)
+            if not all(
+                verify_proof(proven.app_hash, k, value, key_proof)
+                for k, value, key_proof in zip(keys, values, proven.proofs, strict=True)
             ):
                 continue  # a block was committed between the proofs and the reads
             result = render_account(account, _balances(account, values[1:]))
-            result["proof"] = {
-                "height": proven.height,
-                "header": b64(stored.header),
-                "commit": b64(certificate),
-                "value": b64(raw),
-                "proof": b64(proven.proofs[0].to_bytes()),
-                "balances": [
-                    {"instrument": instrument_id, "value": b64(v), "proof": b64(p.to_bytes())}
-                    for instrument_id, v, p in zip(
-                        account.instruments, values[1:], proven.proofs[1:], strict=True
-                    )
-                ],
-            }
+            proof["value"] = b64(raw)
+            proof["proof"] = b64(proven.proofs[0].to_bytes())
+            proof["balances"] = [
+                {"instrument": instrument_id, "value": b64(v), "proof": b64(p.to_bytes())}
+                for instrument_id, v, p in zip(
+                    account.instruments, values[1:], proven.proofs[1:], strict=True
+                )
+            ]
+            result["proof"] = proof
             return result
         raise RpcError(SERVER_LIMIT, "Server busy", "state changed during every proof attempt")
 
