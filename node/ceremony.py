@@ -26,7 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.codes import LedgerError
-from ledger.crypto import address_from_text, address_to_text, read_key_file
+from ledger.crypto import (
+    address_from_text,
+    address_to_text,
+    is_strict_public_key,
+    read_key_file,
+)
 from ledger.genesis import DEFAULT_PROGRAMME_CAP_USD_CENTS, default_genesis
 from node.config import (
     GENESIS_FILE,
@@ -209,9 +214,15 @@ def _split_assignment(text: str, option: str, form: str) -> tuple[str, str]:
 
 
 def parse_public_key(key_hex: str, where: str) -> bytes:
+    """64 lowercase hex digits of a valid Ed25519 key: the rule config.toml's keys and the
+    genesis' keys follow (`is_strict_public_key`), so `khazana start` cannot refuse later
+    what `init-node` wrote."""
     if not _PUBLIC_KEY.fullmatch(key_hex):
         raise HomeError(
             f"{where}: a public key is 64 lowercase hex digits (from `khazana keyinfo`), "
             f"got {key_hex!r}"
         )
-    return bytes.fromhex(key_hex)
+    public_key = bytes.fromhex(key_hex)
+    if not is_strict_public_key(public_key):
+        raise HomeError(f"{where}: {key_hex} is not a valid Ed25519 public key")
+    return public_key

@@ -179,23 +179,27 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     except OSError as exc:  # FileExistsError included: a key file is never overwritten
         print(f"khazana keygen: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    if args.json:
-        print(json.dumps({"address": address, "public_key": key.public_key.hex()}))
-    else:
-        print(address)
+    print(_public_half(key) if args.json else address)
     return 0
+
+
+def _public_half(key) -> str:
+    """What may be handed to others about a key, as JSON: its address and public key."""
+    from ledger.crypto import address_to_text
+
+    return json.dumps({"address": address_to_text(key.address), "public_key": key.public_key.hex()})
 
 
 def cmd_keyinfo(args: argparse.Namespace) -> int:
     """Print what may be handed to others about a key file: its public key and address."""
-    from ledger.crypto import KeyFileError, address_to_text, read_key_file
+    from ledger.crypto import KeyFileError, read_key_file
 
     try:
         key = read_key_file(args.file)
     except (KeyFileError, OSError) as exc:
         print(f"khazana keyinfo: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    print(json.dumps({"address": address_to_text(key.address), "public_key": key.public_key.hex()}))
+    print(_public_half(key))
     return 0
 
 

@@ -277,3 +277,18 @@ def test_four_homes_made_apart_run_one_chain(tmp_path, institutions):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+def test_a_peer_key_that_is_not_an_ed25519_key_is_refused_before_start_would(
+    tmp_path, institutions
+):
+    genesis = tmp_path / "genesis.json"
+    run_cli(genesis_args(institutions, genesis))
+    argv = [
+        "init-node", "--home", str(tmp_path / "home"), "--name", "ministry",
+        "--genesis", str(genesis),
+        "--node-key", str(institutions["ministry"]["machine"] / "node_key.json"),
+        "--external", "10.1.0.1:26650", "--peer", f"auditor={'00' * 32}@10.1.0.4:26650",
+    ]  # fmt: skip
+    assert "not a valid Ed25519 public key" in run_cli(argv, expect=1)
+    assert not (tmp_path / "home").exists()
