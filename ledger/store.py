@@ -21,13 +21,17 @@ Durability rules (see TESTPLAN.md, "SQLite facts that matter"):
 * the `-wal` and `-shm` files belong to SQLite and are never deleted; `backup` uses the SQLite
   backup API.
 
-Layout (schema version 1). Transactions and events are keyed by a *position*, an integer
+Layout (schema version 2). Transactions and events are keyed by a *position*, an integer
 `height << 24 | ordinal`, so that a block's rows are one contiguous, append-only range of an
 integer primary key (cheap to insert, cheap to range-scan by height) and no extra index on the
 height is needed. Lookups by transaction id, account or instrument go through small
 `WITHOUT ROWID` index tables whose rows are a few dozen bytes. The state is a `WITHOUT ROWID`
 table keyed by the state key, so a prefix scan (all holders of one instrument) is one b-tree
-range.
+range. Once the state is large, a block's state changes do not all go into that table at once:
+the state log (`ledger/state_log.py`) merges one key range per block and holds the rest back in
+a `state_log` row and in memory, so a block rewrites a few hundred neighbouring pages instead of
+thousands of scattered ones. Every read here (`get_state`, `scan_prefix`, `state_snapshot`)
+sees the table with the held-back changes applied: callers never see the difference.
 
 Height 0 is the genesis record: the first `BlockRecord` written to an empty store has height 0,
 hash equal to the store's genesis hash, and carries the genesis state as its changes. Every later
@@ -41,6 +45,7 @@ record must have height `latest_height() + 1`.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import sqlite3
 import threading
@@ -48,7 +53,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-SCHEMA_VERSION = 1
+from ledger.state_log import (
+    MAX_SLICES,
+    ROWS_PER_SLICE,
+    BlockWrites,
+    LogFormatError,
+    StateOverlay,
+    decode_boundaries,
+    encode_boundaries,
+    merge_sorted,
+    slice_count_for,
+)
+
+# 2: the state log (`state_log` table, `store.state_slices` meta); a version-1 database gains
+# the empty table when opened, and its state has one slice until it is resliced.
+SCHEMA_VERSION = 2
 
 ADDRESS_SIZE = 20
 # Transactions and events are positioned at `height << POSITION_BITS | ordinal`.
@@ -69,6 +88,7 @@ _META_SCHEMA = "store.schema_version"
 _META_CHAIN = "store.chain_id"
 _META_GENESIS = "store.genesis_hash"
 _META_CONSENSUS = "store.consensus_record"
+_META_SLICES = "store.state_slices"
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -125,8 +145,25 @@ CREATE TABLE state (
     value BLOB NOT NULL
 ) WITHOUT ROWID;
 """
+# Added by schema version 2 (a version-1 database gains it when opened): see state_log.py.
+_STATE_LOG_TABLE = """
+CREATE TABLE state_log (
+    height  INTEGER PRIMARY KEY NOT NULL,
+    changes BLOB NOT NULL
+)"""
+_SCHEMA += _STATE_LOG_TABLE + ";"
 _TABLES = frozenset(
-    {"meta", "blocks", "txs", "tx_ids", "events", "event_accounts", "event_instruments", "state"}
+    {
+        "meta",
+        "blocks",
+        "txs",
+        "tx_ids",
+        "events",
+        "event_accounts",
+        "event_instruments",
+        "state",
+        "state_log",
+    }
 )
 
 _INSTRUMENT_SEPARATOR = "\x00"  # packs an event's instrument ids into one TEXT column
@@ -327,27 +364,42 @@ class StateSnapshot:
     """A consistent, streaming read of the whole state in key order.
 
     It reads through its own connection inside one read transaction, so in WAL mode it sees the
-    state as of its first fetch even while blocks keep being committed, and it never holds the
-    store's write lock between fetches. Close it (or use it as a context manager) when done,
-    and do not keep it open for long: SQLite cannot checkpoint the WAL past an open reader, so
-    the `-wal` file grows meanwhile.
+    state as of its creation even while blocks keep being committed, and it never holds the
+    store's write lock between fetches. `held_back` is the state log's overlay at that same
+    moment (`Store.state_snapshot` takes both under the store's lock), merged into the rows as
+    they stream. Close it (or use it as a context manager) when done, and do not keep it open
+    for long: SQLite cannot checkpoint the WAL past an open reader, so the `-wal` file grows
+    meanwhile.
     """
 
-    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        busy_timeout_ms: int,
+        held_back: list[tuple[bytes, bytes | None]] | None = None,
+    ) -> None:
         self._path = path
         self._conn = _connect(path, busy_timeout_ms)
         try:
             self._conn.execute("PRAGMA query_only=ON")
             self._conn.execute("BEGIN")
+            # execute() runs the first step: the read transaction's snapshot is fixed here.
             self._cursor = self._conn.execute("SELECT key, value FROM state ORDER BY key")
         except sqlite3.Error as exc:
             self._conn.close()
             raise _store_error(path, "starting a state snapshot", exc) from exc
+        self._merged = merge_sorted(self._rows(), held_back) if held_back else None
+
+    def _rows(self) -> Iterator[tuple[bytes, bytes]]:
+        while batch := self._cursor.fetchmany(STATE_BATCH):
+            yield from batch
 
     def fetch(self, count: int = STATE_BATCH) -> list[tuple[bytes, bytes]]:
         """The next `count` items at most; an empty list at the end."""
         try:
-            return self._cursor.fetchmany(count)
+            if self._merged is None:
+                return self._cursor.fetchmany(count)
+            return list(itertools.islice(self._merged, count))
         except sqlite3.Error as exc:
             raise _store_error(self._path, "streaming the state", exc) from exc
 
@@ -377,6 +429,7 @@ class Store:
         self._busy_timeout_ms = busy_timeout_ms
         self._lock = threading.Lock()
         self._closed = False
+        self._overlay = StateOverlay()  # the state log's held-back changes (state_log.py)
 
     # ----------------------------------------------------------------- open / close
 
@@ -388,6 +441,8 @@ class Store:
         chain_id: str,
         genesis_hash: bytes,
         busy_timeout_ms: int = 5000,
+        rows_per_slice: int = ROWS_PER_SLICE,
+        max_slices: int = MAX_SLICES,
     ) -> Store:
         """Open (creating it if needed) the store of one chain.
 
@@ -395,6 +450,9 @@ class Store:
         values (ForeignDatabaseError otherwise) and a schema this code knows
         (SchemaVersionError). A file that is not a store raises CorruptDatabaseError; a database
         already open elsewhere raises StoreLockedError.
+
+        `rows_per_slice` and `max_slices` size the state log's slices (ledger/state_log.py);
+        the defaults suit a node, tests pass small ones to exercise the log on small states.
         """
         if not isinstance(chain_id, str) or not chain_id:
             raise StoreError(f"chain_id must be a non-empty str, got {chain_id!r}")
@@ -415,7 +473,96 @@ class Store:
         except BaseException:
             os.close(lock_file)
             raise
-        return cls(conn, path, lock_file, busy_timeout_ms)
+        store = cls(conn, path, lock_file, busy_timeout_ms)
+        try:
+            store._open_state_log(rows_per_slice, max_slices)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _open_state_log(self, rows_per_slice: int, max_slices: int) -> None:
+        """Rebuild the held-back changes from the log, then reslice if the state's size has
+        moved far from what the slices were cut for (a factor of 2 up or 4 down, so that a
+        state near a threshold does not reslice at every start)."""
+        if rows_per_slice < 1 or max_slices < 1:
+            raise StoreError("rows_per_slice and max_slices must be at least 1")
+        conn = self._conn
+        try:
+            stored = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (_META_SLICES,)
+            ).fetchone()
+            overlay = StateOverlay(decode_boundaries(stored[0]) if stored else ())
+            (tip,) = conn.execute("SELECT max(height) FROM blocks").fetchone()
+            rows = conn.execute("SELECT height, changes FROM state_log ORDER BY height")
+            overlay.replay(-1 if tip is None else tip, rows)
+            (count,) = conn.execute("SELECT count(*) FROM state").fetchone()
+        except LogFormatError as exc:
+            raise CorruptDatabaseError(f"{self._path}: the state log is damaged ({exc})") from exc
+        except sqlite3.Error as exc:
+            raise _store_error(self._path, "reading the state log", exc) from exc
+        self._overlay = overlay
+        wanted = slice_count_for(count, rows_per_slice, max_slices)
+        current = overlay.slice_count
+        if wanted >= 2 * current or wanted * 4 <= current:
+            self._reslice(count, wanted)
+
+    def _reslice(self, count: int, wanted: int) -> None:
+        """Merge every held-back change, empty the log and cut the state into `wanted` slices
+        of about equal row counts, in one transaction. The state itself does not change."""
+        conn = self._conn
+        with self._lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._write_state_rows(self._overlay.items())
+                conn.execute("DELETE FROM state_log")
+                (count,) = conn.execute("SELECT count(*) FROM state").fetchone()
+                step = max(1, count // wanted)
+                # Every step-th key, by rank: computed inside SQLite, only the boundaries
+                # come back (at two million rows a Python pass over the keys takes a second).
+                boundaries = [
+                    key
+                    for (key,) in conn.execute(
+                        "SELECT key FROM (SELECT key, row_number() OVER (ORDER BY key) AS rank"
+                        " FROM state) WHERE rank % ? = 1 AND rank > 1 ORDER BY key",
+                        (step,),
+                    )
+                ][: wanted - 1]
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (_META_SLICES, encode_boundaries(boundaries)),
+                )
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise _store_error(self._path, "reslicing the state", exc) from exc
+            except BaseException:
+                self._rollback()
+                raise
+            self._overlay = StateOverlay(boundaries)
+
+    def _write_state_rows(self, rows: list[tuple[bytes, bytes | None]]) -> None:
+        """Upsert or delete (value None) state rows, given in key order."""
+        self._conn.executemany(
+            "INSERT INTO state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [row for row in rows if row[1] is not None],
+        )
+        self._conn.executemany(
+            "DELETE FROM state WHERE key = ?", [(key,) for key, value in rows if value is None]
+        )
+
+    @property
+    def state_slices(self) -> int:
+        """How many slices the state log cuts the state into (1: no log, every change is
+        written straight into the state table)."""
+        return self._overlay.slice_count
+
+    @property
+    def held_back(self) -> int:
+        """How many state changes the state log holds back from the table right now."""
+        return len(self._overlay)
 
     @staticmethod
     def _take_process_lock(path: str) -> int:
@@ -486,9 +633,16 @@ class Store:
                 f"{path}: schema version {version} is newer than this node's {SCHEMA_VERSION};"
                 " upgrade the node"
             )
-        if version < SCHEMA_VERSION:
-            # Version 1 is the first; a migration goes here when version 2 exists.
+        if version < 1:
             raise SchemaVersionError(f"{path}: schema version {version} has no migration")
+        if version == 1:
+            # 1 -> 2: the state log. Inside _prepare's transaction: all or nothing.
+            conn.execute(_STATE_LOG_TABLE)
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                (str(SCHEMA_VERSION).encode(), _META_SCHEMA),
+            )
+            tables = tables | {"state_log"}
         missing = _TABLES - tables
         if missing:
             raise CorruptDatabaseError(f"{path}: tables missing: {sorted(missing)}")
@@ -542,11 +696,14 @@ class Store:
         self._check_block_fields(record)
         tx_rows, tx_id_rows = self._tx_rows(record)
         event_rows, account_rows, instrument_rows = self._event_rows(record)
-        upserts, deletes = self._state_rows(record.changes)
+        self._check_state_changes(record.changes)
         meta_rows = self._meta_rows(record.meta)
         with self._lock:
             self._check_open()
             conn = self._conn
+            # What the state log merges into the table and holds back; the overlay itself
+            # changes only once the transaction has committed.
+            writes = self._overlay.plan(record.height, record.changes)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 self._check_next_height(record)
@@ -579,12 +736,7 @@ class Store:
                     "INSERT INTO event_instruments (instrument, pos) VALUES (?, ?)",
                     instrument_rows,
                 )
-                conn.executemany(
-                    "INSERT INTO state (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    upserts,
-                )
-                conn.executemany("DELETE FROM state WHERE key = ?", deletes)
+                self._write_state_log(writes)
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -603,6 +755,20 @@ class Store:
             except BaseException:
                 self._rollback()
                 raise
+            self._overlay.apply(writes)
+
+    def _write_state_log(self, writes: BlockWrites) -> None:
+        """The block's state writes: the merged slice into the table (sorted: neighbouring
+        rows share pages), the held-back rest as one log row, and the log row that every
+        slice has now been merged past deleted."""
+        self._write_state_rows(writes.merged)
+        if writes.log_row is not None:
+            self._conn.execute(
+                "INSERT INTO state_log (height, changes) VALUES (?, ?)",
+                (writes.height, writes.log_row),
+            )
+        if writes.expired_height is not None:
+            self._conn.execute("DELETE FROM state_log WHERE height <= ?", (writes.expired_height,))
 
     def _rollback(self) -> None:
         # A failed COMMIT (disk full, I/O error) may already have rolled back.
@@ -741,24 +907,13 @@ class Store:
         return event_rows, account_rows, instrument_rows
 
     @staticmethod
-    def _state_rows(
-        changes: Mapping[bytes, bytes | None],
-    ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes]]]:
-        upserts: list[tuple[bytes, bytes]] = []
-        deletes: list[tuple[bytes]] = []
-        for key in changes:
+    def _check_state_changes(changes: Mapping[bytes, bytes | None]) -> None:
+        for key, value in changes.items():
             _check_bytes("state key", key)
             if not key:
                 raise InvalidRecordError("a state key may not be empty")
-        # Sorted: deterministic, and neighbouring keys land on the same b-tree pages.
-        for key in sorted(changes):
-            value = changes[key]
-            if value is None:
-                deletes.append((key,))
-            else:
+            if value is not None:
                 _check_bytes(f"state value of {key.hex()}", value)
-                upserts.append((key, value))
-        return upserts, deletes
 
     @staticmethod
     def _meta_rows(meta: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
@@ -878,8 +1033,16 @@ class Store:
         )
 
     def get_state(self, key: bytes) -> bytes | None:
-        rows = self._read("SELECT value FROM state WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
+        with self._lock:
+            self._check_open()
+            held, value = self._overlay.lookup(key)
+            if held:
+                return value
+            try:
+                row = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, "a read", exc) from exc
+            return row[0] if row else None
 
     def scan_prefix(
         self, prefix: bytes, limit: int | None = None, after: bytes | None = None
@@ -890,25 +1053,55 @@ class Store:
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        conditions = ["key >= ?"]
-        params: list[Any] = [prefix]
-        end = _prefix_end(prefix)
-        if end is not None:
-            conditions.append("key < ?")
-            params.append(end)
-        if after is not None:
-            conditions.append("key > ?")
-            params.append(after)
-        sql = f"SELECT key, value FROM state WHERE {' AND '.join(conditions)} ORDER BY key"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return self._read(sql, tuple(params))  # type: ignore[return-value]
+        # The range as [start, stop): the smallest key after `after` is after + b"\x00".
+        start = prefix if after is None or after < prefix else max(prefix, after + b"\x00")
+        stop = _prefix_end(prefix)
+        with self._lock:
+            self._check_open()
+            try:
+                return self._scan(start, stop, limit)
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, "a read", exc) from exc
+
+    def _scan(
+        self, start: bytes, stop: bytes | None, limit: int | None
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` state items with start <= key < stop, the held-back changes applied.
+
+        Page by page: the table's next rows fix how far the page reaches, and only the
+        held-back changes up to there are merged in (a deletion among them may leave the page
+        short, so the loop reads on). The cost follows the page, not the size of the overlay.
+        """
+        found: list[tuple[bytes, bytes]] = []
+        while limit is None or len(found) < limit:
+            need = None if limit is None else limit - len(found)
+            sql = "SELECT key, value FROM state WHERE key >= ?"
+            params: list[Any] = [start]
+            if stop is not None:
+                sql += " AND key < ?"
+                params.append(stop)
+            sql += " ORDER BY key"
+            if need is not None:
+                sql += " LIMIT ?"
+                params.append(need)
+            rows = self._conn.execute(sql, params).fetchall()
+            full = need is not None and len(rows) == need
+            # A full page reaches up to its last row (inclusive); a short one to `stop`.
+            reach = rows[-1][0] + b"\x00" if full else stop
+            held = self._overlay.items_in(start, reach) if len(self._overlay) else []
+            found.extend(merge_sorted(rows, held) if held else rows)
+            if not full:
+                break
+            start = reach  # type: ignore[assignment]
+        return found if limit is None else found[:limit]
 
     def state_snapshot(self) -> StateSnapshot:
         """A consistent streaming reader of the whole state (see StateSnapshot)."""
-        self._check_open()
-        return StateSnapshot(self._path, self._busy_timeout_ms)
+        with self._lock:
+            # Under the lock: no block commits between the snapshot's read transaction and
+            # the copy of the held-back changes, so the two are of the same height.
+            self._check_open()
+            return StateSnapshot(self._path, self._busy_timeout_ms, self._overlay.items())
 
     def iter_state(self) -> Iterator[tuple[bytes, bytes]]:
         """Every state item in key order, streamed in batches from one consistent snapshot."""

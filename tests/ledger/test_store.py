@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from ledger.codes import Code
 from ledger.store import (
+    SCHEMA_VERSION,
     AsyncStore,
     BlockRecord,
     CorruptDatabaseError,
@@ -168,7 +169,8 @@ def test_another_genesis_is_refused(tmp_path):
 def test_a_newer_schema_is_refused(tmp_path):
     open_store(tmp_path / "n.db").close()
     raw = sqlite3.connect(tmp_path / "n.db")
-    raw.execute("UPDATE meta SET value = ? WHERE key = 'store.schema_version'", (b"2",))
+    newer = str(SCHEMA_VERSION + 1).encode()
+    raw.execute("UPDATE meta SET value = ? WHERE key = 'store.schema_version'", (newer,))
     raw.commit()
     raw.close()
     with pytest.raises(SchemaVersionError, match="newer"):
@@ -635,8 +637,16 @@ def kill_test_block(height: int) -> BlockRecord:
     return make_block(height, n_txs=50, changes=changes)
 
 
-def kill_test_child(path: str) -> None:
-    with open_store(Path(path)) as s:
+def open_for_kill_test(path: Path, sliced: bool) -> Store:
+    # Sliced: the state log holds changes back from the first reopening on (a few hundred
+    # rows, cut into 8 slices), so a kill also lands while log rows are written and deleted.
+    if not sliced:
+        return open_store(path)
+    return Store.open(path, chain_id=CHAIN, genesis_hash=GENESIS, rows_per_slice=64, max_slices=8)
+
+
+def kill_test_child(path: str, sliced: bool = False) -> None:
+    with open_for_kill_test(Path(path), sliced) as s:
         if s.latest_height() is None:
             s.commit_block(genesis_record({}))
         height = s.latest_height()
@@ -660,12 +670,13 @@ def _expected_state(latest: int) -> list[tuple[bytes, bytes]]:
 
 
 @pytest.mark.slow
-def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_path):
+@pytest.mark.parametrize("sliced", [False, True], ids=["one-slice", "state-log"])
+def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_path, sliced):
     path = tmp_path / "n.db"
     child_code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r});"
         "from tests.ledger.test_store import kill_test_child;"
-        f"kill_test_child({str(path)!r})"
+        f"kill_test_child({str(path)!r}, {sliced!r})"
     )
     acknowledged = 0
     # Four crashes, each after a different number of blocks and at a different moment of the
@@ -691,7 +702,10 @@ def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_p
             child.wait()
             child.stdout.close()
         assert child.returncode == -signal.SIGKILL
-        with open_store(path) as s:
+        with open_for_kill_test(path, sliced) as s:
+            # From the second run on, the child wrote through the state log, and this opening
+            # replayed it (the first one cuts the state into slices).
+            assert s.state_slices == (8 if sliced else 1)
             latest = s.latest_height()
             assert latest >= acknowledged  # nothing acknowledged is lost
             last = kill_test_block(latest)

@@ -1,0 +1,272 @@
+"""The state log: recent state changes held back from the state table, merged one key range a block.
+
+This module owns the schedule that decides, for each block, which state changes the store
+writes into its `state` table and which it appends to its `state_log` table instead, and the
+in-memory overlay of the changes not yet merged. `ledger/store.py` owns the SQL; this module
+does no I/O, so its rules are tested on their own (tests/ledger/test_state_log.py).
+
+Why
+---
+The `state` table is a b-tree ordered by state key. At a million accounts a block of 1,000
+transfers changes ~3,000 keys spread over the whole key space: written straight into the
+table they dirty ~3,000 scattered 4 KiB pages, each written to the WAL at COMMIT and again at
+checkpoint. That was half the block's time at that size (docs/BENCHMARKS.md), and it grows
+with the state, not with the block.
+
+How
+---
+The table's key space is cut into `n` slices: contiguous key ranges whose boundaries are
+chosen when the store opens, from the table's own keys, so that each holds about
+`rows_per_slice` rows (n = 1 for a small state: then everything below degenerates to writing
+every change into the table, as a plain store would). Block `h` *merges* slice `h mod n`:
+every held-back change in that range, and the block's own changes in it, go into the table,
+sorted, so they land on the few hundred neighbouring pages of that range. The block's other
+changes go into ONE new row of `state_log` (height `h`, all of them in one blob), an append at
+the end of an integer key, and into the overlay. All of it is in the block's one transaction.
+
+Rules (each is what makes the next one true):
+
+* the state is the overlay's entries (a value, or None for a deleted key) over the table;
+* every slice is merged once in any `n` consecutive blocks, so after block `h` every change
+  logged by block `h - n + 1` is in the table (or was overwritten by a later change that is):
+  block `h` deletes that log row, and the log never holds more than `n - 1` rows;
+* when the store reopens, a logged change of block `g` to a key of slice `s` is still held
+  back exactly when `g` is later than the last block (at or before the tip `t`) that merged
+  `s`, which is `t - ((t - s) mod n)`; replaying the log rows in height order with that test
+  rebuilds the overlay as it was.
+
+The boundaries are kept in the store's meta table: they must be the same when the log is
+replayed as when it was written. Changing them (the state grew or shrank a lot since they
+were chosen) first merges everything and empties the log, in one transaction
+(`Store._reslice`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import msgpack
+
+__all__ = [
+    "LogFormatError",
+    "MAX_SLICES",
+    "ROWS_PER_SLICE",
+    "BlockWrites",
+    "StateOverlay",
+    "decode_boundaries",
+    "decode_log_row",
+    "encode_boundaries",
+    "encode_log_row",
+    "merge_sorted",
+    "slice_count_for",
+]
+
+# About 8,192 rows is ~330 pages of this store's state rows: what one block's merge rewrites.
+ROWS_PER_SLICE = 8192
+# The overlay holds up to n - 1 blocks of changes: at a million accounts ~3,000 keys a block,
+# ~120 MB of memory at 256 slices.
+MAX_SLICES = 256
+
+_MISSING = object()
+
+
+class LogFormatError(ValueError):
+    """A state-log row or the stored boundaries are not what this module writes."""
+
+
+def slice_count_for(
+    rows: int, rows_per_slice: int = ROWS_PER_SLICE, max_slices: int = MAX_SLICES
+) -> int:
+    """How many slices a table of `rows` rows is cut into."""
+    return max(1, min(max_slices, rows // max(1, rows_per_slice)))
+
+
+def encode_log_row(changes: Mapping[bytes, bytes | None]) -> bytes:
+    """One block's held-back changes as one blob: a msgpack array key, value, key, value..."""
+    flat: list[bytes | None] = []
+    for key, value in changes.items():
+        flat.append(key)
+        flat.append(value)
+    return msgpack.packb(flat, use_bin_type=True)
+
+
+def decode_log_row(blob: bytes) -> list[tuple[bytes, bytes | None]]:
+    try:
+        flat = msgpack.unpackb(blob, raw=True, use_list=True, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several types for bad input
+        raise LogFormatError(f"a state-log row is not msgpack ({exc})") from exc
+    if type(flat) is not list or len(flat) % 2:
+        raise LogFormatError("a state-log row must be an array of key, value pairs")
+    pairs = []
+    for i in range(0, len(flat), 2):
+        key, value = flat[i], flat[i + 1]
+        if type(key) is not bytes or not key or (value is not None and type(value) is not bytes):
+            raise LogFormatError("a state-log entry must be a non-empty key and bytes or nil")
+        pairs.append((key, value))
+    return pairs
+
+
+def encode_boundaries(boundaries: Sequence[bytes]) -> bytes:
+    return msgpack.packb(list(boundaries), use_bin_type=True)
+
+
+def decode_boundaries(blob: bytes) -> tuple[bytes, ...]:
+    try:
+        boundaries = msgpack.unpackb(blob, raw=True, use_list=True)
+    except Exception as exc:
+        raise LogFormatError(f"the state slices are not msgpack ({exc})") from exc
+    if type(boundaries) is not list or any(type(b) is not bytes for b in boundaries):
+        raise LogFormatError("the state slices must be an array of keys")
+    if any(boundaries[i] >= boundaries[i + 1] for i in range(len(boundaries) - 1)):
+        raise LogFormatError("the state slice boundaries must be strictly increasing")
+    return tuple(boundaries)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockWrites:
+    """What committing one block writes to the state (see `StateOverlay.plan`).
+
+    `merged`: (key, value or None) in key order, for the state table. `logged`: the changes
+    held back, each with its slice; `log_row` their blob (None: nothing held back, no row).
+    `expired_height`: the log row this block deletes (None: none can have expired yet).
+    """
+
+    height: int
+    merged_slice: int
+    merged: list[tuple[bytes, bytes | None]]
+    logged: list[tuple[bytes, bytes | None, int]]
+    log_row: bytes | None
+    expired_height: int | None
+
+
+class StateOverlay:
+    """The changes held back from the table, by slice; see the module docstring."""
+
+    def __init__(self, boundaries: Sequence[bytes] = ()) -> None:
+        self.boundaries = tuple(boundaries)
+        self.slice_count = len(self.boundaries) + 1
+        self._entries: dict[bytes, bytes | None] = {}
+        self._slices: list[set[bytes]] = [set() for _ in range(self.slice_count)]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def slice_of(self, key: bytes) -> int:
+        """Slice i holds the keys k with boundaries[i - 1] <= k < boundaries[i]."""
+        return bisect_right(self.boundaries, key)
+
+    def lookup(self, key: bytes) -> tuple[bool, bytes | None]:
+        """(True, value or None for deleted) when the overlay has the key, else (False, None)."""
+        value = self._entries.get(key, _MISSING)
+        if value is _MISSING:
+            return False, None
+        return True, value  # type: ignore[return-value]
+
+    def plan(self, height: int, changes: Mapping[bytes, bytes | None]) -> BlockWrites:
+        """What block `height` writes: the overlay is unchanged until `apply`, so a block whose
+        transaction fails leaves it as it was."""
+        n = self.slice_count
+        merging = height % n
+        if n == 1:
+            return BlockWrites(height, 0, sorted(changes.items()), [], None, None)
+        entries = self._entries
+        merged = {key: entries[key] for key in self._slices[merging]}
+        logged: list[tuple[bytes, bytes | None, int]] = []
+        held_back: dict[bytes, bytes | None] = {}
+        boundaries = self.boundaries
+        for key, value in changes.items():
+            index = bisect_right(boundaries, key)
+            if index == merging:
+                merged[key] = value
+            else:
+                logged.append((key, value, index))
+                held_back[key] = value
+        expired = height - n + 1
+        return BlockWrites(
+            height,
+            merging,
+            sorted(merged.items()),
+            logged,
+            encode_log_row(held_back) if held_back else None,
+            expired if expired >= 0 else None,
+        )
+
+    def apply(self, writes: BlockWrites) -> None:
+        """Record that `writes` committed: its merged slice left the overlay, its logged
+        changes joined it (a newer change of a held-back key replaces the older one)."""
+        entries = self._entries
+        merged = self._slices[writes.merged_slice]
+        for key in merged:
+            del entries[key]
+        merged.clear()
+        slices = self._slices
+        for key, value, index in writes.logged:
+            entries[key] = value
+            slices[index].add(key)
+
+    def replay(self, tip: int, rows: Iterable[tuple[int, bytes]]) -> None:
+        """Rebuild the overlay from the log rows (height, blob), in height order, after block
+        `tip` committed. Raises LogFormatError for a row that cannot be in the log."""
+        n = self.slice_count
+        oldest = tip - n + 2
+        previous = None
+        for height, blob in rows:
+            if not oldest <= height <= tip or (previous is not None and height <= previous):
+                raise LogFormatError(
+                    f"state-log row {height} cannot be in the log of height {tip}"
+                    f" with {n} slices (rows {max(oldest, 0)}..{tip} only)"
+                )
+            previous = height
+            for key, value in decode_log_row(blob):
+                index = self.slice_of(key)
+                last_merge = tip - ((tip - index) % n)
+                if height > last_merge:
+                    self._entries[key] = value
+                    self._slices[index].add(key)
+
+    def items(self) -> list[tuple[bytes, bytes | None]]:
+        """Every held-back change, in key order."""
+        return sorted(self._entries.items())
+
+    def items_in(self, start: bytes, stop: bytes | None) -> list[tuple[bytes, bytes | None]]:
+        """The held-back changes with start <= key < stop (stop None: no upper bound), sorted.
+        Only the slices that overlap the range are looked at."""
+        first = self.slice_of(start)
+        last = self.slice_count - 1 if stop is None else bisect_left(self.boundaries, stop)
+        entries = self._entries
+        found = []
+        for index in range(first, min(last, self.slice_count - 1) + 1):
+            for key in self._slices[index]:
+                if key >= start and (stop is None or key < stop):
+                    found.append((key, entries[key]))
+        found.sort()
+        return found
+
+
+def merge_sorted(
+    rows: Iterable[tuple[bytes, bytes]], overlay: Sequence[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes]]:
+    """The table's rows (key order) with the overlay's changes (key order) applied: an overlay
+    value replaces or adds a row, None removes it."""
+    position = 0
+    count = len(overlay)
+    for key, value in rows:
+        while position < count and overlay[position][0] < key:
+            pending_key, pending = overlay[position]
+            position += 1
+            if pending is not None:
+                yield pending_key, pending
+        if position < count and overlay[position][0] == key:
+            pending = overlay[position][1]
+            position += 1
+            if pending is not None:
+                yield key, pending
+            continue
+        yield key, value
+    while position < count:
+        pending_key, pending = overlay[position]
+        position += 1
+        if pending is not None:
+            yield pending_key, pending
