@@ -18,8 +18,8 @@ How
 The table's key space is cut into `n` slices: contiguous key ranges whose boundaries are
 chosen when the store opens, from the table's own keys, so that each holds about
 `rows_per_slice` rows (n = 1 for a small state: then everything below degenerates to writing
-every change into the table, as a plain store would). Block `h` *merges* slice `h mod n`:
-every held-back change in that range, and the block's own changes in it, go into the table,
+every change into the table, as a plain store would). Block `h` *merges* slice
+`h * stride mod n`: every held-back change in that range, and the block's own changes in it, go into the table,
 sorted, so they land on the few hundred neighbouring pages of that range. The block's other
 changes go into ONE new row of `state_log` (height `h`, all of them in one blob), an append at
 the end of an integer key, and into the overlay. All of it is in the block's one transaction.
@@ -27,13 +27,17 @@ the end of an integer key, and into the overlay. All of it is in the block's one
 Rules (each is what makes the next one true):
 
 * the state is the overlay's entries (a value, or None for a deleted key) over the table;
-* every slice is merged once in any `n` consecutive blocks, so after block `h` every change
+* the stride is the integer nearest 0.618 n (the golden ratio's fraction) that is coprime
+  with `n`, so consecutive blocks merge slices far apart and any run of blocks visits the
+  key space evenly (a state's key regions differ: accounts change at every transfer's
+  sender, holdings at both ends), and any `n` consecutive blocks merge every slice once;
+* so after block `h` every change
   logged by block `h - n + 1` is in the table (or was overwritten by a later change that is):
   block `h` deletes that log row, and the log never holds more than `n - 1` rows;
 * when the store reopens, a logged change of block `g` to a key of slice `s` is still held
   back exactly when `g` is later than the last block (at or before the tip `t`) that merged
-  `s`, which is `t - ((t - s) mod n)`; replaying the log rows in height order with that test
-  rebuilds the overlay as it was.
+  `s`, which is `t - ((t - r) mod n)` with `r = s * stride^-1 mod n`; replaying the log rows
+  in height order with that test rebuilds the overlay as it was.
 
 The boundaries are kept in the store's meta table: they must be the same when the log is
 replayed as when it was written. Changing them (the state grew or shrank a lot since they
@@ -46,6 +50,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from math import gcd
 
 import msgpack
 
@@ -60,6 +65,7 @@ __all__ = [
     "encode_boundaries",
     "encode_log_row",
     "merge_sorted",
+    "merge_stride",
     "slice_count_for",
 ]
 
@@ -141,12 +147,24 @@ class BlockWrites:
     expired_height: int | None
 
 
+def merge_stride(slices: int) -> int:
+    """The step between the slices merged by consecutive blocks (0 for one slice)."""
+    if slices == 1:
+        return 0
+    stride = max(1, slices * 618 // 1000)
+    while gcd(stride, slices) != 1:
+        stride += 1
+    return stride
+
+
 class StateOverlay:
     """The changes held back from the table, by slice; see the module docstring."""
 
     def __init__(self, boundaries: Sequence[bytes] = ()) -> None:
         self.boundaries = tuple(boundaries)
-        self.slice_count = len(self.boundaries) + 1
+        self.slice_count = n = len(self.boundaries) + 1
+        self.stride = merge_stride(n)
+        self._inverse = pow(self.stride, -1, n) if n > 1 else 0
         self._entries: dict[bytes, bytes | None] = {}
         self._slices: list[set[bytes]] = [set() for _ in range(self.slice_count)]
 
@@ -156,6 +174,16 @@ class StateOverlay:
     def slice_of(self, key: bytes) -> int:
         """Slice i holds the keys k with boundaries[i - 1] <= k < boundaries[i]."""
         return bisect_right(self.boundaries, key)
+
+    def merged_at(self, height: int) -> int:
+        """The slice that block `height` merges."""
+        return height * self.stride % self.slice_count
+
+    def last_merge(self, tip: int, index: int) -> int:
+        """The last height at or before `tip` that merged slice `index` (may be negative:
+        none yet)."""
+        first = index * self._inverse % self.slice_count  # merged_at(first) == index
+        return tip - ((tip - first) % self.slice_count)
 
     def lookup(self, key: bytes) -> tuple[bool, bytes | None]:
         """(True, value or None for deleted) when the overlay has the key, else (False, None)."""
@@ -168,7 +196,7 @@ class StateOverlay:
         """What block `height` writes: the overlay is unchanged until `apply`, so a block whose
         transaction fails leaves it as it was."""
         n = self.slice_count
-        merging = height % n
+        merging = self.merged_at(height)
         if n == 1:
             return BlockWrites(height, 0, sorted(changes.items()), [], None, None)
         entries = self._entries
@@ -221,8 +249,7 @@ class StateOverlay:
             previous = height
             for key, value in decode_log_row(blob):
                 index = self.slice_of(key)
-                last_merge = tip - ((tip - index) % n)
-                if height > last_merge:
+                if height > self.last_merge(tip, index):
                     self._entries[key] = value
                     self._slices[index].add(key)
 

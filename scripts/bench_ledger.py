@@ -11,9 +11,13 @@ node's mempool does once on admission; that rate is reported separately as
 Two states are measured, each in its own process so that `rss_mb` is that node's memory:
 1,000 funded accounts, and 1,000,000. In the second, the senders are funded through real
 transactions and the other accounts are written straight into the state as onboarded,
-funded investors (the same records an `onboard_investor` and an `issue` would write), then
-the database is closed and reopened the way a restarting node would: the timed transfers
-run on a state reloaded from SQLite.
+funded investors (the same records an `onboard_investor` and an `issue` would write). Both
+sizes then run `--warm-up` blocks of the same transfers (default 258), so that the measured
+node is one that has been running: the store's state log is in its steady state (a large
+state is cut into up to 256 slices, and the log holds a block of held-back changes per
+slice), and both sizes have histories of the same length. Then the database is closed and
+reopened the way a restarting node would: the timed transfers run on a state reloaded from
+SQLite.
 
 Each size is prepared once and then measured `--rounds` times (default 3) on fresh copies,
 the two sizes alternating, so that the ratio compares medians measured side by side on this
@@ -49,6 +53,7 @@ from ledger.chain import Chain
 from ledger.codes import Code
 from ledger.crypto import KeyPair, generate_key
 from ledger.genesis import default_genesis
+from ledger.state_log import MAX_SLICES
 from ledger.tx import TxBody, decode_signed_tx, sign_tx, verify_tx_signatures
 from ledger.types import Account, Holding, Kyc
 
@@ -58,6 +63,8 @@ BLOCK_SIZE = 1_000
 INSTITUTIONS = ("ministry", "central-bank", "regulator", "auditor")
 CASH = "PKR"
 FUNDING = 1_000_000_000  # minor units given to every account
+# Blocks run before measuring (see warm_up): at least the store's largest slice count + 2.
+WARM_UP_BLOCKS = MAX_SLICES + 2
 
 
 def seeded_key(label: str) -> KeyPair:
@@ -74,10 +81,12 @@ def bench_genesis() -> dict:
 
 
 class Wallets:
-    """Signs with the next nonce of each sender."""
+    """Signs with the next nonce of each sender (from `chain`'s state when given)."""
 
-    def __init__(self) -> None:
+    def __init__(self, chain: Chain | None = None) -> None:
         self.nonces: dict[bytes, int] = {}
+        if chain is not None:
+            self.nonces = {address: a.nonce for address, a in chain.state.accounts.items()}
 
     def sign(self, key: KeyPair, op: str, args: dict) -> bytes:
         nonce = self.nonces.get(key.address, 0)
@@ -99,7 +108,7 @@ def commit_blocks(chain: Chain, txs: list[bytes], block_ms: int) -> None:
         chain.commit(pending, b"bench-certificate")
 
 
-def prepare(path: Path, accounts: int, senders: int) -> None:
+def prepare(path: Path, accounts: int, senders: int, warm_up_blocks: int) -> None:
     """Create a database with `accounts` funded investors, the first `senders` of them with keys."""
     chain = Chain.open(path, bench_genesis())
     wallets = Wallets()
@@ -162,19 +171,24 @@ def prepare(path: Path, accounts: int, senders: int) -> None:
         pending = chain.build_block([], chain.last_time_ms + 1_000, bank.address)
         chain.commit(pending, b"bench-import")
     chain.close()
+    slices = warm_up(path, accounts, senders, warm_up_blocks)
+    print(
+        f"ran {warm_up_blocks} warm-up blocks; the state is cut into {slices} slices",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
-def measure(path: Path, accounts: int, senders: int, blocks: int) -> dict:
-    """Reopen the prepared database and time `blocks` blocks of transfers."""
-    started = time.perf_counter()
-    chain = Chain.open(path, bench_genesis())
-    reopen_s = time.perf_counter() - started
-    rng = random.Random(11)
+def signed_transfers(
+    chain: Chain, accounts: int, senders: int, blocks: int, seed: int
+) -> list[bytes]:
+    """`blocks` blocks of transfers: the senders in turn, each to a random holder."""
+    rng = random.Random(seed)
     keys = [seeded_key(f"sender-{index}") for index in range(senders)]
     recipients = [key.address for key in keys]
     if accounts > senders:
         recipients = list(chain.state.holdings[CASH].keys())
-    wallets = Wallets()
+    wallets = Wallets(chain)
     per_sender = -(-blocks * BLOCK_SIZE // senders)
     txs: list[bytes] = []
     for round_ in range(per_sender):
@@ -185,7 +199,33 @@ def measure(path: Path, accounts: int, senders: int, blocks: int) -> dict:
             txs.append(
                 wallets.sign(key, "transfer", {"instrument": CASH, "to": to, "amount": 1 + round_})
             )
-    txs = txs[: blocks * BLOCK_SIZE]
+    return txs[: blocks * BLOCK_SIZE]
+
+
+def warm_up(path: Path, accounts: int, senders: int, blocks: int) -> int:
+    """Run the prepared node for `blocks` blocks of transfers first, as a node that has
+    been running: reopening cuts a large state into slices, and the state log then holds the
+    blocks of held-back changes it holds in its steady state (one block per slice), so
+    every measured block merges a slice that has been filling. Both sizes run the same
+    blocks, so that their histories (the transaction and event tables and indexes) are of
+    the same length. Returns the number of slices."""
+    chain = Chain.open(path, bench_genesis())
+    slices = chain.store.state_slices
+    if slices > 1 and slices + 2 > blocks:
+        raise SystemExit(f"{slices} slices need at least {slices + 2} warm-up blocks")
+    txs = signed_transfers(chain, accounts, senders, blocks, seed=5)
+    commit_blocks(chain, txs, block_ms=1_000)
+    chain.close()
+    return slices
+
+
+def measure(path: Path, accounts: int, senders: int, blocks: int) -> dict:
+    """Reopen the prepared database and time `blocks` blocks of transfers."""
+    started = time.perf_counter()
+    chain = Chain.open(path, bench_genesis())
+    reopen_s = time.perf_counter() - started
+    keys = [seeded_key(f"sender-{index}") for index in range(senders)]
+    txs = signed_transfers(chain, accounts, senders, blocks, seed=11)
 
     # Signatures: verified once, outside the timed part (the mempool's job).
     started = time.perf_counter()
@@ -215,6 +255,7 @@ def measure(path: Path, accounts: int, senders: int, blocks: int) -> dict:
         refused = [r for r in pending.receipts if r.code != Code.OK]
         if refused or pending.dropped or len(pending.receipts) != len(batch):
             raise SystemExit(f"benchmark transfer refused: {refused[:1] or pending.dropped[:1]}")
+    slices, held_back = chain.store.state_slices, chain.store.held_back
     closing = time.process_time()
     chain.close()  # checkpoints what is left in the WAL: that CPU counts towards the mean
     block_cpu_seconds[-1] += time.process_time() - closing
@@ -232,11 +273,13 @@ def measure(path: Path, accounts: int, senders: int, blocks: int) -> dict:
         "decode_per_s": round(decode_per_s),
         "reopen_s": round(reopen_s, 2),
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "state_slices": slices,
+        "held_back": held_back,
         "db_mb": round(sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20),
     }
 
 
-def _command(path: Path, accounts: int, blocks: int, phase: str) -> list[str]:
+def _command(path: Path, accounts: int, blocks: int, phase: str, warm_up: int = 0) -> list[str]:
     return [
         sys.executable,
         __file__,
@@ -250,14 +293,16 @@ def _command(path: Path, accounts: int, blocks: int, phase: str) -> list[str]:
         str(blocks),
         "--phase",
         phase,
+        "--warm-up",
+        str(warm_up),
     ]
 
 
-def prepare_size(accounts: int, blocks: int, workdir: Path) -> Path:
+def prepare_size(accounts: int, blocks: int, warm_up: int, workdir: Path) -> Path:
     """Prepare one size in a fresh process; returns the closed database, kept pristine."""
     path = workdir / f"prepared-{accounts}.db"
     print(f"preparing {accounts:,} funded accounts ...", file=sys.stderr, flush=True)
-    subprocess.run(_command(path, accounts, blocks, "prepare"), check=True)
+    subprocess.run(_command(path, accounts, blocks, "prepare", warm_up), check=True)
     return path
 
 
@@ -290,14 +335,20 @@ def main() -> int:
         default=3,
         help="measurements per size, the sizes alternating; medians are reported",
     )
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=WARM_UP_BLOCKS,
+        help="blocks of transfers run after preparing, before measuring (both sizes)",
+    )
     parser.add_argument("--phase", choices=["prepare", "measure"], help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--senders", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rounds < 1 or args.blocks < 1:
-        parser.error("--rounds and --blocks must be at least 1")
+    if args.rounds < 1 or args.blocks < 1 or args.warm_up < 0:
+        parser.error("--rounds and --blocks must be at least 1, --warm-up at least 0")
     if args.phase == "prepare":
-        prepare(Path(args.db), args.accounts, args.senders)
+        prepare(Path(args.db), args.accounts, args.senders, args.warm_up)
         return 0
     if args.phase == "measure":
         print(json.dumps(measure(Path(args.db), args.accounts, args.senders, args.blocks)))
@@ -305,7 +356,7 @@ def main() -> int:
     sizes = [args.accounts] if args.accounts else [1_000, 1_000_000]
     with tempfile.TemporaryDirectory(prefix="khazana-bench-") as tmp:
         workdir = Path(tmp)
-        prepared = {size: prepare_size(size, args.blocks, workdir) for size in sizes}
+        prepared = {size: prepare_size(size, args.blocks, args.warm_up, workdir) for size in sizes}
         # The sizes alternate round by round, so a slow spell of this shared machine falls on
         # both rather than on one: the ratio is of medians measured side by side.
         runs: dict[int, list[dict]] = {size: [] for size in sizes}

@@ -19,7 +19,18 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_ledger.py"
 
 def test_bench_ledger_measures_every_round_on_a_fresh_copy_and_reports_medians():
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--accounts", "1000", "--blocks", "2", "--rounds", "3"],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--accounts",
+            "1000",
+            "--blocks",
+            "2",
+            "--rounds",
+            "3",
+            "--warm-up",
+            "2",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

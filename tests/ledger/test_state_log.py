@@ -152,6 +152,22 @@ def test_replay_refuses_rows_that_cannot_be_in_the_log():
             decode_log_row(bad)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 64, 243, 244, 256])
+def test_any_n_consecutive_blocks_merge_every_slice_once_far_apart(n):
+    overlay = StateOverlay(tuple(bytes([1 + i // 256, i % 256]) for i in range(n - 1)))
+    assert overlay.slice_count == n
+    for start in (0, 5, 1000):
+        merged = [overlay.merged_at(height) for height in range(start, start + n)]
+        assert sorted(merged) == list(range(n))
+        for index in range(n):
+            # last_merge is the schedule read backwards.
+            last = overlay.last_merge(start + n - 1, index)
+            assert overlay.merged_at(last) == index and start <= last < start + n
+    if n >= 64:  # consecutive blocks are at least a quarter of the key space apart
+        steps = {abs(overlay.merged_at(h + 1) - overlay.merged_at(h)) for h in range(n)}
+        assert min(min(step, n - step) for step in steps) >= n // 4
+
+
 def test_slice_counts_follow_the_row_count():
     assert slice_count_for(0) == 1
     assert slice_count_for(10_000, rows_per_slice=8192) == 1
