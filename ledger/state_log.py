@@ -59,6 +59,7 @@ __all__ = [
     "MAX_SLICES",
     "ROWS_PER_SLICE",
     "BlockWrites",
+    "MergeSchedule",
     "StateOverlay",
     "decode_boundaries",
     "decode_log_row",
@@ -157,23 +158,16 @@ def merge_stride(slices: int) -> int:
     return stride
 
 
-class StateOverlay:
-    """The changes held back from the table, by slice; see the module docstring."""
+class MergeSchedule:
+    """Which of `slices` slices each block merges: block h merges h * stride mod slices.
+    Shared by the state log and the store's held-back account index (ledger/store.py)."""
 
-    def __init__(self, boundaries: Sequence[bytes] = ()) -> None:
-        self.boundaries = tuple(boundaries)
-        self.slice_count = n = len(self.boundaries) + 1
-        self.stride = merge_stride(n)
-        self._inverse = pow(self.stride, -1, n) if n > 1 else 0
-        self._entries: dict[bytes, bytes | None] = {}
-        self._slices: list[set[bytes]] = [set() for _ in range(self.slice_count)]
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def slice_of(self, key: bytes) -> int:
-        """Slice i holds the keys k with boundaries[i - 1] <= k < boundaries[i]."""
-        return bisect_right(self.boundaries, key)
+    def __init__(self, slices: int) -> None:
+        if slices < 1:
+            raise ValueError(f"slices must be at least 1, got {slices}")
+        self.slice_count = slices
+        self.stride = merge_stride(slices)
+        self._inverse = pow(self.stride, -1, slices) if slices > 1 else 0
 
     def merged_at(self, height: int) -> int:
         """The slice that block `height` merges."""
@@ -184,6 +178,23 @@ class StateOverlay:
         none yet)."""
         first = index * self._inverse % self.slice_count  # merged_at(first) == index
         return tip - ((tip - first) % self.slice_count)
+
+
+class StateOverlay(MergeSchedule):
+    """The changes held back from the table, by slice; see the module docstring."""
+
+    def __init__(self, boundaries: Sequence[bytes] = ()) -> None:
+        self.boundaries = tuple(boundaries)
+        super().__init__(len(self.boundaries) + 1)
+        self._entries: dict[bytes, bytes | None] = {}
+        self._slices: list[set[bytes]] = [set() for _ in range(self.slice_count)]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def slice_of(self, key: bytes) -> int:
+        """Slice i holds the keys k with boundaries[i - 1] <= k < boundaries[i]."""
+        return bisect_right(self.boundaries, key)
 
     def lookup(self, key: bytes) -> tuple[bool, bytes | None]:
         """(True, value or None for deleted) when the overlay has the key, else (False, None)."""

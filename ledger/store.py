@@ -53,6 +53,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ledger.account_index import ACCOUNT_INDEX_SLICES, HeldBackAccountIndex
 from ledger.state_log import (
     MAX_SLICES,
     ROWS_PER_SLICE,
@@ -89,6 +90,7 @@ _META_CHAIN = "store.chain_id"
 _META_GENESIS = "store.genesis_hash"
 _META_CONSENSUS = "store.consensus_record"
 _META_SLICES = "store.state_slices"
+_META_ACCOUNT_INDEX_SLICES = "store.account_index_slices"
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -430,6 +432,9 @@ class Store:
         self._lock = threading.Lock()
         self._closed = False
         self._overlay = StateOverlay()  # the state log's held-back changes (state_log.py)
+        # event_accounts rows not yet in the table (account_index.py); a database without the
+        # meta key (new, or written before it existed) has every row in the table: one slice.
+        self._account_index = HeldBackAccountIndex(1)
 
     # ----------------------------------------------------------------- open / close
 
@@ -443,6 +448,7 @@ class Store:
         busy_timeout_ms: int = 5000,
         rows_per_slice: int = ROWS_PER_SLICE,
         max_slices: int = MAX_SLICES,
+        account_index_slices: int = ACCOUNT_INDEX_SLICES,
     ) -> Store:
         """Open (creating it if needed) the store of one chain.
 
@@ -451,8 +457,9 @@ class Store:
         (SchemaVersionError). A file that is not a store raises CorruptDatabaseError; a database
         already open elsewhere raises StoreLockedError.
 
-        `rows_per_slice` and `max_slices` size the state log's slices (ledger/state_log.py);
-        the defaults suit a node, tests pass small ones to exercise the log on small states.
+        `rows_per_slice` and `max_slices` size the state log's slices (ledger/state_log.py),
+        `account_index_slices` the account index's (ledger/account_index.py); the defaults
+        suit a node, tests pass small ones to exercise both on small databases.
         """
         if not isinstance(chain_id, str) or not chain_id:
             raise StoreError(f"chain_id must be a non-empty str, got {chain_id!r}")
@@ -476,6 +483,7 @@ class Store:
         store = cls(conn, path, lock_file, busy_timeout_ms)
         try:
             store._open_state_log(rows_per_slice, max_slices)
+            store._open_account_index(account_index_slices)
         except BaseException:
             store.close()
             raise
@@ -541,6 +549,62 @@ class Store:
                 self._rollback()
                 raise
             self._overlay = StateOverlay(boundaries)
+
+    def _open_account_index(self, wanted: int) -> None:
+        """Rebuild the held-back account index rows from the last blocks' events; when the
+        slice count changes, first insert every held-back row (the old slicing must not be
+        replayed with the new one)."""
+        conn = self._conn
+        try:
+            stored = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (_META_ACCOUNT_INDEX_SLICES,)
+            ).fetchone()
+            slices = int(stored[0]) if stored else 1
+            index = HeldBackAccountIndex(slices)  # ValueError for a count out of range
+            (tip,) = conn.execute("SELECT max(height) FROM blocks").fetchone()
+            if tip is not None and slices > 1:
+                low = _position(max(0, tip - slices + 2), 0)
+                index.replay(tip, self._event_accounts_since(low))
+        except ValueError as exc:
+            raise CorruptDatabaseError(f"{self._path}: bad {_META_ACCOUNT_INDEX_SLICES}") from exc
+        except sqlite3.Error as exc:
+            raise _store_error(self._path, "reading the recent events", exc) from exc
+        self._account_index = index
+        if slices == wanted:
+            return
+        with self._lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                flush = HeldBackAccountIndex(1).plan(0, index.all_rows())
+                conn.executemany(
+                    "INSERT INTO event_accounts (account, pos) VALUES (?, ?)", flush.merged
+                )
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (_META_ACCOUNT_INDEX_SLICES, str(wanted).encode()),
+                )
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise _store_error(self._path, "resizing the account index", exc) from exc
+            except BaseException:
+                self._rollback()
+                raise
+            self._account_index = HeldBackAccountIndex(wanted)
+
+    def _event_accounts_since(self, low: int) -> Iterator[tuple[int, bytes, int]]:
+        """(height, account, position) of every event from position `low` on, each account
+        once per event (as `_event_rows` indexes them)."""
+        for position, accounts in self._conn.execute(
+            "SELECT pos, accounts FROM events WHERE pos >= ? ORDER BY pos", (low,)
+        ):
+            seen = set()
+            for i in range(0, len(accounts), ADDRESS_SIZE):
+                account = accounts[i : i + ADDRESS_SIZE]
+                if account not in seen:
+                    seen.add(account)
+                    yield _height_of(position), account, position
 
     def _write_state_rows(self, rows: list[tuple[bytes, bytes | None]]) -> None:
         """Upsert or delete (value None) state rows, given in key order."""
@@ -704,6 +768,7 @@ class Store:
             # What the state log merges into the table and holds back; the overlay itself
             # changes only once the transaction has committed.
             writes = self._overlay.plan(record.height, record.changes)
+            account_writes = self._account_index.plan(record.height, account_rows)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 self._check_next_height(record)
@@ -730,7 +795,8 @@ class Store:
                     event_rows,
                 )
                 conn.executemany(
-                    "INSERT INTO event_accounts (account, pos) VALUES (?, ?)", account_rows
+                    "INSERT INTO event_accounts (account, pos) VALUES (?, ?)",
+                    account_writes.merged,
                 )
                 conn.executemany(
                     "INSERT INTO event_instruments (instrument, pos) VALUES (?, ?)",
@@ -756,6 +822,7 @@ class Store:
                 self._rollback()
                 raise
             self._overlay.apply(writes)
+            self._account_index.apply(account_writes)
 
     def _write_state_log(self, writes: BlockWrites) -> None:
         """The block's state writes: the merged slice into the table (sorted: neighbouring
@@ -1151,9 +1218,64 @@ class Store:
         else:
             sql = f"SELECT {columns} FROM events e WHERE 1"
         driver = "e" if account is None and instrument is None else "d"
-        sql += f" AND {driver}.pos BETWEEN ? AND ? ORDER BY {driver}.pos LIMIT ? OFFSET ?"
-        params.extend((low, high, limit, offset))
-        return [_event_from_row(row) for row in self._read(sql, tuple(params))]
+        sql += f" AND {driver}.pos BETWEEN ? AND ?"
+        params.extend((low, high))
+        if account is None:
+            page = f"{sql} ORDER BY {driver}.pos LIMIT ? OFFSET ?"
+            return [_event_from_row(row) for row in self._read(page, (*params, limit, offset))]
+        with self._lock:
+            self._check_open()
+            try:
+                return self._account_events(account, instrument, sql, params, limit, offset)
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, "a read", exc) from exc
+
+    def _account_events(
+        self,
+        account: bytes,
+        instrument: str | None,
+        sql: str,
+        params: list[Any],
+        limit: int,
+        offset: int,
+    ) -> list[EventRecord]:
+        """One page of an account's events: the indexed ones (`sql`), then the ones whose
+        index rows are still held back (ledger/account_index.py), which are all newer."""
+        low, high = params[-2], params[-1]
+        held = self._account_index.positions(account, low, high)
+        conn = self._conn
+        page = f"{sql} ORDER BY d.pos LIMIT ? OFFSET ?"
+        found = [_event_from_row(row) for row in conn.execute(page, (*params, limit, offset))]
+        if not held or len(found) == limit:
+            return found
+        if found:
+            skip = 0  # the page began inside the indexed events and ran past their end
+        else:
+            # The page begins after the indexed events: how many were there to step over?
+            count_sql = "SELECT count(*) FROM" + sql.split(" FROM", 1)[1]
+            (indexed,) = conn.execute(count_sql, params).fetchone()
+            skip = offset - indexed
+        if instrument is None:  # every held-back position is a match: step over them here
+            held = held[skip : skip + limit - len(found)]
+            skip = 0
+        columns = "pos, tx_index, event_index, type, accounts, instruments, data"
+        for start in range(0, len(held), 500):
+            chunk = held[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT {columns} FROM events WHERE pos IN ({marks}) ORDER BY pos", chunk
+            )
+            for row in rows:
+                event = _event_from_row(row)
+                if instrument is not None and instrument not in event.instruments:
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                found.append(event)
+                if len(found) == limit:
+                    return found
+        return found
 
     # ----------------------------------------------------------------- operations
 

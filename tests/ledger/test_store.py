@@ -514,11 +514,28 @@ def _event_world() -> list[BlockRecord]:
 @pytest.mark.parametrize("account", [None, 0, 3])
 @pytest.mark.parametrize("instrument", [None, "KZT", "GOLD", "NONE"])
 @pytest.mark.parametrize("heights", [(None, None), (2, 4), (5, None), (None, 1), (4, 3)])
-def test_event_queries_match_a_filter_over_all_events(tmp_path, account, instrument, heights):
+@pytest.mark.parametrize("index_slices", [1, 3], ids=["indexed", "held-back"])
+def test_event_queries_match_a_filter_over_all_events(
+    tmp_path, account, instrument, heights, index_slices
+):
     blocks = _event_world()
-    with open_store(tmp_path / "n.db") as s:
+
+    def reopen() -> Store:
+        # With 3 slices, a block indexes one slice of accounts and holds the other rows back
+        # (ledger/account_index.py); reopening rebuilds them from the events.
+        return Store.open(
+            tmp_path / "n.db",
+            chain_id=CHAIN,
+            genesis_hash=GENESIS,
+            account_index_slices=index_slices,
+        )
+
+    with reopen() as s:
         s.commit_block(genesis_record())
-        for block in blocks:
+        for block in blocks[:3]:
+            s.commit_block(block)
+    with reopen() as s:
+        for block in blocks[3:]:
             s.commit_block(block)
         from_height, to_height = heights
         who = None if account is None else addr(account)
@@ -539,6 +556,39 @@ def test_event_queries_match_a_filter_over_all_events(tmp_path, account, instrum
         for offset in range(0, len(expected) + 4, 4):
             paged.extend(s.events(**query, limit=4, offset=offset))
         assert paged == expected
+
+
+@pytest.mark.parametrize("instrument", [None, "KZT"])
+def test_event_pages_run_from_indexed_into_held_back_rows(tmp_path, instrument):
+    """An account whose index rows are partly in the table, partly held back: every page
+    size and offset gives the slice of the whole answer, also when the page begins past the
+    indexed rows (the store then counts them to know how many held-back ones to skip)."""
+    who = addr(0)
+    blocks = [
+        make_block(
+            height,
+            n_txs=1,
+            events=tuple(
+                EventRecord(height, 0, e, "ev", (who,), ("KZT",) if e % 3 else (), h(height, e))
+                for e in range(5)
+            ),
+        )
+        for height in range(1, 40)
+    ]
+    with Store.open(
+        tmp_path / "n.db", chain_id=CHAIN, genesis_hash=GENESIS, account_index_slices=16
+    ) as s:
+        s.commit_block(genesis_record())
+        for block in blocks:
+            s.commit_block(block)
+        assert 0 < len(s._account_index.positions(who, 0, 1 << 62)) < 5 * 39
+        expected = [
+            e for b in blocks for e in b.events if instrument is None or instrument in e.instruments
+        ]
+        for limit in (1, 3, 7):
+            for offset in range(len(expected) + 2):
+                page = s.events(account=who, instrument=instrument, limit=limit, offset=offset)
+                assert page == expected[offset : offset + limit], (limit, offset)
 
 
 def test_event_pages_are_bounded(store):
@@ -720,6 +770,14 @@ def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_p
             assert s.block(latest + 1) is None and s.block_txs(latest + 1) == []
             assert all(s.tx(tx.tx_id) is None for tx in kill_test_block(latest + 1).txs)
             assert list(s.iter_state()) == _expected_state(latest)
+            # The account index (rows held back and rebuilt from the events at opening).
+            for i in (0, 17, 50):
+                assert s.events(account=addr(i), limit=1000) == [
+                    e
+                    for height in range(1, latest + 1)
+                    for e in kill_test_block(height).events
+                    if addr(i) in e.accounts
+                ]
             assert s.integrity_check() == ["ok"]
             # The record saved before each block is never older than the last block.
             assert s.load_consensus_record() in (b"signed %d" % latest, b"signed %d" % (latest + 1))
