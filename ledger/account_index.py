@@ -48,17 +48,16 @@ class AccountIndexWrites:
 
 
 class HeldBackAccountIndex(MergeSchedule):
-    """The `event_accounts` rows not yet in the table, by account."""
+    """The `event_accounts` rows not yet in the table: per slice, account -> positions."""
 
     def __init__(self, slices: int = ACCOUNT_INDEX_SLICES) -> None:
         if not 1 <= slices <= 256:
             raise ValueError(f"account index slices must be in [1, 256], got {slices}")
         super().__init__(slices)
-        self._positions: dict[bytes, list[int]] = {}
-        self._slices: list[set[bytes]] = [set() for _ in range(slices)]
+        self._slices: list[dict[bytes, list[int]]] = [{} for _ in range(slices)]
 
     def __len__(self) -> int:
-        return sum(len(positions) for positions in self._positions.values())
+        return sum(len(positions) for held in self._slices for positions in held.values())
 
     def slice_of(self, account: bytes) -> int:
         return account[0] * self.slice_count >> 8
@@ -67,8 +66,7 @@ class HeldBackAccountIndex(MergeSchedule):
         """What block `height` inserts, given its (account, position) rows; nothing changes
         until `apply`, so a block whose transaction fails leaves the held-back rows alone."""
         merging = self.merged_at(height)
-        positions = self._positions
-        merged = [(account, p) for account in self._slices[merging] for p in positions[account]]
+        merged = [(a, p) for a, positions in self._slices[merging].items() for p in positions]
         held = []
         count = self.slice_count
         for account, position in rows:
@@ -82,14 +80,15 @@ class HeldBackAccountIndex(MergeSchedule):
 
     def apply(self, writes: AccountIndexWrites) -> None:
         """Record that `writes` committed."""
-        positions = self._positions
-        merged = self._slices[writes.merged_slice]
-        for account in merged:
-            del positions[account]
-        merged.clear()
+        slices = self._slices
+        slices[writes.merged_slice] = {}
         for account, position, index in writes.held:
-            positions.setdefault(account, []).append(position)
-            self._slices[index].add(account)
+            held = slices[index]
+            positions = held.get(account)
+            if positions is None:
+                held[account] = [position]
+            else:
+                positions.append(position)
 
     def replay(self, tip: int, rows: Iterable[tuple[int, bytes, int]]) -> None:
         """Rebuild from (height, account, position) rows of the last blocks, in position
@@ -97,16 +96,15 @@ class HeldBackAccountIndex(MergeSchedule):
         for height, account, position in rows:
             index = self.slice_of(account)
             if height > self.last_merge(tip, index):
-                self._positions.setdefault(account, []).append(position)
-                self._slices[index].add(account)
+                self._slices[index].setdefault(account, []).append(position)
 
     def all_rows(self) -> list[tuple[bytes, int]]:
         """Every held-back (account, position) row."""
-        return [(account, p) for account, held in self._positions.items() for p in held]
+        return [(a, p) for held in self._slices for a, positions in held.items() for p in positions]
 
     def positions(self, account: bytes, low: int, high: int) -> list[int]:
         """The account's held-back positions p with low <= p <= high, ascending."""
-        held = self._positions.get(account)
+        held = self._slices[self.slice_of(account)].get(account)
         if not held:
             return []
         return held[bisect_left(held, low) : bisect_right(held, high)]

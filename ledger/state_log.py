@@ -181,16 +181,19 @@ class MergeSchedule:
 
 
 class StateOverlay(MergeSchedule):
-    """The changes held back from the table, by slice; see the module docstring."""
+    """The changes held back from the table, by slice; see the module docstring.
+
+    One dict per slice: merging a slice drops its dict whole, and a lookup finds its slice by
+    binary search over the boundaries, then the key in that slice's dict.
+    """
 
     def __init__(self, boundaries: Sequence[bytes] = ()) -> None:
         self.boundaries = tuple(boundaries)
         super().__init__(len(self.boundaries) + 1)
-        self._entries: dict[bytes, bytes | None] = {}
-        self._slices: list[set[bytes]] = [set() for _ in range(self.slice_count)]
+        self._slices: list[dict[bytes, bytes | None]] = [{} for _ in range(self.slice_count)]
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(map(len, self._slices))
 
     def slice_of(self, key: bytes) -> int:
         """Slice i holds the keys k with boundaries[i - 1] <= k < boundaries[i]."""
@@ -198,7 +201,7 @@ class StateOverlay(MergeSchedule):
 
     def lookup(self, key: bytes) -> tuple[bool, bytes | None]:
         """(True, value or None for deleted) when the overlay has the key, else (False, None)."""
-        value = self._entries.get(key, _MISSING)
+        value = self._slices[bisect_right(self.boundaries, key)].get(key, _MISSING)
         if value is _MISSING:
             return False, None
         return True, value  # type: ignore[return-value]
@@ -206,14 +209,12 @@ class StateOverlay(MergeSchedule):
     def plan(self, height: int, changes: Mapping[bytes, bytes | None]) -> BlockWrites:
         """What block `height` writes: the overlay is unchanged until `apply`, so a block whose
         transaction fails leaves it as it was."""
-        n = self.slice_count
         merging = self.merged_at(height)
-        if n == 1:
+        if self.slice_count == 1:
             return BlockWrites(height, 0, sorted(changes.items()), [], None, None)
-        entries = self._entries
-        merged = {key: entries[key] for key in self._slices[merging]}
+        merged = dict(self._slices[merging])
         logged: list[tuple[bytes, bytes | None, int]] = []
-        held_back: dict[bytes, bytes | None] = {}
+        flat: list[bytes | None] = []  # the log row: key, value, key, value...
         boundaries = self.boundaries
         for key, value in changes.items():
             index = bisect_right(boundaries, key)
@@ -221,29 +222,25 @@ class StateOverlay(MergeSchedule):
                 merged[key] = value
             else:
                 logged.append((key, value, index))
-                held_back[key] = value
-        expired = height - n + 1
+                flat.append(key)
+                flat.append(value)
+        expired = height - self.slice_count + 1
         return BlockWrites(
             height,
             merging,
             sorted(merged.items()),
             logged,
-            encode_log_row(held_back) if held_back else None,
+            msgpack.packb(flat, use_bin_type=True) if flat else None,
             expired if expired >= 0 else None,
         )
 
     def apply(self, writes: BlockWrites) -> None:
         """Record that `writes` committed: its merged slice left the overlay, its logged
         changes joined it (a newer change of a held-back key replaces the older one)."""
-        entries = self._entries
-        merged = self._slices[writes.merged_slice]
-        for key in merged:
-            del entries[key]
-        merged.clear()
         slices = self._slices
+        slices[writes.merged_slice] = {}
         for key, value, index in writes.logged:
-            entries[key] = value
-            slices[index].add(key)
+            slices[index][key] = value
 
     def replay(self, tip: int, rows: Iterable[tuple[int, bytes]]) -> None:
         """Rebuild the overlay from the log rows (height, blob), in height order, after block
@@ -261,24 +258,24 @@ class StateOverlay(MergeSchedule):
             for key, value in decode_log_row(blob):
                 index = self.slice_of(key)
                 if height > self.last_merge(tip, index):
-                    self._entries[key] = value
-                    self._slices[index].add(key)
+                    self._slices[index][key] = value
 
     def items(self) -> list[tuple[bytes, bytes | None]]:
         """Every held-back change, in key order."""
-        return sorted(self._entries.items())
+        found = [item for held in self._slices for item in held.items()]
+        found.sort()
+        return found
 
     def items_in(self, start: bytes, stop: bytes | None) -> list[tuple[bytes, bytes | None]]:
         """The held-back changes with start <= key < stop (stop None: no upper bound), sorted.
         Only the slices that overlap the range are looked at."""
         first = self.slice_of(start)
         last = self.slice_count - 1 if stop is None else bisect_left(self.boundaries, stop)
-        entries = self._entries
         found = []
-        for index in range(first, min(last, self.slice_count - 1) + 1):
-            for key in self._slices[index]:
+        for held in self._slices[first : min(last, self.slice_count - 1) + 1]:
+            for key, value in held.items():
                 if key >= start and (stop is None or key < stop):
-                    found.append((key, entries[key]))
+                    found.append((key, value))
         found.sort()
         return found
 

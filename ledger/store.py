@@ -976,10 +976,13 @@ class Store:
     @staticmethod
     def _check_state_changes(changes: Mapping[bytes, bytes | None]) -> None:
         for key, value in changes.items():
-            _check_bytes("state key", key)
-            if not key:
-                raise InvalidRecordError("a state key may not be empty")
-            if value is not None:
+            # Inline type checks first (a block has thousands of changes); the helpers word
+            # the error.
+            if type(key) is not bytes or not key:
+                _check_bytes("state key", key)
+                if not key:
+                    raise InvalidRecordError("a state key may not be empty")
+            if value is not None and type(value) is not bytes:
                 _check_bytes(f"state value of {key.hex()}", value)
 
     @staticmethod
