@@ -389,6 +389,16 @@ def _update(node: list, items: list[bytes], depth: int) -> _Subtree:
             leaves = [item for item in items[start:end] if len(item) == _LEAF_SIZE]
             child, child_hash = _build(leaves, depth + 1)
         else:
+            item = items[start]
+            if end - start == 1 and len(item) == _LEAF_SIZE and child[:32] == item[:32]:
+                # A small tree's common case: the slot's one entry gets a new value. The
+                # leaf is replaced in place; no slot appears or disappears.
+                hasher = _LEAF_HASHER.copy()
+                hasher.update(item)
+                node[nibble] = item
+                offset = node[_OFFSETS][nibble]
+                preimage[offset : offset + HASH_SIZE] = hasher.digest()
+                continue
             child, child_hash = _merge_into_leaf(child, items[start:end], depth + 1)
         node[nibble] = child
         _put_child_hash(node, nibble, child_hash)
