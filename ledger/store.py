@@ -31,7 +31,10 @@ range. Once the state is large, a block's state changes do not all go into that 
 the state log (`ledger/state_log.py`) merges one key range per block and holds the rest back in
 a `state_log` row and in memory, so a block rewrites a few hundred neighbouring pages instead of
 thousands of scattered ones. Every read here (`get_state`, `scan_prefix`, `state_snapshot`)
-sees the table with the held-back changes applied: callers never see the difference.
+sees the table with the held-back changes applied: callers never see the difference. The two
+hash-keyed indexes, `tx_ids` and `event_accounts`, are written the same way, one slice of keys
+a block (`ledger/held_index.py`); their held-back rows are rebuilt from `txs` and `events` at
+opening, and `tx` and `events` read both.
 
 Height 0 is the genesis record: the first `BlockRecord` written to an empty store has height 0,
 hash equal to the store's genesis hash, and carries the genesis state as its changes. Every later
@@ -53,7 +56,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ledger.account_index import ACCOUNT_INDEX_SLICES, HeldBackAccountIndex
+from ledger.held_index import INDEX_SLICES, HeldBackIndex
 from ledger.state_log import (
     MAX_SLICES,
     ROWS_PER_SLICE,
@@ -75,6 +78,7 @@ ADDRESS_SIZE = 20
 POSITION_BITS = 24
 MAX_PER_BLOCK = 1 << POSITION_BITS  # transactions (or events) in one block
 MAX_HEIGHT = (1 << (63 - POSITION_BITS)) - 1  # so that a position fits a signed 64-bit integer
+MAX_POSITION = (1 << 63) - 1
 MAX_EVENTS_PAGE = 1000  # the largest `limit` `events()` accepts: pages are bounded
 STATE_BATCH = 10_000  # rows fetched at a time when streaming the state
 WRITER_CACHE_KIB = 64 * 1024  # page cache of the writing connection
@@ -90,7 +94,7 @@ _META_CHAIN = "store.chain_id"
 _META_GENESIS = "store.genesis_hash"
 _META_CONSENSUS = "store.consensus_record"
 _META_SLICES = "store.state_slices"
-_META_ACCOUNT_INDEX_SLICES = "store.account_index_slices"
+_META_INDEX_SLICES = "store.index_slices"
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -432,9 +436,11 @@ class Store:
         self._lock = threading.Lock()
         self._closed = False
         self._overlay = StateOverlay()  # the state log's held-back changes (state_log.py)
-        # event_accounts rows not yet in the table (account_index.py); a database without the
-        # meta key (new, or written before it existed) has every row in the table: one slice.
-        self._account_index = HeldBackAccountIndex(1)
+        # event_accounts and tx_ids rows not yet in their tables (held_index.py); a database
+        # without the meta key (new, or written before it existed) has every row in its
+        # table: one slice.
+        self._account_index = HeldBackIndex(1)
+        self._tx_index = HeldBackIndex(1)
 
     # ----------------------------------------------------------------- open / close
 
@@ -448,7 +454,7 @@ class Store:
         busy_timeout_ms: int = 5000,
         rows_per_slice: int = ROWS_PER_SLICE,
         max_slices: int = MAX_SLICES,
-        account_index_slices: int = ACCOUNT_INDEX_SLICES,
+        index_slices: int = INDEX_SLICES,
     ) -> Store:
         """Open (creating it if needed) the store of one chain.
 
@@ -458,7 +464,7 @@ class Store:
         already open elsewhere raises StoreLockedError.
 
         `rows_per_slice` and `max_slices` size the state log's slices (ledger/state_log.py),
-        `account_index_slices` the account index's (ledger/account_index.py); the defaults
+        `index_slices` the account index's (ledger/held_index.py); the defaults
         suit a node, tests pass small ones to exercise both on small databases.
         """
         if not isinstance(chain_id, str) or not chain_id:
@@ -483,7 +489,7 @@ class Store:
         store = cls(conn, path, lock_file, busy_timeout_ms)
         try:
             store._open_state_log(rows_per_slice, max_slices)
-            store._open_account_index(account_index_slices)
+            store._open_indexes(index_slices)
         except BaseException:
             store.close()
             raise
@@ -550,48 +556,59 @@ class Store:
                 raise
             self._overlay = StateOverlay(boundaries)
 
-    def _open_account_index(self, wanted: int) -> None:
-        """Rebuild the held-back account index rows from the last blocks' events; when the
-        slice count changes, first insert every held-back row (the old slicing must not be
-        replayed with the new one)."""
+    def _open_indexes(self, wanted: int) -> None:
+        """Rebuild the two indexes' held-back rows (ledger/held_index.py) from the last blocks'
+        events and transactions; when the slice count changes, first insert every held-back
+        row (the old slicing must not be replayed with the new one)."""
         conn = self._conn
         try:
             stored = conn.execute(
-                "SELECT value FROM meta WHERE key = ?", (_META_ACCOUNT_INDEX_SLICES,)
+                "SELECT value FROM meta WHERE key = ?", (_META_INDEX_SLICES,)
             ).fetchone()
             slices = int(stored[0]) if stored else 1
-            index = HeldBackAccountIndex(slices)  # ValueError for a count out of range
+            accounts, tx_ids = HeldBackIndex(slices), HeldBackIndex(slices)  # ValueError: range
             (tip,) = conn.execute("SELECT max(height) FROM blocks").fetchone()
             if tip is not None and slices > 1:
                 low = _position(max(0, tip - slices + 2), 0)
-                index.replay(tip, self._event_accounts_since(low))
+                accounts.replay(tip, self._event_accounts_since(low))
+                tx_ids.replay(tip, self._tx_ids_since(low))
         except ValueError as exc:
-            raise CorruptDatabaseError(f"{self._path}: bad {_META_ACCOUNT_INDEX_SLICES}") from exc
+            raise CorruptDatabaseError(f"{self._path}: bad {_META_INDEX_SLICES}") from exc
         except sqlite3.Error as exc:
-            raise _store_error(self._path, "reading the recent events", exc) from exc
-        self._account_index = index
+            raise _store_error(self._path, "reading the recent blocks", exc) from exc
+        self._account_index, self._tx_index = accounts, tx_ids
         if slices == wanted:
             return
         with self._lock:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                flush = HeldBackAccountIndex(1).plan(0, index.all_rows())
                 conn.executemany(
-                    "INSERT INTO event_accounts (account, pos) VALUES (?, ?)", flush.merged
+                    "INSERT INTO event_accounts (account, pos) VALUES (?, ?)",
+                    sorted(accounts.all_rows()),
+                )
+                conn.executemany(
+                    "INSERT INTO tx_ids (tx_id, pos) VALUES (?, ?)", sorted(tx_ids.all_rows())
                 )
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES (?, ?)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (_META_ACCOUNT_INDEX_SLICES, str(wanted).encode()),
+                    (_META_INDEX_SLICES, str(wanted).encode()),
                 )
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise _store_error(self._path, "resizing the account index", exc) from exc
+                raise _store_error(self._path, "resizing the indexes", exc) from exc
             except BaseException:
                 self._rollback()
                 raise
-            self._account_index = HeldBackAccountIndex(wanted)
+            self._account_index, self._tx_index = HeldBackIndex(wanted), HeldBackIndex(wanted)
+
+    def _tx_ids_since(self, low: int) -> Iterator[tuple[int, bytes, int]]:
+        """(height, transaction id, position) of every transaction from position `low` on."""
+        for position, tx_id in self._conn.execute(
+            "SELECT pos, tx_id FROM txs WHERE pos >= ? ORDER BY pos", (low,)
+        ):
+            yield _height_of(position), tx_id, position
 
     def _event_accounts_since(self, low: int) -> Iterator[tuple[int, bytes, int]]:
         """(height, account, position) of every event from position `low` on, each account
@@ -769,6 +786,7 @@ class Store:
             # changes only once the transaction has committed.
             writes = self._overlay.plan(record.height, record.changes)
             account_writes = self._account_index.plan(record.height, account_rows)
+            tx_id_writes = self._tx_index.plan(record.height, tx_id_rows)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 self._check_next_height(record)
@@ -788,7 +806,10 @@ class Store:
                     "INSERT INTO txs (pos, tx_id, raw, code, receipt) VALUES (?, ?, ?, ?, ?)",
                     tx_rows,
                 )
-                conn.executemany("INSERT INTO tx_ids (tx_id, pos) VALUES (?, ?)", tx_id_rows)
+                self._check_new_tx_ids(record.height, tx_id_rows)
+                conn.executemany(
+                    "INSERT INTO tx_ids (tx_id, pos) VALUES (?, ?)", tx_id_writes.merged
+                )
                 conn.executemany(
                     "INSERT INTO events (pos, tx_index, event_index, type, accounts, instruments,"
                     " data) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -823,6 +844,24 @@ class Store:
                 raise
             self._overlay.apply(writes)
             self._account_index.apply(account_writes)
+            self._tx_index.apply(tx_id_writes)
+
+    def _check_new_tx_ids(self, height: int, tx_id_rows: list[tuple[bytes, int]]) -> None:
+        """Refuse a transaction id that is already stored (held back or in the table) or
+        twice in the block: with rows held back, the table's primary key alone would notice
+        only when the row is merged, blocks later."""
+        ids = [tx_id for tx_id, _ in tx_id_rows]
+        repeated = len(set(ids)) != len(ids)
+        held = self._tx_index
+        if repeated or any(held.positions(tx_id, 0, MAX_POSITION) for tx_id in ids):
+            raise InvalidRecordError(f"block {height}: a transaction id is already stored")
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            if self._conn.execute(
+                f"SELECT 1 FROM tx_ids WHERE tx_id IN ({marks}) LIMIT 1", chunk
+            ).fetchone():
+                raise InvalidRecordError(f"block {height}: a transaction id is already stored")
 
     def _write_state_log(self, writes: BlockWrites) -> None:
         """The block's state writes: the merged slice into the table (sorted: neighbouring
@@ -1073,12 +1112,24 @@ class Store:
         return rows[0][0] if rows else None
 
     def tx(self, tx_id: bytes) -> TxRecord | None:
-        rows = self._read(
-            "SELECT t.pos, t.tx_id, t.raw, t.code, t.receipt"
-            " FROM tx_ids i JOIN txs t ON t.pos = i.pos WHERE i.tx_id = ?",
-            (tx_id,),
-        )
-        return self._tx_from_row(rows[0]) if rows else None
+        if not isinstance(tx_id, bytes) or not tx_id:
+            return None
+        with self._lock:
+            self._check_open()
+            held = self._tx_index.positions(tx_id, 0, MAX_POSITION)  # not yet in tx_ids
+            try:
+                if held:
+                    sql = "SELECT pos, tx_id, raw, code, receipt FROM txs WHERE pos = ?"
+                    row = self._conn.execute(sql, (held[0],)).fetchone()
+                else:
+                    row = self._conn.execute(
+                        "SELECT t.pos, t.tx_id, t.raw, t.code, t.receipt"
+                        " FROM tx_ids i JOIN txs t ON t.pos = i.pos WHERE i.tx_id = ?",
+                        (tx_id,),
+                    ).fetchone()
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, "a read", exc) from exc
+        return self._tx_from_row(row) if row else None
 
     def block_txs(self, height: int) -> list[TxRecord]:
         """The transactions of one block with their results, in block order."""
@@ -1243,7 +1294,7 @@ class Store:
         offset: int,
     ) -> list[EventRecord]:
         """One page of an account's events: the indexed ones (`sql`), then the ones whose
-        index rows are still held back (ledger/account_index.py), which are all newer."""
+        index rows are still held back (ledger/held_index.py), which are all newer."""
         low, high = params[-2], params[-1]
         held = self._account_index.positions(account, low, high)
         conn = self._conn

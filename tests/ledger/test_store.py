@@ -522,12 +522,12 @@ def test_event_queries_match_a_filter_over_all_events(
 
     def reopen() -> Store:
         # With 3 slices, a block indexes one slice of accounts and holds the other rows back
-        # (ledger/account_index.py); reopening rebuilds them from the events.
+        # (ledger/held_index.py); reopening rebuilds them from the events.
         return Store.open(
             tmp_path / "n.db",
             chain_id=CHAIN,
             genesis_hash=GENESIS,
-            account_index_slices=index_slices,
+            index_slices=index_slices,
         )
 
     with reopen() as s:
@@ -575,9 +575,7 @@ def test_event_pages_run_from_indexed_into_held_back_rows(tmp_path, instrument):
         )
         for height in range(1, 40)
     ]
-    with Store.open(
-        tmp_path / "n.db", chain_id=CHAIN, genesis_hash=GENESIS, account_index_slices=16
-    ) as s:
+    with Store.open(tmp_path / "n.db", chain_id=CHAIN, genesis_hash=GENESIS, index_slices=16) as s:
         s.commit_block(genesis_record())
         for block in blocks:
             s.commit_block(block)
@@ -778,6 +776,11 @@ def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_p
                     for e in kill_test_block(height).events
                     if addr(i) in e.accounts
                 ]
+            # The transaction ids (also held back and rebuilt).
+            for height in (1, latest // 2, latest):
+                assert [s.tx(tx.tx_id) for tx in kill_test_block(height).txs] == list(
+                    kill_test_block(height).txs
+                )
             assert s.integrity_check() == ["ok"]
             # The record saved before each block is never older than the last block.
             assert s.load_consensus_record() in (b"signed %d" % latest, b"signed %d" % (latest + 1))
