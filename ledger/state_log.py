@@ -136,14 +136,15 @@ class BlockWrites:
     """What committing one block writes to the state (see `StateOverlay.plan`).
 
     `merged`: (key, value or None) in key order, for the state table. `logged`: the changes
-    held back, each with its slice; `log_row` their blob (None: nothing held back, no row).
-    `expired_height`: the log row this block deletes (None: none can have expired yet).
+    held back, as runs (slice, keys, values), one per slice that has any; `log_row` their blob
+    (None: nothing held back, no row). `expired_height`: the log row this block deletes
+    (None: none can have expired yet).
     """
 
     height: int
     merged_slice: int
     merged: list[tuple[bytes, bytes | None]]
-    logged: list[tuple[bytes, bytes | None, int]]
+    logged: list[tuple[int, list[bytes], list[bytes | None]]]
     log_row: bytes | None
     expired_height: int | None
 
@@ -208,29 +209,39 @@ class StateOverlay(MergeSchedule):
 
     def plan(self, height: int, changes: Mapping[bytes, bytes | None]) -> BlockWrites:
         """What block `height` writes: the overlay is unchanged until `apply`, so a block whose
-        transaction fails leaves it as it was."""
+        transaction fails leaves it as it was.
+
+        Slices are contiguous key ranges, so in the sorted keys each slice's changes are one
+        run, found by binary search at each boundary: no per-key work in Python beyond the
+        sort (`take_changes` already gives them sorted, which Timsort checks in one pass)."""
         merging = self.merged_at(height)
+        keys = sorted(changes)
         if self.slice_count == 1:
-            return BlockWrites(height, 0, sorted(changes.items()), [], None, None)
+            return BlockWrites(height, 0, [(k, changes[k]) for k in keys], [], None, None)
+        values = [changes[key] for key in keys]
+        edges = [0, *(bisect_left(keys, b) for b in self.boundaries), len(keys)]
+        logged = []
+        for index in range(self.slice_count):
+            start, stop = edges[index], edges[index + 1]
+            if start < stop and index != merging:
+                logged.append((index, keys[start:stop], values[start:stop]))
+        start, stop = edges[merging], edges[merging + 1]
         merged = dict(self._slices[merging])
-        logged: list[tuple[bytes, bytes | None, int]] = []
-        flat: list[bytes | None] = []  # the log row: key, value, key, value...
-        boundaries = self.boundaries
-        for key, value in changes.items():
-            index = bisect_right(boundaries, key)
-            if index == merging:
-                merged[key] = value
-            else:
-                logged.append((key, value, index))
-                flat.append(key)
-                flat.append(value)
+        merged.update(zip(keys[start:stop], values[start:stop], strict=True))
+        held_keys, held_values = keys[:start] + keys[stop:], values[:start] + values[stop:]
+        log_row = None
+        if held_keys:
+            flat: list[bytes | None] = [None] * (2 * len(held_keys))  # key, value, key, ...
+            flat[0::2] = held_keys
+            flat[1::2] = held_values
+            log_row = msgpack.packb(flat, use_bin_type=True)
         expired = height - self.slice_count + 1
         return BlockWrites(
             height,
             merging,
             sorted(merged.items()),
             logged,
-            msgpack.packb(flat, use_bin_type=True) if flat else None,
+            log_row,
             expired if expired >= 0 else None,
         )
 
@@ -239,8 +250,8 @@ class StateOverlay(MergeSchedule):
         changes joined it (a newer change of a held-back key replaces the older one)."""
         slices = self._slices
         slices[writes.merged_slice] = {}
-        for key, value, index in writes.logged:
-            slices[index][key] = value
+        for index, keys, values in writes.logged:
+            slices[index].update(zip(keys, values, strict=True))
 
     def replay(self, tip: int, rows: Iterable[tuple[int, bytes]]) -> None:
         """Rebuild the overlay from the log rows (height, blob), in height order, after block
