@@ -105,14 +105,26 @@ class Chain:
     # ------------------------------------------------------------------ open / close
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], genesis: Mapping) -> Chain:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        genesis: Mapping,
+        *,
+        store_options: Mapping[str, int] | None = None,
+    ) -> Chain:
         """Open the node's database, writing the genesis state on first use.
 
         Raises the store's errors for a foreign or corrupt database, and
         `CorruptDatabaseError` when the stored state does not hash to the stored app_hash.
+        `store_options` are `Store.open`'s sizing arguments (tests use small ones).
         """
         validate_genesis(genesis)
-        store = Store.open(path, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis))
+        store = Store.open(
+            path,
+            chain_id=genesis["chain_id"],
+            genesis_hash=genesis_hash(genesis),
+            **(store_options or {}),
+        )
         try:
             latest = store.latest_height()
             if latest is None:
