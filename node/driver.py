@@ -948,6 +948,7 @@ class Driver:
                 header.height, len(pending.block.txs), self.block_interval_ms / 1000
             )
             self.metrics.set_mempool(len(self.mempool), self.mempool.total_bytes)
+            self.metrics.set_state_log(chain.store.state_slices, chain.store.held_back)
         self.last_block_time_ms = header.time_ms
         self.txs_committed += len(pending.block.txs)
         self._cancel_timers_below(header.height + 1)

@@ -81,6 +81,18 @@ class Metrics:
             namespace=namespace,
             registry=r,
         )
+        self.state_held_back = Gauge(
+            "state_held_back",
+            "State changes the store's state log holds back from its state table (in memory)",
+            namespace=namespace,
+            registry=r,
+        )
+        self.state_slices = Gauge(
+            "state_slices",
+            "Slices the store's state log cuts the state into (1: every change written at once)",
+            namespace=namespace,
+            registry=r,
+        )
 
     # The calls the node makes.
 
@@ -109,6 +121,11 @@ class Metrics:
 
     def set_catching_up(self, catching_up: bool) -> None:
         self.catching_up.set(1 if catching_up else 0)
+
+    def set_state_log(self, slices: int, held_back: int) -> None:
+        """The store's state log after a commit (ledger/state_log.py)."""
+        self.state_slices.set(slices)
+        self.state_held_back.set(held_back)
 
     def exposition(self) -> bytes:
         """The text exposition format of every metric."""

@@ -49,6 +49,7 @@ def test_updates_are_reflected():
     metrics.set_mempool(12, 3456)
     metrics.set_peers(3)
     metrics.set_catching_up(True)
+    metrics.set_state_log(244, 131450)
     got = samples(metrics)
     assert got["khazana_height"] == 3
     assert got["khazana_blocks_committed_total"] == 3
@@ -61,6 +62,7 @@ def test_updates_are_reflected():
     assert got["khazana_block_interval_seconds_bucket{le=10.0}"] == 2
     assert (got["khazana_mempool_size"], got["khazana_mempool_bytes"]) == (12, 3456)
     assert got["khazana_peers"] == 3 and got["khazana_catching_up"] == 1
+    assert (got["khazana_state_slices"], got["khazana_state_held_back"]) == (244, 131450)
     metrics.set_catching_up(False)
     assert samples(metrics)["khazana_catching_up"] == 0
 

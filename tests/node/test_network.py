@@ -9,6 +9,7 @@ no block is committed and nothing forks; restarted, the chain resumes.
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import pytest
 
@@ -17,11 +18,18 @@ from tests.node.netsupport import NAMES, Net, free_base_port, init_network, rpc
 
 @pytest.mark.skipif(init_network is None, reason="node/home.py (khazana init) not available")
 def test_four_processes_commit_survive_kills_and_agree(tmp_path):
-    net = Net(tmp_path / "net", free_base_port())
+    base = free_base_port()
+    net = Net(tmp_path / "net", base)
     try:
         for name in NAMES:
             net.start(name)
         net.wait(lambda: all(net.height(n) >= 2 for n in NAMES), "first blocks on all four")
+        # The driver updates the metrics at every commit (node/home.py: the first node's
+        # metrics port is base + 2); a small state has one slice and holds nothing back.
+        with urllib.request.urlopen(f"http://127.0.0.1:{base + 2}/metrics", timeout=10) as r:
+            exposition = r.read().decode()
+        assert "\nkhazana_state_slices 1.0\n" in exposition
+        assert "\nkhazana_state_held_back 0.0\n" in exposition
 
         hashes = [net.submit("ministry", i, f"A{i}") for i in range(4)]
         net.wait(
