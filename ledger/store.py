@@ -96,6 +96,11 @@ _META_CONSENSUS = "store.consensus_record"
 _META_SLICES = "store.state_slices"
 _META_INDEX_SLICES = "store.index_slices"
 
+_UPSERT_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
 _SCHEMA = """
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
@@ -519,42 +524,31 @@ class Store:
         wanted = slice_count_for(count, rows_per_slice, max_slices)
         current = overlay.slice_count
         if wanted >= 2 * current or wanted * 4 <= current:
-            self._reslice(count, wanted)
+            self._reslice(wanted)
 
-    def _reslice(self, count: int, wanted: int) -> None:
+    def _reslice(self, wanted: int) -> None:
         """Merge every held-back change, empty the log and cut the state into `wanted` slices
         of about equal row counts, in one transaction. The state itself does not change."""
-        conn = self._conn
-        with self._lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                self._write_state_rows(self._overlay.items())
-                conn.execute("DELETE FROM state_log")
-                (count,) = conn.execute("SELECT count(*) FROM state").fetchone()
-                step = max(1, count // wanted)
-                # Every step-th key, by rank: computed inside SQLite, only the boundaries
-                # come back (at two million rows a Python pass over the keys takes a second).
-                boundaries = [
-                    key
-                    for (key,) in conn.execute(
-                        "SELECT key FROM (SELECT key, row_number() OVER (ORDER BY key) AS rank"
-                        " FROM state) WHERE rank % ? = 1 AND rank > 1 ORDER BY key",
-                        (step,),
-                    )
-                ][: wanted - 1]
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (_META_SLICES, encode_boundaries(boundaries)),
-                )
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise _store_error(self._path, "reslicing the state", exc) from exc
-            except BaseException:
-                self._rollback()
-                raise
-            self._overlay = StateOverlay(boundaries)
+        boundaries: list[bytes] = []
+
+        def write(conn: sqlite3.Connection) -> None:
+            self._write_state_rows(self._overlay.items())
+            conn.execute("DELETE FROM state_log")
+            (count,) = conn.execute("SELECT count(*) FROM state").fetchone()
+            step = max(1, count // wanted)
+            # Every step-th key, by rank: computed inside SQLite, only the boundaries come
+            # back (at two million rows a Python pass over the keys takes a second).
+            ranked = conn.execute(
+                "SELECT key FROM (SELECT key, row_number() OVER (ORDER BY key) AS rank"
+                " FROM state) WHERE rank % ? = 1 AND rank > 1 ORDER BY key",
+                (step,),
+            )
+            boundaries.extend(key for (key,) in ranked)
+            del boundaries[wanted - 1 :]
+            conn.execute(_UPSERT_META, (_META_SLICES, encode_boundaries(boundaries)))
+
+        self._write_transaction("reslicing the state", write)
+        self._overlay = StateOverlay(boundaries)
 
     def _open_indexes(self, wanted: int) -> None:
         """Rebuild the two indexes' held-back rows (ledger/held_index.py) from the last blocks'
@@ -579,29 +573,19 @@ class Store:
         self._account_index, self._tx_index = accounts, tx_ids
         if slices == wanted:
             return
-        with self._lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(
-                    "INSERT INTO event_accounts (account, pos) VALUES (?, ?)",
-                    sorted(accounts.all_rows()),
-                )
-                conn.executemany(
-                    "INSERT INTO tx_ids (tx_id, pos) VALUES (?, ?)", sorted(tx_ids.all_rows())
-                )
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (_META_INDEX_SLICES, str(wanted).encode()),
-                )
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise _store_error(self._path, "resizing the indexes", exc) from exc
-            except BaseException:
-                self._rollback()
-                raise
-            self._account_index, self._tx_index = HeldBackIndex(wanted), HeldBackIndex(wanted)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO event_accounts (account, pos) VALUES (?, ?)",
+                sorted(accounts.all_rows()),
+            )
+            conn.executemany(
+                "INSERT INTO tx_ids (tx_id, pos) VALUES (?, ?)", sorted(tx_ids.all_rows())
+            )
+            conn.execute(_UPSERT_META, (_META_INDEX_SLICES, str(wanted).encode()))
+
+        self._write_transaction("resizing the indexes", write)
+        self._account_index, self._tx_index = HeldBackIndex(wanted), HeldBackIndex(wanted)
 
     def _tx_ids_since(self, low: int) -> Iterator[tuple[int, bytes, int]]:
         """(height, transaction id, position) of every transaction from position `low` on."""
@@ -824,11 +808,7 @@ class Store:
                     instrument_rows,
                 )
                 self._write_state_log(writes)
-                conn.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    meta_rows,
-                )
+                conn.executemany(_UPSERT_META, meta_rows)
                 conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
                 self._rollback()
@@ -1047,19 +1027,22 @@ class Store:
         self._write_meta(_META_CONSENSUS, record)
 
     def _write_meta(self, key: str, value: bytes) -> None:
+        self._write_transaction(
+            f"writing {key!r}", lambda conn: conn.execute(_UPSERT_META, (key, value))
+        )
+
+    def _write_transaction(self, doing: str, write: Callable[[sqlite3.Connection], Any]) -> None:
+        """`write(connection)` in one BEGIN IMMEDIATE ... COMMIT under the store's lock, rolled
+        back on any failure (an SQLite one becomes a StoreError saying what was `doing`)."""
         with self._lock:
             self._check_open()
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (key, value),
-                )
+                write(self._conn)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise _store_error(self._path, f"writing {key!r}", exc) from exc
+                raise _store_error(self._path, doing, exc) from exc
             except BaseException:
                 self._rollback()
                 raise
