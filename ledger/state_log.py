@@ -92,10 +92,13 @@ def slice_count_for(
 
 def encode_log_row(changes: Mapping[bytes, bytes | None]) -> bytes:
     """One block's held-back changes as one blob: a msgpack array key, value, key, value..."""
-    flat: list[bytes | None] = []
-    for key, value in changes.items():
-        flat.append(key)
-        flat.append(value)
+    return _pack_log_row(list(changes), list(changes.values()))
+
+
+def _pack_log_row(keys: list[bytes], values: list[bytes | None]) -> bytes:
+    flat: list[bytes | None] = [None] * (2 * len(keys))
+    flat[0::2] = keys
+    flat[1::2] = values
     return msgpack.packb(flat, use_bin_type=True)
 
 
@@ -229,12 +232,7 @@ class StateOverlay(MergeSchedule):
         merged = dict(self._slices[merging])
         merged.update(zip(keys[start:stop], values[start:stop], strict=True))
         held_keys, held_values = keys[:start] + keys[stop:], values[:start] + values[stop:]
-        log_row = None
-        if held_keys:
-            flat: list[bytes | None] = [None] * (2 * len(held_keys))  # key, value, key, ...
-            flat[0::2] = held_keys
-            flat[1::2] = held_values
-            log_row = msgpack.packb(flat, use_bin_type=True)
+        log_row = _pack_log_row(held_keys, held_values) if held_keys else None
         expired = height - self.slice_count + 1
         return BlockWrites(
             height,
