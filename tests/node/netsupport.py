@@ -14,6 +14,7 @@ namespace test runs each node under `ip netns exec` and queries it from inside i
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import signal
@@ -87,11 +88,15 @@ def free_base_port(nodes: int = 4) -> int:
 
 
 def rpc(url: str, method: str, **params):
-    """One JSON-RPC call; a JSON-RPC error raises RuntimeError, a dead node OSError."""
+    """One JSON-RPC call; a JSON-RPC error raises RuntimeError, a dead node OSError (also one
+    that died in the middle of its answer: http.client's IncompleteRead is not an OSError)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
     request = urllib.request.Request(url, body, {"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=3) as response:
-        answer = json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            answer = json.loads(response.read())
+    except http.client.HTTPException as exc:
+        raise ConnectionError(f"{url}: the answer to {method} broke off ({exc!r})") from exc
     if "error" in answer:
         raise RuntimeError(answer["error"])
     return answer["result"]
