@@ -1158,7 +1158,7 @@ class Store:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         # The range as [start, stop): the smallest key after `after` is after + b"\x00".
-        start = prefix if after is None or after < prefix else max(prefix, after + b"\x00")
+        start = prefix if after is None or after < prefix else after + b"\x00"
         stop = _prefix_end(prefix)
         with self._lock:
             self._check_open()

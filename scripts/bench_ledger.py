@@ -85,11 +85,15 @@ class Wallets:
 
     def __init__(self, chain: Chain | None = None) -> None:
         self.nonces: dict[bytes, int] = {}
-        if chain is not None:
-            self.nonces = {address: a.nonce for address, a in chain.state.accounts.items()}
+        # A sender's first nonce is read from the state when it first signs (a million
+        # accounts, ten thousand senders: no copy of every account's nonce).
+        self.accounts = chain.state.accounts if chain is not None else {}
 
     def sign(self, key: KeyPair, op: str, args: dict) -> bytes:
-        nonce = self.nonces.get(key.address, 0)
+        nonce = self.nonces.get(key.address)
+        if nonce is None:
+            account = self.accounts.get(key.address)
+            nonce = 0 if account is None else account.nonce
         self.nonces[key.address] = nonce + 1
         return sign_tx(TxBody(CHAIN_ID, key.address, nonce, op, args), [key]).raw
 
