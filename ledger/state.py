@@ -42,7 +42,7 @@ collection in a way that affects state (the holders of an instrument are returne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ledger import codec
@@ -166,13 +166,6 @@ class State:
         self._depth = 0
 
     # -- construction ---------------------------------------------------------------
-
-    @classmethod
-    def from_genesis(cls, genesis: Mapping) -> State:
-        """The state at height 0 of a validated genesis document (see `ledger/genesis.py`)."""
-        from ledger.genesis import state_from_genesis  # genesis builds on State
-
-        return state_from_genesis(genesis)
 
     @classmethod
     def from_items(cls, items: Iterable[tuple[bytes, bytes]]) -> State:

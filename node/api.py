@@ -1,4 +1,4 @@
-"""`NodeApi`: what the RPC layer (node/rpc.py) may ask of a running node (docs/NODE.md).
+"""`NodeApi`: what the RPC layer (node/rpc/) may ask of a running node (docs/NODE.md).
 
 Reads come from committed state only (`store`, an `AsyncStore`); admission goes through the
 driver task, which owns the chain and the mempool (`Driver.submit`); `wait_committed` waits

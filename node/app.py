@@ -262,7 +262,7 @@ def _signing_identity(config: NodeConfig, key, genesis_keys: set[bytes]):
 
 async def _start_rpc(nursery: trio.Nursery, api: NodeApi, config: NodeConfig) -> None:
     try:
-        from node.rpc import serve_rpc
+        from node.rpc.app import serve_rpc
     except ImportError:  # RPC not built: the node still runs
         log.warning("node.rpc is not available: no JSON-RPC endpoint")
         return

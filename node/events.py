@@ -2,7 +2,7 @@
 
 What it owns: the `EventBus` the driver publishes every committed block to (`publish`, called
 in the driver task right after `Chain.commit`), the subscribers (one per WebSocket client,
-node/websocket.py) with their bounded queues, and the subscription query language.
+node/rpc/websocket.py) with their bounded queues, and the subscription query language.
 
 Publishing never waits. Each subscriber has a bounded trio memory channel; `publish` matches
 the block against the subscriber's queries and puts the matches there with `send_nowait`. A

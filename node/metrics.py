@@ -35,7 +35,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from node.rpc import serve_asgi
+from node.asgi import serve_asgi
 
 # Block interval buckets (seconds): a healthy network commits every ~1 s under load and at the
 # heartbeat interval when idle; the long tail shows stalls and round changes.

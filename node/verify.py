@@ -1,6 +1,6 @@
 """Client-side verification of the node's verifiable reads: no network, no trust in the node.
 
-What it owns: checking an `account` or `tx` result fetched with `prove: true` (node/rpc.py)
+What it owns: checking an `account` or `tx` result fetched with `prove: true` (node/rpc/)
 against a validator set the client trusts. Each check is, in order:
 
 1. the commit certificate (consensus wire encoding of a `Commit`) is for this header's hash
@@ -266,7 +266,7 @@ def _typed(from_map: Any, raw: bytes) -> Any:
 
 
 def _to_json(value: Any) -> Any:
-    # The RPC's JSON form (node/rpc.py `to_json`), kept here so this module needs no server.
+    # The RPC's JSON form (node/rpc/ `to_json`), kept here so this module needs no server.
     if isinstance(value, bytes):
         return address_to_text(value) if len(value) == 20 else value.hex()
     if isinstance(value, dict):

@@ -30,7 +30,7 @@ with atheris.instrument_imports():
     from ledger.codes import LedgerError
     from ledger.tx import decode_signed_tx
     from node import messages
-    from node.rpc import RpcApp
+    from node.rpc.app import RpcApp
     from tests.fuzz.rpcsupport import check_answer
 
 
@@ -69,7 +69,7 @@ _APP = RpcApp(_NoNode())
 
 
 def fuzz_rpc(data: bytes) -> None:
-    answer = trio.run(_APP.handle_body, data)
+    answer = trio.run(_APP.jsonrpc.handle_body, data)
     if answer is None:
         return
     body = json.dumps(answer, ensure_ascii=False, allow_nan=False).encode("utf-8")

@@ -1,9 +1,9 @@
 """The user-facing docs stay honest: what README.md, docs/RPC.md and docs/OPERATIONS.md name
 must exist in the code, and what the code offers must be documented.
 
-- every JSON-RPC method of node/rpc.py (and each WebSocket method) has a section in RPC.md
+- every JSON-RPC method of node/rpc/ (and each WebSocket method) has a section in RPC.md
   with a request for that method and a response with a `result` and the same `id`;
-- every JSON-RPC error code of node/rpc.py and every compliance code of ledger/codes.py is in
+- every JSON-RPC error code of node/rpc/ and every compliance code of ledger/codes.py is in
   RPC.md's tables, with its name;
 - every `khazana ...` command line in README.md and OPERATIONS.md names a sub-command (and a
   `tx` operation or a `query` read) the argparse parser has, and only flags it accepts;
@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 
 from ledger.codes import Code
-from node import rpc
 from node.cli import build_parser
 from node.config import from_dict
 from node.metrics import Metrics
-from node.rpc import RpcMethods
-from node.websocket import SUBSCRIPTION_METHODS
+from node.rpc import errors as rpc_errors
+from node.rpc.methods import RpcMethods
+from node.rpc.websocket import SUBSCRIPTION_METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -97,7 +97,7 @@ def flags(parser: argparse.ArgumentParser) -> set[str]:
 # --------------------------------------------------------------------------- RPC.md
 
 
-METHODS = sorted(RpcMethods(api=None).table)
+METHODS = sorted(RpcMethods(node=None).table)
 RPC_SECTIONS = sections(RPC_MD)
 
 
@@ -125,14 +125,14 @@ def test_method_table_lists_exactly_the_methods_and_their_params():
     assert sorted(table) == METHODS
     for name, params_cell in table.items():
         documented = re.findall(r"`(\w+)`", params_cell)
-        assert documented == list(RpcMethods(api=None).table[name].params), name
+        assert documented == list(RpcMethods(node=None).table[name].params), name
 
 
 def test_every_jsonrpc_error_code_is_documented():
     errors = {row[0]: row[1] for row in table_rows(sections(RPC_MD, "##")["Errors"])}
     codes = {
         value
-        for name, value in vars(rpc).items()
+        for name, value in vars(rpc_errors).items()
         if name.isupper() and isinstance(value, int) and -32768 <= value <= -32000
     }
     assert len(codes) >= 9  # the five of the specification and the node's own

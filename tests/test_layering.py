@@ -56,3 +56,58 @@ def test_scanner_sees_a_forbidden_import(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    import time\n    from random import choice\n")
     assert {"time", "random"} <= imported_modules(sample)
+
+
+def _project_imports(path: Path, module: str) -> set[str]:
+    """The project modules `path` imports, anywhere in it (inside functions too), resolved to
+    module names: `from a.b import c` counts `a.b.c` when that is a module, else `a.b`."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join([*parts, base] if base else parts)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_import_cycle_anywhere():
+    """No module of the project imports itself back, not even through an import inside a
+    function (issue 19: a cycle hides who owns what). A package's `__init__` that re-exports
+    its own submodules is a facade, not a cycle: the implicit import of a parent package is
+    not an edge here."""
+    modules: dict[str, Path] = {}
+    for top in ("node", "consensus", "ledger"):
+        for path in (ROOT / top).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            modules[name] = path
+    graph = {
+        name: sorted(m for m in _project_imports(path, name) if m in modules and m != name)
+        for name, path in modules.items()
+    }
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+
+    def visit(name: str, stack: list[str]) -> None:
+        state[name] = 1
+        stack.append(name)
+        for target in graph[name]:
+            if state.get(target) == 1:
+                cycles.append([*stack[stack.index(target) :], target])
+            elif target not in state:
+                visit(target, stack)
+        stack.pop()
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)

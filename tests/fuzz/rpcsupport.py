@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 
-# The stable JSON-RPC error codes of node/rpc.py (docs/RPC.md). -32603 (internal error) is
+# The stable JSON-RPC error codes of node/rpc/ (docs/RPC.md). -32603 (internal error) is
 # deliberately absent: it means a bug of ours, and a fuzzer that reaches one has found one.
 STABLE_ERROR_CODES = frozenset({-32700, -32600, -32601, -32602, -32000, -32001, -32002, -32003})
 METHODS = (
@@ -49,7 +49,7 @@ PARAM_NAMES = (
 
 
 # A lone UTF-16 surrogate encoded as UTF-8 (CESU style). `json.loads` on bytes would decode it
-# with "surrogatepass"; node/rpc.py once echoed it in an error it then failed to encode (HTTP
+# with "surrogatepass"; node/rpc/ once echoed it in an error it then failed to encode (HTTP
 # 500). It now decodes bodies as strict UTF-8 (-32700) and answers in ASCII JSON.
 LONE_SURROGATE = b"\xed\xa0\x80"
 

@@ -1,4 +1,4 @@
-"""JSON-RPC under hostile input, in-process (the ASGI app of node/rpc.py, as test_rpc does).
+"""JSON-RPC under hostile input, in-process (the ASGI app of node/rpc/, as test_rpc does).
 
 Invariant for every input (`rpcsupport.check_answer`): a valid JSON-RPC result or a clear
 error with a stable code (never -32603, never a traceback), an HTTP status of 200/204/413/503,
@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.chain import Chain
-from node.rpc import RpcApp, RpcLimits
+from node.rpc.app import RpcApp
+from node.rpc.limits import RpcLimits
 from tests.fuzz.rpcsupport import (
     LONE_SURROGATE,
     METHODS,

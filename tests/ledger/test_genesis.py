@@ -13,10 +13,10 @@ from ledger.genesis import (
     GenesisError,
     default_genesis,
     genesis_hash,
+    state_from_genesis,
     validate_genesis,
 )
 from ledger.ops import REQUIRED_POLICY_RULES
-from ledger.state import State
 from ledger.types import ApprovalRule
 
 NAMES = ("ministry", "central-bank", "regulator", "auditor")
@@ -59,7 +59,7 @@ def test_genesis_is_json_and_its_hash_survives_a_round_trip():
 
 def test_state_from_genesis():
     doc = genesis()
-    state = State.from_genesis(doc)
+    state = state_from_genesis(doc)
     ministry = state.accounts[key("ministry").address]
     assert ministry.name == "ministry"
     assert ministry.roles == ("issuer", "validator_operator")
@@ -145,4 +145,4 @@ def test_validation_names_the_problem(mutate, message):
 
 def test_state_from_an_invalid_genesis_is_refused():
     with pytest.raises(GenesisError):
-        State.from_genesis(_broken(lambda d: d.update(chain_id="")))
+        state_from_genesis(_broken(lambda d: d.update(chain_id="")))

@@ -14,8 +14,8 @@ from ledger import codec
 from ledger.codes import Code
 from ledger.crypto import KeyPair, generate_key
 from ledger.execute import apply_transaction
-from ledger.genesis import default_genesis
-from ledger.state import State, account_key
+from ledger.genesis import default_genesis, state_from_genesis
+from ledger.state import account_key
 from ledger.tx import SignedTx, TxBody, sign_tx
 from ledger.types import Account, BlockContext, Receipt
 
@@ -47,7 +47,7 @@ class Chain:
             chain_id=CHAIN_ID,
             genesis_time_ms=day_ms(GENESIS_DAY),
         )
-        self.state = State.from_genesis(self.genesis)
+        self.state = state_from_genesis(self.genesis)
         self.state.take_changes()
         self.height = 0
         self.day = GENESIS_DAY

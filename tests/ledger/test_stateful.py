@@ -65,13 +65,14 @@ from ledger.codes import Code, InvalidTransaction
 from ledger.commitment import StateTree
 from ledger.crypto import KeyPair
 from ledger.execute import apply_transaction
+from ledger.genesis import state_from_genesis
 from ledger.ops import OPERATIONS, transfers
 from ledger.ops.governance import (
     MAX_PENDING_CHANGES,
     VALSET_DELAY,
     promote_validator_changes,
 )
-from ledger.state import State, account_key
+from ledger.state import account_key
 from ledger.tx import TxBody, sign_tx
 from ledger.types import BOND, CASH, COMMODITY, TBILL, BlockContext, Holding, Receipt
 from ledger.types import VASP as VASP_ROLE
@@ -185,7 +186,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.directory = tempfile.mkdtemp(prefix="khazana-stateful-", dir=TMP_BASE)
         self.path = os.path.join(self.directory, "node.db")
         self.chain = Chain.open(self.path, GENESIS, store_options=self.store_options)
-        self.shadow = State.from_genesis(GENESIS)
+        self.shadow = state_from_genesis(GENESIS)
         self.shadow.take_changes()  # the chain committed these as block 0
         self.now_ms = GENESIS["genesis_time_ms"]
         self.keys: dict[str, KeyPair] = {name: key_for(name) for name in ALL_NAMES}

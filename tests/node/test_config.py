@@ -266,7 +266,7 @@ RPC_LIMIT_KEYS = (
 
 
 def test_rpc_limits_default_to_what_the_rpc_server_uses(tmp_path):
-    from node.rpc import RpcLimits
+    from node.rpc.limits import RpcLimits
 
     write(tmp_path, minimal())
     config = NodeConfig.load(tmp_path)
@@ -276,7 +276,7 @@ def test_rpc_limits_default_to_what_the_rpc_server_uses(tmp_path):
 
 
 def test_rpc_limits_round_trip_and_reach_the_server(tmp_path):
-    from node.rpc import RpcLimits
+    from node.rpc.limits import RpcLimits
 
     document = minimal()
     chosen = {

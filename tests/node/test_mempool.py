@@ -18,7 +18,7 @@ from ledger.chain import Chain
 from ledger.codes import Code
 from ledger.crypto import generate_key
 from ledger.execute import apply_block, check_transaction
-from ledger.genesis import default_genesis
+from ledger.genesis import default_genesis, state_from_genesis
 from ledger.state import State
 from ledger.tx import Signature, SignedTx, TxBody, decode_signed_tx, encode_signed_tx, sign_tx
 from ledger.types import BlockContext
@@ -98,7 +98,7 @@ def setup_txs() -> list[bytes]:
 
 
 def world() -> State:
-    state = State.from_genesis(genesis())
+    state = state_from_genesis(genesis())
     result = apply_block(state, setup_txs(), ctx_at(1))
     assert all(r.code == Code.OK for r in result.receipts)
     return state

@@ -1,4 +1,4 @@
-"""JSON-RPC 2.0 over HTTP (`node/rpc.py`) against a real chain.
+"""JSON-RPC 2.0 over HTTP (`node/rpc/`) against a real chain.
 
 The node behind the RPC is a fake `NodeApi` whose reads go to a REAL `ledger.chain.Chain`
 (blocks built and committed with real transactions) through a real `AsyncStore` on a worker
@@ -27,8 +27,11 @@ from ledger.crypto import address_to_text
 from ledger.execute import check_transaction
 from ledger.store import AsyncStore
 from ledger.tx import decode_signed_tx
-from node import rpc
-from node.rpc import RpcApp, RpcLimits, iso_time, serve_rpc
+from node.rpc import errors as rpc
+from node.rpc.app import RpcApp, serve_rpc
+from node.rpc.framing import Method
+from node.rpc.limits import RpcLimits
+from node.rpc.render import iso_time
 from tests.ledger.test_chain import (
     CHAIN_ID,
     DAY_MS,
@@ -343,7 +346,7 @@ def test_result_that_is_not_json_is_an_internal_error(node, caplog):
     async def leaky():
         return {"hash": b"raw bytes"}
 
-    app.methods.table["status"] = rpc.Method(leaky, ())
+    app.methods.table["status"] = Method(leaky, ())
     status, answer = post(app, {"jsonrpc": "2.0", "method": "status", "id": 1})
     assert status == 200 and answer["error"]["code"] == -32603
     assert "not JSON" in caplog.text
@@ -355,11 +358,11 @@ def test_request_timeout(node):
     async def stuck():
         await trio.sleep(30)
 
-    app.methods.table["status"] = rpc.Method(stuck, ())
+    app.methods.table["status"] = Method(stuck, ())
 
     async def run():
         with trio.fail_after(5):
-            return await app.handle_body(b'{"jsonrpc":"2.0","method":"status","id":3}')
+            return await app.jsonrpc.handle_body(b'{"jsonrpc":"2.0","method":"status","id":3}')
 
     answer = trio.run(run)
     assert answer["error"]["code"] == -32000 and answer["id"] == 3
@@ -376,7 +379,7 @@ def test_concurrency_limit_answers_503(node):
             await release.wait()
             return {}
 
-        app.methods.table["health"] = rpc.Method(held, ())
+        app.methods.table["health"] = Method(held, ())
         first = []
 
         async def one():

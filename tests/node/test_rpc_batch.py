@@ -1,4 +1,4 @@
-"""A JSON-RPC batch of `broadcast_tx_sync` calls (node/rpc.py `_handle_batch`): the calls run
+"""A JSON-RPC batch of `broadcast_tx_sync` calls (node/rpc/ `_handle_batch`): the calls run
 concurrently (one slow admission does not hold the others back) and reach the node in the
 batch's order (admission order matters for a sender's nonces), answers in the batch's order.
 
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import trio
 import trio.testing
 
-from node.rpc import RpcApp, RpcLimits
+from node.rpc.app import RpcApp
+from node.rpc.limits import RpcLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ def test_batch_admits_in_order_and_concurrently():
             body = json.dumps([_call(k, raw) for k, raw in enumerate(raws)]).encode()
 
             async def post(app=app, answers=answers, body=body) -> None:
-                answers.append(await app.handle_body(body))
+                answers.append(await app.jsonrpc.handle_body(body))
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(post)
@@ -95,7 +96,7 @@ def test_mixed_batch_keeps_the_order_and_groups_only_consecutive_plain_submits()
             answers: list = []
 
             async def post(app=app, answers=answers) -> None:
-                answers.append(await app.handle_body(json.dumps(calls).encode()))
+                answers.append(await app.jsonrpc.handle_body(json.dumps(calls).encode()))
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(post)

@@ -28,7 +28,9 @@ from node.api import NodeApi
 from node.driver import Driver, DriverConfig
 from node.events import EventBus
 from node.mempool import Mempool, MempoolLimits
-from node.rpc import COMMIT_TIMEOUT, RpcLimits, serve_rpc
+from node.rpc.app import serve_rpc
+from node.rpc.errors import COMMIT_TIMEOUT
+from node.rpc.limits import RpcLimits
 
 CHAIN_ID = "khazana-rpc-test"
 INSTITUTIONS = ("ministry", "central-bank", "regulator", "auditor")

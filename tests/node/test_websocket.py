@@ -22,8 +22,9 @@ from wsproto.events import (
 
 from ledger.crypto import address_to_text
 from ledger.tx import decode_signed_tx
-from node.rpc import INVALID_PARAMS, RpcLimits
-from node.websocket import CLOSE_POLICY, CLOSE_TRY_AGAIN
+from node.rpc.errors import INVALID_PARAMS
+from node.rpc.limits import RpcLimits
+from node.rpc.websocket import CLOSE_POLICY, CLOSE_TRY_AGAIN
 from tests.node.test_rpc_commit import b64, cash_tx, key, live_node
 
 

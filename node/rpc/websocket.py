@@ -3,7 +3,7 @@
 What it owns: one ASGI WebSocket connection (hypercorn's trio worker) from handshake to close,
 the `subscribe {query}` / `unsubscribe {query}` / `unsubscribe_all` methods, and the JSON form
 of the notifications. Queries and the per-client queue are node/events.py's; any other method
-sent on the socket is answered by the HTTP JSON-RPC handler (node/rpc.py), so a client can
+sent on the socket is answered by the JSON-RPC handler (node/rpc/framing.py), so a client can
 `status` or `broadcast_tx_sync` on the same connection.
 
 A notification answers the subscribe call's `id` (as CometBFT does), once per matched event:
@@ -45,16 +45,8 @@ from node.events import (
     Subscriber,
     parse_query,
 )
-from node.rpc import (
-    CODESPACE,
-    INVALID_PARAMS,
-    INVALID_REQUEST,
-    PARSE_ERROR,
-    RpcError,
-    b64,
-    render_header,
-    to_json,
-)
+from node.rpc.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError
+from node.rpc.render import CODESPACE, b64, render_header, to_json
 
 log = logging.getLogger("khazana.websocket")
 
@@ -192,7 +184,7 @@ async def serve_websocket(
     *,
     bus: EventBus | None,
     handle_body: Callable,
-    limits: Any,  # node.rpc.RpcLimits
+    limits: Any,  # node.rpc.limits.RpcLimits
 ) -> None:
     """Run one WebSocket connection until either side closes it."""
     message = await receive()

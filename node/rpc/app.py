@@ -1,0 +1,267 @@
+"""The node's JSON-RPC 2.0 interface over HTTP: a hand-written ASGI app served by hypercorn.
+
+What it owns: the HTTP surface of one node (`POST /` for JSON-RPC, `GET /health`, CORS, the
+WebSocket handshake at `/websocket`), the HTTP limits, and serving (`serve_rpc`). The
+JSON-RPC rules are node/rpc/framing.py's, the methods node/rpc/methods.py's, and everything is
+asked of the node through the `NodeView` protocol (node/rpc/nodeview.py); reads are of
+committed state only, never a pending block. The package's modules: node/rpc/__init__.py.
+
+A rejected transaction is NOT an error: `broadcast_tx_sync` and `check_tx` return a result with
+`code != 0`, `codespace` "khazana" and a human `log` (codes from `ledger.codes.Code`); errors
+are node/rpc/errors.py's.
+
+Limits (`RpcLimits`, the `[rpc]` section of config.toml): body size (larger -> HTTP 413 with
+a JSON-RPC error body), calls per batch, `max_connections` counted as HTTP requests being
+handled at once (more -> HTTP 503 at once), and a deadline per HTTP request (calls not
+finished by then answer -32000). `broadcast_tx_commit` waits up to `commit_timeout_ms` on top
+of that deadline and answers -32002 "timed out waiting for commit" (with the hash in `data`).
+
+Verifiable reads (`account` / `tx` with `prove: true`): the result gains a `proof` object
+holding the committed header (base64 of its canonical bytes) and its commit certificate
+(base64 of the consensus wire encoding) and, for an account, the state proofs of the account
+record and of each listed balance against that header's app_hash (base64 of
+`Proof.to_bytes()`, with the proven record bytes); for a tx, the Merkle audit path of its raw
+bytes to the header's `txs_hash` (`ledger.block.tx_inclusion_proof`). node/verify.py checks
+them with no network.
+
+CORS: `cors_origins` ("*" or exact origins) adds `Access-Control-Allow-Origin` to answers to
+an allowed `Origin` and answers preflight `OPTIONS`; a WebSocket handshake from a browser
+origin not allowed is refused (HTTP 403).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from node.asgi import serve_asgi
+from node.rpc.errors import INTERNAL_ERROR, INVALID_REQUEST, SERVER_LIMIT, RpcError, error_response
+from node.rpc.framing import JsonRpc
+from node.rpc.limits import RpcLimits
+from node.rpc.methods import RpcMethods
+from node.rpc.nodeview import NodeView
+from node.rpc.websocket import serve_websocket
+
+log = logging.getLogger("khazana.rpc")
+
+
+class RpcApp:
+    """The ASGI application: routes HTTP, applies the limits, runs JSON-RPC calls."""
+
+    def __init__(self, api: NodeView, limits: RpcLimits | None = None) -> None:
+        self.limits = limits or RpcLimits()
+        self.methods = RpcMethods(api, self.limits)
+        self.api = api
+        self.jsonrpc = JsonRpc(
+            self.methods.table,
+            self.methods.txs.broadcast_tx_sync_many,
+            max_batch=self.limits.max_batch,
+            request_timeout_ms=self.limits.request_timeout_ms,
+        )
+        self._in_flight = trio.CapacityLimiter(self.limits.max_connections)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+
+    async def _websocket(self, scope: dict, receive: Callable, send: Callable) -> None:
+        origin = _origin(scope)
+        if scope.get("path") != "/websocket" or (
+            origin is not None and self._allowed_origin(origin) is None
+        ):
+            # Closing during the handshake answers HTTP 403.
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await serve_websocket(
+            scope,
+            receive,
+            send,
+            bus=getattr(self.api, "events", None),
+            handle_body=self.jsonrpc.handle_body,
+            limits=self.limits,
+        )
+
+    def _allowed_origin(self, origin: str) -> str | None:
+        """The `Access-Control-Allow-Origin` value for `origin`, None if not allowed."""
+        origins = self.limits.cors_origins
+        if "*" in origins:
+            return "*"
+        return origin if origin in origins else None
+
+    async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
+        method, path = scope["method"], scope["path"]
+        origin = _origin(scope)
+        allow_origin = None if origin is None else self._allowed_origin(origin)
+        cors: list[tuple[bytes, bytes]] = []
+        if allow_origin is not None:
+            cors = [(b"access-control-allow-origin", allow_origin.encode()), (b"vary", b"origin")]
+        send = _with_headers(send, cors)
+        if path == "/health" and method in ("GET", "HEAD"):
+            await _respond(send, 200, b"ok\n", b"text/plain; charset=utf-8")
+            return
+        if path != "/":
+            await _respond(send, 404, b"not found\n", b"text/plain; charset=utf-8")
+            return
+        if method == "OPTIONS":
+            # CORS preflight: the allowed origin gets the methods and headers it may use;
+            # any other origin gets no CORS headers, so its browser refuses the call.
+            if allow_origin is not None:
+                send = _with_headers(
+                    send,
+                    [
+                        (b"access-control-allow-methods", b"POST, GET, OPTIONS"),
+                        (b"access-control-allow-headers", b"content-type"),
+                        (b"access-control-max-age", b"600"),
+                    ],
+                )
+            await _respond(send, 204, b"", None, allow=b"POST, OPTIONS")
+            return
+        if method != "POST":
+            await _respond(
+                send, 405, b"JSON-RPC: POST to /\n", b"text/plain; charset=utf-8", allow=b"POST"
+            )
+            return
+        try:
+            self._in_flight.acquire_nowait()
+        except trio.WouldBlock:
+            busy = RpcError(SERVER_LIMIT, "Server busy", "too many requests in flight")
+            await _respond_json(send, 503, error_response(busy))
+            return
+        try:
+            # A client dribbling its body (slowloris) must not hold a slot: the body has the
+            # request's time budget too.
+            body = b""
+            with trio.move_on_after(self.limits.request_timeout_ms / 1000) as reading:
+                body = await _read_body(scope, receive, self.limits.max_body_bytes)
+            if reading.cancelled_caught:
+                slow = RpcError(SERVER_LIMIT, "Request timed out", "body not received in time")
+                await _respond_json(send, 408, error_response(slow))
+                return
+            if body is None:
+                too_large = RpcError(
+                    INVALID_REQUEST,
+                    "Invalid Request",
+                    f"body larger than {self.limits.max_body_bytes} bytes",
+                )
+                await _respond_json(send, 413, error_response(too_large))
+                return
+            answer = await self.jsonrpc.handle_body(body)
+            if answer is None:
+                await _respond(send, 204, b"", None)
+            else:
+                await _respond_json(send, 200, answer)
+        finally:
+            self._in_flight.release()
+
+
+def _origin(scope: dict) -> str | None:
+    for header, value in scope.get("headers", ()):
+        if header.lower() == b"origin":
+            return value.decode("latin-1")
+    return None
+
+
+def _with_headers(send: Callable, extra: list[tuple[bytes, bytes]]) -> Callable:
+    """`send` adding `extra` headers to the response start (CORS)."""
+    if not extra:
+        return send
+
+    async def sender(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await send(message)
+
+    return sender
+
+
+async def _read_body(scope: dict, receive: Callable, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed `limit` bytes."""
+    for header, value in scope.get("headers", ()):
+        if header.lower() == b"content-length":
+            try:
+                if int(value) > limit:
+                    return None
+            except ValueError:
+                pass
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(
+    send: Callable, status: int, body: bytes, content_type: bytes | None, allow: bytes = b""
+) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    if allow:
+        headers.append((b"allow", allow))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_json(send: Callable, status: int, obj: Any) -> None:
+    try:
+        # ASCII output: a lone surrogate a client smuggled in as a JSON escape (and that an
+        # error message echoes) goes back escaped instead of failing to encode.
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError):
+        # A result the node handed over that is not JSON (bytes, a float NaN...): a bug of
+        # ours, answered like any other internal error.
+        log.exception("rpc result is not JSON")
+        text = json.dumps(error_response(RpcError(INTERNAL_ERROR, "Internal error")))
+    body = text.encode("utf-8")
+    await _respond(send, status, body, b"application/json")
+
+
+async def _lifespan(receive: Callable, send: Callable) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# --------------------------------------------------------------------------- serving
+
+
+async def serve_rpc(
+    api: NodeView, config: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve JSON-RPC for the node behind `api` until cancelled.
+
+    `config`: `RpcLimits`, or the node's config (its `rpc` section is read by attribute name,
+    see `RpcLimits.from_config`). Reports the bound port through `task_status`.
+    """
+    limits = RpcLimits.from_config(config)
+    await serve_asgi(
+        RpcApp(api, limits),
+        limits.listen,
+        name="rpc",
+        # hypercorn refuses larger frames itself; ours is checked again per message.
+        max_ws_message=limits.ws_max_message_bytes + 1024,
+        task_status=task_status,
+    )

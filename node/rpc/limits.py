@@ -1,0 +1,56 @@
+"""`RpcLimits`: the RPC listener's address and limits as the server reads them.
+
+The names are `node.config.RpcConfig`'s (the `[rpc]` section of config.toml); docs/OPERATIONS.md
+lists each with its default. `max_connections` counts HTTP requests being handled at once
+(more -> HTTP 503 at once: hypercorn does not expose a connection cap, idle keep-alive
+connections cost little and it is the requests in flight that cost store reads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RpcLimits:
+    """The RPC listener's address and limits; the same names as `node.config.RpcConfig`."""
+
+    listen: str = "127.0.0.1:26657"
+    max_body_bytes: int = 1024 * 1024
+    max_batch: int = 32
+    # Requests handled at once; more get HTTP 503 (see the module docstring).
+    max_connections: int = 256
+    request_timeout_ms: int = 10_000
+    commit_timeout_ms: int = 10_000  # broadcast_tx_commit's wait for inclusion
+    cors_origins: tuple[str, ...] = ()  # "*" or exact origins ("https://app.example")
+    ws_max_connections: int = 64
+    ws_max_subscriptions: int = 16  # per connection
+    ws_queue_size: int = 256  # notifications waiting unsent before the client is dropped
+    ws_max_message_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_config(cls, config: object) -> RpcLimits:
+        """The limits of a config object: an `RpcLimits`, a `node.config.RpcConfig`, or a
+        `NodeConfig` holding one as `.rpc` (read by attribute name; missing ones default)."""
+        if isinstance(config, RpcLimits):
+            return config
+        section = getattr(config, "rpc", config)
+        defaults = cls()
+        values = {
+            name: getattr(section, name, getattr(defaults, name))
+            for name in (
+                "max_body_bytes",
+                "max_batch",
+                "max_connections",
+                "request_timeout_ms",
+                "commit_timeout_ms",
+                "ws_max_connections",
+                "ws_max_subscriptions",
+                "ws_queue_size",
+                "ws_max_message_bytes",
+            )
+        }
+        origins = tuple(getattr(section, "cors_origins", ()) or ())
+        return cls(
+            listen=str(getattr(section, "listen", defaults.listen)), cors_origins=origins, **values
+        )

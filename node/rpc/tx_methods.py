@@ -1,0 +1,97 @@
+"""Transactions: broadcast_tx_sync (one or a batch's run of them), broadcast_tx_commit,
+check_tx, and tx (with its Merkle inclusion proof). Admission goes through the driver;
+a refused transaction is a result with `code != 0`, not an error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.block import decode_block, tx_inclusion_proof
+from node.rpc.errors import COMMIT_TIMEOUT, INTERNAL_ERROR, NOT_FOUND, RpcError
+from node.rpc.framing import Method
+from node.rpc.nodeview import NodeView
+from node.rpc.params import bool_param, hash_param, tx_param
+from node.rpc.render import b64, render_admission, render_receipt
+
+
+class TxMethods:
+    """Submitting and reading transactions."""
+
+    def __init__(self, node: NodeView, commit_timeout_ms: int) -> None:
+        self.node = node
+        self.commit_timeout_ms = commit_timeout_ms
+
+    def table(self) -> dict[str, Method]:
+        return {
+            "broadcast_tx_sync": Method(self.broadcast_tx_sync, ("tx",), ("tx",)),
+            "broadcast_tx_commit": Method(
+                self.broadcast_tx_commit, ("tx",), ("tx",), self.commit_timeout_ms
+            ),
+            "check_tx": Method(self.check_tx, ("tx",), ("tx",)),
+            "tx": Method(self.tx, ("hash", "prove"), ("hash",)),
+        }
+
+    async def broadcast_tx_sync(self, tx: Any) -> dict:
+        return render_admission(await self.node.submit_tx(tx_param(tx)))
+
+    async def broadcast_tx_sync_many(self, raws: list[bytes]) -> list[dict]:
+        """`broadcast_tx_sync` of several already-decoded transactions, admitted together in
+        this order (consecutive calls of one JSON-RPC batch, see `JsonRpc._handle_batch`)."""
+        return [render_admission(result) for result in await self.node.submit_txs(raws)]
+
+    async def broadcast_tx_commit(self, tx: Any) -> dict:
+        """Admission, then wait for the tx to be committed (at most `commit_timeout_ms`).
+        A refused tx answers at once with its `check_tx` verdict, `height` 0 and no
+        `tx_result`; a tx not committed in time answers COMMIT_TIMEOUT with its hash."""
+        admitted = await self.node.submit_tx(tx_param(tx))
+        check = render_admission(admitted)
+        check_tx = {"code": check["code"], "codespace": check["codespace"], "log": check["log"]}
+        if admitted.code != 0:
+            return {"hash": check["hash"], "height": 0, "check_tx": check_tx, "tx_result": None}
+        record = await self.node.wait_committed(admitted.tx_id, self.commit_timeout_ms / 1000)
+        if record is None:
+            raise RpcError(
+                COMMIT_TIMEOUT,
+                "timed out waiting for commit",
+                {"hash": admitted.tx_id.hex(), "timeout_ms": self.commit_timeout_ms},
+            )
+        return {
+            "hash": record.tx_id.hex(),
+            "height": record.height,
+            "index": record.index,
+            "check_tx": check_tx,
+            "tx_result": render_receipt(record),
+        }
+
+    async def check_tx(self, tx: Any) -> dict:
+        return render_admission(await self.node.check_tx(tx_param(tx)))
+
+    async def tx(self, hash: Any, prove: Any = False) -> dict:
+        tx_id = hash_param(hash)
+        prove = bool_param("prove", prove)
+        store = self.node.store
+        record = await store.tx(tx_id)
+        if record is None:
+            raise RpcError(NOT_FOUND, "Not found", f"no committed transaction {hash}")
+        result = {
+            "hash": record.tx_id.hex(),
+            "height": record.height,
+            "index": record.index,
+            "tx": b64(record.raw),
+            "tx_result": render_receipt(record),
+        }
+        if prove:
+            stored = await store.block(record.height)
+            certificate = await store.commit(record.height)
+            if stored is None or certificate is None:
+                raise RpcError(INTERNAL_ERROR, "Internal error")
+            txs = decode_block(stored.block).txs
+            result["proof"] = {
+                "height": record.height,
+                "header": b64(stored.header),
+                "commit": b64(certificate),
+                # The Merkle audit path of the raw tx to the header's txs_hash (RFC 6962).
+                "total": len(txs),
+                "path": [h.hex() for h in tx_inclusion_proof(txs, record.index)],
+            }
+        return result
