@@ -43,28 +43,19 @@ from ledger import codec
 from ledger.block import (
     Block,
     Header,
-    check_txs_hash,
-    compute_evidence_hash,
-    compute_results_hash,
-    compute_txs_hash,
-    compute_validators_hash,
     decode_header,
 )
-from ledger.codes import InvalidBlock
 from ledger.commitment import StateTree
-from ledger.execute import apply_block
 from ledger.genesis import genesis_hash, state_from_genesis, validate_genesis
 from ledger.ops.evidence import (
     MisbehaviourRecord,
-    apply_evidence,
     is_misbehaviour_key,
     misbehaviour_key,
     record_from_bytes,
-    select_evidence,
 )
-from ledger.ops.governance import VALSET_DELAY, promote_validator_changes
 from ledger.state import State, StateLoader
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
+from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
 from ledger.types import BlockContext, Event, Receipt
 
 
@@ -195,6 +186,10 @@ class Chain:
 
     # ------------------------------------------------------------------ blocks
 
+    def tip(self) -> Tip:
+        """The committed block the next one must follow."""
+        return Tip(self.chain_id, self.height, self._last_hash, self._last_time_ms)
+
     def build_block(
         self,
         txs: Sequence[bytes],
@@ -211,40 +206,7 @@ class Chain:
         block evidence items the caller has verified (`ledger/ops/evidence.py`); malformed,
         repeated, too old or already recorded ones are left out.
         """
-        self._check_no_pending()
-        height = self.height + 1
-        time_ms = max(time_ms, self._last_time_ms + 1)  # header time strictly increases
-        ctx = self.context(height, time_ms)
-        validators_hash = self._begin_block(height)
-        try:
-            evidence = select_evidence(self.state, evidence, height)
-            evidence_events = apply_evidence(self.state, evidence, height)
-            result = apply_block(self.state, txs, ctx, verified=verified, drop_invalid=True)
-            app_hash = self.tree.apply(result.changes)
-        except BaseException:
-            self._rollback_state()
-            raise
-        header = Header(
-            chain_id=self.chain_id,
-            height=height,
-            time_ms=time_ms,
-            prev_hash=self._last_hash,
-            txs_hash=compute_txs_hash(result.included),
-            app_hash=app_hash,
-            results_hash=compute_results_hash(result.receipts),
-            proposer=proposer,
-            validators_hash=validators_hash,
-            evidence_hash=compute_evidence_hash(evidence),
-        )
-        pending = PendingBlock(
-            Block(header, result.included, evidence),
-            result.receipts,
-            result.changes,
-            result.dropped,
-            tuple(evidence_events),
-        )
-        self._pending = pending
-        return pending
+        return self._run(ProposeBlock(txs, time_ms, proposer, evidence), verified)
 
     def execute_block(self, block: Block, *, verified: Container[bytes] = ()) -> PendingBlock:
         """Check a proposed block against the committed tip and execute it (a validator).
@@ -252,36 +214,30 @@ class Chain:
         Raises `InvalidBlock` (and changes nothing) when any header field disagrees with what
         executing the block gives, or when a transaction cannot be in a block.
         """
+        return self._run(CheckBlock(block), verified)
+
+    def _run(self, work: ProposeBlock | CheckBlock, verified: Container[bytes]) -> PendingBlock:
+        """`transition_block` inside the pending block's savepoint; a refused block leaves the
+        state and the tree as they were."""
         self._check_no_pending()
-        header = block.header
-        self._check_header_links(header)
-        check_txs_hash(block)
-        ctx = self.context(header.height, header.time_ms)
-        validators_hash = self._begin_block(header.height)
+        self._savepoint = self.state.savepoint()
         try:
-            if header.validators_hash != validators_hash:
-                raise InvalidBlock(
-                    f"block {header.height}: validators_hash is not the set in force at that height"
-                )
-            evidence_events = apply_evidence(self.state, block.evidence, header.height)
-            result = apply_block(self.state, block, ctx, verified=verified)
+            outcome = transition_block(self.state, self.tree, self.tip(), work, verified=verified)
+        except BlockMismatch as mismatch:
+            self._rollback_state()
+            self._restore_tree(mismatch.changes)
+            raise
         except BaseException:
             self._rollback_state()
             raise
-        app_hash = self.tree.apply(result.changes)
-        pending = PendingBlock(
-            block, result.receipts, result.changes, evidence_events=tuple(evidence_events)
+        self._pending = PendingBlock(
+            outcome.block,
+            outcome.receipts,
+            outcome.changes,
+            outcome.dropped,
+            outcome.evidence_events,
         )
-        self._pending = pending
-        problem = None
-        if app_hash != header.app_hash:
-            problem = f"app_hash {header.app_hash.hex()} but executing gives {app_hash.hex()}"
-        elif compute_results_hash(result.receipts) != header.results_hash:
-            problem = "results_hash does not match the receipts of its transactions"
-        if problem is not None:
-            self.abandon()
-            raise InvalidBlock(f"block {header.height}: {problem}")
-        return pending
+        return self._pending
 
     def commit(self, pending: PendingBlock, commit_certificate: bytes) -> None:
         """Make the pending block durable: block, certificate, txs, receipts, events and state
@@ -316,8 +272,7 @@ class Chain:
         if pending is None:
             return
         self._rollback_state()
-        committed = {key: self.store.get_state(key) for key in pending.changes}
-        self.tree.apply(committed)
+        self._restore_tree(pending.changes)
         self._pending = None
 
     # ------------------------------------------------------------------ helpers
@@ -326,37 +281,19 @@ class Chain:
         if self._pending is not None:
             raise RuntimeError("a block is already pending: commit() or abandon() it first")
 
-    def _check_header_links(self, header: Header) -> None:
-        if header.chain_id != self.chain_id:
-            raise InvalidBlock(f"block for chain {header.chain_id!r}, this is {self.chain_id!r}")
-        if header.height != self.height + 1:
-            raise InvalidBlock(f"block height {header.height}, expected {self.height + 1}")
-        if header.prev_hash != self._last_hash:
-            raise InvalidBlock(f"block {header.height}: prev_hash is not the last block's hash")
-        if header.time_ms <= self._last_time_ms:
-            raise InvalidBlock(
-                f"block {header.height}: time {header.time_ms} is not after {self._last_time_ms}"
-            )
-
-    def _begin_block(self, height: int) -> bytes:
-        """Open the block's savepoint and put in force the validator changes due at `height`
-        (decided at or before height - VALSET_DELAY, the consensus core's delay); returns the
-        `validators_hash` of the set that signs this block.
-
-        Inside the savepoint, so an abandoned block also forgets the promotion, and before
-        the transactions, so they see the set in force (and `apply_block` reports the
-        promotion among the block's state changes)."""
-        self._savepoint = self.state.savepoint()
-        promote_validator_changes(self.state, height - VALSET_DELAY)
-        return compute_validators_hash(self.state.validator_set.validators)
-
     def _rollback_state(self) -> None:
         if self._savepoint is not None:
             self.state.rollback(self._savepoint)
             self._savepoint = None
-        # Changes taken by apply_block were dirty marks of this block; the rollback restored
-        # the records, and nothing else may be reported as changed.
+        # Changes taken by the transition were dirty marks of this block; the rollback
+        # restored the records, and nothing else may be reported as changed.
         self.state.take_changes()
+
+    def _restore_tree(self, changes: Mapping[bytes, bytes | None]) -> None:
+        """Put the committed values of `changes`' keys back into the tree. The store holds
+        exactly the committed state, which the block started from; the caller runs on the
+        store's thread (the node's driver calls `abandon` through `AsyncStore.run`)."""
+        self.tree.apply({key: self.store.get_state(key) for key in changes})
 
 
 def _load_state(store: Store) -> tuple[State, StateTree]:

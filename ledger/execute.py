@@ -1,4 +1,4 @@
-"""Executing transactions and blocks: the one path from signed bytes to receipts and changes.
+"""Executing transactions: the one path from signed bytes to receipts and changes.
 
 `check_transaction` (dry run: `check_tx`, mempool admission) and `apply_transaction`
 (execution in a block) run the same function, `_execute`, so a transaction gets the same code
@@ -48,13 +48,24 @@ class BlockResult:
     dropped: tuple[Receipt, ...] = ()
 
 
+class _Everything:
+    """The container of every transaction id: the caller verified this transaction itself."""
+
+    def __contains__(self, tx_id: object) -> bool:
+        return True
+
+
+_ALREADY_VERIFIED = _Everything()
+
+
 def check_transaction(
     state: State, tx: bytes | SignedTx, ctx: BlockContext, *, verified: bool = False
 ) -> Receipt:
-    """The verdict `tx` would get if executed now, without changing `state`."""
+    """The verdict `tx` would get if executed now, without changing `state`. `verified`: the
+    caller checked this transaction's signatures over its exact bytes."""
     token = state.savepoint()
     try:
-        return _execute(state, tx, ctx, verified)
+        return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else ())
     finally:
         state.rollback(token)
 
@@ -64,20 +75,20 @@ def apply_transaction(
 ) -> Receipt:
     """Execute `tx`. If the receipt says `executed=False` nothing changed (not even the nonce);
     on any other refusal only the sender's nonce moved on; on OK the operation applied."""
-    return _execute(state, tx, ctx, verified)
+    return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else ())
 
 
-def apply_block(
+def apply_transactions(
     state: State,
-    block_or_txs: object,
+    txs: Sequence[bytes | SignedTx],
     ctx: BlockContext,
     *,
     verified: Container[bytes] = (),
     drop_invalid: bool = False,
 ) -> BlockResult:
-    """Execute a block's transactions in order and collect the changes.
+    """Execute a block's transactions (raw or decoded) in order and collect the changes
+    (step 4 of a block, ledger/transition.py).
 
-    `block_or_txs` is a `block.Block` or a sequence of raw (or decoded) transactions;
     `verified` holds the ids of transactions whose signatures the caller already checked
     (the mempool does so once). A transaction with a fatal code makes the block invalid:
     `InvalidBlock` is raised and `state` is left as it was -- unless `drop_invalid` (a
@@ -87,14 +98,13 @@ def apply_block(
     proposal not yet decided), take `token = state.savepoint()` first and later
     `state.release(token)` once it is committed, or `state.rollback(token)` if it is not.
     """
-    txs: Sequence = getattr(block_or_txs, "txs", block_or_txs)  # type: ignore[assignment]
     token = state.savepoint()
     receipts: list[Receipt] = []
     included: list[bytes] = []
     dropped: list[Receipt] = []
     try:
         for index, tx in enumerate(txs):
-            receipt = _execute(state, tx, ctx, False, verified)
+            receipt = _execute(state, tx, ctx, verified)
             if not receipt.executed:
                 if drop_invalid:
                     dropped.append(receipt)
@@ -117,9 +127,10 @@ def _execute(
     state: State,
     tx: bytes | SignedTx,
     ctx: BlockContext,
-    verified: bool,
-    verified_ids: Container[bytes] = (),
+    verified: Container[bytes],
 ) -> Receipt:
+    """Steps 1-6 of the module docstring. `verified`: ids of transactions whose signatures
+    the caller checked over these exact bytes (step 3 is skipped for them)."""
     # 1. decode and shape
     if not isinstance(tx, SignedTx):
         try:
@@ -136,7 +147,7 @@ def _execute(
             f"transaction is for chain {body.chain_id!r}, this is {ctx.chain_id!r}",
         )
     # 3. signatures
-    if not verified and tx_id not in verified_ids:
+    if tx_id not in verified:
         try:
             verify_tx_signatures(tx)
         except InvalidTransaction as exc:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ledger import codec
 from ledger.codes import Code, InvalidBlock
-from ledger.execute import apply_block, apply_transaction, check_transaction
+from ledger.execute import apply_transaction, apply_transactions, check_transaction
 from ledger.genesis import state_from_genesis
 from ledger.ops import OPERATIONS
 from ledger.state import State, account_key, holders_prefix, holding_key
@@ -127,7 +127,7 @@ def test_check_transaction_changes_nothing_and_agrees_with_apply():
 # blocks
 
 
-def test_apply_block_returns_receipts_and_sorted_changes():
+def test_apply_transactions_returns_receipts_and_sorted_changes():
     chain = world()
     chain.state.take_changes()
     txs = [
@@ -135,7 +135,7 @@ def test_apply_block_returns_receipts_and_sorted_changes():
         chain.sign("alice", "transfer", to_bob(chain, 1000), nonce=1),  # refused, still in
         chain.sign("bob", "transfer", {**to_bob(chain, 3), "to": chain.addr("alice")}, nonce=0),
     ]
-    result = apply_block(chain.state, [tx.raw for tx in txs], chain.ctx)
+    result = apply_transactions(chain.state, [tx.raw for tx in txs], chain.ctx)
     assert [r.code for r in result.receipts] == [Code.OK, Code.INSUFFICIENT_BALANCE, Code.OK]
     assert result.included == tuple(tx.raw for tx in txs)
     assert list(result.changes) == sorted(result.changes)
@@ -159,7 +159,7 @@ def test_invalid_block_leaves_the_state_as_it_was():
         chain.sign("alice", "transfer", to_bob(chain), nonce=0),  # a replay
     ]
     with pytest.raises(InvalidBlock, match="NONCE_USED"):
-        apply_block(chain.state, txs, chain.ctx)
+        apply_transactions(chain.state, txs, chain.ctx)
     assert snapshot(chain.state) == before
     assert chain.state.take_changes() == {}
 
@@ -168,7 +168,7 @@ def test_proposer_drops_what_cannot_be_included():
     chain = world()
     good = chain.sign("alice", "transfer", to_bob(chain), nonce=0)
     gap = chain.sign("alice", "transfer", to_bob(chain), nonce=7)
-    result = apply_block(chain.state, [gap, good], chain.ctx, drop_invalid=True)
+    result = apply_transactions(chain.state, [gap, good], chain.ctx, drop_invalid=True)
     assert result.included == (good.raw,)
     assert [r.code for r in result.dropped] == [Code.NONCE_GAP]
 
@@ -177,8 +177,8 @@ def test_block_level_verified_ids_skip_verification():
     chain = world()
     tx = tampered(chain.sign("alice", "transfer", to_bob(chain)))
     with pytest.raises(InvalidBlock, match="BAD_SIGNATURE"):
-        apply_block(chain.state, [tx.raw], chain.ctx)
-    result = apply_block(chain.state, [tx.raw], chain.ctx, verified={tx.tx_id})
+        apply_transactions(chain.state, [tx.raw], chain.ctx)
+    result = apply_transactions(chain.state, [tx.raw], chain.ctx, verified={tx.tx_id})
     assert result.receipts[0].code == Code.OK
 
 
@@ -187,7 +187,9 @@ def test_abandoned_block_rolls_back_with_an_outer_savepoint():
     chain.state.take_changes()
     before = snapshot(chain.state)
     token = chain.state.savepoint()
-    result = apply_block(chain.state, [chain.sign("alice", "transfer", to_bob(chain))], chain.ctx)
+    result = apply_transactions(
+        chain.state, [chain.sign("alice", "transfer", to_bob(chain))], chain.ctx
+    )
     assert result.changes
     chain.state.rollback(token)
     assert snapshot(chain.state) == before
@@ -437,7 +439,7 @@ def test_a_crashing_operation_leaves_the_state_whole(monkeypatch):
 
     monkeypatch.setitem(OPERATIONS, "transfer", buggy)
     with pytest.raises(KeyError):
-        apply_block(chain.state, [chain.sign("alice", "transfer", to_bob(chain))], chain.ctx)
+        apply_transactions(chain.state, [chain.sign("alice", "transfer", to_bob(chain))], chain.ctx)
     assert snapshot(chain.state) == before
     assert chain.state.take_changes() == {}
     monkeypatch.undo()

@@ -2,7 +2,7 @@
 
 States are real ledger states built from a genesis and a few setup transactions (as in
 tests/ledger/test_chain.py); "committing" a block applies the reaped transactions to that
-state with `ledger.execute.apply_block`, exactly what a node's chain does.
+state with `ledger.execute.apply_transactions`, exactly what a node's chain does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import node.mempool as mempool_module
 from ledger.chain import Chain
 from ledger.codes import Code
 from ledger.crypto import generate_key
-from ledger.execute import apply_block, check_transaction
+from ledger.execute import apply_transactions, check_transaction
 from ledger.genesis import default_genesis, state_from_genesis
 from ledger.state import State
 from ledger.tx import Signature, SignedTx, TxBody, decode_signed_tx, encode_signed_tx, sign_tx
@@ -99,7 +99,7 @@ def setup_txs() -> list[bytes]:
 
 def world() -> State:
     state = state_from_genesis(genesis())
-    result = apply_block(state, setup_txs(), ctx_at(1))
+    result = apply_transactions(state, setup_txs(), ctx_at(1))
     assert all(r.code == Code.OK for r in result.receipts)
     return state
 
@@ -120,7 +120,7 @@ def pool(**limits) -> Mempool:
 def commit(state: State, txs, height: int = 2):
     """Apply transactions as a committed block (raises InvalidBlock if one cannot be in it)."""
     raws = [t.raw if isinstance(t, SignedTx) else t for t in txs]
-    return apply_block(state, raws, ctx_at(height))
+    return apply_transactions(state, raws, ctx_at(height))
 
 
 # ---------------------------------------------------------------------- admission codes
