@@ -59,6 +59,12 @@ from consensus.types import (
 NIL = None
 
 
+class BrokenInvariant(AssertionError):
+    """A rule of the algorithm that the core itself broke: a bug of ours, never a peer's doing
+    (a peer's bad input is dropped where it arrives). The node stops loudly rather than go on
+    wrong. Raised by checks that run in production, not only in tests."""
+
+
 @dataclass(frozen=True, slots=True)
 class Hooks:
     """What the core needs from outside: keys, hashing and the application's `valid(v)`.
@@ -835,7 +841,9 @@ class Core:
                     if v.value_id == value_id
                 )
             )
-            self._decide(round, value_id, Commit(self.height, round, value_id, signatures))
+            commit = Commit(self.height, round, value_id, signatures)
+            self._check_decision_quorum(value_id, commit)
+            self._decide(round, value_id, commit)
             return True
         return False
 
@@ -846,6 +854,34 @@ class Core:
         self._last_commit = commit
         # The next height starts on the next call, after the driver applied this block.
         self._decided = True
+
+    def _check_decision_quorum(self, value_id: bytes, commit: Commit) -> None:
+        """A decision from our own tally carries precommits for its value from distinct members
+        of the set with more than two thirds of its power (a certificate received whole passed
+        `verify_commit` instead). Checked where it is made (TigerBeetle's habit): a
+        broken tally is a bug of ours, and going on would commit a block without a quorum.
+        Costs one pass over the signatures (at most one per validator)."""
+        signers: set[bytes] = set()  # membership only, never iterated
+        power = 0
+        for validator, _signature in commit.signatures:
+            member = self.valset.get(validator)
+            if member is None or validator in signers:
+                raise BrokenInvariant(
+                    f"decision at height {self.height}: signer {validator.hex()} is not a "
+                    "distinct member of the validator set"
+                )
+            precommit = self._rounds[commit.round].precommits.get(validator)
+            if precommit is None or precommit.value_id != value_id:
+                raise BrokenInvariant(
+                    f"decision at height {self.height}: {validator.hex()} did not precommit it"
+                )
+            signers.add(validator)
+            power += member.power
+        if commit.value_id != value_id or power < self.valset.quorum_power:
+            raise BrokenInvariant(
+                f"decision at height {self.height}: {power} of {self.valset.total_power} power "
+                f"precommitted, a quorum is {self.valset.quorum_power}"
+            )
 
     def _line_57_on_timeout_propose(self) -> None:
         if self.current_step is Step.PROPOSE:
