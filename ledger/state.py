@@ -361,6 +361,43 @@ class State:
         if self._depth == 0:
             self._journal.clear()
 
+    def unbalanced_supply_since(self, token: int) -> list[str]:
+        """Money conservation over the writes since `savepoint()` returned `token`: for every
+        instrument a write touched, the change of its supply equals the change of the sum of
+        its balances. Walks the journal (the block's writes), not the state: a node checks it
+        after every block at a cost proportional to the block (`ledger/transition.py`).
+        Must be called inside that savepoint. Empty when money was conserved."""
+        instrument_of = {id(holdings): i for i, holdings in self.holdings.items()}
+        instrument_of_container = instrument_of.get
+        instruments = self.instruments
+        before_balance: dict[tuple[str, bytes], int] = {}
+        before_supply: dict[str, int] = {}
+        # Only the first write of a key in the block holds its value before the block.
+        for container, subkey, previous, _key, _dirty in self._journal[token:]:
+            instrument_id = instrument_of_container(id(container))
+            if instrument_id is not None:
+                slot = (instrument_id, subkey)
+                if slot not in before_balance:
+                    before_balance[slot] = 0 if previous is _MISSING else previous.balance
+            elif container is instruments and subkey not in before_supply:
+                before_supply[subkey] = 0 if previous is _MISSING else previous.supply
+        balance_delta: dict[str, int] = {}
+        for (instrument_id, address), before in before_balance.items():
+            holding = self.holdings[instrument_id].get(address)
+            after = 0 if holding is None else holding.balance
+            balance_delta[instrument_id] = balance_delta.get(instrument_id, 0) + after - before
+        problems = []
+        for instrument_id in sorted(set(balance_delta) | set(before_supply)):
+            instrument = self.instruments.get(instrument_id)
+            supply_after = 0 if instrument is None else instrument.supply
+            supply_delta = supply_after - before_supply.get(instrument_id, supply_after)
+            moved = balance_delta.get(instrument_id, 0)
+            if moved != supply_delta:
+                problems.append(
+                    f"{instrument_id}: balances changed by {moved}, supply by {supply_delta}"
+                )
+        return problems
+
     def invariant_violations(self) -> list[str]:
         """What should never be true, as sentences (empty when the state is sound).
 

@@ -51,6 +51,11 @@ from ledger.state import State
 from ledger.types import BlockContext, Event, Receipt
 
 
+class BrokenInvariant(AssertionError):
+    """A rule the ledger itself broke while running a block (e.g. money not conserved): a bug
+    of ours, never the proposer's doing, so the node stops loudly rather than commit it."""
+
+
 class BlockMismatch(InvalidBlock):
     """A validator's block whose app_hash or results_hash is not what executing it gives;
     `changes` went into the tree already (see the module docstring)."""
@@ -141,9 +146,16 @@ def transition_block(
         evidence = work.block.evidence
     evidence_events = apply_evidence(state, evidence, height)
 
-    # 4. Transactions.
+    # 4. Transactions; money is conserved (checked on the block's own writes).
     txs = work.txs if proposing else work.block.txs
-    result = apply_transactions(state, txs, ctx, verified=verified, drop_invalid=proposing)
+    token = state.savepoint()
+    try:
+        result = apply_transactions(state, txs, ctx, verified=verified, drop_invalid=proposing)
+        unbalanced = state.unbalanced_supply_since(token)
+    finally:
+        state.release(token)  # the caller's savepoint still covers these writes
+    if unbalanced:
+        raise BrokenInvariant(f"block {height} does not conserve money: {'; '.join(unbalanced)}")
 
     # 5. State root.
     app_hash = tree.apply(result.changes)
