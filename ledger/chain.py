@@ -53,6 +53,7 @@ from ledger.ops.evidence import (
     misbehaviour_key,
     record_from_bytes,
 )
+from ledger.protocol import LATEST_VERSION, UnsupportedProtocol
 from ledger.state import State, StateLoader
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
 from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
@@ -185,6 +186,15 @@ class Chain:
         return BlockContext(self.chain_id, height, time_ms)
 
     # ------------------------------------------------------------------ blocks
+
+    def check_next_block_supported(self) -> None:
+        """`UnsupportedProtocol` if the next block runs a protocol version this code does not
+        (ledger/protocol.py): the node stops at the last block it can run, instead of
+        waiting for one it could never execute."""
+        height = self.height + 1
+        version = self.state.protocol.version_at(height)
+        if version > LATEST_VERSION:
+            raise UnsupportedProtocol(height, version)
 
     def tip(self) -> Tip:
         """The committed block the next one must follow."""

@@ -42,6 +42,7 @@ from ledger.crypto import (
 )
 from ledger.ops import REQUIRED_POLICY_RULES
 from ledger.ops.governance import MAX_POWER, parse_policy_rules
+from ledger.protocol import LATEST_VERSION, ProtocolRecord
 from ledger.state import State
 from ledger.tx import CHAIN_ID_PATTERN
 from ledger.types import (
@@ -113,6 +114,7 @@ _KEYS = (
     "programme_cap_usd_cents",
     "validators",
 )
+_OPTIONAL_KEYS = ("protocol_version",)  # absent: version 1 (a genesis from before versions)
 _PARAMETER_KEYS = ("closed_period_days", "investor_categories", "reserve_max_age_s")
 _OPTIONAL_PARAMETER_KEYS = ("block_time_step_ms",)
 MAX_BLOCK_TIME_STEP_MS = 366 * 86_400_000  # a year per block is already absurd
@@ -130,8 +132,9 @@ def default_genesis(
     genesis_time_ms: int = 0,
     programme_cap_usd_cents: int = DEFAULT_PROGRAMME_CAP_USD_CENTS,
     block_time_step_ms: int | None = None,
+    protocol_version: int = LATEST_VERSION,
 ) -> dict:
-    """The genesis `khazana init` writes: `validators` are (name, Ed25519 public key),
+    """The genesis `khazana init` writes (a new chain runs the latest protocol version): `validators` are (name, Ed25519 public key),
     `institutions` map a name ("ministry", "central-bank", "regulator", "auditor") to the
     address of its client key; each gets the roles in `DEFAULT_ROLES` (another name gets
     validator_operator only)."""
@@ -161,6 +164,7 @@ def default_genesis(
     }
     if block_time_step_ms is not None:
         genesis["parameters"]["block_time_step_ms"] = block_time_step_ms
+    genesis["protocol_version"] = protocol_version
     validate_genesis(genesis)
     return genesis
 
@@ -174,9 +178,16 @@ def validate_genesis(genesis: object) -> None:
     """Raise `GenesisError` naming the first problem; return None for a usable document."""
     if not isinstance(genesis, Mapping):
         raise GenesisError("genesis must be a JSON object")
-    if tuple(sorted(genesis)) != _KEYS:
+    if tuple(sorted(set(genesis) - set(_OPTIONAL_KEYS))) != _KEYS:
         raise GenesisError(
-            f"genesis must have exactly the keys {list(_KEYS)}, has {sorted(genesis)}"
+            f"genesis must have exactly the keys {list(_KEYS)} (and optionally "
+            f"{list(_OPTIONAL_KEYS)}), has {sorted(genesis)}"
+        )
+    version = genesis.get("protocol_version", 1)
+    if type(version) is not int or not 1 <= version <= LATEST_VERSION:
+        raise GenesisError(
+            f"protocol_version must be an integer in [1, {LATEST_VERSION}] (the versions this "
+            f"node runs), got {version!r:.40}"
         )
     chain_id = genesis["chain_id"]
     if type(chain_id) is not str or not CHAIN_ID_PATTERN.fullmatch(chain_id):
@@ -336,4 +347,7 @@ def state_from_genesis(genesis: Mapping) -> State:
     for inst in genesis["institutions"]:
         address = address_from_text(inst["address"])
         state.put_account(Account(address, roles=tuple(sorted(inst["roles"])), name=inst["name"]))
+    if "protocol_version" in genesis:
+        # Absent: version 1 and no record, so a genesis from before versions keeps its state.
+        state.put_protocol(ProtocolRecord(genesis["protocol_version"]))
     return state

@@ -31,6 +31,8 @@ State keys (the first byte names the namespace)
     b"Q"                                     Policy
     b"C"                                     Programme (cap and outstanding, USD cents)
     b"S"                                     ValidatorSet (with pending changes)
+    b"V"                                     ProtocolRecord (ledger/protocol.py; absent:
+                                                             version 1, nothing scheduled)
 
 Instrument ids are 1..32 ASCII characters, so the one-byte length prefix keeps every
 instrument's holdings one contiguous key range (a prefix of one id is never confused with
@@ -46,6 +48,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ledger import codec
+from ledger.protocol import PROTOCOL_KEY, ProtocolRecord
 from ledger.types import (
     Account,
     Holding,
@@ -196,6 +199,16 @@ class State:
     def validator_set(self) -> ValidatorSet:
         return self.singletons[VALIDATORS_KEY]
 
+    @property
+    def protocol(self) -> ProtocolRecord:
+        """The protocol version in force and the next one scheduled (ledger/protocol.py)."""
+        return self.singletons.get(PROTOCOL_KEY, _FIRST_PROTOCOL)
+
+    @property
+    def protocol_version(self) -> int:
+        """The version of the rules the current block runs under."""
+        return self.protocol.version
+
     def balance(self, instrument_id: str, address: bytes) -> int:
         holding = self.holdings.get(instrument_id, {}).get(address)
         return 0 if holding is None else holding.balance
@@ -324,6 +337,9 @@ class State:
 
     def put_validator_set(self, validators: ValidatorSet) -> None:
         self._write(self.singletons, VALIDATORS_KEY, validators, VALIDATORS_KEY)
+
+    def put_protocol(self, record: ProtocolRecord) -> None:
+        self._write(self.singletons, PROTOCOL_KEY, record, PROTOCOL_KEY)
 
     # -- savepoints -----------------------------------------------------------------
 
@@ -483,6 +499,7 @@ class State:
 
 
 _SINGLETON_KEYS = (PARAMETERS_KEY, POLICY_KEY, PROGRAMME_KEY, VALIDATORS_KEY)
+_FIRST_PROTOCOL = ProtocolRecord()  # a chain that never scheduled an upgrade
 
 
 class StateLoader:
@@ -545,7 +562,7 @@ class StateLoader:
             records.vasps[rest] = Vasp.from_map(value)
         elif kind == KEY_BINDING:
             records.key_bindings[rest] = KeyBinding.from_map(value)
-        elif key in _SINGLETON_KEYS:
+        elif key in _SINGLETON_KEYS or key == PROTOCOL_KEY:
             self._singletons[key] = value
         else:
             raise ValueError(f"unknown state key namespace in {key.hex()}")
@@ -562,6 +579,8 @@ class StateLoader:
             programme=Programme.from_map(decoded[PROGRAMME_KEY]),
             validators=ValidatorSet.from_map(decoded[VALIDATORS_KEY]),
         )
+        if PROTOCOL_KEY in decoded:
+            state.singletons[PROTOCOL_KEY] = ProtocolRecord.from_map(decoded[PROTOCOL_KEY])
         records = self._records
         state.accounts = records.accounts
         state.instruments = records.instruments

@@ -4,6 +4,10 @@
 assembles a block from candidate transactions (`ProposeBlock`), and every validator, which
 checks a proposed block (`CheckBlock`). The steps, in order:
 
+0. protocol version: the version block tip.height + 1 runs under (ledger/protocol.py). One this
+   code does not know stops the node before anything changes (`UnsupportedProtocol`); a
+   scheduled upgrade due at this height comes into force first, so everything below runs
+   under the new rules.
 1. header links: chain id, height (tip + 1), prev_hash (tip's hash), time strictly after the
    tip's. A proposer makes them so; a validator refuses a block that breaks one.
 2. validator-set promotion: the changes decided at or before height - VALSET_DELAY come into
@@ -47,6 +51,7 @@ from ledger.commitment import StateTree
 from ledger.execute import apply_transactions
 from ledger.ops.evidence import apply_evidence, select_evidence
 from ledger.ops.governance import VALSET_DELAY, promote_validator_changes
+from ledger.protocol import LATEST_VERSION, UnsupportedProtocol
 from ledger.state import State
 from ledger.types import BlockContext, Event, Receipt
 
@@ -119,6 +124,14 @@ def transition_block(
     mempool does so once); their signatures are not checked again."""
     proposing = isinstance(work, ProposeBlock)
     height = tip.height + 1
+
+    # 0. Protocol version.
+    version = state.protocol.version_at(height)
+    if version > LATEST_VERSION:
+        raise UnsupportedProtocol(height, version)
+    activated = state.protocol.activated(height)
+    if activated is not None:
+        state.put_protocol(activated)
 
     # 1. Header links.
     if proposing:

@@ -19,6 +19,10 @@ transaction was rolled back, so nothing is half-written; `run_node` logs one CRI
 naming the store's error and returns `EXIT_STORAGE_FAILED` (74, EX_IOERR) instead of letting
 a traceback out. The other nodes go on; free the space and start it again (it syncs).
 
+A chain that activates a protocol version this code does not run (ledger/protocol.py) stops the
+node before that block, with one CRITICAL line naming the version and the height, and
+`EXIT_PROTOCOL_TOO_NEW` (76, EX_PROTOCOL): install a release that runs it and start again.
+
 `khazana start` (node/cli.py) has already checked config, genesis, key and database and
 holds the single-instance lock on the home folder when it calls `run_node`.
 """
@@ -38,6 +42,7 @@ import trio
 from consensus.types import DurableState
 from ledger.chain import Chain
 from ledger.crypto import read_key_file
+from ledger.protocol import UnsupportedProtocol
 from ledger.store import AsyncStore, StoreError
 from node.api import NodeApi
 from node.byzantine import from_env as byzantine_from_env
@@ -51,6 +56,7 @@ from node.p2p import PeerAddress, PeerManager, PeerManagerConfig
 log = logging.getLogger(__name__)
 
 EXIT_STORAGE_FAILED = 74  # EX_IOERR (sysexits.h): the store could not write; see the docstring
+EXIT_PROTOCOL_TOO_NEW = 76  # EX_PROTOCOL: the chain runs a protocol version this code does not
 
 
 def wall_clock_ms() -> int:
@@ -206,6 +212,9 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
                     await driver_done.wait()
                 nursery.cancel_scope.cancel()
                 break
+    if failures and isinstance(failures[0], UnsupportedProtocol):
+        log.critical("%s: stopping at height %d: %s", config.name, chain.height, failures[0])
+        return EXIT_PROTOCOL_TOO_NEW
     if failures:
         log.critical(
             "%s: stopping at height %d: the store cannot write (%s); the failed write was "
@@ -234,11 +243,12 @@ async def _drop_removed_peers(driver: Driver, manager: PeerManager) -> None:
 
 async def run_driver_until_store_fails(driver: Driver) -> Exception | None:
     """Run the driver; a store write that fails (StoreError, or a raw sqlite3.Error from a
-    path the store does not wrap) ends it and is returned, anything else propagates."""
+    path the store does not wrap) or a block of a protocol version this code does not run
+    ends it and is returned, anything else propagates."""
     failure: Exception | None = None
     try:
         await driver.run()
-    except* (StoreError, sqlite3.Error) as group:
+    except* (StoreError, sqlite3.Error, UnsupportedProtocol) as group:
         failure = _first_leaf(group)
     return failure
 

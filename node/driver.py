@@ -492,6 +492,8 @@ class Driver:
         self._inbox_send.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # A chain that activates a protocol version this code does not run: stop before it.
+        self.chain.check_next_block_supported()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._pump)
@@ -961,6 +963,7 @@ class Driver:
         self._broadcast_status()
         if self.signing_held:
             self._maybe_resume_signing()
+        self.chain.check_next_block_supported()  # UnsupportedProtocol stops the node here
         log.info(
             "%s: committed block %d (%d txs) %s",
             self.name,

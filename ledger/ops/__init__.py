@@ -8,6 +8,7 @@
 | payments | `payments` | pay_coupon, redeem |
 | accounts | `accounts` | license_vasp, suspend_vasp, onboard_investor, freeze, unfreeze, recover_key |
 | governance | `governance` | grant_role, revoke_role, set_parameter, set_policy, change_validators |
+| upgrades | `upgrades` | schedule_upgrade |
 
 Not an operation: `evidence` (misbehaviour evidence carried by a block, not by a transaction;
 `Chain` applies it before the block's transactions, see `ledger/ops/evidence.py`).
@@ -22,7 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ledger.ops import accounts, governance, instruments, issuance, payments, transfers
+from ledger.ops import (
+    accounts,
+    governance,
+    instruments,
+    issuance,
+    payments,
+    transfers,
+    upgrades,
+)
 from ledger.ops.common import Args, TxView
 from ledger.state import State
 from ledger.types import BlockContext, Event
@@ -52,6 +61,7 @@ OPERATIONS: dict[str, Operation] = {
     "set_parameter": governance.set_parameter,
     "set_policy": governance.set_policy,
     "change_validators": governance.change_validators,
+    "schedule_upgrade": upgrades.schedule_upgrade,
 }
 
 # Open to any account the investor rules allow; no policy rule.
@@ -61,6 +71,7 @@ OPEN_OPERATIONS = frozenset({"transfer", "dvp"})
 POLICY_NAMES: dict[str, str] = {op: op for op in OPERATIONS if op not in OPEN_OPERATIONS} | {
     "recover_key": "key_recovery",
     "change_validators": "validator_set",
+    "schedule_upgrade": "set_policy",  # a change of the rules themselves
 }
 
 # Every rule name a genesis policy must define.

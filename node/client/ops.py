@@ -248,6 +248,14 @@ OPS: dict[str, OpSpec] = {
             "add, re-weight or remove validators",
             (_a("changes", VALIDATORS, 'JSON list of {"name", "public_key" (hex), "power"}'),),
         ),
+        OpSpec(
+            "schedule_upgrade",
+            "bring a protocol version into force at a height (docs/PROTOCOL.md section 7)",
+            (
+                _a("version", INT, "the protocol version"),
+                _a("height", INT, "the first block that runs it"),
+            ),
+        ),
     )
 }
 
@@ -569,6 +577,10 @@ class TxBuilder:
     @staticmethod
     def change_validators(*, changes: list[dict]) -> Operation:
         return build("change_validators", changes=changes)
+
+    @staticmethod
+    def schedule_upgrade(*, version: int, height: int) -> Operation:
+        return build("schedule_upgrade", version=version, height=height)
 
 
 def _given(params: dict) -> dict:

@@ -284,6 +284,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def begin_shadow_block(self, ctx: BlockContext) -> dict[bytes, bytes | None]:
         """What a block does before its transactions, as `Chain` does it: validator changes
         decided VALSET_DELAY blocks ago come into force. Returns those state changes."""
+        activated = self.shadow.protocol.activated(ctx.height)
+        if activated is not None:
+            self.shadow.put_protocol(activated)
         promote_validator_changes(self.shadow, ctx.height - VALSET_DELAY)
         return self.shadow.take_changes()
 
@@ -1083,6 +1086,20 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         self.submit("ministry", "set_policy", args, cosigners)
 
+    @rule(ahead=st.integers(-1, 1), variant=VARIANTS)
+    def schedule_upgrade(self, ahead: int, variant: int) -> None:
+        """Schedule the version after the one in force (or, `ahead` < 1, one that is not
+        newer) for a height far beyond any run, so the chain never reaches it: activation and
+        a node too old to go on are tests/ledger/test_protocol_versions.py's."""
+        version = self.shadow.protocol_version + ahead
+        if version < 1:
+            version = 1
+        args = {"version": version, "height": 10**9}
+        cosigners = (
+            ("central-bank",) if variant == MISSING_COSIGNER else ("central-bank", "regulator")
+        )
+        self.submit("ministry", "schedule_upgrade", args, cosigners)
+
     @rule(add=st.booleans(), variant=VARIANTS)
     def change_validators(self, add: bool, variant: int) -> None:
         change = {
@@ -1239,8 +1256,8 @@ def test_a_fixed_run_reaches_every_operation_and_the_hard_refusals():
     run_state_machine_as_test(
         Recording,
         settings=settings(
-            max_examples=10,
-            stateful_step_count=200,
+            max_examples=20,
+            stateful_step_count=100,
             derandomize=True,  # a fixed seed: the same run every time, everywhere
             database=None,
             deadline=None,
