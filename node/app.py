@@ -51,7 +51,9 @@ from node.driver import Driver, DriverConfig, failpoints_from_env
 from node.events import EventBus
 from node.home import load_genesis
 from node.mempool import Mempool, MempoolLimits
+from node.metrics import Metrics, serve_metrics
 from node.p2p import PeerAddress, PeerManager, PeerManagerConfig
+from node.rpc.app import serve_rpc
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
         ),
         genesis["chain_id"],
     )
-    metrics = _metrics()
+    metrics = Metrics()
     driver = Driver(
         chain=chain,
         store=store,
@@ -189,10 +191,8 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(run_driver)
-            await _start_rpc(nursery, api, config)
-            if metrics is not None and config.metrics.listen is not None:
-                from node.metrics import serve_metrics
-
+            await nursery.start(serve_rpc, api, config)
+            if config.metrics.listen is not None:
                 await nursery.start(serve_metrics, metrics, config.metrics.listen)
             nursery.start_soon(_peer_gauge, manager, metrics)
             nursery.start_soon(_drop_removed_peers, driver, manager)
@@ -270,31 +270,7 @@ def _signing_identity(config: NodeConfig, key, genesis_keys: set[bytes]):
     return None
 
 
-async def _start_rpc(nursery: trio.Nursery, api: NodeApi, config: NodeConfig) -> None:
-    try:
-        from node.rpc.app import serve_rpc
-    except ImportError:  # RPC not built: the node still runs
-        log.warning("node.rpc is not available: no JSON-RPC endpoint")
-        return
-    await nursery.start(serve_rpc, api, config)
-
-
-def _metrics():
-    try:
-        from node.metrics import Metrics
-    except ImportError:
-        return None
-    return Metrics()
-
-
-async def _peer_gauge(manager: PeerManager, metrics) -> None:
-    if metrics is None:
-        return
+async def _peer_gauge(manager: PeerManager, metrics: Metrics) -> None:
     while True:
         metrics.set_peers(len(manager.peers()))
         await trio.sleep(1)
-
-
-def main(home) -> int:
-    """Run the node of `home` (what `khazana start --home` does after its checks)."""
-    return trio.run(run_node, NodeConfig.load(home))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import logging
 import sys
@@ -31,7 +30,6 @@ from ledger.genesis import DEFAULT_CHAIN_ID
 from node.home import DEFAULT_BASE_PORT, DEFAULT_HOST
 
 EXIT_REFUSED = 1
-EXIT_NO_RUNTIME = 3
 
 
 TIME_STEP_HELP = (
@@ -318,26 +316,10 @@ def cmd_start(args: argparse.Namespace) -> int:
             rpc=config.rpc.url,
             pid_file=str(config.pid_path),
         )
-        try:
-            # import_module returns sys.modules' entry, which tests may replace; `import
-            # node.app as app` would take the package attribute left by an earlier import.
-            app = importlib.import_module("node.app")
-        except ModuleNotFoundError as exc:
-            if exc.name != "node.app":
-                raise
-            app = None
-        run_node = getattr(app, "run_node", None)
-        app_main = getattr(app, "main", None)
-        if run_node is None and app_main is None:
-            print(
-                "khazana start: every check passed, but the node runtime is not built yet "
-                "(node/app.py has no run_node)",
-                file=sys.stderr,
-            )
-            return EXIT_NO_RUNTIME
-        if run_node is None:
-            return app_main(config.home)
-        return _run_node(run_node, config)
+        # import_module returns sys.modules' entry, which tests may replace; `import
+        # node.app as app` would take the package attribute left by an earlier import.
+        app = importlib.import_module("node.app")
+        return _run_node(app.run_node, config)
     except KeyboardInterrupt:
         return 0  # the runtime handles SIGINT itself; this is a Ctrl-C before it took over
     finally:
@@ -345,19 +327,13 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def _run_node(run_node, config) -> int:
-    """Call `async def run_node(config: NodeConfig)` under trio (a sync one is called as is).
-    docs/NODE.md spells `run_node(home)`: a first parameter named `home` gets the folder."""
+    """`async def run_node(config: NodeConfig) -> int` (node/app.py) under trio."""
+    import trio
+
     from node.byzantine import ByzantineConfigError
 
-    parameters = list(inspect.signature(run_node).parameters)
-    argument = config.home if parameters and parameters[0] == "home" else config
     try:
-        if inspect.iscoroutinefunction(run_node):
-            import trio
-
-            result = trio.run(run_node, argument)
-        else:
-            result = run_node(argument)
+        result = trio.run(run_node, config)
     except ByzantineConfigError as exc:
         # The test-only byzantine flag half set: refuse in one line, never run byzantine.
         print(f"khazana start: refusing to start: {exc}", file=sys.stderr)

@@ -946,9 +946,10 @@ class Driver:
         self._flush_admissions()
         self.block_interval_ms = header.time_ms - self.last_block_time_ms
         if self.metrics is not None:
-            self.metrics.block_committed(
-                header.height, len(pending.block.txs), self.block_interval_ms / 1000
-            )
+            # Block 1 follows the genesis time, not a block: no interval to observe.
+            interval_s = self.block_interval_ms / 1000 if header.height > 1 else None
+            self.metrics.block_committed(header.height, len(pending.block.txs), interval_s)
+            self.metrics.set_catching_up(self.catching_up)
             self.metrics.set_mempool(len(self.mempool), self.mempool.total_bytes)
             self.metrics.set_state_log(chain.store.state_slices, chain.store.held_back)
         self.last_block_time_ms = header.time_ms

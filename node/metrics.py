@@ -31,7 +31,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -48,6 +51,11 @@ class Metrics:
     def __init__(self, namespace: str = "khazana") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The standard process_* (CPU, memory, file descriptors) and python_* (GC, version)
+        # series, on this node's own registry.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.height = Gauge(
             "height", "Last committed block height", namespace=namespace, registry=r
         )

@@ -67,12 +67,9 @@ def fake_app(monkeypatch):
     """Install a fake `node.app` whose run_node records what it was given."""
     calls = []
 
-    def install(run_node=None, main=None):
+    def install(run_node):
         module = types.ModuleType("node.app")
-        if run_node is not None:
-            module.run_node = run_node
-        if main is not None:
-            module.main = main
+        module.run_node = run_node
         monkeypatch.setitem(sys.modules, "node.app", module)
         return calls
 
@@ -95,26 +92,6 @@ def test_start_runs_an_async_run_node_with_the_checked_config(home, fake_app):
     assert config.name == "regulator" and config.home == home
     assert pid_text == f"{os.getpid()}\n"
     acquire_home_lock(home).release()  # released after the node stopped
-
-
-def test_start_passes_the_home_to_run_node_home_and_main(home, fake_app):
-    install, calls = fake_app
-    install(run_node=lambda home: calls.append(("run_node", home)))
-    assert cli.main(["start", "--home", str(home)]) == 0
-
-    def main(home) -> int:
-        calls.append(("main", home))
-        return 7
-
-    install(main=main)
-    assert cli.main(["start", "--home", str(home)]) == 7
-    assert calls == [("run_node", home), ("main", home)]
-
-
-def test_start_without_runtime_says_so_after_the_checks(home, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "node.app", None)  # import node.app fails
-    assert cli.main(["start", "--home", str(home)]) == cli.EXIT_NO_RUNTIME
-    assert "node runtime is not built yet" in capsys.readouterr().err
 
 
 def test_start_refusals_exit_1_before_the_runtime(home, fake_app, capsys):

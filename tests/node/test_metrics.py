@@ -38,6 +38,14 @@ def test_exposition_names_every_metric():
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
 
 
+def test_the_process_and_python_series_that_operations_md_promises_are_exported():
+    values = samples(Metrics())
+    assert values["process_resident_memory_bytes"] > 1_000_000
+    assert values["process_open_fds"] >= 1
+    assert any(name.startswith("python_info{") for name in values)
+    assert any(name.startswith("python_gc_collections_total{") for name in values)
+
+
 def test_updates_are_reflected():
     metrics = Metrics()
     metrics.block_committed(1, 3)  # the first block after start: no interval
@@ -116,3 +124,42 @@ def test_other_methods_refused():
 
     trio.run(app, {"type": "http", "method": "POST", "path": "/metrics"}, receive, send)
     assert sent[0]["status"] == 405
+
+
+def test_a_driver_observes_intervals_between_blocks_only_and_says_it_is_not_catching_up(
+    tmp_path,
+):
+    """Block 1 follows the genesis time (1970 on a localnet), not a block: it must not put a
+    56-year interval in the histogram; `khazana_catching_up` is set at every commit."""
+    import trio.testing
+
+    from tests.node.test_driver import Hub, make_nodes, wait_until
+
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+    metrics = Metrics()
+    metrics.set_catching_up(True)  # so that setting it back is seen
+
+    async def run_with_metrics(node, task_status=trio.TASK_STATUS_IGNORED):
+        driver = node.open()
+        if node is nodes[0]:
+            driver.metrics = metrics
+        await driver.run(task_status=task_status)
+
+    async def main():
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    await nursery.start(run_with_metrics, node)
+                await wait_until(lambda: nodes[0].chain.height >= 4)
+                nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    values = samples(metrics)
+    committed = values["khazana_blocks_committed_total"]
+    assert committed >= 4
+    assert values["khazana_block_interval_seconds_count"] == committed - 1
+    assert values["khazana_block_interval_seconds_sum"] < 60 * committed
+    assert values["khazana_catching_up"] == 0
+    for node in nodes:
+        node.chain.close()
