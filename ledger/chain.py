@@ -17,8 +17,8 @@ so the header's `app_hash` is known before anyone votes (immediate execution, se
 docs/ARCHITECTURE.md). `commit` writes the block, its certificate, its transactions,
 receipts, events and state changes in one store transaction, then releases the savepoint.
 `abandon` rolls the state back through the savepoint and restores the tree by re-applying
-the committed values of the changed keys, read from the store (which holds exactly the state
-the pending block started from).
+the committed values of the changed keys, taken from the state's journal before the rollback
+(no store read).
 
 Validator-set changes: a `change_validators` transaction in block H only records the change
 as pending; at the start of block H + VALSET_DELAY (2, the consensus core's delay) the chain
@@ -233,9 +233,8 @@ class Chain:
         self._savepoint = self.state.savepoint()
         try:
             outcome = transition_block(self.state, self.tree, self.tip(), work, verified=verified)
-        except BlockMismatch as mismatch:
-            self._rollback_state()
-            self._restore_tree(mismatch.changes)
+        except BlockMismatch:
+            self._rollback_state_and_tree()  # the tree took the block's changes already
             raise
         except BaseException:
             self._rollback_state()
@@ -281,8 +280,7 @@ class Chain:
         pending = self._pending
         if pending is None:
             return
-        self._rollback_state()
-        self._restore_tree(pending.changes)
+        self._rollback_state_and_tree()
         self._pending = None
 
     # ------------------------------------------------------------------ helpers
@@ -299,11 +297,14 @@ class Chain:
         # restored the records, and nothing else may be reported as changed.
         self.state.take_changes()
 
-    def _restore_tree(self, changes: Mapping[bytes, bytes | None]) -> None:
-        """Put the committed values of `changes`' keys back into the tree. The store holds
-        exactly the committed state, which the block started from; the caller runs on the
-        store's thread (the node's driver calls `abandon` through `AsyncStore.run`)."""
-        self.tree.apply({key: self.store.get_state(key) for key in changes})
+    def _rollback_state_and_tree(self) -> None:
+        """Put the state and the tree back to the committed state. The committed values of
+        the keys the block wrote come from the state's journal (`State.values_before`), not
+        from the store: no SQLite read on the caller's thread while the store's worker thread
+        may be writing (the driver abandons on the trio thread)."""
+        committed = self.state.values_before(self._savepoint) if self._savepoint is not None else {}
+        self._rollback_state()
+        self.tree.apply(committed)
 
 
 def _load_state(store: Store) -> tuple[State, StateTree]:

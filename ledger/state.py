@@ -377,6 +377,19 @@ class State:
         if self._depth == 0:
             self._journal.clear()
 
+    def values_before(self, token: int) -> dict[bytes, bytes | None]:
+        """The encoded records, as they were when `savepoint()` returned `token`, of every
+        state key written since (None: the key did not exist). From the journal, so it needs
+        no store: how a node puts its state tree back when it abandons a block. Must be called
+        inside that savepoint (before rolling it back)."""
+        before: dict[bytes, bytes | None] = {}
+        encode = codec.encode_presorted
+        for _container, _subkey, previous, key, _dirty in self._journal[token:]:
+            if key is None or key in before:
+                continue  # an index entry, or a key whose first write was seen already
+            before[key] = None if previous is _MISSING else encode(previous.to_map())
+        return before
+
     def unbalanced_supply_since(self, token: int) -> list[str]:
         """Money conservation over the writes since `savepoint()` returned `token`: for every
         instrument a write touched, the change of its supply equals the change of the sum of

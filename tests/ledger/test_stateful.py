@@ -267,7 +267,15 @@ class LedgerMachine(RuleBasedStateMachine):
             receipts.append(receipt)
             block_changes.update(changes)  # later writes of a key override earlier ones
 
-        pending = self.chain.build_block([s.raw for s in submissions], ctx.time_ms, PROPOSER)
+        raws = [s.raw for s in submissions]
+        if ctx.height % 4 == 0:
+            # A proposal that is not decided: abandoning it must leave the state tree exactly
+            # at the committed root (restored from the state's journal, not the store).
+            committed_root = self.chain.app_hash
+            self.chain.build_block(raws, ctx.time_ms, PROPOSER)
+            self.chain.abandon()
+            assert self.chain.tree.root == committed_root
+        pending = self.chain.build_block(raws, ctx.time_ms, PROPOSER)
         assert (pending.header.height, pending.header.time_ms) == (ctx.height, ctx.time_ms)
         executed = [(s.raw, r) for s, r in zip(submissions, receipts, strict=True) if r.executed]
         assert pending.block.txs == tuple(raw for raw, _ in executed)
