@@ -219,6 +219,13 @@ class Core:
     def is_validator(self) -> bool:
         return self.own_address is not None and self.valset.get(self.own_address) is not None
 
+    def start_signing_as(self, address: bytes) -> None:
+        """Sign as `address` from now on: a node that held its signing back (it lost the record
+        of what it signed) resumes once the network has decided past anything it could have
+        signed. Called by the driver between heights, after a commit, so the core enters the
+        next height as a validator; nothing already signed at this height is at stake."""
+        self.own_address = address
+
     def durable_state(self) -> DurableState:
         return DurableState(
             height=self.height,

@@ -1077,7 +1077,7 @@ class Driver:
             return
         assert self._identity is not None
         self.signing_held = False
-        self.core.own_address = self._identity.address
+        self.core.start_signing_as(self._identity.address)
         log.warning(
             "%s: SIGNING AGAIN from height %d: the network decided block %d after this start "
             "(store was at %d, peers' tip %d)",
