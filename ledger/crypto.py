@@ -11,7 +11,10 @@
   written as bech32m (BIP-350) with human-readable part "kz", e.g. "kz1...". bech32m
   catches any mistyping of up to four characters, so a mistyped address is refused rather
   than paid.
-- Key files: JSON, mode 0600, written atomically and never over an existing file.
+- Key files: JSON, mode 0600, written atomically and never over an existing file; plain, or
+  with the seed sealed under a passphrase (Argon2id + XChaCha20-Poly1305, ledger/keyseal.py).
+  `read_key_file` opens either; an encrypted one's passphrase is the one given, else the
+  contents of the file named by `KHAZANA_PASSPHRASE_FILE`, else asked for on the terminal.
 
 Signing bytes always start with a domain tag (`TX_DOMAIN_TAG` here; consensus has its
 own), so a signature made for one kind of message can never be replayed as another.
@@ -19,16 +22,26 @@ own), so a signature made for one kind of message can never be replayed as anoth
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
 
 import nacl.bindings
 import nacl.exceptions
 
 from ledger.codes import Code, LedgerError
+from ledger.keyseal import (
+    DEFAULT_MEMLIMIT,
+    DEFAULT_OPSLIMIT,
+    ENCRYPTED_KEY_FILE_TYPE,
+    SealError,
+    open_seed,
+    seal_seed,
+)
 
 TX_DOMAIN_TAG = b"khazana/tx/v1\x00"
 ADDRESS_DOMAIN_TAG = b"khazana/address/v1\x00"
@@ -39,6 +52,7 @@ PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 ADDRESS_BYTES = 20
 KEY_FILE_TYPE = "khazana-ed25519-v1"
+PASSPHRASE_FILE_ENV = "KHAZANA_PASSPHRASE_FILE"
 
 # Ed25519 group constants (RFC 8032 section 5.1).
 _P = 2**255 - 19
@@ -277,23 +291,46 @@ class KeyFileError(Exception):
 _MAX_KEY_FILE_BYTES = 4096
 
 
-def write_key_file(path: str | os.PathLike, key: KeyPair) -> str:
-    """Write `key` to a new file at `path` (mode 0600) and return its address text.
+def write_key_file(
+    path: str | os.PathLike,
+    key: KeyPair,
+    *,
+    passphrase: bytes | None = None,
+    opslimit: int = DEFAULT_OPSLIMIT,
+    memlimit: int = DEFAULT_MEMLIMIT,
+    replace: bool = False,
+) -> str:
+    """Write `key` to a new file at `path` (mode 0600) and return its address text; with a
+    `passphrase` the seed is sealed under it (ledger/keyseal.py, at the given KDF cost).
 
-    Atomic and never overwrites: the JSON goes to a private temporary file in the same
-    folder, is fsynced, then hard-linked to `path` (link fails if `path` exists), so a
-    reader sees either no file or the whole file.
+    Atomic: the JSON goes to a private temporary file in the same folder, is fsynced, then
+    hard-linked to `path` (link fails if `path` exists), so a reader sees either no file or
+    the whole file. `replace=True` (re-encrypting a key in place) renames over `path`
+    instead, still atomically.
     """
     path = os.fspath(path)
     address_text = address_to_text(key.address)
-    document = {
-        "type": KEY_FILE_TYPE,
-        "seed": key.seed.hex(),
-        "public_key": key.public_key.hex(),
-        "address": address_text,
-    }
+    if passphrase is None:
+        document = {
+            "type": KEY_FILE_TYPE,
+            "seed": key.seed.hex(),
+            "public_key": key.public_key.hex(),
+            "address": address_text,
+        }
+    else:
+        try:
+            document = seal_seed(
+                key.seed,
+                passphrase,
+                public_key=key.public_key,
+                address=address_text,
+                opslimit=opslimit,
+                memlimit=memlimit,
+            )
+        except SealError as exc:
+            raise KeyFileError(f"key file {path}: {exc}") from None
     payload = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
-    if os.path.lexists(path):
+    if os.path.lexists(path) and not replace:
         raise FileExistsError(f"refusing to overwrite existing key file {path}")
     folder = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
@@ -305,9 +342,13 @@ def write_key_file(path: str | os.PathLike, key: KeyPair) -> str:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.link(temporary, path)  # raises FileExistsError if someone created it meanwhile
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # raises FileExistsError if someone created it meanwhile
     finally:
-        os.unlink(temporary)
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
     _fsync_folder(folder)
     return address_text
 
@@ -320,9 +361,85 @@ def _fsync_folder(folder: str) -> None:
         os.close(fd)
 
 
-def read_key_file(path: str | os.PathLike) -> KeyPair:
-    """Load a key file written by `write_key_file`; KeyFileError says what is wrong with it."""
+def read_key_file(path: str | os.PathLike, passphrase: bytes | None = None) -> KeyPair:
+    """Load a key file written by `write_key_file`, plain or encrypted (the passphrase: see
+    the module docstring); KeyFileError says what is wrong with it."""
     path = os.fspath(path)
+    document = _read_key_document(path)
+    if document.get("type") == ENCRYPTED_KEY_FILE_TYPE:
+        if passphrase is None:
+            passphrase = passphrase_for(path)
+        try:
+            seed = open_seed(document, passphrase)
+        except SealError as exc:
+            raise KeyFileError(f"key file {path}: {exc}") from None
+    elif document.get("type") == KEY_FILE_TYPE:
+        seed = _hex_field(document, "seed", SEED_BYTES, path)
+    else:
+        raise KeyFileError(
+            f"key file {path} is not of type {KEY_FILE_TYPE!r} or {ENCRYPTED_KEY_FILE_TYPE!r}"
+        )
+    key = generate_key(seed)
+    if _hex_field(document, "public_key", PUBLIC_KEY_BYTES, path) != key.public_key:
+        raise KeyFileError(f"key file {path}: public_key does not match the seed")
+    if document.get("address") != address_to_text(key.address):
+        raise KeyFileError(f"key file {path}: address does not match the seed")
+    return key
+
+
+def is_encrypted_key_file(path: str | os.PathLike) -> bool:
+    """Whether the key file at `path` holds its seed sealed under a passphrase."""
+    return _read_key_document(os.fspath(path)).get("type") == ENCRYPTED_KEY_FILE_TYPE
+
+
+def public_half_of_key_file(path: str | os.PathLike) -> dict:
+    """{"address", "public_key"} as a key file states them, without opening its seed (for an
+    encrypted file they are authenticated only when it is opened)."""
+    path = os.fspath(path)
+    document = _read_key_document(path)
+    public_key = _hex_field(document, "public_key", PUBLIC_KEY_BYTES, path)
+    if document.get("address") != address_to_text(address_from_public_key(public_key)):
+        raise KeyFileError(f"key file {path}: address does not match the public key")
+    return {"address": document["address"], "public_key": public_key.hex()}
+
+
+def passphrase_for(path: str) -> bytes:
+    """The passphrase of the encrypted key file `path`: the contents of the file named by
+    KHAZANA_PASSPHRASE_FILE (one trailing newline dropped; the file must be private), else
+    asked for on the terminal; KeyFileError when neither is possible (a service with no
+    terminal and no passphrase file)."""
+    named = os.environ.get(PASSPHRASE_FILE_ENV)
+    if named:
+        return read_passphrase_file(named)
+    if sys.stdin is not None and sys.stdin.isatty():
+        return getpass.getpass(f"passphrase for {path}: ").encode("utf-8")
+    raise KeyFileError(
+        f"key file {path} is encrypted: set {PASSPHRASE_FILE_ENV} to a file holding its "
+        "passphrase, or run on a terminal"
+    )
+
+
+def read_passphrase_file(path: str) -> bytes:
+    """A passphrase kept in a file (mode 0600 or stricter), without one trailing newline."""
+    try:
+        info = os.stat(path)
+        with open(path, "rb") as src:
+            data = src.read(4097)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read passphrase file {path}: {exc.strerror}") from None
+    if info.st_mode & 0o077:
+        raise KeyFileError(
+            f"passphrase file {path} is accessible by other users; run: chmod 600 {path}"
+        )
+    if len(data) > 4096:
+        raise KeyFileError(f"passphrase file {path} is larger than 4096 bytes")
+    passphrase = data[:-1] if data.endswith(b"\n") else data
+    if not passphrase:
+        raise KeyFileError(f"passphrase file {path} is empty")
+    return passphrase
+
+
+def _read_key_document(path: str) -> dict:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -345,15 +462,9 @@ def read_key_file(path: str | os.PathLike) -> KeyPair:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise KeyFileError(f"key file {path} is not valid JSON: {exc}") from None
-    if not isinstance(document, dict) or document.get("type") != KEY_FILE_TYPE:
-        raise KeyFileError(f"key file {path} is not of type {KEY_FILE_TYPE!r}")
-    seed = _hex_field(document, "seed", SEED_BYTES, path)
-    key = generate_key(seed)
-    if _hex_field(document, "public_key", PUBLIC_KEY_BYTES, path) != key.public_key:
-        raise KeyFileError(f"key file {path}: public_key does not match the seed")
-    if document.get("address") != address_to_text(key.address):
-        raise KeyFileError(f"key file {path}: address does not match the seed")
-    return key
+    if not isinstance(document, dict):
+        raise KeyFileError(f"key file {path} is not a JSON object of a known key file type")
+    return document
 
 
 def _hex_field(document: dict, name: str, size: int, path: str) -> bytes:

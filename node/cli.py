@@ -1,6 +1,7 @@
 """The `khazana` command line (argparse): one sub-command per entry in CONTRACT.md.
 
-    khazana keygen --out FILE [--json]
+    khazana keygen --out FILE [--json] [--encrypt [--kdf-cost C]]
+    khazana key encrypt FILE | key decrypt FILE --out NEW | key change-passphrase FILE
     khazana keyinfo FILE                          (public key and address of a key file)
     khazana genesis --out FILE --chain-id ID --validator NAME=PUBKEY ... --institution NAME=ADDR ...
     khazana init-node --home DIR --name NAME --genesis FILE --node-key FILE [--peer ...] [...]
@@ -13,9 +14,10 @@
     khazana query WHAT [...]                                        (node/client/cli.py)
 
 Exit codes: 0 success, 1 a refusal or failure (the message says why), 2 bad usage
-(argparse), 3 `start` passed every check but the node runtime (`node/app.py`) is not built;
-for `tx` and `query`, 3 means the node is unreachable (see node/client/cli.py); 74 (EX_IOERR)
-`start`: the node stopped because its store could not write, e.g. a full disk (node/app.py).
+(argparse); for `tx` and `query`, 3 means the node is unreachable (see node/client/cli.py);
+`start`: 74 (EX_IOERR) the node stopped because its store could not write, e.g. a full disk,
+76 (EX_PROTOCOL) the chain activated a protocol version this release does not run
+(node/app.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 
 from ledger.genesis import DEFAULT_CHAIN_ID
 from node.home import DEFAULT_BASE_PORT, DEFAULT_HOST
+from node.keycli import add_key_parsers, cmd_key, keygen_encrypted
 
 EXIT_REFUSED = 1
 
@@ -47,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument(
         "--json", action="store_true", help='print {"address", "public_key"} instead'
     )
+
+    add_key_parsers(sub, keygen)
 
     keyinfo = sub.add_parser(
         "keyinfo", help="the public key and address of a key file (never the private key)"
@@ -169,12 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from ledger.crypto import generate_key, write_key_file
+    from ledger.crypto import KeyFileError, generate_key, write_key_file
 
-    key = generate_key()
     try:
-        address = write_key_file(args.out, key)
-    except OSError as exc:  # FileExistsError included: a key file is never overwritten
+        if args.encrypt:
+            key, address = keygen_encrypted(args)
+        else:
+            key = generate_key()
+            address = write_key_file(args.out, key)
+    except (KeyFileError, OSError) as exc:  # FileExistsError: a key file is never overwritten
         print(f"khazana keygen: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     print(_public_half(key) if args.json else address)
@@ -190,9 +198,18 @@ def _public_half(key) -> str:
 
 def cmd_keyinfo(args: argparse.Namespace) -> int:
     """Print what may be handed to others about a key file: its public key and address."""
-    from ledger.crypto import KeyFileError, read_key_file
+    from ledger.crypto import (
+        KeyFileError,
+        is_encrypted_key_file,
+        public_half_of_key_file,
+        read_key_file,
+    )
 
     try:
+        if is_encrypted_key_file(args.file):
+            # The public half is in clear in an encrypted file: no passphrase needed to show it.
+            print(json.dumps(public_half_of_key_file(args.file)))
+            return 0
         key = read_key_file(args.file)
     except (KeyFileError, OSError) as exc:
         print(f"khazana keyinfo: {exc}", file=sys.stderr)
@@ -419,6 +436,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 COMMANDS = {
     "keygen": cmd_keygen,
     "keyinfo": cmd_keyinfo,
+    "key": cmd_key,
     "genesis": cmd_genesis,
     "init-node": cmd_init_node,
     "init": cmd_init,

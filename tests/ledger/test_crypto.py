@@ -9,6 +9,7 @@ equation, so their refusal is the strict policy at work and not an accident.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
@@ -28,6 +29,7 @@ from ledger.crypto import (
     bech32m_encode,
     generate_key,
     hash256,
+    is_encrypted_key_file,
     read_key_file,
     verify_signature,
     write_key_file,
@@ -482,3 +484,71 @@ def test_key_file_with_inconsistent_fields_is_refused(tmp_path):
 def test_missing_key_file(tmp_path):
     with pytest.raises(KeyFileError, match="cannot open"):
         read_key_file(tmp_path / "absent.key")
+
+
+# ------------------------------------------------------------------ encrypted key files
+
+FAST = {"opslimit": 1, "memlimit": 8192}  # the library's minimum cost: tests only
+
+
+def test_an_encrypted_key_file_opens_with_its_passphrase_only(tmp_path):
+    key = generate_key(bytes(range(32)))
+    path = tmp_path / "sealed.key"
+    write_key_file(path, key, passphrase=b"correct horse", **FAST)
+    text = path.read_text()
+    assert key.seed.hex() not in text and "seed" not in json.loads(text)
+    assert is_encrypted_key_file(path)
+    assert read_key_file(path, b"correct horse").seed == key.seed
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        read_key_file(path, b"correct horsf")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["kdf"].__setitem__("opslimit", 2),  # the cost lowered or raised
+        lambda d: d.__setitem__("public_key", "11" * 32),  # another key's identity
+        lambda d: d["cipher"].__setitem__("ciphertext", "00" + d["cipher"]["ciphertext"][2:]),
+        lambda d: d["kdf"].__setitem__("salt", "00" * 16),
+    ],
+)
+def test_an_altered_encrypted_key_file_does_not_open(tmp_path, edit):
+    path = tmp_path / "sealed.key"
+    write_key_file(path, generate_key(bytes(32)), passphrase=b"pw", **FAST)
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+    with pytest.raises(KeyFileError):
+        read_key_file(path, b"pw")
+
+
+def test_a_stranger_s_file_cannot_make_the_reader_allocate_gigabytes(tmp_path):
+    path = tmp_path / "sealed.key"
+    write_key_file(path, generate_key(bytes(32)), passphrase=b"pw", **FAST)
+    document = json.loads(path.read_text())
+    document["kdf"]["memlimit"] = 64 << 30
+    path.write_text(json.dumps(document))
+    with pytest.raises(KeyFileError, match="kdf cost out of range"):
+        read_key_file(path, b"pw")
+
+
+def test_the_passphrase_comes_from_the_passphrase_file(tmp_path, monkeypatch):
+    path = tmp_path / "sealed.key"
+    write_key_file(path, generate_key(bytes(32)), passphrase=b"from a file", **FAST)
+    secret = tmp_path / "passphrase"
+    secret.write_bytes(b"from a file\n")
+    os.chmod(secret, 0o600)
+    monkeypatch.setenv("KHAZANA_PASSPHRASE_FILE", str(secret))
+    assert read_key_file(path).seed == bytes(32)
+    os.chmod(secret, 0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        read_key_file(path)
+
+
+def test_without_passphrase_file_or_terminal_an_encrypted_key_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "sealed.key"
+    write_key_file(path, generate_key(bytes(32)), passphrase=b"pw", **FAST)
+    monkeypatch.delenv("KHAZANA_PASSPHRASE_FILE", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal
+    with pytest.raises(KeyFileError, match="is encrypted: set KHAZANA_PASSPHRASE_FILE"):
+        read_key_file(path)
