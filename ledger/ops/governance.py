@@ -16,10 +16,12 @@ from ledger.ops.common import (
     get_account,
     require_approvals,
     show,
+    signed_by_institution,
 )
 from ledger.state import State
 from ledger.types import (
     ALL_ROLES,
+    INVESTOR,
     VASP,
     Account,
     ApprovalRule,
@@ -39,22 +41,73 @@ a test holds the two equal)."""
 MAX_VALIDATORS = 100
 MAX_PENDING_CHANGES = 16
 MAX_POWER = 2**40
+MAX_INSTITUTION_NAME = 64  # characters, as the genesis allows
 
 
 def grant_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
-    """`{account, role}`: grant a role (the VASP role comes with a licence: `license_vasp`)."""
-    address, role = _role_args(args)
+    """`{account, role, institution?}`: grant a role (the vasp role comes with a licence:
+    `license_vasp`).
+
+    An account belongs to at most one institution, for good (`Account.institution`), and
+    approvals count institutions. `institution` names the account's:
+
+    * the account belongs to none yet: required for every role but investor. The grant binds
+      the account to it, which needs, besides the policy's approvals, a signature of that
+      institution itself (a key of it that holds a role): institutions cannot make a key
+      count as another institution that did not agree, so k institutions never become k+1;
+    * the account belongs to one: may be left out; naming another is INSTITUTION_MISMATCH.
+    """
+    address = args.address("account")
+    role = _role_arg(args)
+    institution = args.opt_text("institution", default="", max_len=MAX_INSTITUTION_NAME)
+    args.done()
     require_approvals(state, tx, "grant_role")
     account = state.accounts.get(address) or Account(address)
     if role in account.roles:
         fail(Code.BAD_FIELD, f"{show(address)} already holds the role {role!r}")
+    current = account.institution
+    if current:
+        if institution and institution != current:
+            fail(
+                Code.INSTITUTION_MISMATCH,
+                f"{show(address)} belongs to the institution {current!r}, "
+                f"the grant names {institution!r}",
+            )
+    elif institution:
+        if not signed_by_institution(state, tx, institution):
+            signers = sorted({a.institution for a in tx.signer_accounts(state).values()} - {""})
+            fail(
+                Code.MISSING_APPROVALS,
+                f"binding {show(address)} to the institution {institution!r} needs a signature "
+                f"of {institution!r} itself; the signers belong to {signers}",
+            )
+        account = replace(account, name=institution)
+    elif role != INVESTOR:
+        fail(
+            Code.BAD_FIELD,
+            f"{show(address)} belongs to no institution: a grant of {role!r} must name one "
+            f"(field 'institution')",
+        )
     state.put_account(replace(account, roles=tuple(sorted((*account.roles, role)))))
-    return [Event("role_granted", {"account": address, "role": role, "by": tx.sender})]
+    return [
+        Event(
+            "role_granted",
+            {
+                "account": address,
+                "by": tx.sender,
+                "institution": account.institution,
+                "role": role,
+            },
+        )
+    ]
 
 
 def revoke_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
-    """`{account, role}`: revoke a role."""
-    address, role = _role_args(args)
+    """`{account, role}`: revoke a role. The account stays in its institution (it counts
+    for it again only while it holds a role the rule names)."""
+    address = args.address("account")
+    role = _role_arg(args)
+    args.done()
     require_approvals(state, tx, "revoke_role")
     account = get_account(state, address)
     if role not in account.roles:
@@ -63,15 +116,13 @@ def revoke_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list
     return [Event("role_revoked", {"account": address, "role": role, "by": tx.sender})]
 
 
-def _role_args(args: Args) -> tuple[bytes, str]:
-    address = args.address("account")
+def _role_arg(args: Args) -> str:
     role = args.text("role", max_len=32)
-    args.done()
     if role not in ALL_ROLES:
         fail(Code.BAD_FIELD, f"unknown role {role!r}; roles are {sorted(ALL_ROLES)}")
     if role == VASP:
         fail(Code.BAD_FIELD, "the vasp role comes with a licence: use license_vasp/suspend_vasp")
-    return address, role
+    return role
 
 
 # ---------------------------------------------------------------------------------------
