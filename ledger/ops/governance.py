@@ -56,6 +56,10 @@ def grant_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
       institution itself (a key of it that holds a role): institutions cannot make a key
       count as another institution that did not agree, so k institutions never become k+1;
     * the account belongs to one: may be left out; naming another is INSTITUTION_MISMATCH.
+
+    A role the account holds is refused (BAD_FIELD), except to bind an account of no
+    institution: that is how a key granted a role before approvals counted institutions
+    joins its institution.
     """
     address = args.address("account")
     role = _role_arg(args)
@@ -63,9 +67,11 @@ def grant_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
     args.done()
     require_approvals(state, tx, "grant_role")
     account = state.accounts.get(address) or Account(address)
-    if role in account.roles:
-        fail(Code.BAD_FIELD, f"{show(address)} already holds the role {role!r}")
     current = account.institution
+    if role in account.roles and (current or not institution):
+        # (A held role may be granted again only to bind a key of no institution, e.g. one
+        # granted before approvals counted institutions, to its institution.)
+        fail(Code.BAD_FIELD, f"{show(address)} already holds the role {role!r}")
     if current:
         if institution and institution != current:
             fail(
@@ -88,7 +94,9 @@ def grant_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             f"{show(address)} belongs to no institution: a grant of {role!r} must name one "
             f"(field 'institution')",
         )
-    state.put_account(replace(account, roles=tuple(sorted((*account.roles, role)))))
+    if role not in account.roles:
+        account = replace(account, roles=tuple(sorted((*account.roles, role))))
+    state.put_account(account)
     return [
         Event(
             "role_granted",

@@ -19,6 +19,7 @@ import pytest
 from ledger.chain import Chain as LedgerChain
 from ledger.codes import Code
 from ledger.tx import TxBody, sign_tx
+from ledger.types import Account
 from tests.ledger.test_ops_harness import Chain, day_ms
 
 BOND = "PKBOND28"
@@ -426,3 +427,49 @@ def test_a_genesis_institution_is_its_accounts_name():
     chain = Chain()
     for name in ("ministry", "central-bank", "regulator", "auditor"):
         assert chain.account(name).institution == name
+
+
+def test_a_key_of_no_institution_joins_one_by_a_grant_of_a_role_it_holds():
+    """The way out for a state written before institutions counted: grant the key a role it
+    already holds, naming its institution (which signs), and it counts for it from then on."""
+    chain = with_second_regulator_key()
+    legacy = chain.addr("legacy")
+    chain.state.put_account(Account(legacy, roles=("regulator",)))
+    chain.state.take_changes()
+    # Without a second institution, or without the named institution's signature: refused.
+    for sender, cosigners, institution in (
+        ("regulator", (), "regulator"),
+        ("ministry", ("central-bank",), "regulator"),
+    ):
+        chain.expect(
+            Code.MISSING_APPROVALS,
+            sender,
+            "grant_role",
+            grant(chain, "legacy", "regulator", institution),
+            cosigners=cosigners,
+        )
+    # A held role with no institution named is still "already held".
+    chain.expect(
+        Code.BAD_FIELD,
+        "regulator",
+        "grant_role",
+        grant(chain, "legacy", "regulator"),
+        cosigners=("ministry",),
+    )
+    receipt = chain.ok(
+        "ministry",
+        "grant_role",
+        grant(chain, "legacy", "regulator", "regulator"),
+        cosigners=("regulator",),
+    )
+    assert receipt.events[0].attributes["institution"] == "regulator"
+    assert chain.account("legacy").roles == ("regulator",)
+    assert chain.account("legacy").institution == "regulator"
+    # Now bound: a held role is refused again, whatever institution is named.
+    chain.expect(
+        Code.BAD_FIELD,
+        "ministry",
+        "grant_role",
+        grant(chain, "legacy", "regulator", "regulator"),
+        cosigners=("regulator",),
+    )
