@@ -250,7 +250,7 @@ OPS: dict[str, OpSpec] = {
             (
                 _a("operation", TEXT, "policy rule name"),
                 _a("roles", LIST, "roles that may approve"),
-                _a("min", INT, "distinct approvers needed"),
+                _a("min", INT, "distinct institutions needed"),
             ),
         ),
         OpSpec(
