@@ -205,7 +205,7 @@ def validate_genesis(genesis: object) -> None:
     if extra:
         raise GenesisError(f"policy has rules for unknown operations {extra}")
     for name, rule in rules.items():
-        able = {name for role in rule.roles for name in holders.get(role, ())}
+        able = {inst for role in rule.roles for inst in holders.get(role, ())}
         if len(able) < rule.min:
             raise GenesisError(
                 f"policy[{name!r}] needs {rule.min} institutions holding {list(rule.roles)}, "
@@ -252,7 +252,7 @@ def _institutions(institutions: object) -> dict[str, set[str]]:
     """Check the institutions; return role -> the names of the institutions holding it."""
     if type(institutions) is not list or not institutions:
         raise GenesisError("institutions must be a non-empty list")
-    holders: dict[str, set[bytes]] = {}
+    holders: dict[str, set[str]] = {}
     names, addresses = set(), set()
     for index, inst in enumerate(institutions):
         where = f"institutions[{index}]"

@@ -111,8 +111,8 @@ def grant_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
 
 
 def revoke_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
-    """`{account, role}`: revoke a role. The account stays in its institution (it counts
-    for it again only while it holds a role the rule names)."""
+    """`{account, role}`: revoke a role. The account stays in its institution (and counts
+    for it in a rule only while it holds one of the rule's roles)."""
     address = args.address("account")
     role = _role_arg(args)
     args.done()
