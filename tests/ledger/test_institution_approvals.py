@@ -124,15 +124,23 @@ def test_the_regulator_alone_cannot_grant_itself_the_registrar_role():
 
 def test_the_regulator_alone_cannot_change_the_policy():
     chain = with_second_regulator_key()
+    # A third key too (set_policy needs three): under a count of keys its three would pass.
+    chain.ok(
+        "regulator",
+        "grant_role",
+        grant(chain, "regulator-3", "regulator", "regulator"),
+        cosigners=("ministry",),
+    )
     before = chain.state.policy
     for minimum in (1, 2):
-        chain.expect(
+        receipt = chain.expect(
             Code.MISSING_APPROVALS,
             "regulator",
             "set_policy",
             {"operation": "forced_transfer", "roles": ["regulator"], "min": minimum},
-            cosigners=("regulator-2",),
+            cosigners=("regulator-2", "regulator-3"),
         )
+        assert "got 1: ['regulator']" in receipt.log
     assert chain.state.policy == before
 
 
