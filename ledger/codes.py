@@ -43,6 +43,7 @@ class Code(IntEnum):
     DUPLICATE_TX = 206
     SENDER_NOT_SIGNED = 207
     ACCOUNT_NOT_FOUND = 208
+    INSTITUTION_MISMATCH = 209  # a grant names another institution than the account's
 
     # 3xx compliance and asset rules
     INSTRUMENT_PAUSED = 300

@@ -22,7 +22,15 @@ time is the one input it changes.
 
 Which institutions must sign what is data here, not code: every policy rule in
 `ledger.ops.REQUIRED_POLICY_RULES` must be present, and each must be satisfiable by the
-institutions (enough distinct accounts hold its roles), or the document is refused.
+institutions (enough distinct institutions hold its roles), or the document is refused.
+
+Each entry of `institutions` is one institution and the one account (its client key) that
+belongs to it at genesis: the account record gets the roles and, as its institution
+(`Account.institution`, stored in the record's `name`), the entry's name. Approval rules
+count these institutions, never keys; further keys join an institution on chain, by a
+`grant_role` that names it and that it signs (docs/PROTOCOL.md, section 7). The format is
+unchanged since before institutions were counted, so older genesis files load as they are
+and keep their hash.
 
 `genesis_hash` is the hash of the canonical encoding of the document; nodes compare it
 before they talk, so two nodes never run different rules under one chain id.
@@ -41,7 +49,7 @@ from ledger.crypto import (
     is_strict_public_key,
 )
 from ledger.ops import REQUIRED_POLICY_RULES
-from ledger.ops.governance import MAX_POWER, parse_policy_rules
+from ledger.ops.governance import MAX_INSTITUTION_NAME, MAX_POWER, parse_policy_rules
 from ledger.protocol import LATEST_VERSION, ProtocolRecord
 from ledger.state import State
 from ledger.tx import CHAIN_ID_PATTERN
@@ -196,7 +204,7 @@ def validate_genesis(genesis: object) -> None:
     if type(time_ms) is not int or not 0 <= time_ms < 2**63:
         raise GenesisError(f"genesis_time_ms must be a non-negative integer, got {time_ms!r}")
     _validators(genesis["validators"])
-    holders = _institutions(genesis["institutions"])
+    holders = _institutions(genesis["institutions"])  # role -> institution names
     try:
         rules = parse_policy_rules(genesis["policy"])
     except ValueError as exc:
@@ -208,7 +216,7 @@ def validate_genesis(genesis: object) -> None:
     if extra:
         raise GenesisError(f"policy has rules for unknown operations {extra}")
     for name, rule in rules.items():
-        able = {address for role in rule.roles for address in holders.get(role, ())}
+        able = {inst for role in rule.roles for inst in holders.get(role, ())}
         if len(able) < rule.min:
             raise GenesisError(
                 f"policy[{name!r}] needs {rule.min} institutions holding {list(rule.roles)}, "
@@ -251,18 +259,18 @@ def _hex_key(text: object, where: str) -> bytes:
     return key
 
 
-def _institutions(institutions: object) -> dict[str, set[bytes]]:
-    """Check the institutions; return role -> the addresses holding it."""
+def _institutions(institutions: object) -> dict[str, set[str]]:
+    """Check the institutions; return role -> the names of the institutions holding it."""
     if type(institutions) is not list or not institutions:
         raise GenesisError("institutions must be a non-empty list")
-    holders: dict[str, set[bytes]] = {}
+    holders: dict[str, set[str]] = {}
     names, addresses = set(), set()
     for index, inst in enumerate(institutions):
         where = f"institutions[{index}]"
         if not isinstance(inst, Mapping) or set(inst) != {"name", "address", "roles"}:
             raise GenesisError(f"{where} must have exactly name, address, roles")
         name = inst["name"]
-        if type(name) is not str or not 0 < len(name) <= 64:
+        if type(name) is not str or not 0 < len(name) <= MAX_INSTITUTION_NAME:
             raise GenesisError(f"{where}.name must be text of 1-64 characters")
         try:
             address = address_from_text(inst["address"])
@@ -278,7 +286,7 @@ def _institutions(institutions: object) -> dict[str, set[bytes]]:
         names.add(name)
         addresses.add(address)
         for role in roles:
-            holders.setdefault(role, set()).add(address)
+            holders.setdefault(role, set()).add(name)
     return holders
 
 
@@ -345,6 +353,7 @@ def state_from_genesis(genesis: Mapping) -> State:
         ),
     )
     for inst in genesis["institutions"]:
+        # The account's institution is the entry's name (`Account.institution`).
         address = address_from_text(inst["address"])
         state.put_account(Account(address, roles=tuple(sorted(inst["roles"])), name=inst["name"]))
     if "protocol_version" in genesis:

@@ -160,18 +160,20 @@ class Freeze:
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """One account: its authorised key, next nonce, roles, KYC file and freeze.
+    """One account: its authorised key, next nonce, roles, institution, KYC file and freeze.
 
     `public_key` is None until a key recovery: the authorised key is then the one whose
     address is `address` (addresses are derived from keys). After a recovery it holds the
     new key and the address stays.
+
+    `name` is the institution the account belongs to ("" for none), see `institution`.
     """
 
     address: bytes
     nonce: int = 0  # the nonce the next transaction from this account must carry
     public_key: bytes | None = None
     roles: tuple[str, ...] = ()  # sorted
-    name: str = ""
+    name: str = ""  # the institution it belongs to ("" none); set once, never changed
     kyc: Kyc | None = None
     frozen: Freeze | None = None
     # The ids of the instruments the account holds units of (sorted): kept by the state
@@ -181,6 +183,18 @@ class Account:
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
+
+    @property
+    def institution(self) -> str:
+        """The institution this account's key speaks for, "" for none.
+
+        Stored as the record's `name` (so a state written before institutions were counted
+        reads the same): the genesis sets it on each institution's client account, a
+        `grant_role` that names an institution sets it on an account that has none, and
+        nothing changes it afterwards (not a revocation, not a key recovery). Approval rules
+        count these, never keys (`ledger.ops.common.require_approvals`).
+        """
+        return self.name
 
     @property
     def is_institution(self) -> bool:
@@ -475,9 +489,11 @@ class Parameters:
 
 @dataclass(frozen=True, slots=True)
 class ApprovalRule:
-    """Who must sign an operation: `min` distinct accounts, each holding one of `roles`.
+    """Who must sign an operation: signers from `min` distinct institutions, each signer
+    holding one of `roles` (`Account.institution`; keys of no institution count for none).
 
     The sender counts as one of them when it holds such a role; it must always hold one.
+    A rule with `min` 1 needs only the sender's role.
     """
 
     roles: tuple[str, ...]

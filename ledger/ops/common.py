@@ -234,8 +234,14 @@ class Args:
 
 
 def require_approvals(state: State, tx: TxView, op_name: str) -> None:
-    """The policy rule for `op_name`: sender holds one of its roles, and `min` distinct
-    signers (the sender included) hold one too. No rule means nobody may."""
+    """The policy rule for `op_name`: the sender holds one of its roles, and signers (the
+    sender included) from `min` distinct INSTITUTIONS hold one too. No rule means nobody may.
+
+    Institutions, not keys: every key of one institution counts once together, and a key
+    that belongs to no institution (`Account.institution` is "") counts for none, whatever
+    its roles. So however many keys an institution holds, a rule with `min` 2 needs a second
+    institution's signature. A rule with `min` 1 needs only the sender's role (a VASP, which
+    belongs to no institution, onboards its own investors)."""
     rule = state.policy.rules.get(op_name)
     if rule is None:
         fail(Code.UNAUTHORIZED, f"the policy has no rule for {op_name!r}: nobody may send it")
@@ -248,17 +254,55 @@ def require_approvals(state: State, tx: TxView, op_name: str) -> None:
         )
     if rule.min <= 1:
         return
+    if state.protocol_version < 2:
+        _require_approving_keys_v1(state, tx, op_name, rule.min, roles)
+        return
+    counted = approving_institutions(state, tx, roles)
+    if len(counted) < rule.min:
+        fail(
+            Code.MISSING_APPROVALS,
+            f"{op_name} needs signers from {rule.min} institutions holding {list(roles)}, "
+            f"got {len(counted)}: {counted} ({len(tx.public_keys)} keys signed; keys of one "
+            f"institution count once, keys of no institution not at all)",
+        )
+
+
+def _require_approving_keys_v1(
+    state: State, tx: TxView, op_name: str, minimum: int, roles: tuple[str, ...]
+) -> None:
+    """Protocol version 1's rule (ledger/protocol.py), kept so that a chain started before
+    version 2 replays as it ran: `minimum` distinct signing ACCOUNTS holding the roles."""
     approvers = sorted(
         address
         for address, account in tx.signer_accounts(state).items()
         if any(role in roles for role in account.roles)
     )
-    if len(approvers) < rule.min:
+    if len(approvers) < minimum:
         fail(
             Code.MISSING_APPROVALS,
-            f"{op_name} needs {rule.min} signers holding {list(roles)}, "
+            f"{op_name} needs {minimum} signers holding {list(roles)}, "
             f"got {len(approvers)}: {[show(a) for a in approvers]}",
         )
+
+
+def approving_institutions(state: State, tx: TxView, roles: tuple[str, ...]) -> list[str]:
+    """The distinct institutions (sorted) of the signers that hold one of `roles`."""
+    return sorted(
+        {
+            account.institution
+            for account in tx.signer_accounts(state).values()
+            if account.institution and any(role in roles for role in account.roles)
+        }
+    )
+
+
+def signed_by_institution(state: State, tx: TxView, institution: str) -> bool:
+    """Whether a key of `institution` that still holds a role signed the transaction (an
+    account stripped of all its roles no longer speaks for its institution)."""
+    return any(
+        account.institution == institution and account.roles
+        for account in tx.signer_accounts(state).values()
+    )
 
 
 def require_role(account: Account, role: str, what: str) -> None:

@@ -16,10 +16,12 @@ from ledger.ops.common import (
     get_account,
     require_approvals,
     show,
+    signed_by_institution,
 )
 from ledger.state import State
 from ledger.types import (
     ALL_ROLES,
+    INVESTOR,
     VASP,
     Account,
     ApprovalRule,
@@ -39,11 +41,83 @@ a test holds the two equal)."""
 MAX_VALIDATORS = 100
 MAX_PENDING_CHANGES = 16
 MAX_POWER = 2**40
+MAX_INSTITUTION_NAME = 64  # characters, as the genesis allows
 
 
 def grant_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
-    """`{account, role}`: grant a role (the VASP role comes with a licence: `license_vasp`)."""
-    address, role = _role_args(args)
+    """`{account, role, institution?}`: grant a role (the vasp role comes with a licence:
+    `license_vasp`).
+
+    An account belongs to at most one institution, for good (`Account.institution`), and
+    approvals count institutions. `institution` names the account's:
+
+    * the account belongs to none yet: required for every role but investor. The grant binds
+      the account to it, which needs, besides the policy's approvals, a signature of that
+      institution itself (a key of it that holds a role): institutions cannot make a key
+      count as another institution that did not agree, so k institutions never become k+1;
+    * the account belongs to one: may be left out; naming another is INSTITUTION_MISMATCH.
+
+    A role the account holds is refused (BAD_FIELD), except to bind an account of no
+    institution: that is how a key granted a role before approvals counted institutions
+    joins its institution.
+    """
+    if state.protocol_version < 2:
+        return _grant_role_v1(state, tx, args)
+    address = args.address("account")
+    role = _role_arg(args)
+    institution = args.opt_text("institution", default="", max_len=MAX_INSTITUTION_NAME)
+    args.done()
+    require_approvals(state, tx, "grant_role")
+    account = state.accounts.get(address) or Account(address)
+    current = account.institution
+    if role in account.roles and (current or not institution):
+        # (A held role may be granted again only to bind a key of no institution, e.g. one
+        # granted before approvals counted institutions, to its institution.)
+        fail(Code.BAD_FIELD, f"{show(address)} already holds the role {role!r}")
+    if current:
+        if institution and institution != current:
+            fail(
+                Code.INSTITUTION_MISMATCH,
+                f"{show(address)} belongs to the institution {current!r}, "
+                f"the grant names {institution!r}",
+            )
+    elif institution:
+        if not signed_by_institution(state, tx, institution):
+            signers = sorted({a.institution for a in tx.signer_accounts(state).values()} - {""})
+            fail(
+                Code.MISSING_APPROVALS,
+                f"binding {show(address)} to the institution {institution!r} needs a signature "
+                f"of {institution!r} itself; the signers belong to {signers}",
+            )
+        account = replace(account, name=institution)
+    elif role != INVESTOR:
+        fail(
+            Code.BAD_FIELD,
+            f"{show(address)} belongs to no institution: a grant of {role!r} must name one "
+            f"(field 'institution')",
+        )
+    if role not in account.roles:
+        account = replace(account, roles=tuple(sorted((*account.roles, role))))
+    state.put_account(account)
+    return [
+        Event(
+            "role_granted",
+            {
+                "account": address,
+                "by": tx.sender,
+                "institution": account.institution,
+                "role": role,
+            },
+        )
+    ]
+
+
+def _grant_role_v1(state: State, tx: TxView, args: Args) -> list[Event]:
+    """Protocol version 1's `grant_role {account, role}` (ledger/protocol.py), kept so that a
+    chain started before version 2 replays as it ran: no institution to name or bind."""
+    address = args.address("account")
+    role = _role_arg(args)
+    args.done()
     require_approvals(state, tx, "grant_role")
     account = state.accounts.get(address) or Account(address)
     if role in account.roles:
@@ -53,8 +127,11 @@ def grant_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
 
 
 def revoke_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
-    """`{account, role}`: revoke a role."""
-    address, role = _role_args(args)
+    """`{account, role}`: revoke a role. The account stays in its institution (and counts
+    for it in a rule only while it holds one of the rule's roles)."""
+    address = args.address("account")
+    role = _role_arg(args)
+    args.done()
     require_approvals(state, tx, "revoke_role")
     account = get_account(state, address)
     if role not in account.roles:
@@ -63,15 +140,13 @@ def revoke_role(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list
     return [Event("role_revoked", {"account": address, "role": role, "by": tx.sender})]
 
 
-def _role_args(args: Args) -> tuple[bytes, str]:
-    address = args.address("account")
+def _role_arg(args: Args) -> str:
     role = args.text("role", max_len=32)
-    args.done()
     if role not in ALL_ROLES:
         fail(Code.BAD_FIELD, f"unknown role {role!r}; roles are {sorted(ALL_ROLES)}")
     if role == VASP:
         fail(Code.BAD_FIELD, "the vasp role comes with a licence: use license_vasp/suspend_vasp")
-    return address, role
+    return role
 
 
 # ---------------------------------------------------------------------------------------

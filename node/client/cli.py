@@ -92,12 +92,14 @@ MEANINGS: dict[Code, str] = {
     Code.WRONG_CHAIN: "the transaction was signed for another chain id",
     Code.NONCE_USED: "the nonce was already used: build the transaction again",
     Code.NONCE_GAP: "the nonce is ahead of the account's next nonce",
-    Code.MISSING_APPROVALS: "the policy needs more institutions' signatures: have each one "
-    "add its own with `khazana tx sign --key FILE --in FILE`, then submit again",
+    Code.MISSING_APPROVALS: "the policy needs more institutions' signatures (keys of one "
+    "institution count once): have each one add its own with "
+    "`khazana tx sign --key FILE --in FILE`, then submit again",
     Code.UNAUTHORIZED: "the sender lacks the role this operation needs",
     Code.DUPLICATE_TX: "this very transaction was already submitted",
     Code.SENDER_NOT_SIGNED: "the sender's own key did not sign",
     Code.ACCOUNT_NOT_FOUND: "an account named in the transaction does not exist on the chain",
+    Code.INSTITUTION_MISMATCH: "the account belongs to another institution than the grant names",
     Code.INSTRUMENT_PAUSED: "the instrument is paused",
     Code.CLOSED_PERIOD: "the instrument is in its closed period before a payment",
     Code.ACCOUNT_FROZEN: "an account involved is frozen by legal order",

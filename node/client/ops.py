@@ -218,8 +218,18 @@ OPS: dict[str, OpSpec] = {
         ),
         OpSpec(
             "grant_role",
-            "give an account a role",
-            (_a("account", ADDRESS, "the account"), _a("role", TEXT, "role name")),
+            "give an account a role (maker-checker)",
+            (
+                _a("account", ADDRESS, "the account"),
+                _a("role", TEXT, "role name"),
+                _a(
+                    "institution",
+                    TEXT,
+                    "the institution the account belongs to (needed, and must sign, when it "
+                    "belongs to none yet)",
+                    False,
+                ),
+            ),
         ),
         OpSpec(
             "revoke_role",
@@ -240,7 +250,7 @@ OPS: dict[str, OpSpec] = {
             (
                 _a("operation", TEXT, "policy rule name"),
                 _a("roles", LIST, "roles that may approve"),
-                _a("min", INT, "distinct approvers needed"),
+                _a("min", INT, "distinct institutions needed"),
             ),
         ),
         OpSpec(
@@ -250,7 +260,7 @@ OPS: dict[str, OpSpec] = {
         ),
         OpSpec(
             "schedule_upgrade",
-            "bring a protocol version into force at a height (docs/PROTOCOL.md section 7)",
+            "bring a protocol version into force at a height (docs/PROTOCOL.md section 8)",
             (
                 _a("version", INT, "the protocol version"),
                 _a("height", INT, "the first block that runs it"),
@@ -559,8 +569,8 @@ class TxBuilder:
         return build("recover_key", account=account, new_public_key=new_public_key)
 
     @staticmethod
-    def grant_role(*, account: str, role: str) -> Operation:
-        return build("grant_role", account=account, role=role)
+    def grant_role(*, account: str, role: str, institution: str | None = None) -> Operation:
+        return build("grant_role", **_given(locals()))
 
     @staticmethod
     def revoke_role(*, account: str, role: str) -> Operation:

@@ -18,7 +18,8 @@ Everything but `tx` is a summary for the human who is asked to sign: it is recom
 the bytes each time a file is read or written, never trusted. Signatures are verified when the
 file is read. The policy is the default genesis policy unless the caller passes the chain's
 genesis (`policy_source`); how many signatures are still needed is a count of signers, not a
-verdict: whether they hold the roles is only known to the chain.
+verdict: whether they hold the roles and belong to enough distinct institutions (keys of one
+institution count once, docs/PROTOCOL.md section 7) is only known to the chain.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from ledger.commitment import StateTree
 from ledger.crypto import address_from_text, generate_key
 from ledger.genesis import (
     DEFAULT_PROGRAMME_CAP_USD_CENTS,
@@ -146,3 +147,53 @@ def test_validation_names_the_problem(mutate, message):
 def test_state_from_an_invalid_genesis_is_refused():
     with pytest.raises(GenesisError):
         state_from_genesis(_broken(lambda d: d.update(chain_id="")))
+
+
+# A genesis file as versions before institutions were counted wrote it (the format has not
+# changed): it must still load, hash the same, and map each institution's client account.
+OLDER_GENESIS = """{
+  "chain_id": "khazana-old",
+  "genesis_time_ms": 1767225600000,
+  "validators": [{"name": "ministry", "power": 10,
+    "public_key": "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"}],
+  "institutions": [
+    {"name": "ministry", "address": "kz1793ctwdgnrhff39mgwr8c2r0yx63xpgsk536l9",
+     "roles": ["issuer", "validator_operator"]},
+    {"name": "central-bank", "address": "kz1zpsjhd7amnrx5r04m9wttup8ymdapt59v4n4dk",
+     "roles": ["cash_issuer", "paying_agent", "registrar", "validator_operator"]},
+    {"name": "regulator", "address": "kz1a6g6g3p9guyu2c3x0d90vq8zxy3lup7x5mnukc",
+     "roles": ["regulator", "validator_operator"]},
+    {"name": "auditor", "address": "kz1fuuwktujgare76qtfhkrrl33pln42wgwzwfgqs",
+     "roles": ["auditor", "reserve_custodian", "validator_operator"]}
+  ],
+  "policy": {"forced_transfer": {"roles": ["issuer", "regulator"], "min": 2}},
+  "programme_cap_usd_cents": 200000000000,
+  "parameters": {"closed_period_days": 15, "reserve_max_age_s": 2592000,
+                 "investor_categories": ["institutional", "professional", "retail"]}
+}"""
+
+
+def test_an_older_genesis_file_loads_and_maps_its_institutions():
+    doc = json.loads(OLDER_GENESIS)
+    doc["policy"] = genesis()["policy"]  # every rule, as `khazana init` has always written
+    validate_genesis(doc)
+    # Both values computed by the code before institutions were counted (commit 51cbb4b):
+    # the same document, the same genesis state, so an existing chain's height 0 is unchanged.
+    assert genesis_hash(doc).hex() == (
+        "7b1a70c48715e9dedfd10b2ca3e409971f991e38a419de792d2f24a8b2e0af2a"
+    )
+    root = StateTree().apply(state_from_genesis(doc).take_changes())
+    assert root.hex() == "bd2fe1b2560f69b31d890a86d75bdd41322e82f58c78a9993d8d541a002d943d"
+    state = state_from_genesis(doc)
+    for inst in doc["institutions"]:
+        account = state.accounts[address_from_text(inst["address"])]
+        assert account.institution == inst["name"]
+        assert account.roles == tuple(sorted(inst["roles"]))
+
+
+def test_a_rule_needs_as_many_genesis_institutions_as_its_min():
+    doc = genesis()
+    # Only the regulator holds the regulator role: a rule needing two of them is refused.
+    doc["policy"]["freeze"] = {"roles": ["regulator"], "min": 2}
+    with pytest.raises(GenesisError, match=r"needs 2 institutions holding \['regulator'\]"):
+        validate_genesis(doc)

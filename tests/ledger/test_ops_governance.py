@@ -14,8 +14,11 @@ from tests.ledger.test_ops_harness import Chain, key_for
 BOND = "PKBOND28"
 
 
-def role(chain: Chain, name: str, role_name: str) -> dict:
-    return {"account": chain.addr(name), "role": role_name}
+def role(chain: Chain, name: str, role_name: str, institution: str | None = None) -> dict:
+    args = {"account": chain.addr(name), "role": role_name}
+    if institution is not None:
+        args["institution"] = institution
+    return args
 
 
 # ---------------------------------------------------------------------------------------
@@ -27,11 +30,13 @@ def test_grant_creates_the_account_and_revoke_removes_the_role():
     receipt = chain.ok(
         "regulator",
         "grant_role",
-        role(chain, "custodian", "reserve_custodian"),
+        role(chain, "custodian", "reserve_custodian", "ministry"),
         cosigners=("ministry",),
     )
     assert chain.account("custodian").roles == ("reserve_custodian",)
+    assert chain.account("custodian").institution == "ministry"
     assert receipt.events[0].attributes["role"] == "reserve_custodian"
+    assert receipt.events[0].attributes["institution"] == "ministry"
     chain.ok(
         "regulator",
         "revoke_role",

@@ -27,7 +27,9 @@ from ledger.crypto import (
     hash256,
     verify_signature,
 )
+from ledger.state import account_key
 from ledger.tx import TxBody, decode_signed_tx, sign_tx, verify_tx_signatures
+from ledger.types import Account
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 FENCE = re.compile(r"^```([\w-]+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -85,6 +87,8 @@ def test_the_document_has_every_kind_of_vector():
     assert len(arrow_lines("codec-vectors")) >= 30
     assert len(arrow_lines("codec-rejects")) >= 15
     assert "## 5. State commitment" in DOC.read_text() and "## 6. Blocks" in DOC.read_text()
+    assert len(vectors("account")) >= 2
+    assert any(v["op"] == "grant_role" and "institution" in v["args"] for v in vectors("tx"))
 
 
 @pytest.mark.parametrize("text, expected", arrow_lines("codec-vectors"))
@@ -183,3 +187,55 @@ def test_state_commitment_vectors():
     assert verify_proof(root, b"alice", b"10", bytes.fromhex(vector["proof_alice"]))
     assert not verify_proof(root, b"alice", b"11", bytes.fromhex(vector["proof_alice"]))
     assert verify_proof(root, b"carol", None, bytes.fromhex(vector["proof_carol_absent"]))
+
+
+@pytest.mark.parametrize("v", vectors("account"), ids=lambda v: v["name"])
+def test_account_record_vector(v):
+    """An account record's bytes, its state key, and the institution it belongs to (7.1)."""
+    institution = "" if v["institution"] == "(none)" else v["institution"]
+    address = address_from_text(v["address"])
+    roles = tuple(r.strip() for r in v["roles"].split(","))
+    account = Account(address, nonce=int(v["nonce"]), roles=roles, name=institution)
+    assert account_key(address).hex() == v["state_key"]
+    assert bytes.fromhex(v["state_key"]) == b"a" + address
+    assert codec.encode(account.to_map()).hex() == v["record"]
+    decoded = Account.from_map(codec.decode(bytes.fromhex(v["record"])))
+    assert decoded == account
+    assert decoded.institution == institution
+    # The record is the canonical map with exactly the eight keys 7.1 lists, in that order.
+    assert list(codec.decode(bytes.fromhex(v["record"]))) == [
+        "address",
+        "frozen",
+        "instruments",
+        "kyc",
+        "name",
+        "nonce",
+        "public_key",
+        "roles",
+    ]
+
+
+def test_the_grant_vector_binds_the_account_to_the_ministry():
+    """7.4's grant, executed where key-1 is the ministry's client key and key-3 the
+    regulator's: key-2's account (no account yet) joins the ministry with the issuer role."""
+    from ledger.execute import apply_transaction
+    from ledger.genesis import default_genesis, state_from_genesis
+    from ledger.types import BlockContext
+
+    (v,) = [v for v in vectors("tx") if v["name"] == "grant-role-institution"]
+    seeds = {"ministry": 1, "regulator": 3, "central-bank": 4, "auditor": 5}
+    keys = {name: generate_key(bytes([n]) * 32) for name, n in seeds.items()}
+    genesis = default_genesis(
+        validators=[("v", generate_key(bytes([9]) * 32).public_key)],
+        institutions={name: key.address for name, key in keys.items()},
+        chain_id=v["chain"],
+    )
+    state = state_from_genesis(genesis)
+    ministry = state.accounts[keys["ministry"].address]
+    state.put_account(ministry.with_nonce(int(v["nonce"])))
+    tx = decode_signed_tx(bytes.fromhex(v["signed_tx"]))
+    receipt = apply_transaction(state, tx, BlockContext(v["chain"], 1, 0))
+    assert receipt.code == Code.OK, receipt.log
+    granted = state.accounts[generate_key(bytes([2]) * 32).address]
+    assert (granted.institution, granted.roles) == ("ministry", ("issuer",))
+    assert receipt.events[0].attributes["institution"] == "ministry"

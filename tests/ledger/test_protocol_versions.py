@@ -150,3 +150,40 @@ def test_a_genesis_naming_a_version_this_node_does_not_run_is_refused(version):
     doc["protocol_version"] = version
     with pytest.raises(GenesisError, match="protocol_version"):
         validate_genesis(doc)
+
+
+def test_version_2_counts_institutions_where_version_1_counted_keys(chains):
+    """The first rule change behind a version: a second key of the regulator (granted with
+    the ministry's co-signature, as version 1 allowed) satisfies a two-approval rule with the
+    regulator's first key under version 1, and no longer from the block that runs version 2."""
+    chain = chains("rules", 1)
+    signer = Institutions()
+    deputy = key("regulator-deputy")
+    grant = signer.tx(
+        "regulator",
+        "grant_role",
+        {"account": deputy.address, "role": "regulator"},
+        ("ministry",),
+    )
+    assert next_block(chain, [grant]).receipts[0].code == Code.OK
+
+    def change_parameter(days: int) -> bytes:
+        body = TxBody(
+            CHAIN_ID,
+            key("regulator").address,
+            signer.nonces.get("regulator", 0),
+            "set_parameter",
+            {"name": "closed_period_days", "value": days},
+        )
+        signer.nonces["regulator"] = body.nonce + 1
+        return sign_tx(body, [key("regulator"), deputy]).raw
+
+    assert next_block(chain, [change_parameter(20)]).receipts[0].code == Code.OK
+    assert chain.state.parameters.closed_period_days == 20
+    upgrade_at = chain.height + 2
+    assert next_block(chain, [upgrade(signer, 2, upgrade_at)]).receipts[0].code == Code.OK
+    refused = next_block(chain, [change_parameter(25)])  # height upgrade_at: version 2
+    assert chain.state.protocol_version == 2 and refused.header.height == upgrade_at
+    assert refused.receipts[0].code == Code.MISSING_APPROVALS, refused.receipts[0].log
+    assert "institutions" in refused.receipts[0].log
+    assert chain.state.parameters.closed_period_days == 20

@@ -1051,7 +1051,11 @@ class LedgerMachine(RuleBasedStateMachine):
         cosigner = "ministry" if i_role % 2 else "central-bank"
         cosigners = () if variant == MISSING_COSIGNER else (cosigner,)
         op = "grant_role" if granting else "revoke_role"
-        self.submit(sender, op, {"account": ADDRESS[DEPUTY], "role": role}, cosigners)
+        args = {"account": ADDRESS[DEPUTY], "role": role}
+        if granting:
+            # The deputy is the regulator's second key (its first grant binds it for good).
+            args["institution"] = "regulator"
+        self.submit(sender, op, args, cosigners)
 
     @rule(i_name=PICKS, u=st.integers(0, 2), variant=VARIANTS)
     def set_parameter(self, i_name: int, u: int, variant: int) -> None:

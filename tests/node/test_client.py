@@ -399,7 +399,7 @@ def test_every_operation_through_the_builders(node):
     expect(client, coupon, [bank], Code.COUPON_NOT_DUE)
     expect(client, b.redeem(instrument="SDK-TBILL", cash="SDK-CASH"), [bank], Code.NOT_MATURED)
     # Maker-checker governance: one signature is not enough, two (or three) are.
-    grant = b.grant_role(account=alice.address_text, role="auditor")
+    grant = b.grant_role(account=alice.address_text, role="auditor", institution="ministry")
     expect(client, grant, [regulator], Code.MISSING_APPROVALS)
     expect(client, grant, [regulator, ministry], Code.OK)
     revoke = b.revoke_role(account=alice.address_text, role="auditor")
