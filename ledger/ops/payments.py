@@ -43,6 +43,12 @@ from ledger.types import (
 )
 
 
+def bond_schedule(bond: Instrument) -> bondmath.Schedule:
+    """The coupon schedule of a registered bond, as its record defines it."""
+    assert bond.issue_date is not None and bond.maturity_date is not None
+    return bondmath.Schedule(bond.issue_date, bond.maturity_date, bond.coupon_frequency)
+
+
 def _cash_for(state: State, cash_id: str, instrument: Instrument) -> Instrument:
     cash = get_instrument(state, cash_id)
     if cash.kind != CASH:
@@ -124,7 +130,7 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
     """`{instrument, cash, coupon_date}`: pay the bond's next coupon to every holder.
 
     Coupons are paid in order, on or after their date, each once; the coupon for the period
-    ending on `coupon_date` is `bondmath.coupon_per_unit` for that period.
+    ending on `coupon_date` is `bondmath.scheduled_coupon` of the bond's schedule.
     """
     instrument_id = instrument_id_arg(args)
     cash_id = instrument_id_arg(args, "cash")
@@ -144,22 +150,23 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
         )
     if ctx.date < coupon_date:
         fail(Code.COUPON_NOT_DUE, f"coupon of {coupon_date} is not due (block date {ctx.date})")
-    assert bond.issue_date is not None and bond.maturity_date is not None
-    periods = bondmath.coupon_periods(bond.issue_date, bond.maturity_date, bond.coupon_frequency)
-    index = next(i for i, (_, end) in enumerate(periods) if end == coupon_date)
-    start, end = periods[index]
-    per_unit = bondmath.coupon_per_unit(
+    schedule = bond_schedule(bond)
+    # The amount comes from the schedule as a whole: an irregular period is measured against
+    # the schedule's own grid (issue 18: measuring a period from its two dates alone guessed
+    # the grid and overpaid first coupons that fall on a clipped month end).
+    per_unit = bondmath.scheduled_coupon(
         bond.face_value,
         bondmath.parse_rate(bond.coupon_rate),
-        bond.coupon_frequency,
         bondmath.DayCount(bond.day_count),
-        start,
-        end,
+        schedule,
+        coupon_date,
     )
     distribution, writes, outflow = _pay(state, ctx, tx, bond, cash, per_unit)
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)
-    following = periods[index + 1][1] if index + 1 < len(periods) else None
+    dates = schedule.dates()
+    index = dates.index(coupon_date)
+    following = dates[index + 1] if index + 1 < len(dates) else None
     state.put_instrument(replace(bond, next_coupon=following, last_coupon_paid=coupon_date))
     summary = Event(
         "coupon_paid",
