@@ -1,0 +1,331 @@
+"""An independent oracle for what the ledger pays on a bond: QuantLib's schedules and day counts.
+
+Used by tests/ledger/test_bond_oracle.py (a fixed seed, a count the suite can afford) and by
+scripts/check_bonds.py (any seed and count). Each generated bond is registered, issued to a
+few investors, paid every coupon and redeemed on a real in-memory chain (`Chain`: signed
+transactions through `apply_transaction`), and every payment is compared with:
+
+* the schedule QuantLib generates (`Schedule`, backward from maturity, unadjusted, with its
+  end-of-month flag set exactly when maturity is a month end -- the ledger's documented rule);
+* the year fraction QuantLib's day counter gives for each period;
+* the rounding docs/PROTOCOL.md states: each holder gets floor(exact coupon per unit x units),
+  the residual reported is exact total - paid, redemption pays face x units exactly.
+
+QuantLib works in binary floating point, so fractions are compared to 1e-12 (a coupon fraction
+is at most 1; the exact fraction the ledger uses is recomputed here as a `Fraction` from
+QuantLib's day count where it is an integer count, and compared in floats otherwise), and a
+holder's payment must be within one minor unit of QuantLib's float amount.
+
+QuantLib's known quirks, and what is done about each (the oracle says who is right):
+
+* ActualActual(ISMA) without reference dates treats a lone irregular period as its own
+  reference period, and with the schedule passed in it rolls the notional period back from
+  the first coupon date itself (28 Feb -> 28 Aug), not from the schedule's anchor (30 Aug).
+  ICMA Rule 251 measures a stub against the regular periods "had the schedule continued",
+  i.e. the grid the schedule is generated on: the reference period is therefore taken from a
+  second QuantLib schedule over the same grid started well before issue, and passed to
+  `yearFraction` explicitly. The first coupon of the issue-18 bond (5 %, face 100,000, issued
+  2025-01-15, maturing 2035-08-30) is 604.3956 this way, as Rule 251 gives; QuantLib's
+  schedule-passed answer (597.83, a 184-day notional period) is wrong by the rule.
+* One-period bonds (issue -> maturity shorter than one period): QuantLib's schedule is the
+  two dates; the reference period comes from the extended schedule as above.
+* End of month: QuantLib applies its endOfMonth flag only when the schedule's seed (maturity,
+  generating backward) is a month end, which is the ledger's rule, so the flag is passed as
+  is_month_end(maturity) (True with a non-month-end maturity is the same schedule anyway).
+"""
+
+from __future__ import annotations
+
+import calendar
+import random
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+import QuantLib as ql
+
+from ledger.codes import Code
+from ledger.ops.instruments import isin_is_valid
+from tests.ledger.test_ops_harness import Chain
+
+CONVENTIONS = (
+    "ACT/360",
+    "ACT/365F",
+    "30/360",
+    "ACT/ACT-ICMA",
+    "30/360-US",
+    "30E/360",
+    "ACT/ACT-ISDA",
+)
+INVESTORS = ("inv-a", "inv-b", "inv-c", "inv-d")
+AGENT = "central-bank"
+CASH = "ORCASH"
+TOLERANCE = 1e-12
+
+
+def _day_counter(name: str) -> ql.DayCounter:
+    return {
+        "ACT/360": ql.Actual360(),
+        "ACT/365F": ql.Actual365Fixed(),
+        "30/360": ql.Thirty360(ql.Thirty360.BondBasis),
+        "ACT/ACT-ICMA": ql.ActualActual(ql.ActualActual.ISMA),
+        "30/360-US": ql.Thirty360(ql.Thirty360.USA),
+        "30E/360": ql.Thirty360(ql.Thirty360.European),
+        "ACT/ACT-ISDA": ql.ActualActual(ql.ActualActual.ISDA),
+    }[name]
+
+
+def qdate(day: date) -> ql.Date:
+    return ql.Date(day.day, day.month, day.year)
+
+
+def pydate(day: ql.Date) -> date:
+    return date(day.year(), day.month(), day.dayOfMonth())
+
+
+@dataclass
+class BondCase:
+    face: int
+    rate: str
+    frequency: int
+    day_count: str
+    issue: date
+    maturity: date
+    holdings: dict[str, int]
+
+    def describe(self) -> str:
+        return (
+            f"{self.day_count} {self.rate} x{self.frequency} face {self.face} "
+            f"{self.issue} -> {self.maturity} holdings {self.holdings}"
+        )
+
+
+@dataclass
+class Outcome:
+    """What one bond's life on the chain checked, and what it found."""
+
+    payments: int = 0
+    coupons: int = 0
+    residual: Fraction = Fraction(0)
+    differences: list[str] = field(default_factory=list)
+
+
+def _random_day(rng: random.Random, lo: date, hi: date) -> date:
+    return lo + timedelta(days=rng.randrange((hi - lo).days + 1))
+
+
+def generate(rng: random.Random) -> BondCase:
+    """One bond, biased toward the cases that break schedules: maturities on the 28th-31st
+    and at month ends, issue dates off the grid, short tenors, every frequency and convention."""
+    frequency = rng.choice((1, 2, 4, 12))
+    issue = _random_day(rng, date(2000, 1, 1), date(2040, 12, 31))
+    # At most 16 periods keeps the chain run short (the irregular periods are the first and
+    # the last); one-period bonds and bonds shorter than one period included.
+    months = rng.randrange(1, 16 * 12 // frequency + 1)
+    year, month0 = divmod(issue.year * 12 + issue.month - 1 + months, 12)
+    last = calendar.monthrange(year, month0 + 1)[1]
+    shape = rng.random()
+    if shape < 0.35:
+        day = last  # month end (28 Feb of a common year included)
+    elif shape < 0.7:
+        day = min(rng.choice((28, 29, 30, 31)), last)
+    else:
+        day = rng.randrange(1, last + 1)
+    maturity = date(year, month0 + 1, day)
+    if maturity <= issue:
+        maturity = issue + timedelta(days=rng.randrange(1, 40))
+    rate_decimals = rng.randrange(2, 9)  # 1 % steps to 0.000001 %
+    rate = Decimal(rng.randrange(1, 25 * 10 ** (rate_decimals - 2) + 1)).scaleb(-rate_decimals)
+    holders = rng.sample(INVESTORS, rng.randrange(1, len(INVESTORS) + 1))
+    return BondCase(
+        face=rng.choice((100, 1000, 100_000, rng.randrange(1, 10_000_000))),
+        rate=f"{rate:f}",
+        frequency=frequency,
+        day_count=rng.choice(CONVENTIONS),
+        issue=issue,
+        maturity=maturity,
+        holdings={name: rng.randrange(1, 10_000) for name in sorted(holders)},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The oracle
+
+
+def _ql_schedule(case: BondCase, effective: date) -> list[date]:
+    schedule = ql.Schedule(
+        qdate(effective),
+        qdate(case.maturity),
+        ql.Period(12 // case.frequency, ql.Months),
+        ql.NullCalendar(),
+        ql.Unadjusted,
+        ql.Unadjusted,
+        ql.DateGeneration.Backward,
+        calendar.monthrange(case.maturity.year, case.maturity.month)[1] == case.maturity.day,
+    )
+    return [pydate(d) for d in schedule]
+
+
+def oracle_coupons(case: BondCase) -> list[tuple[date, date, float]]:
+    """(start, end, QuantLib year fraction) of every coupon period of `case`."""
+    dates = _ql_schedule(case, case.issue)
+    counter = _day_counter(case.day_count)
+    # The grid continued before issue: a schedule started two periods early (its own first
+    # date is a stub start; the date after it is a grid date on or before issue).
+    early = case.issue - timedelta(days=2 * 366 // case.frequency + 31)
+    grid = _ql_schedule(case, early)[1:]
+    periods = []
+    for start, end in zip(dates, dates[1:], strict=False):
+        # The notional period ending on `end`: `start` itself for a regular period, the grid
+        # date before `end` for a short first period (ICMA Rule 251).
+        ref_start = max(d for d in grid if d < end)
+        fraction = counter.yearFraction(qdate(start), qdate(end), qdate(ref_start), qdate(end))
+        periods.append((start, end, fraction))
+    return periods
+
+
+def exact_fraction(case: BondCase, start: date, end: date, ql_fraction: float) -> Fraction:
+    """The oracle's fraction as an exact rational, where the convention makes that possible
+    without trusting the ledger: integer day counts from QuantLib over the basis, or (ICMA,
+    ISDA) the float itself as a best rational with a small denominator."""
+    counter = _day_counter(case.day_count)
+    basis = {"ACT/360": 360, "ACT/365F": 365, "30/360": 360, "30/360-US": 360, "30E/360": 360}
+    if case.day_count in basis:
+        return Fraction(counter.dayCount(qdate(start), qdate(end)), basis[case.day_count])
+    # ICMA: days / (f x notional days), a denominator of at most 12 x 372; ISDA: days / 365 +
+    # days / 366, at most 133,590. Two distinct rationals with denominators under 10^6 differ
+    # by more than 10^-12, far above a float's error here (< 10^-14), so the best rational
+    # approximation with a denominator under 10^6 is the exact value QuantLib computed.
+    return Fraction(ql_fraction).limit_denominator(10**6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The chain
+
+
+_isin_serial = 0
+
+
+def _next_isin() -> str:
+    global _isin_serial
+    _isin_serial += 1
+    body = f"XS{_isin_serial:09d}"
+    return next(body + str(d) for d in range(10) if isin_is_valid(body + str(d)))
+
+
+def new_chain() -> Chain:
+    chain = Chain()
+    chain.cash(CASH, cap=10**18)
+    for name in INVESTORS:
+        chain.investor(name, expiry="9999-12-31")
+    chain.issue(CASH, AGENT, 10**17, issuer=AGENT)
+    return chain
+
+
+def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
+    """Register, issue, pay every coupon and redeem `case` on `chain`; compare with the oracle."""
+    outcome = Outcome()
+    bond_id = f"B{serial}"
+    # Registered and sold before the issue date: a first coupon due within the closed period
+    # (record date) after issue would otherwise refuse the sale.
+    chain.at(case.issue - timedelta(days=60)).ok(
+        "ministry",
+        "register_instrument",
+        {
+            "id": bond_id,
+            "kind": "bond",
+            "name": "oracle bond",
+            "isin": _next_isin(),
+            "currency": "PKR",
+            "face_value": case.face,
+            "decimals": 0,
+            "cap": 10**6,
+            "usd_face_value": 1,
+            "issue_date": case.issue.isoformat(),
+            "maturity_date": case.maturity.isoformat(),
+            "coupon_rate": case.rate,
+            "coupon_frequency": case.frequency,
+            "day_count": case.day_count,
+        },
+    )
+    for name, units in case.holdings.items():
+        chain.issue(bond_id, name, units)
+    rate = Fraction(Decimal(case.rate))
+    by_address = {chain.addr(name): units for name, units in case.holdings.items()}
+    periods = oracle_coupons(case)
+    ledger_dates = []
+    for start, end, ql_fraction in periods:
+        receipt = chain.at(end).run(
+            AGENT,
+            "pay_coupon",
+            {"instrument": bond_id, "cash": CASH, "coupon_date": end.isoformat()},
+        )
+        if receipt.code != Code.OK:
+            outcome.differences.append(
+                f"{case.describe()}: coupon {end} refused: {Code(receipt.code).name} {receipt.log}"
+            )
+            return outcome
+        chain.state.take_changes()
+        ledger_dates.append(end)
+        summary, *payments = receipt.events
+        exact = exact_fraction(case, start, end, ql_fraction)
+        per_unit = Fraction(Decimal(str(summary.attributes["per_unit"])))
+        want_per_unit = case.face * rate * exact
+        # The ledger's per-unit amount is exact or rounded up in the 50th digit (PROTOCOL).
+        if not (0 <= per_unit - want_per_unit < Fraction(1, 10**40) * max(1, want_per_unit)):
+            outcome.differences.append(
+                f"{case.describe()}: coupon {start} -> {end}: ledger {float(per_unit):.10f} per "
+                f"unit, oracle {float(want_per_unit):.10f} (QuantLib fraction {ql_fraction!r})"
+            )
+        if abs(float(exact) - ql_fraction) > TOLERANCE:
+            outcome.differences.append(f"{case.describe()}: oracle fraction not exact {exact}")
+        paid = {event.attributes["to"]: event.attributes["amount"] for event in payments}
+        want = {a: (want_per_unit * u).__floor__() for a, u in by_address.items()}
+        want = {a: v for a, v in want.items() if v}
+        if paid != want:
+            outcome.differences.append(f"{case.describe()}: coupon {end} paid {paid}, owed {want}")
+        for address, units in by_address.items():
+            float_amount = case.face * float(rate) * ql_fraction * units
+            if abs(paid.get(address, 0) - float_amount) > 1 + 1e-9 * float_amount:
+                outcome.differences.append(f"{case.describe()}: coupon {end} far from QuantLib")
+        residual = Fraction(Decimal(str(summary.attributes["residual"])))
+        exact_residual = want_per_unit * sum(by_address.values()) - sum(want.values())
+        if not 0 <= residual - exact_residual < Fraction(1, 10**30):
+            outcome.differences.append(
+                f"{case.describe()}: residual {residual} != {exact_residual}"
+            )
+        outcome.residual += residual
+        outcome.coupons += 1
+        outcome.payments += len(payments)
+    receipt = chain.at(case.maturity).run(AGENT, "redeem", {"instrument": bond_id, "cash": CASH})
+    if receipt.code != Code.OK:
+        outcome.differences.append(f"{case.describe()}: redeem refused: {receipt.log}")
+        return outcome
+    chain.state.take_changes()
+    summary, *payments = receipt.events
+    paid = {event.attributes["to"]: event.attributes["amount"] for event in payments}
+    if paid != {a: case.face * u for a, u in by_address.items()}:
+        outcome.differences.append(f"{case.describe()}: redemption paid {paid}")
+    if summary.attributes["residual"] != "0":
+        outcome.differences.append(f"{case.describe()}: redemption residual {summary.attributes}")
+    outcome.payments += len(payments)
+    return outcome
+
+
+def check(count: int, seed: int) -> tuple[int, int, int, Fraction, list[str]]:
+    """Run `count` generated bonds from `seed`: (bonds, coupons, payments, residual, diffs)."""
+    rng = random.Random(seed)
+    chain = new_chain()
+    coupons = payments = 0
+    residual = Fraction(0)
+    differences: list[str] = []
+    for serial in range(count):
+        if serial % 500 == 499:
+            chain = new_chain()  # keeps the in-memory state small
+        outcome = run_case(chain, generate(rng), serial)
+        coupons += outcome.coupons
+        payments += outcome.payments
+        residual += outcome.residual
+        differences.extend(outcome.differences)
+    return count, coupons, payments, residual, differences
