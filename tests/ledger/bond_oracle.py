@@ -45,6 +45,7 @@ from fractions import Fraction
 
 import QuantLib as ql
 
+from ledger import bondmath
 from ledger.codes import Code
 from ledger.ops.instruments import isin_is_valid
 from tests.ledger.test_ops_harness import Chain
@@ -167,8 +168,9 @@ def _ql_schedule(case: BondCase, effective: date) -> list[date]:
     return [pydate(d) for d in schedule]
 
 
-def oracle_coupons(case: BondCase) -> list[tuple[date, date, float]]:
-    """(start, end, QuantLib year fraction) of every coupon period of `case`."""
+def oracle_coupons(case: BondCase) -> list[tuple[date, date, float, date, float]]:
+    """(start, end, QuantLib year fraction, a day inside, fraction accrued to it) of every
+    coupon period of `case`."""
     dates = _ql_schedule(case, case.issue)
     counter = _day_counter(case.day_count)
     # The grid continued before issue: a schedule started two periods early (its own first
@@ -181,7 +183,9 @@ def oracle_coupons(case: BondCase) -> list[tuple[date, date, float]]:
         # date before `end` for a short first period (ICMA Rule 251).
         ref_start = max(d for d in grid if d < end)
         fraction = counter.yearFraction(qdate(start), qdate(end), qdate(ref_start), qdate(end))
-        periods.append((start, end, fraction))
+        inside = start + (end - start) * 2 // 3
+        accrued = counter.yearFraction(qdate(start), qdate(inside), qdate(ref_start), qdate(end))
+        periods.append((start, end, fraction, inside, accrued))
     return periods
 
 
@@ -255,7 +259,17 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     by_address = {chain.addr(name): units for name, units in case.holdings.items()}
     periods = oracle_coupons(case)
     ledger_dates = []
-    for start, end, ql_fraction in periods:
+    schedule = bondmath.Schedule(case.issue, case.maturity, case.frequency)
+    for start, end, ql_fraction, inside, ql_accrued in periods:
+        # Accrued interest (no operation uses it yet; quotes will): bondmath's, per unit.
+        accrued = bondmath.scheduled_accrued_interest(
+            case.face, Decimal(case.rate), bondmath.DayCount(case.day_count), schedule, inside
+        )
+        want_accrued = case.face * rate * exact_fraction(case, start, inside, ql_accrued)
+        if not 0 <= Fraction(accrued) - want_accrued < Fraction(1, 10**40) * max(1, want_accrued):
+            outcome.differences.append(
+                f"{case.describe()}: accrued to {inside}: {accrued}, oracle {float(want_accrued)}"
+            )
         receipt = chain.at(end).run(
             AGENT,
             "pay_coupon",
