@@ -319,9 +319,15 @@ class Instrument:
     next_coupon: date | None = None  # the next unpaid coupon date (bonds)
     last_coupon_paid: date | None = None
     registered_height: int = 0
+    # Schedule as issued (bonds; issue 18). Defaults are the rule before these fields existed
+    # (dates rolled back from maturity, month ends kept iff maturity is one) and are left out
+    # of the encoded map, so records written before them encode byte for byte as they did.
+    first_coupon_date: date | None = None  # a long (or regular) first coupon ending here
+    penultimate_coupon_date: date | None = None  # an odd last coupon starting here
+    end_of_month: str = ""  # "" (month end iff the anchor is one), "yes" or "no"
 
     def to_map(self) -> dict:
-        return {
+        m = {
             "allowed_categories": list(self.allowed_categories),
             "allowed_countries": list(self.allowed_countries),
             "cap": self.cap,
@@ -349,6 +355,16 @@ class Instrument:
             "unit": self.unit,
             "usd_face_value": self.usd_face_value,
         }
+        # Optional schedule fields: present only when set (see the field comments), merged
+        # back into sorted key order for `codec.encode_presorted`.
+        extra: dict = {}
+        if self.first_coupon_date is not None:
+            extra["first_coupon_date"] = self.first_coupon_date.isoformat()
+        if self.penultimate_coupon_date is not None:
+            extra["penultimate_coupon_date"] = self.penultimate_coupon_date.isoformat()
+        if self.end_of_month:
+            extra["end_of_month"] = self.end_of_month
+        return dict(sorted({**m, **extra}.items())) if extra else m
 
     @classmethod
     def from_map(cls, m: dict) -> Instrument:
@@ -379,6 +395,9 @@ class Instrument:
             next_coupon=_opt_date(m["next_coupon"]),
             last_coupon_paid=_opt_date(m["last_coupon_paid"]),
             registered_height=_typed(m, "registered_height", int),
+            first_coupon_date=_opt_date(m.get("first_coupon_date")),
+            penultimate_coupon_date=_opt_date(m.get("penultimate_coupon_date")),
+            end_of_month=_typed(m, "end_of_month", str) if "end_of_month" in m else "",
         )
 
 

@@ -35,6 +35,9 @@ ISIN_RE = re.compile(r"[A-Z]{2}[A-Z0-9]{9}[0-9]")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 CATEGORY_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 MAX_DECIMALS = 18
+END_OF_MONTH = {"": None, "yes": True, "no": False}
+"""A bond's `end_of_month` field: absent (the rule in force when the anchor is a month end),
+"yes" (every coupon date a month end) or "no" (the anchor's day of month, clipped)."""
 
 
 def isin_is_valid(isin: str) -> bool:
@@ -64,7 +67,8 @@ def register_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args)
     bond, T-bill, commodity: `usd_face_value` (US cents per unit, for the programme cap).
     bond, T-bill: `isin` (check digit verified), `issue_date`, `maturity_date` (after the
     block date). bond: `coupon_rate` (decimal fraction text), `coupon_frequency` (1, 2, 4,
-    12), `day_count`. commodity: `unit`, optional `isin`.
+    12), `day_count`; optional `first_coupon_date`, `penultimate_coupon_date`, `end_of_month`
+    ("yes"/"no"), the schedule as issued (`bondmath.Schedule`). commodity: `unit`, optional `isin`.
     cash: `face_value` must be 1 (one cash unit is one minor unit of its currency).
     Bonds, T-bills and commodities are registered by the issuer, cash tokens by the
     cash-token issuer; the registering account is the instrument's issuer.
@@ -165,15 +169,25 @@ def _coupon_fields(args: Args, issue, maturity) -> dict:
             Code.BAD_FIELD,
             f"day_count must be one of {[d.value for d in bondmath.DayCount]}, got {day_count!r}",
         )
+    first = args.opt_day("first_coupon_date")
+    penultimate = args.opt_day("penultimate_coupon_date")
+    end_of_month = args.opt_text("end_of_month", default="", max_len=3)
+    if end_of_month not in END_OF_MONTH:
+        fail(Code.BAD_FIELD, f"end_of_month must be 'yes' or 'no', got {end_of_month!r}")
     try:
-        schedule = bondmath.coupon_schedule(issue, maturity, frequency)
+        schedule = bondmath.Schedule(
+            issue, maturity, frequency, first, penultimate, END_OF_MONTH[end_of_month]
+        )
     except ValueError as exc:
         fail(Code.BAD_FIELD, f"coupon schedule: {exc}")
     return {
         "coupon_rate": rate_text,
         "coupon_frequency": frequency,
         "day_count": day_count,
-        "next_coupon": schedule[0],
+        "next_coupon": schedule.dates()[0],
+        "first_coupon_date": first,
+        "penultimate_coupon_date": penultimate,
+        "end_of_month": end_of_month,
     }
 
 

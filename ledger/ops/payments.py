@@ -30,6 +30,7 @@ from ledger.ops.common import (
     require_approvals,
     show,
 )
+from ledger.ops.instruments import END_OF_MONTH
 from ledger.state import State
 from ledger.types import (
     BOND,
@@ -46,7 +47,14 @@ from ledger.types import (
 def bond_schedule(bond: Instrument) -> bondmath.Schedule:
     """The coupon schedule of a registered bond, as its record defines it."""
     assert bond.issue_date is not None and bond.maturity_date is not None
-    return bondmath.Schedule(bond.issue_date, bond.maturity_date, bond.coupon_frequency)
+    return bondmath.Schedule(
+        bond.issue_date,
+        bond.maturity_date,
+        bond.coupon_frequency,
+        bond.first_coupon_date,
+        bond.penultimate_coupon_date,
+        END_OF_MONTH[bond.end_of_month],
+    )
 
 
 def _cash_for(state: State, cash_id: str, instrument: Instrument) -> Instrument:

@@ -94,12 +94,26 @@ class BondCase:
     issue: date
     maturity: date
     holdings: dict[str, int]
+    first_coupon: date | None = None
+    penultimate_coupon: date | None = None
+    end_of_month: str = ""  # the instrument field: "", "yes" or "no"
 
     def describe(self) -> str:
         return (
             f"{self.day_count} {self.rate} x{self.frequency} face {self.face} "
-            f"{self.issue} -> {self.maturity} holdings {self.holdings}"
+            f"{self.issue} -> {self.maturity} first {self.first_coupon} penultimate "
+            f"{self.penultimate_coupon} eom {self.end_of_month!r} holdings {self.holdings}"
         )
+
+    @property
+    def anchor(self) -> date:
+        return self.maturity if self.penultimate_coupon is None else self.penultimate_coupon
+
+    @property
+    def ql_end_of_month(self) -> bool:
+        # QuantLib rolls month ends only from a month-end seed (the anchor), as the ledger's
+        # default does; "no" turns it off. "yes" is only accepted with a month-end anchor.
+        return self.end_of_month != "no"
 
 
 @dataclass
@@ -139,7 +153,7 @@ def generate(rng: random.Random) -> BondCase:
     rate_decimals = rng.randrange(2, 9)  # 1 % steps to 0.000001 %
     rate = Decimal(rng.randrange(1, 25 * 10 ** (rate_decimals - 2) + 1)).scaleb(-rate_decimals)
     holders = rng.sample(INVESTORS, rng.randrange(1, len(INVESTORS) + 1))
-    return BondCase(
+    case = BondCase(
         face=rng.choice((100, 1000, 100_000, rng.randrange(1, 10_000_000))),
         rate=f"{rate:f}",
         frequency=frequency,
@@ -148,44 +162,112 @@ def generate(rng: random.Random) -> BondCase:
         maturity=maturity,
         holdings={name: rng.randrange(1, 10_000) for name in sorted(holders)},
     )
+    _as_issued(rng, case)
+    return case
+
+
+def _as_issued(rng: random.Random, case: BondCase) -> None:
+    """Give some bonds an odd last coupon, a long first coupon and an end-of-month choice."""
+    period = 366 // case.frequency
+    if rng.random() < 0.2 and (case.maturity - case.issue).days > period // 2 + 2:
+        # An odd last coupon: short (a third of a period) to long (nearly two periods).
+        back = rng.randrange(period // 3, 2 * period)
+        case.penultimate_coupon = max(
+            case.maturity - timedelta(days=back), case.issue + timedelta(days=1)
+        )
+    month_end = calendar.monthrange(case.anchor.year, case.anchor.month)[1] == case.anchor.day
+    choice = rng.random()
+    if choice < 0.15:
+        case.end_of_month = "no"
+    elif choice < 0.25 and month_end:
+        case.end_of_month = "yes"
+    if rng.random() < 0.25:
+        # A first coupon on the grid (QuantLib's own backward schedule from the anchor), one
+        # to three periods after issue: a long first coupon when it is more than one.
+        grid = _ql_grid(case)
+        later = [d for d in grid if case.issue < d <= case.anchor]
+        if later:
+            case.first_coupon = later[min(len(later) - 1, rng.randrange(3))]
 
 
 # ---------------------------------------------------------------------------------------------
 # The oracle
 
 
-def _ql_schedule(case: BondCase, effective: date) -> list[date]:
+def _tenor(case: BondCase) -> ql.Period:
+    return ql.Period(12 // case.frequency, ql.Months)
+
+
+def _ql_schedule(case: BondCase) -> list[date]:
+    """The bond's coupon dates (with issue first), as QuantLib generates them."""
     schedule = ql.Schedule(
-        qdate(effective),
+        qdate(case.issue),
         qdate(case.maturity),
-        ql.Period(12 // case.frequency, ql.Months),
+        _tenor(case),
         ql.NullCalendar(),
         ql.Unadjusted,
         ql.Unadjusted,
         ql.DateGeneration.Backward,
-        calendar.monthrange(case.maturity.year, case.maturity.month)[1] == case.maturity.day,
+        case.ql_end_of_month,
+        ql.Date() if case.first_coupon is None else qdate(case.first_coupon),
+        ql.Date() if case.penultimate_coupon is None else qdate(case.penultimate_coupon),
     )
     return [pydate(d) for d in schedule]
 
 
-def oracle_coupons(case: BondCase) -> list[tuple[date, date, float, date, float]]:
-    """(start, end, QuantLib year fraction, a day inside, fraction accrued to it) of every
-    coupon period of `case`."""
-    dates = _ql_schedule(case, case.issue)
+def _ql_grid(case: BondCase) -> list[date]:
+    """The schedule's regular dates continued both ways from its anchor (QuantLib's backward
+    schedule from well before issue, and its forward schedule past maturity)."""
+    months = 12 // case.frequency
+    early = case.issue - timedelta(days=(4 + 12 // case.frequency) * 31 * months)
+    args = (_tenor(case), ql.NullCalendar(), ql.Unadjusted, ql.Unadjusted)
+    back = ql.Schedule(
+        qdate(early), qdate(case.anchor), *args, ql.DateGeneration.Backward, case.ql_end_of_month
+    )
+    late = case.maturity + timedelta(days=3 * 31 * months)
+    forward = ql.Schedule(
+        qdate(case.anchor), qdate(late), *args, ql.DateGeneration.Forward, case.ql_end_of_month
+    )
+    # Each schedule's far end is a stub boundary, not a grid date: drop it.
+    return sorted({pydate(d) for d in list(back)[1:]} | {pydate(d) for d in list(forward)[:-1]})
+
+
+def _pieces(case: BondCase, grid: list[date], start: date, end: date):
+    """[start, end] cut at grid dates, each piece with its notional period (ICMA only)."""
+    if case.day_count != "ACT/ACT-ICMA":
+        return [(start, end, start, end)]
+    bounds = [start, *(g for g in grid if start < g < end), end]
+    pieces = []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        lo = max(g for g in grid if g <= a)
+        pieces.append((a, b, lo, min(g for g in grid if g > lo)))
+    return pieces
+
+
+def oracle_fraction(case: BondCase, grid: list[date], start: date, end: date):
+    """(exact fraction, QuantLib's float) of [start, end]: under ACT/ACT-ICMA the sum over the
+    notional periods it spans (Rule 251), each measured by QuantLib with that period passed
+    as its reference period."""
     counter = _day_counter(case.day_count)
-    # The grid continued before issue: a schedule started two periods early (its own first
-    # date is a stub start; the date after it is a grid date on or before issue).
-    early = case.issue - timedelta(days=2 * 366 // case.frequency + 31)
-    grid = _ql_schedule(case, early)[1:]
+    exact, approximate = Fraction(0), 0.0
+    for a, b, lo, hi in _pieces(case, grid, start, end):
+        piece = counter.yearFraction(qdate(a), qdate(b), qdate(lo), qdate(hi))
+        exact += exact_fraction(case, a, b, piece)
+        approximate += piece
+    return exact, approximate
+
+
+def oracle_coupons(case: BondCase) -> list[tuple[date, date, Fraction, float, date, Fraction]]:
+    """(start, end, exact fraction, QuantLib's float, a day inside, fraction accrued to it)
+    of every coupon period of `case`, on QuantLib's schedule."""
+    dates = _ql_schedule(case)
+    grid = _ql_grid(case)
     periods = []
     for start, end in zip(dates, dates[1:], strict=False):
-        # The notional period ending on `end`: `start` itself for a regular period, the grid
-        # date before `end` for a short first period (ICMA Rule 251).
-        ref_start = max(d for d in grid if d < end)
-        fraction = counter.yearFraction(qdate(start), qdate(end), qdate(ref_start), qdate(end))
+        exact, approximate = oracle_fraction(case, grid, start, end)
         inside = start + (end - start) * 2 // 3
-        accrued = counter.yearFraction(qdate(start), qdate(inside), qdate(ref_start), qdate(end))
-        periods.append((start, end, fraction, inside, accrued))
+        accrued, _ = oracle_fraction(case, grid, start, inside)
+        periods.append((start, end, exact, approximate, inside, accrued))
     return periods
 
 
@@ -227,6 +309,17 @@ def new_chain() -> Chain:
     return chain
 
 
+def _schedule_fields(case: BondCase) -> dict:
+    fields: dict = {}
+    if case.first_coupon is not None:
+        fields["first_coupon_date"] = case.first_coupon.isoformat()
+    if case.penultimate_coupon is not None:
+        fields["penultimate_coupon_date"] = case.penultimate_coupon.isoformat()
+    if case.end_of_month:
+        fields["end_of_month"] = case.end_of_month
+    return fields
+
+
 def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     """Register, issue, pay every coupon and redeem `case` on `chain`; compare with the oracle."""
     outcome = Outcome()
@@ -251,6 +344,7 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             "coupon_rate": case.rate,
             "coupon_frequency": case.frequency,
             "day_count": case.day_count,
+            **_schedule_fields(case),
         },
     )
     for name, units in case.holdings.items():
@@ -258,14 +352,22 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     rate = Fraction(Decimal(case.rate))
     by_address = {chain.addr(name): units for name, units in case.holdings.items()}
     periods = oracle_coupons(case)
-    ledger_dates = []
-    schedule = bondmath.Schedule(case.issue, case.maturity, case.frequency)
-    for start, end, ql_fraction, inside, ql_accrued in periods:
+    schedule = bondmath.Schedule(
+        case.issue,
+        case.maturity,
+        case.frequency,
+        case.first_coupon,
+        case.penultimate_coupon,
+        {"": None, "yes": True, "no": False}[case.end_of_month],
+    )
+    if chain.state.instruments[bond_id].next_coupon != periods[0][1]:
+        outcome.differences.append(f"{case.describe()}: first coupon date differs")
+    for start, end, exact, ql_fraction, inside, exact_accrued in periods:
         # Accrued interest (no operation uses it yet; quotes will): bondmath's, per unit.
         accrued = bondmath.scheduled_accrued_interest(
             case.face, Decimal(case.rate), bondmath.DayCount(case.day_count), schedule, inside
         )
-        want_accrued = case.face * rate * exact_fraction(case, start, inside, ql_accrued)
+        want_accrued = case.face * rate * exact_accrued
         if not 0 <= Fraction(accrued) - want_accrued < Fraction(1, 10**40) * max(1, want_accrued):
             outcome.differences.append(
                 f"{case.describe()}: accrued to {inside}: {accrued}, oracle {float(want_accrued)}"
@@ -281,9 +383,7 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             )
             return outcome
         chain.state.take_changes()
-        ledger_dates.append(end)
         summary, *payments = receipt.events
-        exact = exact_fraction(case, start, end, ql_fraction)
         per_unit = Fraction(Decimal(str(summary.attributes["per_unit"])))
         want_per_unit = case.face * rate * exact
         # The ledger's per-unit amount is exact or rounded up in the 50th digit (PROTOCOL).
