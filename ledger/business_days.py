@@ -33,8 +33,8 @@ CONVENTIONS = ("unadjusted", "following", "modified_following", "preceding")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 """Weekday names in calendar records, in ISO order (mon = 1)."""
 
-MAX_HOLIDAYS = 3660
-"""Most dated holidays one calendar may hold: ten a year for a century and more."""
+MAX_HOLIDAYS = 1000
+"""Most dated holidays one calendar may hold (ten a year for a century; ~13 kB of a transaction)."""
 
 MAX_RECORD_DAYS = 30
 """Most business days a record date may precede its payment date."""

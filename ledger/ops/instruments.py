@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from datetime import date
 
-from ledger import bondmath
+from ledger import bondmath, business_days
 from ledger.codes import Code
 from ledger.ops.common import (
     Args,
@@ -28,12 +29,16 @@ from ledger.types import (
     TBILL,
     BlockContext,
     Event,
+    HolidayCalendar,
     Instrument,
 )
 
 ISIN_RE = re.compile(r"[A-Z]{2}[A-Z0-9]{9}[0-9]")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 CATEGORY_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+WEEKDAY_RE = re.compile("|".join(business_days.WEEKDAYS))
+POLICY_RULE_SET_CALENDAR = "register_instrument"  # ledger.ops.POLICY_NAMES says the same
 MAX_DECIMALS = 18
 END_OF_MONTH = {"": None, "yes": True, "no": False}
 """A bond's `end_of_month` field: absent (the rule in force when the anchor is a month end),
@@ -68,7 +73,9 @@ def register_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args)
     bond, T-bill: `isin` (check digit verified), `issue_date`, `maturity_date` (after the
     block date). bond: `coupon_rate` (decimal fraction text), `coupon_frequency` (1, 2, 4,
     12), `day_count`; optional `first_coupon_date`, `penultimate_coupon_date`, `end_of_month`
-    ("yes"/"no"), the schedule as issued (`bondmath.Schedule`). commodity: `unit`, optional `isin`.
+    ("yes"/"no"), the schedule as issued (`bondmath.Schedule`); optional
+    `business_day_convention` with `holiday_calendar` (the issuer's own calendar, see
+    `set_holiday_calendar`): payment dates move off its non-business days. commodity: `unit`, optional `isin`.
     cash: `face_value` must be 1 (one cash unit is one minor unit of its currency).
     Bonds, T-bills and commodities are registered by the issuer, cash tokens by the
     cash-token issuer; the registering account is the instrument's issuer.
@@ -101,7 +108,9 @@ def register_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args)
         if maturity <= ctx.date:
             fail(Code.BAD_FIELD, f"maturity {maturity} is not after the block date {ctx.date}")
     if kind == BOND:
-        fields.update(_coupon_fields(args, fields["issue_date"], fields["maturity_date"]))
+        fields.update(
+            _coupon_fields(state, args, tx, fields["issue_date"], fields["maturity_date"])
+        )
     if kind == COMMODITY:
         fields["unit"] = args.text("unit", max_len=32)
         if args.has("isin"):
@@ -152,7 +161,7 @@ def register_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args)
     ]
 
 
-def _coupon_fields(args: Args, issue, maturity) -> dict:
+def _coupon_fields(state: State, args: Args, tx: TxView, issue, maturity) -> dict:
     rate_text = args.text("coupon_rate", max_len=20)
     try:
         rate = bondmath.parse_rate(rate_text)
@@ -188,7 +197,33 @@ def _coupon_fields(args: Args, issue, maturity) -> dict:
         "first_coupon_date": first,
         "penultimate_coupon_date": penultimate,
         "end_of_month": end_of_month,
+        **_business_day_fields(state, args, tx),
     }
+
+
+def _business_day_fields(state: State, args: Args, tx: TxView) -> dict:
+    """`business_day_convention` and `holiday_calendar`: both or neither (absent: unadjusted).
+
+    The calendar must exist and belong to the registering issuer: a bond's payment dates move
+    only with a calendar its own issuer keeps.
+    """
+    convention = args.opt_text("business_day_convention", default="", max_len=32)
+    calendar_id = args.opt_text("holiday_calendar", default="", max_len=32)
+    if convention and convention not in business_days.CONVENTIONS:
+        fail(
+            Code.BAD_FIELD,
+            f"business_day_convention must be one of {list(business_days.CONVENTIONS)}, "
+            f"got {convention!r}",
+        )
+    if bool(convention) != bool(calendar_id):
+        fail(Code.BAD_FIELD, "business_day_convention and holiday_calendar go together")
+    if calendar_id:
+        calendar = state.calendars.get(calendar_id)
+        if calendar is None:
+            fail(Code.BAD_FIELD, f"holiday_calendar {calendar_id!r} does not exist")
+        if calendar.owner != tx.sender:
+            fail(Code.UNAUTHORIZED, f"holiday_calendar {calendar_id!r} belongs to another issuer")
+    return {"business_day_convention": convention, "holiday_calendar": calendar_id}
 
 
 def _set_paused(state: State, tx: TxView, args: Args, paused: bool, op_name: str) -> list[Event]:
@@ -221,3 +256,45 @@ def pause_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args) ->
 def unpause_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
     """`{instrument, reason}`: let the instrument move again."""
     return _set_paused(state, tx, args, False, "unpause_instrument")
+
+
+def set_holiday_calendar(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{id, weekend, holidays}`: create or replace an issuer's business-day calendar.
+
+    `weekend`: weekday names (`mon` ... `sun`, at most 6); `holidays`: `YYYY-MM-DD` dates (at
+    most `business_days.MAX_HOLIDAYS`). The whole calendar is replaced; only the issuer that
+    created it may change it. Governed by the `register_instrument` policy rule (the same
+    approvals as defining an instrument). A change applies to every payment not yet made.
+    """
+    calendar_id = instrument_id_arg(args, "id")
+    weekend = args.text_list("weekend", pattern=WEEKDAY_RE, max_items=6)
+    holiday_texts = args.text_list(
+        "holidays", pattern=DATE_RE, max_items=business_days.MAX_HOLIDAYS
+    )
+    holidays = []
+    for text in holiday_texts:
+        try:
+            holidays.append(date.fromisoformat(text))
+        except ValueError:
+            fail(Code.BAD_FIELD, f"holidays: {text!r} is not a date")
+    args.done()
+    require_approvals(state, tx, POLICY_RULE_SET_CALENDAR)
+    require_role(tx.account, ISSUER, "keeping a holiday calendar")
+    existing = state.calendars.get(calendar_id)
+    if existing is not None and existing.owner != tx.sender:
+        fail(Code.UNAUTHORIZED, f"holiday calendar {calendar_id} belongs to another issuer")
+    ordered = tuple(day for day in business_days.WEEKDAYS if day in weekend)
+    state.put_calendar(
+        HolidayCalendar(calendar_id, tx.sender, ordered, tuple(holidays), ctx.height)
+    )
+    return [
+        Event(
+            "holiday_calendar_set",
+            {
+                "calendar": calendar_id,
+                "by": tx.sender,
+                "weekend": ",".join(ordered),
+                "holidays": len(holidays),
+            },
+        )
+    ]

@@ -16,9 +16,10 @@ cash paid for them is frozen in their place, so a legal freeze survives maturity
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 
-from ledger import bondmath
+from ledger import bondmath, business_days
 from ledger.codes import Code
 from ledger.ops.common import (
     Args,
@@ -55,6 +56,19 @@ def bond_schedule(bond: Instrument) -> bondmath.Schedule:
         bond.penultimate_coupon_date,
         END_OF_MONTH[bond.end_of_month],
     )
+
+
+def payment_date(state: State, instrument: Instrument, day: date) -> date:
+    """The day a payment scheduled for `day` is due: `day` moved by the instrument's
+    business-day convention over its issuer's holiday calendar (unadjusted without one)."""
+    if not instrument.business_day_convention:
+        return day
+    calendar = state.calendars[instrument.holiday_calendar]
+    days = business_days.BusinessCalendar(
+        frozenset(business_days.WEEKDAYS.index(name) + 1 for name in calendar.weekend),
+        frozenset(calendar.holidays),
+    )
+    return days.adjust(day, instrument.business_day_convention)
 
 
 def _cash_for(state: State, cash_id: str, instrument: Instrument) -> Instrument:
@@ -156,8 +170,12 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             Code.COUPON_NOT_DUE,
             f"the next unpaid coupon of {bond.id} is on {bond.next_coupon}, not {coupon_date}",
         )
-    if ctx.date < coupon_date:
-        fail(Code.COUPON_NOT_DUE, f"coupon of {coupon_date} is not due (block date {ctx.date})")
+    due = payment_date(state, bond, coupon_date)
+    if ctx.date < due:
+        fail(
+            Code.COUPON_NOT_DUE,
+            f"coupon of {coupon_date} is not due until {due} (block date {ctx.date})",
+        )
     schedule = bond_schedule(bond)
     # The amount comes from the schedule as a whole: an irregular period is measured against
     # the schedule's own grid (issue 18: measuring a period from its two dates alone guessed
@@ -188,6 +206,9 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             "residual": str(distribution.residual),
             "holders": len(distribution.payments),
             "paying_agent": tx.sender,
+            # Only for bonds with a business-day convention: receipts of the others stay
+            # byte for byte what they were.
+            **({"payment_date": due.isoformat()} if bond.business_day_convention else {}),
         },
     )
     return [summary, *_payment_events("coupon_payment", bond, cash, distribution)]
@@ -209,10 +230,12 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
     if instrument.redeemed:
         fail(Code.INSTRUMENT_MATURED, f"{instrument.id} has already been redeemed")
     assert instrument.maturity_date is not None
-    if ctx.date < instrument.maturity_date:
+    due = payment_date(state, instrument, instrument.maturity_date)
+    if ctx.date < due:
         fail(
             Code.NOT_MATURED,
-            f"{instrument.id} matures on {instrument.maturity_date} (block date {ctx.date})",
+            f"{instrument.id} matures on {instrument.maturity_date}, payable {due} "
+            f"(block date {ctx.date})",
         )
     if instrument.next_coupon is not None:
         fail(
