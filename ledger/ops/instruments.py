@@ -209,10 +209,12 @@ def _business_day_fields(state: State, args: Args, tx: TxView) -> dict:
     """
     convention = args.opt_text("business_day_convention", default="", max_len=32)
     calendar_id = args.opt_text("holiday_calendar", default="", max_len=32)
-    if convention and convention not in business_days.CONVENTIONS:
+    # "unadjusted" is the field's absence: one encoding per meaning.
+    moving = [name for name in business_days.CONVENTIONS if name != "unadjusted"]
+    if convention and convention not in moving:
         fail(
             Code.BAD_FIELD,
-            f"business_day_convention must be one of {list(business_days.CONVENTIONS)}, "
+            f"business_day_convention must be one of {moving} (absent: unadjusted), "
             f"got {convention!r}",
         )
     if bool(convention) != bool(calendar_id):

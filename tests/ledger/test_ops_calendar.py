@@ -136,6 +136,11 @@ def test_redemption_waits_for_the_adjusted_maturity():
     [
         ({"business_day_convention": "following"}, Code.BAD_FIELD, "go together"),
         ({"holiday_calendar": CAL}, Code.BAD_FIELD, "go together"),
+        (
+            {"business_day_convention": "unadjusted", "holiday_calendar": CAL},
+            Code.BAD_FIELD,
+            "absent",
+        ),
         ({"business_day_convention": "nearest", "holiday_calendar": CAL}, Code.BAD_FIELD, "one of"),
         (
             {"business_day_convention": "following", "holiday_calendar": "NONE"},
