@@ -5,9 +5,13 @@ scripts/check_bonds.py (any seed and count). Each generated bond is registered, 
 few investors, paid every coupon and redeemed on a real in-memory chain (`Chain`: signed
 transactions through `apply_transaction`), and every payment is compared with:
 
-* the schedule QuantLib generates (`Schedule`, backward from maturity, unadjusted, with its
-  end-of-month flag set exactly when maturity is a month end -- the ledger's documented rule);
+* the schedule QuantLib generates (`Schedule`, backward from maturity or the penultimate date,
+  with the first coupon date when one is given, unadjusted, its end-of-month flag on unless the
+  bond says "no" -- QuantLib applies it only from a month-end anchor, the ledger's rule);
 * the year fraction QuantLib's day counter gives for each period;
+* for bonds given a business-day convention and an on-chain holiday calendar (random weekends
+  and holidays on or next to coupon dates), the payment date QuantLib's `BespokeCalendar`
+  gives: the payment is refused the day before it and made on it;
 * the rounding docs/PROTOCOL.md states: each holder gets floor(exact coupon per unit x units),
   the residual reported is exact total - paid, redemption pays face x units exactly.
 
@@ -97,12 +101,16 @@ class BondCase:
     first_coupon: date | None = None
     penultimate_coupon: date | None = None
     end_of_month: str = ""  # the instrument field: "", "yes" or "no"
+    convention: str = ""  # business_day_convention ("" none)
+    weekend: tuple[int, ...] = ()  # ISO weekdays of the bond's holiday calendar
+    holidays: tuple[date, ...] = ()
 
     def describe(self) -> str:
         return (
             f"{self.day_count} {self.rate} x{self.frequency} face {self.face} "
             f"{self.issue} -> {self.maturity} first {self.first_coupon} penultimate "
-            f"{self.penultimate_coupon} eom {self.end_of_month!r} holdings {self.holdings}"
+            f"{self.penultimate_coupon} eom {self.end_of_month!r} {self.convention} "
+            f"weekend {self.weekend} holidays {self.holidays} holdings {self.holdings}"
         )
 
     @property
@@ -163,7 +171,49 @@ def generate(rng: random.Random) -> BondCase:
         holdings={name: rng.randrange(1, 10_000) for name in sorted(holders)},
     )
     _as_issued(rng, case)
+    if rng.random() < 0.25:
+        _business_days(rng, case)
     return case
+
+
+def _business_days(rng: random.Random, case: BondCase) -> None:
+    """A convention and a calendar whose holidays fall on or next to coupon dates."""
+    case.convention = rng.choice(("following", "modified_following", "preceding"))
+    case.weekend = rng.choice(((6, 7), (5, 6), (7,), ()))
+    near = [d + timedelta(days=rng.randrange(-1, 2)) for d in _ql_schedule(case)[1:]]
+    case.holidays = tuple(sorted({d for d in near if rng.random() < 0.4}))
+
+
+def _ql_calendar(case: BondCase) -> ql.Calendar:
+    calendar_ = ql.BespokeCalendar("oracle")
+    for weekday in case.weekend:
+        calendar_.addWeekend(
+            (
+                0,
+                ql.Monday,
+                ql.Tuesday,
+                ql.Wednesday,
+                ql.Thursday,
+                ql.Friday,
+                ql.Saturday,
+                ql.Sunday,
+            )[weekday]
+        )
+    for holiday in case.holidays:
+        calendar_.addHoliday(qdate(holiday))
+    return calendar_
+
+
+def payment_day(case: BondCase, calendar_: ql.Calendar, day: date) -> date:
+    """QuantLib's adjusted payment date of a scheduled `day`."""
+    if not case.convention:
+        return day
+    convention = {
+        "following": ql.Following,
+        "modified_following": ql.ModifiedFollowing,
+        "preceding": ql.Preceding,
+    }[case.convention]
+    return pydate(calendar_.adjust(qdate(day), convention))
 
 
 def _as_issued(rng: random.Random, case: BondCase) -> None:
@@ -317,7 +367,24 @@ def _schedule_fields(case: BondCase) -> dict:
         fields["penultimate_coupon_date"] = case.penultimate_coupon.isoformat()
     if case.end_of_month:
         fields["end_of_month"] = case.end_of_month
+    if case.convention:
+        fields["business_day_convention"] = case.convention
+        fields["holiday_calendar"] = "CAL"
     return fields
+
+
+def _coupon_args(bond_id: str, day: date) -> dict:
+    return {"instrument": bond_id, "cash": CASH, "coupon_date": day.isoformat()}
+
+
+def _refused_before(chain: Chain, due: date, op: str, args: dict) -> bool:
+    """For a moved payment date only (elsewhere it would double the run time): the day before
+    it, the payment is refused as not yet due."""
+    if not chain.state.instruments[args["instrument"]].business_day_convention:
+        return True
+    receipt = chain.at(due - timedelta(days=1)).run(AGENT, op, args)
+    chain.state.take_changes()
+    return receipt.code in (Code.COUPON_NOT_DUE, Code.NOT_MATURED)
 
 
 def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
@@ -326,6 +393,18 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     bond_id = f"B{serial}"
     # Registered and sold before the issue date: a first coupon due within the closed period
     # (record date) after issue would otherwise refuse the sale.
+    if case.convention:
+        names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        chain.at(case.issue - timedelta(days=60)).ok(
+            "ministry",
+            "set_holiday_calendar",
+            {
+                "id": "CAL",
+                "weekend": [names[day - 1] for day in case.weekend],
+                "holidays": [day.isoformat() for day in case.holidays],
+            },
+        )
+    calendar_ = _ql_calendar(case)
     chain.at(case.issue - timedelta(days=60)).ok(
         "ministry",
         "register_instrument",
@@ -372,10 +451,13 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             outcome.differences.append(
                 f"{case.describe()}: accrued to {inside}: {accrued}, oracle {float(want_accrued)}"
             )
-        receipt = chain.at(end).run(
+        due = payment_day(case, calendar_, end)
+        if not _refused_before(chain, due, "pay_coupon", _coupon_args(bond_id, end)):
+            outcome.differences.append(f"{case.describe()}: coupon {end} paid before {due}")
+        receipt = chain.at(due).run(
             AGENT,
             "pay_coupon",
-            {"instrument": bond_id, "cash": CASH, "coupon_date": end.isoformat()},
+            _coupon_args(bond_id, end),
         )
         if receipt.code != Code.OK:
             outcome.differences.append(
@@ -412,7 +494,10 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
         outcome.residual += residual
         outcome.coupons += 1
         outcome.payments += len(payments)
-    receipt = chain.at(case.maturity).run(AGENT, "redeem", {"instrument": bond_id, "cash": CASH})
+    due = payment_day(case, calendar_, case.maturity)
+    if not _refused_before(chain, due, "redeem", {"instrument": bond_id, "cash": CASH}):
+        outcome.differences.append(f"{case.describe()}: redeemed before {due}")
+    receipt = chain.at(due).run(AGENT, "redeem", {"instrument": bond_id, "cash": CASH})
     if receipt.code != Code.OK:
         outcome.differences.append(f"{case.describe()}: redeem refused: {receipt.log}")
         return outcome
