@@ -98,7 +98,12 @@ class Schedule:
                     f"first coupon {first} is not a regular date of the schedule rolled "
                     f"from {anchor}"
                 )
-        self.dates()  # checks the length bound
+        periods = self.periods()  # checks the length bound
+        # Every period must be measurable: an irregular first or last period spanning more
+        # than MAX_NOTIONAL_PERIODS grid periods is refused here, at registration, rather
+        # than when its coupon falls due.
+        for start, end in {periods[0], periods[-1]}:
+            notional_dates(start, end, self.anchor, self.months, self.eom)
 
     @property
     def months(self) -> int:

@@ -118,6 +118,14 @@ def test_schedule_refusals(kwargs, message):
         Schedule(date(2025, 1, 15), date(2027, 8, 30), 2, **kwargs)
 
 
+def test_a_first_coupon_too_long_to_measure_is_refused_when_the_schedule_is_made():
+    # 25 monthly grid periods in the first coupon: more than MAX_NOTIONAL_PERIODS (24). Its
+    # coupon could not be computed when due, so the schedule (and the bond) is refused now.
+    with pytest.raises(BondMathError, match="notional periods"):
+        Schedule(date(2025, 1, 15), date(2030, 1, 15), 12, first_coupon=date(2027, 2, 15))
+    Schedule(date(2025, 1, 15), date(2030, 1, 15), 12, first_coupon=date(2027, 1, 15))
+
+
 def test_registered_bond_with_a_long_first_coupon_pays_it():
     chain = Chain()
     chain.cash()
