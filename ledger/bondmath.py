@@ -1,8 +1,11 @@
-"""Bond maths: day counts, T-bill pricing, coupon schedules, accrued interest, coupon distribution.
+"""Bond maths: T-bill pricing, coupon amounts, accrued interest, coupon distribution.
 
 This module owns the arithmetic behind coupon payments, redemption and T-bill pricing. It is
 pure: functions of `decimal.Decimal`, `int` and `datetime.date` only -- no floats, no clock,
 no I/O -- so every validator computes the same minor unit from the same inputs.
+
+Day counts live in `ledger.daycount` and schedules in `ledger.schedule`; their public names
+are re-exported here, so `bondmath` stays the one import for bond arithmetic.
 
 Theory of operation
 -------------------
@@ -26,33 +29,52 @@ misuse or a bad instrument record, never something to swallow.
 
 from __future__ import annotations
 
-import calendar
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from decimal import (
-    ROUND_CEILING,
-    ROUND_FLOOR,
-    ROUND_HALF_EVEN,
-    Context,
-    Decimal,
-    DivisionByZero,
-    Inexact,
-    InvalidOperation,
-    Overflow,
-)
-from enum import StrEnum
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, Inexact
 from fractions import Fraction
-from typing import Literal
+
+from ledger.daycount import (
+    _CONTEXT_TRAPS,
+    FREQUENCIES,
+    MAX_MAGNITUDE,
+    MAX_NOTIONAL_PERIODS,
+    MAX_RATE_DECIMALS,
+    PRECISION,
+    BondMathError,
+    DayCount,
+    Stub,
+    _context,
+    _require_date,
+    _require_decimal,
+    _require_frequency,
+    _require_int,
+    _require_places,
+    _require_rate,
+    _rounded,
+    _to_decimal,
+    _to_decimal_in,
+    _year_fraction_exact,
+    day_count,
+    is_month_end,
+    year_fraction,
+)
+from ledger.schedule import MAX_COUPONS, Schedule, coupon_periods, coupon_schedule
 
 __all__ = [
     "FREQUENCIES",
+    "MAX_COUPONS",
+    "MAX_MAGNITUDE",
+    "MAX_NOTIONAL_PERIODS",
     "MAX_RATE_DECIMALS",
     "PRECISION",
     "BondMathError",
     "DayCount",
     "Distribution",
+    "Schedule",
+    "Stub",
     "accrued_interest",
     "coupon_per_unit",
     "coupon_periods",
@@ -63,44 +85,19 @@ __all__ = [
     "money_market_yield",
     "parse_rate",
     "redemption_amount",
+    "scheduled_accrued_interest",
+    "scheduled_coupon",
     "tbill_discount_rate",
     "tbill_investment_yield",
     "tbill_price",
     "year_fraction",
 ]
 
-PRECISION = 50
-"""Significant digits of every Decimal result that is not exact (>= 34 = IEEE decimal128)."""
-
-FREQUENCIES = (1, 2, 4, 12)
-"""Coupon frequencies per year that this module accepts: annual, semi-annual, quarterly, monthly."""
-
-MAX_RATE_DECIMALS = 12
-"""Most decimal places a rate may carry (0.000000000001 = one hundred-millionth of a percent)."""
-
-MAX_COUPONS = 1200
-"""Bound on a generated schedule: 100 years of monthly coupons."""
-
-MAX_NOTIONAL_PERIODS = 24
-"""Bound on the notional periods one irregular ACT/ACT-ICMA period may be split into."""
-
 MAX_UNITS = 10**30
 """Exclusive bound on units held by one holder; keeps every product exact in `_EXACT`."""
 
 MAX_AMOUNT_DIGITS = 60
 """Most significant digits accepted in an amount handed to `distribute`."""
-
-MAX_MAGNITUDE = 30
-"""Every Decimal argument is 0 or between 10^-30 and 10^30 (exclusive): rates, prices, amounts."""
-
-_CONTEXT_TRAPS = [InvalidOperation, DivisionByZero, Overflow]
-
-
-def _context(rounding: str, prec: int = PRECISION) -> Context:
-    # A fresh, explicit context per use: nothing here reads or mutates the thread's (or trio
-    # task's) current decimal context, so callers' settings can never change a result.
-    return Context(prec=prec, rounding=rounding, Emin=-999_999, Emax=999_999, traps=_CONTEXT_TRAPS)
-
 
 # Products in `distribute` must be exact: 200 digits hold any MAX_AMOUNT_DIGITS x MAX_UNITS
 # product, and trapping Inexact turns a violated bound into a loud error instead of a rounding.
@@ -111,330 +108,6 @@ _EXACT = Context(
     Emax=999_999,
     traps=[*_CONTEXT_TRAPS, Inexact],
 )
-
-
-class BondMathError(ValueError):
-    """An argument that breaks a rule of this module (the message names the value)."""
-
-
-class DayCount(StrEnum):
-    """Day-count conventions, by their market names (stored in instrument records)."""
-
-    ACT_360 = "ACT/360"
-    """Actual days / 360 (ISDA 2006 4.16(e)); money markets, T-bills."""
-    ACT_365F = "ACT/365F"
-    """Actual days / 365, whatever the year (ISDA 2006 4.16(d))."""
-    THIRTY_360 = "30/360"
-    """30/360 Bond Basis (ISDA 2006 4.16(f)); see `day_count` for the day adjustments."""
-    ACT_ACT_ICMA = "ACT/ACT-ICMA"
-    """Actual/Actual (ICMA Rule 251; ISDA 2006 4.16(c)); needs the coupon period and frequency."""
-
-
-Stub = Literal["first", "last"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Input checks and conversions
-# ---------------------------------------------------------------------------------------------
-
-
-def _require_date(name: str, value: object) -> date:
-    # datetime.datetime is a subclass of date; a time of day has no place in day counts.
-    if type(value) is not date:
-        raise TypeError(f"{name} must be a datetime.date, got {type(value).__name__}")
-    return value
-
-
-def _require_int(name: str, value: object, *, minimum: int | None = None) -> int:
-    if type(value) is not int:  # bool is an int subclass; True is not a quantity
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise BondMathError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _require_decimal(name: str, value: object, *, non_negative: bool = True) -> Decimal:
-    if type(value) is int:
-        value = Decimal(value)
-    if not isinstance(value, Decimal):
-        # Floats in particular: 0.1 is not one tenth, and money must not depend on it.
-        raise TypeError(f"{name} must be a Decimal (or int), got {type(value).__name__}")
-    if not value.is_finite():
-        raise BondMathError(f"{name} must be finite, got {value}")
-    if value and not -MAX_MAGNITUDE <= value.adjusted() < MAX_MAGNITUDE:
-        # 1E+999999 is a valid Decimal; turned into an exact integer it would cost megabytes.
-        raise BondMathError(f"{name} is out of range: {value}")
-    if non_negative and value < 0:
-        raise BondMathError(f"{name} must be >= 0, got {value}")
-    return value
-
-
-def _require_rate(name: str, value: object) -> Decimal:
-    rate = _require_decimal(name, value)
-    if -rate.as_tuple().exponent > MAX_RATE_DECIMALS:  # type: ignore[operator]
-        raise BondMathError(f"{name} has more than {MAX_RATE_DECIMALS} decimals: {value}")
-    return rate
-
-
-def _require_frequency(value: object) -> int:
-    frequency = _require_int("frequency", value)
-    if frequency not in FREQUENCIES:
-        raise BondMathError(f"frequency must be one of {FREQUENCIES}, got {frequency}")
-    return frequency
-
-
-def _require_places(places: object) -> int | None:
-    if places is None:
-        return None
-    return _require_int("places", places, minimum=0)
-
-
-def _to_decimal(value: Fraction, rounding: str = ROUND_HALF_EVEN) -> Decimal:
-    """`value` as a Decimal: exact if it fits PRECISION digits, else rounded with `rounding`."""
-    return _to_decimal_in(value, _context(rounding))
-
-
-def _to_decimal_in(value: Fraction, ctx: Context) -> Decimal:
-    return ctx.divide(Decimal(value.numerator), Decimal(value.denominator))
-
-
-def _rounded(value: Fraction, places: int | None) -> Decimal:
-    """Half-even to `places` decimals, or to PRECISION significant digits when places is None."""
-    if places is None:
-        return _to_decimal(value)
-    # Scale first so the single rounding happens at the requested decimal place.
-    scaled = value * 10**places
-    whole, remainder = divmod(scaled.numerator, scaled.denominator)
-    twice = 2 * remainder
-    if twice > scaled.denominator or (twice == scaled.denominator and whole % 2 == 1):
-        whole += 1
-    return Decimal(whole).scaleb(-places)
-
-
-# ---------------------------------------------------------------------------------------------
-# Calendar helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _last_day(year: int, month: int) -> int:
-    return calendar.monthrange(year, month)[1]
-
-
-def is_month_end(day: date) -> bool:
-    """True if `day` is the last day of its month (28/29 Feb, 30 Apr, 31 May, ...)."""
-    return day.day == _last_day(day.year, day.month)
-
-
-def _add_months(anchor: date, months: int, eom: bool) -> date:
-    """`anchor` moved by `months` calendar months.
-
-    With `eom` the result is the last day of the target month (the end-of-month rule);
-    without it the anchor's day of month is kept, clipped to the month's length (31 -> 30 Apr,
-    -> 28/29 Feb). Always computed from the anchor, never step by step, so days never drift.
-    """
-    index = anchor.year * 12 + (anchor.month - 1) + months
-    year, month0 = divmod(index, 12)
-    if not 1 <= year <= 9999:
-        raise BondMathError(f"{anchor} moved by {months} months leaves the calendar")
-    last = _last_day(year, month0 + 1)
-    return date(year, month0 + 1, last if eom else min(anchor.day, last))
-
-
-# ---------------------------------------------------------------------------------------------
-# Day counts
-# ---------------------------------------------------------------------------------------------
-
-
-def day_count(convention: DayCount, start: date, end: date) -> int:
-    """Days from `start` (included) to `end` (excluded) under `convention`; negative if reversed.
-
-    Actual-day conventions count calendar days. 30/360 Bond Basis (ISDA 2006 4.16(f)) counts
-    ``360*(Y2-Y1) + 30*(M2-M1) + (D2-D1)`` where D1 = 31 becomes 30, and D2 = 31 becomes 30
-    only if D1 (after that change) is 30 or 31. No February rule: 28 Feb -> 31 Aug is 183 days.
-    Exact integer arithmetic; no rounding.
-    """
-    convention = DayCount(convention)
-    _require_date("start", start)
-    _require_date("end", end)
-    if convention is not DayCount.THIRTY_360:
-        return (end - start).days
-    d1 = 30 if start.day == 31 else start.day
-    d2 = 30 if end.day == 31 and d1 >= 30 else end.day
-    return 360 * (end.year - start.year) + 30 * (end.month - start.month) + (d2 - d1)
-
-
-def _schedule_date(maturity: date, steps_back: int, months: int) -> date:
-    """The coupon date `steps_back` frequency steps before `maturity` (EOM from maturity)."""
-    if steps_back == 0:
-        return maturity
-    return _add_months(maturity, -steps_back * months, is_month_end(maturity))
-
-
-def _notional_dates_from_maturity(
-    start: date, end: date, months: int, maturity: date
-) -> list[date]:
-    """The schedule's own (possibly virtual) coupon dates around [start, end], ascending."""
-    if end > maturity:
-        raise BondMathError(f"accrual end {end} is after maturity {maturity}")
-    # Jump close to `start` in one step, then correct by at most a step or two either way.
-    month_gap = (maturity.year - start.year) * 12 + (maturity.month - start.month)
-    k = max(0, month_gap // months)
-    while _schedule_date(maturity, k, months) > start:
-        k += 1
-    while k > 0 and _schedule_date(maturity, k - 1, months) <= start:
-        k -= 1
-    dates = [_schedule_date(maturity, k, months)]
-    while dates[-1] < end:
-        if len(dates) > MAX_NOTIONAL_PERIODS:
-            raise BondMathError(
-                f"{start} -> {end} spans more than {MAX_NOTIONAL_PERIODS} notional periods"
-            )
-        k -= 1
-        dates.append(_schedule_date(maturity, k, months))
-    return dates
-
-
-def _notional_dates_from_anchor(
-    start: date, end: date, period_start: date, period_end: date, months: int, stub: Stub
-) -> list[date]:
-    """Notional dates for [start, end] when the schedule's maturity is not known."""
-    # Regular period: one frequency step apart under some month-end reading. Both readings
-    # and both directions are tried because a lone period cannot tell its schedule's rule:
-    # 30 Jan -> 28 Feb is regular for a schedule on the 30th (only forward from 30 Jan
-    # finds it) and 31 Mar -> 30 Sep for an end-of-month one (only backward with EOM does).
-    if period_start in (
-        _add_months(period_end, -months, False),
-        _add_months(period_end, -months, is_month_end(period_end)),
-    ) or period_end in (
-        _add_months(period_start, months, False),
-        _add_months(period_start, months, is_month_end(period_start)),
-    ):
-        return [period_start, period_end]
-    # A stub: roll notional dates from the regular coupon date that bounds it, keeping the
-    # end-of-month rule if that date is a month end.
-    anchor = period_end if stub == "first" else period_start
-    eom = is_month_end(anchor)
-    step = -months if stub == "first" else months
-    dates = [anchor]
-    for k in range(1, MAX_NOTIONAL_PERIODS + 1):
-        dates.append(_add_months(anchor, k * step, eom))
-        if (stub == "first" and dates[-1] <= start) or (stub == "last" and dates[-1] >= end):
-            return sorted(dates)
-    raise BondMathError(
-        f"irregular period {period_start} -> {period_end} spans more than "
-        f"{MAX_NOTIONAL_PERIODS} notional periods"
-    )
-
-
-def _icma_fraction(
-    start: date,
-    end: date,
-    period_start: date,
-    period_end: date,
-    frequency: int,
-    stub: Stub,
-    maturity: date | None,
-) -> Fraction:
-    """ACT/ACT-ICMA fraction of [start, end] inside the coupon period [period_start, period_end].
-
-    ICMA Rule 251: each day accrues 1 / (frequency x days of the notional period it falls
-    in). A regular coupon period is its own notional period, so it totals 1/frequency; a
-    stub is measured against the notional periods of regular length that would have
-    existed had the schedule continued (251.1(iii)/(iv)).
-    """
-    if not period_start <= start <= end <= period_end:
-        raise BondMathError(
-            f"ACT/ACT-ICMA needs period_start <= start <= end <= period_end, got "
-            f"{period_start} <= {start} <= {end} <= {period_end}"
-        )
-    months = 12 // frequency
-    if maturity is not None:
-        dates = _notional_dates_from_maturity(start, end, months, maturity)
-    else:
-        dates = _notional_dates_from_anchor(start, end, period_start, period_end, months, stub)
-    total = Fraction(0)
-    for lo, hi in zip(dates, dates[1:], strict=False):
-        overlap = (min(hi, end) - max(lo, start)).days
-        if overlap > 0:
-            total += Fraction(overlap, frequency * (hi - lo).days)
-    return total
-
-
-def _year_fraction_exact(
-    convention: DayCount,
-    start: date,
-    end: date,
-    period_start: date | None,
-    period_end: date | None,
-    frequency: int | None,
-    stub: Stub,
-    maturity: date | None,
-) -> Fraction:
-    convention = DayCount(convention)
-    _require_date("start", start)
-    _require_date("end", end)
-    if end < start:
-        raise BondMathError(f"end {end} is before start {start}")
-    if convention is DayCount.ACT_360:
-        return Fraction((end - start).days, 360)
-    if convention is DayCount.ACT_365F:
-        return Fraction((end - start).days, 365)
-    if convention is DayCount.THIRTY_360:
-        return Fraction(day_count(convention, start, end), 360)
-    if period_start is None or period_end is None or frequency is None:
-        raise BondMathError("ACT/ACT-ICMA needs period_start, period_end and frequency")
-    if stub not in ("first", "last"):
-        raise BondMathError(f"stub must be 'first' or 'last', got {stub!r}")
-    return _icma_fraction(
-        start,
-        end,
-        _require_date("period_start", period_start),
-        _require_date("period_end", period_end),
-        _require_frequency(frequency),
-        stub,
-        None if maturity is None else _require_date("maturity", maturity),
-    )
-
-
-def year_fraction(
-    convention: DayCount,
-    start: date,
-    end: date,
-    *,
-    period_start: date | None = None,
-    period_end: date | None = None,
-    frequency: int | None = None,
-    stub: Stub = "first",
-    maturity: date | None = None,
-) -> Decimal:
-    """Fraction of a year from `start` to `end` (start <= end) under `convention`.
-
-    ACT/360 = days/360, ACT/365F = days/365, 30/360 = `day_count`/360; they ignore the
-    keyword arguments. ACT/ACT-ICMA (ICMA Rule 251) needs the coupon period
-    [period_start, period_end] that contains [start, end], and the coupon `frequency`.
-    Each day accrues 1 / (frequency x days of the notional period it falls in):
-
-    * Regular period (one frequency step long): days(start, end) / (frequency x days in
-      the period), so a whole regular period is exactly 1/frequency.
-    * Irregular period (a short or long stub): the notional periods are the regular periods
-      the schedule would have had, and the fraction sums days-in-each / (frequency x its
-      length). Give `maturity` (the instrument's) and they are the schedule's own dates,
-      rolled back from maturity exactly as `coupon_schedule` does -- always right, and what
-      ledger code should do. Without it they are rolled from the regular coupon date that
-      bounds the stub, keeping the end-of-month rule if that date is a month end: backward
-      from `period_end` for a first-period stub (``stub="first"``, the only kind
-      `coupon_schedule` makes), forward from `period_start` for a final stub
-      (``stub="last"``). That guess can be a day off for a schedule on the 29th or 30th
-      whose anchor falls on a shorter month's end.
-
-    Rounding: computed exactly, then rounded half-even to PRECISION (50) significant digits;
-    results with a terminating decimal expansion that fits (0.5, 0.41096... does not) are exact.
-    """
-    return _to_decimal(
-        _year_fraction_exact(
-            convention, start, end, period_start, period_end, frequency, stub, maturity
-        )
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,44 +224,6 @@ def money_market_yield(
 # ---------------------------------------------------------------------------------------------
 
 
-def coupon_schedule(issue_date: date, maturity_date: date, frequency: int) -> tuple[date, ...]:
-    """Unadjusted coupon dates after `issue_date` up to and including `maturity_date`, ascending.
-
-    Generated backward from maturity in steps of 12/frequency months, each date computed
-    from maturity (maturity - k steps), so days never drift. End-of-month rule: if maturity
-    is the last day of its month, every coupon date is the last day of its month (maturity
-    31 Aug -> 28/29 Feb and 31 Aug; 30 Apr -> 31 Oct); otherwise dates keep maturity's day,
-    clipped to shorter months (maturity 30 Mar -> 30 Sep; 29 Aug -> 28 Feb in common years).
-    Dates are not moved to business days: the payment-date adjustment is the caller's.
-    If `issue_date` is not on the schedule the first period (issue -> first date) is a short
-    first stub; it is never merged into a long one.
-    """
-    _require_date("issue_date", issue_date)
-    _require_date("maturity_date", maturity_date)
-    frequency = _require_frequency(frequency)
-    if maturity_date <= issue_date:
-        raise BondMathError(f"maturity {maturity_date} is not after issue {issue_date}")
-    months = 12 // frequency
-    dates: list[date] = []
-    for k in range(MAX_COUPONS + 1):
-        if k == MAX_COUPONS:
-            raise BondMathError(f"more than {MAX_COUPONS} coupons from {issue_date}")
-        coupon = _schedule_date(maturity_date, k, months)
-        if coupon <= issue_date:
-            break
-        dates.append(coupon)
-    return tuple(reversed(dates))
-
-
-def coupon_periods(
-    issue_date: date, maturity_date: date, frequency: int
-) -> tuple[tuple[date, date], ...]:
-    """The accrual periods (start, end) of `coupon_schedule`; the first starts at issue."""
-    dates = coupon_schedule(issue_date, maturity_date, frequency)
-    starts = (issue_date, *dates[:-1])
-    return tuple(zip(starts, dates, strict=True))
-
-
 def _per_unit_amount(face_value: object, annual_rate: object, fraction: Fraction) -> Decimal:
     face = _require_int("face_value", face_value, minimum=0)
     rate = Fraction(_require_rate("annual_rate", annual_rate))
@@ -596,8 +231,9 @@ def _per_unit_amount(face_value: object, annual_rate: object, fraction: Fraction
     # (1/12 -> 0.0833...3) would make floor(amount x units) in `distribute` lose a whole minor
     # unit when the exact rational product is an integer (12 units -> 0.999...96 -> 0).
     # Rounding up cannot gain one: with <= 12 rate decimals and day-count denominators of at
-    # most 372 per notional period, a non-integer exact product is at least 1/(10^12 x 372^k)
-    # below the next integer (k notional periods, 1 or 2 in practice), far more than the
+    # most 372 per notional period (ACT/ACT-ISDA: 365 x 366 for a period across a year end),
+    # a non-integer exact product is at least 1/(10^12 x 372^k) below the next integer (k
+    # notional periods, 1 or 2 in practice; 1/(10^12 x 133590) for ISDA), far more than the
     # excess of < total x 10^-49 for any total under 10^30 minor units.
     return _to_decimal(face * rate * fraction, ROUND_CEILING)
 
@@ -661,6 +297,38 @@ def accrued_interest(
         convention, last_coupon, settlement, last_coupon, next_coupon, frequency, stub, maturity
     )
     return _per_unit_amount(face_value, annual_rate, fraction)
+
+
+def scheduled_coupon(
+    face_value: int, annual_rate: Decimal, convention: DayCount, schedule: Schedule, coupon: date
+) -> Decimal:
+    """The coupon per unit due on `coupon`, a date of `schedule`: what the ledger pays.
+
+    ``face_value x annual_rate x fraction`` of the period that ends on `coupon`, the fraction
+    measured by `Schedule.fraction` -- so an irregular period is measured against the
+    schedule's own grid, never a guessed one. Rounding: as `coupon_per_unit`.
+    """
+    _require_date("coupon", coupon)
+    for start, end in schedule.periods():
+        if end == coupon:
+            return _per_unit_amount(
+                face_value, annual_rate, schedule.fraction(convention, start, end)
+            )
+    raise BondMathError(f"{coupon} is not a coupon date of the schedule")
+
+
+def scheduled_accrued_interest(
+    face_value: int, annual_rate: Decimal, convention: DayCount, schedule: Schedule, day: date
+) -> Decimal:
+    """Interest accrued per unit from the start of the coupon period holding `day` to `day`.
+
+    Zero on a coupon date (the coupon then due is a payment, not accrual) and at issue;
+    measured by `Schedule.fraction` like `scheduled_coupon`. Rounding: as `coupon_per_unit`.
+    """
+    start, _ = schedule.period_of(_require_date("day", day))
+    if day == schedule.maturity:
+        start = day
+    return _per_unit_amount(face_value, annual_rate, schedule.fraction(convention, start, day))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ its state (and every app_hash) is exactly what it was before versions existed.
 Versions (docs/PROTOCOL.md, "Protocol versions", says what each changes):
 
     1   the first release's rules
-    2   a policy rule's minimum counts distinct institutions, not keys
+    2   a policy rule's minimum counts distinct institutions, not keys; a coupon is measured
+        against the bond's whole schedule
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ MAX_VERSION = 65_535
 
 VERSIONS: dict[int, str] = {
     1: "the first release's rules",
-    2: "a policy rule's minimum counts distinct institutions, not keys",
+    2: "approvals count institutions; coupons measured against the bond's whole schedule",
 }
 
 

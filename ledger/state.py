@@ -27,6 +27,7 @@ State keys (the first byte names the namespace)
     b"r" + id                                ReserveAttestation (latest; commodities)
     b"v" + address(20)                       Vasp
     b"k" + public_key(32)                    KeyBinding   -- recovered key -> its account
+    b"d" + id                                HolidayCalendar -- an issuer's business days
     b"P"                                     Parameters
     b"Q"                                     Policy
     b"C"                                     Programme (cap and outstanding, USD cents)
@@ -52,6 +53,7 @@ from ledger.protocol import PROTOCOL_KEY, ProtocolRecord
 from ledger.types import (
     Account,
     Holding,
+    HolidayCalendar,
     Instrument,
     KeyBinding,
     Kyc,
@@ -64,6 +66,7 @@ from ledger.types import (
 )
 
 ACCOUNT = b"a"
+CALENDAR = b"d"  # business-day calendars ("days")
 HOLDING = b"h"
 INSTRUMENT = b"i"
 RESERVE = b"r"
@@ -105,6 +108,10 @@ def reserve_key(instrument_id: str) -> bytes:
     return RESERVE + instrument_id.encode("ascii")
 
 
+def calendar_key(calendar_id: str) -> bytes:
+    return CALENDAR + calendar_id.encode("ascii")
+
+
 def vasp_key(address: bytes) -> bytes:
     return VASP_PREFIX + address
 
@@ -128,6 +135,7 @@ class State:
         "reserves",
         "vasps",
         "key_bindings",
+        "calendars",
         "singletons",
         "_prefix_cache",
         "_instrument_sets",
@@ -151,6 +159,7 @@ class State:
         self.reserves: dict[str, ReserveAttestation] = {}
         self.vasps: dict[bytes, Vasp] = {}
         self.key_bindings: dict[bytes, KeyBinding] = {}
+        self.calendars: dict[str, HolidayCalendar] = {}
         # The chain-wide records, keyed by their state key.
         self.singletons: dict[bytes, Any] = {
             PARAMETERS_KEY: parameters,
@@ -317,6 +326,9 @@ class State:
 
     def put_reserve(self, reserve: ReserveAttestation) -> None:
         self._write(self.reserves, reserve.instrument, reserve, reserve_key(reserve.instrument))
+
+    def put_calendar(self, calendar: HolidayCalendar) -> None:
+        self._write(self.calendars, calendar.id, calendar, calendar_key(calendar.id))
 
     def put_vasp(self, vasp: Vasp) -> None:
         self._write(self.vasps, vasp.address, vasp, vasp_key(vasp.address))
@@ -503,6 +515,7 @@ class State:
         records += [(reserve_key(i), r) for i, r in self.reserves.items()]
         records += [(VASP_PREFIX + a, r) for a, r in self.vasps.items()]
         records += [(KEY_BINDING + k, r) for k, r in self.key_bindings.items()]
+        records += [(calendar_key(c), r) for c, r in self.calendars.items()]
         for instrument_id, holdings in self.holdings.items():
             prefix = holders_prefix(instrument_id)
             records += [(prefix + a, r) for a, r in holdings.items()]
@@ -575,6 +588,8 @@ class StateLoader:
             records.vasps[rest] = Vasp.from_map(value)
         elif kind == KEY_BINDING:
             records.key_bindings[rest] = KeyBinding.from_map(value)
+        elif kind == CALENDAR:
+            records.calendars[rest.decode("ascii")] = HolidayCalendar.from_map(value)
         elif key in _SINGLETON_KEYS or key == PROTOCOL_KEY:
             self._singletons[key] = value
         else:
@@ -601,6 +616,7 @@ class StateLoader:
         state.reserves = records.reserves
         state.vasps = records.vasps
         state.key_bindings = records.key_bindings
+        state.calendars = records.calendars
         state._dirty.clear()
         state._instrument_sets = self._instrument_sets
         self._kycs.clear()
@@ -610,7 +626,15 @@ class StateLoader:
 class _Records:
     """The keyed records of a state being loaded (see `StateLoader`)."""
 
-    __slots__ = ("accounts", "instruments", "holdings", "reserves", "vasps", "key_bindings")
+    __slots__ = (
+        "accounts",
+        "instruments",
+        "holdings",
+        "reserves",
+        "vasps",
+        "key_bindings",
+        "calendars",
+    )
 
     def __init__(self) -> None:
         self.accounts: dict[bytes, Account] = {}
@@ -619,3 +643,4 @@ class _Records:
         self.reserves: dict[str, ReserveAttestation] = {}
         self.vasps: dict[bytes, Vasp] = {}
         self.key_bindings: dict[bytes, KeyBinding] = {}
+        self.calendars: dict[str, HolidayCalendar] = {}

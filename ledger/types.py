@@ -89,6 +89,11 @@ def _opt_date(text: object) -> date | None:
     return None if text is None else date_from_text(text)
 
 
+def _opt_text(m: dict, name: str) -> str:
+    """A text field that is absent from the map when empty (fields added after records)."""
+    return _typed(m, name, str) if name in m else ""
+
+
 def _opt_date_text(value: date | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -333,9 +338,17 @@ class Instrument:
     next_coupon: date | None = None  # the next unpaid coupon date (bonds)
     last_coupon_paid: date | None = None
     registered_height: int = 0
+    # Schedule as issued (bonds; issue 18). Defaults are the rule before these fields existed
+    # (dates rolled back from maturity, month ends kept iff maturity is one) and are left out
+    # of the encoded map, so records written before them encode byte for byte as they did.
+    first_coupon_date: date | None = None  # a long (or regular) first coupon ending here
+    penultimate_coupon_date: date | None = None  # an odd last coupon starting here
+    end_of_month: str = ""  # "" (month end iff the anchor is one), "yes" or "no"
+    business_day_convention: str = ""  # "" (unadjusted) or a business_days.CONVENTIONS name
+    holiday_calendar: str = ""  # the HolidayCalendar id that convention uses ("" none)
 
     def to_map(self) -> dict:
-        return {
+        m = {
             "allowed_categories": list(self.allowed_categories),
             "allowed_countries": list(self.allowed_countries),
             "cap": self.cap,
@@ -363,6 +376,20 @@ class Instrument:
             "unit": self.unit,
             "usd_face_value": self.usd_face_value,
         }
+        # Optional schedule fields: present only when set (see the field comments), merged
+        # back into sorted key order for `codec.encode_presorted`.
+        extra: dict = {}
+        if self.first_coupon_date is not None:
+            extra["first_coupon_date"] = self.first_coupon_date.isoformat()
+        if self.penultimate_coupon_date is not None:
+            extra["penultimate_coupon_date"] = self.penultimate_coupon_date.isoformat()
+        if self.end_of_month:
+            extra["end_of_month"] = self.end_of_month
+        if self.business_day_convention:
+            extra["business_day_convention"] = self.business_day_convention
+        if self.holiday_calendar:
+            extra["holiday_calendar"] = self.holiday_calendar
+        return dict(sorted({**m, **extra}.items())) if extra else m
 
     @classmethod
     def from_map(cls, m: dict) -> Instrument:
@@ -393,6 +420,11 @@ class Instrument:
             next_coupon=_opt_date(m["next_coupon"]),
             last_coupon_paid=_opt_date(m["last_coupon_paid"]),
             registered_height=_typed(m, "registered_height", int),
+            first_coupon_date=_opt_date(m.get("first_coupon_date")),
+            penultimate_coupon_date=_opt_date(m.get("penultimate_coupon_date")),
+            end_of_month=_opt_text(m, "end_of_month"),
+            business_day_convention=_opt_text(m, "business_day_convention"),
+            holiday_calendar=_opt_text(m, "holiday_calendar"),
         )
 
 
@@ -425,6 +457,40 @@ class ReserveAttestation:
             document_hash=_typed(m, "document_hash", bytes),
             custodian=_typed(m, "custodian", bytes),
             time_ms=_typed(m, "time_ms", int),
+            height=_typed(m, "height", int),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HolidayCalendar:
+    """An issuer's business-day calendar: weekend weekdays and dated holidays (issue 18).
+
+    Bonds name it (`Instrument.holiday_calendar`) to move payment dates off non-business days.
+    Only its owner (the issuer that created it) changes it, by `set_holiday_calendar`.
+    """
+
+    id: str
+    owner: bytes
+    weekend: tuple[str, ...]  # weekday names, ISO order: ("sat", "sun")
+    holidays: tuple[date, ...]  # ascending, no repeats
+    height: int  # when it last changed
+
+    def to_map(self) -> dict:
+        return {
+            "height": self.height,
+            "holidays": [day.isoformat() for day in self.holidays],
+            "id": self.id,
+            "owner": self.owner,
+            "weekend": list(self.weekend),
+        }
+
+    @classmethod
+    def from_map(cls, m: dict) -> HolidayCalendar:
+        return cls(
+            id=_typed(m, "id", str),
+            owner=_typed(m, "owner", bytes),
+            weekend=tuple(_typed(m, "weekend", list)),
+            holidays=tuple(date_from_text(day) for day in _typed(m, "holidays", list)),
             height=_typed(m, "height", int),
         )
 

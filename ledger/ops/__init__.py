@@ -3,7 +3,7 @@
 | family | module | operations |
 |---|---|---|
 | movements | `transfers` | transfer, dvp, forced_transfer |
-| instruments | `instruments` | register_instrument, pause_instrument, unpause_instrument |
+| instruments | `instruments` | register_instrument, pause_instrument, unpause_instrument, set_holiday_calendar |
 | supply | `issuance` | issue, burn, attest_reserve |
 | payments | `payments` | pay_coupon, redeem |
 | accounts | `accounts` | license_vasp, suspend_vasp, onboard_investor, freeze, unfreeze, recover_key |
@@ -45,6 +45,7 @@ OPERATIONS: dict[str, Operation] = {
     "register_instrument": instruments.register_instrument,
     "pause_instrument": instruments.pause_instrument,
     "unpause_instrument": instruments.unpause_instrument,
+    "set_holiday_calendar": instruments.set_holiday_calendar,
     "issue": issuance.issue,
     "burn": issuance.burn,
     "attest_reserve": issuance.attest_reserve,
@@ -72,6 +73,9 @@ POLICY_NAMES: dict[str, str] = {op: op for op in OPERATIONS if op not in OPEN_OP
     "recover_key": "key_recovery",
     "change_validators": "validator_set",
     "schedule_upgrade": "set_policy",  # a change of the rules themselves
+    # An issuer's calendar is part of defining its instruments: no new rule (every genesis
+    # policy already has this one).
+    "set_holiday_calendar": "register_instrument",
 }
 
 # Every rule name a genesis policy must define.

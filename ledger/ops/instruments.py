@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from datetime import date
 
-from ledger import bondmath
+from ledger import bondmath, business_days
 from ledger.codes import Code
 from ledger.ops.common import (
     Args,
@@ -28,13 +29,20 @@ from ledger.types import (
     TBILL,
     BlockContext,
     Event,
+    HolidayCalendar,
     Instrument,
 )
 
 ISIN_RE = re.compile(r"[A-Z]{2}[A-Z0-9]{9}[0-9]")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 CATEGORY_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+WEEKDAY_RE = re.compile("|".join(business_days.WEEKDAYS))
+POLICY_RULE_SET_CALENDAR = "register_instrument"  # ledger.ops.POLICY_NAMES says the same
 MAX_DECIMALS = 18
+END_OF_MONTH = {"": None, "yes": True, "no": False}
+"""A bond's `end_of_month` field: absent (the rule in force when the anchor is a month end),
+"yes" (every coupon date a month end) or "no" (the anchor's day of month, clipped)."""
 
 
 def isin_is_valid(isin: str) -> bool:
@@ -64,7 +72,10 @@ def register_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args)
     bond, T-bill, commodity: `usd_face_value` (US cents per unit, for the programme cap).
     bond, T-bill: `isin` (check digit verified), `issue_date`, `maturity_date` (after the
     block date). bond: `coupon_rate` (decimal fraction text), `coupon_frequency` (1, 2, 4,
-    12), `day_count`. commodity: `unit`, optional `isin`.
+    12), `day_count`; optional `first_coupon_date`, `penultimate_coupon_date`, `end_of_month`
+    ("yes"/"no"), the schedule as issued (`bondmath.Schedule`); optional
+    `business_day_convention` with `holiday_calendar` (the issuer's own calendar, see
+    `set_holiday_calendar`): payment dates move off its non-business days. commodity: `unit`, optional `isin`.
     cash: `face_value` must be 1 (one cash unit is one minor unit of its currency).
     Bonds, T-bills and commodities are registered by the issuer, cash tokens by the
     cash-token issuer; the registering account is the instrument's issuer.
@@ -97,7 +108,9 @@ def register_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args)
         if maturity <= ctx.date:
             fail(Code.BAD_FIELD, f"maturity {maturity} is not after the block date {ctx.date}")
     if kind == BOND:
-        fields.update(_coupon_fields(args, fields["issue_date"], fields["maturity_date"]))
+        fields.update(
+            _coupon_fields(state, args, tx, fields["issue_date"], fields["maturity_date"])
+        )
     if kind == COMMODITY:
         fields["unit"] = args.text("unit", max_len=32)
         if args.has("isin"):
@@ -148,7 +161,7 @@ def register_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args)
     ]
 
 
-def _coupon_fields(args: Args, issue, maturity) -> dict:
+def _coupon_fields(state: State, args: Args, tx: TxView, issue, maturity) -> dict:
     rate_text = args.text("coupon_rate", max_len=20)
     try:
         rate = bondmath.parse_rate(rate_text)
@@ -165,16 +178,54 @@ def _coupon_fields(args: Args, issue, maturity) -> dict:
             Code.BAD_FIELD,
             f"day_count must be one of {[d.value for d in bondmath.DayCount]}, got {day_count!r}",
         )
+    first = args.opt_day("first_coupon_date")
+    penultimate = args.opt_day("penultimate_coupon_date")
+    end_of_month = args.opt_text("end_of_month", default="", max_len=3)
+    if end_of_month not in END_OF_MONTH:
+        fail(Code.BAD_FIELD, f"end_of_month must be 'yes' or 'no', got {end_of_month!r}")
     try:
-        schedule = bondmath.coupon_schedule(issue, maturity, frequency)
+        schedule = bondmath.Schedule(
+            issue, maturity, frequency, first, penultimate, END_OF_MONTH[end_of_month]
+        )
     except ValueError as exc:
         fail(Code.BAD_FIELD, f"coupon schedule: {exc}")
     return {
         "coupon_rate": rate_text,
         "coupon_frequency": frequency,
         "day_count": day_count,
-        "next_coupon": schedule[0],
+        "next_coupon": schedule.dates()[0],
+        "first_coupon_date": first,
+        "penultimate_coupon_date": penultimate,
+        "end_of_month": end_of_month,
+        **_business_day_fields(state, args, tx),
     }
+
+
+def _business_day_fields(state: State, args: Args, tx: TxView) -> dict:
+    """`business_day_convention` and `holiday_calendar`: both or neither (absent: unadjusted).
+
+    The calendar must exist and belong to the registering issuer: a bond's payment dates move
+    only with a calendar its own issuer keeps.
+    """
+    convention = args.opt_text("business_day_convention", default="", max_len=32)
+    calendar_id = args.opt_text("holiday_calendar", default="", max_len=32)
+    # "unadjusted" is the field's absence: one encoding per meaning.
+    moving = [name for name in business_days.CONVENTIONS if name != "unadjusted"]
+    if convention and convention not in moving:
+        fail(
+            Code.BAD_FIELD,
+            f"business_day_convention must be one of {moving} (absent: unadjusted), "
+            f"got {convention!r}",
+        )
+    if bool(convention) != bool(calendar_id):
+        fail(Code.BAD_FIELD, "business_day_convention and holiday_calendar go together")
+    if calendar_id:
+        calendar = state.calendars.get(calendar_id)
+        if calendar is None:
+            fail(Code.BAD_FIELD, f"holiday_calendar {calendar_id!r} does not exist")
+        if calendar.owner != tx.sender:
+            fail(Code.UNAUTHORIZED, f"holiday_calendar {calendar_id!r} belongs to another issuer")
+    return {"business_day_convention": convention, "holiday_calendar": calendar_id}
 
 
 def _set_paused(state: State, tx: TxView, args: Args, paused: bool, op_name: str) -> list[Event]:
@@ -207,3 +258,45 @@ def pause_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args) ->
 def unpause_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
     """`{instrument, reason}`: let the instrument move again."""
     return _set_paused(state, tx, args, False, "unpause_instrument")
+
+
+def set_holiday_calendar(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{id, weekend, holidays}`: create or replace an issuer's business-day calendar.
+
+    `weekend`: weekday names (`mon` ... `sun`, at most 6); `holidays`: `YYYY-MM-DD` dates (at
+    most `business_days.MAX_HOLIDAYS`). The whole calendar is replaced; only the issuer that
+    created it may change it. Governed by the `register_instrument` policy rule (the same
+    approvals as defining an instrument). A change applies to every payment not yet made.
+    """
+    calendar_id = instrument_id_arg(args, "id")
+    weekend = args.text_list("weekend", pattern=WEEKDAY_RE, max_items=6)
+    holiday_texts = args.text_list(
+        "holidays", pattern=DATE_RE, max_items=business_days.MAX_HOLIDAYS
+    )
+    holidays = []
+    for text in holiday_texts:
+        try:
+            holidays.append(date.fromisoformat(text))
+        except ValueError:
+            fail(Code.BAD_FIELD, f"holidays: {text!r} is not a date")
+    args.done()
+    require_approvals(state, tx, POLICY_RULE_SET_CALENDAR)
+    require_role(tx.account, ISSUER, "keeping a holiday calendar")
+    existing = state.calendars.get(calendar_id)
+    if existing is not None and existing.owner != tx.sender:
+        fail(Code.UNAUTHORIZED, f"holiday calendar {calendar_id} belongs to another issuer")
+    ordered = tuple(day for day in business_days.WEEKDAYS if day in weekend)
+    state.put_calendar(
+        HolidayCalendar(calendar_id, tx.sender, ordered, tuple(holidays), ctx.height)
+    )
+    return [
+        Event(
+            "holiday_calendar_set",
+            {
+                "calendar": calendar_id,
+                "by": tx.sender,
+                "weekend": ",".join(ordered),
+                "holidays": len(holidays),
+            },
+        )
+    ]

@@ -16,9 +16,10 @@ cash paid for them is frozen in their place, so a legal freeze survives maturity
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 
-from ledger import bondmath
+from ledger import bondmath, business_days
 from ledger.codes import Code
 from ledger.ops.common import (
     Args,
@@ -30,6 +31,7 @@ from ledger.ops.common import (
     require_approvals,
     show,
 )
+from ledger.ops.instruments import END_OF_MONTH
 from ledger.state import State
 from ledger.types import (
     BOND,
@@ -41,6 +43,52 @@ from ledger.types import (
     Instrument,
     Programme,
 )
+
+
+def bond_schedule(bond: Instrument) -> bondmath.Schedule:
+    """The coupon schedule of a registered bond, as its record defines it."""
+    assert bond.issue_date is not None and bond.maturity_date is not None
+    return bondmath.Schedule(
+        bond.issue_date,
+        bond.maturity_date,
+        bond.coupon_frequency,
+        bond.first_coupon_date,
+        bond.penultimate_coupon_date,
+        END_OF_MONTH[bond.end_of_month],
+    )
+
+
+def payment_date(state: State, instrument: Instrument, day: date) -> date:
+    """The day a payment scheduled for `day` is due: `day` moved by the instrument's
+    business-day convention over its issuer's holiday calendar (unadjusted without one)."""
+    if not instrument.business_day_convention:
+        return day
+    calendar = state.calendars[instrument.holiday_calendar]
+    days = business_days.BusinessCalendar(
+        frozenset(business_days.WEEKDAYS.index(name) + 1 for name in calendar.weekend),
+        frozenset(calendar.holidays),
+    )
+    return days.adjust(day, instrument.business_day_convention)
+
+
+def _coupon_v1(bond: Instrument, coupon_date: date) -> tuple[Decimal, date | None]:
+    """Protocol version 1's coupon (ledger/protocol.py): the period measured from its two
+    dates alone, which overpays some irregular ACT/ACT-ICMA first periods (docs/PROTOCOL.md
+    section 9). Kept only so that a chain started before version 2 replays as it ran."""
+    assert bond.issue_date is not None and bond.maturity_date is not None
+    periods = bondmath.coupon_periods(bond.issue_date, bond.maturity_date, bond.coupon_frequency)
+    index = next(i for i, (_, end) in enumerate(periods) if end == coupon_date)
+    start, end = periods[index]
+    per_unit = bondmath.coupon_per_unit(
+        bond.face_value,
+        bondmath.parse_rate(bond.coupon_rate),
+        bond.coupon_frequency,
+        bondmath.DayCount(bond.day_count),
+        start,
+        end,
+    )
+    following = periods[index + 1][1] if index + 1 < len(periods) else None
+    return per_unit, following
 
 
 def _cash_for(state: State, cash_id: str, instrument: Instrument) -> Instrument:
@@ -124,7 +172,7 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
     """`{instrument, cash, coupon_date}`: pay the bond's next coupon to every holder.
 
     Coupons are paid in order, on or after their date, each once; the coupon for the period
-    ending on `coupon_date` is `bondmath.coupon_per_unit` for that period.
+    ending on `coupon_date` is `bondmath.scheduled_coupon` of the bond's schedule.
     """
     instrument_id = instrument_id_arg(args)
     cash_id = instrument_id_arg(args, "cash")
@@ -142,24 +190,32 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             Code.COUPON_NOT_DUE,
             f"the next unpaid coupon of {bond.id} is on {bond.next_coupon}, not {coupon_date}",
         )
-    if ctx.date < coupon_date:
-        fail(Code.COUPON_NOT_DUE, f"coupon of {coupon_date} is not due (block date {ctx.date})")
-    assert bond.issue_date is not None and bond.maturity_date is not None
-    periods = bondmath.coupon_periods(bond.issue_date, bond.maturity_date, bond.coupon_frequency)
-    index = next(i for i, (_, end) in enumerate(periods) if end == coupon_date)
-    start, end = periods[index]
-    per_unit = bondmath.coupon_per_unit(
-        bond.face_value,
-        bondmath.parse_rate(bond.coupon_rate),
-        bond.coupon_frequency,
-        bondmath.DayCount(bond.day_count),
-        start,
-        end,
-    )
+    due = payment_date(state, bond, coupon_date)
+    if ctx.date < due:
+        fail(
+            Code.COUPON_NOT_DUE,
+            f"coupon of {coupon_date} is not due until {due} (block date {ctx.date})",
+        )
+    if state.protocol_version < 2:
+        per_unit, following = _coupon_v1(bond, coupon_date)
+    else:
+        schedule = bond_schedule(bond)
+        # The amount comes from the schedule as a whole: an irregular period is measured
+        # against the schedule's own grid (issue 18: measuring a period from its two dates
+        # alone guessed the grid and overpaid first coupons that fall on a clipped month end).
+        per_unit = bondmath.scheduled_coupon(
+            bond.face_value,
+            bondmath.parse_rate(bond.coupon_rate),
+            bondmath.DayCount(bond.day_count),
+            schedule,
+            coupon_date,
+        )
+        dates = schedule.dates()
+        index = dates.index(coupon_date)
+        following = dates[index + 1] if index + 1 < len(dates) else None
     distribution, writes, outflow = _pay(state, ctx, tx, bond, cash, per_unit)
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)
-    following = periods[index + 1][1] if index + 1 < len(periods) else None
     state.put_instrument(replace(bond, next_coupon=following, last_coupon_paid=coupon_date))
     summary = Event(
         "coupon_paid",
@@ -173,6 +229,9 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             "residual": str(distribution.residual),
             "holders": len(distribution.payments),
             "paying_agent": tx.sender,
+            # Only for bonds with a business-day convention: receipts of the others stay
+            # byte for byte what they were.
+            **({"payment_date": due.isoformat()} if bond.business_day_convention else {}),
         },
     )
     return [summary, *_payment_events("coupon_payment", bond, cash, distribution)]
@@ -194,10 +253,12 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
     if instrument.redeemed:
         fail(Code.INSTRUMENT_MATURED, f"{instrument.id} has already been redeemed")
     assert instrument.maturity_date is not None
-    if ctx.date < instrument.maturity_date:
+    due = payment_date(state, instrument, instrument.maturity_date)
+    if ctx.date < due:
         fail(
             Code.NOT_MATURED,
-            f"{instrument.id} matures on {instrument.maturity_date} (block date {ctx.date})",
+            f"{instrument.id} matures on {instrument.maturity_date}, payable {due} "
+            f"(block date {ctx.date})",
         )
     if instrument.next_coupon is not None:
         fail(

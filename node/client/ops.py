@@ -120,6 +120,30 @@ OPS: dict[str, OpSpec] = {
                 _a("coupon_frequency", INT, "coupons per year: 1, 2, 4, 12 (bond)", False),
                 _a("day_count", TEXT, "day count convention (bond)", False),
                 _a("unit", TEXT, "physical unit, e.g. barrel (commodity)", False),
+                _a("first_coupon_date", DATE, "first coupon date, on the grid (bond)", False),
+                _a(
+                    "penultimate_coupon_date",
+                    DATE,
+                    "last coupon date before maturity (bond)",
+                    False,
+                ),
+                _a("end_of_month", TEXT, "yes | no: coupon dates at month ends (bond)", False),
+                _a(
+                    "business_day_convention",
+                    TEXT,
+                    "following | modified_following | preceding (bond)",
+                    False,
+                ),
+                _a("holiday_calendar", TEXT, "the issuer's calendar id (bond)", False),
+            ),
+        ),
+        OpSpec(
+            "set_holiday_calendar",
+            "create or replace the issuer's business-day calendar",
+            (
+                _a("id", TEXT, "calendar id (A-Z 0-9 . -)"),
+                _a("weekend", LIST, "weekday names: mon ... sun"),
+                _a("holidays", LIST, "holiday dates YYYY-MM-DD"),
             ),
         ),
         OpSpec(
@@ -490,8 +514,17 @@ class TxBuilder:
         coupon_frequency: int | None = None,
         day_count: str | None = None,
         unit: str | None = None,
+        first_coupon_date: str | date | None = None,
+        penultimate_coupon_date: str | date | None = None,
+        end_of_month: str | None = None,
+        business_day_convention: str | None = None,
+        holiday_calendar: str | None = None,
     ) -> Operation:
         return build("register_instrument", **_given(locals()))
+
+    @staticmethod
+    def set_holiday_calendar(*, id: str, weekend: list[str], holidays: list[str]) -> Operation:
+        return build("set_holiday_calendar", id=id, weekend=weekend, holidays=holidays)
 
     @staticmethod
     def pause_instrument(*, instrument: str, reason: str) -> Operation:

@@ -70,10 +70,18 @@ def last_day(year: int, month: int) -> date:
 
 
 def test_day_count_names_are_the_stored_strings():
-    assert [c.value for c in DayCount] == ["ACT/360", "ACT/365F", "30/360", "ACT/ACT-ICMA"]
+    assert [c.value for c in DayCount] == [
+        "ACT/360",
+        "ACT/365F",
+        "30/360",
+        "ACT/ACT-ICMA",
+        "30/360-US",
+        "30E/360",
+        "ACT/ACT-ISDA",
+    ]
     assert DayCount("30/360") is DayCount.THIRTY_360
     with pytest.raises(ValueError):
-        DayCount("ACT/ACT-ISDA")
+        DayCount("ACT/ACT")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -742,8 +750,13 @@ def test_distribute_pays_exactly_the_rational_floor(
     if convention is DayCount.ACT_ACT_ICMA:
         # A short first stub of the regular period [start, end]: days / (f x days of period).
         exact_fraction = Fraction((end - period_start).days, frequency * (end - start).days)
-    elif convention is DayCount.THIRTY_360:
+    elif convention in (DayCount.THIRTY_360, DayCount.THIRTY_360_US, DayCount.THIRTY_E_360):
         exact_fraction = Fraction(day_count(convention, period_start, end), 360)
+    elif convention is DayCount.ACT_ACT_ISDA:
+        exact_fraction = sum(
+            Fraction(1, 366 if calendar.isleap(day.year) else 365)
+            for day in (period_start + timedelta(days=i) for i in range((end - period_start).days))
+        )
     else:
         basis = 360 if convention is DayCount.ACT_360 else 365
         exact_fraction = Fraction((end - period_start).days, basis)

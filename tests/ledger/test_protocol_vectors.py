@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from ledger import codec
+from ledger import bondmath, codec
 from ledger.codes import Code, DecodeError
 from ledger.crypto import (
     ADDRESS_DOMAIN_TAG,
@@ -239,3 +240,44 @@ def test_the_grant_vector_binds_the_account_to_the_ministry():
     granted = state.accounts[generate_key(bytes([2]) * 32).address]
     assert (granted.institution, granted.roles) == ("ministry", ("issuer",))
     assert receipt.events[0].attributes["institution"] == "ministry"
+
+
+# ---------------------------------------------------------------------------------------
+# Section 7: what a bond pays (schedule, day count, rounding)
+
+_END_OF_MONTH = {"": None, "yes": True, "no": False}
+
+
+@pytest.mark.parametrize("v", vectors("coupon"), ids=lambda v: v["name"])
+def test_coupon_vector(v):
+    def day(name: str):
+        return date.fromisoformat(v[name]) if name in v else None
+
+    schedule = bondmath.Schedule(
+        day("issue_date"),
+        day("maturity_date"),
+        int(v["coupon_frequency"]),
+        day("first_coupon_date"),
+        day("penultimate_coupon_date"),
+        _END_OF_MONTH[v.get("end_of_month", "")],
+    )
+    listed = v["coupon_dates"].removesuffix(",...").split(",")
+    assert [d.isoformat() for d in schedule.dates()[: len(listed)]] == listed
+    assert v["coupon_dates"].endswith(",...") == (len(schedule.dates()) > len(listed))
+    per_unit = bondmath.scheduled_coupon(
+        int(v["face_value"]),
+        bondmath.parse_rate(v["coupon_rate"]),
+        bondmath.DayCount(v["day_count"]),
+        schedule,
+        day("coupon_date"),
+    )
+    assert str(per_unit) == v["per_unit"]
+    paid = bondmath.distribute(per_unit, {b"holder": int(v["units"])})
+    assert (str(paid.total), str(paid.residual)) == (v["paid"], v["residual"])
+
+
+def test_the_document_has_coupon_vectors_for_every_day_count_but_the_money_market_ones():
+    covered = {v["day_count"] for v in vectors("coupon")}
+    assert covered >= {"ACT/ACT-ICMA", "30/360-US", "30E/360", "ACT/ACT-ISDA"}
+    assert any("first_coupon_date" in v for v in vectors("coupon"))
+    assert any("penultimate_coupon_date" in v for v in vectors("coupon"))

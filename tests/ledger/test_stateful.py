@@ -789,6 +789,17 @@ class LedgerMachine(RuleBasedStateMachine):
         op = "pause_instrument" if pausing else "unpause_instrument"
         self.submit(sender, op, {"instrument": instrument_id, "reason": "market disruption"})
 
+    @rule(days=st.integers(0, 400), variant=VARIANTS)
+    def set_holiday_calendar(self, days: int, variant: int) -> None:
+        """The issuer's business-day calendar, replaced whole; a non-issuer is refused. (No
+        bond here names it: payments moved by calendars are tests/ledger/test_ops_calendar.py
+        and the QuantLib oracle's; here the record goes through the store and commitment.)"""
+        holiday = self.upcoming_date() + timedelta(days=days)
+        args = {"id": "CAL", "weekend": ["sat", "sun"], "holidays": [holiday.isoformat()]}
+        self.submit(
+            "auditor" if variant == WRONG_SENDER else "ministry", "set_holiday_calendar", args
+        )
+
     @rule(i_inst=PICKS, i_to=PICKS, u=AMOUNTS, variant=VARIANTS)
     def issue(self, i_inst: int, i_to: int, u: int, variant: int) -> None:
         instrument_id = self.pick_instrument(i_inst)
