@@ -118,9 +118,19 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
             max_message_size=p2p.max_message_bytes,
             send_queue_size=p2p.send_queue_size,
             handshake_timeout_ms=p2p.handshake_timeout_ms,
+            first_message_timeout_ms=p2p.first_message_timeout_ms,
+            frame_timeout_ms=p2p.frame_timeout_ms,
             connect_timeout_ms=p2p.connect_timeout_ms,
             backoff_base_ms=p2p.backoff_base_ms,
             backoff_cap_ms=p2p.backoff_cap_ms,
+            max_pending_handshakes=p2p.max_pending_handshakes,
+            reserved_pending_handshakes=p2p.reserved_pending_handshakes,
+            max_pending_per_ip=p2p.max_pending_per_ip,
+            max_inbound_peers=p2p.max_inbound_peers,
+            max_inbound_per_ip=p2p.max_inbound_per_ip,
+            allow_ips=p2p.allow_ips,
+            # Genesis validators and configured peers: a stranger can never take their place.
+            reserved_keys=frozenset(genesis_keys | {peer.pub_key for peer in p2p.peers}),
         ),
         key,
         is_allowed,
@@ -282,6 +292,7 @@ async def _peer_gauge(manager: PeerManager, metrics) -> None:
         return
     while True:
         metrics.set_peers(len(manager.peers()))
+        metrics.set_p2p_inbound(manager.refusals(), manager.pending_handshakes())
         await trio.sleep(1)
 
 

@@ -19,10 +19,14 @@ nothing here affects state (a block interval is measured by the caller and only 
     khazana_mempool_bytes               gauge      their bytes
     khazana_peers                       gauge      connected peers
     khazana_catching_up                 gauge      1 while block sync runs, else 0
+    khazana_p2p_pending_handshakes      gauge      inbound P2P connections mid-handshake
+    khazana_p2p_inbound_refused_total   counter    inbound P2P connections that never became
+                                                   a peer link, by `reason` (see docs/P2P.md)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -75,6 +79,20 @@ class Metrics:
             "mempool_bytes", "Bytes of transactions in the mempool", namespace=namespace, registry=r
         )
         self.peers = Gauge("peers", "Connected peers", namespace=namespace, registry=r)
+        self.p2p_pending_handshakes = Gauge(
+            "p2p_pending_handshakes",
+            "Inbound P2P connections whose handshake is under way",
+            namespace=namespace,
+            registry=r,
+        )
+        self.p2p_inbound_refused = Counter(
+            "p2p_inbound_refused",
+            "Inbound P2P connections refused, evicted or timed out before becoming a peer link",
+            ["reason"],
+            namespace=namespace,
+            registry=r,
+        )
+        self._p2p_refused_seen: dict[str, int] = {}
         self.catching_up = Gauge(
             "catching_up",
             "1 while the node syncs blocks from peers",
@@ -118,6 +136,17 @@ class Metrics:
 
     def set_peers(self, n_peers: int) -> None:
         self.peers.set(n_peers)
+
+    def set_p2p_inbound(self, refused: Mapping[str, int], pending: int) -> None:
+        """The peer manager's totals of refused inbound connections by reason (since start)
+        and its pending handshakes now; the counter grows by what is new since the last call."""
+        self.p2p_pending_handshakes.set(pending)
+        for reason in sorted(refused):
+            new = refused[reason] - self._p2p_refused_seen.get(reason, 0)
+            child = self.p2p_inbound_refused.labels(reason=reason)
+            if new > 0:
+                child.inc(new)
+            self._p2p_refused_seen[reason] = refused[reason]
 
     def set_catching_up(self, catching_up: bool) -> None:
         self.catching_up.set(1 if catching_up else 0)
