@@ -19,9 +19,9 @@ nothing here affects state (a block interval is measured by the caller and only 
     khazana_mempool_bytes               gauge      their bytes
     khazana_peers                       gauge      connected peers
     khazana_catching_up                 gauge      1 while block sync runs, else 0
-    khazana_p2p_pending_handshakes      gauge      inbound P2P connections mid-handshake
-    khazana_p2p_inbound_refused_total   counter    inbound P2P connections that never became
-                                                   a peer link, by `reason` (see docs/P2P.md)
+    khazana_peer_handshakes_pending     gauge      inbound P2P connections mid-handshake
+    khazana_peer_inbound_refused_total  counter    inbound P2P connections that never became a
+                                                   peer link, by `reason` (docs/P2P.md)
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from node.p2p.admission import REASONS as PEER_REFUSAL_REASONS
 from node.rpc import serve_asgi
 
 # Block interval buckets (seconds): a healthy network commits every ~1 s under load and at the
@@ -79,19 +80,21 @@ class Metrics:
             "mempool_bytes", "Bytes of transactions in the mempool", namespace=namespace, registry=r
         )
         self.peers = Gauge("peers", "Connected peers", namespace=namespace, registry=r)
-        self.p2p_pending_handshakes = Gauge(
-            "p2p_pending_handshakes",
+        self.peer_handshakes_pending = Gauge(
+            "peer_handshakes_pending",
             "Inbound P2P connections whose handshake is under way",
             namespace=namespace,
             registry=r,
         )
-        self.p2p_inbound_refused = Counter(
-            "p2p_inbound_refused",
+        self.peer_inbound_refused = Counter(
+            "peer_inbound_refused",
             "Inbound P2P connections refused, evicted or timed out before becoming a peer link",
             ["reason"],
             namespace=namespace,
             registry=r,
         )
+        for reason in PEER_REFUSAL_REASONS:  # every reason exported, at 0 until it happens
+            self.peer_inbound_refused.labels(reason=reason)
         self._p2p_refused_seen: dict[str, int] = {}
         self.catching_up = Gauge(
             "catching_up",
@@ -140,10 +143,10 @@ class Metrics:
     def set_p2p_inbound(self, refused: Mapping[str, int], pending: int) -> None:
         """The peer manager's totals of refused inbound connections by reason (since start)
         and its pending handshakes now; the counter grows by what is new since the last call."""
-        self.p2p_pending_handshakes.set(pending)
+        self.peer_handshakes_pending.set(pending)
         for reason in sorted(refused):
             new = refused[reason] - self._p2p_refused_seen.get(reason, 0)
-            child = self.p2p_inbound_refused.labels(reason=reason)
+            child = self.peer_inbound_refused.labels(reason=reason)
             if new > 0:
                 child.inc(new)
             self._p2p_refused_seen[reason] = refused[reason]

@@ -451,3 +451,18 @@ def test_real_sockets_held_on_both_ports_do_not_keep_two_validators_apart():
                 nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_refusal_totals_reach_the_metrics_as_counters():
+    from node.metrics import Metrics
+
+    def sample(name, **labels):
+        return metrics.registry.get_sample_value(name, labels)
+
+    metrics = Metrics()
+    assert sample("khazana_peer_inbound_refused_total", reason="evicted_per_ip") == 0
+    metrics.set_p2p_inbound({"evicted_per_ip": 3, "ip_not_allowed": 0}, 7)
+    metrics.set_p2p_inbound({"evicted_per_ip": 5, "ip_not_allowed": 1}, 2)
+    assert sample("khazana_peer_inbound_refused_total", reason="evicted_per_ip") == 5
+    assert sample("khazana_peer_inbound_refused_total", reason="ip_not_allowed") == 1
+    assert sample("khazana_peer_handshakes_pending") == 2
