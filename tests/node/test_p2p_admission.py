@@ -466,3 +466,41 @@ def test_refusal_totals_reach_the_metrics_as_counters():
     assert sample("khazana_peer_inbound_refused_total", reason="evicted_per_ip") == 5
     assert sample("khazana_peer_inbound_refused_total", reason="ip_not_allowed") == 1
     assert sample("khazana_peer_handshakes_pending") == 2
+
+
+def test_the_p2p_section_reaches_the_peer_manager(tmp_path):
+    from node.app import peer_manager_config
+    from node.config import from_dict
+
+    observer = generate_key(b"\x0b" * 32).public_key
+    document = {
+        "name": "ministry",
+        "role": "validator",
+        "chain_id": CHAIN,
+        "p2p": {
+            "listen": "10.0.0.1:26656",
+            "observers": [observer.hex()],
+            "peers": [{"name": "c", "pub_key": PUB["c"].hex(), "address": "10.0.0.3:26656"}],
+            "allow_ips": ["10.0.0.0/24", "2001:db8::/32"],
+            "first_message_timeout_ms": 1500,
+            "frame_timeout_ms": 20_000,
+            "max_pending_handshakes": 40,
+            "reserved_pending_handshakes": 12,
+            "max_pending_per_ip": 3,
+            "max_inbound_peers": 9,
+            "max_inbound_per_ip": 2,
+        },
+        "rpc": {"listen": "10.0.0.1:26657"},
+    }
+    config = from_dict(document, home=tmp_path)
+    assert from_dict(config.to_toml_dict(), home=tmp_path) == config  # round trip
+    genesis = {"chain_id": CHAIN, "validators": [{"public_key": PUB[n].hex()} for n in "ab"]}
+    peer = peer_manager_config(config, genesis)
+    assert peer.allow_ips == ("10.0.0.0/24", "2001:db8::/32")
+    assert (peer.first_message_timeout_ms, peer.frame_timeout_ms) == (1500, 20_000)
+    assert (peer.max_pending_handshakes, peer.reserved_pending_handshakes) == (40, 12)
+    assert (peer.max_pending_per_ip, peer.max_inbound_peers, peer.max_inbound_per_ip) == (3, 9, 2)
+    # Genesis validators and configured peers are reserved; an observer is not.
+    assert peer.reserved_keys == {PUB["a"], PUB["b"], PUB["c"]}
+    assert peer.dial == (PeerAddress("10.0.0.3", 26656),)
+    PeerManager(peer, KEYS["a"], allow_all_known, rng=random.Random(0))  # limits parse
