@@ -324,7 +324,8 @@ async def _run_handshake(
         static_private_key=static_private_key or generate_x25519_private_key(),
         prologue=PROLOGUE,
     )
-    own_payload = encode_identity_payload(identity, chain_id, state.static_public_key)
+    # Our signature is made only once the remote has spoken: a silent socket costs no
+    # Ed25519 signing (the responder's one cost before the first message is a key draw).
     with trio.move_on_after(options.timeout_s) as deadline:
         if initiator:
             await frames.write_frames([state.write_message(b"")])
@@ -332,11 +333,13 @@ async def _run_handshake(
             remote_key = verify_identity_payload(
                 payload, state.remote_static or b"", chain_id, is_allowed
             )
+            own_payload = encode_identity_payload(identity, chain_id, state.static_public_key)
             await frames.write_frames([state.write_message(own_payload)])
         else:
             if state.read_message(await _read_first_message(frames, options)) != b"":
                 # Message 1 is sent in the clear: nothing may ride on it.
                 raise PeerProtocolError(PeerCode.BAD_HANDSHAKE, "payload in message 1")
+            own_payload = encode_identity_payload(identity, chain_id, state.static_public_key)
             await frames.write_frames([state.write_message(own_payload)])
             payload = state.read_message(await frames.read_frame())
             remote_key = verify_identity_payload(
