@@ -328,7 +328,7 @@ class PeerManager:
         anything the remote does."""
         ip = admission.remote_ip(stream)
         if not self._gate.ip_allowed(ip):  # before any handshake work
-            log.info("incoming connection from %s refused: not in allow_ips", ip)
+            log.debug("incoming connection from %s refused: not in allow_ips", ip)
             await trio.aclose_forcefully(stream)
             return
         pending = self._gate.open(ip)
@@ -355,13 +355,13 @@ class PeerManager:
                     max_message_size=self.config.max_message_size,
                 )
         except (PeerProtocolError, ConnectionClosed) as exc:
-            log.info("incoming handshake from %s failed: %s", pending.ip, exc)
+            log.debug("incoming handshake from %s failed: %s", pending.ip, exc)
             if isinstance(exc, PeerProtocolError):
                 self._gate.refused[_handshake_reason(exc.code, pending)] += 1
         finally:
             self._gate.close(pending)
         if pending.evicted:
-            log.info("pending connection from %s evicted for a newer one", pending.ip)
+            log.debug("pending connection from %s evicted for a newer one", pending.ip)
         return None
 
     def _accepts(self, key: bytes) -> bool:
