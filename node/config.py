@@ -169,7 +169,7 @@ class P2PConfig:
     """Ed25519 public keys of observers this node accepts links from (beyond genesis)."""
     handshake_timeout_ms: int = 5_000
     first_message_timeout_ms: int = 2_000
-    """An accepted or dialled connection must deliver its first handshake message this soon
+    """An accepted connection must deliver its first handshake message this soon
     (an honest node sends it at once); at most `handshake_timeout_ms`."""
     frame_timeout_ms: int = 30_000
     """A peer frame (at most 64 KiB) must be complete this long after its first byte."""

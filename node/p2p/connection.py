@@ -28,9 +28,11 @@ Deadlines (a socket that is opened and then left silent, or a peer that stops in
 of a frame, must not hold anything for long):
 
 * the whole handshake runs under `timeout_s` (`HANDSHAKE_TIMEOUT`);
-* the remote's first handshake message -- 36 bytes an honest node sends the moment it
-  connects (initiator) or answers at once (responder) -- must arrive within
-  `first_message_timeout_s` of the start (`HANDSHAKE_TIMEOUT`, said in the message);
+* on the accepting side, the initiator's first handshake message -- 36 bytes an honest node
+  sends the moment it connects -- must arrive within `first_message_timeout_s` of the start
+  (`HANDSHAKE_TIMEOUT`, said in the message). The dialing side waits for the answer under
+  the whole deadline only: a responder may first have to work through a queue of accepted
+  connections (strangers' among them), and we chose to dial it;
 * after the handshake, a frame whose first byte has arrived must be complete within
   `frame_timeout_s` (`FRAME_TIMEOUT`). Silence *between* frames is not limited here: an
   idle link is legitimate.
@@ -329,7 +331,7 @@ async def _run_handshake(
     with trio.move_on_after(options.timeout_s) as deadline:
         if initiator:
             await frames.write_frames([state.write_message(b"")])
-            payload = state.read_message(await _read_first_message(frames, options))
+            payload = state.read_message(await frames.read_frame())
             remote_key = verify_identity_payload(
                 payload, state.remote_static or b"", chain_id, is_allowed
             )

@@ -504,3 +504,19 @@ def test_the_p2p_section_reaches_the_peer_manager(tmp_path):
     assert peer.reserved_keys == {PUB["a"], PUB["b"], PUB["c"]}
     assert peer.dial == (PeerAddress("10.0.0.3", 26656),)
     PeerManager(peer, KEYS["a"], allow_all_known, rng=random.Random(0))  # limits parse
+
+
+def test_only_the_accepting_side_has_the_short_first_message_deadline():
+    from node.p2p.connection import HandshakeOptions, handshake_responder
+
+    async def main():
+        options = HandshakeOptions(timeout_s=5, first_message_timeout_s=2)
+        for handshake, expected_s in ((handshake_responder, 2), (handshake_initiator, 5)):
+            ours, _silent = trio.testing.memory_stream_pair()
+            start = trio.current_time()
+            with pytest.raises(PeerProtocolError) as caught:
+                await handshake(ours, KEYS["a"], CHAIN, allow_all_known, options=options)
+            assert caught.value.code.name == "HANDSHAKE_TIMEOUT"
+            assert trio.current_time() - start == pytest.approx(expected_s)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
