@@ -71,6 +71,10 @@ FLAG_MORE = 0x01  # another chunk of the same application message follows
 MAX_CHUNK = MAX_MESSAGE_LEN - TAGLEN - 1
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 DEFAULT_HANDSHAKE_TIMEOUT_S = 5
+# The largest handshake message is message 2: e (32) + encrypted s (48) + the encrypted
+# identity payload (at most 1 + 32 + 64 + 1 + 255 + 16). A connection that has not finished
+# its handshake may make us buffer no more than this, not a full 64 KiB frame.
+MAX_HANDSHAKE_FRAME = 512
 DEFAULT_FIRST_MESSAGE_TIMEOUT_S = 2
 
 IsAllowed = Callable[[bytes], bool]
@@ -132,14 +136,21 @@ class FrameStream:
     """Length-prefixed frames over a byte stream, with a bounded read buffer.
 
     `frame_timeout_s`: once a frame's first byte is here, the rest must follow within it
-    (infinite by default; the handshake has its own deadline)."""
+    (infinite by default; the handshake has its own deadline). `max_frame`: the largest
+    frame body accepted, and what one read may take from the stream beyond a prefix."""
 
-    __slots__ = ("_buffer", "_stream", "frame_timeout_s")
+    __slots__ = ("_buffer", "_stream", "frame_timeout_s", "max_frame")
 
-    def __init__(self, stream: trio.abc.Stream, frame_timeout_s: float = math.inf) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        frame_timeout_s: float = math.inf,
+        max_frame: int = MAX_MESSAGE_LEN,
+    ) -> None:
         self._stream = stream
         self._buffer = bytearray()
         self.frame_timeout_s = frame_timeout_s
+        self.max_frame = max_frame
 
     @property
     def stream(self) -> trio.abc.Stream:
@@ -148,7 +159,7 @@ class FrameStream:
     async def _fill(self, size: int, *, at_boundary: bool) -> None:
         while len(self._buffer) < size:
             try:
-                data = await self._stream.receive_some(LENGTH_PREFIX + MAX_MESSAGE_LEN)
+                data = await self._stream.receive_some(LENGTH_PREFIX + self.max_frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise ConnectionClosed(f"stream broke: {exc!r}") from exc
             if not data:
@@ -168,9 +179,9 @@ class FrameStream:
         with trio.move_on_after(self.frame_timeout_s) as deadline:
             await self._fill(LENGTH_PREFIX, at_boundary=False)
             length = int.from_bytes(self._buffer[:LENGTH_PREFIX], "big")
-            if length > MAX_MESSAGE_LEN:
+            if length > self.max_frame:
                 raise PeerProtocolError(
-                    PeerCode.FRAME_TOO_LARGE, f"length prefix {length} above {MAX_MESSAGE_LEN}"
+                    PeerCode.FRAME_TOO_LARGE, f"length prefix {length} above {self.max_frame}"
                 )
             await self._fill(LENGTH_PREFIX + length, at_boundary=False)
         if deadline.cancelled_caught:
@@ -320,16 +331,20 @@ async def _run_handshake(
     max_message_size: int,
     static_private_key: bytes | None,
 ) -> PeerConnection:
-    frames = FrameStream(stream)
-    state = HandshakeState(
-        initiator=initiator,
-        static_private_key=static_private_key or generate_x25519_private_key(),
-        prologue=PROLOGUE,
-    )
-    # Our signature is made only once the remote has spoken: a silent socket costs no
-    # Ed25519 signing (the responder's one cost before the first message is a key draw).
+    frames = FrameStream(stream, max_frame=MAX_HANDSHAKE_FRAME)
+
+    def new_state() -> HandshakeState:
+        return HandshakeState(
+            initiator=initiator,
+            static_private_key=static_private_key or generate_x25519_private_key(),
+            prologue=PROLOGUE,
+        )
+
+    # The responder draws its keys and signs only once the initiator has spoken: a silent
+    # socket costs it no X25519 and no Ed25519 work.
     with trio.move_on_after(options.timeout_s) as deadline:
         if initiator:
+            state = new_state()
             await frames.write_frames([state.write_message(b"")])
             payload = state.read_message(await frames.read_frame())
             remote_key = verify_identity_payload(
@@ -338,7 +353,9 @@ async def _run_handshake(
             own_payload = encode_identity_payload(identity, chain_id, state.static_public_key)
             await frames.write_frames([state.write_message(own_payload)])
         else:
-            if state.read_message(await _read_first_message(frames, options)) != b"":
+            first = await _read_first_message(frames, options)
+            state = new_state()
+            if state.read_message(first) != b"":
                 # Message 1 is sent in the clear: nothing may ride on it.
                 raise PeerProtocolError(PeerCode.BAD_HANDSHAKE, "payload in message 1")
             own_payload = encode_identity_payload(identity, chain_id, state.static_public_key)
@@ -352,6 +369,7 @@ async def _run_handshake(
             PeerCode.HANDSHAKE_TIMEOUT, f"handshake not finished within {options.timeout_s}s"
         )
     frames.frame_timeout_s = options.frame_timeout_s
+    frames.max_frame = MAX_MESSAGE_LEN
     send_cipher, receive_cipher = state.split()
     return PeerConnection(
         frames,

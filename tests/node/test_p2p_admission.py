@@ -520,3 +520,18 @@ def test_only_the_accepting_side_has_the_short_first_message_deadline():
             assert trio.current_time() - start == pytest.approx(expected_s)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_pending_connection_cannot_make_the_node_buffer_a_large_frame():
+    from node.p2p.connection import MAX_HANDSHAKE_FRAME, handshake_responder
+
+    async def main():
+        theirs, ours = trio.testing.memory_stream_pair()
+        await theirs.send_all((MAX_HANDSHAKE_FRAME + 1).to_bytes(4, "big") + b"\x00" * 1000)
+        start = trio.current_time()
+        with pytest.raises(PeerProtocolError) as caught:
+            await handshake_responder(ours, KEYS["a"], CHAIN, allow_all_known)
+        assert caught.value.code.name == "FRAME_TOO_LARGE"
+        assert trio.current_time() == start  # at once, from the length prefix alone
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
