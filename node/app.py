@@ -85,6 +85,33 @@ def driver_config(config: NodeConfig) -> DriverConfig:
     )
 
 
+def peer_manager_config(config: NodeConfig, genesis: dict) -> PeerManagerConfig:
+    """The `[p2p]` section as the peer manager's config; the genesis validators and the
+    configured peers are its reserved keys (never refused for want of an inbound place)."""
+    p2p = config.p2p
+    genesis_keys = {bytes.fromhex(v["public_key"]) for v in genesis["validators"]}
+    return PeerManagerConfig(
+        chain_id=genesis["chain_id"],
+        dial=tuple(PeerAddress(peer.address.host, peer.address.port) for peer in p2p.peers),
+        max_message_size=p2p.max_message_bytes,
+        send_queue_size=p2p.send_queue_size,
+        handshake_timeout_ms=p2p.handshake_timeout_ms,
+        first_message_timeout_ms=p2p.first_message_timeout_ms,
+        frame_timeout_ms=p2p.frame_timeout_ms,
+        connect_timeout_ms=p2p.connect_timeout_ms,
+        backoff_base_ms=p2p.backoff_base_ms,
+        backoff_cap_ms=p2p.backoff_cap_ms,
+        max_pending_handshakes=p2p.max_pending_handshakes,
+        reserved_pending_handshakes=p2p.reserved_pending_handshakes,
+        max_pending_per_ip=p2p.max_pending_per_ip,
+        max_inbound_peers=p2p.max_inbound_peers,
+        max_inbound_per_ip=p2p.max_inbound_per_ip,
+        allow_ips=p2p.allow_ips,
+        # Genesis validators and configured peers: a stranger can never take their place.
+        reserved_keys=frozenset(genesis_keys | {peer.pub_key for peer in p2p.peers}),
+    )
+
+
 async def run_node(config: NodeConfig) -> int:
     genesis = load_genesis(config.genesis_path)
     key = read_key_file(config.node_key_path)
@@ -118,18 +145,8 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
             bool(driver_ref) and pub_key in driver_ref[0].allowed_keys()
         )
 
-    p2p = config.p2p
     manager = PeerManager(
-        PeerManagerConfig(
-            chain_id=genesis["chain_id"],
-            dial=tuple(PeerAddress(peer.address.host, peer.address.port) for peer in p2p.peers),
-            max_message_size=p2p.max_message_bytes,
-            send_queue_size=p2p.send_queue_size,
-            handshake_timeout_ms=p2p.handshake_timeout_ms,
-            connect_timeout_ms=p2p.connect_timeout_ms,
-            backoff_base_ms=p2p.backoff_base_ms,
-            backoff_cap_ms=p2p.backoff_cap_ms,
-        ),
+        peer_manager_config(config, genesis),
         key,
         is_allowed,
         rng=random.Random(key.public_key),
@@ -173,7 +190,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
         store=store,
         peers=manager.peers,
     )
-    listen = p2p.listen
+    listen = config.p2p.listen
     listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
     failures: list[Exception] = []
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -273,4 +290,5 @@ def _signing_identity(config: NodeConfig, key, genesis_keys: set[bytes]):
 async def _peer_gauge(manager: PeerManager, metrics: Metrics) -> None:
     while True:
         metrics.set_peers(len(manager.peers()))
+        metrics.set_p2p_inbound(manager.refusals(), manager.pending_handshakes())
         await trio.sleep(1)

@@ -24,6 +24,7 @@ The file, with the required keys first (everything else has the default shown by
     listen = "127.0.0.1:26650"
     external_address = "127.0.0.1:26650"
     observers = ["<ed25519 public key hex>"]     # observer keys this node accepts
+    allow_ips = ["10.0.0.0/8"]                   # who may connect (CIDR); empty: anyone
     [[p2p.peers]]                                # persistent peers, dialled and kept
     name = "central-bank"
     pub_key = "<ed25519 public key hex>"
@@ -166,12 +167,27 @@ class P2PConfig:
     peers: tuple[PeerConfig, ...] = ()
     observers: tuple[bytes, ...] = ()
     """Ed25519 public keys of observers this node accepts links from (beyond genesis)."""
-    handshake_timeout_ms: int = 10_000
+    handshake_timeout_ms: int = 5_000
+    first_message_timeout_ms: int = 2_000
+    """An accepted connection must deliver its first handshake message this soon
+    (an honest node sends it at once); at most `handshake_timeout_ms`."""
+    frame_timeout_ms: int = 30_000
+    """A peer frame (at most 64 KiB) must be complete this long after its first byte."""
     connect_timeout_ms: int = 5_000
     backoff_base_ms: int = 250
     backoff_cap_ms: int = 30_000
     send_queue_size: int = 256
     max_message_bytes: int = 4 * _MIB
+    max_pending_handshakes: int = 32
+    """Unfinished inbound handshakes from IPs that are not a configured peer's."""
+    reserved_pending_handshakes: int = 16
+    """Unfinished inbound handshakes from configured peers' IPs (strangers never use these)."""
+    max_pending_per_ip: int = 8
+    max_inbound_peers: int = 64
+    """Inbound links of keys other than genesis validators and configured peers."""
+    max_inbound_per_ip: int = 8
+    allow_ips: tuple[str, ...] = ()
+    """CIDR networks allowed to connect to the P2P port (normalised); empty: any address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +329,7 @@ class NodeConfig:
                 "listen": str(p2p.listen),
                 "external_address": str(p2p.external_address),
                 "observers": [key.hex() for key in p2p.observers],
+                "allow_ips": list(p2p.allow_ips),
                 **{name: getattr(p2p, name) for name in _P2P_INTS},
                 "peers": [
                     {"name": peer.name, "pub_key": peer.pub_key.hex(), "address": str(peer.address)}
@@ -357,6 +374,13 @@ _P2P_INTS = {
     "backoff_cap_ms": (1, 3_600_000),
     "send_queue_size": (1, 1_000_000),
     "max_message_bytes": (64 * 1024, 64 * _MIB),
+    "first_message_timeout_ms": (100, 600_000),
+    "frame_timeout_ms": (100, 600_000),
+    "max_pending_handshakes": (1, 100_000),
+    "reserved_pending_handshakes": (1, 100_000),
+    "max_pending_per_ip": (1, 100_000),
+    "max_inbound_peers": (1, 100_000),
+    "max_inbound_per_ip": (1, 100_000),
 }
 _CORE_FIELDS = dataclasses.fields(CoreConfig)
 _MAY_BE_ZERO = {f.name for f in _CORE_FIELDS if f.name.endswith("_delta_ms")} | {
@@ -547,7 +571,7 @@ def from_dict(document: Mapping, *, home: Path, path: Path | None = None) -> Nod
 
 
 def _p2p(path: Path, table: object) -> P2PConfig:
-    known = ["listen", "external_address", "peers", "observers", *_P2P_INTS]
+    known = ["listen", "external_address", "peers", "observers", "allow_ips", *_P2P_INTS]
     reader = _Reader(path, "p2p", table, known)
     listen = reader.address("listen")
     external = reader.address("external_address", None)
@@ -565,6 +589,17 @@ def _p2p(path: Path, table: object) -> P2PConfig:
         name: reader.integer(name, P2PConfig.__dataclass_fields__[name].default, low, high)
         for name, (low, high) in _P2P_INTS.items()
     }
+    if ints["first_message_timeout_ms"] > ints["handshake_timeout_ms"]:
+        raise reader.error("first_message_timeout_ms", "larger than p2p.handshake_timeout_ms")
+    allow_ips = []
+    for index, text in enumerate(reader.string_list("allow_ips")):
+        try:
+            network = ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            raise ConfigError(
+                path, f"p2p.allow_ips[{index}]", f"not a CIDR network: {exc}"
+            ) from None
+        allow_ips.append(str(network))
     observers = []
     for index, text in enumerate(reader.string_list("observers")):
         key = _public_key(reader, f"p2p.observers[{index}]", text)
@@ -589,6 +624,7 @@ def _p2p(path: Path, table: object) -> P2PConfig:
         external_address=external,
         peers=tuple(peers),
         observers=tuple(observers),
+        allow_ips=tuple(allow_ips),
         **ints,
     )
 

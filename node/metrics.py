@@ -19,10 +19,14 @@ nothing here affects state (a block interval is measured by the caller and only 
     khazana_mempool_bytes               gauge      their bytes
     khazana_peers                       gauge      connected peers
     khazana_catching_up                 gauge      1 while block sync runs, else 0
+    khazana_peer_handshakes_pending     gauge      inbound P2P connections mid-handshake
+    khazana_peer_inbound_refused_total  counter    inbound P2P connections that never became a
+                                                   peer link, by `reason` (docs/P2P.md)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -39,6 +43,7 @@ from prometheus_client import (
 )
 
 from node.asgi import serve_asgi
+from node.p2p.admission import REASONS as PEER_REFUSAL_REASONS
 
 # Block interval buckets (seconds): a healthy network commits every ~1 s under load and at the
 # heartbeat interval when idle; the long tail shows stalls and round changes.
@@ -83,6 +88,22 @@ class Metrics:
             "mempool_bytes", "Bytes of transactions in the mempool", namespace=namespace, registry=r
         )
         self.peers = Gauge("peers", "Connected peers", namespace=namespace, registry=r)
+        self.peer_handshakes_pending = Gauge(
+            "peer_handshakes_pending",
+            "Inbound P2P connections whose handshake is under way",
+            namespace=namespace,
+            registry=r,
+        )
+        self.peer_inbound_refused = Counter(
+            "peer_inbound_refused",
+            "Inbound P2P connections refused, evicted or timed out before becoming a peer link",
+            ["reason"],
+            namespace=namespace,
+            registry=r,
+        )
+        for reason in PEER_REFUSAL_REASONS:  # every reason exported, at 0 until it happens
+            self.peer_inbound_refused.labels(reason=reason)
+        self._p2p_refused_seen: dict[str, int] = {}
         self.catching_up = Gauge(
             "catching_up",
             "1 while the node syncs blocks from peers",
@@ -126,6 +147,17 @@ class Metrics:
 
     def set_peers(self, n_peers: int) -> None:
         self.peers.set(n_peers)
+
+    def set_p2p_inbound(self, refused: Mapping[str, int], pending: int) -> None:
+        """The peer manager's totals of refused inbound connections by reason (since start)
+        and its pending handshakes now; the counter grows by what is new since the last call."""
+        self.peer_handshakes_pending.set(pending)
+        for reason in sorted(refused):
+            new = refused[reason] - self._p2p_refused_seen.get(reason, 0)
+            child = self.peer_inbound_refused.labels(reason=reason)
+            if new > 0:
+                child.inc(new)
+            self._p2p_refused_seen[reason] = refused[reason]
 
     def set_catching_up(self, catching_up: bool) -> None:
         self.catching_up.set(1 if catching_up else 0)

@@ -58,7 +58,7 @@ def test_scanner_sees_a_forbidden_import(tmp_path):
     assert {"time", "random"} <= imported_modules(sample)
 
 
-def _project_imports(path: Path, module: str) -> set[str]:
+def _project_imports(path: Path, module: str, modules: dict[str, Path]) -> set[str]:
     """The project modules `path` imports, anywhere in it (inside functions too), resolved to
     module names: `from a.b import c` counts `a.b.c` when that is a module, else `a.b`."""
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -73,8 +73,11 @@ def _project_imports(path: Path, module: str) -> set[str]:
                 parts = package.split(".")
                 parts = parts[: len(parts) - (node.level - 1)]
                 base = ".".join([*parts, base] if base else parts)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            # `from a.b import c` imports the module a.b.c when there is one (and a.b only to
+            # reach it: a package's __init__ is not an edge, see the test's docstring),
+            # else the name c from the module a.b.
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
     return found
 
 
@@ -90,7 +93,7 @@ def test_no_import_cycle_anywhere():
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             modules[name] = path
     graph = {
-        name: sorted(m for m in _project_imports(path, name) if m in modules and m != name)
+        name: sorted(m for m in _project_imports(path, name, modules) if m in modules and m != name)
         for name, path in modules.items()
     }
     cycles: list[list[str]] = []

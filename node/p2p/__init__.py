@@ -2,7 +2,8 @@
 length-prefixed encrypted frames, and the `PeerManager` that dials, accepts and fans out.
 
 Modules: `noise` (the sans-IO Noise state machine), `connection` (handshake, frames,
-`PeerConnection`), `manager` (`PeerManager`), `errors` (codes and exceptions).
+`PeerConnection`), `admission` (`InboundGate`: allowlist, pending pools, per-IP caps,
+eviction), `manager` (`PeerManager`), `errors` (codes and exceptions).
 See `docs/P2P.md` for the wire format and the policies (limits, backoff, penalties).
 """
 

@@ -24,12 +24,26 @@ Handshake payload (identical in messages 2 and 3):
     signature = Ed25519(identity, IDENTITY_TAG || chain_id_length || chain_id
                                   || noise_static_public_key)
 
+Deadlines (a socket that is opened and then left silent, or a peer that stops in the middle
+of a frame, must not hold anything for long):
+
+* the whole handshake runs under `timeout_s` (`HANDSHAKE_TIMEOUT`);
+* on the accepting side, the initiator's first handshake message -- 36 bytes an honest node
+  sends the moment it connects -- must arrive within `first_message_timeout_s` of the start
+  (`HANDSHAKE_TIMEOUT`, said in the message). The dialing side waits for the answer under
+  the whole deadline only: a responder may first have to work through a queue of accepted
+  connections (strangers' among them), and we chose to dial it;
+* after the handshake, a frame whose first byte has arrived must be complete within
+  `frame_timeout_s` (`FRAME_TIMEOUT`). Silence *between* frames is not limited here: an
+  idle link is legitimate.
+
 Every refusal is a `PeerProtocolError` with a `PeerCode`; a clean end of the stream is
 `ConnectionClosed`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -56,7 +70,12 @@ FLAG_MORE = 0x01  # another chunk of the same application message follows
 # One frame carries a Noise message of at most 65535 bytes: tag and flags byte included.
 MAX_CHUNK = MAX_MESSAGE_LEN - TAGLEN - 1
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
-DEFAULT_HANDSHAKE_TIMEOUT_S = 10
+DEFAULT_HANDSHAKE_TIMEOUT_S = 5
+# The largest handshake message is message 2: e (32) + encrypted s (48) + the encrypted
+# identity payload (at most 1 + 32 + 64 + 1 + 255 + 16). A connection that has not finished
+# its handshake may make us buffer no more than this, not a full 64 KiB frame.
+MAX_HANDSHAKE_FRAME = 512
+DEFAULT_FIRST_MESSAGE_TIMEOUT_S = 2
 
 IsAllowed = Callable[[bytes], bool]
 
@@ -114,13 +133,24 @@ def verify_identity_payload(
 
 
 class FrameStream:
-    """Length-prefixed frames over a byte stream, with a bounded read buffer."""
+    """Length-prefixed frames over a byte stream, with a bounded read buffer.
 
-    __slots__ = ("_buffer", "_stream")
+    `frame_timeout_s`: once a frame's first byte is here, the rest must follow within it
+    (infinite by default; the handshake has its own deadline). `max_frame`: the largest
+    frame body accepted, and what one read may take from the stream beyond a prefix."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    __slots__ = ("_buffer", "_stream", "frame_timeout_s", "max_frame")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        frame_timeout_s: float = math.inf,
+        max_frame: int = MAX_MESSAGE_LEN,
+    ) -> None:
         self._stream = stream
         self._buffer = bytearray()
+        self.frame_timeout_s = frame_timeout_s
+        self.max_frame = max_frame
 
     @property
     def stream(self) -> trio.abc.Stream:
@@ -129,7 +159,7 @@ class FrameStream:
     async def _fill(self, size: int, *, at_boundary: bool) -> None:
         while len(self._buffer) < size:
             try:
-                data = await self._stream.receive_some(LENGTH_PREFIX + MAX_MESSAGE_LEN)
+                data = await self._stream.receive_some(LENGTH_PREFIX + self.max_frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise ConnectionClosed(f"stream broke: {exc!r}") from exc
             if not data:
@@ -143,13 +173,22 @@ class FrameStream:
 
     async def read_frame(self, *, at_boundary: bool = True) -> bytes:
         """The next frame's body. `at_boundary=False`: EOF here truncates a message."""
-        await self._fill(LENGTH_PREFIX, at_boundary=at_boundary)
-        length = int.from_bytes(self._buffer[:LENGTH_PREFIX], "big")
-        if length > MAX_MESSAGE_LEN:
+        # Waiting for a frame to begin has no deadline (an idle link is fine); once it has
+        # begun, a peer that trickles or stops must not hold the reader (and the buffer).
+        await self._fill(1, at_boundary=at_boundary)
+        with trio.move_on_after(self.frame_timeout_s) as deadline:
+            await self._fill(LENGTH_PREFIX, at_boundary=False)
+            length = int.from_bytes(self._buffer[:LENGTH_PREFIX], "big")
+            if length > self.max_frame:
+                raise PeerProtocolError(
+                    PeerCode.FRAME_TOO_LARGE, f"length prefix {length} above {self.max_frame}"
+                )
+            await self._fill(LENGTH_PREFIX + length, at_boundary=False)
+        if deadline.cancelled_caught:
             raise PeerProtocolError(
-                PeerCode.FRAME_TOO_LARGE, f"length prefix {length} above {MAX_MESSAGE_LEN}"
+                PeerCode.FRAME_TIMEOUT,
+                f"{len(self._buffer)} bytes of a frame, then nothing for {self.frame_timeout_s}s",
             )
-        await self._fill(LENGTH_PREFIX + length, at_boundary=False)
         body = bytes(self._buffer[LENGTH_PREFIX : LENGTH_PREFIX + length])
         del self._buffer[: LENGTH_PREFIX + length]
         return body
@@ -247,6 +286,40 @@ class PeerConnection:
         await trio.aclose_forcefully(self._frames.stream)
 
 
+class HandshakeOptions:
+    """Deadlines and hooks of one handshake (plain attributes; defaults are the node's).
+
+    `on_first_message` is called once the remote's first handshake message has been read:
+    the peer manager uses it to tell a connection that spoke from one that sits silent."""
+
+    __slots__ = ("first_message_timeout_s", "frame_timeout_s", "on_first_message", "timeout_s")
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
+        first_message_timeout_s: float = DEFAULT_FIRST_MESSAGE_TIMEOUT_S,
+        frame_timeout_s: float = math.inf,
+        on_first_message: Callable[[], None] | None = None,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.first_message_timeout_s = min(first_message_timeout_s, timeout_s)
+        self.frame_timeout_s = frame_timeout_s
+        self.on_first_message = on_first_message
+
+
+async def _read_first_message(frames: FrameStream, options: HandshakeOptions) -> bytes:
+    with trio.move_on_after(options.first_message_timeout_s):
+        frame = await frames.read_frame()
+        if options.on_first_message is not None:
+            options.on_first_message()
+        return frame
+    raise PeerProtocolError(
+        PeerCode.HANDSHAKE_TIMEOUT,
+        f"no first handshake message within {options.first_message_timeout_s}s",
+    )
+
+
 async def _run_handshake(
     stream: trio.abc.Stream,
     *,
@@ -254,29 +327,38 @@ async def _run_handshake(
     identity: Identity,
     chain_id: str,
     is_allowed: IsAllowed,
-    timeout_s: float,
+    options: HandshakeOptions,
     max_message_size: int,
     static_private_key: bytes | None,
 ) -> PeerConnection:
-    frames = FrameStream(stream)
-    state = HandshakeState(
-        initiator=initiator,
-        static_private_key=static_private_key or generate_x25519_private_key(),
-        prologue=PROLOGUE,
-    )
-    own_payload = encode_identity_payload(identity, chain_id, state.static_public_key)
-    with trio.move_on_after(timeout_s) as deadline:
+    frames = FrameStream(stream, max_frame=MAX_HANDSHAKE_FRAME)
+
+    def new_state() -> HandshakeState:
+        return HandshakeState(
+            initiator=initiator,
+            static_private_key=static_private_key or generate_x25519_private_key(),
+            prologue=PROLOGUE,
+        )
+
+    # The responder draws its keys and signs only once the initiator has spoken: a silent
+    # socket costs it no X25519 and no Ed25519 work.
+    with trio.move_on_after(options.timeout_s) as deadline:
         if initiator:
+            state = new_state()
             await frames.write_frames([state.write_message(b"")])
             payload = state.read_message(await frames.read_frame())
             remote_key = verify_identity_payload(
                 payload, state.remote_static or b"", chain_id, is_allowed
             )
+            own_payload = encode_identity_payload(identity, chain_id, state.static_public_key)
             await frames.write_frames([state.write_message(own_payload)])
         else:
-            if state.read_message(await frames.read_frame()) != b"":
+            first = await _read_first_message(frames, options)
+            state = new_state()
+            if state.read_message(first) != b"":
                 # Message 1 is sent in the clear: nothing may ride on it.
                 raise PeerProtocolError(PeerCode.BAD_HANDSHAKE, "payload in message 1")
+            own_payload = encode_identity_payload(identity, chain_id, state.static_public_key)
             await frames.write_frames([state.write_message(own_payload)])
             payload = state.read_message(await frames.read_frame())
             remote_key = verify_identity_payload(
@@ -284,8 +366,10 @@ async def _run_handshake(
             )
     if deadline.cancelled_caught:
         raise PeerProtocolError(
-            PeerCode.HANDSHAKE_TIMEOUT, f"handshake not finished within {timeout_s}s"
+            PeerCode.HANDSHAKE_TIMEOUT, f"handshake not finished within {options.timeout_s}s"
         )
+    frames.frame_timeout_s = options.frame_timeout_s
+    frames.max_frame = MAX_MESSAGE_LEN
     send_cipher, receive_cipher = state.split()
     return PeerConnection(
         frames,
@@ -306,15 +390,17 @@ async def handshake_initiator(
     timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     static_private_key: bytes | None = None,
+    options: HandshakeOptions | None = None,
 ) -> PeerConnection:
-    """Run XX as the dialing side. The stream is not closed on failure: the caller owns it."""
+    """Run XX as the dialing side. The stream is not closed on failure: the caller owns it.
+    `options`, when given, replaces `timeout_s` (alone, it bounds the first message too)."""
     return await _run_handshake(
         stream,
         initiator=True,
         identity=identity,
         chain_id=chain_id,
         is_allowed=is_allowed,
-        timeout_s=timeout_s,
+        options=options or HandshakeOptions(timeout_s=timeout_s, first_message_timeout_s=timeout_s),
         max_message_size=max_message_size,
         static_private_key=static_private_key,
     )
@@ -329,15 +415,17 @@ async def handshake_responder(
     timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     static_private_key: bytes | None = None,
+    options: HandshakeOptions | None = None,
 ) -> PeerConnection:
-    """Run XX as the accepting side. The stream is not closed on failure: the caller owns it."""
+    """Run XX as the accepting side. The stream is not closed on failure: the caller owns it.
+    `options`, when given, replaces `timeout_s` (alone, it bounds the first message too)."""
     return await _run_handshake(
         stream,
         initiator=False,
         identity=identity,
         chain_id=chain_id,
         is_allowed=is_allowed,
-        timeout_s=timeout_s,
+        options=options or HandshakeOptions(timeout_s=timeout_s, first_message_timeout_s=timeout_s),
         max_message_size=max_message_size,
         static_private_key=static_private_key,
     )

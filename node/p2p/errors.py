@@ -33,6 +33,7 @@ class PeerCode(IntEnum):
     HANDSHAKE_TIMEOUT = 509  # the handshake did not finish before its deadline
     BAD_KEY = 510  # an X25519 public key that yields no shared secret (low order point)
     NONCE_EXHAUSTED = 511  # 2**64-1 messages on one key: the connection must end
+    FRAME_TIMEOUT = 512  # a frame began but its remaining bytes did not come in time
 
 
 class PeerProtocolError(Exception):

@@ -25,6 +25,12 @@ Theory of operation (one task owns the state):
 * Misbehaviour: a `PeerProtocolError` or `report_misbehaviour` disconnects the peer and adds
   a penalty to its score; at `ban_threshold` the key is banned for `ban_ms` (incoming
   handshakes refused, no dialing). Scores do not decay; a ban resets the score.
+* Strangers on the port: every accepted connection passes `node.p2p.admission.InboundGate`
+  -- the IP allowlist first, then a place in the pending table (pools for peer IPs and for
+  everyone else, a per-IP cap, eviction of silent and old pending connections instead of
+  refusing the newcomer), short deadlines on the handshake's first message and on the whole
+  handshake, and after it the caps on inbound links of keys that are not `reserved_keys`
+  (genesis validators and configured peers, always admitted). docs/P2P.md has the policy.
 
 Durations in the config are integer milliseconds (no floats in anything configured);
 time is trio's clock, never the wall clock, so tests run on `MockClock`.
@@ -40,8 +46,11 @@ from functools import partial
 
 import trio
 
+from node.p2p import admission
+from node.p2p.admission import AdmissionLimits, InboundGate, IPAddress, Pending
 from node.p2p.connection import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    HandshakeOptions,
     Identity,
     IsAllowed,
     PeerConnection,
@@ -59,6 +68,7 @@ DEFAULT_PENALTY = 25
 LENIENT_PROTOCOL_ERRORS = {
     PeerCode.TRUNCATED_FRAME: 10,
     PeerCode.HANDSHAKE_TIMEOUT: 10,
+    PeerCode.FRAME_TIMEOUT: 10,
     PeerCode.NONCE_EXHAUSTED: 0,
 }
 
@@ -89,13 +99,42 @@ class PeerManagerConfig:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     send_queue_size: int = 256  # messages per peer before it counts as too slow
     inbound_queue_size: int = 1024
-    handshake_timeout_ms: int = 10_000
+    handshake_timeout_ms: int = 5_000  # the whole handshake
+    first_message_timeout_ms: int = 2_000  # the remote's first handshake message
+    frame_timeout_ms: int = 30_000  # the rest of a frame once its first byte arrived
     connect_timeout_ms: int = 5_000
     backoff_base_ms: int = 250
     backoff_cap_ms: int = 30_000
     ban_threshold: int = 100
     ban_ms: int = 10 * 60 * 1000
-    max_pending_handshakes: int = 32  # concurrent unauthenticated incoming connections
+    max_pending_handshakes: int = 32  # pending incoming handshakes from strangers' IPs
+    reserved_pending_handshakes: int = 16  # the same from the IPs of configured peers
+    max_pending_per_ip: int = 8
+    max_inbound_peers: int = 64  # established inbound links of keys not in reserved_keys
+    max_inbound_per_ip: int = 8  # the same, from one IP
+    allow_ips: tuple[str, ...] = ()  # CIDR networks allowed to connect; empty: all
+    # Genesis validators and configured peers: never refused for want of an inbound place.
+    reserved_keys: frozenset[bytes] = frozenset()
+
+    def admission_limits(self) -> AdmissionLimits:
+        return AdmissionLimits(
+            max_pending=self.max_pending_handshakes,
+            reserved_pending=self.reserved_pending_handshakes,
+            max_pending_per_ip=self.max_pending_per_ip,
+            max_inbound=self.max_inbound_peers,
+            max_inbound_per_ip=self.max_inbound_per_ip,
+            allow_ips=admission.parse_networks(self.allow_ips),
+        )
+
+    def handshake_options(
+        self, on_first_message: Callable[[], None] | None = None
+    ) -> HandshakeOptions:
+        return HandshakeOptions(
+            timeout_s=self.handshake_timeout_ms / 1000,
+            first_message_timeout_s=self.first_message_timeout_ms / 1000,
+            frame_timeout_s=self.frame_timeout_ms / 1000,
+            on_first_message=on_first_message,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +166,29 @@ async def tcp_connect(address: PeerAddress) -> trio.abc.Stream:
 class _Peer:
     """One live, authenticated connection and its send queue (mutable, owned by the manager)."""
 
-    __slots__ = ("address", "cancel_scope", "closed", "conn", "outbound", "queue", "queue_out")
+    __slots__ = (
+        "address",
+        "cancel_scope",
+        "closed",
+        "conn",
+        "ip",
+        "outbound",
+        "queue",
+        "queue_out",
+    )
 
     def __init__(
-        self, conn: PeerConnection, outbound: bool, address: PeerAddress | None, size: int
+        self,
+        conn: PeerConnection,
+        outbound: bool,
+        address: PeerAddress | None,
+        size: int,
+        ip: IPAddress | None = None,
     ) -> None:
         self.conn = conn
         self.outbound = outbound
         self.address = address
+        self.ip = ip
         self.queue, self.queue_out = trio.open_memory_channel[bytes](size)
         self.cancel_scope = trio.CancelScope()
         self.closed = trio.Event()
@@ -167,7 +221,9 @@ class PeerManager:
         self._scores: dict[bytes, int] = {}
         self._banned_until: dict[bytes, float] = {}
         self._address_keys: dict[PeerAddress, bytes] = {}
-        self._handshake_slots = trio.Semaphore(config.max_pending_handshakes)
+        self._gate = InboundGate(config.admission_limits())
+        for address in config.dial:  # IP literals are peer IPs before any dial
+            self._gate.set_peer_ips(address, [admission.parse_ip(address.host)])
 
     # ---- the owner task -------------------------------------------------------------
 
@@ -244,6 +300,15 @@ class PeerManager:
         del self._banned_until[key]
         return False
 
+    def refusals(self) -> dict[str, int]:
+        """Inbound connections that ended before becoming a peer link, by reason (totals
+        since start; every reason of `node.p2p.admission.REASONS` present)."""
+        return dict(self._gate.refused)
+
+    def pending_handshakes(self) -> int:
+        """Accepted connections whose handshake is under way."""
+        return self._gate.pending_count()
+
     def peers(self) -> tuple[PeerStatus, ...]:
         """The connected peers, sorted by key."""
         return tuple(
@@ -261,28 +326,43 @@ class PeerManager:
     async def handle_incoming(self, stream: trio.abc.Stream) -> None:
         """Authenticate an accepted stream and serve it until it ends. Never raises for
         anything the remote does."""
-        try:
-            self._handshake_slots.acquire_nowait()
-        except trio.WouldBlock:
-            log.info("too many pending handshakes: dropping an incoming connection")
+        ip = admission.remote_ip(stream)
+        if not self._gate.ip_allowed(ip):  # before any handshake work
+            log.debug("incoming connection from %s refused: not in allow_ips", ip)
             await trio.aclose_forcefully(stream)
             return
+        pending = self._gate.open(ip)
+        conn = await self._respond(stream, pending)
+        if conn is None:
+            await trio.aclose_forcefully(stream)
+            return
+        if conn.remote_key in self.config.reserved_keys:
+            # A proven validator's address: its next handshakes use the reserved pool.
+            self._gate.set_peer_ips(conn.remote_key, [ip])
+        await self._serve(conn, outbound=False, address=None, ip=ip)
+
+    async def _respond(self, stream: trio.abc.Stream, pending: Pending) -> PeerConnection | None:
+        """The responder's handshake in `pending`'s place; None if it failed or was evicted."""
+        options = self.config.handshake_options(on_first_message=partial(_answered, pending))
         try:
-            conn = await handshake_responder(
-                stream,
-                self._identity,
-                self.config.chain_id,
-                self._accepts,
-                timeout_s=self.config.handshake_timeout_ms / 1000,
-                max_message_size=self.config.max_message_size,
-            )
+            with pending.cancel_scope:
+                return await handshake_responder(
+                    stream,
+                    self._identity,
+                    self.config.chain_id,
+                    self._accepts,
+                    options=options,
+                    max_message_size=self.config.max_message_size,
+                )
         except (PeerProtocolError, ConnectionClosed) as exc:
-            log.info("incoming handshake failed: %s", exc)
-            await trio.aclose_forcefully(stream)
-            return
+            log.debug("incoming handshake from %s failed: %s", pending.ip, exc)
+            if isinstance(exc, PeerProtocolError):
+                self._gate.refused[_handshake_reason(exc.code, pending)] += 1
         finally:
-            self._handshake_slots.release()
-        await self._serve(conn, outbound=False, address=None)
+            self._gate.close(pending)
+        if pending.evicted:
+            log.debug("pending connection from %s evicted for a newer one", pending.ip)
+        return None
 
     def _accepts(self, key: bytes) -> bool:
         return key != self.local_key and not self.is_banned(key) and self._is_allowed(key)
@@ -314,19 +394,23 @@ class PeerManager:
                 return
 
     async def _dial_once(self, address: PeerAddress) -> PeerConnection | None:
+        await self._resolve_peer_ips(address)
         try:
             with trio.fail_after(self.config.connect_timeout_ms / 1000):
                 stream = await self._connect(address)
         except (OSError, trio.TooSlowError) as exc:
             log.debug("dial %s failed: %r", address, exc)
             return None
+        ip = admission.remote_ip(stream)
+        if ip is not None:
+            self._gate.set_peer_ips(address, [ip])
         try:
             return await handshake_initiator(
                 stream,
                 self._identity,
                 self.config.chain_id,
                 self._accepts,
-                timeout_s=self.config.handshake_timeout_ms / 1000,
+                options=self.config.handshake_options(),
                 max_message_size=self.config.max_message_size,
             )
         except (PeerProtocolError, ConnectionClosed) as exc:
@@ -334,10 +418,30 @@ class PeerManager:
             await trio.aclose_forcefully(stream)
             return None
 
+    async def _resolve_peer_ips(self, address: PeerAddress) -> None:
+        """A configured peer named by host name: its addresses are peer IPs even while we
+        cannot reach it (it may be the one dialing us after a restart)."""
+        if admission.parse_ip(address.host) is not None or self._connect is not tcp_connect:
+            return
+        with trio.move_on_after(self.config.connect_timeout_ms / 1000):
+            try:
+                infos = await trio.socket.getaddrinfo(
+                    address.host, address.port, type=trio.socket.SOCK_STREAM
+                )
+            except OSError as exc:
+                log.debug("resolving %s failed: %r", address, exc)
+                return
+            self._gate.set_peer_ips(address, [admission.parse_ip(info[4][0]) for info in infos])
+
     async def _serve(
-        self, conn: PeerConnection, *, outbound: bool, address: PeerAddress | None
+        self,
+        conn: PeerConnection,
+        *,
+        outbound: bool,
+        address: PeerAddress | None,
+        ip: IPAddress | None = None,
     ) -> None:
-        peer = _Peer(conn, outbound, address, self.config.send_queue_size)
+        peer = _Peer(conn, outbound, address, self.config.send_queue_size, ip)
         if not self._admit(peer):
             await conn.aclose()
             return
@@ -355,12 +459,26 @@ class PeerManager:
             log.info("peer %s disconnected", peer.key.hex()[:16])
 
     def _admit(self, new: _Peer) -> bool:
-        """Register `new` unless a preferred link to the same key exists (see module doc)."""
+        """Register `new` unless a preferred link to the same key exists (see module doc),
+        or it is an inbound link of a non-reserved key beyond the inbound caps."""
         old = self._peers.get(new.key)
         if old is not None:
             preferred_outbound = self.local_key < new.key  # the lower key's dial wins
             if new.outbound != old.outbound and new.outbound != preferred_outbound:
                 return False
+        if not new.outbound and new.key not in self.config.reserved_keys:
+            others = (
+                peer.ip
+                for key, peer in self._peers.items()
+                if key != new.key and not peer.outbound and key not in self.config.reserved_keys
+            )
+            reason = self._gate.inbound_refusal(new.ip, others)
+            if reason is not None:
+                log.info(
+                    "inbound link of %s from %s refused: %s", new.key.hex()[:16], new.ip, reason
+                )
+                return False
+        if old is not None:
             old.cancel_scope.cancel()
         self._peers[new.key] = new
         return True
@@ -401,3 +519,15 @@ class PeerManager:
             raise ValueError(
                 f"message of {len(message)} bytes above {self.config.max_message_size}"
             )
+
+
+def _answered(pending: Pending) -> None:
+    pending.answered = True
+
+
+def _handshake_reason(code: PeerCode, pending: Pending) -> str:
+    if code == PeerCode.HANDSHAKE_TIMEOUT:
+        return admission.HANDSHAKE_TIMEOUT if pending.answered else admission.FIRST_MESSAGE_TIMEOUT
+    if code == PeerCode.UNKNOWN_PEER:
+        return admission.UNKNOWN_KEY
+    return admission.HANDSHAKE_FAILED

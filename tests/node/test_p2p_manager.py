@@ -46,8 +46,8 @@ def allow_all_known(key: bytes) -> bool:
 
 
 class MemoryListener(trio.abc.Listener):
-    def __init__(self):
-        self._send, self._receive = trio.open_memory_channel(8)
+    def __init__(self, backlog=8):
+        self._send, self._receive = trio.open_memory_channel(backlog)
 
     async def accept(self):
         return await self._receive.receive()
@@ -58,24 +58,37 @@ class MemoryListener(trio.abc.Listener):
         await trio.lowlevel.checkpoint()
 
 
+class FakeSocket:
+    """What the manager asks a real socket stream for: the remote's address."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        self.peer = (ip, port)
+
+    def getpeername(self):
+        return self.peer
+
+
 class MemoryNetwork:
-    """Addresses -> listeners; records every dial attempt with its (mock) time."""
+    """Addresses -> listeners; records every dial attempt with its (mock) time. The accepted
+    end of a connection says it comes from `source` (as `stream.socket.getpeername()`)."""
 
     def __init__(self):
         self.listeners: dict[PeerAddress, MemoryListener] = {}
         self.attempts: list[tuple[float, PeerAddress]] = []
 
-    def listen(self, address: PeerAddress) -> MemoryListener:
-        self.listeners[address] = listener = MemoryListener()
+    def listen(self, address: PeerAddress, backlog=8) -> MemoryListener:
+        self.listeners[address] = listener = MemoryListener(backlog)
         return listener
 
-    async def connect(self, address: PeerAddress) -> trio.abc.Stream:
+    async def connect(self, address: PeerAddress, source: str = "10.9.9.9") -> trio.abc.Stream:
         self.attempts.append((trio.current_time(), address))
         await trio.lowlevel.checkpoint()
         listener = self.listeners.get(address)
         if listener is None:
             raise ConnectionRefusedError(f"nothing listens on {address}")
         client, server = trio.testing.lockstep_stream_pair()
+        server.socket = FakeSocket(source, 40000 + len(self.attempts))
+        client.socket = FakeSocket(address.host, address.port)
         try:
             listener._send.send_nowait(server)
         except (trio.WouldBlock, trio.ClosedResourceError):
@@ -93,12 +106,13 @@ class Node:
             KEYS[name],
             allow,
             rng=random.Random(name),
-            connect=network.connect,
+            connect=functools.partial(network.connect, source=ADDR[name].host),
         )
         self.scope = trio.CancelScope()
 
     async def start(self, nursery):
-        listener = self.network.listen(ADDR[self.name])
+        address = ADDR[self.name]  # a listener the test opened (and flooded) first, or a new one
+        listener = self.network.listeners.get(address) or self.network.listen(address)
         await nursery.start(self._run, listener)
 
     async def _run(self, listener, task_status=trio.TASK_STATUS_IGNORED):
@@ -395,21 +409,26 @@ def test_two_managers_over_real_tcp_on_loopback():
 
 
 @trio_test
-async def test_silent_connections_cannot_exhaust_the_handshake_slots_for_long():
+async def test_silent_connections_are_evicted_by_newcomers_and_dropped_at_the_deadline():
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
-        a = Node(net, "a", max_pending_handshakes=2, handshake_timeout_ms=5_000)
+        a = Node(net, "a", max_pending_handshakes=2, first_message_timeout_ms=2_000)
         await a.start(nursery)
-        silent = [await net.connect(ADDR["a"]) for _ in range(2)]  # never say a word
+        silent = [await net.connect(ADDR["a"], source=f"10.8.0.{n}") for n in range(2)]
         await trio.testing.wait_all_tasks_blocked()
-        refused = await net.connect(ADDR["a"])
-        with pytest.raises(ConnectionClosed):  # no slot: closed before the handshake
-            await handshake_initiator(refused, KEYS["b"], CHAIN, allow_all_known)
-        await trio.sleep(5.1)  # the silent ones hit the 5 s handshake deadline
-        stream = await net.connect(ADDR["a"])
+        assert a.manager.pending_handshakes() == 2
+        # The pool is full, yet a newcomer is served: the oldest silent socket makes room.
+        stream = await net.connect(ADDR["a"], source="10.8.0.9")
         await handshake_initiator(stream, KEYS["b"], CHAIN, allow_all_known)
         await trio.testing.wait_all_tasks_blocked()
         assert a.connected() == {"b"}
+        assert a.manager.refusals()["evicted_pool_full"] == 1
+        with pytest.raises(ConnectionClosed):  # the evicted one was closed
+            await handshake_initiator(silent[0], KEYS["c"], CHAIN, allow_all_known)
+        assert a.manager.pending_handshakes() == 1
+        await trio.sleep(2.1)  # the other silent one hits the first-message deadline
+        assert a.manager.pending_handshakes() == 0
+        assert a.manager.refusals()["first_message_timeout"] == 1
         for stream in silent:
             await stream.aclose()
         nursery.cancel_scope.cancel()
