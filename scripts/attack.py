@@ -69,6 +69,7 @@ from benchlib.funding import CASH, fund_senders  # noqa: E402
 from benchlib.measure import ProcSample  # noqa: E402
 from benchlib.rpc import RpcLanes  # noqa: E402
 
+from ledger.codes import Code  # noqa: E402
 from ledger.crypto import KeyPair, address_to_text, read_key_file  # noqa: E402
 from node.client import AsyncClient, TxBuilder, sign  # noqa: E402
 from node.localnet import (  # noqa: E402
@@ -87,6 +88,7 @@ RESEND_S = 3.0
 SQUATTERS = 17  # x 63 junk transactions of 62 KiB: more than the default 64 MiB pool
 MIN_ATTACK_S = 5.0
 FINAL_COMMIT_S = 60.0
+INSTITUTION_FILE = "institution-txs.jsonl"
 
 
 def log(text: str) -> None:
@@ -175,6 +177,7 @@ class AttackNet(Localnet):
 
     def check_alive(self) -> None:
         """A node that ended without being asked is a crash: record it, start it again."""
+        respawned = False
         with self.lock:
             for child in self.children:
                 name = child.node.name
@@ -184,6 +187,9 @@ class AttackNet(Localnet):
                 self.crashes.append(f"{name} exited {code}")
                 log(f"CRASH: {name} exited {code}; restarting it")
                 self._spawn(child)
+                respawned = True
+        if respawned:
+            self.write_localnet_json()
 
     def height(self, name: str) -> int:
         try:
@@ -333,7 +339,7 @@ class Institutions:
                 self.net.urls[name], "broadcast_tx_sync", tx=base64.b64encode(tx.raw).decode()
             )
             if result["code"] != 0:
-                self.errors[f"code_{result['code']}"] += 1
+                self.errors[code_name(result["code"])] += 1
         except RuntimeError:
             self.errors["rpc_error"] += 1
         except (OSError, ValueError):
@@ -497,9 +503,14 @@ def run(args: argparse.Namespace) -> dict:
                 first = len(restarts) - len(result["restarts"])
                 for index, entry in enumerate(result["restarts"]):
                     stopped = restarts[first + index][0]
-                    away = entry["relinked_s"] or entry.get("bound_s", 40.0)
+                    away = entry["relinked_s"] or result["relink_bound_s"]
                     restarts[first + index] = (stopped, stopped + int(away * 1000))
-            result = {"name": name, "seconds": round((end - begin) / 1000, 1), **result}
+            result = {
+                "name": name,
+                "seconds": round((end - begin) / 1000, 1),
+                "window_ms": [begin, end],
+                **result,
+            }
             results.append(result)
             log(f"{name}: {json.dumps(result)[:600]}")
             sampler.phase = f"after {name}"
@@ -527,15 +538,23 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def lookup_institution_txs(net: AttackNet, txs: list[InstitutionTx]) -> dict[str, dict]:
-    """Every institution transaction looked up by hash: its height and result code."""
+    """Every institution transaction looked up by hash: its height and result code, also
+    written to DIR/institution-txs.jsonl (`{"hash", "height", "code", "sender"}` per line)."""
     found = {}
-    for tx in txs:
-        try:
-            answer = rpc(net.urls["ministry"], "tx", hash=tx.hash)
-            found[tx.hash] = {"height": answer["height"], "code": answer["tx_result"]["code"]}
-        except RuntimeError:
-            continue  # not found: not committed
+    with (net.root / INSTITUTION_FILE).open("w") as out:
+        for tx in txs:
+            try:
+                answer = rpc(net.urls["ministry"], "tx", hash=tx.hash)
+            except (RuntimeError, OSError):
+                continue  # not found (or no answer): not committed
+            entry = {"height": answer["height"], "code": answer["tx_result"]["code"]}
+            found[tx.hash] = entry
+            out.write(json.dumps({"hash": tx.hash, **entry, "sender": tx.sender}) + "\n")
     return found
+
+
+def code_name(code: int) -> str:
+    return Code(code).name if code in Code._value2member_map_ else f"code_{code}"
 
 
 def summarize(
@@ -603,6 +622,7 @@ def summarize(
             "committed": committed,
             "failed": failed,
             "send_errors": dict(institutions.errors),
+            "file": str(net.root / INSTITUTION_FILE),
         },
         "crashes": len(net.crashes),
         "crash_details": net.crashes[:5],

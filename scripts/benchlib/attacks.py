@@ -559,7 +559,7 @@ async def ws_idle(target: Target, connections: int = 200) -> dict:
     legit = await _legit_subscriber(address)
     await trio.sleep(max(0.0, target.seconds - 5))
     closed = 0
-    for client in held:  # did the node close idle ones meanwhile?
+    for client in held:  # did the node close them (at once, or while idle)?
         with trio.move_on_after(0.01):
             try:
                 if await client.next_text(0.01) is None:
@@ -570,7 +570,7 @@ async def ws_idle(target: Target, connections: int = 200) -> dict:
     return {
         "sent": {"connections": connections, "node": name},
         "answers": dict(outcomes),
-        "closed_by_node_while_idle": closed,
+        "closed_by_node": closed,
         "legitimate_subscriber": legit,
     }
 
@@ -672,7 +672,7 @@ async def _linked(target: Target, name: str, tip: int, peers: int, bound_s: floa
     return None
 
 
-async def p2p_hold(target: Target, per_port: int = 64, bound_s: float = 40.0) -> dict:
+async def p2p_hold(target: Target, per_port: int = 64, bound_s: float = 30.0) -> dict:
     """First one validator is restarted with no attack (the control), then `per_port` sockets
     (half of them with a stalled handshake) are held on every P2P port while validators are
     restarted one after another; for each, the seconds until it has every peer again and is
@@ -682,7 +682,7 @@ async def p2p_hold(target: Target, per_port: int = 64, bound_s: float = 40.0) ->
     restarts = []
 
     async def restart(name: str, held: bool) -> dict:
-        tip = max(await trio.to_thread.run_sync(target.height, n) for n in names)
+        tip = max([await trio.to_thread.run_sync(target.height, n) for n in names])
         began = trio.current_time()
         await trio.to_thread.run_sync(target.restart, name)
         relinked = await _linked(target, name, tip, peers, bound_s)
@@ -708,6 +708,10 @@ async def p2p_hold(target: Target, per_port: int = 64, bound_s: float = 40.0) ->
                 break
             await restart(name, True)
         stop.set()
+    # A validator that did not link while the sockets were held: does it once they are gone?
+    for entry in restarts:
+        if entry["relinked_s"] is None:
+            entry["relinked_after_release_s"] = await _linked(target, entry["node"], -1, peers, 30)
     held = [r["relinked_s"] for r in restarts if r["held"]]
     return {
         "sent": {"sockets_per_port": per_port, "ports": len(names)},
