@@ -124,6 +124,8 @@ async def http(address: tuple[str, int], raw: bytes, timeout_s: float = REQUEST_
         status = int(head.split(b" ", 2)[1])
     except (IndexError, ValueError):
         return Answer("no_http_answer", size=size, seconds=time.monotonic() - began)
+    if size > len(data):  # answered, larger than we keep: not parsed
+        return Answer(f"over_{READ_CAP >> 20}MiB", status, b"", size, time.monotonic() - began)
     return Answer(classify(status, body), status, body, size, time.monotonic() - began)
 
 
@@ -328,6 +330,7 @@ async def big_answers(target: Target, clients: int = 6, count: int = 600) -> dic
     tip = max(0, target.height(next(iter(target.rpc))))
     answers = Counter()
     received = Counter()
+    largest = Counter()
     slowest = 0.0
 
     async def work(i: int) -> None:
@@ -346,6 +349,7 @@ async def big_answers(target: Target, clients: int = 6, count: int = 600) -> dic
         answer = await http(address, post_bytes(*address, body), 15.0)
         answers[f"{kind}/{answer.outcome}"] += 1
         received[kind] += answer.size
+        largest[kind] = max(largest[kind], answer.size)
         slowest = max(slowest, answer.seconds)
 
     await for_a_while(target.seconds, count, clients, work)
@@ -353,6 +357,7 @@ async def big_answers(target: Target, clients: int = 6, count: int = 600) -> dic
         "sent": {"requests": sum(answers.values()), "clients": clients},
         "answers": dict(answers),
         "received_bytes": dict(received),
+        "largest_answer_bytes": dict(largest),
         "slowest_answer_s": round(slowest, 2),
     }
 
@@ -684,12 +689,15 @@ async def p2p_hold(target: Target, per_port: int = 64, bound_s: float = 30.0) ->
     async def restart(name: str, held: bool) -> dict:
         tip = max([await trio.to_thread.run_sync(target.height, n) for n in names])
         began = trio.current_time()
+        stopped_at_ms = time.time_ns() // 1_000_000
         await trio.to_thread.run_sync(target.restart, name)
         relinked = await _linked(target, name, tip, peers, bound_s)
         entry = {
             "node": name,
             "held": held,
             "relinked_s": None if relinked is None else round(trio.current_time() - began, 2),
+            "stopped_at_ms": stopped_at_ms,
+            "relinked_at_ms": None if relinked is None else time.time_ns() // 1_000_000,
         }
         restarts.append(entry)
         return entry
@@ -711,7 +719,10 @@ async def p2p_hold(target: Target, per_port: int = 64, bound_s: float = 30.0) ->
     # A validator that did not link while the sockets were held: does it once they are gone?
     for entry in restarts:
         if entry["relinked_s"] is None:
-            entry["relinked_after_release_s"] = await _linked(target, entry["node"], -1, peers, 30)
+            after = await _linked(target, entry["node"], -1, peers, 30)
+            entry["relinked_after_release_s"] = after
+            if after is not None:
+                entry["relinked_at_ms"] = time.time_ns() // 1_000_000
     held = [r["relinked_s"] for r in restarts if r["held"]]
     return {
         "sent": {"sockets_per_port": per_port, "ports": len(names)},
