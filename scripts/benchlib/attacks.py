@@ -22,164 +22,30 @@ block gaps, memory, the institutions' transactions.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import random
-import socket
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Message, RejectConnection, Request
-from wsproto.events import TextMessage as WsText
 
-from ledger.codes import Code
-from ledger.crypto import KeyPair, address_to_text, generate_key
+from benchlib.hostile import (
+    Target,
+    WsClient,
+    b64,
+    call,
+    for_a_while,
+    http,
+    post_bytes,
+    rpc_body,
+)
+from ledger.crypto import address_to_text, generate_key
 from ledger.tx import TxBody, sign_tx
 from node.client import TxBuilder, sign
 
 ENVELOPE_BYTES = 64 * 1024
 JUNK_ARG_BYTES = 62 * 1024  # a junk transaction just under the 64 KiB limit, with its envelope
-READ_CAP = 32 << 20  # bytes of one answer kept (more is counted, not stored)
-REQUEST_TIMEOUT_S = 5.0
 SQUAT_SEND_S = 40.0  # at most this long to send the squat (1,071 x 62 KiB)
-
-
-@dataclass
-class Target:
-    """What an attack may use: the network's addresses and keys, and the time it has."""
-
-    chain_id: str
-    rpc: dict[str, tuple[str, int]]  # node name -> RPC host, port
-    p2p: dict[str, tuple[str, int]]  # validator name -> P2P host, port
-    investors: list[KeyPair]  # onboarded and funded (benchlib.funding), for mempool_squat
-    cash: str  # the instrument the investors hold
-    seconds: float
-    restart: Callable[[str], None]  # SIGTERM a node, start it again with the same home (blocking)
-    height: Callable[[str], int]  # a node's height, -1 when it does not answer (blocking)
-    rng: random.Random = field(default_factory=lambda: random.Random(1))
-
-    def url_of(self, name: str) -> tuple[str, int]:
-        return self.rpc[name]
-
-    def urls(self) -> list[tuple[str, int]]:
-        return list(self.rpc.values())
-
-
-# ------------------------------------------------------------------------------ HTTP
-
-
-@dataclass
-class Answer:
-    outcome: str
-    status: int = 0
-    body: bytes = b""
-    size: int = 0  # bytes of the whole response
-    seconds: float = 0.0
-
-
-def post_bytes(
-    host: str, port: int, body: bytes, *, host_header: str | None = None, extra: str = ""
-) -> bytes:
-    head = (
-        f"POST / HTTP/1.1\r\nHost: {host_header or f'{host}:{port}'}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        f"{extra}Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
-
-
-def rpc_body(method: str, params: dict, request_id: int = 1) -> bytes:
-    call = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-    return json.dumps(call).encode()
-
-
-async def http(address: tuple[str, int], raw: bytes, timeout_s: float = REQUEST_TIMEOUT_S):
-    """Send one HTTP request (`Connection: close`), read the whole answer; an `Answer`."""
-    began = time.monotonic()
-    data = bytearray()
-    size = 0
-    try:
-        with trio.fail_after(timeout_s):
-            stream = await trio.open_tcp_stream(*address)
-            async with stream:
-                await stream.send_all(raw)
-                while chunk := await stream.receive_some(1 << 16):
-                    size += len(chunk)
-                    if len(data) < READ_CAP:
-                        data += chunk
-    except trio.TooSlowError:
-        return Answer("timeout", seconds=time.monotonic() - began)
-    except ConnectionRefusedError:
-        return Answer("refused", seconds=time.monotonic() - began)
-    except (OSError, trio.BrokenResourceError):
-        if not data:
-            return Answer("reset", seconds=time.monotonic() - began)
-    head, _, body = bytes(data).partition(b"\r\n\r\n")
-    try:
-        status = int(head.split(b" ", 2)[1])
-    except (IndexError, ValueError):
-        return Answer("no_http_answer", size=size, seconds=time.monotonic() - began)
-    if size > len(data):  # answered, larger than we keep: not parsed
-        return Answer(f"over_{READ_CAP >> 20}MiB", status, b"", size, time.monotonic() - began)
-    return Answer(classify(status, body), status, body, size, time.monotonic() - began)
-
-
-def classify(status: int, body: bytes) -> str:
-    """One word for an HTTP answer to a JSON-RPC call."""
-    if status != 200:
-        return f"http_{status}"
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return "not_json"
-    if isinstance(answer, list):
-        kinds = {classify_one(a) for a in answer}
-        return kinds.pop() if len(kinds) == 1 else "batch_mixed"
-    return classify_one(answer)
-
-
-def classify_one(answer: object) -> str:
-    if not isinstance(answer, dict):
-        return "not_json"
-    if "error" in answer:
-        error = answer["error"]
-        return f"error_{error.get('code') if isinstance(error, dict) else '?'}"
-    result = answer.get("result")
-    if isinstance(result, dict) and isinstance(result.get("code"), int) and result["code"]:
-        code = result["code"]
-        return Code(code).name if code in Code._value2member_map_ else f"code_{code}"
-    return "ok"
-
-
-async def call(address, method: str, params: dict, timeout_s: float = REQUEST_TIMEOUT_S):
-    return await http(address, post_bytes(*address, rpc_body(method, params)), timeout_s)
-
-
-async def for_a_while(seconds: float, count: int, workers: int, work) -> None:
-    """Run `workers` copies of `work(i)` (i = 0, 1, ... shared) until `count` calls or time."""
-    deadline = trio.current_time() + seconds
-    index = 0
-
-    async def worker() -> None:
-        nonlocal index
-        while index < count and trio.current_time() < deadline:
-            i = index
-            index += 1
-            await work(i)
-
-    with trio.move_on_after(seconds + REQUEST_TIMEOUT_S + 1):
-        async with trio.open_nursery() as nursery:
-            for _ in range(workers):
-                nursery.start_soon(worker)
-
-
-def b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
 
 
 # ------------------------------------------------------------------------------ forged
@@ -214,7 +80,7 @@ def forged_set(chain_id: str) -> dict[str, bytes]:
 
 
 async def forged_envelopes(target: Target, count: int = 4000, workers: int = 8) -> dict:
-    forged = forged_set(target.chain_id)
+    forged = forged_set(target.net.chain_id)
     bodies = {
         (kind, method): rpc_body(method, {"tx": b64(raw)})
         for kind, raw in forged.items()
@@ -268,7 +134,7 @@ async def mempool_squat(target: Target, per_sender: int = 63, workers: int = 8) 
         for key in target.investors:
             nonce = nonces[address_to_text(key.address)] + offset
             body = TxBody(
-                target.chain_id, key.address, nonce, "transfer", _pad_args(JUNK_ARG_BYTES)
+                target.net.chain_id, key.address, nonce, "transfer", _pad_args(JUNK_ARG_BYTES)
             )
             jobs.append(sign_tx(body, [key]).raw)
     urls = target.urls()
@@ -286,7 +152,7 @@ async def mempool_squat(target: Target, per_sender: int = 63, workers: int = 8) 
     await for_a_while(max(target.seconds, SQUAT_SEND_S), len(jobs), workers, work)
     sending_s = time.monotonic() - began
     pool = {}
-    for name, address in target.rpc.items():
+    for name, address in target.net.rpc.items():
         answer = await call(address, "num_unconfirmed_txs", {})
         pool[name] = json.loads(answer.body)["result"] if answer.outcome == "ok" else None
     await trio.sleep(target.seconds)  # the squat holds
@@ -296,7 +162,7 @@ async def mempool_squat(target: Target, per_sender: int = 63, workers: int = 8) 
         sender = address_to_text(key.address)
         to = address_to_text(target.investors[(index + 1) % len(target.investors)].address)
         operation = TxBuilder.transfer(instrument=target.cash, to=to, amount=1)
-        tx = sign(operation.body(target.chain_id, sender, nonces[sender]), [key])
+        tx = sign(operation.body(target.net.chain_id, sender, nonces[sender]), [key])
         answer = await call(urls[0], "broadcast_tx_sync", {"tx": b64(tx.raw)})
         filled[answer.outcome] += 1
     drained_s = None
@@ -327,7 +193,7 @@ async def mempool_squat(target: Target, per_sender: int = 63, workers: int = 8) 
 
 async def big_answers(target: Target, clients: int = 6, count: int = 600) -> dict:
     urls = target.urls()
-    tip = max(0, target.height(next(iter(target.rpc))))
+    tip = max(0, target.net.height(next(iter(target.net.rpc))))
     answers = Counter()
     received = Counter()
     largest = Counter()
@@ -421,8 +287,8 @@ def _legit_summary(answers: Counter, latencies: list[float]) -> dict:
 async def slow_http(target: Target, sockets: int = 400) -> dict:
     """Slowloris: each socket sends a request head announcing a 1 MB body, then one byte every
     2 s; the legitimate client's calls go to the same node meanwhile."""
-    name = next(iter(target.rpc))
-    address = target.rpc[name]
+    name = next(iter(target.net.rpc))
+    address = target.net.rpc[name]
     opened = Counter()
     legit, latencies = Counter(), []
     stop = trio.Event()
@@ -471,55 +337,6 @@ async def slow_http(target: Target, sockets: int = 400) -> dict:
 # ------------------------------------------------------------------------------ WebSocket
 
 
-class WsClient:
-    """A bare WebSocket client on a trio stream (no reading unless asked)."""
-
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
-        self.stream = stream
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.host = host
-
-    @classmethod
-    async def open(cls, address, rcvbuf: int | None = None) -> WsClient:
-        sock = trio.socket.socket()
-        if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        await sock.connect(address)
-        client = cls(trio.SocketStream(sock), f"{address[0]}:{address[1]}")
-        await client.stream.send_all(client.ws.send(Request(host=client.host, target="/websocket")))
-        with trio.fail_after(REQUEST_TIMEOUT_S):
-            while True:
-                data = await client.stream.receive_some(1 << 16)
-                if not data:
-                    raise ConnectionError("closed during the handshake")
-                client.ws.receive_data(data)
-                for event in client.ws.events():
-                    if isinstance(event, AcceptConnection):
-                        return client
-                    if isinstance(event, RejectConnection):
-                        raise ConnectionError(f"refused: {event.status_code}")
-
-    async def send(self, obj: dict) -> None:
-        await self.stream.send_all(self.ws.send(Message(data=json.dumps(obj))))
-
-    async def next_text(self, timeout_s: float) -> dict | None:
-        """The next JSON message, None when the node closed the connection."""
-        with trio.fail_after(timeout_s):
-            text = ""
-            while True:
-                for event in self.ws.events():
-                    if isinstance(event, CloseConnection):
-                        return None
-                    if isinstance(event, WsText):
-                        text += event.data
-                        if event.message_finished:
-                            return json.loads(text)
-                data = await self.stream.receive_some(1 << 16)
-                if not data:
-                    return None
-                self.ws.receive_data(data)
-
-
 async def _legit_subscriber(address) -> str:
     """Can a legitimate client subscribe to NewBlock and get a block within 10 s?"""
     try:
@@ -551,8 +368,8 @@ async def _legit_subscriber(address) -> str:
 
 
 async def ws_idle(target: Target, connections: int = 200) -> dict:
-    name = next(iter(target.rpc))
-    address = target.rpc[name]
+    name = next(iter(target.net.rpc))
+    address = target.net.rpc[name]
     outcomes = Counter()
     held: list[WsClient] = []
     for _ in range(connections):
@@ -583,8 +400,8 @@ async def ws_idle(target: Target, connections: int = 200) -> dict:
 async def ws_nonreader(target: Target, connections: int = 16, requests: int = 200) -> dict:
     """Each connection subscribes to NewBlock and Tx and then sends `requests` `events` calls
     for a 1,000-event page, with a tiny receive buffer and never a read."""
-    name = next(iter(target.rpc))
-    address = target.rpc[name]
+    name = next(iter(target.net.rpc))
+    address = target.net.rpc[name]
     outcomes = Counter()
     sent = 0
     stop = trio.Event()
@@ -667,11 +484,11 @@ async def _hold(address, handshake: bool, stop: trio.Event, counts: Counter) -> 
 async def _linked(target: Target, name: str, tip: int, peers: int, bound_s: float):
     """Seconds until `name` has `peers` peers and is past `tip`; None if not within bound."""
     began = trio.current_time()
-    address = target.rpc[name]
+    address = target.net.rpc[name]
     while trio.current_time() - began < bound_s:
         answer = await call(address, "net_info", {}, 2.0)
         if answer.outcome == "ok" and json.loads(answer.body)["result"]["n_peers"] >= peers:
-            if await trio.to_thread.run_sync(target.height, name) > tip:
+            if await trio.to_thread.run_sync(target.net.height, name) > tip:
                 return round(trio.current_time() - began, 2)
         await trio.sleep(0.2)
     return None
@@ -682,15 +499,15 @@ async def p2p_hold(target: Target, per_port: int = 64, bound_s: float = 30.0) ->
     (half of them with a stalled handshake) are held on every P2P port while validators are
     restarted one after another; for each, the seconds until it has every peer again and is
     past the tip it was stopped at."""
-    names = list(target.p2p)
+    names = list(target.net.p2p)
     peers = len(names) - 1
     restarts = []
 
     async def restart(name: str, held: bool) -> dict:
-        tip = max([await trio.to_thread.run_sync(target.height, n) for n in names])
+        tip = max([await trio.to_thread.run_sync(target.net.height, n) for n in names])
         began = trio.current_time()
         stopped_at_ms = time.time_ns() // 1_000_000
-        await trio.to_thread.run_sync(target.restart, name)
+        await trio.to_thread.run_sync(target.net.restart, name)
         relinked = await _linked(target, name, tip, peers, bound_s)
         entry = {
             "node": name,
@@ -709,7 +526,7 @@ async def p2p_hold(target: Target, per_port: int = 64, bound_s: float = 30.0) ->
     async with trio.open_nursery() as nursery:
         for name in names:
             for index in range(per_port):
-                nursery.start_soon(_hold, target.p2p[name], index % 2 == 1, stop, counts)
+                nursery.start_soon(_hold, target.net.p2p[name], index % 2 == 1, stop, counts)
         await trio.sleep(2.0)  # every port full before the first restart
         for index, name in enumerate(names):
             if index and trio.current_time() > deadline:
@@ -740,7 +557,7 @@ async def p2p_hold(target: Target, per_port: int = 64, bound_s: float = 30.0) ->
 async def foreign_host(target: Target, each: int = 20) -> dict:
     """Requests a browser page could make: a foreign Host (DNS rebinding) and a cross-site
     `text/plain` POST (a "simple" request, sent without a CORS preflight)."""
-    address = next(iter(target.rpc.values()))
+    address = next(iter(target.net.rpc.values()))
     body = rpc_body("status", {})
     kinds = {
         "foreign_host": post_bytes(*address, body, host_header="attacker.example"),
