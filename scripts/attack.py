@@ -529,6 +529,11 @@ def run(args: argparse.Namespace) -> dict:
             institutions.stop()
         sampler.stop()
         net.stop_all()
+        for child in net.children:  # SIGTERM must end a node cleanly (exit 0)
+            if child.process.returncode not in (0, None):
+                net.crashes.append(
+                    f"{child.node.name} exited {child.process.returncode} at the end"
+                )
     return summarize(
         args, net, sampler, institutions, lookups, times, idle, phases, results, restarts, started
     )
