@@ -8,6 +8,7 @@ subscription had already reported it. Here a fake node on 127.0.0.1 (JSON-RPC `s
 the port refusing connections -- and started again on the same port, twice, while a
 `BlockWatcher` runs. The watcher must keep running and deliver every height exactly once, in
 order (the heights produced while the node was down are fetched with `block` when it is back).
+And the benchmark's start height waits for a validator that is restarting when it is asked.
 
 Real sockets on the real clock (a MockClock would jump past the client's deadlines while the
 kernel moves bytes), every wait bounded.
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench  # noqa: E402  (scripts/bench.py)
 from benchlib.rpc import BlockWatcher  # noqa: E402
 
 BLOCK_S = 0.05  # the fake chain's block interval
@@ -184,3 +186,31 @@ async def _watch_through_restarts() -> None:
 
 def test_block_watcher_outlives_node_restarts():
     trio.run(_watch_through_restarts)
+
+
+async def _tip_while_restarting() -> None:
+    node = FakeNode()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.serve)  # learn a port, then die before the benchmark asks
+            node.stop()
+            await trio.sleep(0.1)
+            node.height = 7
+            url = f"http://127.0.0.1:{node.port}"
+            dead = "http://127.0.0.1:9"  # another validator that never answers
+
+            async def come_back() -> None:
+                await trio.sleep(0.8)
+                await nursery.start(node.serve)
+
+            nursery.start_soon(come_back)
+            began = trio.current_time()
+            assert await bench.tip_height([dead, url]) == 7
+            assert trio.current_time() - began >= 0.7  # it waited for the node to come back
+            nursery.cancel_scope.cancel()
+
+
+def test_bench_start_height_waits_for_a_restarting_node():
+    # The benchmark's start height came from one `status` call to the first validator, so a
+    # validator restarting at that moment ended the run (NodeUnreachable).
+    trio.run(_tip_while_restarting)
