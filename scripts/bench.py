@@ -61,7 +61,7 @@ from benchlib.rpc import BlockWatcher, RpcLanes  # noqa: E402
 
 from ledger.codes import Code  # noqa: E402
 from ledger.crypto import KeyPair, address_to_text  # noqa: E402
-from node.client import AsyncClient, TxBuilder, sign  # noqa: E402
+from node.client import AsyncClient, ClientError, TxBuilder, sign  # noqa: E402
 
 TICK_S = 0.01
 RATE_FACTOR = 1.3
@@ -250,6 +250,22 @@ async def drain(tracker: Tracker, step: Step, deadline_s: float) -> bool:
 # ------------------------------------------------------------------------------ the run
 
 
+async def tip_height(urls: list[str], deadline_s: float = 60.0) -> int:
+    """The highest height the validators report; while none answers (restarting under the
+    benchmark), asked again every 0.5 s up to `deadline_s`."""
+    with trio.fail_after(deadline_s):
+        while True:
+            heights = []
+            for url in urls:
+                try:
+                    heights.append((await AsyncClient(url, timeout_s=5.0).status()).height)
+                except ClientError:
+                    continue
+            if heights:
+                return max(heights)
+            await trio.sleep(0.5)
+
+
 def plan_rates(args: argparse.Namespace, bound: int) -> list[int]:
     if args.rate:
         return [args.rate]
@@ -286,7 +302,7 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
             presign, funded.chain_id, funded.senders, sum(counts)
         )
         tracker = Tracker.of(presigned)
-        watcher = BlockWatcher(urls[0], tracker.on_block, (await client.status()).height)
+        watcher = BlockWatcher(urls[0], tracker.on_block, await tip_height(urls))
         await nursery.start(watcher.run)
 
         pids = {n["name"]: n.get("pid") for n in localnet["nodes"]}

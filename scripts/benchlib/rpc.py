@@ -34,6 +34,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import ProtocolError
 
 from node.client import AsyncClient, ClientError
 from node.client.core import Endpoint
@@ -42,6 +43,15 @@ Answer = Callable[[int, bytes | None], None]
 """Called with (HTTP status, body) for an answer, (0, None) when the connection failed."""
 
 READ_BYTES = 1 << 16
+WATCH_ERRORS = (
+    OSError,  # includes ConnectionError: refused, reset, closed
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    ValueError,  # a JSON answer cut off mid-way
+    KeyError,
+    TypeError,  # a message without the fields of a NewBlock notification
+    ProtocolError,  # wsproto: the connection broke inside a WebSocket frame or handshake
+)
 MAX_ANSWER_BYTES = 1 << 24
 RECONNECT_S = 0.2
 
@@ -199,6 +209,19 @@ class RpcLanes:
             return connection
 
 
+class _StartedOnce:
+    """A task status that passes on only its first `started()`; later calls do nothing."""
+
+    def __init__(self, task_status) -> None:
+        self._task_status = task_status
+        self.done = False
+
+    def started(self) -> None:
+        if not self.done:
+            self.done = True
+            self._task_status.started()
+
+
 class BlockWatcher:
     """Every committed block of one node, in height order, from NewBlock notifications."""
 
@@ -215,22 +238,24 @@ class BlockWatcher:
         self.source = "websocket"  # "websocket+poll" once a block had to be fetched
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        started = False
+        # One report for the whole life of the watcher, whichever comes first: the first
+        # subscription, or the first failure to subscribe. (`_subscribe` used to report it and
+        # `run` report it again when that WebSocket later broke -- a node restarted under the
+        # benchmark -- which trio refuses: "called 'started' twice".)
+        status = _StartedOnce(task_status)
         while True:
             try:
-                await self._subscribe(task_status if not started else trio.TASK_STATUS_IGNORED)
-            except (OSError, trio.BrokenResourceError, ConnectionError, ValueError):
-                pass
-            if not started:
-                task_status.started()
-            started = True
+                await self._subscribe(status)
+            except WATCH_ERRORS:
+                pass  # the node went away or said something unexpected: poll, then resubscribe
+            status.started()
             # WebSocket down: poll for a second, then try it again.
             with trio.move_on_after(1.0):
                 while True:
                     await self._catch_up(None)
                     await trio.sleep(0.1)
 
-    async def _subscribe(self, task_status) -> None:
+    async def _subscribe(self, task_status: _StartedOnce) -> None:
         ws = WSConnection(ConnectionType.CLIENT)
         stream = await trio.open_tcp_stream(self.endpoint.host, self.endpoint.port)
         async with stream:
@@ -261,7 +286,6 @@ class BlockWatcher:
                                 raise ConnectionError(f"subscribe refused: {message['error']}")
                             subscribed = True
                             task_status.started()
-                            task_status = trio.TASK_STATUS_IGNORED
                             await self._catch_up(None)  # blocks committed before the subscription
                             continue
                         value = message.get("result", {}).get("data", {}).get("value", {})
