@@ -29,7 +29,7 @@ from consensus.types import DurableState
 from ledger.chain import Chain, PendingBlock
 from ledger.store import AsyncStore
 from node.byzantine import Byzantine
-from node.driver import Driver, DriverConfig, _value_id
+from node.driver import Driver, _value_id
 from node.mempool import Mempool, MempoolLimits
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class SimNode:
                 with trio.CancelScope() as scope:
                     self._scope = scope
                     await driver.run()
-            except Exception as exc:  # noqa: BLE001 -- any escape is the finding
+            except Exception as exc:  # any escape is the finding
                 self.dead = True
                 self.sim.checker.fail("ROBUST", f"{self.name} died: {exc!r}")
             self.up = False
