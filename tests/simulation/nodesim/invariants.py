@@ -53,8 +53,14 @@ if TYPE_CHECKING:
 SAFETY_KINDS = ("SAFE", "CERT", "VALID", "SIGN", "LOSS", "MONEY", "EVIDENCE", "ROBUST")
 
 
+AFTER_THE_RUN = -1  # the time of a finding made over the stores once the run is over
+
+
 def _now_ms() -> int:
-    return round(trio.current_time() * 1000)
+    try:
+        return round(trio.current_time() * 1000)
+    except RuntimeError:  # not inside the run: the final checks over the stores
+        return AFTER_THE_RUN
 
 
 class NodeChecker:

@@ -38,7 +38,7 @@ from node.driver import DriverConfig
 
 from ..checker import Violation
 from .clients import CASH, Client, make_world, run_clients
-from .invariants import SAFETY_KINDS, NodeChecker
+from .invariants import AFTER_THE_RUN, SAFETY_KINDS, NodeChecker
 from .net import SimNet
 from .plan import BYZANTINE_BEHAVIOURS, NodePlan, draw_node_plan, fork_node_plan, node_plan_to_json
 from .replica import SimNode
@@ -303,6 +303,8 @@ def repro_command(case: NodeCase) -> str:
 def describe(outcome: NodeOutcome, case: NodeCase) -> str:
     """A failure report: what broke, then the line that replays it."""
     lines = [f"seed {case.seed}: {len(outcome.violations)} violation(s)"]
-    lines += [f"  {v.kind} at {v.time_ms} ms: {v.detail}" for v in outcome.violations[:10]]
+    for v in outcome.violations[:10]:
+        when = "after the run" if v.time_ms == AFTER_THE_RUN else f"at {v.time_ms} ms"
+        lines.append(f"  {v.kind} {when}: {v.detail}")
     lines.append(f"  reproduce: {repro_command(case)}")
     return "\n".join(lines)
