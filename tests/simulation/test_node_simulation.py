@@ -18,6 +18,7 @@ import pytest
 
 from consensus.types import Vote, VoteType
 from ledger.crypto import hash256
+from ledger.store import Store
 from node import messages
 from node.messages import ConsensusMessage
 from scripts.simulate import main as simulate_main
@@ -25,6 +26,8 @@ from tests.simulation.nodesim.clients import make_world
 from tests.simulation.nodesim.invariants import NodeChecker
 from tests.simulation.nodesim.plan import (
     CRASH_POINTS,
+    NodeCrash,
+    NodePlan,
     draw_node_plan,
     node_plan_from_json,
     node_plan_to_json,
@@ -82,6 +85,29 @@ def test_without_faults_or_byzantine_the_run_is_clean_and_quick():
     outcome = run_node_seed(NodeCase(7, byzantine=0, faults=False))
     assert outcome.violations == ()
     assert outcome.crashes == 0 and outcome.messages_lost == 0
+
+
+def crashes_of_every_validator(seed: int) -> NodeCase:
+    base = draw_node_plan(seed, 4, 0, faults=False)
+    times = ((0, 700), (1, 1300), (2, 1900), (3, 2500), (0, 3100))
+    crashes = tuple(NodeCrash(replica, at, 30, "idle") for replica, at in times)
+    return NodeCase(seed, byzantine=0, plan=NodePlan(3500, base.latency_ms, crashes=crashes))
+
+
+def test_a_record_not_durable_before_the_vote_leaves_is_a_double_sign(monkeypatch):
+    # Sabotage: the store writes each consensus record only when the next one comes, so a
+    # crash loses the record of votes already sent. The restarted validators sign again.
+    case = crashes_of_every_validator(0)
+    assert run_node_seed(case).violations == ()
+    original = Store.save_consensus_record
+
+    def one_behind(store, record):
+        previous, store.sim_lagging = getattr(store, "sim_lagging", None), record
+        if previous is not None:
+            original(store, previous)
+
+    monkeypatch.setattr(Store, "save_consensus_record", one_behind)
+    assert run_node_seed(case).count("SIGN") >= 1
 
 
 # ---- the checker's parts bite ---------------------------------------------------------

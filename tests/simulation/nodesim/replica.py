@@ -132,7 +132,12 @@ class SimNode:
         while not self.dead:
             await self._restart.wait()
             self._restart = trio.Event()
-            driver = self._open()
+            try:
+                driver = self._open()
+            except Exception as exc:  # a store that no longer opens is the finding
+                self.dead = True
+                self.sim.checker.fail("ROBUST", f"{self.name} cannot restart: {exc!r}")
+                return
             self.up = True
             try:
                 with trio.CancelScope() as scope:
