@@ -11,14 +11,15 @@ a block consume it (whatever the verdict). If the node it asked crashes or never
 transaction into a block, it submits the same bytes again to another node after
 `RESUBMIT_MS`; a transaction refused outright stored nothing, so the next one reuses the
 nonce. Every transaction a client signs is registered with the checker first: a block holding
-anything else (or holding one twice) is a NO-LOSS violation.
+anything else (or holding one twice) is a NO-LOSS violation. `sim` is the
+`run.NodeSimulation` (typed `Any`: `run` imports this module, and no import goes back).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import trio
 
@@ -26,9 +27,6 @@ from ledger.codes import Code
 from ledger.crypto import KeyPair, generate_key
 from ledger.genesis import default_genesis
 from ledger.tx import TxBody, sign_tx
-
-if TYPE_CHECKING:
-    from .run import NodeSimulation
 
 CHAIN_ID = "khazana-nodesim"
 GENESIS_MS = 1_767_225_600_000  # 2026-01-01
@@ -75,7 +73,7 @@ def make_world(validators: int, investors: int) -> World:
 class Client:
     """One account that signs and submits transactions, one at a time."""
 
-    def __init__(self, sim: NodeSimulation, key: KeyPair, name: str) -> None:
+    def __init__(self, sim: Any, key: KeyPair, name: str) -> None:
         self.sim = sim
         self.key = key
         self.name = name
@@ -124,7 +122,7 @@ class Client:
         await trio.sleep(self.rng.randint(lo_ms, hi_ms) / 1000)
 
 
-async def run_clients(sim: NodeSimulation) -> None:
+async def run_clients(sim: Any) -> None:
     """The bank and regulator set up the token and the investors, who then trade."""
     world = sim.world
     bank = Client(sim, world.institution_keys["central-bank"], "bank")

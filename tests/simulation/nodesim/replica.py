@@ -13,7 +13,8 @@
   survives, in particular the consensus record that must be durable before a vote leaves.
 
 A driver that raises is a ROBUST violation (nothing a peer or a client sends may kill a
-node); the node stays down.
+node); the node stays down. `sim` is the `run.NodeSimulation` (typed `Any`: `run` imports
+this module, and no import goes back).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -31,9 +32,6 @@ from ledger.store import AsyncStore
 from node.byzantine import Byzantine
 from node.driver import Driver, _value_id
 from node.mempool import Mempool, MempoolLimits
-
-if TYPE_CHECKING:
-    from .run import NodeSimulation
 
 MAX_DISK_LATENCY_MS = 2
 
@@ -79,7 +77,7 @@ class SimDisk:
 class SimNode:
     """Replica `replica` of the simulation: a validator (or a Twin's second copy)."""
 
-    def __init__(self, sim: NodeSimulation, replica: int, validator: int, path: Path) -> None:
+    def __init__(self, sim: Any, replica: int, validator: int, path: Path) -> None:
         self.sim = sim
         self.replica = replica
         self.validator = validator  # index of the validator whose key it signs with
