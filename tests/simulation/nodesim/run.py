@@ -12,10 +12,10 @@ purpose; trio's scheduler is made deterministic the way its Hypothesis plugin do
 woken together run in creation order, shuffled by a generator seeded here). The same seed
 gives the same run, which `NodeOutcome.digest` fingerprints.
 
-The watcher ends the run: as soon as a SAFE violation is found (with `stop_on_safety`), or
+The watcher ends the run: as soon as a SAFE violation is found (a fork makes the rest moot), or
 once the faults have healed and the LIVE condition holds -- every honest node at least
 `LIVE_BLOCKS` above the highest honest height at the heal, and every trading client with a
-transaction committed after the heal -- or at `heal_ms + live_bound_ms`, a LIVE violation.
+transaction committed after the heal -- or at `heal_ms + LIVE_BOUND_MS`, a LIVE violation.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ class NodeCase:
     investors: int = 4
     plan: NodePlan | None = None  # None: drawn from the seed
     behaviours: tuple[str, ...] = BYZANTINE_BEHAVIOURS
-    stop_on_safety: bool = True
 
     @property
     def expects_fork_possible(self) -> bool:
@@ -222,7 +221,7 @@ class NodeSimulation:
     async def _watch(self) -> None:
         heal_ms = self.plan.heal_ms
         while SimNet.now_ms() < heal_ms:
-            if self.checker.stop and self.case.stop_on_safety:
+            if self.checker.stop:
                 return
             await trio.sleep(min(WATCH_MS, heal_ms - SimNet.now_ms()) / 1000)
         await trio.sleep(0.001)  # the restarts at the heal open their nodes first
@@ -230,7 +229,7 @@ class NodeSimulation:
         target = tip + LIVE_BLOCKS
         deadline = heal_ms + LIVE_BOUND_MS
         while SimNet.now_ms() < deadline:
-            if self.checker.stop and self.case.stop_on_safety:
+            if self.checker.stop:
                 return
             if not self._live(target, heal_ms):
                 return
