@@ -145,6 +145,7 @@ class _Round:
         "prevote_timeout_scheduled",
         "precommit_timeout_scheduled",
         "line_36_done",
+        "extra_prevotes",
     )
 
     def __init__(self) -> None:
@@ -160,6 +161,10 @@ class _Round:
         self.prevote_timeout_scheduled = False
         self.precommit_timeout_scheduled = False
         self.line_36_done = False
+        # (validator, value id) -> a validly signed prevote for a value we hold that is NOT
+        # the validator's first prevote of the round (an equivocator's other vote). Counted
+        # only for line 28's proof of lock; see `_note_extra_prevote`.
+        self.extra_prevotes: dict[tuple[bytes, bytes], Vote] = {}
 
 
 class Core:
@@ -479,6 +484,7 @@ class Core:
                 self.stats.duplicate += 1
             else:
                 self._conflicting_vote(existing, vote, validator.pub_key, verified_key)
+                self._note_extra_prevote(rs, vote, validator.pub_key, verified_key)
             return
         if not self._verify_vote(vote, validator.pub_key, verified_key):
             return
@@ -521,6 +527,40 @@ class Core:
         self._evidence_seen.add(slot)
         self.stats.evidence += 1
         self._out_evidence.append(make_evidence(first, second))
+
+    def _note_extra_prevote(
+        self, rs: _Round, vote: Vote, pub_key: bytes, verified_key: bytes | None
+    ) -> None:
+        """Keep an equivocator's other prevote for a value we hold, for line 28.
+
+        The paper counts 2f + 1 PREVOTE messages for v at round vr, whoever else the senders
+        voted for; the tally keeps each validator's first prevote only. Without this, an
+        equivocator that prevoted nil to some and v to others at vr can leave an honest
+        validator locked on v while the others never see v's polka when it is re-proposed:
+        the chain stalls for good (found by the whole-node simulation, seeds 8 and 16 of
+        `scripts/simulate.py --node`). Counting the extra vote is safe: the proof still
+        names 2f + 1 distinct validators that signed a prevote for v at vr, so f + 1 honest
+        ones did. Bounded: only values of proposals held at this height, one per
+        (validator, value)."""
+        if vote.vote_type != VoteType.PREVOTE or vote.value_id is None:
+            return
+        key = (vote.validator, vote.value_id)
+        if vote.value_id not in self._values or key in rs.extra_prevotes:
+            return
+        if not self._verify_vote(vote, pub_key, verified_key):
+            return
+        rs.extra_prevotes[key] = vote
+        self._run_rules(vote.round)
+
+    def _pol_power(self, pol: _Round, value_id: bytes) -> int:
+        """The power of distinct validators with a prevote for `value_id` in round `pol`."""
+        power = pol.prevote_power.get(value_id, 0)
+        for validator, voted in pol.extra_prevotes:
+            first = pol.prevotes.get(validator)
+            if voted == value_id and first is not None and first.value_id != value_id:
+                member = self.valset.get(validator)
+                power += 0 if member is None else member.power
+        return power
 
     def _on_proposal(self, p: Proposal, verified_key: bytes | None) -> None:
         if not well_formed_proposal(p):
@@ -782,7 +822,7 @@ class Core:
             else:
                 # Line 28: a re-proposal justified by a polka at vr < round.
                 pol = self._rounds.get(vr)
-                if pol is None or pol.prevote_power.get(value_id, 0) < self.valset.quorum_power:
+                if pol is None or self._pol_power(pol, value_id) < self.valset.quorum_power:
                     continue
                 ok = self._valid(value_id) and (
                     self.locked_round <= vr or self._locked_id() == value_id

@@ -16,5 +16,7 @@ Modules, from the bottom up:
 - `checker`    -- the invariants: SAFE, certificates, LIVE, evidence.
 - `simulator`  -- replicas (driver of one core each), crash/restart, block sync, the run loop.
 
+`nodesim/` is the whole-node simulation (real drivers, chains and stores; `--node`).
+
 `scripts/simulate.py` is the command-line front end; `test_*.py` are the tests.
 """
