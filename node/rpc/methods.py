@@ -24,7 +24,9 @@ class RpcMethods:
         self, node: NodeView, limits: RpcLimits | None = None, scopes: Scopes | None = None
     ) -> None:
         self.limits = limits or RpcLimits()
-        self.scopes = scopes or Scopes(node.store, anonymous=self.limits.anonymous)
+        self.scopes = scopes or Scopes(
+            getattr(node, "store", None), anonymous=self.limits.anonymous
+        )
         self.chain = ChainMethods(node, self.scopes)
         self.txs = TxMethods(node, self.limits.commit_timeout_ms, self.scopes)
         self.state = StateMethods(node, self.scopes)
