@@ -23,6 +23,8 @@ client is cat; eve, an investor with no VASP; the node's operator (its node key)
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 
 import pytest
@@ -330,7 +332,7 @@ def test_who_may_submit_what(app, world):
     }
 
     def submit(reader: str, sender: str) -> dict:
-        tx = __import__("base64").b64encode(own[sender]).decode()
+        tx = base64.b64encode(own[sender]).decode()
         return call(app, reader, "check_tx", {"tx": tx})
 
     expectations = {
@@ -350,7 +352,7 @@ def test_who_may_submit_what(app, world):
     cosigned = t.tx(
         "eve", "transfer", {"instrument": "PKR", "to": key("ana").address, "amount": 1}, "ben"
     )
-    tx = __import__("base64").b64encode(cosigned).decode()
+    tx = base64.b64encode(cosigned).decode()
     assert allowed(call(app, "ben", "broadcast_tx_sync", {"tx": tx}))
 
 
@@ -367,3 +369,169 @@ def test_anonymous_none_answers_only_health(world):
         assert answer["error"]["data"]["chain_id"] == CHAIN_ID
         assert answer["error"]["data"]["node_id"] == world.node.node_id
     assert allowed(call(closed, "eve", "status"))
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+class Ws:
+    """One WebSocket connection to the app, in-process (ASGI messages over trio channels)."""
+
+    def __init__(self, to_app, from_app) -> None:
+        self.to_app = to_app
+        self.from_app = from_app
+        self.accepted = False
+        self.held: list[dict] = []
+
+    async def call(self, method: str, params: dict) -> dict:
+        request = {"jsonrpc": "2.0", "id": method, "method": method, "params": params}
+        await self.to_app.send({"type": "websocket.receive", "text": json.dumps(request)})
+        while True:
+            message = await self.from_app.receive()
+            answer = json.loads(message["text"])
+            if answer.get("id") == method and "data" not in (answer.get("result") or {}):
+                return answer
+            self.held.append(answer)
+
+    async def notifications(self, settle_s: float = 0.5) -> list[dict]:
+        """What arrives until nothing more has for `settle_s` (the rights are read from the
+        store on a worker thread, which trio's wait_all_tasks_blocked does not wait for)."""
+        got, self.held = self.held, []
+        while True:
+            with trio.move_on_after(settle_s):
+                got.append(json.loads((await self.from_app.receive())["text"]))
+                continue
+            return got
+
+
+@contextlib.asynccontextmanager
+async def websocket(app, reader: str):
+    to_app_send, to_app_receive = trio.open_memory_channel(100)
+    from_app_send, from_app_receive = trio.open_memory_channel(1000)
+    headers = auth_headers(app, "GET", "/websocket", b"", signer_of(reader))
+    scope = {"type": "websocket", "path": "/websocket", "headers": headers, "query_string": b""}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, scope, to_app_receive.receive, from_app_send.send)
+        await to_app_send.send({"type": "websocket.connect"})
+        first = await from_app_receive.receive()
+        ws = Ws(to_app_send, from_app_receive)
+        ws.accepted = first["type"] == "websocket.accept"
+        yield ws
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_subscriptions_follow_the_table(world, reader):
+    app = RpcApp(world.node)
+
+    async def main():
+        async with websocket(app, reader) as ws:
+            assert ws.accepted
+            answer = await ws.call("subscribe", {"query": "tm.event='NewBlock'"})
+            assert allowed(answer), answer
+            answer = await ws.call("subscribe", {"query": "tm.event='Tx'"})
+            assert allowed(answer) == (reader in READ_ALL), answer
+            for target in TARGETS:
+                query = f"tm.event='Tx' AND account='{addr(target)}'"
+                answer = await ws.call("subscribe", {"query": query})
+                assert allowed(answer) == may_read_account(reader, target), (target, answer)
+            await ws.call("unsubscribe_all", {})
+            await ws.call("subscribe", {"query": "tm.event='NewBlock'"})
+            if reader in READ_ALL:
+                await ws.call("subscribe", {"query": "tm.event='Tx'"})
+            world.commit([cash(world.txs, "eve", 1)])
+            got = await ws.notifications()
+            blocks = [n for n in got if n["result"]["data"]["type"] == "NewBlock"]
+            assert len(blocks) == 1
+            txs = blocks[0]["result"]["data"]["value"]["block"]["txs"]
+            assert (txs is not None) == (reader in READ_ALL)
+            assert len(got) == (2 if reader in READ_ALL else 1)
+
+    trio.run(main)
+
+
+def test_websocket_handshake_credentials(world):
+    app = RpcApp(world.node, RpcLimits(anonymous="none"))
+
+    async def main():
+        async with websocket(app, "anonymous") as ws:
+            answer = await ws.call("subscribe", {"query": "tm.event='NewBlock'"})
+            assert refusal(answer) == "unauthorized"
+        async with websocket(app, "ana") as ws:
+            assert allowed(await ws.call("subscribe", {"query": "tm.event='NewBlock'"}))
+            # Calls on the socket carry the connection's credentials.
+            answer = await ws.call("account", {"address": addr("ana")})
+            assert answer["result"]["address"] == addr("ana")
+            assert refusal(await ws.call("account", {"address": addr("ben")})) == "forbidden"
+
+    trio.run(main)
+
+
+# --------------------------------------------------------------------------- rights follow the chain
+
+
+def test_a_suspension_and_a_revoked_role_take_effect_from_the_first_answer_after_their_block(
+    tmp_path,
+):
+    world = World(tmp_path / "node.db")
+    app = RpcApp(world.node)
+    ana = {"address": addr("ana")}
+    on_ana = f"tm.event='Tx' AND account='{addr('ana')}'"
+
+    def freeze_ana(action: str) -> bytes:
+        args = {"account": key("ana").address, "reason_code": 1, "legal_reference": "order 7"}
+        return world.txs.tx("regulator", action, args)
+
+    async def main():
+        async with websocket(app, "vasp-a") as vasp, websocket(app, "auditor") as auditor:
+            assert allowed(await vasp.call("subscribe", {"query": on_ana}))
+            assert allowed(await auditor.call("subscribe", {"query": on_ana}))
+            answer = await _call(app, "vasp-a", "account", ana)
+            assert answer["result"]["address"] == addr("ana")
+            world.commit([freeze_ana("freeze")])
+            assert len(await vasp.notifications()) == 1  # still licensed at that block
+            assert len(await auditor.notifications()) == 1
+
+            suspend = world.txs.tx(
+                "regulator", "suspend_vasp", {"vasp": key("vasp-a").address, "reason": "audit"}
+            )
+            world.commit([suspend])
+            # The first answer after the block: refused, by HTTP and on the open socket.
+            assert refusal(await _call(app, "vasp-a", "account", ana)) == "forbidden"
+            assert refusal(await vasp.call("account", ana)) == "forbidden"
+            assert allowed(await _call(app, "vasp-a", "account", {"address": addr("vasp-a")}))
+            world.commit([freeze_ana("unfreeze")])
+            assert await vasp.notifications() == []  # its subscription stays silent
+            assert len(await auditor.notifications()) == 1
+
+            reinstate = world.txs.tx(
+                "regulator", "license_vasp", {"vasp": key("vasp-a").address, "name": "vasp-a"}
+            )
+            world.commit([reinstate])
+            assert allowed(await _call(app, "vasp-a", "account", ana))
+
+            revoke = world.txs.tx(
+                "regulator",
+                "revoke_role",
+                {"account": key("auditor").address, "role": "auditor"},
+                "ministry",
+            )
+            assert allowed(await _call(app, "auditor", "account", ana))
+            world.commit([revoke])
+            assert refusal(await _call(app, "auditor", "account", ana)) == "forbidden"
+            assert refusal(await _call(app, "auditor", "holders", {"id": "PKR"})) == "forbidden"
+            world.commit([freeze_ana("freeze")])
+            assert await auditor.notifications() == []
+            assert len(await vasp.notifications()) == 1  # licensed again
+
+    try:
+        trio.run(main)
+    finally:
+        world.chain.close()
+
+
+async def _call(app, reader: str, method: str, params: dict) -> dict:
+    request = {"jsonrpc": "2.0", "id": 7, "method": method, "params": params}
+    status, answer = await _post(app, json.dumps(request).encode(), signer_of(reader))
+    assert status == 200, answer
+    return answer
