@@ -221,9 +221,9 @@ class Scopes:
             raise forbidden("scope.institutions_only", f"{method} is for institutions only")
         return principal
 
-    def no_credentials(self, rule: str, detail: str) -> RpcError:
+    def no_credentials(self, rule: str, detail: str, **extra: Any) -> RpcError:
         """`unauthorized`, with what a client needs to sign its next request."""
-        return unauthorized(rule, detail, chain_id=self.chain_id, node_id=self.node_id)
+        return unauthorized(rule, detail, chain_id=self.chain_id, node_id=self.node_id, **extra)
 
     # -- data
 

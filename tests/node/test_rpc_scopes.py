@@ -405,11 +405,16 @@ class Ws:
 
 
 @contextlib.asynccontextmanager
-async def websocket(app, reader: str):
+async def websocket(app, reader: str, via_query: bool = False):
+    """`via_query`: the credential as `?auth=` (what a browser does), not a header."""
     to_app_send, to_app_receive = trio.open_memory_channel(100)
     from_app_send, from_app_receive = trio.open_memory_channel(1000)
     headers = auth_headers(app, "GET", "/websocket", b"", signer_of(reader))
-    scope = {"type": "websocket", "path": "/websocket", "headers": headers, "query_string": b""}
+    query = b""
+    if via_query and headers:
+        query = b"auth=" + headers[0][1].split(b" ", 1)[1]
+        headers = []
+    scope = {"type": "websocket", "path": "/websocket", "headers": headers, "query_string": query}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(app, scope, to_app_receive.receive, from_app_send.send)
         await to_app_send.send({"type": "websocket.connect"})
@@ -463,6 +468,9 @@ def test_websocket_handshake_credentials(world):
             answer = await ws.call("account", {"address": addr("ana")})
             assert answer["result"]["address"] == addr("ana")
             assert refusal(await ws.call("account", {"address": addr("ben")})) == "forbidden"
+        async with websocket(app, "ana", via_query=True) as ws:  # a browser's way
+            answer = await ws.call("account", {"address": addr("ana")})
+            assert answer["result"]["address"] == addr("ana")
 
     trio.run(main)
 
