@@ -167,7 +167,7 @@ class RpcApp:
                     send,
                     [
                         (b"access-control-allow-methods", b"POST, GET, OPTIONS"),
-                        (b"access-control-allow-headers", b"content-type"),
+                        (b"access-control-allow-headers", b"content-type, authorization"),
                         (b"access-control-max-age", b"600"),
                     ],
                 )
