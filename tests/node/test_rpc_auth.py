@@ -14,6 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.crypto import generate_key
+from node.client import AsyncClient, Client
+from node.client import RpcError as ClientRpcError
 from node.rpc.app import RpcApp
 from node.rpc.auth import (
     ENTRY_BYTES,
@@ -27,6 +29,9 @@ from node.rpc.auth import (
     token_from_header,
 )
 from node.rpc.limits import RpcLimits
+from tests.node.test_rpc_commit import CHAIN_ID as LIVE_CHAIN_ID
+from tests.node.test_rpc_commit import key as live_key
+from tests.node.test_rpc_commit import live_node
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "RPC.md"
 FENCE = re.compile(r"^```([\w-]+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -233,3 +238,26 @@ def test_a_batch_costs_one_verification_and_a_replayed_batch_is_refused():
     assert len(app.auth.nonces) == 1
     status, answer = trio.run(post, app, body, header)
     assert status == 401 and answer["error"]["data"]["rule"] == "auth.replay"
+
+
+def test_the_sdk_learns_what_to_sign_over_from_a_node_that_answers_no_stranger(tmp_path):
+    """`anonymous = "none"`: `status` is refused to an unsigned call, and the SDK takes the
+    chain id and node id from the refusal; a client whose clock is off corrects itself."""
+    regulator = live_key("regulator")
+
+    async def main():
+        async with live_node(tmp_path, limits=RpcLimits(anonymous="none")) as node:
+            client = Client(node.url, key=regulator)
+            status = await trio.to_thread.run_sync(client.status)
+            assert status.chain_id == LIVE_CHAIN_ID
+            with pytest.raises(ClientRpcError) as refused:
+                await trio.to_thread.run_sync(Client(node.url).status)
+            assert refused.value.data["rule"] == "rpc.anonymous_none"
+            late = AsyncClient(node.url, key=regulator)
+            await late.status()
+            late.credentials.offset_ms = -120_000  # two minutes behind the node
+            account = await late.account(regulator.address_text)
+            assert account["address"] == regulator.address_text
+            assert abs(late.credentials.offset_ms) < 10_000  # learnt from the refusal
+
+    trio.run(main)
