@@ -543,3 +543,35 @@ async def _call(app, reader: str, method: str, params: dict) -> dict:
     status, answer = await _post(app, json.dumps(request).encode(), signer_of(reader))
     assert status == 200, answer
     return answer
+
+
+def test_a_recovered_account_is_read_with_its_new_key_and_the_old_one_is_dead(tmp_path):
+    world = World(tmp_path / "node.db")
+    app = RpcApp(world.node)
+    new_key = key("ana-new")
+    recover = world.txs.tx(
+        "regulator",
+        "recover_key",
+        {"account": key("ana").address, "new_public_key": new_key.public_key},
+        "central-bank",
+    )
+
+    async def main():
+        ana = {"address": addr("ana")}
+        assert (await _call(app, "ana", "account", ana))["result"]["address"] == addr("ana")
+        world.commit([recover])
+        old = await _call(app, "ana", "account", ana)
+        assert refusal(old) == "unauthorized"
+        assert old["error"]["data"]["rule"] == "auth.key_replaced"
+        request = {"jsonrpc": "2.0", "id": 7, "method": "account", "params": ana}
+        status, answer = await _post(app, json.dumps(request).encode(), new_key)
+        assert status == 200 and answer["result"]["address"] == addr("ana")
+        # The new key's own derived address is not ana's: it reads ana, not itself.
+        request["params"] = {"address": address_to_text(new_key.address)}
+        status, answer = await _post(app, json.dumps(request).encode(), new_key)
+        assert refusal(answer) == "forbidden"
+
+    try:
+        trio.run(main)
+    finally:
+        world.chain.close()
