@@ -99,6 +99,7 @@ METHOD_RULES: dict[str, str] = {
 DEFAULT_RULE = INSTITUTIONS
 
 MAX_PRINCIPALS = 4096  # cached principals per block; more: the cache starts over
+MAX_CLIENT_ENTRIES = 65_536  # cached VASP-client answers per block (~10 MB at most)
 MAX_CLIENT_CHECKS = 256  # accounts one answer may look up to filter a transaction's events
 
 # The caller of the request being answered: a verified public key, or None (anonymous).
@@ -152,6 +153,8 @@ class Scopes:
         self.node_id = node_id
         self._cache_generation: Any = object()
         self._cache: dict[bytes, Principal | RpcError] = {}
+        # (VASP, account) -> is a client: a subscription's notifications ask it per event.
+        self._clients: dict[tuple[bytes, bytes], bool] = {}
 
     # -- who
 
@@ -162,8 +165,12 @@ class Scopes:
         if public_key is None:
             return ANONYMOUS_PRINCIPAL
         generation = self._generation() if self._generation else await self.store.latest_height()
-        if generation != self._cache_generation or len(self._cache) >= MAX_PRINCIPALS:
-            self._cache = {}
+        if (
+            generation != self._cache_generation
+            or len(self._cache) >= MAX_PRINCIPALS
+            or len(self._clients) >= MAX_CLIENT_ENTRIES
+        ):
+            self._cache, self._clients = {}, {}
             self._cache_generation = generation
         found = self._cache.get(public_key)
         if found is None:
@@ -230,13 +237,16 @@ class Scopes:
     async def may_read_account(self, principal: Principal, address: bytes) -> bool:
         if principal.reads_all or address == principal.address:
             return True
-        if principal.kind != VASP_KIND:
+        if principal.kind != VASP_KIND or principal.address is None:
             return False
-        raw = await self.store.get_state(account_key(address))
-        if raw is None:
-            return False
-        kyc = Account.from_map(decode_record(raw)).kyc
-        return kyc is not None and principal.address in (kyc.vasp, kyc.attested_by)
+        pair = (principal.address, address)
+        known = self._clients.get(pair)
+        if known is None:
+            raw = await self.store.get_state(account_key(address))
+            kyc = None if raw is None else Account.from_map(decode_record(raw)).kyc
+            known = kyc is not None and principal.address in (kyc.vasp, kyc.attested_by)
+            self._clients[pair] = known  # until the next block, like the principal
+        return known
 
     async def check_account(self, address: bytes, what: str = "account") -> Principal:
         """Refuse unless the caller may read `address`'s account, holdings, txs and events."""
