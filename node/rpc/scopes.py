@@ -93,6 +93,17 @@ METHOD_RULES: dict[str, str] = {
     "genesis": INSTITUTIONS,
     "net_info": INSTITUTIONS,
     "num_unconfirmed_txs": INSTITUTIONS,
+    # CONTRACT.md's supervision methods, classified ahead of their arrival: the anonymous row
+    # has "programme cap usage" and the OpenRPC document; the supervision reports are the
+    # institutions' ("everything, including supervision reports").
+    "rpc.discover": PUBLIC,
+    "programme": PUBLIC,
+    "height_at": PUBLIC,
+    "parameters": INSTITUTIONS,
+    "vasps": INSTITUTIONS,
+    "reserves": INSTITUTIONS,
+    "frozen": INSTITUTIONS,
+    "holdings_summary": INSTITUTIONS,
 }
 # A method missing from the table (added later, unclassified) is for READ_ALL only: closed by
 # default, never open by omission.
