@@ -36,6 +36,8 @@ from ledger.tx import TxBody, decode_signed_tx, sign_tx
 from node.events import CommittedBlock, EventBus
 from node.rpc.app import RpcApp
 from node.rpc.limits import RpcLimits
+from node.rpc.methods import RpcMethods
+from node.rpc.scopes import DEFAULT_RULE, INSTITUTIONS, METHOD_RULES
 from tests.ledger.test_chain import CHAIN_ID, DAY_MS, GENESIS_MS, genesis, key
 from tests.node.rpcauth import auth_headers
 from tests.node.test_rpc import FakeNode, certificate
@@ -575,3 +577,8 @@ def test_a_recovered_account_is_read_with_its_new_key_and_the_old_one_is_dead(tm
         trio.run(main)
     finally:
         world.chain.close()
+
+
+def test_every_method_has_its_rule_and_an_unknown_one_is_closed():
+    assert set(RpcMethods(None).table) <= set(METHOD_RULES)
+    assert DEFAULT_RULE == INSTITUTIONS
