@@ -37,7 +37,7 @@ from node.events import CommittedBlock, EventBus
 from node.rpc.app import RpcApp
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import RpcMethods
-from node.rpc.scopes import DEFAULT_RULE, INSTITUTIONS, METHOD_RULES
+from node.rpc import scopes as rules
 from tests.ledger.test_chain import CHAIN_ID, DAY_MS, GENESIS_MS, genesis, key
 from tests.node.rpcauth import auth_headers
 from tests.node.test_rpc import FakeNode, certificate
@@ -580,5 +580,5 @@ def test_a_recovered_account_is_read_with_its_new_key_and_the_old_one_is_dead(tm
 
 
 def test_every_method_has_its_rule_and_an_unknown_one_is_closed():
-    assert set(RpcMethods(None).table) <= set(METHOD_RULES)
-    assert DEFAULT_RULE == INSTITUTIONS
+    assert set(RpcMethods(None).table) <= set(rules.METHOD_RULES)
+    assert rules.DEFAULT_RULE == rules.INSTITUTIONS
