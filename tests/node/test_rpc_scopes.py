@@ -34,10 +34,10 @@ from ledger.chain import Chain
 from ledger.crypto import address_to_text
 from ledger.tx import TxBody, decode_signed_tx, sign_tx
 from node.events import CommittedBlock, EventBus
+from node.rpc import scopes as rules
 from node.rpc.app import RpcApp
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import RpcMethods
-from node.rpc import scopes as rules
 from tests.ledger.test_chain import CHAIN_ID, DAY_MS, GENESIS_MS, genesis, key
 from tests.node.rpcauth import auth_headers
 from tests.node.test_rpc import FakeNode, certificate
