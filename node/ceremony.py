@@ -159,6 +159,8 @@ def init_node_home(
         )
     if home.exists() and any(home.iterdir()):
         raise HomeError(f"{home} exists and is not empty: refusing to overwrite a node's home")
+    if rpc_tls is not None and (rpc_tls.cert is None) != (rpc_tls.key is None):
+        raise HomeError("--rpc-tls-cert and --rpc-tls-key go together")
     genesis = load_genesis(genesis_file)
     genesis_bytes = Path(genesis_file).read_bytes()
     key = read_key_file(node_key_file)
@@ -225,9 +227,7 @@ def _rpc_tls_names(tls: RpcTls | None) -> dict[str, str]:
 
 
 def _install_rpc_tls(tls: RpcTls, home: Path, name: str, hosts: list[str]) -> None:
-    if (tls.cert is None) != (tls.key is None):
-        raise HomeError("--rpc-tls-cert and --rpc-tls-key go together")
-    if tls.cert is None:
+    if tls.cert is None or tls.key is None:
         make_server_cert(make_ca(home / "tls", f"{name} RPC CA"), home, name, hosts)
     else:
         _write_new(home / SERVER_CERT, Path(tls.cert).read_bytes(), 0o644)

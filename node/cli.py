@@ -272,7 +272,7 @@ def cmd_init_node(args: argparse.Namespace) -> int:
             peers=[PeerSpec.parse(text) for text in args.peer],
             observers=[parse_public_key(text, "--observer") for text in args.observer],
             rpc_tls=RpcTls(args.rpc_tls_cert, args.rpc_tls_key, args.rpc_tls_client_ca)
-            if args.rpc_tls or args.rpc_tls_cert or args.rpc_tls_client_ca
+            if args.rpc_tls or args.rpc_tls_cert or args.rpc_tls_key or args.rpc_tls_client_ca
             else None,
         )
     except (HomeError, ConfigError, GenesisError, KeyFileError, OSError, TlsError) as exc:
