@@ -4,6 +4,7 @@ share it."""
 from __future__ import annotations
 
 import logging
+import ssl
 from functools import partial
 from typing import Any
 
@@ -20,12 +21,24 @@ async def serve_asgi(
     *,
     name: str,
     max_ws_message: int | None = None,
+    tls_cert: str = "",
+    tls_key: str = "",
+    tls_client_ca: str = "",
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` with hypercorn's trio worker on `listen` ("host:port", "[v6]:port");
-    reports the bound port (an int) through `task_status`, so port 0 works."""
+    reports the bound port (an int) through `task_status`, so port 0 works.
+
+    TLS when `tls_cert` and `tls_key` (PEM files) are given; `tls_client_ca` (PEM) then also
+    requires a client certificate signed by it (mutual TLS)."""
     config = HypercornConfig()
     config.bind = [listen]
+    if tls_cert:
+        config.certfile = tls_cert
+        config.keyfile = tls_key
+        if tls_client_ca:
+            config.ca_certs = tls_client_ca
+            config.verify_mode = ssl.CERT_REQUIRED
     config.accesslog = None
     config.errorlog = logging.getLogger(f"khazana.{name}.http")
     if max_ws_message is not None:

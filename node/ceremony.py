@@ -44,6 +44,7 @@ from node.config import (
     RpcConfig,
 )
 from node.home import HomeError, genesis_document_bytes, load_genesis
+from node.rpc.tls import SERVER_CERT, SERVER_KEY, make_ca, make_server_cert
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _PUBLIC_KEY = re.compile(r"[0-9a-f]{64}")
@@ -134,6 +135,7 @@ def init_node_home(
     metrics: HostPort | None,
     peers: Sequence[PeerSpec] = (),
     observers: Sequence[bytes] = (),
+    rpc_tls: RpcTls | None = None,
 ) -> NodeConfig:
     """Make one node's home from a genesis made elsewhere and the node's own key file.
 
@@ -141,6 +143,10 @@ def init_node_home(
     home of the network holds the same file. Refuses (HomeError) an existing home, a genesis
     the rules refuse, a validator whose key is not in the genesis validator set, a peer with
     this node's own key or a repeated one, and a wildcard external address.
+
+    `rpc_tls`: the RPC serves TLS, with the given certificate and key (copied into the home;
+    a client CA makes clients present a certificate), or with a new CA of the home's own
+    (HOME/tls/ca.pem, for its clients) signing a certificate for the RPC and external hosts.
     """
     home = Path(home)
     if role not in ("validator", "observer"):
@@ -153,6 +159,8 @@ def init_node_home(
         )
     if home.exists() and any(home.iterdir()):
         raise HomeError(f"{home} exists and is not empty: refusing to overwrite a node's home")
+    if rpc_tls is not None and (rpc_tls.cert is None) != (rpc_tls.key is None):
+        raise HomeError("--rpc-tls-cert and --rpc-tls-key go together")
     genesis = load_genesis(genesis_file)
     genesis_bytes = Path(genesis_file).read_bytes()
     key = read_key_file(node_key_file)
@@ -182,15 +190,50 @@ def init_node_home(
             peers=tuple(PeerConfig(p.name, p.pub_key, p.address) for p in peers),
             observers=tuple(observers),
         ),
-        rpc=RpcConfig(listen=rpc),
+        rpc=RpcConfig(listen=rpc, **_rpc_tls_names(rpc_tls)),
         metrics=MetricsConfig(listen=metrics),
     )
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(home, 0o700)
+    if rpc_tls is not None:
+        _install_rpc_tls(rpc_tls, home, name, [rpc.host, external.host])
     config.write()
     _write_new(home / GENESIS_FILE, genesis_bytes, 0o644)
     _write_new(home / NODE_KEY_FILE, Path(node_key_file).read_bytes(), 0o600)
     return config
+
+
+@dataclass(frozen=True, slots=True)
+class RpcTls:
+    """TLS for a node's RPC: `cert` and `key` files to use, or None for both to have them
+    made (a CA of the home's own); `client_ca` to require client certificates."""
+
+    cert: str | None = None
+    key: str | None = None
+    client_ca: str | None = None
+
+
+CLIENT_CA = "rpc-client-ca.pem"
+
+
+def _rpc_tls_names(tls: RpcTls | None) -> dict[str, str]:
+    """The `[rpc]` TLS keys of the config (file names relative to the home)."""
+    if tls is None:
+        return {}
+    names = {"tls_cert": SERVER_CERT, "tls_key": SERVER_KEY}
+    if tls.client_ca:
+        names["tls_client_ca"] = CLIENT_CA
+    return names
+
+
+def _install_rpc_tls(tls: RpcTls, home: Path, name: str, hosts: list[str]) -> None:
+    if tls.cert is None or tls.key is None:
+        make_server_cert(make_ca(home / "tls", f"{name} RPC CA"), home, name, hosts)
+    else:
+        _write_new(home / SERVER_CERT, Path(tls.cert).read_bytes(), 0o644)
+        _write_new(home / SERVER_KEY, Path(tls.key).read_bytes(), 0o600)
+    if tls.client_ca:
+        _write_new(home / CLIENT_CA, Path(tls.client_ca).read_bytes(), 0o644)
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:

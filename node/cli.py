@@ -125,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PUBLIC_KEY",
         help="an observer's public key this validator accepts links from (repeat)",
     )
+    init_node.add_argument(
+        "--rpc-tls",
+        action="store_true",
+        help="serve the RPC over TLS (with --rpc-tls-cert/--rpc-tls-key, else a certificate "
+        "of a new CA in HOME/tls/, made with the openssl command)",
+    )
+    init_node.add_argument("--rpc-tls-cert", help="PEM certificate (chain) of the RPC")
+    init_node.add_argument("--rpc-tls-key", help="PEM private key of --rpc-tls-cert")
+    init_node.add_argument(
+        "--rpc-tls-client-ca", help="PEM CA: RPC clients must present a certificate it signed"
+    )
 
     init = sub.add_parser("init", help="genesis + one home folder per node + client keys")
     init.add_argument("--home", required=True, help="folder that receives one home per node")
@@ -139,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--force", action="store_true", help="replace an existing network")
     init.add_argument("--time-step-ms", type=int, default=None, help=TIME_STEP_HELP)
+    init.add_argument(
+        "--rpc-tls",
+        action="store_true",
+        help="serve the RPC over TLS: a new CA (HOME/tls/ca.pem, for clients) signs each "
+        "node's certificate (needs the openssl command)",
+    )
 
     start = sub.add_parser("start", help="run one node in the foreground")
     start.add_argument("--home", required=True, help="the node's home folder")
@@ -243,9 +260,10 @@ def cmd_genesis(args: argparse.Namespace) -> int:
 def cmd_init_node(args: argparse.Namespace) -> int:
     from ledger.crypto import KeyFileError
     from ledger.genesis import GenesisError
-    from node.ceremony import PeerSpec, init_node_home, parse_public_key, sha256_hex
+    from node.ceremony import PeerSpec, RpcTls, init_node_home, parse_public_key, sha256_hex
     from node.config import ConfigError, HostPort
     from node.home import HomeError
+    from node.rpc.tls import TlsError
 
     def address(option: str, text: str | None) -> HostPort | None:
         if text is None:
@@ -268,8 +286,11 @@ def cmd_init_node(args: argparse.Namespace) -> int:
             metrics=address("metrics", args.metrics),
             peers=[PeerSpec.parse(text) for text in args.peer],
             observers=[parse_public_key(text, "--observer") for text in args.observer],
+            rpc_tls=RpcTls(args.rpc_tls_cert, args.rpc_tls_key, args.rpc_tls_client_ca)
+            if args.rpc_tls or args.rpc_tls_cert or args.rpc_tls_key or args.rpc_tls_client_ca
+            else None,
         )
-    except (HomeError, ConfigError, GenesisError, KeyFileError, OSError) as exc:
+    except (HomeError, ConfigError, GenesisError, KeyFileError, OSError, TlsError) as exc:
         print(f"khazana init-node: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     genesis_sha = sha256_hex(config.genesis_path.read_bytes())
@@ -285,6 +306,7 @@ def cmd_init_node(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     from ledger.genesis import GenesisError
     from node.home import HomeError, init_network
+    from node.rpc.tls import TlsError
 
     try:
         network = init_network(
@@ -296,8 +318,9 @@ def cmd_init(args: argparse.Namespace) -> int:
             host=args.host,
             force=args.force,
             time_step_ms=args.time_step_ms,
+            rpc_tls=args.rpc_tls,
         )
-    except (HomeError, GenesisError, OSError) as exc:
+    except (HomeError, GenesisError, OSError, TlsError) as exc:
         print(f"khazana init: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     print(f"network {network.chain_id} in {network.root}")
@@ -305,6 +328,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"  {node.name:<14} {node.role:<10} p2p {node.p2p}  rpc {node.rpc_url}")
     for name, path in network.clients:
         print(f"  client key {name}: {path}")
+    if network.ca_file is not None:
+        print(f"  RPC certificates' CA (clients: --ca-file): {network.ca_file}")
     return 0
 
 

@@ -235,11 +235,24 @@ class RpcConfig:
     """Notifications waiting unsent before a slow WebSocket client is dropped (close 1008)."""
     ws_max_message_bytes: int = 64 * 1024
     """Largest message a WebSocket client may send (more: close 1009)."""
+    anonymous: str = "public"
+    """What a client without credentials reads: "public" (the anonymous row) or "none"."""
+    auth_window_ms: int = 30_000
+    """A credential's timestamp may be this far (either way) from the node's clock."""
+    auth_replay_cache_bytes: int = 32 * _MIB
+    """Memory for the nonces of credentials accepted inside the window (full: busy)."""
+    tls_cert: str = ""
+    """PEM certificate (chain) of the RPC listener; relative to the home folder. With
+    `tls_key`: the RPC speaks https:// and wss:// only."""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    """PEM CA: clients must present a certificate it signed (mutual TLS)."""
 
     @property
     def url(self) -> str:
         """The URL a client on this machine uses (a wildcard listen address -> loopback)."""
-        return f"http://{self.listen.dialable()}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.listen.dialable()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +358,8 @@ class NodeConfig:
                 "listen": str(self.rpc.listen),
                 **{name: getattr(self.rpc, name) for name in _RPC_INTS},
                 "cors_origins": list(self.rpc.cors_origins),
+                "anonymous": self.rpc.anonymous,
+                **{name: getattr(self.rpc, name) for name in _RPC_TLS if getattr(self.rpc, name)},
             },
             "metrics": {} if self.metrics.listen is None else {"listen": str(self.metrics.listen)},
         }
@@ -409,7 +424,10 @@ _RPC_INTS = {
     "ws_queue_size": (1, 1_000_000),
     # Below 1 KiB even a subscribe call with an account and an instrument would not fit.
     "ws_max_message_bytes": (1024, 64 * _MIB),
+    "auth_window_ms": (1000, 3_600_000),
+    "auth_replay_cache_bytes": (64 * 1024, 1 << 34),
 }
+_RPC_TLS = ("tls_cert", "tls_key", "tls_client_ca")
 
 
 class _Reader:
@@ -673,7 +691,9 @@ def _mempool(path: Path, table: object) -> MempoolConfig:
 
 
 def _rpc(path: Path, table: object) -> RpcConfig:
-    reader = _Reader(path, "rpc", table, ["listen", "cors_origins", *_RPC_INTS])
+    reader = _Reader(
+        path, "rpc", table, ["listen", "cors_origins", "anonymous", *_RPC_TLS, *_RPC_INTS]
+    )
     listen = reader.address("listen")
     values = {
         name: reader.integer(name, RpcConfig.__dataclass_fields__[name].default, low, high)
@@ -688,5 +708,16 @@ def _rpc(path: Path, table: object) -> RpcConfig:
                 f"rpc.cors_origins[{index}]",
                 f"must be '*' or http(s)://host[:port], got {origin!r}",
             )
+    anonymous = reader.choice("anonymous", ("public", "none"), "public")
+    tls = {name: reader.text(name, "") for name in _RPC_TLS}
+    if bool(tls["tls_cert"]) != bool(tls["tls_key"]):
+        raise reader.error("tls_cert", "tls_cert and tls_key go together (both or neither)")
+    if tls["tls_client_ca"] and not tls["tls_cert"]:
+        raise reader.error("tls_client_ca", "client certificates need tls_cert and tls_key")
+    for name, value in tls.items():
+        if value and not (path.parent / value).is_file():  # relative: the home folder's
+            raise reader.error(name, f"no such file: {path.parent / value}")
     reader.finish()
-    return RpcConfig(listen=listen, cors_origins=tuple(origins), **values)
+    return RpcConfig(
+        listen=listen, cors_origins=tuple(origins), anonymous=anonymous, **tls, **values
+    )

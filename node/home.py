@@ -7,6 +7,9 @@ Layout written by `init_network(root, validators=N, observers=M)`:
     ROOT/<name>/node_key.json    the node's Ed25519 key (0600): its validator key and p2p identity
     ROOT/<name>/data/            the SQLite database, created by the node on first start
     ROOT/clients/<name>.key      the institutions' client keys (0600), separate from node keys
+    ROOT/tls/ca.pem, ca.key      with `rpc_tls`: the CA of the nodes' RPC certificates (clients
+                                 verify the nodes with ca.pem: `Client(url, ca_file=...)`)
+    ROOT/<name>/rpc-cert.pem, rpc-key.pem   with `rpc_tls`: the node's RPC certificate and key
 
 Validators are named ministry, central-bank, regulator, auditor, validator-5, ...; observers
 observer-1, ... Genesis comes from `ledger.genesis.default_genesis`: every validator with its
@@ -56,9 +59,11 @@ from node.config import (
     PeerConfig,
     RpcConfig,
 )
+from node.rpc.tls import CA_CERT, make_ca, make_server_cert
 
 INSTITUTIONS = tuple(DEFAULT_ROLES)  # ministry, central-bank, regulator, auditor
 CLIENTS_DIR = "clients"
+TLS_DIR = "tls"
 DEFAULT_BASE_PORT = 26650
 DEFAULT_HOST = "127.0.0.1"
 PORTS_PER_NODE = 3
@@ -105,6 +110,8 @@ class Network:
     nodes: tuple[NodeEntry, ...]
     clients: tuple[tuple[str, Path], ...]
     """(institution name, client key file) in genesis order."""
+    ca_file: Path | None = None
+    """The CA of the nodes' RPC certificates (`init --rpc-tls`), None for plain HTTP."""
 
 
 # ---------------------------------------------------------------------- init
@@ -123,6 +130,7 @@ def init_network(
     force: bool = False,
     genesis_time_ms: int = 0,
     time_step_ms: int | None = None,
+    rpc_tls: bool = False,
 ) -> Network:
     """Write a new network's genesis, node homes and client keys under `root`.
 
@@ -133,6 +141,9 @@ def init_network(
 
     Refuses (HomeExistsError) when `root` already holds node homes or client keys, unless
     `force`, which first removes them (and only them: other files in `root` are left alone).
+
+    `rpc_tls`: the RPC listeners serve TLS with certificates of a new CA (ROOT/tls/ca.pem,
+    made with the `openssl` command, node/rpc/tls.py); the URLs are https://.
     """
     root = Path(root)
     if not 1 <= validators <= MAX_VALIDATORS:
@@ -167,6 +178,7 @@ def init_network(
         wipe_network(root)
 
     root.mkdir(parents=True, exist_ok=True)
+    ca = make_ca(root / TLS_DIR) if rpc_tls else None
     node_keys = {name: generate_key() for name in names}
     client_names = list(INSTITUTIONS) + validator_names(validators)[len(INSTITUTIONS) :]
     client_keys = {name: generate_key() for name in client_names}
@@ -199,6 +211,11 @@ def init_network(
         role = "validator" if index < validators else "observer"
         p2p, rpc, metrics = addresses(index)
         home = root / name
+        home.mkdir(mode=0o700)
+        tls = {}
+        if ca is not None:
+            cert, key = make_server_cert(ca, home, name, [rpc.host])
+            tls = {"tls_cert": cert.name, "tls_key": key.name}  # relative: the home's
         config = NodeConfig(
             home=home,
             name=name,
@@ -210,10 +227,9 @@ def init_network(
                 peers=tuple(peer for peer in validator_peers if peer.name != name),
                 observers=observer_keys if role == "validator" else (),
             ),
-            rpc=RpcConfig(listen=rpc),
+            rpc=RpcConfig(listen=rpc, **tls),
             metrics=MetricsConfig(listen=metrics),
         )
-        home.mkdir(mode=0o700)
         config.write()
         _write_file(home / GENESIS_FILE, genesis_bytes)
         write_key_file(home / NODE_KEY_FILE, node_keys[name])
@@ -225,7 +241,10 @@ def init_network(
     for name, key in client_keys.items():
         write_key_file(clients_dir / f"{name}.key", key)
         clients.append((name, clients_dir / f"{name}.key"))
-    return Network(root=root, chain_id=chain_id, nodes=tuple(entries), clients=tuple(clients))
+    ca_file = None if ca is None else ca[0]
+    return Network(
+        root=root, chain_id=chain_id, nodes=tuple(entries), clients=tuple(clients), ca_file=ca_file
+    )
 
 
 def genesis_document_bytes(genesis: Mapping) -> bytes:
@@ -252,6 +271,7 @@ def wipe_network(root: Path) -> None:
     for home in existing_homes(root):
         shutil.rmtree(home)
     shutil.rmtree(root / CLIENTS_DIR, ignore_errors=True)
+    shutil.rmtree(root / TLS_DIR, ignore_errors=True)
     (root / "localnet.json").unlink(missing_ok=True)
 
 
@@ -280,7 +300,14 @@ def read_network(root: str | os.PathLike[str]) -> Network:
         for institution in genesis["institutions"]
         if (root / CLIENTS_DIR / f"{institution['name']}.key").is_file()
     )
-    return Network(root=root, chain_id=genesis["chain_id"], nodes=nodes, clients=clients)
+    ca_file = root / TLS_DIR / CA_CERT
+    return Network(
+        root=root,
+        chain_id=genesis["chain_id"],
+        nodes=nodes,
+        clients=clients,
+        ca_file=ca_file if ca_file.is_file() else None,
+    )
 
 
 # ---------------------------------------------------------------------- genesis file

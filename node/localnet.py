@@ -25,6 +25,7 @@ import json
 import os
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -82,14 +83,18 @@ def default_node_command() -> list[str]:
     return [sys.executable, "-m", "node", "start"]
 
 
-def rpc_health(url: str, timeout_s: float = HEALTH_REQUEST_TIMEOUT_S) -> bool:
-    """True when the node at `url` answers JSON-RPC `health` with a result (not an error)."""
+def rpc_health(
+    url: str, timeout_s: float = HEALTH_REQUEST_TIMEOUT_S, ca_file: Path | None = None
+) -> bool:
+    """True when the node at `url` answers JSON-RPC `health` with a result (not an error);
+    an https:// node is verified against `ca_file` (`init --rpc-tls`'s CA)."""
+    context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "health"}).encode()
     request = urllib.request.Request(
         url + "/", data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
             if response.status != 200:
                 return False
             answer = json.loads(response.read(1 << 16))
@@ -162,6 +167,9 @@ def localnet_document(network: Network, pids: dict[str, int]) -> dict:
             for node in network.nodes
         ],
         "clients": {name: str(path) for name, path in network.clients},
+        # With `init --rpc-tls`: the CA that signed the nodes' RPC certificates (an extension
+        # of CONTRACT.md's document; absent for plain HTTP).
+        **({"ca_file": str(network.ca_file)} if network.ca_file is not None else {}),
     }
 
 
@@ -225,7 +233,7 @@ class Localnet:
                         f"node {child.node.name} exited with code {code} before it was "
                         f"healthy; the end of {child.log_path}:\n{log_tail(child.log_path)}"
                     )
-                if rpc_health(child.node.rpc_url):
+                if rpc_health(child.node.rpc_url, ca_file=self.network.ca_file):
                     waiting.remove(child)
             if not waiting:
                 break

@@ -127,11 +127,18 @@ class Demo:
         self.story_blocks = story_blocks
         self.out = out
         self.nodes = [n for n in localnet["nodes"] if n["role"] == "validator"]
-        self.clients = [Client(n["rpc"], timeout_s=30.0) for n in self.nodes]
+        keys = {name: read_key_file(path) for name, path in localnet["clients"].items()}
+        # The demo reads and relays as the regulator, an institution: it reads every account
+        # and holders list and may submit the VASPs' and investors' signed transactions
+        # (docs/RPC.md, "Who may read what"). ca_file: a network made with init --rpc-tls.
+        ca_file = localnet.get("ca_file")
+        self.clients = [
+            Client(n["rpc"], key=keys["regulator"], ca_file=ca_file, timeout_s=30.0)
+            for n in self.nodes
+        ]
         self.client = self.clients[0]
         self.model = Ledger()
         self.step_no = 0
-        keys = {name: read_key_file(path) for name, path in localnet["clients"].items()}
         self.ministry = Party("the finance ministry", keys["ministry"])
         self.central_bank = Party("the central bank", keys["central-bank"])
         self.regulator = Party("the regulator (PVARA)", keys["regulator"])

@@ -213,6 +213,8 @@ def default_config() -> dict[str, object]:
         else:
             flat[key] = value
     flat.setdefault("metrics.listen", None)  # absent when there is no metrics endpoint
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        flat.setdefault(f"rpc.{name}", None)  # absent: no TLS
     return flat
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from consensus.types import verify_commit
 from consensus.wire import decode_message
-from ledger.crypto import verify_signature
+from ledger.crypto import read_key_file, verify_signature
 from ledger.genesis import genesis_hash, state_from_genesis
 from ledger.store import Store
 from node.driver import consensus_set
@@ -78,8 +78,11 @@ def test_preloaded_network_verifies_starts_and_keeps_its_state(tmp_path):
         target = min(height_of(url) for url in urls)
         hashes = {rpc(url, "block", height=target)["block"]["header"]["app_hash"] for url in urls}
         assert len(hashes) == 1
-        first = rpc(urls[0], "holders", id="BENCH-PRELOAD", limit=100)
-        rest = rpc(urls[0], "holders", id="BENCH-PRELOAD", limit=100, after=first["next"])
+        reader = read_key_file(home / "clients" / "regulator.key")  # holders: institutions
+        first = rpc(urls[0], "holders", id="BENCH-PRELOAD", limit=100, signer=reader)
+        rest = rpc(
+            urls[0], "holders", id="BENCH-PRELOAD", limit=100, after=first["next"], signer=reader
+        )
         holders = first["holders"] + rest["holders"]
         assert len(holders) == ACCOUNTS and rest["next"] is None
         assert {h["balance"] for h in holders} == {1_000_000}

@@ -27,14 +27,18 @@ for an event has no deadline of its own: wrap it in `trio.move_on_after` to boun
 from __future__ import annotations
 
 import functools
+import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
+from ledger.crypto import KeyPair
 from node.client.core import (
     DEFAULT_RPC,
     PLAN_METHODS,
     Call,
+    Credentials,
     Endpoint,
     HttpResponseParser,
     Plan,
@@ -43,18 +47,31 @@ from node.client.core import (
     decode_response,
     encode_request,
     http_request,
+    tls_context,
 )
 from node.client.errors import NodeUnreachable, RpcError
-from node.client.ws import PENDING, Event, WsSession
+from node.client.ws import PENDING, Event, WsSession, websocket_target
 
 _READ_BYTES = 65536
 _CLOSE_WAIT_S = 2.0  # how long `aclose` waits for the node's close frame
 
 
 class AsyncClient:
-    def __init__(self, url: str = DEFAULT_RPC, *, timeout_s: float = 10.0) -> None:
+    """`key`, `ca_file`, `client_cert`: as `node.client.sync.Client`'s."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_RPC,
+        *,
+        key: KeyPair | None = None,
+        ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.endpoint = Endpoint.parse(url)
         self.timeout_s = timeout_s
+        self.credentials = None if key is None else Credentials(key)
+        self.tls = tls_context(ca_file, client_cert) if self.endpoint.tls else None
         self._plans = Plans()
         self._next_id = 0
 
@@ -68,7 +85,13 @@ class AsyncClient:
 
     def websocket(self) -> AsyncWebSocket:
         """A WebSocket connection to the node: `async with client.websocket() as ws`."""
-        return AsyncWebSocket(self.endpoint, self.timeout_s)
+        return AsyncWebSocket(self.endpoint, self.timeout_s, self._ws_authorization, self.tls)
+
+    async def _ws_authorization(self) -> str | None:
+        if self.credentials is None:
+            return None
+        await self._ready()
+        return self.credentials.header("GET", websocket_target(self.endpoint), b"")
 
     def subscribe(self, query: str) -> AsyncSubscription:
         """Events matching `query`, on a connection of their own (see the module docstring)."""
@@ -95,12 +118,42 @@ class AsyncClient:
     async def _post(self, call: Call) -> Any:
         self._next_id += 1
         request_id = self._next_id
+        body = encode_request(call, request_id)
+        credentials = self.credentials
+        if credentials is None:
+            return await self._exchange(body, request_id, None)
+        await self._ready()
+        path = self.endpoint.path
+        try:
+            return await self._exchange(body, request_id, credentials.header("POST", path, body))
+        except RpcError as exc:
+            if not credentials.learn_refusal(exc):
+                raise
+            return await self._exchange(body, request_id, credentials.header("POST", path, body))
+
+    async def _ready(self) -> None:
+        """Learn what to sign over (the node's chain id and node id) once."""
+        credentials = self.credentials
+        if credentials is None or credentials.ready:
+            return
+        self._next_id += 1
+        request_id = self._next_id
+        try:
+            result = await self._exchange(encode_request(Call("status"), request_id), request_id)
+            credentials.learn_status(result)
+        except RpcError as exc:
+            if not credentials.learn_refusal(exc):
+                raise
+
+    async def _exchange(
+        self, body: bytes, request_id: int, authorization: str | None = None
+    ) -> Any:
         endpoint = self.endpoint
-        request = http_request(endpoint, encode_request(call, request_id))
+        request = http_request(endpoint, body, authorization)
         parser = HttpResponseParser()
         try:
             with trio.fail_after(self.timeout_s):
-                stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+                stream = await _open_stream(endpoint, self.tls)
                 async with stream:
                     await stream.send_all(request)
                     while (answer := parser.result()) is None:
@@ -121,9 +174,17 @@ class AsyncWebSocket:
     theirs, so no task's event waits behind another's. Sends go out under a lock, whole.
     """
 
-    def __init__(self, endpoint: Endpoint, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        timeout_s: float = 10.0,
+        authorization: Callable[[], Awaitable[str | None]] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self._authorization = authorization  # the handshake's credentials, made at connect
+        self.tls = tls
         self._session = WsSession(endpoint)
         self._stream: trio.abc.Stream | None = None
         self._send_lock = trio.Lock()
@@ -142,9 +203,12 @@ class AsyncWebSocket:
         if self._stream is not None:
             return
         endpoint = self.endpoint
+        if self._authorization is not None:
+            header = await self._authorization()
+            self._session = WsSession(endpoint, authorization=header)
         try:
             with trio.fail_after(self.timeout_s):
-                self._stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+                self._stream = await _open_stream(endpoint, self.tls)
                 await self._flush()
                 while not self._session.opened:
                     if self._session.ended:
@@ -305,6 +369,20 @@ class AsyncSubscription:
             await self.connection.aclose()
         elif self.id is not None and not self.connection._session.ended:
             await self.unsubscribe()
+
+
+async def _open_stream(endpoint: Endpoint, tls: ssl.SSLContext | None) -> trio.abc.Stream:
+    """A TCP connection to the node, inside TLS (verifying the node) for an https:// URL."""
+    stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+    if tls is None:
+        return stream
+    secure = trio.SSLStream(stream, tls, server_hostname=endpoint.host)
+    try:
+        await secure.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return secure
 
 
 def _reason(exc: BaseException) -> str:

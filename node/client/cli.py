@@ -23,7 +23,10 @@ with `--json` one JSON object per line). Errors are one line on stderr, never a 
 a reader that stops early (`khazana query ... | head`) ends the command quietly.
 
 The node is `--rpc URL`, else `$KHAZANA_RPC`, else the first node `khazana init` writes
-(http://127.0.0.1:26651).
+(http://127.0.0.1:26651). Credentials (docs/RPC.md, "Authentication"): `khazana query` and
+`khazana tx submit` sign their requests with `--key FILE`, else `$KHAZANA_KEY` (without
+either they ask as an anonymous client); `khazana tx OP` with its first `--key`. An https://
+node is verified against `--ca-file FILE`, else `$KHAZANA_CA_FILE`, else the system's CAs.
 
 Exit codes: 0 ok; 1 refused (a rejected transaction: code, name and meaning; an RPC error;
 not found; not committed in time; a proof that does not verify); 2 bad usage or input (argparse, a bad argument value, an
@@ -40,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger.codes import Code
-from ledger.crypto import KeyFileError, read_key_file
+from ledger.crypto import KeyFileError, KeyPair, read_key_file
 from ledger.genesis import DEFAULT_CHAIN_ID
 from node.client.core import DEFAULT_RPC, NOT_FOUND, Admission, Committed
 from node.client.errors import (
@@ -76,6 +79,8 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 RPC_ENV = "KHAZANA_RPC"
+KEY_ENV = "KHAZANA_KEY"  # the key a query signs its requests with (docs/RPC.md)
+CA_ENV = "KHAZANA_CA_FILE"
 
 # What each refusal means, in words for the person who sent the transaction.
 MEANINGS: dict[Code, str] = {
@@ -148,6 +153,9 @@ def _output_flags(parser: argparse.ArgumentParser, rpc: bool = True) -> None:
         parser.add_argument(
             "--rpc", default=None, help=f"node JSON-RPC URL (default ${RPC_ENV} or {DEFAULT_RPC})"
         )
+        parser.add_argument(
+            "--ca-file", default=None, help=f"CA (PEM) of an https:// node (default ${CA_ENV})"
+        )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
@@ -186,6 +194,7 @@ def add_tx_parser(sub: argparse._SubParsersAction) -> None:
     _output_flags(cosign, rpc=False)
     submit = ops.add_parser("submit", help="submit a signed transaction (file or base64)")
     submit.add_argument("--in", dest="infile", required=True, help="file or base64 text")
+    submit.add_argument("--key", dest="auth_key", help=f"sign the request (default ${KEY_ENV})")
     submit.add_argument("--wait", action="store_true", help="wait until it is in a block")
     submit.add_argument("--timeout", type=float, default=30.0, help="seconds for --wait")
     _output_flags(submit)
@@ -237,6 +246,9 @@ def add_query_parser(sub: argparse._SubParsersAction) -> None:
         parser = reads.add_parser(name, help=help_text, description=help_text)
         for flag, options in arguments:
             parser.add_argument(flag, **options)
+        parser.add_argument(
+            "--key", dest="auth_key", help=f"key file to read with (default ${KEY_ENV})"
+        )
         _output_flags(parser)
 
 
@@ -366,8 +378,13 @@ def _rejection_json(exc: TxRejected) -> dict:
 # --------------------------------------------------------------------------- tx
 
 
-def _client(args: argparse.Namespace) -> Client:
-    return Client(args.rpc or _rpc_default())
+def _client(args: argparse.Namespace, key: KeyPair | None = None) -> Client:
+    """The client of `--rpc`, signing with `key`, else `--key` / $KHAZANA_KEY if given."""
+    if key is None:
+        path = getattr(args, "auth_key", None) or os.environ.get(KEY_ENV)
+        key = read_key_file(path) if path else None
+    ca_file = getattr(args, "ca_file", None) or os.environ.get(CA_ENV) or None
+    return Client(args.rpc or _rpc_default(), key=key, ca_file=ca_file)
 
 
 def _load_genesis(path: str | None) -> dict | None:
@@ -439,7 +456,7 @@ def cmd_tx_op(args: argparse.Namespace) -> int:
         body = operation.body(chain_id or DEFAULT_CHAIN_ID, sender, args.nonce)
         tx = sign(body, keys)
     else:
-        client = _client(args)
+        client = _client(args, keys[0])
         tx = client.prepare(
             operation, keys, sender=args.sender, nonce=args.nonce, chain_id=chain_id
         )
@@ -453,7 +470,7 @@ def cmd_tx_op(args: argparse.Namespace) -> int:
         else:
             print(tx_to_base64(tx))
         return EXIT_OK
-    client = _client(args)
+    client = _client(args, keys[0])
     result = client.broadcast_commit(tx, args.timeout) if args.wait else client.broadcast(tx)
     _print_result(args, result)
     return EXIT_OK

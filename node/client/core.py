@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
+import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,10 +34,12 @@ from node.client.errors import (
 from node.client.ops import Operation, to_address
 from node.client.signing import sign, tx_to_base64
 from node.home import DEFAULT_BASE_PORT, DEFAULT_HOST
+from node.rpc.auth import authorization_header
 
 METHOD_NOT_FOUND = -32601
 NOT_FOUND = -32001
 COMMIT_TIMEOUT = -32002  # broadcast_tx_commit: admitted, not committed within the node's wait
+ACCESS_DENIED = -32004  # unauthorized (no or bad credentials) / forbidden (not yours to read)
 # Where `khazana init` puts the first node's JSON-RPC (node/home.py: node k listens on
 # base + 3k + 1), so that the CLI and SDK reach a fresh local network without --rpc.
 DEFAULT_RPC = f"http://{DEFAULT_HOST}:{DEFAULT_BASE_PORT + 1}"
@@ -95,37 +99,101 @@ def decode_response(status: int, body: bytes, request_id: int) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where a node's JSON-RPC listens, from its URL (`http://host:port[/path]`)."""
+    """Where a node's JSON-RPC listens, from its URL (`http(s)://host:port[/path]`)."""
 
     url: str
     host: str
     port: int
     path: str
+    tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:
         parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"RPC URL must be http://HOST:PORT, got {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"RPC URL must be http(s)://HOST:PORT, got {url!r}")
+        tls = parts.scheme == "https"
         try:
-            port = parts.port or 80
+            port = parts.port or (443 if tls else 80)
         except ValueError:
             raise ValueError(f"RPC URL has a bad port: {url!r}") from None
-        return cls(url, parts.hostname, port, parts.path or "/")
+        return cls(url, parts.hostname, port, parts.path or "/", tls)
 
     @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == 80 else f"{host}:{self.port}"
+        return host if self.port == (443 if self.tls else 80) else f"{host}:{self.port}"
 
 
-def http_request(endpoint: Endpoint, body: bytes) -> bytes:
+def tls_context(
+    ca_file: str | None = None, client_cert: tuple[str, str] | None = None
+) -> ssl.SSLContext:
+    """A client TLS context that verifies the node's certificate (against `ca_file`, else the
+    system's CAs) and its host name; `client_cert` (cert, key) for a node that asks for one."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if client_cert is not None:
+        context.load_cert_chain(*client_cert)
+    return context
+
+
+class Credentials:
+    """Signs each request with the client's key (docs/RPC.md, "Authentication").
+
+    What it signs over -- the node's chain id and node id -- is learnt from the node: from an
+    unsigned `status` (`learn_status`) or, when the node answers no one without credentials,
+    from the `data` of its -32004 `unauthorized` refusal (`learn_refusal`), which also carries
+    the node's clock, so a client whose clock is off still signs a timestamp the node takes."""
+
+    def __init__(self, key: KeyPair) -> None:
+        self.key = key
+        self.chain_id: str | None = None
+        self.node_id: str | None = None
+        self.offset_ms = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.chain_id is not None and self.node_id is not None
+
+    def learn_status(self, result: dict) -> None:
+        self.chain_id = str(result["node_info"]["network"])
+        self.node_id = str(result["node_info"]["id"])
+
+    def learn_refusal(self, exc: RpcError) -> bool:
+        """True if the refusal taught something new (sign again and retry once)."""
+        data = exc.data
+        if exc.code != ACCESS_DENIED or exc.message != "unauthorized" or not isinstance(data, dict):
+            return False
+        learnt = False
+        if isinstance(data.get("chain_id"), str) and isinstance(data.get("node_id"), str):
+            learnt = (data["chain_id"], data["node_id"]) != (self.chain_id, self.node_id)
+            self.chain_id, self.node_id = data["chain_id"], data["node_id"]
+        if data.get("rule") == "auth.timestamp" and type(data.get("time_ms")) is int:
+            self.offset_ms = data["time_ms"] - time.time_ns() // 1_000_000
+            learnt = True
+        return learnt
+
+    def header(self, method: str, path: str, body: bytes) -> str:
+        """The `Authorization` header value for one request."""
+        return authorization_header(
+            self.key,
+            chain_id=self.chain_id or "",
+            node_id=self.node_id or "",
+            method=method,
+            path=path,
+            body=body,
+            timestamp_ms=time.time_ns() // 1_000_000 + self.offset_ms,
+        )
+
+
+def http_request(endpoint: Endpoint, body: bytes, authorization: str | None = None) -> bytes:
     """One HTTP/1.1 POST; `Connection: close` so the body ends at the latest with the stream."""
+    auth = f"Authorization: {authorization}\r\n" if authorization else ""
     head = (
         f"POST {endpoint.path} HTTP/1.1\r\n"
         f"Host: {endpoint.host_header}\r\n"
         "Content-Type: application/json\r\n"
         "Accept: application/json\r\n"
+        f"{auth}"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )

@@ -1,6 +1,6 @@
 """`Client`: the blocking SDK, over `http.client`. Runs the plans of `node/client/core.py`.
 
-    client = Client("http://127.0.0.1:26651")
+    client = Client("http://127.0.0.1:26651", key=read_key_file("me.key"))  # key: optional
     client.status().height
     client.send(TxBuilder.transfer(instrument="USD-CASH", to="kz1...", amount=5), [key])
 
@@ -19,20 +19,24 @@ from __future__ import annotations
 import functools
 import http.client
 import socket
+import ssl
 import time
 from typing import Any
 
+from ledger.crypto import KeyPair
 from node.client.core import (
     DEFAULT_RPC,
     MAX_RESPONSE_BYTES,
     PLAN_METHODS,
     Call,
+    Credentials,
     Endpoint,
     Plan,
     Plans,
     Sleep,
     decode_response,
     encode_request,
+    tls_context,
 )
 from node.client.errors import (
     NodeUnreachable,
@@ -40,16 +44,31 @@ from node.client.errors import (
     RpcError,
     SubscriptionTimeout,
 )
-from node.client.ws import PENDING, Event, WsSession
+from node.client.ws import PENDING, Event, WsSession, websocket_target
 
 _READ_BYTES = 65536
 _CLOSE_WAIT_S = 2.0  # how long `close` waits for the node's close frame
 
 
 class Client:
-    def __init__(self, url: str = DEFAULT_RPC, *, timeout_s: float = 10.0) -> None:
+    """`key`: sign every request with it (reads, subscriptions and submissions then carry
+    its rights, docs/RPC.md); without, the node answers what it answers anyone. An https://
+    URL is verified against `ca_file` (else the system's CAs); `client_cert` = (cert, key)
+    PEM files for a node that asks for a client certificate."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_RPC,
+        *,
+        key: KeyPair | None = None,
+        ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.endpoint = Endpoint.parse(url)
         self.timeout_s = timeout_s
+        self.credentials = None if key is None else Credentials(key)
+        self.tls = tls_context(ca_file, client_cert) if self.endpoint.tls else None
         self._plans = Plans()
         self._next_id = 0
 
@@ -63,7 +82,11 @@ class Client:
 
     def websocket(self) -> WebSocket:
         """A WebSocket connection to the node (close it, or use it in a `with`)."""
-        return WebSocket(self.endpoint, self.timeout_s)
+        authorization = None
+        if self.credentials is not None:
+            self._ready()
+            authorization = self.credentials.header("GET", websocket_target(self.endpoint), b"")
+        return WebSocket(self.endpoint, self.timeout_s, authorization, self.tls)
 
     def subscribe(self, query: str, timeout: float | None = None) -> Subscription:
         """Events matching `query` on a connection of their own, as an iterator; `timeout`
@@ -99,17 +122,46 @@ class Client:
         self._next_id += 1
         request_id = self._next_id
         body = encode_request(call, request_id)
-        endpoint = self.endpoint
-        connection = http.client.HTTPConnection(
-            endpoint.host, endpoint.port, timeout=self.timeout_s
-        )
+        credentials = self.credentials
+        if credentials is None:
+            return self._exchange(body, request_id, None)
+        self._ready()
+        path = self.endpoint.path
         try:
-            connection.request(
-                "POST",
-                endpoint.path,
-                body=body,
-                headers={"Content-Type": "application/json", "Connection": "close"},
+            return self._exchange(body, request_id, credentials.header("POST", path, body))
+        except RpcError as exc:
+            if not credentials.learn_refusal(exc):
+                raise
+            return self._exchange(body, request_id, credentials.header("POST", path, body))
+
+    def _ready(self) -> None:
+        """Learn what to sign over (the node's chain id and node id) once."""
+        credentials = self.credentials
+        if credentials is None or credentials.ready:
+            return
+        self._next_id += 1
+        try:
+            result = self._exchange(encode_request(Call("status"), self._next_id), self._next_id)
+            credentials.learn_status(result)
+        except RpcError as exc:
+            if not credentials.learn_refusal(exc):
+                raise
+
+    def _exchange(self, body: bytes, request_id: int, authorization: str | None = None) -> Any:
+        endpoint = self.endpoint
+        headers = {"Content-Type": "application/json", "Connection": "close"}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        if self.tls is not None:
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                endpoint.host, endpoint.port, timeout=self.timeout_s, context=self.tls
             )
+        else:
+            connection = http.client.HTTPConnection(
+                endpoint.host, endpoint.port, timeout=self.timeout_s
+            )
+        try:
+            connection.request("POST", endpoint.path, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read(MAX_RESPONSE_BYTES + 1)
             status = response.status
@@ -131,12 +183,25 @@ class WebSocket:
     waits at most `timeout_s` for its answer.
     """
 
-    def __init__(self, endpoint: Endpoint, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        timeout_s: float = 10.0,
+        authorization: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
-        self._session = WsSession(endpoint)
+        self._session = WsSession(endpoint, authorization=authorization)
         try:
-            self._sock = socket.create_connection((endpoint.host, endpoint.port), timeout_s)
+            sock = socket.create_connection((endpoint.host, endpoint.port), timeout_s)
+            if tls is not None:
+                try:
+                    sock = tls.wrap_socket(sock, server_hostname=endpoint.host)
+                except BaseException:
+                    sock.close()
+                    raise
+            self._sock = sock
         except OSError as exc:
             raise NodeUnreachable(endpoint.url, _reason(exc)) from None
         try:

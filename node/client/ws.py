@@ -106,13 +106,17 @@ class WsSession:
         *,
         max_pending: int = MAX_PENDING_EVENTS,
         max_message_bytes: int = MAX_RESPONSE_BYTES,
+        authorization: str | None = None,
     ) -> None:
         self.max_pending = max_pending
         self.max_message_bytes = max_message_bytes
         self._ws = WSConnection(ConnectionType.CLIENT)
-        self._out = bytearray(
-            self._ws.send(Request(host=endpoint.host_header, target=websocket_target(endpoint)))
+        # Credentials of the whole connection: signed over "GET <target>" and an empty body.
+        headers = [] if authorization is None else [(b"authorization", authorization.encode())]
+        request = Request(
+            host=endpoint.host_header, target=websocket_target(endpoint), extra_headers=headers
         )
+        self._out = bytearray(self._ws.send(request))
         self.opened = False
         self.ended = False
         self.ended_by_us = False

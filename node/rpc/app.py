@@ -24,6 +24,13 @@ record and of each listed balance against that header's app_hash (base64 of
 bytes to the header's `txs_hash` (`ledger.block.tx_inclusion_proof`). node/verify.py checks
 them with no network.
 
+Authentication (node/rpc/auth.py) and scopes (node/rpc/scopes.py): each HTTP request's
+credentials (`Authorization: Khazana-Ed25519 ...`) are checked once, before any call of it
+runs (bad ones: HTTP 401 and a -32004 `unauthorized` error); the verified key is the
+`scopes.caller` of every call in the body. A WebSocket's credentials come with its handshake
+(the header, or `?auth=` for browsers) and hold for the connection; what they may read is
+read again from the chain for every call and every notification.
+
 CORS: `cors_origins` ("*" or exact origins) adds `Access-Control-Allow-Origin` to answers to
 an allowed `Origin` and answers preflight `OPTIONS`; a WebSocket handshake from a browser
 origin not allowed is refused (HTTP 403).
@@ -39,11 +46,19 @@ from typing import Any
 import trio
 
 from node.asgi import serve_asgi
+from node.rpc.auth import (
+    QUERY_PARAM,
+    Authenticator,
+    AuthError,
+    ReplayCacheFull,
+    token_from_header,
+)
 from node.rpc.errors import INTERNAL_ERROR, INVALID_REQUEST, SERVER_LIMIT, RpcError, error_response
 from node.rpc.framing import JsonRpc
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import RpcMethods
 from node.rpc.nodeview import NodeView
+from node.rpc.scopes import Scopes, caller
 from node.rpc.websocket import serve_websocket
 
 log = logging.getLogger("khazana.rpc")
@@ -54,8 +69,9 @@ class RpcApp:
 
     def __init__(self, api: NodeView, limits: RpcLimits | None = None) -> None:
         self.limits = limits or RpcLimits()
-        self.methods = RpcMethods(api, self.limits)
         self.api = api
+        self.scopes, self.auth = _access(api, self.limits)
+        self.methods = RpcMethods(api, self.limits, self.scopes)
         self.jsonrpc = JsonRpc(
             self.methods.table,
             self.methods.txs.broadcast_tx_sync_many,
@@ -82,6 +98,13 @@ class RpcApp:
             await receive()
             await send({"type": "websocket.close", "code": 1008})
             return
+        try:
+            identity = self._authenticate(scope, b"", query=True)
+        except RpcError:
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})  # HTTP 403
+            return
+        caller.set(identity)  # this task's, and its children's (the connection's tasks)
         await serve_websocket(
             scope,
             receive,
@@ -89,7 +112,31 @@ class RpcApp:
             bus=getattr(self.api, "events", None),
             handle_body=self.jsonrpc.handle_body,
             limits=self.limits,
+            scopes=self.scopes,
         )
+
+    def _authenticate(self, scope: dict, body: bytes, query: bool = False) -> bytes | None:
+        """The key that signed this request, None without credentials; bad ones raise the
+        RpcError to answer (`unauthorized`, or busy when the replay cache is full)."""
+        token = None
+        for header, value in scope.get("headers", ()):
+            if header.lower() == b"authorization":
+                token = value.decode("latin-1")
+                break
+        try:
+            if token is not None:
+                token = token_from_header(token)
+            elif query:
+                token = _query_token(scope.get("query_string", b""))
+            if token is None:
+                return None
+            return self.auth.verify(token, scope.get("method", "GET"), scope["path"], body)
+        except AuthError as refused:
+            raise self.scopes.no_credentials(
+                refused.rule, refused.detail, time_ms=self.auth.clock_ms()
+            ) from None
+        except ReplayCacheFull as full:
+            raise RpcError(SERVER_LIMIT, "Server busy", f"authentication: {full}") from None
 
     def _allowed_origin(self, origin: str) -> str | None:
         """The `Access-Control-Allow-Origin` value for `origin`, None if not allowed."""
@@ -120,7 +167,7 @@ class RpcApp:
                     send,
                     [
                         (b"access-control-allow-methods", b"POST, GET, OPTIONS"),
-                        (b"access-control-allow-headers", b"content-type"),
+                        (b"access-control-allow-headers", b"content-type, authorization"),
                         (b"access-control-max-age", b"600"),
                     ],
                 )
@@ -155,13 +202,54 @@ class RpcApp:
                 )
                 await _respond_json(send, 413, error_response(too_large))
                 return
-            answer = await self.jsonrpc.handle_body(body)
+            try:
+                identity = self._authenticate(scope, body)
+            except RpcError as refused:
+                await _respond_json(send, 401, error_response(refused))
+                return
+            token = caller.set(identity)
+            try:
+                answer = await self.jsonrpc.handle_body(body)
+            finally:
+                caller.reset(token)
             if answer is None:
                 await _respond(send, 204, b"", None)
             else:
                 await _respond_json(send, 200, answer)
         finally:
             self._in_flight.release()
+
+
+def _access(api: NodeView, limits: RpcLimits) -> tuple[Scopes, Authenticator]:
+    """The node's read rules and its credential checker, bound to its chain and node ids."""
+    chain_id = str(api.genesis.get("chain_id", ""))
+    node_id = str(getattr(api, "node_id", ""))
+    bus = getattr(api, "events", None)
+    operator = frozenset({bytes.fromhex(node_id)}) if len(node_id) == 64 else frozenset()
+    scopes = Scopes(
+        api.store,
+        generation=None if bus is None else (lambda: bus.published),
+        anonymous=limits.anonymous,
+        operator_keys=operator,
+        chain_id=chain_id,
+        node_id=node_id,
+    )
+    auth = Authenticator(
+        chain_id,
+        node_id,
+        window_ms=limits.auth_window_ms,
+        cache_bytes=limits.auth_replay_cache_bytes,
+    )
+    return scopes, auth
+
+
+def _query_token(query_string: bytes) -> str | None:
+    """The `auth=` parameter of a WebSocket URL (browsers cannot set its headers)."""
+    for part in query_string.decode("latin-1").split("&"):
+        name, _, value = part.partition("=")
+        if name == QUERY_PARAM:
+            return value
+    return None
 
 
 def _origin(scope: dict) -> str | None:
@@ -263,5 +351,8 @@ async def serve_rpc(
         name="rpc",
         # hypercorn refuses larger frames itself; ours is checked again per message.
         max_ws_message=limits.ws_max_message_bytes + 1024,
+        tls_cert=limits.tls_cert,
+        tls_key=limits.tls_key,
+        tls_client_ca=limits.tls_client_ca,
         task_status=task_status,
     )

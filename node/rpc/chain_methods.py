@@ -11,6 +11,7 @@ from node.rpc.framing import Method
 from node.rpc.nodeview import NodeView, Store
 from node.rpc.params import int_param
 from node.rpc.render import b64, render_commit, render_header
+from node.rpc.scopes import Scopes
 
 
 async def committed_height(store: Store, height: Any) -> int:
@@ -31,8 +32,9 @@ async def committed_height(store: Store, height: Any) -> int:
 class ChainMethods:
     """The node's and the chain's public reads."""
 
-    def __init__(self, node: NodeView) -> None:
+    def __init__(self, node: NodeView, scopes: Scopes) -> None:
         self.node = node
+        self.scopes = scopes
 
     def table(self) -> dict[str, Method]:
         return {
@@ -75,13 +77,16 @@ class ChainMethods:
         stored = await store.block(height)
         if stored is None:
             raise RpcError(NOT_FOUND, "Not found", f"no block at height {height}")
-        block = decode_block(stored.block)
+        # Bodies only for those who may read every transaction (the others: "txs": null).
+        txs = None
+        if await self.scopes.may_read_bodies():
+            txs = [b64(raw) for raw in decode_block(stored.block).txs]
         last_commit = await store.commit(height - 1) if height > 1 else None
         return {
             "block_id": {"hash": stored.hash.hex()},
             "block": {
                 "header": render_header(stored.header),
-                "txs": [b64(raw) for raw in block.txs],
+                "txs": txs,
                 "last_commit": render_commit(last_commit),
             },
         }

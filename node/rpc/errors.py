@@ -10,6 +10,8 @@
 -32001 not found          no block / transaction / account / instrument of that name
 -32002 timed out waiting for commit        (broadcast_tx_commit)
 -32003 proof unavailable  the driver could not prove right now
+-32004 unauthorized / forbidden   no or bad credentials / known, not allowed (`data.rule`
+                          names the rule: node/rpc/scopes.py, node/rpc/auth.py)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ SERVER_LIMIT = -32000
 NOT_FOUND = -32001
 COMMIT_TIMEOUT = -32002
 PROOF_UNAVAILABLE = -32003
+ACCESS_DENIED = -32004
 
 
 class RpcError(Exception):

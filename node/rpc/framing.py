@@ -33,7 +33,7 @@ from node.rpc.params import tx_param
 log = logging.getLogger("khazana.rpc")
 
 Handler = Callable[..., Awaitable[Any]]
-SubmitMany = Callable[[list[bytes]], Awaitable[list[dict]]]
+SubmitMany = Callable[[list[bytes]], Awaitable[list[Any]]]  # a dict, or an RpcError, per tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +118,9 @@ class JsonRpc:
                         answers[first + offset] = error_response(error, request_id)
                     return
                 for offset, (request_id, result) in enumerate(zip(ids, results, strict=True)):
+                    if isinstance(result, RpcError):  # a call refused (not the caller's tx)
+                        answers[first + offset] = error_response(result, request_id)
+                        continue
                     answers[first + offset] = {"jsonrpc": "2.0", "result": result, "id": request_id}
                 return
             timeout = RpcError(

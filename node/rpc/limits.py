@@ -8,6 +8,7 @@ connections cost little and it is the requests in flight that cost store reads).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -27,6 +28,14 @@ class RpcLimits:
     ws_max_subscriptions: int = 16  # per connection
     ws_queue_size: int = 256  # notifications waiting unsent before the client is dropped
     ws_max_message_bytes: int = 64 * 1024
+    # Authentication and scopes (node/rpc/auth.py, node/rpc/scopes.py).
+    anonymous: str = "public"  # "public": the anonymous row; "none": health only
+    auth_window_ms: int = 30_000  # a credential's timestamp may be this far from our clock
+    auth_replay_cache_bytes: int = 32 * 1024 * 1024  # nonces remembered inside the window
+    # TLS (hypercorn): both files or neither; with tls_client_ca, clients need a certificate.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
     @classmethod
     def from_config(cls, config: object) -> RpcLimits:
@@ -48,9 +57,22 @@ class RpcLimits:
                 "ws_max_subscriptions",
                 "ws_queue_size",
                 "ws_max_message_bytes",
+                "anonymous",
+                "auth_window_ms",
+                "auth_replay_cache_bytes",
+                "tls_cert",
+                "tls_key",
+                "tls_client_ca",
             )
         }
         origins = tuple(getattr(section, "cors_origins", ()) or ())
+        home = getattr(config, "home", None)
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            # Relative paths in config.toml are the home folder's.
+            value = str(values[name] or "")
+            if value and home is not None and not os.path.isabs(value):
+                value = os.path.join(str(home), value)
+            values[name] = value
         return cls(
             listen=str(getattr(section, "listen", defaults.listen)), cors_origins=origins, **values
         )

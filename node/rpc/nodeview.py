@@ -47,6 +47,9 @@ class NodeView(Protocol):
 
     genesis: dict
     store: Store
+    # The node's public key (hex): credentials are bound to it, and its key is the node's
+    # operator's (node/rpc/auth.py, node/rpc/scopes.py).
+    node_id: str
 
     async def status(self) -> dict: ...
 

@@ -24,6 +24,7 @@ from node.rpc.render import (
     render_event,
     render_instrument,
 )
+from node.rpc.scopes import Scopes
 
 PROOF_ATTEMPTS = 3
 MAX_PAGE = 100  # rows per page of instruments / holders
@@ -32,8 +33,9 @@ MAX_PAGE = 100  # rows per page of instruments / holders
 class StateMethods:
     """Reads of the committed state and the audit trail."""
 
-    def __init__(self, node: NodeView) -> None:
+    def __init__(self, node: NodeView, scopes: Scopes) -> None:
         self.node = node
+        self.scopes = scopes
 
     def table(self) -> dict[str, Method]:
         return {
@@ -50,6 +52,7 @@ class StateMethods:
     async def account(self, address: Any, prove: Any = False) -> dict:
         raw_address = address_param("address", address)
         prove = bool_param("prove", prove)
+        await self.scopes.check_account(raw_address)
         store = self.node.store
         raw = await store.get_state(account_key(raw_address))
         if prove:
@@ -196,6 +199,7 @@ class StateMethods:
         high = None if to_height is None else int_param("to_height", to_height, 0)
         per_page = int_param("per_page", per_page, 1, MAX_EVENTS_PAGE)
         page = int_param("page", page, 1, 1_000_000)
+        await self.scopes.check_events(account_bytes)
         records = await self.node.store.events(
             account=account_bytes,
             instrument=instrument_id,

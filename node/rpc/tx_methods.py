@@ -12,14 +12,23 @@ from node.rpc.framing import Method
 from node.rpc.nodeview import NodeView
 from node.rpc.params import bool_param, hash_param, tx_param
 from node.rpc.render import b64, render_admission, render_receipt
+from node.rpc.scopes import Scopes
 
 
 class TxMethods:
     """Submitting and reading transactions."""
 
-    def __init__(self, node: NodeView, commit_timeout_ms: int) -> None:
+    def __init__(self, node: NodeView, commit_timeout_ms: int, scopes: Scopes) -> None:
         self.node = node
         self.commit_timeout_ms = commit_timeout_ms
+        self.scopes = scopes
+
+    async def _permitted(self, raw: bytes) -> bytes:
+        """`raw` if the caller may submit it (scopes.submission_refusals), else the refusal."""
+        refusal = (await self.scopes.submission_refusals([raw]))[0]
+        if refusal is not None:
+            raise refusal
+        return raw
 
     def table(self) -> dict[str, Method]:
         return {
@@ -32,18 +41,25 @@ class TxMethods:
         }
 
     async def broadcast_tx_sync(self, tx: Any) -> dict:
-        return render_admission(await self.node.submit_tx(tx_param(tx)))
+        raw = await self._permitted(tx_param(tx))
+        return render_admission(await self.node.submit_tx(raw))
 
-    async def broadcast_tx_sync_many(self, raws: list[bytes]) -> list[dict]:
+    async def broadcast_tx_sync_many(self, raws: list[bytes]) -> list[dict | RpcError]:
         """`broadcast_tx_sync` of several already-decoded transactions, admitted together in
-        this order (consecutive calls of one JSON-RPC batch, see `JsonRpc._handle_batch`)."""
-        return [render_admission(result) for result in await self.node.submit_txs(raws)]
+        this order (consecutive calls of one JSON-RPC batch, see `JsonRpc._handle_batch`);
+        a transaction the caller may not submit gets its refusal (an RpcError) instead."""
+        refusals = await self.scopes.submission_refusals(raws)
+        allowed = [raw for raw, refusal in zip(raws, refusals, strict=True) if refusal is None]
+        admitted = iter(await self.node.submit_txs(allowed) if allowed else [])
+        return [
+            render_admission(next(admitted)) if refusal is None else refusal for refusal in refusals
+        ]
 
     async def broadcast_tx_commit(self, tx: Any) -> dict:
         """Admission, then wait for the tx to be committed (at most `commit_timeout_ms`).
         A refused tx answers at once with its `check_tx` verdict, `height` 0 and no
         `tx_result`; a tx not committed in time answers COMMIT_TIMEOUT with its hash."""
-        admitted = await self.node.submit_tx(tx_param(tx))
+        admitted = await self.node.submit_tx(await self._permitted(tx_param(tx)))
         check = render_admission(admitted)
         check_tx = {"code": check["code"], "codespace": check["codespace"], "log": check["log"]}
         if admitted.code != 0:
@@ -64,7 +80,7 @@ class TxMethods:
         }
 
     async def check_tx(self, tx: Any) -> dict:
-        return render_admission(await self.node.check_tx(tx_param(tx)))
+        return render_admission(await self.node.check_tx(await self._permitted(tx_param(tx))))
 
     async def tx(self, hash: Any, prove: Any = False) -> dict:
         tx_id = hash_param(hash)
@@ -73,12 +89,15 @@ class TxMethods:
         record = await store.tx(tx_id)
         if record is None:
             raise RpcError(NOT_FOUND, "Not found", f"no committed transaction {hash}")
+        receipt = render_receipt(record)
+        # Refuses a tx the caller may not read; shows it only the events it may read.
+        receipt["events"] = await self.scopes.tx_view(record.raw, receipt["events"])
         result = {
             "hash": record.tx_id.hex(),
             "height": record.height,
             "index": record.index,
             "tx": b64(record.raw),
-            "tx_result": render_receipt(record),
+            "tx_result": receipt,
         }
         if prove:
             stored = await store.block(record.height)

@@ -13,6 +13,14 @@ A notification answers the subscribe call's `id` (as CometBFT does), once per ma
     {"jsonrpc": "2.0", "id": ..., "result": {"query": "tm.event='NewBlock'",
      "data": {"type": "NewBlock", "value": {"block_id": {"hash"}, "block": {"header", "txs"}}}}}
 
+Who may subscribe to what is node/rpc/scopes.py's (`check_subscription`): NewBlock for whoever
+may read block headers, with the transactions only for those who may read every one (others
+get `"txs": null`); Tx for the institutions, for the others only with `account=` an account
+they may read. The check is made again for every notification, with the rights the chain gives
+the connection's key at that block: a suspended VASP stops receiving its clients' events from
+the first block after its suspension. A Tx notification to anyone but an institution carries
+only the events that name an account it may read.
+
 Limits and closes (the close frame carries the code and a reason):
 
     connections       `ws_max_connections` (the event bus's subscriber cap): the next one is
@@ -47,6 +55,7 @@ from node.events import (
 )
 from node.rpc.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError
 from node.rpc.render import CODESPACE, b64, render_header, to_json
+from node.rpc.scopes import Scopes
 
 log = logging.getLogger("khazana.websocket")
 
@@ -59,15 +68,16 @@ CLOSE_TRY_AGAIN = 1013  # too many connections, or no event bus on this node
 SUBSCRIPTION_METHODS = ("subscribe", "unsubscribe", "unsubscribe_all")
 
 
-def render_notification(notification: Notification) -> dict:
-    """The `result` of one notification (see the module docstring)."""
+def render_notification(notification: Notification, bodies: bool = True) -> dict:
+    """The `result` of one notification (see the module docstring); `bodies`: a NewBlock's
+    transactions (else `"txs": null`)."""
     block, tx = notification.block, notification.tx
     if tx is None:
         value = {
             "block_id": {"hash": block.hash.hex()},
             "block": {
                 "header": render_header(block.header),
-                "txs": [b64(t.raw) for t in block.txs],
+                "txs": [b64(t.raw) for t in block.txs] if bodies else None,
             },
         }
         kind = NEW_BLOCK
@@ -104,10 +114,12 @@ class _Connection:
         send: Callable,
         subscriber: Subscriber,
         handle_body: Callable,
+        scopes: Scopes,
     ) -> None:
         self.send = send
         self.subscriber = subscriber
         self.handle_body = handle_body
+        self.scopes = scopes
         self.ids: dict[str, Any] = {}  # canonical query text -> the subscribe call's id
         self.lock = trio.Lock()
 
@@ -125,9 +137,28 @@ class _Connection:
         async for notification in self.subscriber.receive:
             if notification.query not in self.subscriber.queries:
                 continue  # unsubscribed while it was queued
+            result = await self.scoped(notification)
+            if result is None:
+                continue  # the key may not read it (any more)
             request_id = self.ids.get(notification.query)
-            result = render_notification(notification)
             await self.send_text({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+    async def scoped(self, notification: Notification) -> dict | None:
+        """The notification as this connection's key may see it now, None if not at all."""
+        query = self.subscriber.queries.get(notification.query)
+        if query is None:
+            return None
+        try:
+            await self.scopes.check_subscription(query)
+            if notification.tx is None:
+                return render_notification(notification, await self.scopes.may_read_bodies())
+            result = render_notification(notification)
+            value = result["data"]["value"]
+            events = value["tx_result"]["events"]
+            value["tx_result"]["events"] = await self.scopes.tx_view(notification.tx.raw, events)
+        except RpcError:
+            return None
+        return result
 
     async def on_message(self, text: str) -> None:
         try:
@@ -136,13 +167,13 @@ class _Connection:
             await self.send_text(_error(RpcError(PARSE_ERROR, "Parse error")))
             return
         if isinstance(message, dict) and message.get("method") in SUBSCRIPTION_METHODS:
-            answer = self.subscription_call(message)
+            answer = await self.subscription_call(message)
         else:
             answer = await self.handle_body(text.encode("utf-8"))
         if answer is not None:
             await self.send_text(answer)
 
-    def subscription_call(self, request: dict) -> dict | None:
+    async def subscription_call(self, request: dict) -> dict | None:
         request_id = request.get("id")
         if request.get("jsonrpc") != "2.0" or type(request_id) not in (str, int, type(None)):
             return _error(RpcError(INVALID_REQUEST, "Invalid Request"), None)
@@ -161,6 +192,7 @@ class _Connection:
             else:
                 query = parse_query(params.get("query"))
                 if method == "subscribe":
+                    await self.scopes.check_subscription(query)
                     self.subscriber.subscribe(query)
                     self.ids[query.text] = request_id
                 else:
@@ -170,6 +202,8 @@ class _Connection:
             if "id" not in request:
                 return None
             return _error(RpcError(INVALID_PARAMS, "Invalid params", str(exc)), request_id)
+        except RpcError as refused:  # not the caller's to read
+            return None if "id" not in request else _error(refused, request_id)
         if "id" not in request:
             return None  # a notification: done, no answer
         if method == "subscribe":
@@ -185,6 +219,7 @@ async def serve_websocket(
     bus: EventBus | None,
     handle_body: Callable,
     limits: Any,  # node.rpc.limits.RpcLimits
+    scopes: Scopes,
 ) -> None:
     """Run one WebSocket connection until either side closes it."""
     message = await receive()
@@ -206,7 +241,7 @@ async def serve_websocket(
             }
         )
         return
-    connection = _Connection(send, subscriber, handle_body)
+    connection = _Connection(send, subscriber, handle_body, scopes)
     try:
         await send({"type": "websocket.accept"})
         async with trio.open_nursery() as nursery:

@@ -11,7 +11,9 @@ import random
 
 # The stable JSON-RPC error codes of node/rpc/ (docs/RPC.md). -32603 (internal error) is
 # deliberately absent: it means a bug of ours, and a fuzzer that reaches one has found one.
-STABLE_ERROR_CODES = frozenset({-32700, -32600, -32601, -32602, -32000, -32001, -32002, -32003})
+STABLE_ERROR_CODES = frozenset(
+    {-32700, -32600, -32601, -32602, -32000, -32001, -32002, -32003, -32004}
+)
 METHODS = (
     "health",
     "status",

@@ -29,6 +29,7 @@ from tests.fuzz.rpcsupport import (
     random_body,
 )
 from tests.ledger.test_chain import DAY_MS, GENESIS_MS, Signer, genesis, key, setup_txs
+from tests.node.rpcauth import auth_headers
 from tests.node.test_rpc import FakeNode, certificate
 
 FUZZ = settings(
@@ -66,7 +67,10 @@ async def http(app, body: bytes, headers=(), method: str = "POST", chunks: int =
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": "/", "headers": list(headers)}
+    headers = list(headers)
+    if method == "POST" and not any(name.lower() == b"authorization" for name, _ in headers):
+        headers += auth_headers(app, method, "/", body)  # as an institution: reach the methods
+    scope = {"type": "http", "method": method, "path": "/", "headers": headers}
     await app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     reply = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

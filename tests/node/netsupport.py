@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,10 +39,11 @@ from consensus.types import (
     vote_signing_bytes,
 )
 from consensus.wire import decode_message
-from ledger.crypto import address_from_public_key, read_key_file, verify_signature
+from ledger.crypto import KeyPair, address_from_public_key, read_key_file, verify_signature
 from ledger.genesis import genesis_hash
 from ledger.store import Store
 from ledger.tx import TxBody, sign_tx
+from node.rpc.auth import authorization_header
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("ministry", "central-bank", "regulator", "auditor")
@@ -87,11 +89,36 @@ def free_base_port(nodes: int = 4) -> int:
     raise RuntimeError("no free port range")
 
 
-def rpc(url: str, method: str, **params):
+_NODE_IDS: dict[str, tuple[str, str]] = {}  # url -> (chain id, node id): what to sign over
+
+
+def rpc(url: str, method: str, *, signer: KeyPair | None = None, **params):
     """One JSON-RPC call; a JSON-RPC error raises RuntimeError, a dead node OSError (also one
-    that died in the middle of its answer: http.client's IncompleteRead is not an OSError)."""
+    that died in the middle of its answer: http.client's IncompleteRead is not an OSError).
+    `signer`: the key whose credentials the call carries (docs/RPC.md); None: anonymous."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
-    request = urllib.request.Request(url, body, {"content-type": "application/json"})
+    if signer is None:
+        return _post(url, method, body, None)
+    if url not in _NODE_IDS:
+        status = rpc(url, "status")
+        _NODE_IDS[url] = (status["node_info"]["network"], status["node_info"]["id"])
+    chain_id, node_id = _NODE_IDS[url]
+    path = urllib.parse.urlsplit(url).path or "/"
+    header = authorization_header(
+        signer, chain_id=chain_id, node_id=node_id, method="POST", path=path, body=body
+    )
+    try:
+        return _post(url, method, body, header)
+    except RuntimeError:
+        _NODE_IDS.pop(url, None)  # a new node on that port since: learn its id once more
+        raise
+
+
+def _post(url: str, method: str, body: bytes, authorization: str | None):
+    headers = {"content-type": "application/json"}
+    if authorization is not None:
+        headers["authorization"] = authorization
+    request = urllib.request.Request(url, body, headers)
     try:
         with urllib.request.urlopen(request, timeout=3) as response:
             answer = json.loads(response.read())
@@ -139,6 +166,7 @@ class Net:
         self.names = tuple(n.name for n in self.network.nodes)
         self.validators = tuple(n.name for n in self.network.nodes if n.role == "validator")
         self.urls = {n.name: n.rpc_url for n in self.network.nodes}
+        self.reader = read_key_file(dict(self.network.clients)["ministry"])
         self.procs: dict[str, subprocess.Popen] = {}
         self.genesis = json.loads((root / self.names[0] / "genesis.json").read_text())
         for name in self.names:
@@ -210,7 +238,8 @@ class Net:
     # ---- RPC --------------------------------------------------------------------------
 
     def rpc(self, name: str, method: str, **params):
-        return rpc(self.urls[name], method, **params)
+        """A call signed with an institution's key (it reads and submits everything)."""
+        return rpc(self.urls[name], method, signer=self.reader, **params)
 
     def status(self, name: str) -> dict:
         return self.rpc(name, "status")

@@ -292,3 +292,45 @@ def test_a_peer_key_that_is_not_an_ed25519_key_is_refused_before_start_would(
     ]  # fmt: skip
     assert "not a valid Ed25519 public key" in run_cli(argv, expect=1)
     assert not (tmp_path / "home").exists()
+
+
+def test_init_node_rpc_tls_makes_or_takes_the_certificate(tmp_path, institutions):
+    genesis = tmp_path / "genesis.json"
+    run_cli(genesis_args(institutions, genesis))
+    homes = {}
+    for name, extra in (
+        ("ministry", ["--rpc-tls"]),  # made here: a CA of the home's own
+        ("central-bank", None),  # your PKI's files, and client certificates required
+    ):
+        home = tmp_path / "homes" / name
+        if extra is None:
+            made = homes["ministry"]
+            extra = [
+                "--rpc-tls-cert", str(made / "rpc-cert.pem"),
+                "--rpc-tls-key", str(made / "rpc-key.pem"),
+                "--rpc-tls-client-ca", str(made / "tls" / "ca.pem"),
+            ]  # fmt: skip
+        run_cli(
+            [
+                "init-node", "--home", str(home), "--name", name, "--genesis", str(genesis),
+                "--node-key", str(institutions[name]["machine"] / "node_key.json"),
+                "--external", "10.1.0.2:26656", *extra,
+            ]
+        )  # fmt: skip
+        homes[name] = home
+        config = NodeConfig.load(home)  # the files it names exist
+        assert config.rpc.url.startswith("https://")
+        assert (home / "rpc-key.pem").stat().st_mode & 0o777 == 0o600
+    assert (homes["ministry"] / "tls" / "ca.pem").is_file()
+    assert NodeConfig.load(homes["central-bank"]).rpc.tls_client_ca == "rpc-client-ca.pem"
+    # A key without its certificate is a mistake, said before anything is written.
+    run_cli(
+        [
+            "init-node", "--home", str(tmp_path / "homes" / "regulator"), "--name", "regulator",
+            "--genesis", str(genesis), "--external", "10.1.0.3:26656",
+            "--node-key", str(institutions["regulator"]["machine"] / "node_key.json"),
+            "--rpc-tls-key", str(homes["ministry"] / "rpc-key.pem"),
+        ],
+        expect=1,
+    )  # fmt: skip
+    assert not (tmp_path / "homes" / "regulator").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import pytest
 
@@ -20,7 +21,14 @@ from ledger.ops import OPERATIONS
 from ledger.tx import decode_signed_tx
 from node.cli import build_parser, main
 from node.client import Client, TxBuilder
-from node.client.cli import EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, MEANINGS, format_amount
+from node.client.cli import (
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    KEY_ENV,
+    MEANINGS,
+    format_amount,
+)
 from tests.node.test_client import Node, closed_port, isin, today_plus
 
 CHAIN_ID = "khazana-sdktest"
@@ -29,17 +37,25 @@ CHAIN_ID = "khazana-sdktest"
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     node = Node(tmp_path_factory.mktemp("cli"))
+    # The CLI reads as an institution here ($KHAZANA_KEY); who may read what is
+    # tests/node/test_rpc_scopes.py's.
+    previous = os.environ.get(KEY_ENV)
+    os.environ[KEY_ENV] = node.key_files["ministry"]
     try:
         node.start()
         yield node
     finally:
         node.net.stop_all()
+        if previous is None:
+            os.environ.pop(KEY_ENV, None)
+        else:
+            os.environ[KEY_ENV] = previous
 
 
 @pytest.fixture(scope="module")
 def market(node):
     """A T-bill with 2 display decimals held by alice (1000 units), bob onboarded too."""
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     ministry, regulator = node.keys["ministry"], node.keys["regulator"]
     alice, bob, vasp = (generate_key(bytes([i]) * 32) for i in (21, 22, 23))
     tbill = TxBuilder.register_instrument(
@@ -92,7 +108,7 @@ def test_one_sub_command_per_ledger_operation():
 
 
 def test_two_institutions_sign_offline_and_submit(node, market, tmp_path, capsys):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     alice, bob = market["alice"].address_text, market["bob"].address_text
     regulator = node.keys["regulator"]
     nonce = client.next_nonce(regulator.address)
@@ -143,7 +159,7 @@ def test_two_institutions_sign_offline_and_submit(node, market, tmp_path, capsys
 
 
 def test_sign_only_prints_base64_and_submit_takes_it(node, capsys):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     bank = node.keys["central-bank"]
     nonce = client.next_nonce(bank.address)
     code, out, err = run(
@@ -175,7 +191,7 @@ def test_sign_only_prints_base64_and_submit_takes_it(node, capsys):
 
 
 def test_online_tx_and_rejection_with_code_name_and_meaning(node, market, capsys):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     bob = market["bob"].address_text
     ministry_key = node.key_files["ministry"]
     code, out, err = run(
@@ -231,7 +247,7 @@ def test_usage_errors_exit_2(node, capsys):
 
 
 def test_queries_readable_and_json(node, market, capsys):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     alice = market["alice"].address_text
     code, out, err = run(capsys, "query", "account", alice, "--rpc", node.url)
     assert code == 0, err

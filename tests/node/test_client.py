@@ -74,6 +74,9 @@ class Node:
         self.genesis = self.net.genesis
         self.keys = {n: read_key_file(p) for n, p in self.net.network.clients}
         self.key_files = {n: str(p) for n, p in self.net.network.clients}
+        # Reads as an institution (everything); tests/node/test_rpc_scopes.py tests who may
+        # read what.
+        self.reader = self.keys["ministry"]
 
     def start(self) -> None:
         self.net.start(self.name)
@@ -255,7 +258,7 @@ def test_unreachable_node_raises_node_unreachable_in_both_flavours():
 
 
 def test_reads_round_trip(node):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     assert client.health() == {}
     status = client.status()
     assert status.chain_id == "khazana-sdktest" and status.height >= 1
@@ -292,7 +295,7 @@ def expect(client: Client, operation, keys, code: Code, **kwargs):
 
 
 def test_every_operation_through_the_builders(node):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     k = node.keys
     ministry, bank, regulator, auditor = (
         k["ministry"],
@@ -427,7 +430,7 @@ def test_every_operation_through_the_builders(node):
 
 
 def test_check_tx_and_admission_refusal(node):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     ministry = node.keys["ministry"]
     operation = TxBuilder.burn(instrument="NO-SUCH", amount=1)
     tx = client.prepare(operation, [ministry])
@@ -443,7 +446,7 @@ def test_check_tx_and_admission_refusal(node):
 
 def test_trio_client_round_trip(node):
     async def main():
-        client = AsyncClient(node.url)
+        client = AsyncClient(node.url, key=node.reader)
         status = await client.status()
         assert status.chain_id == "khazana-sdktest"
         bank = node.keys["central-bank"]
@@ -466,7 +469,7 @@ def test_trio_client_round_trip(node):
 
 
 def test_proofs_verify_against_genesis_validators_and_forgeries_are_refused(node):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     trusted = TrustedValidators.from_genesis(node.genesis)
     bank = node.keys["central-bank"]
     committed = client.send(cash_token("PROOF-CASH"), [bank])

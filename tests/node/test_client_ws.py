@@ -38,7 +38,7 @@ from node.client import (
     SubscriptionTimeout,
     TxBuilder,
 )
-from node.client.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, RPC_ENV, _rpc_default
+from node.client.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, KEY_ENV, RPC_ENV, _rpc_default
 from node.client.core import DEFAULT_RPC, Endpoint
 from node.client.ws import PENDING, WsSession
 from node.home import init_network
@@ -51,11 +51,19 @@ NEW_BLOCK = "tm.event='NewBlock'"
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     node = Node(tmp_path_factory.mktemp("ws"))
+    # The CLI reads as an institution here ($KHAZANA_KEY); who may read what is
+    # tests/node/test_rpc_scopes.py's.
+    previous = os.environ.get(KEY_ENV)
+    os.environ[KEY_ENV] = node.key_files["ministry"]
     try:
         node.start()
         yield node
     finally:
         node.net.stop_all()
+        if previous is None:
+            os.environ.pop(KEY_ENV, None)
+        else:
+            os.environ[KEY_ENV] = previous
 
 
 # --------------------------------------------------------------------------- sans-IO
@@ -211,7 +219,7 @@ def transfer_tx(node, client: Client, amount_seed: int):
 
 
 def test_sync_new_blocks_come_in_order(node):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     with client.subscribe(NEW_BLOCK, timeout=10) as blocks:
         assert blocks.query == NEW_BLOCK
         events = [next(blocks) for _ in range(3)]
@@ -222,7 +230,7 @@ def test_sync_new_blocks_come_in_order(node):
 
 
 def test_sync_tx_hash_subscription_sees_the_commit(node):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     tx = transfer_tx(node, client, 1)
     tx_hash = tx.tx_id.hex()
     with client.subscribe(f"tx.hash='{tx_hash}'", timeout=15) as watch:
@@ -236,7 +244,7 @@ def test_sync_tx_hash_subscription_sees_the_commit(node):
 
 
 def test_unsubscribe_stops_one_subscription_and_frees_the_nodes_slots(node):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     accounts = [generate_key(bytes([40 + i]) * 32).address_text for i in range(17)]
     with client.websocket() as ws:
         blocks = ws.subscribe(NEW_BLOCK, timeout=10)
@@ -260,7 +268,7 @@ def test_unsubscribe_stops_one_subscription_and_frees_the_nodes_slots(node):
 
 
 def test_bad_query_and_timeout_in_the_sync_client(node):
-    client = Client(node.url)
+    client = Client(node.url, key=node.reader)
     with pytest.raises(QueryRefused) as caught:
         client.subscribe("tm.event='Bogus'")
     assert caught.value.code == -32602 and "Bogus" in str(caught.value)
@@ -271,11 +279,11 @@ def test_bad_query_and_timeout_in_the_sync_client(node):
 
 
 def test_trio_client_blocks_and_txs_on_one_connection(node):
-    sync_client = Client(node.url)
+    sync_client = Client(node.url, key=node.reader)
     txs = [transfer_tx(node, sync_client, 10), None]
 
     async def main():
-        client = AsyncClient(node.url)
+        client = AsyncClient(node.url, key=node.reader)
         async with client.subscribe(NEW_BLOCK) as blocks:
             heights = []
             async for event in blocks:
@@ -339,7 +347,10 @@ def test_cli_subscribe_prints_count_events_and_exits_0(node, capsys):
     readable = out.splitlines()
     assert len(readable) == 2 and all(line.startswith("block ") for line in readable)
     height = int(readable[0].split()[1])
-    assert readable[0].split()[2] == Client(node.url).block(height)["block_id"]["hash"]
+    assert (
+        readable[0].split()[2]
+        == Client(node.url, key=node.reader).block(height)["block_id"]["hash"]
+    )
 
 
 def test_cli_subscribe_refusals(node, capsys):

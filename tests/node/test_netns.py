@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from ledger.crypto import read_key_file
+from node.rpc.auth import authorization_header
 from tests.node.netsupport import (
     DOUBLE_SIGN_LOG,
     NAMES,
@@ -45,9 +47,9 @@ PARTITION_S = 4
 
 _RPC_SCRIPT = """
 import json, sys, urllib.request
-url, method, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
-req = urllib.request.Request(url, body, {"content-type": "application/json"})
+url, body, authorization = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
+headers = {"content-type": "application/json", "authorization": authorization}
+req = urllib.request.Request(url, body, headers)
 try:
     with urllib.request.urlopen(req, timeout=3) as response:
         sys.stdout.write(response.read().decode())
@@ -136,6 +138,18 @@ class NamespacedNet(Net):
         return ["ip", "netns", "exec", self.spaces.nodes[self.index[name]]]
 
     def rpc(self, name: str, method: str, **params):
+        """A call signed with an institution's key (docs/RPC.md), sent from the node's
+        namespace by a plain interpreter: the body and its credential are made here."""
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        node_id = read_key_file(self.root / name / "node_key.json").public_key.hex()
+        authorization = authorization_header(
+            self.reader,
+            chain_id=self.chain_id,
+            node_id=node_id,
+            method="POST",
+            path="/",
+            body=body.encode(),
+        )
         done = subprocess.run(
             [
                 *self.command_prefix(name),
@@ -144,8 +158,8 @@ class NamespacedNet(Net):
                 "-c",
                 _RPC_SCRIPT,
                 self.urls[name],
-                method,
-                json.dumps(params),
+                body,
+                authorization,
             ],
             capture_output=True,
             timeout=10,

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.node.netsupport import NAMES, Net, free_base_port, init_network, rpc
+from tests.node.netsupport import NAMES, Net, free_base_port, init_network
 
 
 @pytest.mark.skipif(init_network is None, reason="node/home.py (khazana init) not available")
@@ -33,7 +33,7 @@ def test_four_processes_commit_survive_kills_and_agree(tmp_path):
 
         hashes = [net.submit("ministry", i, f"A{i}") for i in range(4)]
         net.wait(
-            lambda: all(rpc(net.urls[n], "tx", hash=hashes[-1]) for n in NAMES),
+            lambda: all(net.rpc(n, "tx", hash=hashes[-1]) for n in NAMES),
             "transactions committed everywhere",
         )
 
@@ -42,7 +42,7 @@ def test_four_processes_commit_survive_kills_and_agree(tmp_path):
         before = max(net.height(n) for n in NAMES[:3])
         more = [net.submit("central-bank", 4 + i, f"B{i}") for i in range(4)]
         net.wait(lambda: all(net.height(n) >= before + 3 for n in NAMES[:3]), "three commit")
-        net.wait(lambda: rpc(net.urls["ministry"], "tx", hash=more[-1]), "load committed")
+        net.wait(lambda: net.rpc("ministry", "tx", hash=more[-1]), "load committed")
 
         # Restarted, it catches up and agrees.
         net.start("auditor")

@@ -42,6 +42,7 @@ from tests.ledger.test_chain import (
     setup_txs,
     transfer,
 )
+from tests.node.rpcauth import auth_headers
 
 VALIDATORS = ("ministry", "central-bank", "regulator", "auditor")
 
@@ -177,7 +178,8 @@ async def asgi(app, method: str, path: str, body: bytes = b"", chunk: int | None
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "headers": []}
+    headers = auth_headers(app, method, path, body) if method == "POST" else []
+    scope = {"type": "http", "method": method, "path": path, "headers": headers}
     await app(scope, receive, send)
     start, reply = sent
     return start["status"], dict(start["headers"]), reply["body"]

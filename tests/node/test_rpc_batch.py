@@ -18,6 +18,7 @@ import trio.testing
 
 from node.rpc.app import RpcApp
 from node.rpc.limits import RpcLimits
+from node.rpc.scopes import caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,19 @@ class Result:
     codespace: str
 
 
+OPERATOR = "ab" * 32  # the node's own key: its operator submits anything (node/rpc/scopes.py)
+
+
+class _Bus:
+    published = 0  # no block is ever committed here
+
+
 class HeldNode:
+    genesis = {"chain_id": "held"}
+    node_id = OPERATOR
+    store = None
+    events = _Bus()
+
     def __init__(self) -> None:
         self.arrived: list[bytes] = []
         self.release = trio.Event()
@@ -63,6 +76,7 @@ def test_batch_admits_in_order_and_concurrently():
             body = json.dumps([_call(k, raw) for k, raw in enumerate(raws)]).encode()
 
             async def post(app=app, answers=answers, body=body) -> None:
+                caller.set(bytes.fromhex(OPERATOR))  # as the app does for a signed request
                 answers.append(await app.jsonrpc.handle_body(body))
 
             async with trio.open_nursery() as nursery:
@@ -96,6 +110,7 @@ def test_mixed_batch_keeps_the_order_and_groups_only_consecutive_plain_submits()
             answers: list = []
 
             async def post(app=app, answers=answers) -> None:
+                caller.set(bytes.fromhex(OPERATOR))
                 answers.append(await app.jsonrpc.handle_body(json.dumps(calls).encode()))
 
             async with trio.open_nursery() as nursery:

@@ -29,6 +29,7 @@ from node.driver import Driver, DriverConfig
 from node.events import EventBus
 from node.mempool import Mempool, MempoolLimits
 from node.rpc.app import serve_rpc
+from node.rpc.auth import authorization_header
 from node.rpc.errors import COMMIT_TIMEOUT
 from node.rpc.limits import RpcLimits
 
@@ -41,6 +42,10 @@ CORE = CoreConfig(
 
 def key(name: str):
     return generate_key(name.encode().ljust(32, b"\x00")[:32])
+
+
+SIGNER = key("ministry")  # an institution: reads everything (tests/node/test_rpc_scopes.py
+# is where who may read what is tested)
 
 
 def validator_key(index: int):
@@ -105,17 +110,39 @@ class LiveNode:
     chain: Chain
     genesis: dict
 
-    def call(self, method: str, params=None, *, headers=None, raw_body: bytes | None = None):
-        """One JSON-RPC call over HTTP (blocking: run it with `trio.to_thread.run_sync`)."""
+    def call(
+        self,
+        method: str,
+        params=None,
+        *,
+        headers=None,
+        raw_body: bytes | None = None,
+        signer=SIGNER,
+    ):
+        """One JSON-RPC call over HTTP (blocking: run it with `trio.to_thread.run_sync`),
+        signed by `signer` (an institution by default; None: anonymous)."""
         body = raw_body
         if body is None:
             body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}})
             body = body.encode()
+        auth = {} if signer is None else {"authorization": self.authorization(signer, body)}
         request = urllib.request.Request(
-            self.url, data=body, headers={"content-type": "application/json", **(headers or {})}
+            self.url,
+            data=body,
+            headers={"content-type": "application/json", **auth, **(headers or {})},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read()), dict(response.headers)
+
+    def authorization(self, signer, body: bytes, method: str = "POST", path: str = "/") -> str:
+        return authorization_header(
+            signer,
+            chain_id=CHAIN_ID,
+            node_id=self.api.node_id,
+            method=method,
+            path=path,
+            body=body,
+        )
 
     async def acall(self, method: str, params=None) -> dict:
         answer, _ = await trio.to_thread.run_sync(functools.partial(self.call, method, params))

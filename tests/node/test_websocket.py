@@ -25,7 +25,7 @@ from ledger.tx import decode_signed_tx
 from node.rpc.errors import INVALID_PARAMS
 from node.rpc.limits import RpcLimits
 from node.rpc.websocket import CLOSE_POLICY, CLOSE_TRY_AGAIN
-from tests.node.test_rpc_commit import b64, cash_tx, key, live_node
+from tests.node.test_rpc_commit import SIGNER, b64, cash_tx, key, live_node
 
 
 class Closed(Exception):
@@ -46,13 +46,20 @@ class WsClient:
         self.held: list[dict] = []  # notifications that arrived while awaiting an answer
 
     @classmethod
-    async def connect(cls, port: int, *, rcvbuf: int | None = None) -> WsClient:
+    async def connect(
+        cls, port: int, *, rcvbuf: int | None = None, node=None, signer=SIGNER
+    ) -> WsClient:
         sock = trio.socket.socket()
         if rcvbuf is not None:  # a small window: the server's writes block early
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         await sock.connect(("127.0.0.1", port))
         client = cls(trio.SocketStream(sock))
-        await client.stream.send_all(client.ws.send(Request(host="127.0.0.1", target="/websocket")))
+        headers = []
+        if node is not None and signer is not None:  # credentials of the connection
+            value = node.authorization(signer, b"", "GET", "/websocket")
+            headers = [(b"authorization", value.encode())]
+        request = Request(host="127.0.0.1", target="/websocket", extra_headers=headers)
+        await client.stream.send_all(client.ws.send(request))
         event = await client._next_event()
         if isinstance(event, RejectConnection):
             raise Closed(event.status_code, "rejected")
@@ -119,7 +126,7 @@ def test_subscriptions_receive_the_right_events(tmp_path):
 
     async def main():
         async with live_node(tmp_path) as node:
-            client = await WsClient.connect(node.port)
+            client = await WsClient.connect(node.port, node=node)
             queries = {
                 "block": "tm.event='NewBlock'",
                 "tx": "tm.event='Tx'",
@@ -167,7 +174,7 @@ def test_bad_queries_and_limits(tmp_path):
     async def main():
         limits = RpcLimits(ws_max_subscriptions=2)
         async with live_node(tmp_path, limits=limits, max_subscribers=2) as node:
-            client = await WsClient.connect(node.port)
+            client = await WsClient.connect(node.port, node=node)
             for query in (
                 "tm.event='NewBlocks'",
                 "tm.event = NewBlock",
@@ -191,8 +198,8 @@ def test_bad_queries_and_limits(tmp_path):
             third = await client.call(6, "subscribe", {"query": "tm.event='NewBlock'"})
             assert "at most 2" in third["error"]["data"]
             # Connection cap: the bus holds 2 subscribers; the third connection is closed.
-            second = await WsClient.connect(node.port)
-            third_client = await WsClient.connect(node.port)
+            second = await WsClient.connect(node.port, node=node)
+            third_client = await WsClient.connect(node.port, node=node)
             try:
                 with trio.fail_after(10):
                     await third_client.recv()
@@ -210,10 +217,10 @@ def test_slow_client_is_dropped_while_blocks_keep_committing(tmp_path):
         limits = RpcLimits(ws_queue_size=4)
         async with live_node(tmp_path, limits=limits) as node:
             bus = node.api.events
-            slow = await WsClient.connect(node.port, rcvbuf=4096)
+            slow = await WsClient.connect(node.port, rcvbuf=4096, node=node)
             for n, query in enumerate(("tm.event='NewBlock'", "tm.event='Tx'")):
                 await slow.call(n, "subscribe", {"query": query})
-            fast = await WsClient.connect(node.port)
+            fast = await WsClient.connect(node.port, node=node)
             await fast.call("fast", "subscribe", {"query": "tm.event='NewBlock'"})
             seen: list[int] = []
 
