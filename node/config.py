@@ -219,6 +219,19 @@ class RpcConfig:
     """Notifications waiting unsent before a slow WebSocket client is dropped (close 1008)."""
     ws_max_message_bytes: int = 64 * 1024
     """Largest message a WebSocket client may send (more: close 1009)."""
+    # Hostile-client defences: node/rpc/limits.py says what each bounds.
+    max_answer_bytes: int = 4 * _MIB
+    max_batch_answer_bytes: int = 8 * _MIB
+    max_events_page: int = 1000
+    max_page: int = 100
+    max_heavy_reads: int = 4
+    max_requests_per_ip: int = 64
+    ws_max_connections_per_ip: int = 16
+    keep_alive_timeout_ms: int = 5_000
+    send_timeout_ms: int = 10_000
+    ws_idle_timeout_ms: int = 60_000
+    allowed_hosts: tuple[str, ...] = ()
+    """Host headers answered; () = the listen address and localhost names; ["*"] = any."""
 
     @property
     def url(self) -> str:
@@ -328,6 +341,7 @@ class NodeConfig:
                 "listen": str(self.rpc.listen),
                 **{name: getattr(self.rpc, name) for name in _RPC_INTS},
                 "cors_origins": list(self.rpc.cors_origins),
+                "allowed_hosts": list(self.rpc.allowed_hosts),
             },
             "metrics": {} if self.metrics.listen is None else {"listen": str(self.metrics.listen)},
         }
@@ -385,6 +399,17 @@ _RPC_INTS = {
     "ws_queue_size": (1, 1_000_000),
     # Below 1 KiB even a subscribe call with an account and an instrument would not fit.
     "ws_max_message_bytes": (1024, 64 * _MIB),
+    # Hostile-client defences. An answer budget below 64 KiB would refuse ordinary pages.
+    "max_answer_bytes": (64 * 1024, 1024 * _MIB),
+    "max_batch_answer_bytes": (64 * 1024, 1024 * _MIB),
+    "max_events_page": (1, 1000),  # ledger.store.MAX_EVENTS_PAGE
+    "max_page": (1, 1000),
+    "max_heavy_reads": (1, 1024),
+    "max_requests_per_ip": (1, 100_000),
+    "ws_max_connections_per_ip": (1, 100_000),
+    "keep_alive_timeout_ms": (100, 3_600_000),
+    "send_timeout_ms": (100, 3_600_000),
+    "ws_idle_timeout_ms": (1000, 86_400_000),
 }
 
 
@@ -637,7 +662,7 @@ def _mempool(path: Path, table: object) -> MempoolConfig:
 
 
 def _rpc(path: Path, table: object) -> RpcConfig:
-    reader = _Reader(path, "rpc", table, ["listen", "cors_origins", *_RPC_INTS])
+    reader = _Reader(path, "rpc", table, ["listen", "cors_origins", "allowed_hosts", *_RPC_INTS])
     listen = reader.address("listen")
     values = {
         name: reader.integer(name, RpcConfig.__dataclass_fields__[name].default, low, high)
@@ -652,5 +677,18 @@ def _rpc(path: Path, table: object) -> RpcConfig:
                 f"rpc.cors_origins[{index}]",
                 f"must be '*' or http(s)://host[:port], got {origin!r}",
             )
+    hosts = reader.string_list("allowed_hosts")
+    for index, host in enumerate(hosts):
+        # A Host header value: "*", a name or IP, optionally with ":port" ("[v6]:port").
+        if host != "*" and not re.fullmatch(
+            r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(:\d{1,5})?", host
+        ):
+            raise ConfigError(
+                path,
+                f"rpc.allowed_hosts[{index}]",
+                f"must be '*' or host[:port] as clients send it, got {host!r}",
+            )
     reader.finish()
-    return RpcConfig(listen=listen, cors_origins=tuple(origins), **values)
+    return RpcConfig(
+        listen=listen, cors_origins=tuple(origins), allowed_hosts=tuple(hosts), **values
+    )

@@ -39,6 +39,7 @@ from typing import Any
 import trio
 
 from node.asgi import serve_asgi
+from node.rpc.budget import CallGuard
 from node.rpc.errors import INTERNAL_ERROR, INVALID_REQUEST, SERVER_LIMIT, RpcError, error_response
 from node.rpc.framing import JsonRpc
 from node.rpc.limits import RpcLimits
@@ -61,6 +62,7 @@ class RpcApp:
             self.methods.txs.broadcast_tx_sync_many,
             max_batch=self.limits.max_batch,
             request_timeout_ms=self.limits.request_timeout_ms,
+            guard=CallGuard.of(self.limits),
         )
         self._in_flight = trio.CapacityLimiter(self.limits.max_connections)
 

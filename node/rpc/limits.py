@@ -27,6 +27,20 @@ class RpcLimits:
     ws_max_subscriptions: int = 16  # per connection
     ws_queue_size: int = 256  # notifications waiting unsent before the client is dropped
     ws_max_message_bytes: int = 64 * 1024
+    # Hostile-client defences (node/rpc/guard.py, node/rpc/budget.py, docs/OPERATIONS.md).
+    max_answer_bytes: int = 4 * 1024 * 1024  # one call's answer (JSON bytes)
+    max_batch_answer_bytes: int = 8 * 1024 * 1024  # all the answers to one body
+    max_events_page: int = 1000  # `events` per_page at most
+    max_page: int = 100  # `instruments` / `holders` limit at most
+    max_heavy_reads: int = 4  # heavy reads (blocks, events, pages, proofs) running at once
+    max_requests_per_ip: int = 64  # HTTP requests in flight from one client address
+    ws_max_connections_per_ip: int = 16
+    keep_alive_timeout_ms: int = 5_000  # an idle HTTP connection (or unfinished headers)
+    send_timeout_ms: int = 10_000  # a client that does not read what we send is cut off
+    ws_idle_timeout_ms: int = 60_000  # a WebSocket with no subscription and no message
+    # Host headers answered (DNS rebinding): () = the listen address and the localhost
+    # names, with the port we listen on; "*" answers any.
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: object) -> RpcLimits:
@@ -48,9 +62,29 @@ class RpcLimits:
                 "ws_max_subscriptions",
                 "ws_queue_size",
                 "ws_max_message_bytes",
+                *GUARD_INTS,
             )
         }
         origins = tuple(getattr(section, "cors_origins", ()) or ())
+        hosts = tuple(getattr(section, "allowed_hosts", ()) or ())
         return cls(
-            listen=str(getattr(section, "listen", defaults.listen)), cors_origins=origins, **values
+            listen=str(getattr(section, "listen", defaults.listen)),
+            cors_origins=origins,
+            allowed_hosts=hosts,
+            **values,
         )
+
+
+# The integer limits of the hostile-client defences, by name (read by `from_config`).
+GUARD_INTS = (
+    "max_answer_bytes",
+    "max_batch_answer_bytes",
+    "max_events_page",
+    "max_page",
+    "max_heavy_reads",
+    "max_requests_per_ip",
+    "ws_max_connections_per_ip",
+    "keep_alive_timeout_ms",
+    "send_timeout_ms",
+    "ws_idle_timeout_ms",
+)

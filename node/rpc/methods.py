@@ -19,7 +19,7 @@ class RpcMethods:
         self.limits = limits or RpcLimits()
         self.chain = ChainMethods(node)
         self.txs = TxMethods(node, self.limits.commit_timeout_ms)
-        self.state = StateMethods(node)
+        self.state = StateMethods(node, self.limits.max_page, self.limits.max_events_page)
         self.table: dict[str, Method] = {
             **self.chain.table(),
             **self.txs.table(),
