@@ -184,7 +184,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(run_driver)
-            await _start_rpc(nursery, api, config)
+            await _start_rpc(nursery, api, config, metrics)
             if metrics is not None and config.metrics.listen is not None:
                 from node.metrics import serve_metrics
 
@@ -261,13 +261,13 @@ def _signing_identity(config: NodeConfig, key, genesis_keys: set[bytes]):
     return None
 
 
-async def _start_rpc(nursery: trio.Nursery, api: NodeApi, config: NodeConfig) -> None:
+async def _start_rpc(nursery: trio.Nursery, api: NodeApi, config: NodeConfig, metrics) -> None:
     try:
         from node.rpc.app import serve_rpc
     except ImportError:  # RPC not built: the node still runs
         log.warning("node.rpc is not available: no JSON-RPC endpoint")
         return
-    await nursery.start(serve_rpc, api, config)
+    await nursery.start(serve_rpc, api, config, metrics)
 
 
 def _metrics():

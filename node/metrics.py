@@ -19,6 +19,10 @@ nothing here affects state (a block interval is measured by the caller and only 
     khazana_mempool_bytes               gauge      their bytes
     khazana_peers                       gauge      connected peers
     khazana_catching_up                 gauge      1 while block sync runs, else 0
+    khazana_rpc_refusals_total{reason}  counter    RPC requests / connections turned away by
+                                                   the hostile-client defences: host,
+                                                   content_type, per_ip, budget, ws_idle,
+                                                   ws_slow, send_timeout (docs/OPERATIONS.md)
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class Metrics:
-    """The metrics of one node, labelled with nothing (one registry per node)."""
+    """The metrics of one node (one registry per node; only the refusals carry a label)."""
 
     def __init__(self, namespace: str = "khazana") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -94,7 +98,19 @@ class Metrics:
             registry=r,
         )
 
+        self.rpc_refusals = Counter(
+            "rpc_refusals",
+            "RPC requests or connections refused by the hostile-client defences, by reason",
+            ["reason"],
+            namespace=namespace,
+            registry=r,
+        )
+
     # The calls the node makes.
+
+    def rpc_refused(self, reason: str) -> None:
+        """The RPC turned a request or connection away (node/rpc/guard.py lists reasons)."""
+        self.rpc_refusals.labels(reason=reason).inc()
 
     def block_committed(self, height: int, n_txs: int, interval_s: float | None = None) -> None:
         """A block was committed; `interval_s` since the previous commit (None for the first

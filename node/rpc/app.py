@@ -42,6 +42,7 @@ from node.asgi import serve_asgi
 from node.rpc.budget import CallGuard
 from node.rpc.errors import INTERNAL_ERROR, INVALID_REQUEST, SERVER_LIMIT, RpcError, error_response
 from node.rpc.framing import JsonRpc
+from node.rpc.guard import Guard
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import RpcMethods
 from node.rpc.nodeview import NodeView
@@ -251,19 +252,30 @@ async def _lifespan(receive: Callable, send: Callable) -> None:
 
 
 async def serve_rpc(
-    api: NodeView, config: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    api: NodeView,
+    config: Any,
+    metrics: Any = None,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve JSON-RPC for the node behind `api` until cancelled.
 
     `config`: `RpcLimits`, or the node's config (its `rpc` section is read by attribute name,
-    see `RpcLimits.from_config`). Reports the bound port through `task_status`.
+    see `RpcLimits.from_config`). `metrics`: a `node.metrics.Metrics` counting refusals, or
+    None. Reports the bound port through `task_status`. The app is served behind the guard
+    (node/rpc/guard.py: Host allowlist, Content-Type, per-IP caps) with hypercorn's idle
+    timeout and a send deadline for clients that do not read (node/asgi.py).
     """
     limits = RpcLimits.from_config(config)
+    on_refusal = None if metrics is None else metrics.rpc_refused
     await serve_asgi(
-        RpcApp(api, limits),
+        Guard(RpcApp(api, limits), limits, on_refusal),
         limits.listen,
         name="rpc",
         # hypercorn refuses larger frames itself; ours is checked again per message.
         max_ws_message=limits.ws_max_message_bytes + 1024,
+        keep_alive_timeout_ms=limits.keep_alive_timeout_ms,
+        send_timeout_ms=limits.send_timeout_ms,
+        on_send_timeout=None if on_refusal is None else lambda: on_refusal("send_timeout"),
         task_status=task_status,
     )
