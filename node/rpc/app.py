@@ -12,8 +12,10 @@ are node/rpc/errors.py's.
 
 Limits (`RpcLimits`, the `[rpc]` section of config.toml): body size (larger -> HTTP 413 with
 a JSON-RPC error body), calls per batch, `max_connections` counted as HTTP requests being
-handled at once (more -> HTTP 503 at once), and a deadline per HTTP request (calls not
-finished by then answer -32000). `broadcast_tx_commit` waits up to `commit_timeout_ms` on top
+handled at once once their body is in (more -> HTTP 503 at once), and a deadline per HTTP
+request (a body not received by then -> HTTP 408; calls not finished by then answer -32000).
+Answer byte budgets and the heavy-read gate are node/rpc/budget.py's; the Host allowlist,
+Content-Type and per-IP caps node/rpc/guard.py's, a middleware `serve_rpc` puts in front. `broadcast_tx_commit` waits up to `commit_timeout_ms` on top
 of that deadline and answers -32002 "timed out waiting for commit" (with the hash in `data`).
 
 Verifiable reads (`account` / `tx` with `prove: true`): the result gains a `proof` object
@@ -134,6 +136,24 @@ class RpcApp:
                 send, 405, b"JSON-RPC: POST to /\n", b"text/plain; charset=utf-8", allow=b"POST"
             )
             return
+        # A client dribbling its body (slowloris) must not hold a slot: the body is read
+        # BEFORE a `max_connections` slot is taken (what reads bodies at once is bounded per
+        # client address by node/rpc/guard.py), within the request's time budget.
+        body = b""
+        with trio.move_on_after(self.limits.request_timeout_ms / 1000) as reading:
+            body = await _read_body(scope, receive, self.limits.max_body_bytes)
+        if reading.cancelled_caught:
+            slow = RpcError(SERVER_LIMIT, "Request timed out", "body not received in time")
+            await _respond_json(send, 408, error_response(slow))
+            return
+        if body is None:
+            too_large = RpcError(
+                INVALID_REQUEST,
+                "Invalid Request",
+                f"body larger than {self.limits.max_body_bytes} bytes",
+            )
+            await _respond_json(send, 413, error_response(too_large))
+            return
         try:
             self._in_flight.acquire_nowait()
         except trio.WouldBlock:
@@ -141,23 +161,6 @@ class RpcApp:
             await _respond_json(send, 503, error_response(busy))
             return
         try:
-            # A client dribbling its body (slowloris) must not hold a slot: the body has the
-            # request's time budget too.
-            body = b""
-            with trio.move_on_after(self.limits.request_timeout_ms / 1000) as reading:
-                body = await _read_body(scope, receive, self.limits.max_body_bytes)
-            if reading.cancelled_caught:
-                slow = RpcError(SERVER_LIMIT, "Request timed out", "body not received in time")
-                await _respond_json(send, 408, error_response(slow))
-                return
-            if body is None:
-                too_large = RpcError(
-                    INVALID_REQUEST,
-                    "Invalid Request",
-                    f"body larger than {self.limits.max_body_bytes} bytes",
-                )
-                await _respond_json(send, 413, error_response(too_large))
-                return
             answer = await self.jsonrpc.handle_body(body)
             if answer is None:
                 await _respond(send, 204, b"", None)

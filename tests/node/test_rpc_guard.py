@@ -1,0 +1,548 @@
+"""The RPC's hostile-client defences (issue 13 parts 3 and 4), each tested with its attack.
+
+In-process (the ASGI app behind `Guard`, as `serve_rpc` serves it, driven with fake
+scope/receive/send): the Host allowlist (DNS rebinding), the Content-Type rule (a cross-site
+text/plain POST), per-IP caps, answer byte budgets (a batch of 32 `block` calls), page caps,
+the heavy-read gate, the WebSocket idle close (MockClock). Over real sockets on 127.0.0.1
+where hypercorn's own behaviour matters: 300 slowloris sockets next to legitimate calls, and
+a client that never reads its answer.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from node.asgi import serve_asgi
+from node.events import EventBus
+from node.rpc.app import RpcApp, serve_rpc
+from node.rpc.budget import ANSWER_TOO_LARGE, REFUSALS, expect_answer_bytes
+from node.rpc.framing import Method
+from node.rpc.guard import Guard, HostAllowlist
+from node.rpc.limits import RpcLimits
+from node.rpc.websocket import CLOSE_IDLE, serve_websocket
+from tests.node.test_rpc import node  # noqa: F401  (the fixture: a fake node over a real chain)
+
+PORT = 26657
+CALL = b'{"jsonrpc":"2.0","method":"health","id":1}'
+
+
+def guarded(node, refusals: list[str] | None = None, **limits) -> Guard:  # noqa: F811
+    limits = RpcLimits(**{"listen": f"127.0.0.1:{PORT}", **limits})
+    app = RpcApp(node, limits)
+    return Guard(app, limits, None if refusals is None else refusals.append)
+
+
+async def request(
+    app,
+    body: bytes = CALL,
+    *,
+    host: str | None = f"127.0.0.1:{PORT}",
+    content_type: str | None = "application/json",
+    client: str = "127.0.0.1",
+    method: str = "POST",
+):
+    """One HTTP request through `app`: (status, parsed JSON body or None)."""
+    headers = []
+    if host is not None:
+        headers.append((b"host", host.encode()))
+    if content_type is not None:
+        headers.append((b"content-type", content_type.encode()))
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await trio.sleep_forever()
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/",
+        "headers": headers,
+        "client": (client, 40000),
+        "server": ("127.0.0.1", PORT),
+    }
+    await app(scope, receive, send)
+    start, reply = sent
+    return start["status"], (json.loads(reply["body"]) if reply["body"] else None)
+
+
+def run(fn, *args, **kwargs):
+    return trio.run(lambda: fn(*args, **kwargs))
+
+
+# --------------------------------------------------------------------------- Host (rebinding)
+
+
+def test_a_foreign_host_is_refused_before_any_method_runs(node):  # noqa: F811
+    refusals: list[str] = []
+    app = guarded(node, refusals)
+    calls = []
+
+    async def spy():
+        calls.append(1)
+        return {}
+
+    app.app.jsonrpc.table["health"] = Method(spy, ())
+    # DNS rebinding: the browser connects to 127.0.0.1 but names the attacker's host.
+    for host in (f"evil.example:{PORT}", "evil.example", f"127.0.0.1:{PORT + 1}", "10.0.0.9"):
+        status, answer = run(request, app, host=host)
+        assert status == 403, host
+        assert answer["error"]["code"] == -32000
+    assert calls == [] and refusals == ["host"] * 4
+    for host in (f"127.0.0.1:{PORT}", f"localhost:{PORT}", f"[::1]:{PORT}", "LOCALHOST", None):
+        assert run(request, app, host=host)[0] == 200, host
+    assert len(calls) == 5
+
+
+def test_allowed_hosts_configured_and_star():
+    allow = HostAllowlist("127.0.0.1:26657", ("node.example.org", "proxy.example:443"))
+    assert allow.allows("node.example.org:26657", 26657)
+    assert allow.allows("proxy.example:443", 26657)  # behind a proxy, its port
+    assert not allow.allows("proxy.example:26657", 26657)
+    assert not allow.allows("other.example.org:26657", 26657)
+    assert allow.allows("localhost:26657", 26657)
+    assert HostAllowlist("127.0.0.1:1", ("*",)).allows("anything:9", 1)
+    # On a wildcard listen address, IP literals are answered (rebinding needs a name).
+    wildcard = HostAllowlist("0.0.0.0:26657", ())
+    assert wildcard.allows("192.0.2.7:26657", 26657)
+    assert wildcard.allows("[2001:db8::1]:26657", 26657)
+    assert not wildcard.allows("evil.example:26657", 26657)
+
+
+def test_a_foreign_host_cannot_open_a_websocket(node):  # noqa: F811
+    node.events = EventBus(max_subscribers=4)
+    app = guarded(node)
+    sent = []
+
+    async def main():
+        received = [{"type": "websocket.connect"}]
+
+        async def receive():
+            return received.pop(0) if received else {"type": "websocket.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "websocket",
+            "path": "/websocket",
+            "headers": [(b"host", b"attacker.example:26657")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", PORT),
+        }
+        await app(scope, receive, send)
+
+    try:
+        trio.run(main)
+    finally:
+        del node.events
+    # Closed before accept: hypercorn answers the handshake with HTTP 403.
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+# --------------------------------------------------------------------------- Content-Type
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_cross_site_simple_post_is_not_executed(node, content_type):  # noqa: F811
+    refusals: list[str] = []
+    app = guarded(node, refusals)
+    calls = []
+
+    async def spy():
+        calls.append(1)
+        return {}
+
+    app.app.jsonrpc.table["health"] = Method(spy, ())
+    status, answer = run(request, app, content_type=content_type)
+    assert status == 415 and answer["error"]["code"] == -32000
+    assert calls == [] and refusals == ["content_type"]
+    status, _ = run(request, app, content_type="Application/JSON; charset=utf-8")
+    assert status == 200 and calls == [1]
+
+
+# --------------------------------------------------------------------------- per-IP caps
+
+
+def test_one_address_cannot_take_every_slot(node):  # noqa: F811
+    refusals: list[str] = []
+    app = guarded(node, refusals, max_requests_per_ip=3, max_connections=10)
+    release = trio.Event()
+
+    async def held():
+        await release.wait()
+        return {}
+
+    app.app.jsonrpc.table["health"] = Method(held, ())
+
+    async def main():
+        done = []
+
+        async def one():
+            done.append(await request(app, client="192.0.2.1"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(one)
+            await trio.testing.wait_all_tasks_blocked()
+            over = await request(app, client="192.0.2.1")
+            app.app.jsonrpc.table["status"] = Method(_empty, ())
+            other = await request(
+                app, b'{"jsonrpc":"2.0","method":"status","id":2}', client="192.0.2.2"
+            )
+            release.set()
+        again = await request(app, client="192.0.2.1")
+        return done, over, other, again
+
+    done, over, other, again = trio.run(main)
+    assert over[0] == 429 and over[1]["error"]["data"] == "Too many requests from your address"
+    assert other[0] == 200  # another address is not held back
+    assert [d[0] for d in done] == [200, 200, 200] and again[0] == 200
+    assert app.http_per_ip == {}  # nothing left counted once the requests are done
+    assert refusals == ["per_ip"]
+
+
+async def _empty():
+    return {}
+
+
+def test_websocket_connections_per_address(node):  # noqa: F811
+    node.events = EventBus(max_subscribers=10)
+    refusals: list[str] = []
+    app = guarded(node, refusals, ws_max_connections_per_ip=2)
+
+    async def main():
+        closes = []
+        leave = trio.Event()
+
+        async def connect(client: str) -> None:
+            first = [{"type": "websocket.connect"}]
+
+            async def receive():
+                if first:
+                    return first.pop(0)
+                await leave.wait()
+                return {"type": "websocket.disconnect"}
+
+            async def send(message):
+                if message["type"] == "websocket.close":
+                    closes.append((client, message["code"]))
+
+            scope = {
+                "type": "websocket",
+                "path": "/websocket",
+                "headers": [(b"host", f"127.0.0.1:{PORT}".encode())],
+                "client": (client, 1),
+                "server": ("127.0.0.1", PORT),
+            }
+            await app(scope, receive, send)
+
+        async with trio.open_nursery() as nursery:
+            for client in ("192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2"):
+                nursery.start_soon(connect, client)
+                await trio.testing.wait_all_tasks_blocked()
+            assert app.ws_per_ip == {"192.0.2.1": 2, "192.0.2.2": 1}
+            leave.set()
+        return closes
+
+    try:
+        closes = trio.run(main)
+    finally:
+        del node.events
+    assert closes == [("192.0.2.1", 1013)]
+    assert app.ws_per_ip == {} and refusals == ["per_ip"]
+
+
+# --------------------------------------------------------------------------- answer budgets
+
+
+def batch(method: str, n: int, params=None) -> bytes:
+    calls = [{"jsonrpc": "2.0", "method": method, "id": i} for i in range(n)]
+    if params is not None:
+        for call in calls:
+            call["params"] = params
+    return json.dumps(calls).encode()
+
+
+def test_a_batch_of_big_answers_stops_at_its_budget(node):  # noqa: F811
+    """The probe's attack: 32 calls of a big answer in one small body."""
+    refusals: list[str] = []
+    app = guarded(node, refusals, max_answer_bytes=40_000, max_batch_answer_bytes=100_000)
+    built = []
+
+    async def big():
+        built.append(1)
+        return "x" * 30_000
+
+    app.app.jsonrpc.table["health"] = Method(big, ())
+    status, answers = run(request, app, batch("health", 32))
+    assert status == 200 and len(answers) == 32
+    ok = [a for a in answers if "result" in a]
+    refused = [a for a in answers if "error" in a]
+    assert len(ok) == 3  # 3 x 30 KB fit 100 KB; the fourth does not
+    assert {a["error"]["code"] for a in refused} == {-32000}
+    assert {a["error"]["message"] for a in refused} == {ANSWER_TOO_LARGE}
+    assert all("max_batch_answer_bytes (100000)" in a["error"]["data"] for a in refused)
+    assert sorted(a["id"] for a in answers) == list(range(32))  # every call answered
+    # Once the budget is spent, the calls still to run are refused without running.
+    assert len(built) < 32
+    assert len(json.dumps(answers)) < 100_000 + 32 * 200
+    assert refusals and set(refusals) == {"budget"}
+
+
+def test_calls_that_announce_their_size_are_refused_before_building(node):  # noqa: F811
+    app = guarded(node, max_answer_bytes=40_000, max_batch_answer_bytes=100_000)
+    building = 0
+    most = 0
+
+    async def announced():
+        nonlocal building, most
+        expect_answer_bytes(30_000)  # reserved before the work: concurrent calls see it
+        building += 1
+        most = max(most, building)
+        await trio.sleep(0.01)
+        building -= 1
+        return "y" * 29_900
+
+    app.app.jsonrpc.table["health"] = Method(announced, ())
+    status, answers = run(request, app, batch("health", 32))
+    assert len([a for a in answers if "result" in a]) == 3
+    assert most <= 3  # never more answers under construction than the budget holds
+
+
+def test_one_answer_over_max_answer_bytes(node):  # noqa: F811
+    app = guarded(node, max_answer_bytes=1000)
+    status, answer = run(request, app, b'{"jsonrpc":"2.0","method":"genesis","id":4}')
+    assert status == 200 and answer["id"] == 4
+    assert answer["error"]["message"] == ANSWER_TOO_LARGE
+    assert "max_answer_bytes (1000)" in answer["error"]["data"]
+
+
+def test_a_huge_block_is_refused_from_its_stored_size(node, monkeypatch):  # noqa: F811
+    import node.rpc.chain_methods as chain_methods
+
+    decoded = []
+    real = chain_methods.decode_block
+    monkeypatch.setattr(chain_methods, "decode_block", lambda raw: decoded.append(1) or real(raw))
+    small = guarded(node, max_answer_bytes=2000)
+    status, answer = run(request, small, b'{"jsonrpc":"2.0","method":"block","params":[1],"id":1}')
+    assert answer["error"]["message"] == ANSWER_TOO_LARGE
+    assert decoded == []  # never decoded, never rendered
+    status, answer = run(request, guarded(node), batch("block", 32, [1]))
+    assert all("result" in a for a in answer) and len(decoded) == 32  # ordinary use fits
+
+
+def test_page_caps(node):  # noqa: F811
+    app = guarded(node, max_page=5, max_events_page=7)
+
+    async def call(method, params):
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
+        return (await request(app, body.encode()))[1]
+
+    answer = run(call, "events", {"per_page": 8})
+    assert answer["error"]["code"] == -32602 and "[1, 7]" in answer["error"]["data"]
+    assert run(call, "events", {"per_page": 7})["result"]["per_page"] == 7
+    assert "[1, 5]" in run(call, "instruments", {"limit": 6})["error"]["data"]
+    assert "[1, 5]" in run(call, "holders", {"id": "CASH", "limit": 6})["error"]["data"]
+    assert "result" in run(call, "instruments", {})
+
+
+def test_heavy_reads_are_gated_and_light_calls_pass_them(node):  # noqa: F811
+    app = guarded(node, max_heavy_reads=2, max_requests_per_ip=100)
+    running = 0
+    most = 0
+    release = trio.Event()
+
+    async def heavy(**_):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        return {}
+
+    app.app.jsonrpc.table["events"] = Method(heavy, ("page",))
+    app.app.jsonrpc.table["health"] = Method(_empty, ())
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(request, app, b'{"jsonrpc":"2.0","method":"events","id":1}')
+            await trio.testing.wait_all_tasks_blocked()
+            assert running == 2
+            status, answer = await request(app)  # not heavy: answered meanwhile
+            assert status == 200 and answer["result"] == {}
+            release.set()
+
+    trio.run(main)
+    assert most == 2
+
+
+# --------------------------------------------------------------------------- WebSocket idle
+
+
+def test_an_idle_websocket_is_closed_and_a_subscriber_is_not():
+    bus = EventBus(max_subscribers=2)
+    limits = RpcLimits(ws_idle_timeout_ms=30_000)
+    refusals: list[str] = []
+
+    async def connection(subscribe: bool):
+        inbox = [{"type": "websocket.connect"}]
+        if subscribe:
+            text = json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": ["tm.event='Tx'"]}
+            )
+            inbox.append({"type": "websocket.receive", "text": text})
+        closes = []
+
+        async def receive():
+            if inbox:
+                return inbox.pop(0)
+            await trio.sleep_forever()
+
+        async def send(message):
+            if message["type"] == "websocket.close":
+                closes.append(message)
+
+        async def handle_body(body):
+            return None
+
+        await serve_websocket(
+            {"type": "websocket"}, receive, send, bus=bus, handle_body=handle_body, limits=limits
+        )
+        return closes
+
+    async def main():
+        REFUSALS.set(refusals.append)
+        start = trio.current_time()
+        closes = await connection(subscribe=False)
+        assert trio.current_time() - start == pytest.approx(30.0)
+        assert closes[0]["code"] == CLOSE_IDLE and "idle" in closes[0]["reason"]
+        assert len(bus) == 0  # its place on the bus is free again
+        with trio.move_on_after(3600) as waited:
+            await connection(subscribe=True)
+        assert waited.cancelled_caught  # a silent subscriber stays
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert refusals == ["ws_idle"]
+
+
+# --------------------------------------------------------------------------- real sockets
+
+
+async def _raw(port: int, data: bytes, source: str = "127.0.0.1") -> trio.SocketStream:
+    sock = trio.socket.socket()
+    await sock.bind((source, 0))
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(data)
+    return stream
+
+
+async def _http_call(port: int) -> int:
+    body = CALL
+    request_bytes = (
+        f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    stream = await _raw(port, request_bytes)
+    async with stream:
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    return int(data.split()[1])
+
+
+def test_slowloris_does_not_lock_out_legitimate_calls(node):  # noqa: F811
+    """300 sockets (from another address) dribble their bodies; 50 calls all get answers."""
+    limits = RpcLimits(
+        listen="127.0.0.1:0", max_connections=16, max_requests_per_ip=16, request_timeout_ms=3000
+    )
+
+    async def main():
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(serve_rpc, node, limits)
+                head = (
+                    f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+                ).encode()
+                slow = [await _raw(port, head, source="127.0.0.2") for _ in range(300)]
+                await trio.sleep(0.2)
+                statuses = [await _http_call(port) for _ in range(50)]
+                for stream in slow:
+                    await stream.aclose()
+                nursery.cancel_scope.cancel()
+        return statuses
+
+    assert trio.run(main) == [200] * 50
+
+
+def test_a_client_that_does_not_read_is_cut_off_within_the_send_timeout():
+    """An answer far larger than the socket buffers, to a client that never reads: the
+    server's write gives up after send_timeout and the app task ends."""
+    timeouts = []
+    finished = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()
+        chunk = b"z" * (1 << 20)
+        headers = [(b"content-length", str(64 * len(chunk)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        try:
+            for _ in range(64):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            finished.append(trio.current_time())
+
+    async def main():
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    lambda task_status: serve_asgi(
+                        app,
+                        "127.0.0.1:0",
+                        name="test",
+                        send_timeout_ms=500,
+                        on_send_timeout=lambda: timeouts.append(trio.current_time()),
+                        task_status=task_status,
+                    )
+                )
+                sock = trio.socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                await sock.connect(("127.0.0.1", port))
+                stream = trio.SocketStream(sock)
+                await stream.send_all(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                start = trio.current_time()
+                while not finished:
+                    await trio.sleep(0.05)
+                elapsed = trio.current_time() - start
+                # The socket was closed: reading now ends after what was buffered.
+                received = 0
+                with trio.fail_after(5):
+                    try:
+                        while chunk := await stream.receive_some(1 << 16):
+                            received += len(chunk)
+                    except trio.BrokenResourceError:
+                        pass  # reset: also gone
+                nursery.cancel_scope.cancel()
+        return elapsed, received
+
+    elapsed, received = trio.run(main)
+    assert len(timeouts) == 1
+    assert elapsed < 5  # 0.5 s of a stuck write, not forever
+    assert received < 64 << 20
