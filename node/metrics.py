@@ -43,6 +43,17 @@ from node.asgi import serve_asgi
 
 # Block interval buckets (seconds): a healthy network commits every ~1 s under load and at the
 # heartbeat interval when idle; the long tail shows stalls and round changes.
+# Why the RPC turned a request or connection away (node/rpc/guard.py, budget.py, websocket.py,
+# node/asgi.py's send deadline).
+REFUSAL_REASONS = (
+    "host",
+    "content_type",
+    "per_ip",
+    "budget",
+    "ws_idle",
+    "ws_slow",
+    "send_timeout",
+)
 INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -105,6 +116,8 @@ class Metrics:
             namespace=namespace,
             registry=r,
         )
+        for reason in REFUSAL_REASONS:  # exported at 0 from the start: alerts see a rate
+            self.rpc_refusals.labels(reason=reason)
 
     # The calls the node makes.
 

@@ -546,3 +546,18 @@ def test_a_client_that_does_not_read_is_cut_off_within_the_send_timeout():
     assert len(timeouts) == 1
     assert elapsed < 5  # 0.5 s of a stuck write, not forever
     assert received < 64 << 20
+
+
+def test_refusals_are_counted_by_reason(node):  # noqa: F811
+    from node.metrics import Metrics
+
+    metrics = Metrics()
+    limits = RpcLimits(listen=f"127.0.0.1:{PORT}")
+    app = Guard(RpcApp(node, limits), limits, metrics.rpc_refused)
+    assert run(request, app, host="evil.example")[0] == 403
+    assert run(request, app, content_type="text/plain")[0] == 415
+    assert run(request, app, content_type="text/plain")[0] == 415
+    text = metrics.exposition().decode()
+    assert 'khazana_rpc_refusals_total{reason="host"} 1.0' in text
+    assert 'khazana_rpc_refusals_total{reason="content_type"} 2.0' in text
+    assert 'khazana_rpc_refusals_total{reason="budget"} 0.0' in text
