@@ -16,6 +16,8 @@ import socket
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from node.asgi import serve_asgi
 from node.events import EventBus
@@ -561,3 +563,37 @@ def test_refusals_are_counted_by_reason(node):  # noqa: F811
     assert 'khazana_rpc_refusals_total{reason="host"} 1.0' in text
     assert 'khazana_rpc_refusals_total{reason="content_type"} 2.0' in text
     assert 'khazana_rpc_refusals_total{reason="budget"} 0.0' in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(
+        ["127.0.0.1", "localhost", "LocalHost", "[::1]", "evil.example", "127.0.0.1.evil.example"]
+        + ["10.0.0.1", "[::2]", "localhost.", ""]
+    ),
+    port=st.sampled_from([None, PORT, PORT + 1, 80, 0]),
+    junk=st.text(max_size=20),
+)
+def test_host_allowlist_property(name, port, junk):
+    allow = HostAllowlist(f"127.0.0.1:{PORT}", ())
+    host = name if port is None else f"{name}:{port}"
+    local = name.lower() in ("127.0.0.1", "localhost", "[::1]")
+    assert allow.allows(host, PORT) == (local and port in (None, PORT)), host
+    assert allow.allows(junk, PORT) in (True, False)  # never raises on any header text
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    content_type=st.one_of(
+        st.none(),
+        st.sampled_from(["text/plain", "application/jsonx", "application/json-patch", ""]),
+        st.text(max_size=30),
+    )
+)
+def test_only_json_posts_pass(node, content_type):  # noqa: F811
+    app = guarded(node)
+    status, _ = run(request, app, content_type=content_type)
+    is_json = (content_type or "").split(";")[0].strip().lower() == "application/json"
+    assert status == (200 if is_json else 415)
