@@ -222,6 +222,7 @@ class RpcConfig:
     # Hostile-client defences: node/rpc/limits.py says what each bounds.
     max_answer_bytes: int = 4 * _MIB
     max_batch_answer_bytes: int = 8 * _MIB
+    max_answer_bytes_in_flight: int = 64 * _MIB
     max_events_page: int = 1000
     max_page: int = 100
     max_heavy_reads: int = 4
@@ -402,6 +403,7 @@ _RPC_INTS = {
     # Hostile-client defences. An answer budget below 64 KiB would refuse ordinary pages.
     "max_answer_bytes": (64 * 1024, 1024 * _MIB),
     "max_batch_answer_bytes": (64 * 1024, 1024 * _MIB),
+    "max_answer_bytes_in_flight": (64 * 1024, 4096 * _MIB),
     "max_events_page": (1, 1000),  # ledger.store.MAX_EVENTS_PAGE
     "max_page": (1, 1000),
     "max_heavy_reads": (1, 1024),

@@ -9,6 +9,11 @@ What it owns:
   calls not yet run answer that error at once without running. Methods that can tell the size
   of what they are about to return from stored byte lengths (a block's bytes, a page of
   events) call `expect_answer_bytes` BEFORE rendering, so a huge answer is never built.
+* `AnswerPool`: the answer bytes alive on the node, every client together
+  (`max_answer_bytes_in_flight`): an HTTP answer counts from the moment it is built (or
+  announced) until it has been sent, so clients that ask for big answers and read them slowly
+  cannot pile them up in memory; a call whose answer does not fit answers -32000 "Server busy"
+  (answers under 16 KiB are always served).
 * `ReadGate`: at most `max_heavy_reads` heavy reads (blocks, events, pages, proofs) run at
   once; the others wait for a turn within their request's deadline. A flood of heavy reads
   then queues here, in the RPC, instead of in front of the store's worker thread that the
@@ -35,6 +40,7 @@ from node.rpc.errors import SERVER_LIMIT, RpcError
 
 ANSWER_TOO_LARGE = "Answer too large"
 ROW_OVERHEAD_BYTES = 160  # field names, heights, indexes of one rendered row
+SMALL_ANSWER_BYTES = 16 * 1024  # never refused for a full pool (counted all the same)
 
 # Methods whose work grows with what is stored (rows, bytes, proofs): gated by `ReadGate`.
 HEAVY_METHODS = frozenset(
@@ -75,16 +81,34 @@ def encoded_size(obj: Any) -> int | None:
         return None  # a bug of ours; the HTTP layer answers it as an internal error
 
 
+class AnswerPool:
+    """The answer bytes alive on the node at once, all bodies together
+    (`max_answer_bytes_in_flight`): built, or being built, and not yet sent."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def full(self) -> RpcError:
+        return RpcError(
+            SERVER_LIMIT,
+            "Server busy",
+            f"answers being sent fill max_answer_bytes_in_flight ({self.limit}); retry",
+        )
+
+
 class AnswerBudget:
     """The bytes the answers to one body may take (see the module docstring).
 
     `expect` reserves the bytes a call announces before building its answer, so calls of a
     batch running at once cannot all build answers that together overrun the budget; `settle`
-    swaps a call's reservation for the size of the answer it built."""
+    swaps a call's reservation for the size of the answer it built. Everything charged here is
+    charged to the node's `pool` too, until `release` (once the answer has been sent)."""
 
-    def __init__(self, max_answer: int, max_total: int) -> None:
+    def __init__(self, max_answer: int, max_total: int, pool: AnswerPool | None = None) -> None:
         self.max_answer = max_answer
         self.max_total = max_total
+        self.pool = pool or AnswerPool(1 << 62)
         self.used = 0
         self.reserved = 0
         self.exhausted = False
@@ -106,18 +130,31 @@ class AnswerBudget:
         if self.used + self.reserved + size > self.max_total:
             self.exhausted = True
             raise self._batch_spent()
+        if size > SMALL_ANSWER_BYTES and self.pool.used + size > self.pool.limit:
+            raise self.pool.full()  # small answers (status, health, ...) are still served
 
     def expect(self, size: int) -> None:
         """Reserve `size` bytes, or raise the budget's error if they would not fit."""
         self._check(size)
         self.reserved += size
+        self.pool.used += size
+
+    def unreserve(self, reserved: int) -> None:
+        self.reserved -= reserved
+        self.pool.used -= reserved
 
     def settle(self, reserved: int, size: int) -> None:
         """A call that reserved `reserved` bytes built an answer of `size`: charge it, or raise
         the budget's error (the answer is then dropped)."""
-        self.reserved -= reserved
+        self.unreserve(reserved)
         self._check(size)
         self.used += size
+        self.pool.used += size
+
+    def release(self) -> None:
+        """The answers have been sent (or dropped): their bytes leave the node's pool."""
+        self.pool.used -= self.used + self.reserved
+        self.used = self.reserved = 0
 
 
 _BUDGET: ContextVar[AnswerBudget | None] = ContextVar("rpc_answer_budget", default=None)
@@ -141,6 +178,25 @@ def expect_answer_bytes(size: int) -> None:
     reserved[0] += size
 
 
+# The budgets of an HTTP request's body, released once its answer has been sent (the guard
+# middleware holds them: node/rpc/guard.py).
+_HELD: ContextVar[list[AnswerBudget] | None] = ContextVar("rpc_held_answers", default=None)
+
+
+def hold_answers() -> tuple[Token, list[AnswerBudget]]:
+    """For the HTTP layer: the answers built from now on in this context stay counted in the
+    node's pool until `release_answers` (after the response is sent)."""
+    held: list[AnswerBudget] = []
+    return _HELD.set(held), held
+
+
+def release_answers(token: Token, held: list[AnswerBudget]) -> None:
+    _HELD.reset(token)
+    for budget in held:
+        budget.release()
+    held.clear()
+
+
 class ReadGate:
     """At most `limit` heavy reads at once (FIFO); the rest wait for a turn."""
 
@@ -157,22 +213,40 @@ class ReadGate:
 class CallGuard:
     """The answer budget per body and the heavy-read gate, as `JsonRpc` applies them."""
 
-    def __init__(self, max_answer: int, max_total: int, max_heavy_reads: int) -> None:
+    def __init__(
+        self, max_answer: int, max_total: int, max_heavy_reads: int, max_in_flight: int
+    ) -> None:
         self.max_answer = max_answer
         self.max_total = max_total
         self.gate = ReadGate(max_heavy_reads)
+        self.pool = AnswerPool(max_in_flight)
 
     @classmethod
     def of(cls, limits: Any) -> CallGuard:
         """From an `RpcLimits`."""
-        return cls(limits.max_answer_bytes, limits.max_batch_answer_bytes, limits.max_heavy_reads)
+        return cls(
+            limits.max_answer_bytes,
+            limits.max_batch_answer_bytes,
+            limits.max_heavy_reads,
+            limits.max_answer_bytes_in_flight,
+        )
 
     def open(self) -> Token:
         """A fresh budget for the body about to be answered (`close` with the token)."""
-        return _BUDGET.set(AnswerBudget(self.max_answer, self.max_total))
+        return _BUDGET.set(AnswerBudget(self.max_answer, self.max_total, self.pool))
 
     def close(self, token: Token) -> None:
+        """The body is answered. Its bytes stay in the node's pool until the answer is sent
+        when an HTTP request holds them (`hold_answers`), else they leave it now."""
+        budget = _BUDGET.get()
         _BUDGET.reset(token)
+        held = _HELD.get()
+        if budget is None:
+            return
+        if held is None:
+            budget.release()
+        else:
+            held.append(budget)
 
     async def run(self, name: str, handler: Callable[..., Awaitable[Any]], bound: dict) -> Any:
         """One call: refused at once if the body's budget is spent, then run (through the gate
@@ -189,7 +263,7 @@ class CallGuard:
         try:
             result = await self.gate.run(name, handler, bound)
         except BaseException:
-            budget.reserved -= reserved[0]
+            budget.unreserve(reserved[0])
             raise
         finally:
             _RESERVED.reset(token)

@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from node.rpc.budget import REFUSALS
+from node.rpc.budget import REFUSALS, hold_answers, release_answers
 from node.rpc.errors import SERVER_LIMIT, RpcError, error_response
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -162,9 +162,14 @@ class Guard:
             )
             return
         counts[address] = counts.get(address, 0) + 1
+        # An HTTP answer counts against `max_answer_bytes_in_flight` until it has been sent
+        # (the app returns then), not only while it is built.
+        held = hold_answers() if kind == "http" else None
         try:
             await self.app(scope, receive, send)
         finally:
+            if held is not None:
+                release_answers(*held)
             counts[address] -= 1
             if not counts[address]:
                 del counts[address]  # the table holds only addresses with work in flight

@@ -30,6 +30,8 @@ class RpcLimits:
     # Hostile-client defences (node/rpc/guard.py, node/rpc/budget.py, docs/OPERATIONS.md).
     max_answer_bytes: int = 4 * 1024 * 1024  # one call's answer (JSON bytes)
     max_batch_answer_bytes: int = 8 * 1024 * 1024  # all the answers to one body
+    # All answers built and not yet sent, every client together (more: -32000 Server busy).
+    max_answer_bytes_in_flight: int = 64 * 1024 * 1024
     max_events_page: int = 1000  # `events` per_page at most
     max_page: int = 100  # `instruments` / `holders` limit at most
     max_heavy_reads: int = 4  # heavy reads (blocks, events, pages, proofs) running at once
@@ -79,6 +81,7 @@ class RpcLimits:
 GUARD_INTS = (
     "max_answer_bytes",
     "max_batch_answer_bytes",
+    "max_answer_bytes_in_flight",
     "max_events_page",
     "max_page",
     "max_heavy_reads",

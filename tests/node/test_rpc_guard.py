@@ -302,6 +302,7 @@ def test_a_batch_of_big_answers_stops_at_its_budget(node):  # noqa: F811
     assert len(built) < 32
     assert len(json.dumps(answers)) < 100_000 + 32 * 200
     assert refusals and set(refusals) == {"budget"}
+    assert app.app.jsonrpc.guard.pool.used == 0  # every byte charged was given back
 
 
 def test_calls_that_announce_their_size_are_refused_before_building(node):  # noqa: F811
@@ -322,6 +323,7 @@ def test_calls_that_announce_their_size_are_refused_before_building(node):  # no
     status, answers = run(request, app, batch("health", 32))
     assert len([a for a in answers if "result" in a]) == 3
     assert most <= 3  # never more answers under construction than the budget holds
+    assert app.app.jsonrpc.guard.pool.used == 0
 
 
 def test_one_answer_over_max_answer_bytes(node):  # noqa: F811
@@ -597,3 +599,67 @@ def test_only_json_posts_pass(node, content_type):  # noqa: F811
     status, _ = run(request, app, content_type=content_type)
     is_json = (content_type or "").split(";")[0].strip().lower() == "application/json"
     assert status == (200 if is_json else 415)
+
+
+def test_answers_not_yet_sent_are_bounded_for_the_whole_node(node):  # noqa: F811
+    """Clients that ask for big answers and do not read them: the answers waiting to be sent
+    count against max_answer_bytes_in_flight until they are sent."""
+    refusals: list[str] = []
+    app = guarded(
+        node,
+        refusals,
+        max_answer_bytes=100_000,
+        max_batch_answer_bytes=100_000,
+        max_answer_bytes_in_flight=100_000,
+    )
+
+    async def big():
+        return "b" * 60_000
+
+    app.app.jsonrpc.table["genesis"] = Method(big, ())
+    body = b'{"jsonrpc":"2.0","method":"genesis","id":1}'
+
+    async def main():
+        unblock = trio.Event()
+        first: list = []
+
+        async def stalled_reader():
+            sent = []
+
+            async def receive():
+                if not sent:
+                    sent.append(1)
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await trio.sleep_forever()
+
+            async def send(message):
+                if message["type"] == "http.response.body":
+                    await unblock.wait()  # the client does not read
+                first.append(message)
+
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/",
+                "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")],
+                "client": ("192.0.2.9", 1),
+                "server": ("127.0.0.1", PORT),
+            }
+            await app(scope, receive, send)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stalled_reader)
+            await trio.testing.wait_all_tasks_blocked()
+            busy = await request(app, body)
+            small = await request(app)  # health: a small answer is still served
+            unblock.set()
+        after = await request(app, body)
+        return busy, small, after
+
+    busy, small, after = trio.run(main)
+    assert busy[1]["error"]["message"] == "Server busy"
+    assert "max_answer_bytes_in_flight (100000)" in busy[1]["error"]["data"]
+    assert small[0] == 200 and small[1]["result"] == {}
+    assert after[1]["result"] == "b" * 60_000  # sent, then its bytes left the pool
+    assert app.app.jsonrpc.guard.pool.used == 0
+    assert refusals == ["budget"]
