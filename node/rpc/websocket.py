@@ -21,7 +21,6 @@ Limits and closes (the close frame carries the code and a reason):
     queue             `ws_queue_size` notifications waiting unsent: the client is dropped,
                       close 1008 with the reason "too slow: ..." (the driver never waits)
     message size      `ws_max_message_bytes` per client message: close 1009
-
     idle              `ws_idle_timeout_ms` with no subscription and no message from the
                       client: close 1001 "idle" (an idle socket must not hold a slot forever)
 
