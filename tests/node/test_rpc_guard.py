@@ -663,3 +663,50 @@ def test_answers_not_yet_sent_are_bounded_for_the_whole_node(node):  # noqa: F81
     assert after[1]["result"] == "b" * 60_000  # sent, then its bytes left the pool
     assert app.app.jsonrpc.guard.pool.used == 0
     assert refusals == ["budget"]
+
+
+def test_a_websocket_subscriber_that_never_reads_is_disconnected_and_freed(node):  # noqa: F811
+    """The probe's non-reading subscribers stayed connected past the cap: here one is cut off
+    once a frame has waited send_timeout_ms, its bus place and per-IP count given back."""
+    import os
+
+    from node.events import CommittedBlock, CommittedTx
+    from node.metrics import Metrics
+    from tests.node.test_websocket import WsClient
+
+    bus = EventBus(max_subscribers=4)
+    node.events = bus
+    metrics = Metrics()
+    limits = RpcLimits(listen="127.0.0.1:0", send_timeout_ms=500, ws_queue_size=1000)
+    header = node.blocks[0].header
+    bulky = tuple(
+        CommittedTx(bytes([i]) * 32, header.height, i, os.urandom(256 * 1024), 0, "", ())
+        for i in range(8)
+    )
+
+    async def main():
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(serve_rpc, node, limits, metrics)
+                client = await WsClient.connect(port, rcvbuf=4096)
+                await client.call(1, "subscribe", {"query": "tm.event='Tx'"})
+                assert len(bus) == 1
+                # ~50 MB of notifications the client never reads.
+                for _ in range(20):
+                    bus.publish(CommittedBlock(header.height, header.hash, header.encoded, bulky))
+                    await trio.sleep(0.01)
+                start = trio.current_time()
+                while len(bus):
+                    await trio.sleep(0.05)
+                freed_after = trio.current_time() - start
+                await client.aclose()
+                nursery.cancel_scope.cancel()
+        return freed_after
+
+    try:
+        freed_after = trio.run(main)
+    finally:
+        del node.events
+    assert freed_after < 10
+    text = metrics.exposition().decode()
+    assert 'khazana_rpc_refusals_total{reason="send_timeout"} 1.0' in text
