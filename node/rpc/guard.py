@@ -50,7 +50,9 @@ def split_host(value: str) -> tuple[str, int | None]:
         name, port_text = value, None
     if port_text is None:
         return name, None
-    return name, int(port_text) if port_text.isdigit() else -1
+    # ASCII digits only ("²".isdigit() is true), and no more than a port has.
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    return name, int(port_text) if digits else -1
 
 
 def _is_ip(name: str) -> bool:
