@@ -197,6 +197,26 @@ def release_answers(token: Token, held: list[AnswerBudget]) -> None:
     held.clear()
 
 
+# The thread slot long pages are rendered on (set per body by `CallGuard.open`).
+_RENDER: ContextVar[trio.CapacityLimiter | None] = ContextVar("rpc_render", default=None)
+RENDER_INLINE_ROWS = 50  # shorter pages are rendered on the trio thread
+
+
+async def render_rows(render: Callable[[Any], Any], rows: list) -> list:
+    """`[render(row) for row in rows]`, a long page on a worker thread, one page at a time.
+
+    Rendering (decoding records, kz1 addresses) is pure-Python CPU work: on the trio thread a
+    page of 1000 events held it for most of a second on a loaded machine, and the driver, which
+    shares that thread, waited (block gaps stretched 4x under a 16-client events flood). On a
+    worker thread the interpreter hands the GIL back to the trio thread every few
+    milliseconds (`sys.getswitchinterval`), so consensus keeps its turn; one page at a time, so
+    the driver competes with one render, not with every client."""
+    limiter = _RENDER.get()
+    if limiter is None or len(rows) <= RENDER_INLINE_ROWS:
+        return [render(row) for row in rows]
+    return await trio.to_thread.run_sync(lambda: [render(row) for row in rows], limiter=limiter)
+
+
 class ReadGate:
     """At most `limit` heavy reads at once (FIFO); the rest wait for a turn."""
 
@@ -220,6 +240,7 @@ class CallGuard:
         self.max_total = max_total
         self.gate = ReadGate(max_heavy_reads)
         self.pool = AnswerPool(max_in_flight)
+        self.render_limiter = trio.CapacityLimiter(1)
 
     @classmethod
     def of(cls, limits: Any) -> CallGuard:
@@ -231,15 +252,17 @@ class CallGuard:
             limits.max_answer_bytes_in_flight,
         )
 
-    def open(self) -> Token:
-        """A fresh budget for the body about to be answered (`close` with the token)."""
-        return _BUDGET.set(AnswerBudget(self.max_answer, self.max_total, self.pool))
+    def open(self) -> tuple[Token, Token]:
+        """A fresh budget for the body about to be answered (`close` with the tokens)."""
+        render = _RENDER.set(self.render_limiter)
+        return _BUDGET.set(AnswerBudget(self.max_answer, self.max_total, self.pool)), render
 
-    def close(self, token: Token) -> None:
+    def close(self, tokens: tuple[Token, Token]) -> None:
         """The body is answered. Its bytes stay in the node's pool until the answer is sent
         when an HTTP request holds them (`hold_answers`), else they leave it now."""
         budget = _BUDGET.get()
-        _BUDGET.reset(token)
+        _BUDGET.reset(tokens[0])
+        _RENDER.reset(tokens[1])
         held = _HELD.get()
         if budget is None:
             return

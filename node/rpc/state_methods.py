@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import trio
-
 from ledger.commitment import verify_proof
 from ledger.crypto import address_to_text
 from ledger.state import INSTRUMENT, account_key, holders_prefix, holding_key, instrument_key
 from ledger.store import MAX_EVENTS_PAGE
 from ledger.types import Account, Holding, Instrument
-from node.rpc.budget import expect_answer_bytes, page_bytes
+from node.rpc.budget import expect_answer_bytes, page_bytes, render_rows
 from node.rpc.errors import NOT_FOUND, PROOF_UNAVAILABLE, SERVER_LIMIT, RpcError
 from node.rpc.framing import Method
 from node.rpc.nodeview import NodeView
@@ -30,7 +28,6 @@ from node.rpc.render import (
 
 PROOF_ATTEMPTS = 3
 MAX_PAGE = 100  # rows per page of instruments / holders
-RENDER_CHUNK = 100  # rows rendered between checkpoints
 
 
 class StateMethods:
@@ -218,10 +215,6 @@ class StateMethods:
         )
         # Measured from the stored bytes before anything is rendered (node/rpc/budget.py).
         expect_answer_bytes(page_bytes(r.data for r in records))
-        events = []
-        for index, record in enumerate(records):
-            if index % RENDER_CHUNK == RENDER_CHUNK - 1:
-                # A long page is rendered in slices: the driver shares this thread.
-                await trio.lowlevel.checkpoint()
-            events.append(render_event(record))
+        # A long page is rendered on a worker thread: the driver shares the trio thread.
+        events = await render_rows(render_event, records)
         return {"events": events, "page": page, "per_page": per_page}

@@ -710,3 +710,30 @@ def test_a_websocket_subscriber_that_never_reads_is_disconnected_and_freed(node)
     assert freed_after < 10
     text = metrics.exposition().decode()
     assert 'khazana_rpc_refusals_total{reason="send_timeout"} 1.0' in text
+
+
+def test_a_long_page_is_rendered_off_the_trio_thread_with_the_same_rows():
+    import threading
+
+    from node.rpc.budget import CallGuard, render_rows
+
+    threads = set()
+
+    def render(row):
+        threads.add(threading.get_ident())
+        return {"row": row}
+
+    async def main():
+        guard = CallGuard.of(RpcLimits())
+        tokens = guard.open()
+        try:
+            long_page = await render_rows(render, list(range(200)))
+        finally:
+            guard.close(tokens)
+        return long_page
+
+    rows = trio.run(main)
+    assert rows == [{"row": i} for i in range(200)]
+    assert threading.get_ident() not in threads  # not on the trio thread
+    short = trio.run(lambda: render_rows(render, [1, 2]))
+    assert short == [{"row": 1}, {"row": 2}]
