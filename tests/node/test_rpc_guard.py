@@ -737,3 +737,43 @@ def test_a_long_page_is_rendered_off_the_trio_thread_with_the_same_rows():
     assert threading.get_ident() not in threads  # not on the trio thread
     short = trio.run(lambda: render_rows(render, [1, 2]))
     assert short == [{"row": 1}, {"row": 2}]
+
+
+def test_unfinished_headers_and_idle_connections_are_closed_by_the_keep_alive_timeout():
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await receive()
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    async def closed_after(port: int, data: bytes) -> float:
+        stream = await _raw(port, data)
+        start = trio.current_time()
+        with trio.fail_after(10):
+            try:
+                while await stream.receive_some(4096):
+                    pass
+            except trio.BrokenResourceError:
+                pass
+        await stream.aclose()
+        return trio.current_time() - start
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                lambda task_status: serve_asgi(
+                    app,
+                    "127.0.0.1:0",
+                    name="test",
+                    keep_alive_timeout_ms=300,
+                    send_timeout_ms=1000,
+                    task_status=task_status,
+                )
+            )
+            dribbling = await closed_after(port, b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slo")
+            silent = await closed_after(port, b"")
+            nursery.cancel_scope.cancel()
+        return dribbling, silent
+
+    dribbling, silent = trio.run(main)
+    assert dribbling < 3 and silent < 3
