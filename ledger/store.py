@@ -1364,11 +1364,18 @@ class AsyncStore:
     (`trio.to_thread.run_sync` does not abandon the thread on cancellation by default, so a
     block write that has started always finishes before the caller sees the cancellation.)
     The ledger does not import trio (layering rule), hence the injection.
+
+    `run_read`, if given, runs the reads clients ask for (blocks, transactions, events, state,
+    heights) and `run_sync` everything else (block commits, the consensus record, `run`): both
+    must share the one thread slot, and a node gives the driver's `run_sync` calls priority over
+    waiting reads (node/store_lanes.py), so a flood of reads cannot delay a block commit by more
+    than the one read already running. Without it, reads go through `run_sync` too.
     """
 
-    def __init__(self, store: Store, run_sync: RunSync) -> None:
+    def __init__(self, store: Store, run_sync: RunSync, run_read: RunSync | None = None) -> None:
         self.store = store
         self._run_sync = run_sync
+        self._run_read = run_read or run_sync
 
     @classmethod
     async def open(
@@ -1396,6 +1403,9 @@ class AsyncStore:
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self._run_sync(lambda: fn(*args, **kwargs))
 
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run_read(lambda: fn(*args))
+
     async def aclose(self) -> None:
         await self._call(self.store.close)
 
@@ -1415,7 +1425,7 @@ class AsyncStore:
         return await self._call(self.store.load_consensus_record)
 
     async def latest_height(self) -> int | None:
-        return await self._call(self.store.latest_height)
+        return await self._read(self.store.latest_height)
 
     async def chain_id(self) -> str:
         return await self._call(self.store.chain_id)
@@ -1427,30 +1437,30 @@ class AsyncStore:
         return await self._call(self.store.get_meta, key)
 
     async def app_hash(self, height: int) -> bytes | None:
-        return await self._call(self.store.app_hash, height)
+        return await self._read(self.store.app_hash, height)
 
     async def block(self, height: int) -> StoredBlock | None:
-        return await self._call(self.store.block, height)
+        return await self._read(self.store.block, height)
 
     async def block_by_hash(self, block_hash: bytes) -> StoredBlock | None:
-        return await self._call(self.store.block_by_hash, block_hash)
+        return await self._read(self.store.block_by_hash, block_hash)
 
     async def commit(self, height: int) -> bytes | None:
-        return await self._call(self.store.commit, height)
+        return await self._read(self.store.commit, height)
 
     async def tx(self, tx_id: bytes) -> TxRecord | None:
-        return await self._call(self.store.tx, tx_id)
+        return await self._read(self.store.tx, tx_id)
 
     async def block_txs(self, height: int) -> list[TxRecord]:
-        return await self._call(self.store.block_txs, height)
+        return await self._read(self.store.block_txs, height)
 
     async def get_state(self, key: bytes) -> bytes | None:
-        return await self._call(self.store.get_state, key)
+        return await self._read(self.store.get_state, key)
 
     async def scan_prefix(
         self, prefix: bytes, limit: int | None = None, after: bytes | None = None
     ) -> list[tuple[bytes, bytes]]:
-        return await self._call(self.store.scan_prefix, prefix, limit, after)
+        return await self._read(self.store.scan_prefix, prefix, limit, after)
 
     async def events(
         self,
@@ -1461,7 +1471,7 @@ class AsyncStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[EventRecord]:
-        return await self._call(
+        return await self._read(
             self.store.events, account, instrument, from_height, to_height, limit, offset
         )
 

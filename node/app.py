@@ -30,7 +30,6 @@ holds the single-instance lock on the home folder when it calls `run_node`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import random
 import signal
@@ -54,6 +53,7 @@ from node.mempool import Mempool, MempoolLimits
 from node.metrics import Metrics, serve_metrics
 from node.p2p import PeerAddress, PeerManager, PeerManagerConfig
 from node.rpc.app import serve_rpc
+from node.store_lanes import StoreLanes
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +116,19 @@ async def run_node(config: NodeConfig) -> int:
     genesis = load_genesis(config.genesis_path)
     key = read_key_file(config.node_key_path)
     config.data_path.mkdir(parents=True, exist_ok=True)
-    limiter = trio.CapacityLimiter(1)
-    run_sync = functools.partial(trio.to_thread.run_sync, limiter=limiter)
+    # One worker-thread slot for the store; the driver's calls go before RPC reads.
+    lanes = StoreLanes()
+    run_sync = lanes.run_write
     chain = await run_sync(lambda: Chain.open(config.db_path, genesis))
     try:
-        return await _run(config, genesis, key, chain, run_sync)
+        return await _run(config, genesis, key, chain, lanes)
     finally:
         await run_sync(chain.close)
         log.info("%s: stopped at height %d", config.name, chain.height)
 
 
-async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -> int:
-    store = AsyncStore(chain.store, run_sync)
+async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: StoreLanes) -> int:
+    store = AsyncStore(chain.store, lanes.run_write, lanes.run_read)
     record = await store.load_consensus_record()
     durable = DurableState.from_bytes(record) if record else None
     genesis_keys = {bytes.fromhex(v["public_key"]) for v in genesis["validators"]}
@@ -208,7 +209,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, run_sync) -
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(run_driver)
-            await nursery.start(serve_rpc, api, config)
+            await nursery.start(serve_rpc, api, config, metrics)
             if config.metrics.listen is not None:
                 await nursery.start(serve_metrics, metrics, config.metrics.listen)
             nursery.start_soon(_peer_gauge, manager, metrics)

@@ -247,6 +247,20 @@ class RpcConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     """PEM CA: clients must present a certificate it signed (mutual TLS)."""
+    # Hostile-client defences: node/rpc/limits.py says what each bounds.
+    max_answer_bytes: int = 4 * _MIB
+    max_batch_answer_bytes: int = 8 * _MIB
+    max_answer_bytes_in_flight: int = 64 * _MIB
+    max_events_page: int = 1000
+    max_page: int = 100
+    max_heavy_reads: int = 4
+    max_requests_per_ip: int = 64
+    ws_max_connections_per_ip: int = 16
+    keep_alive_timeout_ms: int = 5_000
+    send_timeout_ms: int = 10_000
+    ws_idle_timeout_ms: int = 60_000
+    allowed_hosts: tuple[str, ...] = ()
+    """Host headers answered; () = the listen address and localhost names; ["*"] = any."""
 
     @property
     def url(self) -> str:
@@ -360,6 +374,7 @@ class NodeConfig:
                 "cors_origins": list(self.rpc.cors_origins),
                 "anonymous": self.rpc.anonymous,
                 **{name: getattr(self.rpc, name) for name in _RPC_TLS if getattr(self.rpc, name)},
+                "allowed_hosts": list(self.rpc.allowed_hosts),
             },
             "metrics": {} if self.metrics.listen is None else {"listen": str(self.metrics.listen)},
         }
@@ -426,6 +441,18 @@ _RPC_INTS = {
     "ws_max_message_bytes": (1024, 64 * _MIB),
     "auth_window_ms": (1000, 3_600_000),
     "auth_replay_cache_bytes": (64 * 1024, 1 << 34),
+    # Hostile-client defences. An answer budget below 64 KiB would refuse ordinary pages.
+    "max_answer_bytes": (64 * 1024, 1024 * _MIB),
+    "max_batch_answer_bytes": (64 * 1024, 1024 * _MIB),
+    "max_answer_bytes_in_flight": (64 * 1024, 4096 * _MIB),
+    "max_events_page": (1, 1000),  # ledger.store.MAX_EVENTS_PAGE
+    "max_page": (1, 1000),
+    "max_heavy_reads": (1, 1024),
+    "max_requests_per_ip": (1, 100_000),
+    "ws_max_connections_per_ip": (1, 100_000),
+    "keep_alive_timeout_ms": (100, 3_600_000),
+    "send_timeout_ms": (100, 3_600_000),
+    "ws_idle_timeout_ms": (1000, 86_400_000),
 }
 _RPC_TLS = ("tls_cert", "tls_key", "tls_client_ca")
 
@@ -692,7 +719,10 @@ def _mempool(path: Path, table: object) -> MempoolConfig:
 
 def _rpc(path: Path, table: object) -> RpcConfig:
     reader = _Reader(
-        path, "rpc", table, ["listen", "cors_origins", "anonymous", *_RPC_TLS, *_RPC_INTS]
+        path,
+        "rpc",
+        table,
+        ["listen", "cors_origins", "allowed_hosts", "anonymous", *_RPC_TLS, *_RPC_INTS],
     )
     listen = reader.address("listen")
     values = {
@@ -708,6 +738,17 @@ def _rpc(path: Path, table: object) -> RpcConfig:
                 f"rpc.cors_origins[{index}]",
                 f"must be '*' or http(s)://host[:port], got {origin!r}",
             )
+    hosts = reader.string_list("allowed_hosts")
+    for index, host in enumerate(hosts):
+        # A Host header value: "*", a name or IP, optionally with ":port" ("[v6]:port").
+        if host != "*" and not re.fullmatch(
+            r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(:\d{1,5})?", host
+        ):
+            raise ConfigError(
+                path,
+                f"rpc.allowed_hosts[{index}]",
+                f"must be '*' or host[:port] as clients send it, got {host!r}",
+            )
     anonymous = reader.choice("anonymous", ("public", "none"), "public")
     tls = {name: reader.text(name, "") for name in _RPC_TLS}
     if bool(tls["tls_cert"]) != bool(tls["tls_key"]):
@@ -719,5 +760,10 @@ def _rpc(path: Path, table: object) -> RpcConfig:
             raise reader.error(name, f"no such file: {path.parent / value}")
     reader.finish()
     return RpcConfig(
-        listen=listen, cors_origins=tuple(origins), anonymous=anonymous, **tls, **values
+        listen=listen,
+        cors_origins=tuple(origins),
+        allowed_hosts=tuple(hosts),
+        anonymous=anonymous,
+        **tls,
+        **values,
     )

@@ -22,6 +22,10 @@ nothing here affects state (a block interval is measured by the caller and only 
     khazana_peer_handshakes_pending     gauge      inbound P2P connections mid-handshake
     khazana_peer_inbound_refused_total  counter    inbound P2P connections that never became a
                                                    peer link, by `reason` (docs/P2P.md)
+    khazana_rpc_refusals_total{reason}  counter    RPC requests / connections turned away by
+                                                   the hostile-client defences: host,
+                                                   content_type, per_ip, budget, ws_idle,
+                                                   ws_slow, send_timeout (docs/OPERATIONS.md)
 """
 
 from __future__ import annotations
@@ -47,11 +51,22 @@ from node.p2p.admission import REASONS as PEER_REFUSAL_REASONS
 
 # Block interval buckets (seconds): a healthy network commits every ~1 s under load and at the
 # heartbeat interval when idle; the long tail shows stalls and round changes.
+# Why the RPC turned a request or connection away (node/rpc/guard.py, budget.py, websocket.py,
+# node/asgi.py's send deadline).
+REFUSAL_REASONS = (
+    "host",
+    "content_type",
+    "per_ip",
+    "budget",
+    "ws_idle",
+    "ws_slow",
+    "send_timeout",
+)
 INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class Metrics:
-    """The metrics of one node, labelled with nothing (one registry per node)."""
+    """The metrics of one node (one registry per node; only the refusals carry a label)."""
 
     def __init__(self, namespace: str = "khazana") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -123,7 +138,21 @@ class Metrics:
             registry=r,
         )
 
+        self.rpc_refusals = Counter(
+            "rpc_refusals",
+            "RPC requests or connections refused by the hostile-client defences, by reason",
+            ["reason"],
+            namespace=namespace,
+            registry=r,
+        )
+        for reason in REFUSAL_REASONS:  # exported at 0 from the start: alerts see a rate
+            self.rpc_refusals.labels(reason=reason)
+
     # The calls the node makes.
+
+    def rpc_refused(self, reason: str) -> None:
+        """The RPC turned a request or connection away (node/rpc/guard.py lists reasons)."""
+        self.rpc_refusals.labels(reason=reason).inc()
 
     def block_committed(self, height: int, n_txs: int, interval_s: float | None = None) -> None:
         """A block was committed; `interval_s` since the previous commit (None for the first

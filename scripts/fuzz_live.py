@@ -179,6 +179,11 @@ def fuzz_tx(rng: random.Random, url: str, chain_id: str, client, tally: Tally) -
         tally.broken(name, repr(exc))
 
 
+def _host_header(host: str, port: int) -> str:
+    """The Host header a client of `host`:`port` sends (the node refuses foreign ones)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, port = text.rsplit(":", 1)
     return host.strip("[]"), int(port)
@@ -249,8 +254,8 @@ def slow_body(url: str, limit_s: float, tally: Tally) -> None:
     start = time.monotonic()
     with socket.create_connection((host, port), timeout=5) as sock:
         sock.sendall(
-            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: 1000\r\n\r\n{"
+            f"POST / HTTP/1.1\r\nhost: {_host_header(host, port)}\r\ncontent-type: application/json\r\n"
+            "content-length: 1000\r\n\r\n{".encode()
         )
         sock.setblocking(False)
         while time.monotonic() - start < limit_s:

@@ -12,8 +12,10 @@ are node/rpc/errors.py's.
 
 Limits (`RpcLimits`, the `[rpc]` section of config.toml): body size (larger -> HTTP 413 with
 a JSON-RPC error body), calls per batch, `max_connections` counted as HTTP requests being
-handled at once (more -> HTTP 503 at once), and a deadline per HTTP request (calls not
-finished by then answer -32000). `broadcast_tx_commit` waits up to `commit_timeout_ms` on top
+handled at once once their body is in (more -> HTTP 503 at once), and a deadline per HTTP
+request (a body not received by then -> HTTP 408; calls not finished by then answer -32000).
+Answer byte budgets and the heavy-read gate are node/rpc/budget.py's; the Host allowlist,
+Content-Type and per-IP caps node/rpc/guard.py's, a middleware `serve_rpc` puts in front. `broadcast_tx_commit` waits up to `commit_timeout_ms` on top
 of that deadline and answers -32002 "timed out waiting for commit" (with the hash in `data`).
 
 Verifiable reads (`account` / `tx` with `prove: true`): the result gains a `proof` object
@@ -53,8 +55,10 @@ from node.rpc.auth import (
     ReplayCacheFull,
     token_from_header,
 )
+from node.rpc.budget import CallGuard
 from node.rpc.errors import INTERNAL_ERROR, INVALID_REQUEST, SERVER_LIMIT, RpcError, error_response
 from node.rpc.framing import JsonRpc
+from node.rpc.guard import Guard
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import RpcMethods
 from node.rpc.nodeview import NodeView
@@ -77,6 +81,7 @@ class RpcApp:
             self.methods.txs.broadcast_tx_sync_many,
             max_batch=self.limits.max_batch,
             request_timeout_ms=self.limits.request_timeout_ms,
+            guard=CallGuard.of(self.limits),
         )
         self._in_flight = trio.CapacityLimiter(self.limits.max_connections)
 
@@ -178,6 +183,29 @@ class RpcApp:
                 send, 405, b"JSON-RPC: POST to /\n", b"text/plain; charset=utf-8", allow=b"POST"
             )
             return
+        # A client dribbling its body (slowloris) must not hold a slot: the body is read
+        # BEFORE a `max_connections` slot is taken (what reads bodies at once is bounded per
+        # client address by node/rpc/guard.py), within the request's time budget.
+        body = b""
+        with trio.move_on_after(self.limits.request_timeout_ms / 1000) as reading:
+            body = await _read_body(scope, receive, self.limits.max_body_bytes)
+        if reading.cancelled_caught:
+            slow = RpcError(SERVER_LIMIT, "Request timed out", "body not received in time")
+            await _respond_json(send, 408, error_response(slow))
+            return
+        if body is None:
+            too_large = RpcError(
+                INVALID_REQUEST,
+                "Invalid Request",
+                f"body larger than {self.limits.max_body_bytes} bytes",
+            )
+            await _respond_json(send, 413, error_response(too_large))
+            return
+        try:
+            identity = self._authenticate(scope, body)
+        except RpcError as refused:
+            await _respond_json(send, 401, error_response(refused))
+            return
         try:
             self._in_flight.acquire_nowait()
         except trio.WouldBlock:
@@ -185,28 +213,6 @@ class RpcApp:
             await _respond_json(send, 503, error_response(busy))
             return
         try:
-            # A client dribbling its body (slowloris) must not hold a slot: the body has the
-            # request's time budget too.
-            body = b""
-            with trio.move_on_after(self.limits.request_timeout_ms / 1000) as reading:
-                body = await _read_body(scope, receive, self.limits.max_body_bytes)
-            if reading.cancelled_caught:
-                slow = RpcError(SERVER_LIMIT, "Request timed out", "body not received in time")
-                await _respond_json(send, 408, error_response(slow))
-                return
-            if body is None:
-                too_large = RpcError(
-                    INVALID_REQUEST,
-                    "Invalid Request",
-                    f"body larger than {self.limits.max_body_bytes} bytes",
-                )
-                await _respond_json(send, 413, error_response(too_large))
-                return
-            try:
-                identity = self._authenticate(scope, body)
-            except RpcError as refused:
-                await _respond_json(send, 401, error_response(refused))
-                return
             token = caller.set(identity)
             try:
                 answer = await self.jsonrpc.handle_body(body)
@@ -337,16 +343,24 @@ async def _lifespan(receive: Callable, send: Callable) -> None:
 
 
 async def serve_rpc(
-    api: NodeView, config: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    api: NodeView,
+    config: Any,
+    metrics: Any = None,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve JSON-RPC for the node behind `api` until cancelled.
 
     `config`: `RpcLimits`, or the node's config (its `rpc` section is read by attribute name,
-    see `RpcLimits.from_config`). Reports the bound port through `task_status`.
+    see `RpcLimits.from_config`). `metrics`: a `node.metrics.Metrics` counting refusals, or
+    None. Reports the bound port through `task_status`. The app is served behind the guard
+    (node/rpc/guard.py: Host allowlist, Content-Type, per-IP caps) with hypercorn's idle
+    timeout and a send deadline for clients that do not read (node/asgi.py).
     """
     limits = RpcLimits.from_config(config)
+    on_refusal = None if metrics is None else metrics.rpc_refused
     await serve_asgi(
-        RpcApp(api, limits),
+        Guard(RpcApp(api, limits), limits, on_refusal),
         limits.listen,
         name="rpc",
         # hypercorn refuses larger frames itself; ours is checked again per message.
@@ -354,5 +368,8 @@ async def serve_rpc(
         tls_cert=limits.tls_cert,
         tls_key=limits.tls_key,
         tls_client_ca=limits.tls_client_ca,
+        keep_alive_timeout_ms=limits.keep_alive_timeout_ms,
+        send_timeout_ms=limits.send_timeout_ms,
+        on_send_timeout=None if on_refusal is None else lambda: on_refusal("send_timeout"),
         task_status=task_status,
     )

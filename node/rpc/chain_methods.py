@@ -6,12 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.block import decode_block
+from node.rpc.budget import expect_answer_bytes
 from node.rpc.errors import NOT_FOUND, RpcError
 from node.rpc.framing import Method
 from node.rpc.nodeview import NodeView, Store
 from node.rpc.params import int_param
 from node.rpc.render import b64, render_commit, render_header
 from node.rpc.scopes import Scopes
+
+# A block's answer besides its txs: header, block id, the last commit's signatures.
+BLOCK_OVERHEAD_BYTES = 8192
 
 
 async def committed_height(store: Store, height: Any) -> int:
@@ -77,9 +81,11 @@ class ChainMethods:
         stored = await store.block(height)
         if stored is None:
             raise RpcError(NOT_FOUND, "Not found", f"no block at height {height}")
-        # Bodies only for those who may read every transaction (the others: "txs": null).
+        # Bodies only for those who may read every transaction (the others: "txs": null);
+        # refused from its stored size before it is decoded and rendered (base64: 4/3).
         txs = None
         if await self.scopes.may_read_bodies():
+            expect_answer_bytes(len(stored.block) * 4 // 3 + BLOCK_OVERHEAD_BYTES)
             txs = [b64(raw) for raw in decode_block(stored.block).txs]
         last_commit = await store.commit(height - 1) if height > 1 else None
         return {

@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from node.rpc.budget import CallGuard
 from node.rpc.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -28,6 +29,7 @@ from node.rpc.errors import (
     error_response,
     invalid_params,
 )
+from node.rpc.limits import RpcLimits
 from node.rpc.params import tx_param
 
 log = logging.getLogger("khazana.rpc")
@@ -57,7 +59,10 @@ class JsonRpc:
         *,
         max_batch: int,
         request_timeout_ms: int,
+        guard: CallGuard | None = None,
     ) -> None:
+        # Answer budgets and the heavy-read gate (node/rpc/budget.py); defaults if not given.
+        self.guard = guard or CallGuard.of(RpcLimits())
         self.table = table
         self.submit_many = submit_many
         self.max_batch = max_batch
@@ -65,6 +70,13 @@ class JsonRpc:
 
     async def handle_body(self, body: bytes) -> Any:
         """The JSON answer to one HTTP body (None when nothing is to be answered)."""
+        budget = self.guard.open()  # the answers to this body share one byte budget
+        try:
+            return await self._handle_body(body)
+        finally:
+            self.guard.close(budget)
+
+    async def _handle_body(self, body: bytes) -> Any:
         try:
             # Strict UTF-8 first: json.loads(bytes) would let encoded lone surrogates through.
             message = json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
@@ -177,7 +189,7 @@ class JsonRpc:
         bound = bind_params(method, params)
         with trio.move_on_at(deadline + method.extra_time_ms / 1000):
             try:
-                return await method.handler(**bound)
+                return await self.guard.run(name, method.handler, bound)
             except RpcError:
                 raise
             except Exception:

@@ -36,6 +36,22 @@ class RpcLimits:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # Hostile-client defences (node/rpc/guard.py, node/rpc/budget.py, docs/OPERATIONS.md).
+    max_answer_bytes: int = 4 * 1024 * 1024  # one call's answer (JSON bytes)
+    max_batch_answer_bytes: int = 8 * 1024 * 1024  # all the answers to one body
+    # All answers built and not yet sent, every client together (more: -32000 Server busy).
+    max_answer_bytes_in_flight: int = 64 * 1024 * 1024
+    max_events_page: int = 1000  # `events` per_page at most
+    max_page: int = 100  # `instruments` / `holders` limit at most
+    max_heavy_reads: int = 4  # heavy reads (blocks, events, pages, proofs) running at once
+    max_requests_per_ip: int = 64  # HTTP requests in flight from one client address
+    ws_max_connections_per_ip: int = 16
+    keep_alive_timeout_ms: int = 5_000  # an idle HTTP connection (or unfinished headers)
+    send_timeout_ms: int = 10_000  # a client that does not read what we send is cut off
+    ws_idle_timeout_ms: int = 60_000  # a WebSocket with no subscription and no message
+    # Host headers answered (DNS rebinding): () = the listen address and the localhost
+    # names, with the port we listen on; "*" answers any.
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: object) -> RpcLimits:
@@ -63,9 +79,11 @@ class RpcLimits:
                 "tls_cert",
                 "tls_key",
                 "tls_client_ca",
+                *GUARD_INTS,
             )
         }
         origins = tuple(getattr(section, "cors_origins", ()) or ())
+        hosts = tuple(getattr(section, "allowed_hosts", ()) or ())
         home = getattr(config, "home", None)
         for name in ("tls_cert", "tls_key", "tls_client_ca"):
             # Relative paths in config.toml are the home folder's.
@@ -74,5 +92,24 @@ class RpcLimits:
                 value = os.path.join(str(home), value)
             values[name] = value
         return cls(
-            listen=str(getattr(section, "listen", defaults.listen)), cors_origins=origins, **values
+            listen=str(getattr(section, "listen", defaults.listen)),
+            cors_origins=origins,
+            allowed_hosts=hosts,
+            **values,
         )
+
+
+# The integer limits of the hostile-client defences, by name (read by `from_config`).
+GUARD_INTS = (
+    "max_answer_bytes",
+    "max_batch_answer_bytes",
+    "max_answer_bytes_in_flight",
+    "max_events_page",
+    "max_page",
+    "max_heavy_reads",
+    "max_requests_per_ip",
+    "ws_max_connections_per_ip",
+    "keep_alive_timeout_ms",
+    "send_timeout_ms",
+    "ws_idle_timeout_ms",
+)

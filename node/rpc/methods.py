@@ -29,7 +29,9 @@ class RpcMethods:
         )
         self.chain = ChainMethods(node, self.scopes)
         self.txs = TxMethods(node, self.limits.commit_timeout_ms, self.scopes)
-        self.state = StateMethods(node, self.scopes)
+        self.state = StateMethods(
+            node, self.scopes, self.limits.max_page, self.limits.max_events_page
+        )
         table: dict[str, Method] = {
             **self.chain.table(),
             **self.txs.table(),

@@ -11,6 +11,7 @@ from ledger.crypto import address_to_text
 from ledger.state import INSTRUMENT, account_key, holders_prefix, holding_key, instrument_key
 from ledger.store import MAX_EVENTS_PAGE
 from ledger.types import Account, Holding, Instrument
+from node.rpc.budget import expect_answer_bytes, page_bytes, render_rows
 from node.rpc.errors import NOT_FOUND, PROOF_UNAVAILABLE, SERVER_LIMIT, RpcError
 from node.rpc.framing import Method
 from node.rpc.nodeview import NodeView
@@ -33,9 +34,19 @@ MAX_PAGE = 100  # rows per page of instruments / holders
 class StateMethods:
     """Reads of the committed state and the audit trail."""
 
-    def __init__(self, node: NodeView, scopes: Scopes) -> None:
+    def __init__(
+        self,
+        node: NodeView,
+        scopes: Scopes,
+        max_page: int = MAX_PAGE,
+        max_events_page: int = MAX_EVENTS_PAGE,
+    ) -> None:
         self.node = node
         self.scopes = scopes
+        # Page caps (`[rpc] max_page`, `max_events_page`): a larger `limit` / `per_page` is an
+        # invalid param; an omitted one is the cap.
+        self.max_page = max_page
+        self.max_events_page = max_events_page
 
     def table(self) -> dict[str, Method]:
         return {
@@ -152,17 +163,18 @@ class StateMethods:
             raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
         return render_instrument(Instrument.from_map(decode_record(raw)))
 
-    async def instruments(self, after: Any = None, limit: Any = MAX_PAGE) -> dict:
-        limit = int_param("limit", limit, 1, MAX_PAGE)
+    async def instruments(self, after: Any = None, limit: Any = None) -> dict:
+        limit = int_param("limit", self.max_page if limit is None else limit, 1, self.max_page)
         after_key = None if after is None else instrument_key(instrument_param(after))
         page = await self.node.store.scan_prefix(INSTRUMENT, limit, after_key)
+        expect_answer_bytes(page_bytes(raw for _, raw in page))
         items = [render_instrument(Instrument.from_map(decode_record(raw))) for _, raw in page]
         next_after = items[-1]["id"] if len(items) == limit else None
         return {"instruments": items, "next": next_after}
 
-    async def holders(self, id: Any, after: Any = None, limit: Any = MAX_PAGE) -> dict:
+    async def holders(self, id: Any, after: Any = None, limit: Any = None) -> dict:
         instrument_id = instrument_param(id)
-        limit = int_param("limit", limit, 1, MAX_PAGE)
+        limit = int_param("limit", self.max_page if limit is None else limit, 1, self.max_page)
         after_key = None
         if after is not None:
             after_key = holding_key(instrument_id, address_param("after", after))
@@ -171,6 +183,7 @@ class StateMethods:
             raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
         prefix = holders_prefix(instrument_id)
         page = await store.scan_prefix(prefix, limit, after_key)
+        expect_answer_bytes(page_bytes(raw for _, raw in page))
         holders = []
         for key, raw in page:
             holding = Holding.from_map(decode_record(raw))
@@ -197,7 +210,7 @@ class StateMethods:
         instrument_id = None if instrument is None else instrument_param(instrument)
         low = None if from_height is None else int_param("from_height", from_height, 0)
         high = None if to_height is None else int_param("to_height", to_height, 0)
-        per_page = int_param("per_page", per_page, 1, MAX_EVENTS_PAGE)
+        per_page = int_param("per_page", per_page, 1, self.max_events_page)
         page = int_param("page", page, 1, 1_000_000)
         await self.scopes.check_events(account_bytes)
         records = await self.node.store.events(
@@ -208,4 +221,8 @@ class StateMethods:
             limit=per_page,
             offset=(page - 1) * per_page,
         )
-        return {"events": [render_event(r) for r in records], "page": page, "per_page": per_page}
+        # Measured from the stored bytes before anything is rendered (node/rpc/budget.py).
+        expect_answer_bytes(page_bytes(r.data for r in records))
+        # A long page is rendered on a worker thread: the driver shares the trio thread.
+        events = await render_rows(render_event, records)
+        return {"events": events, "page": page, "per_page": per_page}

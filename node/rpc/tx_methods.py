@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.block import decode_block, tx_inclusion_proof
+from node.rpc.budget import expect_answer_bytes, page_bytes
 from node.rpc.errors import COMMIT_TIMEOUT, INTERNAL_ERROR, NOT_FOUND, RpcError
 from node.rpc.framing import Method
 from node.rpc.nodeview import NodeView
@@ -89,6 +90,8 @@ class TxMethods:
         record = await store.tx(tx_id)
         if record is None:
             raise RpcError(NOT_FOUND, "Not found", f"no committed transaction {hash}")
+        # Measured from the stored bytes first (node/rpc/budget.py); a proof adds a path.
+        expect_answer_bytes(len(record.raw) * 4 // 3 + page_bytes([record.receipt]))
         receipt = render_receipt(record)
         # Refuses a tx the caller may not read; shows it only the events it may read.
         receipt["events"] = await self.scopes.tx_view(record.raw, receipt["events"])

@@ -29,16 +29,21 @@ Limits and closes (the close frame carries the code and a reason):
     queue             `ws_queue_size` notifications waiting unsent: the client is dropped,
                       close 1008 with the reason "too slow: ..." (the driver never waits)
     message size      `ws_max_message_bytes` per client message: close 1009
+    idle              `ws_idle_timeout_ms` with no subscription and no message from the
+                      client: close 1001 "idle" (an idle socket must not hold a slot forever)
 
 A client that stops reading altogether: hypercorn writes each frame with a shielded
-`send_all`, so the close frame goes out once the client's TCP window opens again; meanwhile
-the connection holds one frame and no queue, and it still counts against the connection cap.
+`send_all`; the stream's send deadline (`[rpc] send_timeout_ms`, node/asgi.py) closes the
+socket once a frame has waited that long, which ends this connection and frees its slot (the
+per-IP count of node/rpc/guard.py included). Drops and idle closes are counted as refusals
+`ws_slow` and `ws_idle` (node/rpc/budget.py `count_refusal`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +58,7 @@ from node.events import (
     Subscriber,
     parse_query,
 )
+from node.rpc.budget import count_refusal
 from node.rpc.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError
 from node.rpc.render import CODESPACE, b64, render_header, to_json
 from node.rpc.scopes import Scopes
@@ -60,6 +66,7 @@ from node.rpc.scopes import Scopes
 log = logging.getLogger("khazana.websocket")
 
 CLOSE_NORMAL = 1000
+CLOSE_IDLE = 1001  # "going away": no subscription and no message for ws_idle_timeout_ms
 CLOSE_POLICY = 1008  # the client is too slow to read its events
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
@@ -140,6 +147,8 @@ class _Connection:
             result = await self.scoped(notification)
             if result is None:
                 continue  # the key may not read it (any more)
+            if notification.query not in self.subscriber.queries:
+                continue  # unsubscribed while its rights were being checked
             request_id = self.ids.get(notification.query)
             await self.send_text({"jsonrpc": "2.0", "id": request_id, "result": result})
 
@@ -251,19 +260,35 @@ async def serve_websocket(
                 # The queue ended: we closed it (client gone) or the bus dropped the client.
                 if subscriber.dropped is not None:
                     log.info("websocket client dropped: %s", subscriber.dropped)
+                    count_refusal("ws_slow")
                     await connection.close(CLOSE_POLICY, subscriber.dropped)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(notifications)
-            await _read_loop(connection, receive, limits.ws_max_message_bytes)
+            await _read_loop(
+                connection,
+                receive,
+                limits.ws_max_message_bytes,
+                getattr(limits, "ws_idle_timeout_ms", 60_000) / 1000,
+            )
             nursery.cancel_scope.cancel()
     finally:
         subscriber.close()
 
 
-async def _read_loop(connection: _Connection, receive: Callable, max_bytes: int) -> None:
+async def _read_loop(
+    connection: _Connection, receive: Callable, max_bytes: int, idle_s: float = math.inf
+) -> None:
     while True:
-        message = await receive()
+        # Only a connection without subscriptions can be idle: a subscriber may stay silent.
+        deadline = idle_s if not connection.subscriber.queries else math.inf
+        message = None
+        with trio.move_on_after(deadline):
+            message = await receive()
+        if message is None:
+            count_refusal("ws_idle")
+            await connection.close(CLOSE_IDLE, f"idle for {idle_s:g} s with no subscription")
+            return
         kind = message["type"]
         if kind == "websocket.disconnect":
             return

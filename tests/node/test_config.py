@@ -321,3 +321,58 @@ def test_rpc_limits_refusals_name_the_key(tmp_path, path, value, words):
     error = refusal(tmp_path, changed(path, value))
     assert error.key == path
     assert words in error.problem
+
+
+# ---------------------------------------------------------------------- rpc guard limits
+
+
+def test_every_rpc_key_defaults_to_what_the_server_uses_and_reaches_it(tmp_path):
+    """The hostile-client limits (issue 13): RpcConfig and RpcLimits name the same keys with
+    the same defaults, and every chosen value reaches the server."""
+    import dataclasses
+
+    from node.config import RpcConfig
+    from node.rpc.limits import GUARD_INTS, RpcLimits
+
+    config_keys = {f.name for f in dataclasses.fields(RpcConfig)} - {"listen"}
+    assert config_keys == {f.name for f in dataclasses.fields(RpcLimits)} - {"listen"}
+    write(tmp_path, minimal())
+    defaults = NodeConfig.load(tmp_path).rpc
+    server = RpcLimits()
+    for name in config_keys:
+        assert getattr(defaults, name) == getattr(server, name), name
+    document = minimal()
+    chosen = {name: getattr(server, name) + 1000 for name in GUARD_INTS}
+    chosen["max_events_page"] = chosen["max_page"] = 7
+    document["rpc"].update(chosen, allowed_hosts=["node.example.org", "[::1]:8443", "*"])
+    write(tmp_path, document)
+    config = NodeConfig.load(tmp_path)
+    config.write()
+    assert NodeConfig.load(tmp_path) == config
+    limits = RpcLimits.from_config(config)
+    assert {name: getattr(limits, name) for name in GUARD_INTS} == chosen
+    assert limits.allowed_hosts == ("node.example.org", "[::1]:8443", "*")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "words"),
+    [
+        ("rpc.max_answer_bytes", 1000, "from 65536"),
+        ("rpc.max_batch_answer_bytes", "8M", "integer"),
+        ("rpc.max_events_page", 1001, "to 1000"),
+        ("rpc.max_page", 0, "from 1"),
+        ("rpc.max_heavy_reads", 0, "from 1"),
+        ("rpc.max_requests_per_ip", 0, "from 1"),
+        ("rpc.ws_max_connections_per_ip", 0, "from 1"),
+        ("rpc.keep_alive_timeout_ms", 10, "from 100"),
+        ("rpc.send_timeout_ms", 10, "from 100"),
+        ("rpc.ws_idle_timeout_ms", 10, "from 1000"),
+        ("rpc.allowed_hosts", "localhost", "list of strings"),
+        ("rpc.allowed_hosts", ["http://evil.example"], "host[:port]"),
+        ("rpc.allowed_hosts", ["a b"], "host[:port]"),
+    ],
+)
+def test_rpc_guard_limit_refusals_name_the_key(tmp_path, path, value, words):
+    error = refusal(tmp_path, changed(path, value))
+    assert error.key == path or error.key.startswith(path)
+    assert words in error.problem

@@ -593,7 +593,8 @@ async def http(
     async with stream:
         length = len(body) if length is None else length
         request = (
-            f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Content-Type: application/json\r\n"
             f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
         ).encode() + body
         await stream.send_all(request)
