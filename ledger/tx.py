@@ -293,35 +293,52 @@ def tx_footprint(tx: SignedTx, limit: int | None = None) -> int:
     """
     body = tx.body
     total = (
-        _sizeof(tx)
-        + _sizeof(body)
+        _FIXED_BYTES
+        + _PER_SIGNATURE_BYTES * len(tx.signatures)
         + _sizeof(tx.raw)
         + _sizeof(body.encoded)
         + _sizeof(body.chain_id)
         + _sizeof(body.op)
-        + _sizeof(body.sender)
-        + _sizeof(tx.tx_id)
-        + _sizeof(tx.signatures)
     )
-    for sig in tx.signatures:
-        total += _sizeof(sig) + _sizeof(sig.public_key) + _sizeof(sig.signature)
-    stack: list[object] = [body.args]
+    # Containers wait on a stack; scalars are counted where they are met (most args are a
+    # flat map of a few scalars). Depth is bounded by the decoder, width by the limit.
+    sizeof, pointer = _sizeof, _POINTER_BYTES
+    args = body.args
+    total += sizeof(args) + pointer
+    stack: list[object] = [args]
     while stack:
         value = stack.pop()
-        total += _sizeof(value) + _POINTER_BYTES
-        kind = type(value)
-        if kind is dict:
-            for key, item in value.items():  # type: ignore[attr-defined]
-                total += _sizeof(key) + _POINTER_BYTES
+        items = value.values() if type(value) is dict else value
+        if type(value) is dict:
+            for key in value:  # type: ignore[attr-defined]
+                total += sizeof(key) + pointer
+        for item in items:  # type: ignore[attr-defined]
+            total += sizeof(item) + pointer
+            if type(item) is dict or type(item) is list:
                 stack.append(item)
-        elif kind is list:
-            stack.extend(value)  # type: ignore[arg-type]
         if limit is not None and total > limit:
             return total
     return total
 
 
 _sizeof = sys.getsizeof
+
+
+def _fixed_sizes() -> tuple[int, int]:
+    """The parts of every decoded transaction whose size does not depend on its content:
+    the SignedTx and TxBody objects, the sender and the id, the signatures' tuple header,
+    and per signature its object, key and signature bytes (measured once, on this Python)."""
+    public_key = bytes(PUBLIC_KEY_BYTES)
+    sig = Signature(public_key, bytes(SIGNATURE_BYTES))
+    body = object.__new__(TxBody)
+    tx = SignedTx(body, (), b"", bytes(32))
+    fixed = _sizeof(tx) + _sizeof(body) + _sizeof(bytes(ADDRESS_BYTES)) + _sizeof(bytes(32))
+    fixed += _sizeof(())
+    per_signature = _sizeof(sig) + _sizeof(public_key) + _sizeof(sig.signature) + _POINTER_BYTES
+    return fixed, per_signature
+
+
+_FIXED_BYTES, _PER_SIGNATURE_BYTES = _fixed_sizes()
 
 
 class _DecodeCache:

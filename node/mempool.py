@@ -400,18 +400,24 @@ class Mempool:
         next block's context. Returns the ids dropped by the recheck and expiry (not the
         committed ones)."""
         committed = self._committed
+        remove = self._book.remove_committed
+        moved: set[bytes] = set()  # senders whose nonce this block moved
         for tx_id in tx_ids:
-            self._book.remove(tx_id)
+            sender = remove(tx_id)
+            if sender is not None:
+                moved.add(sender)
             committed[tx_id] = None
         while len(committed) > self.limits.verified_cache:
             committed.popitem(last=False)
-        dropped = self._recheck(view)
+        dropped = self._recheck(view, moved)
         self._note_removed("recheck", len(dropped))
         expired = self._expire(view.ctx.height)
         dropped.extend(expired)
         return dropped
 
-    def _recheck(self, view: AdmissionView) -> list[bytes]:
+    def _recheck(self, view: AdmissionView, moved: set[bytes]) -> list[bytes]:
+        """`moved`: senders whose own waiting transactions the block committed (the books
+        moved their base already); every other sender's nonce is compared with the state."""
         state, ctx = view.state, view.ctx
         book = self._book
         dropped: list[bytes] = []
@@ -421,10 +427,13 @@ class Mempool:
                 for tx_id in list(waiting.by_nonce.values()):
                     dropped.extend(book.remove(tx_id))
                 continue
-            if account.nonce == waiting.base:
-                continue
             base = account.nonce
-            dropped.extend(book.rebase(sender, base))
+            if base != waiting.base:
+                dropped.extend(book.rebase(sender, base))
+                if sender not in book.senders:
+                    continue
+            elif sender not in moved:
+                continue
             first = waiting.by_nonce.get(base)
             if first is not None:
                 receipt = check_transaction(state, book.entries[first].tx, ctx, verified=True)

@@ -75,6 +75,8 @@ class Book:
         """The first nonce from `base` up that no waiting transaction of `sender` holds."""
         waiting = self.senders.get(sender)
         if waiting is not None:
+            if waiting.base == base:
+                return base + waiting.ready
             while base in waiting.by_nonce:
                 base += 1
         return base
@@ -112,10 +114,14 @@ class Book:
         waiting = self.senders.get(sender)
         if waiting is None:
             waiting = self.senders[sender] = SenderQueue(base, reserved, group)
-        waiting.by_nonce[tx.body.nonce] = tx.tx_id
+        nonce = tx.body.nonce
+        waiting.by_nonce[nonce] = tx.tx_id
         self.entries[tx.tx_id] = entry
         self._account(waiting, entry, +1)
-        self._resettle(sender, waiting)
+        if nonce == waiting.base + waiting.ready and not waiting.parked_count:
+            waiting.ready += 1  # the common case, in order and no gap: nothing to recount
+        else:
+            self._resettle(sender, waiting)
 
     def remove(self, tx_id: bytes, *, later: bool = False) -> list[bytes]:
         """Take a transaction out (and with `later`, its sender's higher nonces, which could
@@ -135,6 +141,30 @@ class Book:
             self._account(waiting, gone, -1)
         self._resettle(sender, waiting)
         return doomed
+
+    def remove_committed(self, tx_id: bytes) -> bytes | None:
+        """Take out a transaction a committed block holds. Its nonce is committed, so when it
+        is its sender's first (the common case) the sender's base moves past it, and nothing
+        needs recounting (`rebase` confirms the base against the state afterwards). Returns
+        its sender (None if it was not here)."""
+        entry = self.entries.get(tx_id)
+        if entry is None:
+            return None
+        sender = entry.tx.body.sender
+        waiting = self.senders[sender]
+        nonce = entry.tx.body.nonce
+        if nonce != waiting.base:
+            self.remove(tx_id)
+            return sender
+        del self.entries[tx_id]
+        del waiting.by_nonce[nonce]
+        self._account(waiting, entry, -1)
+        waiting.base = nonce + 1
+        waiting.ready -= 1
+        if not waiting.by_nonce:
+            del self.senders[sender]
+            self.gapped.discard(sender)
+        return sender
 
     def rebase(self, sender: bytes, base: int) -> list[bytes]:
         """The sender's committed nonce is now `base`: drop its transactions below it and
