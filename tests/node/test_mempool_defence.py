@@ -405,3 +405,36 @@ def test_an_investor_cannot_use_the_reserved_room():
     assert codes == [0] * 5 + [Code.MEMPOOL_FULL]
     # ... while the central bank (cash issuer) still has the other half.
     assert [mp.admit(issue(n), view(state)).code for n in range(3, 8)] == [0] * 5
+
+
+def test_a_sender_whose_own_transaction_was_committed_is_still_rechecked():
+    # The books move a sender's base when its first waiting transaction is committed, so the
+    # state's nonce then agrees with them; its next transaction must be rechecked anyway (the
+    # same block may have changed its key).
+    import dataclasses
+
+    state = squat_world(0)
+    mp = Mempool(MempoolLimits(), CHAIN_ID)
+    first, second = transfer("alice", 0, "bob", 1), transfer("alice", 1, "bob", 1)
+    for raw in (first, second):
+        assert mp.admit(raw, view(state)).code == 0
+    receipts = commit(state, [first]).receipts
+    account = state.accounts[key("alice").address]
+    state.put_account(dataclasses.replace(account, public_key=key("alice-new").public_key))
+    dropped = mp.remove_committed([r.tx_id for r in receipts], view(state, 3))
+    assert dropped == [decode_signed_tx(second).tx_id] and len(mp) == 0
+
+
+def test_node_metrics_count_refusals_and_removals_by_reason():
+    from node.metrics import Metrics
+
+    metrics = Metrics()
+    state = squat_world(0)
+    mp = Mempool(MempoolLimits(ttl_blocks=1), CHAIN_ID, metrics=metrics)
+    mp.admit(signed("alice", 0, "pay_me", {}).raw, view(state))
+    assert mp.admit(transfer("alice", 0, "bob", 1), view(state)).code == 0
+    mp.remove_committed([], view(state, 3))
+    text = metrics.exposition().decode()
+    assert 'khazana_mempool_refused_total{reason="unknown_operation"} 1.0' in text
+    assert 'khazana_mempool_refused_total{reason="mempool_full"} 0.0' in text
+    assert 'khazana_mempool_removed_total{reason="expired"} 1.0' in text
