@@ -726,6 +726,8 @@ class Driver:
                     CODESPACE_MEMPOOL,
                 )
                 request.finish([busy] * count)
+                if self.metrics is not None:
+                    self.metrics.mempool_refused("node_busy")
                 return
             self._held.append(request)
             self._held_txs += count
