@@ -77,6 +77,10 @@ class Code(IntEnum):
     TX_TOO_LARGE = 401
     ALREADY_IN_MEMPOOL = 402
     NONCE_TOO_FAR = 403
+    SENDER_QUOTA = 404
+    VASP_QUOTA = 405
+    TX_TOO_COMPLEX = 406
+    TOO_MANY_PARKED = 407
 
 
 class LedgerError(Exception):

@@ -28,7 +28,7 @@ from ledger.codes import Code, InvalidBlock, InvalidTransaction, LedgerError
 from ledger.ops import OPERATIONS, Args, TxView
 from ledger.ops.common import address_of, show
 from ledger.state import State
-from ledger.tx import SignedTx, decode_signed_tx, verify_tx_signatures
+from ledger.tx import SignedTx, decode_signed_tx, remember_verified, verify_tx_signatures
 from ledger.types import Account, BlockContext, Receipt
 
 
@@ -132,9 +132,10 @@ def _execute(
     """Steps 1-6 of the module docstring. `verified`: ids of transactions whose signatures
     the caller checked over these exact bytes (step 3 is skipped for them)."""
     # 1. decode and shape
-    if not isinstance(tx, SignedTx):
+    decoded_here = not isinstance(tx, SignedTx)
+    if decoded_here:
         try:
-            tx = decode_signed_tx(tx)
+            tx = decode_signed_tx(tx)  # type: ignore[arg-type]
         except LedgerError as exc:
             return _refused(b"", exc.code, exc.message)
     tx_id = tx.tx_id
@@ -152,6 +153,10 @@ def _execute(
             verify_tx_signatures(tx)
         except InvalidTransaction as exc:
             return _refused(tx_id, exc.code, exc.message)
+        if decoded_here:
+            # Verified over exactly these bytes: the block's events and a re-execution after
+            # a round change decode them again (the decode cache takes verified content only).
+            remember_verified(tx)
     # 4. sender authorised
     sender = body.sender
     account = state.accounts.get(sender)

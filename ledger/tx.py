@@ -21,9 +21,11 @@ operation's rules in `ledger/ops/`.
 from __future__ import annotations
 
 import re
+import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from ledger import codec
 from ledger.codes import Code, DecodeError, InvalidTransaction
@@ -62,9 +64,14 @@ __all__ = [
     "SignedTx",
     "TxBody",
     "add_signatures",
+    "clear_decode_cache",
+    "decode_cache_stats",
     "decode_signed_tx",
     "encode_signed_tx",
+    "remember_verified",
+    "set_decode_cache_bytes",
     "sign_tx",
+    "tx_footprint",
     "verify_tx_signatures",
 ]
 
@@ -221,8 +228,8 @@ def encode_signed_tx(tx: SignedTx) -> bytes:
     return _ENVELOPE_HEAD + tx.body.encoded + _SIGS_KEY + codec.encode(sigs)
 
 
-# How many decoded transactions `decode_signed_tx` remembers (about 1 KiB each).
-DECODE_CACHE_SIZE = 16_384
+# How many bytes of decoded transactions `decode_signed_tx` may remember (see `_DecodeCache`).
+DECODE_CACHE_BYTES = 16 * 1024 * 1024
 
 
 def decode_signed_tx(raw: bytes) -> SignedTx:
@@ -231,10 +238,11 @@ def decode_signed_tx(raw: bytes) -> SignedTx:
     Does not verify signatures (see `verify_tx_signatures`) nor the operation's args.
 
     A node meets the same bytes several times (mempool admission, then the proposal that
-    carries them, the committed block's events), so the last DECODE_CACHE_SIZE successful
-    decodings are remembered, keyed by the exact bytes. Decoding is a pure function and a
-    `SignedTx` is immutable, so a remembered result is the result; refusals are not
-    remembered (an exception is raised afresh each time).
+    carries them, the committed block's events). Bytes whose signatures were verified are
+    remembered by `remember_verified` (the mempool after admission, execution after its
+    signature check), and `decode_signed_tx` returns the remembered result for exactly those
+    bytes. Decoding itself never stores anything: bytes from anyone (a forged envelope, a
+    wrong chain id) are decoded, judged and forgotten.
     """
     if type(raw) is not bytes:
         if not isinstance(raw, (bytes, bytearray, memoryview)):
@@ -242,14 +250,158 @@ def decode_signed_tx(raw: bytes) -> SignedTx:
         raw = bytes(raw)
     if len(raw) > MAX_TX_BYTES:
         raise DecodeError(Code.TOO_LARGE, f"transaction is {len(raw)} bytes, limit {MAX_TX_BYTES}")
-    return _decode_remembered(raw)
-
-
-@lru_cache(maxsize=DECODE_CACHE_SIZE)
-def _decode_remembered(raw: bytes) -> SignedTx:
-    # functools.lru_cache: bounded, thread-safe (the store's worker thread decodes too), and
-    # it never stores a call that raised.
+    remembered = _CACHE.get(raw)
+    if remembered is not None:
+        return remembered
     return _decode_envelope(raw)
+
+
+def remember_verified(tx: SignedTx, footprint: int | None = None) -> None:
+    """Remember `tx` for `decode_signed_tx(tx.raw)`. Only for a transaction whose signatures
+    were verified over exactly `tx.raw` (verified content: a forged envelope never gets in).
+    `footprint`: its `tx_footprint`, if the caller has it already."""
+    _CACHE.put(tx, footprint)
+
+
+def decode_cache_stats() -> tuple[int, int]:
+    """(transactions remembered, their bytes as counted by `tx_footprint`)."""
+    return _CACHE.stats()
+
+
+def set_decode_cache_bytes(max_bytes: int) -> None:
+    """Bound the decode cache to `max_bytes` of footprint (the node's `mempool.decode_cache_bytes`);
+    0 turns it off. Forgets the oldest entries beyond the new bound at once."""
+    _CACHE.resize(max_bytes)
+
+
+def clear_decode_cache() -> None:
+    _CACHE.clear()
+
+
+# Per reference held by a container (a pointer), on top of the referenced object's size.
+_POINTER_BYTES = 8
+
+
+def tx_footprint(tx: SignedTx, limit: int | None = None) -> int:
+    """Bytes of memory a decoded transaction keeps alive: its raw bytes, the body's encoding,
+    every decoded object of its args (`sys.getsizeof` plus a pointer per reference), and the
+    objects around them. Small ints and short strings that CPython shares are counted as if
+    they were not, so the figure is an upper bound, which is what a memory budget needs.
+
+    With `limit`, the walk stops as soon as the count passes it (the result is then > limit):
+    a caller that only wants to refuse a transaction above a bound pays for no more.
+    """
+    body = tx.body
+    total = (
+        _FIXED_BYTES
+        + _PER_SIGNATURE_BYTES * len(tx.signatures)
+        + _sizeof(tx.raw)
+        + _sizeof(body.encoded)
+        + _sizeof(body.chain_id)
+        + _sizeof(body.op)
+    )
+    # Containers wait on a stack; scalars are counted where they are met (most args are a
+    # flat map of a few scalars). Depth is bounded by the decoder, width by the limit.
+    sizeof, pointer = _sizeof, _POINTER_BYTES
+    args = body.args
+    total += sizeof(args) + pointer
+    stack: list[object] = [args]
+    while stack:
+        value = stack.pop()
+        items = value.values() if type(value) is dict else value
+        if type(value) is dict:
+            for key in value:  # type: ignore[attr-defined]
+                total += sizeof(key) + pointer
+        for item in items:  # type: ignore[attr-defined]
+            total += sizeof(item) + pointer
+            if type(item) is dict or type(item) is list:
+                stack.append(item)
+        if limit is not None and total > limit:
+            return total
+    return total
+
+
+_sizeof = sys.getsizeof
+
+
+def _fixed_sizes() -> tuple[int, int]:
+    """The parts of every decoded transaction whose size does not depend on its content:
+    the SignedTx and TxBody objects, the sender and the id, the signatures' tuple header,
+    and per signature its object, key and signature bytes (measured once, on this Python)."""
+    public_key = bytes(PUBLIC_KEY_BYTES)
+    sig = Signature(public_key, bytes(SIGNATURE_BYTES))
+    body = object.__new__(TxBody)
+    tx = SignedTx(body, (), b"", bytes(32))
+    fixed = _sizeof(tx) + _sizeof(body) + _sizeof(bytes(ADDRESS_BYTES)) + _sizeof(bytes(32))
+    fixed += _sizeof(())
+    per_signature = _sizeof(sig) + _sizeof(public_key) + _sizeof(sig.signature) + _POINTER_BYTES
+    return fixed, per_signature
+
+
+_FIXED_BYTES, _PER_SIGNATURE_BYTES = _fixed_sizes()
+
+
+class _DecodeCache:
+    """Decoded transactions by their exact raw bytes, least recently used first, bounded by
+    the sum of their `tx_footprint` (bytes, not entries: one transaction of nested maps can
+    keep MiBs alive where a transfer keeps one or two KiB). A transaction larger than an
+    eighth of the bound is not remembered (it would push out many others for one reuse).
+
+    Thread-safe: the store's worker thread decodes too. Only `remember_verified` adds.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[bytes, tuple[SignedTx, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, raw: bytes) -> SignedTx | None:
+        with self._lock:
+            entry = self._entries.get(raw)
+            if entry is None:
+                return None
+            self._entries.move_to_end(raw)
+            return entry[0]
+
+    def put(self, tx: SignedTx, cost: int | None = None) -> None:
+        raw = tx.raw
+        if raw in self._entries:  # unlocked peek: a stale answer costs one footprint walk
+            return
+        if cost is None:
+            cost = tx_footprint(tx, self.max_bytes // 8)
+        if cost > self.max_bytes // 8:
+            return
+        with self._lock:
+            if raw in self._entries:
+                return
+            self._entries[raw] = (tx, cost)
+            self._bytes += cost
+            self._shrink()
+
+    def _shrink(self) -> None:
+        while self._bytes > self.max_bytes:
+            _, (_, cost) = self._entries.popitem(last=False)
+            self._bytes -= cost
+
+    def resize(self, max_bytes: int) -> None:
+        if type(max_bytes) is not int or max_bytes < 0:
+            raise ValueError(f"decode cache bound must be an int >= 0, got {max_bytes!r}")
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._shrink()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def stats(self) -> tuple[int, int]:
+        with self._lock:
+            return len(self._entries), self._bytes
+
+
+_CACHE = _DecodeCache(DECODE_CACHE_BYTES)
 
 
 def _decode_envelope(raw: bytes) -> SignedTx:

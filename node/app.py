@@ -152,17 +152,10 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
         is_allowed,
         rng=random.Random(key.public_key),
     )
-    mempool_config = config.mempool
-    mempool = Mempool(
-        MempoolLimits(
-            max_txs=mempool_config.max_txs,
-            max_bytes=mempool_config.max_bytes,
-            max_tx_bytes=mempool_config.max_tx_bytes,
-            nonce_window=mempool_config.nonce_window,
-        ),
-        genesis["chain_id"],
-    )
     metrics = Metrics()
+    mempool = Mempool(
+        MempoolLimits.from_config(config.mempool), genesis["chain_id"], metrics=metrics
+    )
     driver = Driver(
         chain=chain,
         store=store,

@@ -32,7 +32,8 @@ The file, with the required keys first (everything else has the default shown by
 
     [consensus]   # consensus.core.CoreConfig fields + block_max_txs, block_max_bytes, heartbeat_ms,
                   # min_block_interval_ms
-    [mempool]     # max_txs, max_bytes, max_tx_bytes, nonce_window
+    [mempool]     # max_txs, max_bytes, max_tx_bytes, nonce_window, shares, expiry, caches
+                  # (every field of MempoolConfig; docs/OPERATIONS.md)
     [rpc]         # listen (required), max_body_bytes, max_batch, max_connections, ...
     [metrics]     # listen (absent: no metrics endpoint)
 """
@@ -211,11 +212,30 @@ class ConsensusConfig:
 
 @dataclass(frozen=True, slots=True)
 class MempoolConfig:
+    """`[mempool]`: the same fields and defaults as `node.mempool_limits.MempoolLimits`
+    (tests/node/test_mempool_limits.py keeps them equal); docs/OPERATIONS.md says what each
+    bounds and which metric shows it being hit."""
+
     max_txs: int = 10_000
     max_bytes: int = 64 * _MIB
+    """Memory the waiting transactions keep (raw bytes + decoded objects)."""
     max_tx_bytes: int = MAX_TX_BYTES
+    max_tx_decoded_bytes: int = 512 * 1024
+    """Memory one decoded transaction may keep (more: TX_TOO_COMPLEX)."""
     nonce_window: int = 64
     """A transaction may use a nonce up to this far beyond the sender's next one."""
+    max_txs_per_sender: int = 64
+    max_bytes_per_sender: int = 4 * _MIB
+    vasp_share_percent: int = 25
+    """A VASP and the investors it onboarded, together, at most this share of the pool."""
+    reserved_percent: int = 10
+    """Room only senders with an institutional role (not VASPs) may use."""
+    max_parked_per_sender: int = 16
+    parked_share_percent: int = 25
+    ttl_blocks: int = 600
+    parked_ttl_blocks: int = 100
+    verified_cache: int = 20_000
+    decode_cache_bytes: int = 16 * _MIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,7 +446,18 @@ _MEMPOOL_INTS = {
     "max_txs": (1, 10_000_000),
     "max_bytes": (1024, 1 << 40),
     "max_tx_bytes": (64, MAX_TX_BYTES),
+    "max_tx_decoded_bytes": (4096, 1 << 30),
     "nonce_window": (1, 1 << 20),
+    "max_txs_per_sender": (1, 10_000_000),
+    "max_bytes_per_sender": (4096, 1 << 40),
+    "vasp_share_percent": (1, 100),
+    "reserved_percent": (0, 90),
+    "max_parked_per_sender": (0, 1 << 20),
+    "parked_share_percent": (0, 100),
+    "ttl_blocks": (1, 1 << 32),
+    "parked_ttl_blocks": (1, 1 << 32),
+    "verified_cache": (1, 10_000_000),
+    "decode_cache_bytes": (0, 1 << 40),
 }
 _RPC_INTS = {
     "max_body_bytes": (1024, 64 * _MIB),
@@ -587,6 +618,20 @@ def from_dict(document: Mapping, *, home: Path, path: Path | None = None) -> Nod
     if mempool.max_tx_bytes > mempool.max_bytes:
         raise ConfigError(
             path, "mempool.max_tx_bytes", f"larger than mempool.max_bytes {mempool.max_bytes}"
+        )
+    # A transaction of max_tx_bytes keeps at least its raw bytes, its body's encoding and
+    # its args' bytes (three copies): a smaller decoded bound would refuse legitimate ones.
+    if mempool.max_tx_decoded_bytes < 3 * mempool.max_tx_bytes:
+        raise ConfigError(
+            path,
+            "mempool.max_tx_decoded_bytes",
+            f"below 3 x mempool.max_tx_bytes ({3 * mempool.max_tx_bytes})",
+        )
+    if mempool.max_tx_decoded_bytes > mempool.max_bytes:
+        raise ConfigError(
+            path,
+            "mempool.max_tx_decoded_bytes",
+            f"larger than mempool.max_bytes {mempool.max_bytes}",
         )
     if p2p.backoff_base_ms > p2p.backoff_cap_ms:
         raise ConfigError(path, "p2p.backoff_base_ms", "larger than p2p.backoff_cap_ms")

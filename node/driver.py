@@ -113,6 +113,7 @@ from ledger.ops.evidence import (
     recorded,
 )
 from ledger.store import AsyncStore
+from ledger.tx import decode_cache_stats
 from node import messages
 from node.events import CommittedBlock, EventBus
 from node.mempool import CODESPACE_MEMPOOL, AdmissionResult, AdmissionView, Mempool
@@ -727,6 +728,8 @@ class Driver:
                     CODESPACE_MEMPOOL,
                 )
                 request.finish([busy] * count)
+                if self.metrics is not None:
+                    self.metrics.mempool_refused("node_busy")
                 return
             self._held.append(request)
             self._held_txs += count
@@ -950,7 +953,10 @@ class Driver:
             interval_s = self.block_interval_ms / 1000 if header.height > 1 else None
             self.metrics.block_committed(header.height, len(pending.block.txs), interval_s)
             self.metrics.set_catching_up(self.catching_up)
-            self.metrics.set_mempool(len(self.mempool), self.mempool.total_bytes)
+            self.metrics.set_mempool(
+                len(self.mempool), self.mempool.total_bytes, self.mempool.usage()
+            )
+            self.metrics.set_decode_cache(decode_cache_stats()[1])
             self.metrics.set_state_log(chain.store.state_slices, chain.store.held_back)
         self.last_block_time_ms = header.time_ms
         self.txs_committed += len(pending.block.txs)

@@ -16,7 +16,14 @@ nothing here affects state (a block interval is measured by the caller and only 
     khazana_blocks_committed_total      counter
     khazana_txs_committed_total         counter
     khazana_mempool_size                gauge      transactions waiting
-    khazana_mempool_bytes               gauge      their bytes
+    khazana_mempool_bytes               gauge      their bytes (wire)
+    khazana_mempool_memory_bytes        gauge      memory they keep (what mempool.max_bytes bounds)
+    khazana_mempool_parked              gauge      of them, waiting behind a nonce gap
+    khazana_mempool_refused_total       counter    admission refusals, label reason (code name)
+    khazana_mempool_removed_total       counter    removals other than by a committed block,
+                                                   label reason (expired, parked_expired,
+                                                   evicted, recheck, proposer)
+    khazana_decode_cache_bytes          gauge      memory of the decode cache (ledger.tx)
     khazana_peers                       gauge      connected peers
     khazana_catching_up                 gauge      1 while block sync runs, else 0
     khazana_peer_handshakes_pending     gauge      inbound P2P connections mid-handshake
@@ -46,6 +53,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ledger.codes import Code
 from node.asgi import serve_asgi
 from node.p2p.admission import REASONS as PEER_REFUSAL_REASONS
 
@@ -63,6 +71,14 @@ REFUSAL_REASONS = (
     "send_timeout",
 )
 INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+
+# Why the mempool removes a transaction other than by a committed block (node/mempool.py).
+REMOVAL_REASONS = ("expired", "parked_expired", "evicted", "recheck", "proposer")
+PRESET_REFUSALS = tuple(
+    code.name.lower()
+    for code in Code
+    if 400 <= code < 500 or code in (Code.WRONG_CHAIN, Code.BAD_SIGNATURE, Code.UNKNOWN_OPERATION)
+)
 
 
 class Metrics:
@@ -101,6 +117,44 @@ class Metrics:
         )
         self.mempool_bytes = Gauge(
             "mempool_bytes", "Bytes of transactions in the mempool", namespace=namespace, registry=r
+        )
+        self.mempool_memory = Gauge(
+            "mempool_memory_bytes",
+            "Memory the mempool's transactions keep (raw bytes and decoded objects)",
+            namespace=namespace,
+            registry=r,
+        )
+        self.mempool_parked = Gauge(
+            "mempool_parked",
+            "Mempool transactions waiting behind a nonce gap",
+            namespace=namespace,
+            registry=r,
+        )
+        self.mempool_refusals = Counter(
+            "mempool_refused",
+            "Transactions refused at admission, by reason (the code's name)",
+            ["reason"],
+            namespace=namespace,
+            registry=r,
+        )
+        self.mempool_removals = Counter(
+            "mempool_removed",
+            "Transactions removed from the mempool other than by a committed block, by reason",
+            ["reason"],
+            namespace=namespace,
+            registry=r,
+        )
+        # Series exist from the start (a dashboard sees 0, not nothing): the admission
+        # limits' reasons and every removal reason; other codes appear when first seen.
+        for reason in PRESET_REFUSALS:
+            self.mempool_refusals.labels(reason)
+        for reason in REMOVAL_REASONS:
+            self.mempool_removals.labels(reason)
+        self.decode_cache_bytes = Gauge(
+            "decode_cache_bytes",
+            "Memory of the decoded-transaction cache (verified transactions only)",
+            namespace=namespace,
+            registry=r,
         )
         self.peers = Gauge("peers", "Connected peers", namespace=namespace, registry=r)
         self.peer_handshakes_pending = Gauge(
@@ -170,9 +224,26 @@ class Metrics:
             self.round_changes.inc()
         self.round.set(round_)
 
-    def set_mempool(self, n_txs: int, total_bytes: int) -> None:
+    def set_mempool(
+        self, n_txs: int, total_bytes: int, usage: dict[str, int] | None = None
+    ) -> None:
+        """The pool's size after a block; `usage` is `Mempool.usage()` (memory, parked)."""
         self.mempool_size.set(n_txs)
         self.mempool_bytes.set(total_bytes)
+        if usage is not None:
+            self.mempool_memory.set(usage["memory"])
+            self.mempool_parked.set(usage["parked_txs"])
+
+    def set_decode_cache(self, used_bytes: int) -> None:
+        self.decode_cache_bytes.set(used_bytes)
+
+    # `node.mempool.MempoolMetrics`: the mempool calls these itself.
+
+    def mempool_refused(self, reason: str) -> None:
+        self.mempool_refusals.labels(reason).inc()
+
+    def mempool_removed(self, reason: str, count: int) -> None:
+        self.mempool_removals.labels(reason).inc(count)
 
     def set_peers(self, n_peers: int) -> None:
         self.peers.set(n_peers)

@@ -219,7 +219,8 @@ class Sampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.ident is not None:  # (never started: a failure before `start`)
+            self._thread.join(10)
 
     def now(self) -> dict[str, float]:
         """Every running node's resident memory now (MB)."""
@@ -279,9 +280,10 @@ class Institutions:
     def start(self) -> None:
         for name, key in self.keys.items():
             address = address_to_text(key.address)
-            self.next_nonce[name] = rpc(self.net.urls["ministry"], "account", address=address)[
-                "nonce"
-            ]
+            # Each institution reads its own account with its own key (docs/RPC.md).
+            self.next_nonce[name] = rpc(
+                self.net.urls["ministry"], "account", signer=key, address=address
+            )["nonce"]
         self._making.set()
         self._thread.start()
 
@@ -290,7 +292,8 @@ class Institutions:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.ident is not None:  # (never started: a failure before `start`)
+            self._thread.join(10)
 
     def pending(self) -> list[InstitutionTx]:
         return [t for t in self.txs if not t.committed]
@@ -328,9 +331,9 @@ class Institutions:
         name = random.choice(list(self.net.urls))
         for sender, key in self.keys.items():
             try:
-                nonce = rpc(self.net.urls[name], "account", address=address_to_text(key.address))[
-                    "nonce"
-                ]
+                nonce = rpc(
+                    self.net.urls[name], "account", signer=key, address=address_to_text(key.address)
+                )["nonce"]
             except (OSError, RuntimeError, ValueError):
                 self.errors["account_read"] += 1
                 return
@@ -343,7 +346,10 @@ class Institutions:
         name = random.choice(list(self.net.urls))
         try:
             result = rpc(
-                self.net.urls[name], "broadcast_tx_sync", tx=base64.b64encode(tx.raw).decode()
+                self.net.urls[name],
+                "broadcast_tx_sync",
+                signer=self.keys[tx.sender],  # an institution submits its own transaction
+                tx=base64.b64encode(tx.raw).decode(),
             )
             if result["code"] != 0:
                 self.errors[code_name(result["code"])] += 1
@@ -410,8 +416,9 @@ def fund_investors(net: AttackNet, count: int) -> tuple[str, list[KeyPair]]:
 
     async def fund():
         urls = [net.urls["ministry"]]
-        client = AsyncClient(urls[0], timeout_s=30.0)
-        lanes = RpcLanes(urls, lanes_per_url=1)
+        key = read_key_file(clients["central-bank"])  # requests signed as an institution
+        client = AsyncClient(urls[0], key=key, timeout_s=30.0)
+        lanes = RpcLanes(urls, lanes_per_url=1, key=key)
         async with trio.open_nursery() as nursery:
             await nursery.start(lanes.run)
             funded = await fund_senders(
@@ -523,7 +530,7 @@ def run(args: argparse.Namespace) -> dict:
         institutions.stop()
         top = net.tip()
         times = block_times(net.urls["ministry"], top)
-        lookups = lookup_institution_txs(net, institutions.txs)
+        lookups = lookup_institution_txs(net, institutions.txs, keys["central-bank"])
     finally:
         if institutions is not None:
             institutions.stop()
@@ -539,14 +546,16 @@ def run(args: argparse.Namespace) -> dict:
     )
 
 
-def lookup_institution_txs(net: AttackNet, txs: list[InstitutionTx]) -> dict[str, dict]:
+def lookup_institution_txs(
+    net: AttackNet, txs: list[InstitutionTx], reader: KeyPair
+) -> dict[str, dict]:
     """Every institution transaction looked up by hash: its height and result code, also
     written to DIR/institution-txs.jsonl (`{"hash", "height", "code", "sender"}` per line)."""
     found = {}
     with (net.root / INSTITUTION_FILE).open("w") as out:
         for tx in txs:
             try:
-                answer = rpc(net.urls["ministry"], "tx", hash=tx.hash)
+                answer = rpc(net.urls["ministry"], "tx", signer=reader, hash=tx.hash)
             except (RuntimeError, OSError):
                 continue  # not found (or no answer): not committed
             entry = {"height": answer["height"], "code": answer["tx_result"]["code"]}

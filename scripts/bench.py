@@ -48,7 +48,7 @@ for _path in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(_path))
 
 import trio  # noqa: E402
-from benchlib.funding import CASH, fund_localnet_senders  # noqa: E402
+from benchlib.funding import CASH, fund_localnet_senders, institution_key  # noqa: E402
 from benchlib.measure import (  # noqa: E402
     ProcSample,
     cpu_percent,
@@ -277,7 +277,8 @@ def plan_rates(args: argparse.Namespace, bound: int) -> list[int]:
 async def run(args: argparse.Namespace, localnet: dict) -> dict:
     validators = [n for n in localnet["nodes"] if n["role"] == "validator"]
     urls = [n["rpc"] for n in validators]
-    client = AsyncClient(urls[0], timeout_s=30.0)
+    key = institution_key(localnet)  # requests are signed as an institution
+    client = AsyncClient(urls[0], key=key, timeout_s=30.0)
 
     log(f"measuring the signature bound ({args.sig_seconds:g} s on every core) ...")
     bound = await trio.to_thread.run_sync(signature_bound, len(validators), args.sig_seconds)
@@ -289,12 +290,12 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
     step_s = args.duration if args.rate else args.step_s
     counts = [max(1, round(rate * step_s)) for rate in rates]
 
-    lanes = RpcLanes(urls, lanes_per_url=args.lanes)
+    lanes = RpcLanes(urls, lanes_per_url=args.lanes, key=key)
     async with trio.open_nursery() as nursery:
         await nursery.start(lanes.run)
         # Funding goes over ONE connection: pipelined requests are served in order, so each
         # signer's transactions reach the mempool in nonce order (none is parked).
-        setup_lane = RpcLanes(urls[:1], lanes_per_url=1)
+        setup_lane = RpcLanes(urls[:1], lanes_per_url=1, key=key)
         await nursery.start(setup_lane.run)
         funded = await fund_localnet_senders(client, setup_lane, localnet, args.senders, log)
         log(f"signing {sum(counts)} transfers before the window ...")
@@ -302,7 +303,7 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
             presign, funded.chain_id, funded.senders, sum(counts)
         )
         tracker = Tracker.of(presigned)
-        watcher = BlockWatcher(urls[0], tracker.on_block, await tip_height(urls))
+        watcher = BlockWatcher(urls[0], tracker.on_block, await tip_height(urls), key=key)
         await nursery.start(watcher.run)
 
         pids = {n["name"]: n.get("pid") for n in localnet["nodes"]}

@@ -53,10 +53,11 @@ for _path in (ROOT, ROOT / "scripts"):
 
 import trio  # noqa: E402
 from bench import Step, Tracker, drain, offer, presign  # noqa: E402
-from benchlib.funding import fund_localnet_senders  # noqa: E402
+from benchlib.funding import fund_localnet_senders, institution_key  # noqa: E402
 from benchlib.measure import ProcSample  # noqa: E402
 from benchlib.rpc import BlockWatcher, RpcLanes  # noqa: E402
 
+from ledger.crypto import KeyPair  # noqa: E402
 from node.client import AsyncClient, ClientError  # noqa: E402
 
 LOCALNET_WAIT_S = 90.0
@@ -200,18 +201,19 @@ async def load(
     """Fund the senders and offer `args.txs` transfers at `args.rate` to `urls`; returns
     what happened. `counts` receives height -> number of txs of each block the watcher saw
     (from the end of the funding to the end of the load)."""
-    client = AsyncClient(urls[0], timeout_s=30.0)
-    lanes = RpcLanes(urls, lanes_per_url=args.lanes)
+    key = institution_key(localnet)  # requests are signed as an institution
+    client = AsyncClient(urls[0], key=key, timeout_s=30.0)
+    lanes = RpcLanes(urls, lanes_per_url=args.lanes, key=key)
     async with trio.open_nursery() as nursery:
         await nursery.start(lanes.run)
-        setup_lane = RpcLanes(urls[:1], lanes_per_url=1)  # nonce order for the funding
+        setup_lane = RpcLanes(urls[:1], lanes_per_url=1, key=key)  # nonce order for the funding
         await nursery.start(setup_lane.run)
         funded = await fund_localnet_senders(client, setup_lane, localnet, args.senders, log)
         presigned = await trio.to_thread.run_sync(
             presign, funded.chain_id, funded.senders, args.txs
         )
         tracker = Tracker.of(presigned)
-        watcher = BlockWatcher(urls[0], tracker.on_block, (await client.status()).height)
+        watcher = BlockWatcher(urls[0], tracker.on_block, (await client.status()).height, key=key)
         await nursery.start(watcher.run)
 
         def progress(step: Step, sent_upto: int) -> None:
@@ -235,9 +237,12 @@ async def load(
     return {"committed": committed, "refused": refused, "load_s": round(load_s, 1)}
 
 
-async def count_txs(url: str, since: int, upto: int, counts: dict[int, int]) -> None:
-    """Fill `counts` (height -> txs) for heights (since, upto] not seen by the watcher."""
-    client = AsyncClient(url, timeout_s=30.0)
+async def count_txs(
+    url: str, since: int, upto: int, counts: dict[int, int], key: KeyPair | None
+) -> None:
+    """Fill `counts` (height -> txs) for heights (since, upto] not seen by the watcher (block
+    bodies: read with an institution's `key`)."""
+    client = AsyncClient(url, key=key, timeout_s=30.0)
     for height in range(since + 1, upto + 1):
         if height not in counts:
             block = await client.block(height)
@@ -364,7 +369,7 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
     process = restart["process"]
     try:
         start, target = restart["start_height"], restart["target"]
-        await count_txs(others[0], start, target, counts)
+        await count_txs(others[0], start, target, counts, institution_key(localnet))
         txs = sum(counts[h] for h in range(start + 1, target + 1))
         blocks = target - start
         theirs = await app_hash_at(others[0], target)

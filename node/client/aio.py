@@ -87,6 +87,16 @@ class AsyncClient:
         """A WebSocket connection to the node: `async with client.websocket() as ws`."""
         return AsyncWebSocket(self.endpoint, self.timeout_s, self._ws_authorization, self.tls)
 
+    async def ready(self) -> None:
+        """Learn what credentials sign over from the node now, rather than at the first call
+        (a load generator that signs its own raw requests with `credentials.header`)."""
+        await self._ready()
+
+    async def websocket_authorization(self) -> str | None:
+        """The `Authorization` header of a WebSocket handshake to this node (None without a
+        key): for a client that speaks WebSocket itself."""
+        return await self._ws_authorization()
+
     async def _ws_authorization(self) -> str | None:
         if self.credentials is None:
             return None

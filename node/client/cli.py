@@ -134,6 +134,10 @@ MEANINGS: dict[Code, str] = {
     Code.TX_TOO_LARGE: "the transaction is larger than the node admits",
     Code.ALREADY_IN_MEMPOOL: "the node already holds this transaction",
     Code.NONCE_TOO_FAR: "the nonce is too far ahead of the account's next nonce",
+    Code.SENDER_QUOTA: "the sender already has its share of the node's mempool: try again later",
+    Code.VASP_QUOTA: "the sender's VASP already has its share of the node's mempool",
+    Code.TX_TOO_COMPLEX: "the transaction's decoded form would take more memory than the node admits",
+    Code.TOO_MANY_PARKED: "too many transactions wait behind a nonce gap: send the missing nonce",
 }
 
 

@@ -151,6 +151,12 @@ async def fund_senders(
     return Funded(chain_id, CASH, keys)
 
 
+def institution_key(localnet: dict) -> KeyPair:
+    """The key the benchmarks ask and submit with: the central bank's client key (an
+    institution reads every block body and may submit anyone's transaction, docs/RPC.md)."""
+    return read_key_file(localnet["clients"]["central-bank"])
+
+
 async def fund_localnet_senders(
     client: AsyncClient, setup_lane: RpcLanes, localnet: dict, senders: int, log
 ) -> Funded:

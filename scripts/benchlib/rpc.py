@@ -9,6 +9,11 @@ scheduled request: the offered load is independent of how fast the node answers.
 closes a keep-alive connection after 1,000 requests, so a lane moves to a fresh connection
 after `per_connection` requests (the old one's reader drains its answers meanwhile).
 
+Both sign their requests with `key` when one is given (docs/RPC.md, "Authentication"): a
+node answers submissions and block bodies only to a key the threat model lets read them, and
+the benchmark asks as an institution (localnet.json's `clients`). One signature per HTTP
+request, so a batch of 32 transactions costs the load generator one Ed25519 signature.
+
 `BlockWatcher`: a WebSocket subscription to `tm.event='NewBlock'` on one node; it calls
 `on_block(height, txs_base64, received_at)` for every block in height order. A height that
 jumps is filled in with the `block` RPC (so a dropped notification or a reconnect never loses
@@ -36,6 +41,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import ProtocolError
 
+from ledger.crypto import KeyPair
 from node.client import AsyncClient, ClientError
 from node.client.core import Endpoint
 
@@ -60,11 +66,12 @@ def json_rpc(request_id: int, method: str, params: dict) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
 
 
-def http_post(endpoint: Endpoint, body: bytes) -> bytes:
+def http_post(endpoint: Endpoint, body: bytes, authorization: str | None = None) -> bytes:
     """One keep-alive HTTP/1.1 POST (no `Connection: close`, unlike the SDK's one-shot calls)."""
+    credentials = "" if authorization is None else f"Authorization: {authorization}\r\n"
     head = (
         f"POST {endpoint.path} HTTP/1.1\r\nHost: {endpoint.host_header}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{credentials}\r\n"
     )
     return head.encode("ascii") + body
 
@@ -137,9 +144,21 @@ class RpcLanes:
     """`lanes_per_url` pipelined lanes to each URL; requests go round-robin over all lanes."""
 
     def __init__(
-        self, urls: list[str], lanes_per_url: int = 2, per_connection: int = 900, queue: int = 8192
+        self,
+        urls: list[str],
+        lanes_per_url: int = 2,
+        per_connection: int = 900,
+        queue: int = 8192,
+        *,
+        key: KeyPair | None = None,
     ) -> None:
         self.endpoints = [Endpoint.parse(u) for u in urls for _ in range(lanes_per_url)]
+        # One signing client per URL: it learns that node's chain id and node id once.
+        self._signers = {
+            Endpoint.parse(url).url: AsyncClient(url, key=key, timeout_s=10.0)
+            for url in urls
+            if key is not None
+        }
         self.per_connection = per_connection
         channels = [trio.open_memory_channel[_Queued](queue) for _ in self.endpoints]
         self._senders = [s for s, _ in channels]
@@ -186,15 +205,26 @@ class RpcLanes:
                 connection.pending.append(queued.answer)
                 sent += 1
                 try:
-                    await connection.stream.send_all(http_post(endpoint, queued.data))
-                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    authorization = await self._authorization(endpoint, queued.data)
+                    await connection.stream.send_all(
+                        http_post(endpoint, queued.data, authorization)
+                    )
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ClientError):
                     # Its reader answers the pending requests (0, None); the next one
-                    # gets a fresh connection.
+                    # gets a fresh connection (and learns the node's ids again if need be).
                     connection.retire()
                     connection = None
                     await trio.sleep(RECONNECT_S)
             if connection is not None:
                 connection.retire()
+
+    async def _authorization(self, endpoint: Endpoint, body: bytes) -> str | None:
+        signer = self._signers.get(endpoint.url)
+        if signer is None:
+            return None
+        await signer.ready()
+        assert signer.credentials is not None
+        return signer.credentials.header("POST", endpoint.path, body)
 
     @staticmethod
     async def _connect(endpoint: Endpoint, readers: trio.Nursery) -> _Connection:
@@ -230,9 +260,12 @@ class BlockWatcher:
         url: str,
         on_block: Callable[[int, list[str], float], None],
         start_height: int,
+        *,
+        key: KeyPair | None = None,
     ) -> None:
         self.endpoint = Endpoint.parse(url)
-        self.client = AsyncClient(url, timeout_s=10.0)
+        # Signed: a node shows block bodies (the transactions to track) to institutions only.
+        self.client = AsyncClient(url, key=key, timeout_s=10.0)
         self.on_block = on_block
         self.height = start_height
         self.source = "websocket"  # "websocket+poll" once a block had to be fetched
@@ -259,7 +292,10 @@ class BlockWatcher:
         ws = WSConnection(ConnectionType.CLIENT)
         stream = await trio.open_tcp_stream(self.endpoint.host, self.endpoint.port)
         async with stream:
-            await stream.send_all(ws.send(Request(host=self.endpoint.host, target="/websocket")))
+            authorization = await self.client.websocket_authorization()
+            headers = [] if authorization is None else [(b"authorization", authorization.encode())]
+            request = Request(host=self.endpoint.host, target="/websocket", extra_headers=headers)
+            await stream.send_all(ws.send(request))
             query = {"query": "tm.event='NewBlock'"}
             text = ""
             subscribed = False

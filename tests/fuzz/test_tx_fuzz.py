@@ -145,16 +145,30 @@ def test_random_bytes_are_refused_with_a_stable_code(chain, raw):
 
 
 def test_flood_of_many_senders_gets_mempool_full_and_stays_bounded(chain):
-    limits = MempoolLimits(max_txs=16, max_bytes=64 * 1024, nonce_window=64, verified_cache=32)
+    limits = MempoolLimits(
+        max_txs=16,
+        max_bytes=64 * 1024,
+        nonce_window=64,
+        verified_cache=32,
+        reserved_percent=0,
+        max_txs_per_sender=16,
+    )
     pool = Mempool(limits, CHAIN_ID)
     for nonce in range(16):
         assert pool.admit(sign_tx(transfer_body(nonce), [key("alice")]).raw, view(chain)).code == 0
     codes: dict[int, int] = {}
     for i in range(600):
+        # Made-up senders: refused on a lookup, before any signature check or room question.
         sender = generate_key(i.to_bytes(4, "big").ljust(32, b"\x01"))
         body = dataclasses.replace(transfer_body(i % 5), sender=sender.address)
         code = pool.admit(sign_tx(body, [sender]).raw, view(chain)).code
         codes[code] = codes.get(code, 0) + 1
-    assert codes == {Code.MEMPOOL_FULL: 600}
+    # A known sender's next transaction meets the full pool; alice has used her own share.
+    for name in ("bob", "alice"):
+        nonce = chain.state.accounts[key(name).address].nonce + (16 if name == "alice" else 0)
+        body = dataclasses.replace(transfer_body(nonce), sender=key(name).address)
+        code = pool.admit(sign_tx(body, [key(name)]).raw, view(chain)).code
+        codes[code] = codes.get(code, 0) + 1
+    assert codes == {Code.ACCOUNT_NOT_FOUND: 600, Code.MEMPOOL_FULL: 1, Code.SENDER_QUOTA: 1}
     assert len(pool) == 16 and pool.total_bytes <= limits.max_bytes
     assert len(pool._verified) <= limits.verified_cache

@@ -20,7 +20,15 @@ from ledger.crypto import generate_key
 from ledger.execute import apply_transactions, check_transaction
 from ledger.genesis import default_genesis, state_from_genesis
 from ledger.state import State
-from ledger.tx import Signature, SignedTx, TxBody, decode_signed_tx, encode_signed_tx, sign_tx
+from ledger.tx import (
+    Signature,
+    SignedTx,
+    TxBody,
+    decode_signed_tx,
+    encode_signed_tx,
+    sign_tx,
+    tx_footprint,
+)
 from ledger.types import BlockContext
 from node.mempool import AdmissionView, Mempool, MempoolLimits
 
@@ -279,11 +287,14 @@ def test_pool_full_by_count_refuses_and_keeps_what_it_has(state):
 
 
 def test_pool_full_by_bytes(state):
+    # The bound is memory: each transaction is charged its decoded footprint, not its length.
     a, b = transfer("alice", 0, "bob", 1), transfer("bob", 0, "alice", 1)
-    mp = pool(max_bytes=len(a) + len(b) - 1)
+    cost_a, cost_b = (tx_footprint(decode_signed_tx(raw)) for raw in (a, b))
+    assert cost_a > len(a) and cost_b > len(b)
+    mp = pool(max_bytes=cost_a + cost_b - 1, reserved_percent=0)
     assert mp.admit(a, view(state)).code == 0
     assert mp.admit(b, view(state)).code == Code.MEMPOOL_FULL
-    assert mp.total_bytes == len(a)
+    assert mp.total_bytes == len(a) and mp.usage()["memory"] == cost_a
 
 
 # ---------------------------------------------------------------------- verify once
