@@ -498,7 +498,9 @@ def run(args: argparse.Namespace) -> dict:
             height=net.height,
         )
         for name in names:
-            target = Target(network, investors[:SQUATTERS], CASH, per_attack, rng)
+            target = Target(
+                network, investors[:SQUATTERS], CASH, per_attack, rng, clients["central-bank"]
+            )
             log(f"attack {name} for {per_attack:.0f} s")
             sampler.phase = name
             rss_start = sampler.now()

@@ -38,6 +38,7 @@ from benchlib.hostile import (
     http,
     post_bytes,
     rpc_body,
+    signed_post,
 )
 from ledger.crypto import address_to_text, generate_key
 from ledger.tx import TxBody, sign_tx
@@ -125,7 +126,9 @@ async def mempool_squat(target: Target, per_sender: int = 63, workers: int = 8) 
     address = target.urls()[0]
     nonces = {}
     for key in target.investors:
-        answer = await call(address, "account", {"address": address_to_text(key.address)})
+        # Each investor reads its own account (what the threat model lets it read).
+        params = {"address": address_to_text(key.address)}
+        answer = await call(address, "account", params, signer=key)
         nonces[address_to_text(key.address)] = json.loads(answer.body)["result"]["nonce"]
     # Round-robin over the senders, each in nonce order: if the time runs out, every sender
     # has sent a run of nonces without holes, which the gap filler then makes includable.
@@ -146,14 +149,15 @@ async def mempool_squat(target: Target, per_sender: int = 63, workers: int = 8) 
         nonlocal sent_bytes
         sent_bytes += len(jobs[i])
         address = urls[i % len(urls)]
-        answer = await call(address, "broadcast_tx_sync", {"tx": b64(jobs[i])})
+        sender = target.investors[i % len(target.investors)]  # (jobs go round-robin)
+        answer = await call(address, "broadcast_tx_sync", {"tx": b64(jobs[i])}, signer=sender)
         answers[answer.outcome] += 1
 
     await for_a_while(max(target.seconds, SQUAT_SEND_S), len(jobs), workers, work)
     sending_s = time.monotonic() - began
     pool = {}
     for name, address in target.net.rpc.items():
-        answer = await call(address, "num_unconfirmed_txs", {})
+        answer = await call(address, "num_unconfirmed_txs", {}, signer=target.reader)
         pool[name] = json.loads(answer.body)["result"] if answer.outcome == "ok" else None
     await trio.sleep(target.seconds)  # the squat holds
     # Fill the gaps: a one-unit transfer at each investor's next nonce.
@@ -163,13 +167,13 @@ async def mempool_squat(target: Target, per_sender: int = 63, workers: int = 8) 
         to = address_to_text(target.investors[(index + 1) % len(target.investors)].address)
         operation = TxBuilder.transfer(instrument=target.cash, to=to, amount=1)
         tx = sign(operation.body(target.net.chain_id, sender, nonces[sender]), [key])
-        answer = await call(urls[0], "broadcast_tx_sync", {"tx": b64(tx.raw)})
+        answer = await call(urls[0], "broadcast_tx_sync", {"tx": b64(tx.raw)}, signer=key)
         filled[answer.outcome] += 1
     drained_s = None
     began = time.monotonic()
     with trio.move_on_after(90):
         while True:
-            answer = await call(urls[0], "num_unconfirmed_txs", {})
+            answer = await call(urls[0], "num_unconfirmed_txs", {}, signer=target.reader)
             if answer.outcome == "ok" and json.loads(answer.body)["result"]["n_txs"] == 0:
                 drained_s = round(time.monotonic() - began, 1)
                 break
@@ -212,7 +216,7 @@ async def big_answers(target: Target, clients: int = 6, count: int = 600) -> dic
         else:
             params = {"per_page": 1000, "page": 1 + (i // 2) % 3}
             body, kind = rpc_body("events", params), "events_1000"
-        answer = await http(address, post_bytes(*address, body), 15.0)
+        answer = await http(address, await signed_post(address, body, target.reader), 15.0)
         answers[f"{kind}/{answer.outcome}"] += 1
         received[kind] += answer.size
         largest[kind] = max(largest[kind], answer.size)
@@ -240,7 +244,8 @@ async def read_flood(target: Target, clients: int = 32, count: int = 3000) -> di
         client = i % clients
         page = pages.get(client, 1)
         address = urls[client % len(urls)]
-        answer = await call(address, "events", {"per_page": 1000, "page": page}, 15.0)
+        params = {"per_page": 1000, "page": page}
+        answer = await call(address, "events", params, 15.0, signer=target.reader)
         answers[answer.outcome] += 1
         received += answer.size
         latencies.append(answer.seconds)
@@ -295,7 +300,9 @@ async def slow_http(target: Target, sockets: int = 400) -> dict:
 
     async def slow(index: int) -> None:
         try:
-            stream = await trio.open_tcp_stream(*address)
+            # From another address than the legitimate client's (127.0.0.2-9 here): per-address
+            # caps are the node's defence, and one address cannot be both.
+            stream = await open_from(address, f"127.0.0.{2 + index % 8}")
         except OSError:
             opened["refused"] += 1
             return
@@ -481,12 +488,24 @@ async def _hold(address, handshake: bool, stop: trio.Event, counts: Counter) -> 
         await trio.sleep(0.05)
 
 
+async def open_from(address: tuple[str, int], source: str) -> trio.SocketStream:
+    """A TCP connection to `address` from the local address `source` (loopback aliases)."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    try:
+        await sock.bind((source, 0))
+        await sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 async def _linked(target: Target, name: str, tip: int, peers: int, bound_s: float):
     """Seconds until `name` has `peers` peers and is past `tip`; None if not within bound."""
     began = trio.current_time()
     address = target.net.rpc[name]
     while trio.current_time() - began < bound_s:
-        answer = await call(address, "net_info", {}, 2.0)
+        answer = await call(address, "net_info", {}, 2.0, signer=target.reader)
         if answer.outcome == "ok" and json.loads(answer.body)["result"]["n_peers"] >= peers:
             if await trio.to_thread.run_sync(target.net.height, name) > tip:
                 return round(trio.current_time() - began, 2)

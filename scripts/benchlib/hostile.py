@@ -24,6 +24,7 @@ from wsproto.events import TextMessage as WsText
 
 from ledger.codes import Code
 from ledger.crypto import KeyPair
+from node.rpc.auth import authorization_header
 
 READ_CAP = 32 << 20  # bytes of one answer kept (more is counted, not stored)
 REQUEST_TIMEOUT_S = 5.0
@@ -49,6 +50,9 @@ class Target:
     cash: str  # the instrument the investors hold
     seconds: float
     rng: random.Random = field(default_factory=lambda: random.Random(1))
+    # An institution's key: the heaviest legitimate reader (every block body, every event),
+    # for the read attacks and for measuring the pools; None: those calls go unsigned.
+    reader: KeyPair | None = None
 
     def urls(self) -> list[tuple[str, int]]:
         return list(self.net.rpc.values())
@@ -140,8 +144,39 @@ def classify_one(answer: object) -> str:
     return "ok"
 
 
-async def call(address, method: str, params: dict, timeout_s: float = REQUEST_TIMEOUT_S):
-    return await http(address, post_bytes(*address, rpc_body(method, params)), timeout_s)
+async def call(
+    address,
+    method: str,
+    params: dict,
+    timeout_s: float = REQUEST_TIMEOUT_S,
+    *,
+    signer: KeyPair | None = None,
+):
+    """One JSON-RPC call; with `signer`, carrying that key's credentials (docs/RPC.md)."""
+    body = rpc_body(method, params)
+    return await http(address, await signed_post(address, body, signer), timeout_s)
+
+
+_NODE_IDS: dict[tuple[str, int], tuple[str, str]] = {}
+
+
+async def signed_post(address: tuple[str, int], body: bytes, signer: KeyPair | None) -> bytes:
+    """The POST of `body` to `address`, with `signer`'s `Authorization` header if any (the
+    node's chain id and node id are read once from its public `status`)."""
+    if signer is None:
+        return post_bytes(*address, body)
+    if address not in _NODE_IDS:
+        answer = await http(address, post_bytes(*address, rpc_body("status", {})))
+        try:
+            info = json.loads(answer.body)["result"]["node_info"]
+        except (ValueError, KeyError, TypeError):
+            return post_bytes(*address, body)  # the node is down or restarting: ask unsigned
+        _NODE_IDS[address] = (info["network"], info["id"])
+    chain_id, node_id = _NODE_IDS[address]
+    value = authorization_header(
+        signer, chain_id=chain_id, node_id=node_id, method="POST", path="/", body=body
+    )
+    return post_bytes(*address, body, extra=f"Authorization: {value}\r\n")
 
 
 async def for_a_while(seconds: float, count: int, workers: int, work) -> None:
