@@ -55,6 +55,7 @@ import tomli_w
 from consensus.core import CoreConfig
 from ledger.crypto import is_strict_public_key
 from ledger.tx import CHAIN_ID_PATTERN, MAX_TX_BYTES
+from node.mempool_limits import MempoolLimits
 
 CONFIG_FILE = "config.toml"
 GENESIS_FILE = "genesis.json"
@@ -210,32 +211,10 @@ class ConsensusConfig:
     this much latency. Covered by the propose timeout like the heartbeat."""
 
 
-@dataclass(frozen=True, slots=True)
-class MempoolConfig:
-    """`[mempool]`: the same fields and defaults as `node.mempool_limits.MempoolLimits`
-    (tests/node/test_mempool_limits.py keeps them equal); docs/OPERATIONS.md says what each
-    bounds and which metric shows it being hit."""
-
-    max_txs: int = 10_000
-    max_bytes: int = 64 * _MIB
-    """Memory the waiting transactions keep (raw bytes + decoded objects)."""
-    max_tx_bytes: int = MAX_TX_BYTES
-    max_tx_decoded_bytes: int = 512 * 1024
-    """Memory one decoded transaction may keep (more: TX_TOO_COMPLEX)."""
-    nonce_window: int = 64
-    """A transaction may use a nonce up to this far beyond the sender's next one."""
-    max_txs_per_sender: int = 64
-    max_bytes_per_sender: int = 4 * _MIB
-    vasp_share_percent: int = 25
-    """A VASP and the investors it onboarded, together, at most this share of the pool."""
-    reserved_percent: int = 10
-    """Room only senders with an institutional role (not VASPs) may use."""
-    max_parked_per_sender: int = 16
-    parked_share_percent: int = 25
-    ttl_blocks: int = 600
-    parked_ttl_blocks: int = 100
-    verified_cache: int = 20_000
-    decode_cache_bytes: int = 16 * _MIB
+# `[mempool]` is the mempool's own limits: one dataclass, its fields, defaults and ranges
+# (node/mempool_limits.py); docs/OPERATIONS.md says what each bounds and which metric shows it
+# being hit.
+MempoolConfig = MempoolLimits
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The mempool's bounds (`MempoolLimits`) and the shares they give each kind of sender.
 
-What it owns: every number that bounds the pool, their defaults (the same as
-`node.config.MempoolConfig`, which a test keeps equal), their validation, and the two
+What it owns: every number that bounds the pool, their defaults (config.toml's `[mempool]`
+section is this dataclass: `node.config.MempoolConfig`), their validation, and the two
 questions admission asks of a sender's account: does it hold an institutional role (room is
 reserved for those), and which VASP's share does it count against.
 
