@@ -269,7 +269,7 @@ async def serve_websocket(
                 connection,
                 receive,
                 limits.ws_max_message_bytes,
-                getattr(limits, "ws_idle_timeout_ms", 60_000) / 1000,
+                limits.ws_idle_timeout_ms / 1000,
             )
             nursery.cancel_scope.cancel()
     finally:
