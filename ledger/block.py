@@ -310,7 +310,7 @@ def compute_validators_hash(validators: Iterable[Validator]) -> bytes:
 
 def check_txs_hash(block: Block) -> None:
     """InvalidBlock unless `txs_hash` is the Merkle root of the block's exact transaction
-    bytes (whether each decodes and executes is for `apply_block` to say)."""
+    bytes (whether each decodes and executes is for `ledger.transition` to say)."""
     if compute_txs_hash(block.txs) != block.header.txs_hash:
         raise InvalidBlock(f"block {block.header.height}: txs_hash does not match its txs")
     if compute_evidence_hash(block.evidence) != block.header.evidence_hash:
