@@ -231,6 +231,24 @@ class Core:
         next height as a validator; nothing already signed at this height is at stake."""
         self.own_address = address
 
+    def join_round_as(self, address: bytes) -> Ready:
+        """Sign as `address` from the middle of a height at which this core has signed nothing
+        (the caller's guarantee: the same resumption as `start_signing_as`, on a timer). The
+        rules that would have had it vote in this round fired while it was not signing, and
+        the others may be waiting for its vote to reach a quorum of any kind (no quorum, no
+        timeout, no next round): so it prevotes nil if the round is past its propose step, and
+        precommits nil if past its prevote step. Nil votes are always safe (lines 44 and 61
+        cast them); then the rules run as for any vote."""
+        self._begin()
+        self.own_address = address
+        if self.is_validator and not self._decided:
+            if self.current_step is not Step.PROPOSE:
+                self._sign_vote(VoteType.PREVOTE, None)
+            if self.current_step is Step.PRECOMMIT:
+                self._sign_vote(VoteType.PRECOMMIT, None)
+            self._run_rules(self.round)
+        return self._finish()
+
     def durable_state(self) -> DurableState:
         return DurableState(
             height=self.height,

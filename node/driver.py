@@ -53,10 +53,10 @@ Signing hold (double-sign protection after a lost record, like CometBFT's
 validator whose record is missing while its store holds blocks (height S > 0), or whose record
 is older than the store (height < S), cannot know what it signed before, so it starts as a
 follower that never signs (`signing_held`; the core gets no address). It learns the network's
-tip T from the peers' Status messages (the highest reported in the first `2 * tick_ms` after
-the first one), syncs and follows consensus, and once it has applied a block at height
->= max(S, T) + 1 -- decided by the others after this start -- it signs again from the next
-height. Why that is safe: before the crash it could only sign at heights <= its store height
+tip T from the peers' Status messages (the highest of each peer's first report, heard in the
+first `2 * tick_ms` after the first one), syncs and follows consensus, and once it has applied a block at height
+>= max(S, T) + 1 -- decided by the others after this start -- it signs again (checked after
+each commit and on each tick, so a network stalled for want of its signature still gets it). Why that is safe: before the crash it could only sign at heights <= its store height
 + 1 and <= the network tip at the crash + 1, both <= max(S, T) + 1. Both switches are logged
 at WARNING. A brand-new validator (empty store, no record) signs at once; a lone validator
 with a lost record never signs again (no peer can tell it the tip): restore the record or
@@ -373,7 +373,8 @@ class Driver:
             and (durable is None or durable.height < chain.height)
         )
         self._hold_store_height = chain.height  # S: we signed at most at S + 1 (intact store)
-        self._peer_tip: int | None = None  # T: the highest height peers reported
+        self._peer_tip: int | None = None  # T: the highest of the peers' first reports
+        self._tip_reporters: set[bytes] = set()  # the peers whose first report is counted
         self._learn_tip_until: float | None = None  # T is final once this trio time passes
         if self.signing_held:
             own = None  # an observer until `_maybe_resume_signing`
@@ -562,7 +563,7 @@ class Driver:
             case _FromPeer(peer, Status(height, _)):
                 self._sync.note_peer_height(peer, height)
                 if self.signing_held:
-                    self._learn_peer_tip(height)
+                    self._learn_peer_tip(peer, height)
                 if height >= self.chain.height + 2:
                     self._sync.want(height)
                     self._request_sync()
@@ -580,7 +581,7 @@ class Driver:
                 if self._held and trio.current_time() - self._held[0].since >= self._hold_s:
                     self._abandon()  # re-executed at the decision if it is decided
                     self._flush_admissions()
-                return None
+                return self._resume_signing_mid_height() if self.signing_held else None
             case _Admission():
                 self._admit(item)
                 return None
@@ -1056,14 +1057,20 @@ class Driver:
 
     # ---- signing hold ------------------------------------------------------------------
 
-    def _learn_peer_tip(self, height: int) -> None:
-        """T is the highest height the peers report during `2 * tick_ms` from the first
-        Status we get (every peer broadcasts one per tick, so each connected peer is heard);
-        later reports do not raise it, or a follower one block behind would chase forever."""
+    def _learn_peer_tip(self, peer: bytes, height: int) -> None:
+        """T is the highest of the peers' first reports heard during `2 * tick_ms` from the
+        first Status we get (every peer broadcasts one per tick, so each connected peer is
+        heard). A peer's first report after our start is at least its tip at our start, which
+        bounds what we could have signed; its later reports do not raise T, or blocks decided
+        inside the window would push the target past the tip, and a network that needs our
+        signature to decide it would stall for good (chaos: a second validator stopped)."""
         now = trio.current_time()
         if self._learn_tip_until is None:
             self._learn_tip_until = now + 2 * self.config.tick_ms / 1000
-        if now <= self._learn_tip_until and (self._peer_tip is None or height > self._peer_tip):
+        if now > self._learn_tip_until or peer in self._tip_reporters:
+            return
+        self._tip_reporters.add(peer)
+        if self._peer_tip is None or height > self._peer_tip:
             self._peer_tip = height
 
     @property
@@ -1075,15 +1082,32 @@ class Driver:
             return None
         return max(self._hold_store_height, self._peer_tip) + 1
 
+    def _hold_is_over(self) -> bool:
+        target = self.signing_resumes_after
+        return target is not None and self.chain.height >= target
+
     def _maybe_resume_signing(self) -> None:
         """Called after each commit: once a block at height >= max(S, T) + 1 is applied, sign
         again from the next height (the core enters it with our address)."""
-        target = self.signing_resumes_after
-        if target is None or self.chain.height < target:
+        if not self._hold_is_over():
             return
         assert self._identity is not None
-        self.signing_held = False
+        self._end_hold()
         self.core.start_signing_as(self._identity.address)
+
+    def _resume_signing_mid_height(self) -> Ready | None:
+        """Called on each tick while held: the blocks past the target may all have been
+        committed (synced) while T was still being learned, and a network that then stalls
+        for want of our signature commits nothing more to end the hold. The core's height is
+        past the target here, so it has signed nothing there: it joins the round (core)."""
+        if not self._hold_is_over() or self.core.height <= self.chain.height:
+            return None
+        assert self._identity is not None
+        self._end_hold()
+        return self.core.join_round_as(self._identity.address)
+
+    def _end_hold(self) -> None:
+        self.signing_held = False
         log.warning(
             "%s: SIGNING AGAIN from height %d: the network decided block %d after this start "
             "(store was at %d, peers' tip %d)",

@@ -141,6 +141,7 @@ class Node:
 
     def __init__(self, name: str, path, hub: Hub, *, observer: bool = False) -> None:
         self.name = name
+        self.config = CONFIG  # a test may give one node other timings
         self.path = path
         self.hub = hub
         self.identity = key(("observer-" if observer else "validator-") + name)
@@ -163,7 +164,7 @@ class Node:
             net=self.endpoint,
             mempool=Mempool(MempoolLimits(), CHAIN_ID),
             identity=self.identity,
-            config=CONFIG,
+            config=self.config,
             clock_ms=lambda: GENESIS_MS + round(trio.current_time() * 1000),
             durable=durable,
             name=self.name,

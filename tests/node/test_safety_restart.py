@@ -11,6 +11,7 @@ Also: a brand-new validator signs at once, and one whose record is intact is not
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 import trio
@@ -23,6 +24,7 @@ from node import messages
 from node.app import run_driver_until_store_fails
 from node.messages import ConsensusMessage
 from tests.node.test_driver import (
+    CONFIG,
     Endpoint,
     Hub,
     Node,
@@ -30,6 +32,7 @@ from tests.node.test_driver import (
     genesis,
     inline,
     make_nodes,
+    run,
     wait_until,
 )
 
@@ -116,6 +119,56 @@ def test_validator_without_its_record_signs_nothing_until_the_network_passes_its
     ]
     assert certified, "the victim never signed again"
     agree(nodes, min(n.chain.height for n in nodes))
+    for node in nodes:
+        node.chain.close()
+
+
+def test_hold_ends_on_a_tick_when_the_network_stalls_for_want_of_the_held_signature(tmp_path):
+    """Chaos found it (delete_record, then a second validator stopped): the held validator
+    synced past its target while it was still learning the peers' tip, so no commit after the
+    tip was final could end the hold; with one more validator down the network needed its
+    signature, and stalled for good. The hold must end on a tick too."""
+    hub = Hub()
+    nodes = make_nodes(tmp_path, hub)
+    victim, other = nodes[3], nodes[2]
+    # A long learning window (2 ticks of 3 s): the others commit past the target inside it.
+    victim.config = dataclasses.replace(CONFIG, tick_ms=3000)
+    seen: dict[str, int] = {}
+
+    async def main():
+        with trio.fail_after(300):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    await nursery.start(node.run)
+                await wait_until(lambda: victim.chain.height >= 3)
+                victim.kill()
+                await trio.sleep(0)
+                store_height = victim.chain.height
+                await wait_until(lambda: nodes[0].chain.height >= store_height + 2)
+                # Revived just before its start: nothing sent to it while it was down (a
+                # peer's old Status) is delivered, as over a real link made after the start.
+                victim.revive()
+                assert delete_record(victim.path) == 1
+                await nursery.start(victim.run)
+                driver = victim.driver
+                assert driver.signing_held
+                # The others decide past anything the victim could have signed, while its
+                # learning window is still open ...
+                await wait_until(lambda: driver._peer_tip is not None)
+                seen["tip"] = driver._peer_tip
+                await wait_until(lambda: victim.chain.height >= seen["tip"] + 2)
+                assert driver.signing_held and driver.signing_resumes_after is None
+                # ... then a second validator stops: without the victim, 2 of 4 sign.
+                other.kill()
+                seen["stalled_at"] = max(n.chain.height for n in nodes)
+                await wait_until(lambda: not driver.signing_held)
+                await wait_until(lambda: nodes[0].chain.height >= seen["stalled_at"] + 3)
+                nursery.cancel_scope.cancel()
+
+    run(main)
+    assert nodes[0].chain.height >= seen["stalled_at"] + 3
+    live = [nodes[0], nodes[1], victim]
+    agree(live, min(n.chain.height for n in live))
     for node in nodes:
         node.chain.close()
 
