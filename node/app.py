@@ -123,7 +123,9 @@ async def run_node(config: NodeConfig) -> int:
     try:
         return await _run(config, genesis, key, chain, lanes)
     finally:
+        closing = trio.current_time()
         await run_sync(chain.close)
+        log.info("%s: database closed in %.2f s", config.name, trio.current_time() - closing)
         log.info("%s: stopped at height %d", config.name, chain.height)
 
 
@@ -219,8 +221,16 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
                     "%s: signal %d: finishing the current commit and stopping", config.name, signum
                 )
                 driver.stop()
-                with trio.move_on_after(10):
+                asked = trio.current_time()
+                with trio.move_on_after(DRIVER_STOP_WAIT_S):
                     await driver_done.wait()
+                # A slow stop is named in the log (what the harnesses' SIGKILL would hide).
+                log.info(
+                    "%s: driver %s after %.2f s; closing links and listeners",
+                    config.name,
+                    "stopped" if driver_done.is_set() else "still busy, cancelled",
+                    trio.current_time() - asked,
+                )
                 nursery.cancel_scope.cancel()
                 break
     if failures and isinstance(failures[0], UnsupportedProtocol):
@@ -236,6 +246,11 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
         )
         return EXIT_STORAGE_FAILED
     return 0
+
+
+# How long SIGTERM waits for the driver to finish the item it is on (a block commit, a sync
+# batch) before cancelling everything; process supervisors should allow more than this.
+DRIVER_STOP_WAIT_S = 10
 
 
 async def _drop_removed_peers(driver: Driver, manager: PeerManager) -> None:

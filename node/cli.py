@@ -178,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-timeout", type=float, default=60.0, help="seconds to wait for every node"
     )
     localnet.add_argument(
-        "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop"
+        "--grace",
+        type=float,
+        default=20.0,
+        help="seconds between SIGTERM and SIGKILL on stop (a node waits up to 10 s for its commit)",
     )
     backup = sub.add_parser("backup", help="copy a stopped node's database (SQLite backup API)")
     backup.add_argument("--home", required=True, help="the node's home folder")

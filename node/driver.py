@@ -1008,6 +1008,8 @@ class Driver:
         start = self.chain.height
         last_commit: Commit | None = None
         for synced in response.blocks:
+            if self._stopping:
+                break  # a long batch must not hold a graceful stop (SIGTERM) back
             height = self.chain.height + 1
             try:
                 block, commit = check_synced_block(

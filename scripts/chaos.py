@@ -339,7 +339,11 @@ class Chaos:
         )
 
     def _delete_record(self, victim: str) -> None:
+        asked = time.monotonic()
         code = self.net.stop(victim)
+        stop_s = time.monotonic() - asked
+        if stop_s > 5:
+            self.notes.append(f"delete_record: {victim} took {stop_s:.1f} s to stop on SIGTERM")
         if code != 0:
             self.honest_crashes.append(f"{victim} stopped with {code} before delete_record")
         db = sqlite3.connect(self.net.root / victim / "data" / "node.db")
