@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     localnet.add_argument("--observers", type=int, default=0)
     localnet.add_argument("--fresh", action="store_true", help="wipe the network first")
     localnet.add_argument("--demo", action="store_true", help="run scripts/demo.py once healthy")
+    localnet.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_false",
+        help="do not start the supervision dashboard (khazana dashboard) on the first node",
+    )
     localnet.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
     localnet.add_argument("--host", default=DEFAULT_HOST)
     localnet.add_argument(
@@ -187,9 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--home", required=True, help="the node's home folder")
     backup.add_argument("--out", required=True, help="file to write (must not exist)")
     from node.client.cli import add_query_parser, add_tx_parser
+    from node.dashboard.cli import add_dashboard_parser
 
     add_tx_parser(sub)
     add_query_parser(sub)
+    add_dashboard_parser(sub)
     return parser
 
 
@@ -410,6 +418,7 @@ def cmd_localnet(args: argparse.Namespace) -> int:
         observers=args.observers,
         fresh=args.fresh,
         demo=args.demo,
+        dashboard=args.dashboard,
         base_port=args.base_port,
         host=args.host,
         time_step_ms=args.time_step_ms,
@@ -473,7 +482,14 @@ COMMANDS = {
     "backup": cmd_backup,
     "tx": cmd_tx,
     "query": cmd_query,
+    "dashboard": lambda args: _dashboard(args),
 }
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from node.dashboard.cli import cmd_dashboard  # trio and the SDK only when asked for
+
+    return cmd_dashboard(args)
 
 
 def main(argv: list[str] | None = None) -> int:
