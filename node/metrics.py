@@ -54,7 +54,7 @@ from prometheus_client import (
 )
 
 from ledger.codes import Code
-from node.asgi import serve_asgi
+from node.asgi import answer_lifespan, serve_asgi
 from node.p2p.admission import REASONS as PEER_REFUSAL_REASONS
 
 # Block interval buckets (seconds): a healthy network commits every ~1 s under load and at the
@@ -280,13 +280,8 @@ class MetricsApp:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         if scope["path"] != "/metrics":

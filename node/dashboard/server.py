@@ -34,6 +34,7 @@ from urllib.parse import parse_qs
 
 import trio
 
+from node.asgi import answer_lifespan, serve_asgi
 from node.dashboard.figures import HeightHistory, overview
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Dashboard:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)  # nothing to start or stop: acknowledge both
+            await answer_lifespan(receive, send)  # nothing to start or stop: acknowledge both
             return
         if scope["type"] != "http":
             return  # no WebSocket
@@ -123,16 +124,6 @@ class Dashboard:
         await _answer(send, 200, kind.encode(), target.read_bytes())
 
 
-async def _lifespan(receive: Any, send: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 def _cookie(header: bytes, name: str) -> bytes:
     for part in header.split(b";"):
         key, _, value = part.strip().partition(b"=")
@@ -166,8 +157,6 @@ def allowed_hosts(host: str, port: int) -> set[str]:
 async def run_dashboard(call, listen_host: str, listen_port: int, token: str, say) -> None:
     """Serve until cancelled; `say(url)` gets the address to open (with the token) once
     listening (port 0 picks a free one)."""
-    from node.asgi import serve_asgi
-
     dashboard = Dashboard(call, token, set())  # no Host admitted until the port is known
     async with trio.open_nursery() as nursery:
         port = await nursery.start(

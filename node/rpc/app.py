@@ -47,7 +47,7 @@ from typing import Any
 
 import trio
 
-from node.asgi import serve_asgi
+from node.asgi import answer_lifespan, serve_asgi
 from node.rpc.auth import (
     QUERY_PARAM,
     Authenticator,
@@ -88,7 +88,7 @@ class RpcApp:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
         elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
@@ -327,16 +327,6 @@ async def _respond_json(send: Callable, status: int, obj: Any) -> None:
         text = json.dumps(error_response(RpcError(INTERNAL_ERROR, "Internal error")))
     body = text.encode("utf-8")
     await _respond(send, status, body, b"application/json")
-
-
-async def _lifespan(receive: Callable, send: Callable) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 # --------------------------------------------------------------------------- serving
