@@ -119,7 +119,7 @@ def test_every_method_has_a_request_and_a_response(method):
 def test_method_table_lists_exactly_the_methods_and_their_params():
     table = {}
     for row in table_rows(sections(RPC_MD, "##")["Methods"]):
-        name = re.fullmatch(r"\[`(\w+)`\]\(#\w+\)", row[0])
+        name = re.fullmatch(r"\[`([\w.]+)`\]\(#\w+\)", row[0])
         if name:
             table[name.group(1)] = row[1]
     assert sorted(table) == METHODS
