@@ -136,6 +136,8 @@ def query_params(query_string: bytes, max_bytes: int) -> dict[str, Any]:
         ) from None
     params: dict[str, Any] = {}
     for name, value in pairs:
+        if not name:
+            raise invalid_params("a query param without a name")
         if name in params:
             raise invalid_params(f"param {name[:40]!r} given twice")
         if len(value) >= 2 and value[0] == value[-1] == '"':
