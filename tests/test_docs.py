@@ -314,3 +314,232 @@ def test_backup_works_as_operations_md_says(tmp_path, capsys):
         copy.close()
     assert main(["backup", "--home", str(home), "--out", str(out)]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- README that runs
+#
+# README.md's first steps, executed as written on the network the text says (a fresh
+# `khazana init` network at the default ports, in an empty folder): the "Run a validator"
+# lines (the lone node first: its log and `catching_up`, then the other three as the text
+# says), the SDK lines, the command-line and offline-signing blocks (one bash script, so their
+# shell variables carry over), and the table of a newcomer's first errors.
+
+README_PORTS = range(26650, 26662)  # 4 nodes x (p2p, rpc, metrics) from 26650, as init gives
+START_S = 30
+
+
+def section_text(text: str, heading: str) -> str:
+    return sections(text, "##")[heading]
+
+
+def indented_blocks(text: str) -> list[str]:
+    """The 4-space indented code blocks of `text`, de-indented, one string each."""
+    blocks, current = [], []
+    for line in text.splitlines():
+        if line.startswith("    "):
+            current.append(line[4:])
+        elif current and line.strip():
+            blocks.append("\n".join(current))
+            current = []
+    if current:
+        blocks.append("\n".join(current))
+    return blocks
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+
+
+def ports_in_use(ports) -> list[int]:
+    import socket
+
+    busy = []
+    for port in ports:
+        probe = socket.socket()
+        # As the node binds (a port in TIME_WAIT from a previous run is free to listen on).
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            busy.append(port)
+        finally:
+            probe.close()
+    return busy
+
+
+class Walkthrough:
+    """An empty folder, `khazana` on the PATH, and the nodes the README's text starts."""
+
+    def __init__(self, folder: Path) -> None:
+        import os
+        import sys
+
+        self.folder = folder
+        self.bin = Path(sys.executable).parent
+        self.python = sys.executable
+        self.env = {**os.environ, "PATH": f"{self.bin}:{os.environ.get('PATH', '')}"}
+        for name in ("KHAZANA_RPC", "KHAZANA_KEY"):
+            self.env.pop(name, None)
+        self.procs: dict[str, object] = {}
+
+    def bash(self, script: str, timeout: float = 120):
+        import subprocess
+
+        return subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, command: str) -> None:
+        """A foreground `khazana start` line, run as a process of its own (a terminal)."""
+        import shlex
+        import subprocess
+
+        home = command.split("--home", 1)[1].split()[0]
+        name = Path(home).name
+        log = open(self.folder / f"{name}.log", "wb")  # the child holds its own descriptor
+        argv = [str(self.bin / "khazana"), *shlex.split(command)[1:]]
+        self.procs[name] = subprocess.Popen(
+            argv, cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")
+
+    def status(self, url: str = "http://127.0.0.1:26651") -> dict | None:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{url}/status", timeout=2) as answer:
+                return json.loads(answer.read())["result"]
+        except OSError:
+            return None
+
+    def wait(self, predicate, what: str, deadline_s: float = START_S):
+        import time
+
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        logs = {name: self.log(name)[-800:] for name in self.procs}
+        raise AssertionError(f"timed out waiting for {what}: {logs}")
+
+    def stop_all(self) -> None:
+        import subprocess
+
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def readme_network(tmp_path_factory):
+    """README's "Run a validator", as written: init, the lone node (what it says), its status,
+    then the other three nodes the text tells the reader to start."""
+    busy = ports_in_use(README_PORTS)
+    if busy:
+        pytest.skip(f"README's default ports are in use ({busy[:3]}...): a localnet is running?")
+    walk = Walkthrough(tmp_path_factory.mktemp("readme"))
+    init, start, query = indented_blocks(section_text(README, "Run a validator"))[0].splitlines()
+    try:
+        done = walk.bash(init.split("#")[0])
+        assert done.returncode == 0, done.stderr
+        walk.start(start.split("#")[0])
+        walk.lone = walk.wait(walk.status, "the lone node's RPC")
+        walk.wait(lambda: "waiting for peers" in walk.log("ministry"), "the waiting-for-peers line")
+        walk.query = walk.bash(query)
+        for name in ("central-bank", "regulator", "auditor"):
+            assert f"khazana start --home net/{name}" in README or f"`net/{name}`" in README
+            walk.start(f"khazana start --home net/{name}")
+        walk.wait(
+            lambda: (walk.status() or {}).get("sync_info", {}).get("latest_block_height", 0) >= 1,
+            "the first block of four nodes",
+        )
+        yield walk
+    finally:
+        walk.stop_all()
+
+
+def test_readme_a_lone_node_says_it_waits_for_peers(readme_network):
+    walk = readme_network
+    assert walk.query.returncode == 0, walk.query.stderr
+    assert walk.lone["sync_info"]["latest_block_height"] == 0
+    assert walk.lone["sync_info"]["catching_up"] is True  # it cannot know it is current
+    line = next(line for line in walk.log("ministry").splitlines() if "waiting for peers" in line)
+    assert "2/3" in line and "central-bank" in line  # why, and where it looks for them
+    # Once the others run, the node is current and says so.
+    walk.wait(lambda: walk.status()["sync_info"]["catching_up"] is False, "catching_up false")
+
+
+def test_readme_sdk_lines_run_on_a_fresh_network(readme_network):
+    import subprocess
+
+    (snippet,) = python_blocks(section_text(README, "The SDK in a few lines"))
+    done = subprocess.run(
+        [readme_network.python, "-c", snippet],
+        cwd=readme_network.folder,
+        env=readme_network.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Committed(" in done.stdout and "code=0" in done.stdout, done.stdout
+
+
+def test_readme_command_line_blocks_run_as_written(readme_network):
+    walk = readme_network
+    blocks = indented_blocks(section_text(README, "The command line"))
+    assert len(blocks) == 2  # the walk-through, then offline signing
+    done = walk.bash("\n".join(blocks) + "\n")
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "signatures_still_needed: 1" in done.stdout
+    assert "committed" in done.stdout.splitlines()[-1] or "committed" in done.stdout[-400:]
+    # bob received 50 and gave 10 back by legal order: 40 minor units, as the text says.
+    bob = (walk.folder / "bob.key").read_text()
+    address = json.loads(bob)["address"]
+    shown = walk.bash(
+        f"khazana query account {address} --json --key net/clients/regulator.key "
+        "--rpc http://127.0.0.1:26651"
+    )
+    balances = json.loads(shown.stdout)["balances"]
+    assert [(b["instrument"], b["balance"]) for b in balances] == [("USD-CASH", 40)]
+
+
+def test_readme_first_errors_say_what_to_do(readme_network):
+    walk = readme_network
+    rows = {
+        row[0]: row[1]
+        for row in table_rows(section_text(README, "The command line"))
+        if row[0].startswith("`")
+    }
+    walk.bash("khazana keygen --out carol.key > /dev/null")
+    target = json.loads((walk.folder / "alice.key").read_text())["address"]
+    transfer = (
+        f"khazana tx transfer --key carol.key --instrument USD-CASH --to {target} "
+        "--rpc http://127.0.0.1:26651 --amount "
+    )
+    not_onboarded = walk.bash(transfer + "1")
+    assert not_onboarded.returncode == 1
+    assert "ACCOUNT_NOT_FOUND (208)" in not_onboarded.stderr
+    assert "onboard_investor" in not_onboarded.stderr  # the hint: onboarding comes first
+    assert any(k.startswith("`ACCOUNT_NOT_FOUND (208)`") for k in rows)
+    decimal = walk.bash(transfer + "0.50")
+    assert decimal.returncode == 2
+    said = next(k for k in rows if k.startswith("`--amount must be an integer"))
+    assert said.strip("`") in decimal.stderr, decimal.stderr
+    helped = walk.bash("khazana tx transfer --help")
+    assert "integers in the instrument's minor units" in " ".join(helped.stdout.split())
