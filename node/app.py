@@ -208,6 +208,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
             if config.metrics.listen is not None:
                 await nursery.start(serve_metrics, metrics, config.metrics.listen)
             nursery.start_soon(_peer_gauge, manager, metrics)
+            nursery.start_soon(_log_waiting_for_peers, api, driver, config)
             nursery.start_soon(_drop_removed_peers, driver, manager)
             log.info(
                 "%s: running (%s) at height %d, p2p %s",
@@ -294,6 +295,39 @@ def _signing_identity(config: NodeConfig, key, genesis_keys: set[bytes]):
         return key
     log.warning("%s: observer with a genesis validator's key: it will never sign", config.name)
     return None
+
+
+PEER_WAIT_LOG_S = 30  # how often a node with no peer says so again
+
+
+async def _log_waiting_for_peers(api: NodeApi, driver: Driver, config: NodeConfig) -> None:
+    """While the node has no peer and cannot make blocks alone, say so in the log (at start,
+    then every `PEER_WAIT_LOG_S`), with where it looks for them, and say when one connects: a
+    lone `khazana start` of a network of several validators must not sit silently at
+    height 0."""
+    waited_s = 0
+    waiting = False
+    while True:
+        if api.waiting_for_peers():
+            if not waiting or waited_s >= PEER_WAIT_LOG_S:
+                configured = (
+                    ", ".join(f"{peer.name} {peer.address}" for peer in config.p2p.peers) or "none"
+                )
+                log.warning(
+                    "%s: waiting for peers at height %d: no peer connected, and blocks need "
+                    "validators holding more than 2/3 of the voting power (start the other "
+                    "nodes; [p2p] peers in config.toml: %s)",
+                    config.name,
+                    driver.height,
+                    configured,
+                )
+                waited_s = 0
+            waiting = True
+        elif waiting:
+            log.info("%s: connected to %d peer(s)", config.name, len(api.peers()))
+            waiting = False
+        await trio.sleep(1)
+        waited_s += 1
 
 
 async def _peer_gauge(manager: PeerManager, metrics: Metrics) -> None:

@@ -55,7 +55,7 @@ from node.client.errors import (
     SignedTxFileError,
     TxRejected,
 )
-from node.client.ops import OPS, BuildError, build, parse_cli_value
+from node.client.ops import AMOUNT, AMOUNT_HINT, OPS, BuildError, build, parse_cli_value
 from node.client.proofs import (
     TrustedValidators,
     verify_account,
@@ -103,7 +103,10 @@ MEANINGS: dict[Code, str] = {
     Code.UNAUTHORIZED: "the sender lacks the role this operation needs",
     Code.DUPLICATE_TX: "this very transaction was already submitted",
     Code.SENDER_NOT_SIGNED: "the sender's own key did not sign",
-    Code.ACCOUNT_NOT_FOUND: "an account named in the transaction does not exist on the chain",
+    Code.ACCOUNT_NOT_FOUND: "an account named in the transaction does not exist on the chain: "
+    "a new key has no account until it is onboarded -- a regulator or a licensed VASP runs "
+    "`khazana tx onboard_investor --investor kz1... --country CC --category retail "
+    "--kyc-expiry YYYY-MM-DD --key ITS.key` first",
     Code.INSTITUTION_MISMATCH: "the account belongs to another institution than the grant names",
     Code.INSTRUMENT_PAUSED: "the instrument is paused",
     Code.CLOSED_PERIOD: "the instrument is in its closed period before a payment",
@@ -174,7 +177,9 @@ def add_tx_parser(sub: argparse._SubParsersAction) -> None:
                 dest=arg.param,
                 required=arg.required,
                 metavar=arg.kind.upper(),
-                help=arg.help + ("" if arg.required else " (optional)"),
+                help=arg.help
+                + (f": {AMOUNT_HINT}" if arg.kind == AMOUNT else "")
+                + ("" if arg.required else " (optional)"),
             )
         parser.add_argument(
             "--key", action="append", required=True, help="key file; repeat to co-sign"
