@@ -43,7 +43,12 @@ from node.config import (
     PeerConfig,
     RpcConfig,
 )
-from node.home import HomeError, genesis_document_bytes, load_genesis
+from node.home import (
+    HomeError,
+    genesis_document_bytes,
+    load_genesis,
+    refuse_plaintext_validator_key,
+)
 from node.rpc.tls import SERVER_CERT, SERVER_KEY, make_ca, make_server_cert
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -136,6 +141,7 @@ def init_node_home(
     peers: Sequence[PeerSpec] = (),
     observers: Sequence[bytes] = (),
     rpc_tls: RpcTls | None = None,
+    allow_plaintext_key: bool = False,
 ) -> NodeConfig:
     """Make one node's home from a genesis made elsewhere and the node's own key file.
 
@@ -147,6 +153,9 @@ def init_node_home(
     `rpc_tls`: the RPC serves TLS, with the given certificate and key (copied into the home;
     a client CA makes clients present a certificate), or with a new CA of the home's own
     (HOME/tls/ca.pem, for its clients) signing a certificate for the RPC and external hosts.
+
+    A validator's key file must be encrypted (PlaintextKeyError), unless
+    `allow_plaintext_key` (test networks), which the config then records for `khazana start`.
     """
     home = Path(home)
     if role not in ("validator", "observer"):
@@ -161,6 +170,8 @@ def init_node_home(
         raise HomeError(f"{home} exists and is not empty: refusing to overwrite a node's home")
     if rpc_tls is not None and (rpc_tls.cert is None) != (rpc_tls.key is None):
         raise HomeError("--rpc-tls-cert and --rpc-tls-key go together")
+    if role == "validator" and not allow_plaintext_key:
+        refuse_plaintext_validator_key(Path(node_key_file), where="give --allow-plaintext-key")
     genesis = load_genesis(genesis_file)
     genesis_bytes = Path(genesis_file).read_bytes()
     key = read_key_file(node_key_file)
@@ -192,6 +203,7 @@ def init_node_home(
         ),
         rpc=RpcConfig(listen=rpc, **_rpc_tls_names(rpc_tls)),
         metrics=MetricsConfig(listen=metrics),
+        allow_plaintext_key=allow_plaintext_key,
     )
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(home, 0o700)

@@ -6,12 +6,9 @@ typo such as `timeout_propse_ms` must not silently fall back to a default. Boole
 accepted where an integer is expected (TOML `true` is not `1`), and there are no floats:
 durations are integer milliseconds, sizes integer bytes.
 
-Addresses are `host:port`; an IPv6 host is written in brackets (`[2001:db8::1]:26656`).
-Nothing here assumes loopback: a node may listen on a wildcard address (`0.0.0.0`, `[::]`)
-and then must say under which address its peers reach it (`p2p.external_address`).
-
-The file, with the required keys first (everything else has the default shown by
-`NodeConfig.to_toml_dict`):
+Addresses are `host:port` (IPv6 in brackets, `[2001:db8::1]:26656`); a node listening on a
+wildcard address must say where its peers reach it (`p2p.external_address`). The file, with
+the required keys first (everything else has the default shown by `NodeConfig.to_toml_dict`):
 
     name = "ministry"              # the node's moniker, also its log name
     role = "validator"             # or "observer"
@@ -19,6 +16,7 @@ The file, with the required keys first (everything else has the default shown by
     log_level = "info"             # debug | info | warning | error
     log_format = "text"            # text | json (one JSON object per line)
     data_dir = "data"              # relative to the home folder, or absolute
+    allow_plaintext_key = false    # true: a validator may run on a plain key file (tests)
 
     [p2p]
     listen = "127.0.0.1:26650"
@@ -36,6 +34,7 @@ The file, with the required keys first (everything else has the default shown by
                   # (every field of MempoolConfig; docs/OPERATIONS.md)
     [rpc]         # listen (required), max_body_bytes, max_batch, max_connections, ...
     [metrics]     # listen (absent: no metrics endpoint)
+    [signer]      # a remote signer holds the validator key (node/signer_client.py)
 """
 
 from __future__ import annotations
@@ -290,6 +289,8 @@ class NodeConfig:
     log_level: str = "info"
     log_format: str = "text"
     data_dir: str = "data"
+    allow_plaintext_key: bool = False  # a validator may start on a plain key file (tests)
+    signer: Mapping[str, Any] | None = None  # [signer] as written; node/signer_client.py checks it
 
     # -- where things are in the home folder
 
@@ -351,6 +352,7 @@ class NodeConfig:
             "log_level": self.log_level,
             "log_format": self.log_format,
             "data_dir": self.data_dir,
+            **({"allow_plaintext_key": True} if self.allow_plaintext_key else {}),
             "p2p": {
                 "listen": str(p2p.listen),
                 "external_address": str(p2p.external_address),
@@ -377,6 +379,8 @@ class NodeConfig:
             },
             "metrics": {} if self.metrics.listen is None else {"listen": str(self.metrics.listen)},
         }
+        if self.signer is not None:
+            document["signer"] = dict(self.signer)
         return document
 
     def write(self) -> Path:
@@ -554,8 +558,8 @@ def from_dict(document: Mapping, *, home: Path, path: Path | None = None) -> Nod
         path,
         "",
         document,
-        ["name", "role", "chain_id", "log_level", "log_format", "data_dir"]
-        + ["p2p", "consensus", "mempool", "rpc", "metrics"],
+        ["name", "role", "chain_id", "log_level", "log_format", "data_dir", "allow_plaintext_key"]
+        + ["p2p", "consensus", "mempool", "rpc", "metrics", "signer"],
     )
     name = top.text("name")
     if not NAME_PATTERN.fullmatch(name):
@@ -576,7 +580,12 @@ def from_dict(document: Mapping, *, home: Path, path: Path | None = None) -> Nod
     rpc = _rpc(path, top.take("rpc"))
     metrics_reader = _Reader(path, "metrics", top.take("metrics", {}), ["listen"])
     metrics = MetricsConfig(listen=metrics_reader.address("listen", None))
-    metrics_reader.finish()
+    metrics_reader.finish()  # the readers refuse unknown keys
+    allow_plaintext_key = top.take("allow_plaintext_key", False)
+    if type(allow_plaintext_key) is not bool:
+        raise top.error("allow_plaintext_key", f"must be a boolean, got {allow_plaintext_key!r}")
+    if not isinstance(signer := top.take("signer", None), Mapping | None):
+        raise top.error("signer", "must be a table ([signer])")
     top.finish()
 
     # Checks across sections: a block must fit in one peer message, a transaction in a block.
@@ -636,6 +645,8 @@ def from_dict(document: Mapping, *, home: Path, path: Path | None = None) -> Nod
         log_level=log_level,
         log_format=log_format,
         data_dir=data_dir,
+        allow_plaintext_key=allow_plaintext_key,
+        signer=signer,
     )
 
 
