@@ -12,7 +12,7 @@ SQLite record file (the signer "process"). The steps, each a test:
     node:after_persist     the node persisted the signed vote and dies before sending it
     node:before_send       (driver fail points, node/driver.py)
 
-each at the victim's next prevote, next precommit and next proposal. The dead party is
+at the victim's next prevote, precommit or proposal (`_cases`). The dead party is
 restarted after a pause; then every node must pass the height the others had reached by
 more than two blocks, the victim's signature must be in a later commit certificate, no
 validator may have sent two different messages for one (height, round, kind), and the
@@ -130,10 +130,9 @@ def _cases():
     for step in ("signer:after_record", "node:after_answer"):
         for kind in KINDS:
             yield step, kind
-    yield "signer:before_record", "prevote"
     yield "signer:before_record", "precommit"
     yield "both:after_record", "precommit"
-    yield "node:after_persist", "prevote"
+    yield "node:after_persist", "precommit"
     yield "node:before_send", "prevote"
 
 
