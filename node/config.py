@@ -352,7 +352,7 @@ class NodeConfig:
             "log_level": self.log_level,
             "log_format": self.log_format,
             "data_dir": self.data_dir,
-            **({"allow_plaintext_key": True} if self.allow_plaintext_key else {}),
+            "allow_plaintext_key": self.allow_plaintext_key,
             "p2p": {
                 "listen": str(p2p.listen),
                 "external_address": str(p2p.external_address),

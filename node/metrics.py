@@ -215,6 +215,7 @@ class Metrics:
             namespace=namespace,
             registry=r,
         )
+        self.signer_failures.labels(reason="unavailable")  # exported at 0: alerts see a rate
         self.signer_sign_seconds = Histogram(
             "signer_sign_seconds",
             "Round trip of one signature through the remote signer",
