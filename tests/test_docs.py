@@ -28,10 +28,10 @@ from ledger.codes import Code
 from node.cli import build_parser
 from node.config import from_dict
 from node.metrics import Metrics
-from node.signer_client import SignerLink
 from node.rpc import errors as rpc_errors
 from node.rpc.methods import RpcMethods
 from node.rpc.websocket import SUBSCRIPTION_METHODS
+from node.signer_client import SignerLink
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
