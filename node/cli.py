@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--rpc-tls-client-ca", help="PEM CA: RPC clients must present a certificate it signed"
     )
     init_node.add_argument(
+        "--signer",
+        nargs=3,
+        metavar=("ADDRESS", "SIGNER_PUBLIC_KEY", "VALIDATOR_PUBLIC_KEY"),
+        help="a remote signer holds the validator key (what `khazana init-signer` prints); "
+        "--node-key is then this node's own P2P key",
+    )
+    init_node.add_argument(
         "--allow-plaintext-key",
         action="store_true",
         help="test networks only: accept a validator key that is not encrypted",
@@ -300,6 +307,9 @@ def cmd_init_node(args: argparse.Namespace) -> int:
             if args.rpc_tls or args.rpc_tls_cert or args.rpc_tls_key or args.rpc_tls_client_ca
             else None,
             allow_plaintext_key=args.allow_plaintext_key,
+            signer=None
+            if args.signer is None
+            else dict(zip(("address", "public_key", "validator_key"), args.signer, strict=True)),
         )
     except (HomeError, ConfigError, GenesisError, KeyFileError, OSError, TlsError) as exc:
         print(f"khazana init-node: {exc}", file=sys.stderr)

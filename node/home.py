@@ -476,6 +476,12 @@ def prepare_start(home: str | os.PathLike[str]) -> StartPlan:
                 config.node_key_path, where=f"set allow_plaintext_key = true in {CONFIG_FILE}"
             )
         key = read_key_file(config.node_key_path)
+        if link is not None and key.public_key == link.validator_key:
+            raise HomeError(
+                f"{config.node_key_path} is the validator key that [signer] names: with a "
+                "remote signer the node holds its own node key (khazana keygen) and no "
+                "validator key at all (docs/OPERATIONS.md, 'Remote signer')"
+            )
         for index, peer in enumerate(config.p2p.peers):
             if peer.pub_key == key.public_key:
                 raise ConfigError(

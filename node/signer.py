@@ -51,7 +51,7 @@ import msgpack
 import trio
 
 from consensus.types import PROPOSAL_DOMAIN_TAG, PROPOSAL_TYPE_BYTE, VOTE_DOMAIN_TAG, chain_prefix
-from ledger.crypto import read_key_file, verify_signature
+from ledger.crypto import is_encrypted_key_file, read_key_file, verify_signature
 from ledger.tx import CHAIN_ID_PATTERN
 from node.config import ConfigError, HostPort
 from node.p2p.connection import handshake_responder
@@ -404,7 +404,10 @@ async def run_signer(
     import signal
 
     identity = read_key_file(config.home / SIGNER_KEY_FILE)
-    key = key_loader(config.home / config.key_file)
+    key_path = config.home / config.key_file
+    if key_path.is_file() and not is_encrypted_key_file(key_path):
+        log.warning("signer: %s is not encrypted (khazana key encrypt %s)", key_path, key_path)
+    key = key_loader(key_path)
     record = SignRecord(config.home / RECORD_FILE)
     service = SignerService(key, config.chain_id, record, failpoint=failpoint_from_env())
     try:

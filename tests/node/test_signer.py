@@ -345,6 +345,16 @@ def test_start_refuses_a_plain_validator_key_unless_the_config_allows_it(
     )
     (home / "config.toml").write_text(text + signer_table)
     assert cli.main(["start", "--home", str(home)]) == 0
+    # ... but not the validator key itself: with a signer it must not be on the node at all.
+    (home / "node_key.json").unlink()
+    peer_home = tmp_path / "net" / config.p2p.peers[0].name
+    (home / "node_key.json").write_bytes((peer_home / "node_key.json").read_bytes())
+    (home / "node_key.json").chmod(0o600)
+    capsys.readouterr()
+    assert cli.main(["start", "--home", str(home)]) == 1
+    assert "is the validator key that [signer] names" in capsys.readouterr().err
+    (home / "node_key.json").unlink()
+    write_key_file(home / "node_key.json", node_key)
     stranger = text + signer_table.replace(validator.hex(), VALIDATOR.public_key.hex())
     (home / "config.toml").write_text(stranger)
     assert cli.main(["start", "--home", str(home)]) == 1
@@ -376,3 +386,35 @@ def test_init_node_refuses_a_plain_validator_key_and_takes_an_encrypted_one(
 
     assert is_encrypted_key_file(tmp_path / "prod" / "node_key.json")
     assert not NodeConfig.load(tmp_path / "prod").allow_plaintext_key
+
+
+def test_init_node_with_a_signer_takes_a_plain_node_key_and_no_validator_key(tmp_path, capsys):
+    assert cli.main(["init", "--home", str(tmp_path / "net"), "--validators", "4"]) == 0
+    network = tmp_path / "net"
+    validator_key = network / "ministry" / "node_key.json"
+    from ledger.crypto import read_key_file
+
+    validator = read_key_file(validator_key).public_key.hex()
+    node_key = tmp_path / "p2p.key"
+    write_key_file(node_key, NODE)
+
+    def argv(home: str, key_file, validator_hex: str = validator) -> list[str]:
+        return [
+            "init-node", "--home", str(tmp_path / home), "--name", "ministry",
+            "--genesis", str(network / "ministry" / "genesis.json"), "--node-key", str(key_file),
+            "--external", "10.1.0.1:26656",
+            "--signer", "unix:/run/khazana/signer.sock", SIGNER.public_key.hex(), validator_hex,
+        ]  # fmt: skip
+
+    assert cli.main(argv("prod", node_key)) == 0
+    config = NodeConfig.load(tmp_path / "prod")
+    link = SignerLink.from_config(config)
+    assert (link.address, link.validator_key.hex()) == ("/run/khazana/signer.sock", validator)
+    assert not config.allow_plaintext_key
+    capsys.readouterr()
+    # The validator key itself as the node key, or a validator key the genesis does not name.
+    assert cli.main(argv("a", validator_key)) == 1
+    assert "the validator key stays on the signer" in capsys.readouterr().err
+    assert cli.main(argv("b", node_key, VALIDATOR.public_key.hex())) == 1
+    assert "not in the genesis validator set" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
