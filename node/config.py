@@ -1,10 +1,9 @@
 """A node's configuration: `NodeConfig`, read from and written to `HOME/config.toml`.
 
-Every field is checked when the file is read, and a problem raises `ConfigError` naming the
-file, the key (`rpc.max_body_bytes`) and what is wrong with it. Unknown keys are refused: a
-typo such as `timeout_propse_ms` must not silently fall back to a default. Booleans are never
-accepted where an integer is expected (TOML `true` is not `1`), and there are no floats:
-durations are integer milliseconds, sizes integer bytes.
+Every field is checked when the file is read; a problem raises `ConfigError` naming the file,
+the key (`rpc.max_body_bytes`) and what is wrong. Unknown keys are refused (a typo such as
+`timeout_propse_ms` must not fall back to a default), booleans are never integers (TOML `true`
+is not `1`), and there are no floats: durations are integer milliseconds, sizes bytes.
 
 Addresses are `host:port` (IPv6 in brackets, `[2001:db8::1]:26656`); a node listening on a
 wildcard address must say where its peers reach it (`p2p.external_address`). The file, with
@@ -30,8 +29,7 @@ the required keys first (everything else has the default shown by `NodeConfig.to
 
     [consensus]   # consensus.core.CoreConfig fields + block_max_txs, block_max_bytes, heartbeat_ms,
                   # min_block_interval_ms
-    [mempool]     # max_txs, max_bytes, max_tx_bytes, nonce_window, shares, expiry, caches
-                  # (every field of MempoolConfig; docs/OPERATIONS.md)
+    [mempool]     # every field of MempoolConfig (docs/OPERATIONS.md)
     [rpc]         # listen (required), max_body_bytes, max_batch, max_connections, ...
     [metrics]     # listen (absent: no metrics endpoint)
     [signer]      # a remote signer holds the validator key (node/signer_client.py)
@@ -378,9 +376,8 @@ class NodeConfig:
                 "allowed_hosts": list(self.rpc.allowed_hosts),
             },
             "metrics": {} if self.metrics.listen is None else {"listen": str(self.metrics.listen)},
+            **({} if self.signer is None else {"signer": dict(self.signer)}),
         }
-        if self.signer is not None:
-            document["signer"] = dict(self.signer)
         return document
 
     def write(self) -> Path:
@@ -580,9 +577,8 @@ def from_dict(document: Mapping, *, home: Path, path: Path | None = None) -> Nod
     rpc = _rpc(path, top.take("rpc"))
     metrics_reader = _Reader(path, "metrics", top.take("metrics", {}), ["listen"])
     metrics = MetricsConfig(listen=metrics_reader.address("listen", None))
-    metrics_reader.finish()  # the readers refuse unknown keys
-    allow_plaintext_key = top.take("allow_plaintext_key", False)
-    if type(allow_plaintext_key) is not bool:
+    metrics_reader.finish()
+    if type(allow_plaintext_key := top.take("allow_plaintext_key", False)) is not bool:
         raise top.error("allow_plaintext_key", f"must be a boolean, got {allow_plaintext_key!r}")
     if not isinstance(signer := top.take("signer", None), Mapping | None):
         raise top.error("signer", "must be a table ([signer])")
