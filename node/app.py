@@ -8,6 +8,9 @@ and metrics. Shutdown on SIGTERM/SIGINT: the driver is told to stop, so the bloc
 committing finishes (a started store write is never abandoned), then the nursery is
 cancelled, which closes every peer link, and the database is closed. Exit status 0.
 
+With `[signer]` the validator key is the remote signer's (node/signer_client.py): the node
+key is then only the P2P identity, and the driver signs through a `RemoteValidatorKey`.
+
 Validator-set changes need no restart: the driver signs with the node key at the heights
 whose set names it (`_signing_identity`), and the peer allow-list asks the driver for the
 keys of the sets of the next two heights on every handshake (`is_allowed`); after a commit
@@ -53,6 +56,7 @@ from node.mempool import Mempool, MempoolLimits
 from node.metrics import Metrics, serve_metrics
 from node.p2p import PeerAddress, PeerManager, PeerManagerConfig
 from node.rpc.app import serve_rpc
+from node.signer_client import RemoteValidatorKey, SignerConnection, SignerLink
 from node.store_lanes import StoreLanes
 
 log = logging.getLogger(__name__)
@@ -120,16 +124,29 @@ async def run_node(config: NodeConfig) -> int:
     lanes = StoreLanes()
     run_sync = lanes.run_write
     chain = await run_sync(lambda: Chain.open(config.db_path, genesis))
+    link = SignerLink.from_config(config) if config.is_validator else None
+    signer = None if link is None else SignerConnection(link, key, genesis["chain_id"])
     try:
-        return await _run(config, genesis, key, chain, lanes)
+        if signer is not None:
+            signer.start()  # its own thread: dialling and handshakes never block this loop
+        return await _run(config, genesis, key, chain, lanes, signer)
     finally:
+        if signer is not None:
+            signer.close()
         closing = trio.current_time()
         await run_sync(chain.close)
         log.info("%s: database closed in %.2f s", config.name, trio.current_time() - closing)
         log.info("%s: stopped at height %d", config.name, chain.height)
 
 
-async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: StoreLanes) -> int:
+async def _run(
+    config: NodeConfig,
+    genesis: dict,
+    key,
+    chain: Chain,
+    lanes: StoreLanes,
+    signer: SignerConnection | None = None,
+) -> int:
     store = AsyncStore(chain.store, lanes.run_write, lanes.run_read)
     record = await store.load_consensus_record()
     durable = DurableState.from_bytes(record) if record else None
@@ -155,6 +172,13 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
         rng=random.Random(key.public_key),
     )
     metrics = Metrics()
+    if signer is not None:
+        # The validator key is the signer's; `key` is only this node's P2P identity.
+        identity = RemoteValidatorKey(
+            signer.link.validator_key, signer.call, name=config.name, metrics=metrics
+        )
+    else:
+        identity = _signing_identity(config, key, genesis_keys)
     mempool = Mempool(
         MempoolLimits.from_config(config.mempool), genesis["chain_id"], metrics=metrics
     )
@@ -163,7 +187,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
         store=store,
         net=manager,
         mempool=mempool,
-        identity=_signing_identity(config, key, genesis_keys),
+        identity=identity,
         config=driver_config(config),
         clock_ms=wall_clock_ms,
         durable=durable,
@@ -173,7 +197,9 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
         # WebSocket subscribers: one per connection, so the bus cap is the connection cap.
         events=EventBus(max_subscribers=getattr(config.rpc, "ws_max_connections", 64)),
         byzantine=byzantine_from_env(
-            config.home, genesis["chain_id"], key.sign if config.is_validator else None
+            config.home,
+            genesis["chain_id"],
+            key.sign if config.is_validator and signer is None else None,
         ),
     )
     driver_ref.append(driver)

@@ -10,12 +10,14 @@
     khazana start --home DIR/NAME
     khazana localnet --home DIR [--validators N] [--observers M] [--fresh] [--demo]
     khazana backup --home DIR/NAME --out FILE    (node stopped; SQLite backup API)
+    khazana init-signer --home DIR ... | signer --home DIR   (a remote signer, node/signercli.py)
     khazana tx OP --key FILE [...] | tx sign ... | tx submit ...   (node/client/cli.py)
     khazana query WHAT [...]                                        (node/client/cli.py)
 
 Exit codes: 0 success, 1 a refusal or failure (the message says why), 2 bad usage
 (argparse); for `tx` and `query`, 3 means the node is unreachable (see node/client/cli.py);
-`start`: 74 (EX_IOERR) the node stopped because its store could not write, e.g. a full disk,
+`start`: 78 (EX_CONFIG) a validator's key file is not encrypted and its config does not say
+`allow_plaintext_key = true` (encrypt it or use a remote signer), 74 (EX_IOERR) the node stopped because its store could not write, e.g. a full disk,
 76 (EX_PROTOCOL) the chain activated a protocol version this release does not run
 (node/app.py).
 """
@@ -31,8 +33,10 @@ import sys
 from ledger.genesis import DEFAULT_CHAIN_ID
 from node.home import DEFAULT_BASE_PORT, DEFAULT_HOST
 from node.keycli import add_key_parsers, cmd_key, keygen_encrypted
+from node.signercli import add_signer_parsers, cmd_init_signer, cmd_signer
 
 EXIT_REFUSED = 1
+EXIT_PLAINTEXT_KEY = 78  # EX_CONFIG: a validator's key is in clear and its config forbids it
 
 
 TIME_STEP_HELP = (
@@ -136,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     init_node.add_argument(
         "--rpc-tls-client-ca", help="PEM CA: RPC clients must present a certificate it signed"
     )
+    init_node.add_argument(
+        "--signer",
+        nargs=3,
+        metavar=("ADDRESS", "SIGNER_PUBLIC_KEY", "VALIDATOR_PUBLIC_KEY"),
+        help="a remote signer holds the validator key (what `khazana init-signer` prints); "
+        "--node-key is then this node's own P2P key",
+    )
+    init_node.add_argument(
+        "--allow-plaintext-key",
+        action="store_true",
+        help="test networks only: accept a validator key that is not encrypted",
+    )
 
     init = sub.add_parser("init", help="genesis + one home folder per node + client keys")
     init.add_argument("--home", required=True, help="folder that receives one home per node")
@@ -189,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="seconds between SIGTERM and SIGKILL on stop (a node waits up to 10 s for its commit)",
     )
+    add_signer_parsers(sub)
     backup = sub.add_parser("backup", help="copy a stopped node's database (SQLite backup API)")
     backup.add_argument("--home", required=True, help="the node's home folder")
     backup.add_argument("--out", required=True, help="file to write (must not exist)")
@@ -300,6 +317,10 @@ def cmd_init_node(args: argparse.Namespace) -> int:
             rpc_tls=RpcTls(args.rpc_tls_cert, args.rpc_tls_key, args.rpc_tls_client_ca)
             if args.rpc_tls or args.rpc_tls_cert or args.rpc_tls_key or args.rpc_tls_client_ca
             else None,
+            allow_plaintext_key=args.allow_plaintext_key,
+            signer=None
+            if args.signer is None
+            else dict(zip(("address", "public_key", "validator_key"), args.signer, strict=True)),
         )
     except (HomeError, ConfigError, GenesisError, KeyFileError, OSError, TlsError) as exc:
         print(f"khazana init-node: {exc}", file=sys.stderr)
@@ -348,11 +369,14 @@ def cmd_start(args: argparse.Namespace) -> int:
     from ledger.crypto import KeyFileError
     from ledger.store import StoreError
     from node.config import ConfigError
-    from node.home import HomeError, prepare_start
+    from node.home import HomeError, PlaintextKeyError, prepare_start
     from node.logs import configure_logging, log_event
 
     try:
         plan = prepare_start(args.home)
+    except PlaintextKeyError as exc:
+        print(f"khazana start: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_PLAINTEXT_KEY
     except (ConfigError, HomeError, KeyFileError, StoreError) as exc:
         print(f"khazana start: refusing to start: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -480,6 +504,8 @@ COMMANDS = {
     "start": cmd_start,
     "localnet": cmd_localnet,
     "backup": cmd_backup,
+    "init-signer": cmd_init_signer,
+    "signer": cmd_signer,
     "tx": cmd_tx,
     "query": cmd_query,
     "dashboard": lambda args: _dashboard(args),

@@ -37,6 +37,7 @@ from node.metrics import Metrics
 from node.rpc import errors as rpc_errors
 from node.rpc.methods import RpcMethods
 from node.rpc.websocket import SUBSCRIPTION_METHODS
+from node.signer_client import SignerLink
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -221,6 +222,12 @@ def default_config() -> dict[str, object]:
     flat.setdefault("metrics.listen", None)  # absent when there is no metrics endpoint
     for name in ("tls_cert", "tls_key", "tls_client_ca"):
         flat.setdefault(f"rpc.{name}", None)  # absent: no TLS
+    # [signer] is absent by default; with it, these three are required, the rest defaulted.
+    link = SignerLink.__dataclass_fields__
+    for name in ("address", "public_key", "validator_key"):
+        flat[f"signer.{name}"] = None
+    for name in ("timeout_ms", "retry_ms"):
+        flat[f"signer.{name}"] = link[name].default
     return flat
 
 
@@ -248,6 +255,8 @@ def test_every_config_key_is_documented_with_its_default():
             continue  # required keys have no default; external_address defaults to listen
         if value is None:
             assert cell.startswith("absent"), key
+        elif isinstance(value, bool):
+            assert cell == f"`{str(value).lower()}`", f"{key}: documented {cell}, code {value}"
         elif isinstance(value, list):
             assert cell == "`[]`" and value == [], key
         elif isinstance(value, int):
