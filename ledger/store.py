@@ -1066,6 +1066,21 @@ class Store:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
+    def scan_meta(
+        self, low: str, high: str, *, limit: int = MAX_EVENTS_PAGE, descending: bool = False
+    ) -> list[tuple[str, bytes]]:
+        """Meta rows with `low <= key < high`, in key order (or reversed), at most `limit`
+        (ledger/validator_history.py keeps one row per validator-set change)."""
+        order = "DESC" if descending else "ASC"
+        return [
+            (key, value)
+            for key, value in self._read(
+                f"SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key {order}"
+                " LIMIT ?",
+                (low, high, limit),
+            )
+        ]
+
     def app_hash(self, height: int) -> bytes | None:
         if not _storable_height(height):
             return None
