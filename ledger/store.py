@@ -1451,6 +1451,13 @@ class AsyncStore:
     async def get_meta(self, key: str) -> bytes | None:
         return await self._call(self.store.get_meta, key)
 
+    async def scan_meta(
+        self, low: str, high: str, *, limit: int = MAX_EVENTS_PAGE, descending: bool = False
+    ) -> list[tuple[str, bytes]]:
+        return await self._read(
+            lambda: self.store.scan_meta(low, high, limit=limit, descending=descending)
+        )
+
     async def app_hash(self, height: int) -> bytes | None:
         return await self._read(self.store.app_hash, height)
 

@@ -37,6 +37,17 @@ _DIGITS = 20  # every height fits (they are < 2**63 < 10**19)
 _MAX_SET_BYTES = 64 + MAX_VALIDATORS * 256  # names are short; generous
 
 
+class UnknownValidatorSet(LookupError):
+    """This store holds no validator set for the height (it predates the history)."""
+
+    def __init__(self, height: int) -> None:
+        super().__init__(
+            f"the validator set of height {height} is not known to this node: its store "
+            "predates the validator-set history"
+        )
+        self.height = height
+
+
 @dataclass(frozen=True, slots=True)
 class ChangePoint:
     """From block `height` on (until the next point), `validators` were in force."""
@@ -81,10 +92,18 @@ def points_since(store: Store, height: int, limit: int) -> list[ChangePoint]:
     return [decode_point(key, raw) for key, raw in (*before, *after)]
 
 
+def in_force_range(height: int) -> tuple[str, str]:
+    """The meta key range whose LAST row is the point in force at `height` (heights below 1
+    read as 1: the genesis set is the set before any block). Read it with
+    `scan_meta(*in_force_range(h), limit=1, descending=True)`; no row: this store does not
+    know the set of `height` (below its first point)."""
+    return PREFIX, point_key(max(height, 1) + 1)
+
+
 def set_at(store: Store, height: int) -> ChangePoint | None:
     """The point in force at `height` (its `height` is when that set came in), or None when
-    this store does not know the set of `height` (below its first point)."""
-    rows = store.scan_meta(PREFIX, point_key(height + 1), limit=1, descending=True)
+    this store does not know the set of `height`."""
+    rows = store.scan_meta(*in_force_range(height), limit=1, descending=True)
     return decode_point(*rows[0]) if rows else None
 
 
