@@ -55,11 +55,12 @@ from consensus.types import (
     well_formed_proposal,
     well_formed_vote,
 )
+from khazana_errors import LocalProtocolError
 
 NIL = None
 
 
-class BrokenInvariant(AssertionError):
+class BrokenInvariant(LocalProtocolError, AssertionError):
     """A rule of the algorithm that the core itself broke: a bug of ours, never a peer's doing
     (a peer's bad input is dropped where it arrives). The node stops loudly rather than go on
     wrong. Raised by checks that run in production, not only in tests."""

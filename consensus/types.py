@@ -17,6 +17,8 @@ from enum import IntEnum
 
 import msgpack
 
+from khazana_errors import LocalProtocolError
+
 VALSET_DELAY = 2
 """Validator-set updates decided in block H take effect at height H + VALSET_DELAY."""
 
@@ -33,7 +35,7 @@ ROTATION_SCALE = 4096
 Verify = Callable[[bytes, bytes, bytes], bool]
 
 
-class ConsensusError(Exception):
+class ConsensusError(LocalProtocolError):
     """The driver misused the core (a bug on our side): crash loudly, never catch and go on."""
 
 

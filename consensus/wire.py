@@ -32,6 +32,7 @@ from consensus.types import (
     well_formed_proposal,
     well_formed_vote,
 )
+from khazana_errors import RemoteProtocolError
 
 PROPOSAL_KIND, VOTE_KIND, COMMIT_KIND, EVIDENCE_KIND = 1, 2, 3, 4
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
@@ -40,7 +41,7 @@ MAX_COMMIT_SIGNATURES = 10_000
 WireMessage = Proposal | Vote | Commit | Evidence
 
 
-class WireError(ValueError):
+class WireError(RemoteProtocolError, ValueError):
     """A peer sent bytes that are not a well-formed consensus message."""
 
 

@@ -45,6 +45,7 @@ import os
 from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from khazana_errors import LocalProtocolError
 from ledger import codec
 from ledger.block import (
     Block,
@@ -66,6 +67,10 @@ from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, 
 from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
 from ledger.types import BlockContext, Event, Receipt
 from ledger.validator_history import ChangePoint, encode_set, point_key, points_since
+
+
+class ChainMisuse(LocalProtocolError, RuntimeError):
+    """`commit` of a block that is not the pending one, or a second pending block: a bug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +298,7 @@ class Chain:
         """Make the pending block durable: block, certificate, txs, receipts, events and state
         changes in one SQLite transaction. Only then is the block part of the chain."""
         if pending is not self._pending:
-            raise RuntimeError("commit() of a block that is not the pending one")
+            raise ChainMisuse("commit() of a block that is not the pending one")
         header = pending.header
         records = _tx_records(header.height, pending.block.txs, pending.receipts)
         point = self._validator_change(header.height, pending.changes)
@@ -336,7 +341,7 @@ class Chain:
 
     def _check_no_pending(self) -> None:
         if self._pending is not None:
-            raise RuntimeError("a block is already pending: commit() or abandon() it first")
+            raise ChainMisuse("a block is already pending: commit() or abandon() it first")
 
     def _rollback_state(self) -> None:
         if self._savepoint is not None:

@@ -56,6 +56,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from khazana_errors import LocalProtocolError
 from ledger.held_index import INDEX_SLICES, HeldBackIndex
 from ledger.state_log import (
     MAX_SLICES,
@@ -203,11 +204,11 @@ class StoreLockedError(StoreError):
     """Another process (or another `Store` in this one) already has the database open."""
 
 
-class HeightError(StoreError):
+class HeightError(StoreError, LocalProtocolError):
     """A block record whose height is not the next one (`latest_height() + 1`)."""
 
 
-class InvalidRecordError(StoreError):
+class InvalidRecordError(StoreError, LocalProtocolError):
     """A record whose fields break the store's rules (sizes, ordinals, duplicates)."""
 
 

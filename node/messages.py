@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from consensus.types import Commit, Proposal, Vote
 from consensus.wire import WireError, decode_message, encode_message
+from khazana_errors import RemoteProtocolError
 from ledger import codec
 from ledger.codes import LedgerError
 
@@ -36,7 +37,7 @@ MAX_HEIGHT = 2**63 - 1
 HASH_SIZE = 32
 
 
-class MessageError(ValueError):
+class MessageError(RemoteProtocolError, ValueError):
     """A peer sent bytes that are not a valid node message (a remote protocol error)."""
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from consensus.types import Commit, ValidatorSet, verify_commit
 from consensus.wire import WireError, decode_message
+from khazana_errors import RemoteProtocolError
 from ledger.block import Block, decode_block
 from ledger.codes import LedgerError
 from ledger.store import Store
@@ -33,7 +34,7 @@ from node.messages import MAX_MESSAGE_SIZE, SyncedBlock, SyncRequest, SyncRespon
 Verify = Callable[[bytes, bytes, bytes], bool]
 
 
-class SyncError(Exception):
+class SyncError(RemoteProtocolError):
     """A peer's synced block or certificate is invalid (the peer misbehaved)."""
 
 
