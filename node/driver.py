@@ -72,7 +72,8 @@ next proposal. Before prevoting for a proposal, a validator verifies every item 
 (`consensus.types.verify_evidence` against the validator set of the evidence's height; the
 schedule keeps the sets of the last `MAX_EVIDENCE_AGE` heights for that, rebuilt on start
 from the chain's validator-set history, `ledger/validator_history.py`); one it cannot verify
-makes the proposal invalid.
+makes the proposal invalid. The ledger records each committed item in state (no slashing)
+and refuses it a second time; a committed item leaves `Driver.evidence`.
 
 Unknowable sets: a node whose store predates the validator-set history knows no set below
 the height it was upgraded at. Refusing evidence about such a height would make every
@@ -80,8 +81,7 @@ proposal carrying it invalid to this node for up to `MAX_EVIDENCE_AGE` heights (
 docs/RELIABILITY.md); instead the node checks all it can -- shape, one slot, conflicting
 values, and both signatures by the key the item names (whose address the ledger checks) --
 and accepts it. Only membership goes unchecked, and a double vote by a non-member can only
-be signed by that key's own holder: it cannot be forged against anyone. The ledger records each committed item in state (no
-slashing) and refuses it a second time; a committed item leaves `Driver.evidence`.
+be signed by that key's own holder: it cannot be forged against anyone.
 """
 
 from __future__ import annotations
