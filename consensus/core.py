@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consensus.errors import LocalProtocolError
 from consensus.types import (
     PROPOSAL_DOMAIN_TAG,
     VOTE_DOMAIN_TAG,
@@ -66,7 +67,7 @@ class SigningUnavailable(Exception):
     A later rule or round asks again; the signer's own record keeps it from signing twice."""
 
 
-class BrokenInvariant(AssertionError):
+class BrokenInvariant(LocalProtocolError, AssertionError):
     """A rule of the algorithm that the core itself broke: a bug of ours, never a peer's doing
     (a peer's bad input is dropped where it arrives). The node stops loudly rather than go on
     wrong. Raised by checks that run in production, not only in tests."""

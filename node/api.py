@@ -18,8 +18,9 @@ from __future__ import annotations
 import trio
 
 from ledger.block import decode_header
-from ledger.crypto import address_to_text
+from ledger.crypto import address_from_public_key, address_to_text
 from ledger.store import AsyncStore, TxRecord
+from ledger.validator_history import UnknownValidatorSet, decode_point, in_force_range
 from node.driver import Driver, StateProofs
 from node.events import EventBus
 from node.mempool import AdmissionResult
@@ -147,17 +148,22 @@ class NodeApi:
         return len(mempool), mempool.total_bytes
 
     async def validators(self, height: int | None) -> tuple[int, list[dict]]:
-        latest = await self.store.latest_height() or 0
-        at = latest if height is None else height
-        vset = self._driver.schedule.for_height(at + 1 if height is None else at)
-        if vset is None:  # older heights than the schedule keeps: genesis-derived names only
-            vset = self._driver.schedule.for_height(latest + 1)
+        """The set in force at `height` (the latest committed block by default; 0: the
+        genesis set): the set that signed that block, the one its header's `validators_hash`
+        names. Read from the store's validator-set history (ledger/validator_history.py);
+        `UnknownValidatorSet` for a height below a store that predates that history."""
+        at = (await self.store.latest_height() or 0) if height is None else height
+        rows = await self.store.scan_meta(*in_force_range(at), limit=1, descending=True)
+        if not rows:
+            raise UnknownValidatorSet(at)
+        point = decode_point(*rows[0])
         return at, [
             {
-                "address": address_to_text(v.address),
-                "pub_key": v.pub_key.hex(),
+                "address": address_to_text(address_from_public_key(v.public_key)),
+                "pub_key": v.public_key.hex(),
                 "voting_power": v.power,
-                "name": self._names.get(v.pub_key, ""),
+                "name": v.name or self._names.get(v.public_key, ""),
             }
-            for v in vset.validators
+            for v in point.validators
+            if v.power > 0
         ]

@@ -59,7 +59,7 @@ from node.events import (
     parse_query,
 )
 from node.rpc.budget import count_refusal
-from node.rpc.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError
+from node.rpc.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, BadRequest, RpcError
 from node.rpc.render import CODESPACE, b64, render_header, to_json
 from node.rpc.scopes import Scopes
 
@@ -173,7 +173,7 @@ class _Connection:
         try:
             message = json.loads(text)
         except (ValueError, RecursionError):
-            await self.send_text(_error(RpcError(PARSE_ERROR, "Parse error")))
+            await self.send_text(_error(BadRequest(PARSE_ERROR, "Parse error")))
             return
         if isinstance(message, dict) and message.get("method") in SUBSCRIPTION_METHODS:
             answer = await self.subscription_call(message)
@@ -185,12 +185,12 @@ class _Connection:
     async def subscription_call(self, request: dict) -> dict | None:
         request_id = request.get("id")
         if request.get("jsonrpc") != "2.0" or type(request_id) not in (str, int, type(None)):
-            return _error(RpcError(INVALID_REQUEST, "Invalid Request"), None)
+            return _error(BadRequest(INVALID_REQUEST, "Invalid Request"), None)
         params = request.get("params", {})
         if isinstance(params, list):
             params = dict(zip(("query",), params, strict=False))
         if not isinstance(params, dict):
-            return _error(RpcError(INVALID_REQUEST, "Invalid Request"), request_id)
+            return _error(BadRequest(INVALID_REQUEST, "Invalid Request"), request_id)
         method = request["method"]
         try:
             if set(params) - {"query"}:
@@ -210,7 +210,7 @@ class _Connection:
         except QueryError as exc:
             if "id" not in request:
                 return None
-            return _error(RpcError(INVALID_PARAMS, "Invalid params", str(exc)), request_id)
+            return _error(BadRequest(INVALID_PARAMS, "Invalid params", str(exc)), request_id)
         except RpcError as refused:  # not the caller's to read
             return None if "id" not in request else _error(refused, request_id)
         if "id" not in request:
@@ -300,7 +300,7 @@ async def _read_loop(
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
-                await connection.send_text(_error(RpcError(PARSE_ERROR, "Parse error")))
+                await connection.send_text(_error(BadRequest(PARSE_ERROR, "Parse error")))
                 continue
         if len(text) > max_bytes:
             await connection.close(CLOSE_TOO_BIG, f"message larger than {max_bytes} bytes")
