@@ -466,13 +466,25 @@ class HsmKey:
 
 
 def open_key(reference: KeyReference) -> HsmKey:
-    """Log in to the reference's token and find its key; HsmError if anything is missing,
-    or if the key in the token is not the one the reference states."""
+    """Log in to the reference's token and find its key; HsmError if anything is missing, if
+    the key is not sensitive (its value readable in clear), or if the key in the token is not
+    the one the reference states."""
+    pkcs11 = _pkcs11()
     login = _login(reference, reference.pin())
     public_key = reference.public_key
-    if public_key is None:
-        with login.lock:
-            public_key = _public_key_of(login.current(), reference)
+    with login.lock:
+        session = login.current()
+        private = _find(session, reference, pkcs11.ObjectClass.PRIVATE_KEY)
+        with _mapped(f"reading the attributes of {reference.describe()}"):
+            sensitive = private[pkcs11.Attribute.SENSITIVE]
+        if public_key is None:
+            public_key = _public_key_of(session, reference)
+    if sensitive is not True:
+        # Its value can be read out of the token in clear: no safer than a plain key file.
+        raise HsmError(
+            f"{reference.describe()} is not sensitive (CKA_SENSITIVE false): its private "
+            "value can be read out in clear; make the key with `khazana key hsm-generate`"
+        )
     key = HsmKey(reference, login, public_key)
     probe = PROBE_DOMAIN_TAG + os.urandom(32)
     if not verify_signature(public_key, probe, key.sign(probe)):

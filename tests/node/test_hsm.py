@@ -275,6 +275,28 @@ def test_pin_problems_are_one_line_refusals(reference, tmp_path, monkeypatch, ca
 
 
 @needs_softhsm
+def test_a_key_whose_value_the_token_would_reveal_is_refused(reference):
+    # Made with other tools as CKA_SENSITIVE false: its seed can be read in clear, so it is
+    # no HSM key at all, and opening it is refused rather than trusted.
+    from pkcs11 import Attribute, KeyType
+
+    library = hsm._library(reference.token.module)
+    # No PIN: the session shares this process's login (hsm-generate's, in the fixture).
+    with library.get_token(token_label=reference.token.label).open(rw=True) as session:
+        parameters = session.create_domain_parameters(
+            KeyType.EC_EDWARDS, {Attribute.EC_PARAMS: hsm.ED25519_EC_PARAMS}, local=True
+        )
+        parameters.generate_keypair(
+            store=True,
+            label="readable",
+            private_template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+        )
+    _rewrite(reference.path, key_label="readable", key_id=None, public_key=None, address=None)
+    with pytest.raises(hsm.HsmError, match="is not sensitive"):
+        load_key(reference.path)
+
+
+@needs_softhsm
 def test_missing_token_or_key_is_named(reference):
     _rewrite(reference.path, token="no-such-token")
     with pytest.raises(hsm.HsmError, match="NoSuchToken"):
