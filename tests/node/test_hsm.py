@@ -363,3 +363,70 @@ def test_key_files_still_load_through_load_key(tmp_path):
     path = tmp_path / "plain.key"
     assert cli.main(["keygen", "--out", str(path)]) == 0
     assert load_key(path).seed  # a KeyPair, as read_key_file gives
+
+
+# --------------------------------------------------------------------------------------
+# online: a real node
+
+
+@needs_softhsm
+def test_a_transfer_signed_in_the_token_commits_on_a_node_and_the_token_signs_reads(
+    reference, tmp_path, capsys
+):
+    """`khazana tx transfer --key REF --wait` against a one-validator network, and `khazana
+    query account --key REF`, whose RPC credentials the token signs too (an investor may
+    read its own account and nobody else's)."""
+    from node.client import Client, TxBuilder
+    from tests.node.test_client import Node, isin, today_plus
+
+    node = Node(tmp_path / "net")
+    try:
+        node.start()
+        ministry, regulator = node.keys["ministry"], node.keys["regulator"]
+        client = Client(node.url, key=ministry)
+        hsm_address = reference.printed["address"]
+        bob, vasp = generate_key(b"\x31" * 32), generate_key(b"\x32" * 32)
+        client.send(
+            TxBuilder.register_instrument(
+                id="HSM-TBILL",
+                kind="tbill",
+                name="91-day bill",
+                currency="USD",
+                face_value=100,
+                decimals=0,
+                cap=10_000,
+                usd_face_value=1,
+                isin=isin("US00000HSM0"),
+                issue_date=today_plus(-1),
+                maturity_date=today_plus(90),
+            ),
+            [ministry],
+        )
+        client.send(TxBuilder.license_vasp(vasp=vasp.address_text, name="Broker"), [regulator])
+        for investor in (hsm_address, bob.address_text):
+            onboard = TxBuilder.onboard_investor(
+                investor=investor,
+                country="DE",
+                category="professional",
+                kyc_expiry=today_plus(365),
+                vasp=vasp.address_text,
+            )
+            client.send(onboard, [regulator])
+        client.send(TxBuilder.issue(instrument="HSM-TBILL", to=hsm_address, amount=100), [ministry])
+        capsys.readouterr()
+
+        argv = ["tx", "transfer", "--instrument", "HSM-TBILL", "--to", bob.address_text]
+        argv += ["--amount", "40", "--key", reference.path, "--rpc", node.url, "--wait", "--json"]
+        assert cli.main(argv) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["status"] == "committed"
+
+        argv = ["query", "account", hsm_address, "--key", reference.path, "--rpc", node.url]
+        assert cli.main([*argv, "--json"]) == 0, capsys.readouterr().err
+        balances = json.loads(capsys.readouterr().out)["balances"]
+        assert [(b["instrument"], b["balance"]) for b in balances] == [("HSM-TBILL", 60)]
+        # The same credentials may not read another investor's account.
+        assert cli.main(["query", "account", bob.address_text, "--key", reference.path,
+                         "--rpc", node.url]) == 1  # fmt: skip
+        assert "forbidden" in capsys.readouterr().err  # the node knew who asked: the token
+    finally:
+        node.net.stop_all()
