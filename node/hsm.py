@@ -303,11 +303,15 @@ _LOGINS: dict[tuple[str, str], _Login] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
+def _check_module(module: str) -> None:
+    if not os.path.isfile(module):
+        raise HsmError(f"PKCS#11 module {module} does not exist")
+
+
 def _library(module: str):
     library = _LIBRARIES.get(module)
     if library is None:
-        if not os.path.isfile(module):
-            raise HsmError(f"PKCS#11 module {module} does not exist")
+        _check_module(module)
         with _mapped(f"loading PKCS#11 module {module}"):
             library = _pkcs11().lib(module)
         _LIBRARIES[module] = library
@@ -469,6 +473,7 @@ def open_key(reference: KeyReference) -> HsmKey:
     """Log in to the reference's token and find its key; HsmError if anything is missing, if
     the key is not sensitive (its value readable in clear), or if the key in the token is not
     the one the reference states."""
+    _check_module(reference.module)
     pkcs11 = _pkcs11()
     login = _login(reference, reference.pin())
     public_key = reference.public_key
@@ -505,6 +510,7 @@ def generate_in_token(
 ) -> KeyReference:
     """Make an Ed25519 key pair inside the token (private half sensitive, never extractable)
     and return the reference to it. Refuses a label that an object in the token already has."""
+    _check_module(module)
     pkcs11 = _pkcs11()
     Attribute = pkcs11.Attribute
     reference = KeyReference(

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import types
 
 import pytest
@@ -430,3 +431,19 @@ def test_a_transfer_signed_in_the_token_commits_on_a_node_and_the_token_signs_re
         assert "forbidden" in capsys.readouterr().err  # the node knew who asked: the token
     finally:
         node.net.stop_all()
+
+
+@needs_softhsm
+def test_bench_hsm_runs_and_reports_both_signers(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "bench_hsm.py")
+    done = subprocess.run(
+        [sys.executable, script, "--count", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.splitlines()[-1])
+    assert [row["count"] for row in figures["results"]] == [5, 5]
+    assert all(row["median_us"] > 0 for row in figures["results"])
