@@ -223,7 +223,6 @@ def cmd_keyinfo(args: argparse.Namespace) -> int:
         is_encrypted_key_file,
         public_half_of_key_file,
     )
-
     from node.keyload import load_key
 
     try:

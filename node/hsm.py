@@ -327,8 +327,8 @@ def _token(reference: KeyReference):
 
 def reinitialize_modules() -> None:
     """Forget every login, finalize and re-initialize every loaded module, so a token made
-    since (by softhsm2-util, in another process) is seen. Keys opened before are unusable
-    after. For tests and tools; a node never needs it."""
+    since (by softhsm2-util, in another process) is seen. Keys opened before log in again
+    on their next signature. For tests and tools; a node never needs it."""
     with _REGISTRY_LOCK:
         _LOGINS.clear()
         for module, library in _LIBRARIES.items():
@@ -364,12 +364,13 @@ def _login(reference: KeyReference, pin: str) -> _Login:
         login = _LOGINS.get((reference.module, reference.token))
         if login is None:
             login = _LOGINS[(reference.module, reference.token)] = _Login(reference, pin)
-    if login.session is None:
-        login.pin = pin  # not logged in yet (or a wrong PIN failed): this one is tried next
-    elif login.pin != pin:
-        raise HsmError(
-            f"token {reference.token!r} is logged in already in this process with another PIN"
-        )
+    with login.lock:
+        if login.session is None:
+            login.pin = pin  # not logged in yet (or a wrong PIN failed): this one is tried next
+        elif login.pin != pin:
+            raise HsmError(
+                f"token {reference.token!r} is logged in already in this process with another PIN"
+            )
     return login
 
 
@@ -440,19 +441,12 @@ class HsmKey:
             pkcs11.exceptions.TokenNotPresent,
             pkcs11.exceptions.UserNotLoggedIn,
         )
-        what = f"signing with {self.reference.describe()}"
-        with self._login.lock:
+        with self._login.lock, _mapped(f"signing with {self.reference.describe()}"):
             try:
-                with _mapped(what):
-                    try:
-                        signature = self._sign_once(message)
-                    except dropped:
-                        self._login.reset()
-                        signature = self._sign_once(message)
-            except HsmError:
-                raise
-            except pkcs11.exceptions.PKCS11Error as exc:  # the retry failed too
-                raise HsmError(f"{what}: {type(exc).__name__}") from None
+                signature = self._sign_once(message)
+            except dropped:
+                self._login.reset()
+                signature = self._sign_once(message)  # a second failure is the caller's
         if len(signature) != SIGNATURE_BYTES:
             raise HsmError(f"{self.reference.describe()} made a {len(signature)}-byte signature")
         return signature

@@ -131,6 +131,15 @@ def test_hsm_generate_writes_a_reference_without_secrets_and_the_key_signs_ed255
 
 
 @needs_softhsm
+def test_a_session_the_token_dropped_is_opened_again(reference):
+    key = load_key(reference.path)
+    before = key.sign(b"before")
+    key._login.session.close()  # as a device reset would: the handle and the login are gone
+    assert key.sign(b"before") == before  # logged in again, same key
+    assert load_key(reference.path).sign(b"before") == before
+
+
+@needs_softhsm
 def test_the_private_key_never_leaves_the_token(reference):
     import pkcs11
     from pkcs11 import Attribute, ObjectClass
