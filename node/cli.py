@@ -2,7 +2,10 @@
 
     khazana keygen --out FILE [--json] [--encrypt [--kdf-cost C]]
     khazana key encrypt FILE | key decrypt FILE --out NEW | key change-passphrase FILE
+    khazana key hsm-generate --module SO --token LABEL --label KEY --pin-file F --out REF
     khazana keyinfo FILE                          (public key and address of a key file)
+
+Every command that takes a key file also takes a PKCS#11 key reference (node/keyload.py).
     khazana genesis --out FILE --chain-id ID --validator NAME=PUBKEY ... --institution NAME=ADDR ...
     khazana init-node --home DIR --name NAME --genesis FILE --node-key FILE [--peer ...] [...]
     khazana init --home DIR --validators N [--observers M] [--chain-id ID] [--base-port P]
@@ -247,15 +250,15 @@ def cmd_keyinfo(args: argparse.Namespace) -> int:
         KeyFileError,
         is_encrypted_key_file,
         public_half_of_key_file,
-        read_key_file,
     )
+    from node.keyload import load_key
 
     try:
         if is_encrypted_key_file(args.file):
             # The public half is in clear in an encrypted file: no passphrase needed to show it.
             print(json.dumps(public_half_of_key_file(args.file)))
             return 0
-        key = read_key_file(args.file)
+        key = load_key(args.file)  # an HSM reference: the token proves it holds the key
     except (KeyFileError, OSError) as exc:
         print(f"khazana keyinfo: {exc}", file=sys.stderr)
         return EXIT_REFUSED
