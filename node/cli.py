@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     localnet.add_argument("--fresh", action="store_true", help="wipe the network first")
     localnet.add_argument("--demo", action="store_true", help="run scripts/demo.py once healthy")
     localnet.add_argument(
+        "--hsm-signer",
+        metavar="NAME",
+        help="a new network's validator NAME signs through a remote signer whose key is "
+        "generated in a SoftHSM2 token (needs softhsm2; docs/OPERATIONS.md, Keys)",
+    )
+    localnet.add_argument(
         "--no-dashboard",
         dest="dashboard",
         action="store_false",
@@ -446,6 +452,7 @@ def cmd_localnet(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         demo=args.demo,
         dashboard=args.dashboard,
+        hsm_signer=args.hsm_signer,
         base_port=args.base_port,
         host=args.host,
         time_step_ms=args.time_step_ms,

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from ledger.crypto import KeyFileError
 from node.home import (
     DEFAULT_BASE_PORT,
     DEFAULT_HOST,
@@ -51,6 +52,7 @@ from node.home import (
     read_network,
     wipe_network,
 )
+from node.localnet_hsm import HsmSetupError, has_hsm_signer, setup_hsm_signer
 
 NODE_COMMAND_ENV = "KHAZANA_LOCALNET_NODE_CMD"
 """A shell-quoted command that replaces `python -m node start`; `--home DIR` is appended."""
@@ -208,6 +210,7 @@ class Localnet:
         self.grace_s = grace_s
         self.children: list[_Child] = []
         self.dashboard: subprocess.Popen | None = None
+        self.signer: subprocess.Popen | None = None  # --hsm-signer (node/localnet_hsm.py)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -254,6 +257,21 @@ class Localnet:
             if self.stop.wait(POLL_S):
                 return False
         return True
+
+    def start_signer(self) -> None:
+        """Start the network's remote signer (`--hsm-signer`), before the nodes."""
+        from node.localnet_hsm import SIGNER_LOG, signer_command, signer_home
+
+        command, env = signer_command(self.network.root)
+        with open(signer_home(self.network.root) / SIGNER_LOG, "ab") as log:
+            self.signer = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
 
     def start_dashboard(self) -> str | None:
         """Start `khazana dashboard` on the first node; the address it prints (with its access
@@ -320,6 +338,13 @@ class Localnet:
                 self.say(f"node {child.node.name} did not stop within {self.grace_s:g} s: SIGKILL")
                 _signal(child.process, signal.SIGKILL)
                 child.process.wait()
+        if self.signer is not None and self.signer.poll() is None:
+            _signal(self.signer, signal.SIGTERM)  # after the nodes: none is left to ask it
+            try:
+                self.signer.wait(timeout=self.grace_s)
+            except subprocess.TimeoutExpired:
+                _signal(self.signer, signal.SIGKILL)
+                self.signer.wait()
 
     def run_demo(self) -> int | None:
         """Run scripts/demo.py against the network; its exit code, None if asked to stop."""
@@ -362,6 +387,7 @@ def run_localnet(
     fresh: bool = False,
     demo: bool = False,
     dashboard: bool = True,
+    hsm_signer: str | None = None,
     base_port: int = DEFAULT_BASE_PORT,
     host: str = DEFAULT_HOST,
     time_step_ms: int | None = None,
@@ -390,7 +416,14 @@ def run_localnet(
                 host=host,
                 time_step_ms=DEMO_TIME_STEP_MS if demo and time_step_ms is None else time_step_ms,
             )
-        except (HomeError, OSError, ValueError) as exc:
+            if hsm_signer is not None:
+                if created:
+                    setup_hsm_signer(network, hsm_signer)
+                elif not has_hsm_signer(root):
+                    raise LocalnetError(
+                        f"{root} holds a network made without --hsm-signer; use --fresh"
+                    )
+        except (HomeError, OSError, ValueError, LocalnetError, HsmSetupError, KeyFileError) as exc:
             print(f"khazana localnet: {exc}", file=sys.stderr)
             return 1
         print(
@@ -405,6 +438,8 @@ def run_localnet(
             out=out,
             grace_s=grace_s,
         )
+        if has_hsm_signer(root):
+            localnet.start_signer()
         localnet.start_all()
         try:
             healthy = localnet.wait_healthy(health_timeout_s)

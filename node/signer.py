@@ -54,6 +54,7 @@ from consensus.types import PROPOSAL_DOMAIN_TAG, PROPOSAL_TYPE_BYTE, VOTE_DOMAIN
 from ledger.crypto import is_encrypted_key_file, read_key_file, verify_signature
 from ledger.tx import CHAIN_ID_PATTERN
 from node.config import ConfigError, HostPort
+from node.hsm import is_reference_file
 from node.p2p.connection import handshake_responder
 from node.p2p.errors import ConnectionClosed, PeerProtocolError
 
@@ -405,7 +406,7 @@ async def run_signer(
 
     identity = read_key_file(config.home / SIGNER_KEY_FILE)
     key_path = config.home / config.key_file
-    if key_path.is_file() and not is_encrypted_key_file(key_path):
+    if key_path.is_file() and not (is_encrypted_key_file(key_path) or is_reference_file(key_path)):
         log.warning("signer: %s is not encrypted (khazana key encrypt %s)", key_path, key_path)
     key = key_loader(key_path)
     record = SignRecord(config.home / RECORD_FILE)

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 EXIT_REFUSED = 1
@@ -147,6 +148,7 @@ def cmd_signer(args: argparse.Namespace) -> int:
     from ledger.crypto import KeyFileError
     from node.config import ConfigError
     from node.home import HomeError, acquire_home_lock
+    from node.keyload import load_key
     from node.logs import configure_logging
     from node.signer import SignerConfig, run_signer
 
@@ -158,7 +160,8 @@ def cmd_signer(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     try:
         configure_logging("signer", "info")
-        return trio.run(run_signer, config)
+        # A key file, an encrypted one, or a PKCS#11 reference (the key stays in its module).
+        return trio.run(partial(run_signer, config, key_loader=load_key))
     except (KeyFileError, ValueError) as exc:
         print(f"khazana signer: refusing to start: {exc}", file=sys.stderr)
         return EXIT_REFUSED
