@@ -56,8 +56,10 @@ from ledger.ops.evidence import (
 from ledger.protocol import LATEST_VERSION, UnsupportedProtocol
 from ledger.state import State, StateLoader
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
+from ledger.supervision import block_delta, full_snapshot
+from ledger.supervision_store import indexed_height
 from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
-from ledger.types import BlockContext, Event, Receipt
+from ledger.types import Account, BlockContext, Event, Holding, Receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,7 @@ class Chain:
                         commit=b"",
                         app_hash=app_hash,
                         changes=changes,
+                        supervision=full_snapshot(state, 0),
                     )
                 )
             else:
@@ -143,6 +146,10 @@ class Chain:
                         f"state rows hash to {tree.root.hex()} but block {latest} committed "
                         f"app_hash {stored.hex() if stored else None}"
                     )
+                if store.read_with(indexed_height) != latest:
+                    # Written before the supervision index existed (or by a node without it):
+                    # build it from the state at the tip (ledger/supervision_store.py).
+                    store.rebuild_supervision(latest, full_snapshot(state, latest))
             return cls(genesis, store, state, tree)
         except BaseException:
             store.close()
@@ -255,6 +262,12 @@ class Chain:
             raise RuntimeError("commit() of a block that is not the pending one")
         header = pending.header
         records = _tx_records(header.height, pending.block.txs, pending.receipts)
+        supervision = block_delta(
+            self.state,
+            self._records_before(pending),
+            [(e.type, e.attributes) for r in pending.receipts for e in r.events],
+            header.height,
+        )
         self.store.commit_block(
             BlockRecord(
                 height=header.height,
@@ -266,6 +279,7 @@ class Chain:
                 txs=records,
                 events=_event_records(header.height, pending.receipts, pending.evidence_events),
                 changes=pending.changes,
+                supervision=supervision,
             )
         )
         self.state.release(self._savepoint)
@@ -284,6 +298,17 @@ class Chain:
         self._pending = None
 
     # ------------------------------------------------------------------ helpers
+
+    def _records_before(self, pending: PendingBlock) -> dict:
+        """The typed account and holding records before the block, for the supervision index:
+        from the block's journal; a key the block changed outside it (a tool writing the
+        state between blocks, scripts/preload_state.py) is read from the store."""
+        before = self.state.records_before(self._savepoint) if self._savepoint is not None else {}
+        for key in pending.changes:
+            if key[:1] in (b"a", b"h") and key not in before:
+                raw = self.store.get_state(key)
+                before[key] = None if raw is None else _decode_record(key, raw)
+        return before
 
     def _check_no_pending(self) -> None:
         if self._pending is not None:
@@ -399,3 +424,9 @@ def _event_records(
                 )
             )
     return tuple(records)
+
+
+def _decode_record(key: bytes, raw: bytes):
+    """An account or holding record as stored (for `Chain._records_before`)."""
+    value = codec.decode(raw)
+    return Account.from_map(value) if key[:1] == b"a" else Holding.from_map(value)

@@ -56,6 +56,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ledger import supervision_store
 from ledger.held_index import INDEX_SLICES, HeldBackIndex
 from ledger.state_log import (
     MAX_SLICES,
@@ -262,6 +263,9 @@ class BlockRecord:
     events: tuple[EventRecord, ...] = ()
     changes: Mapping[bytes, bytes | None] = field(default_factory=dict)
     meta: Mapping[str, bytes] = field(default_factory=dict)
+    # The block's change to the supervision index (`ledger.supervision.SupervisionDelta`,
+    # written by ledger/supervision_store.py in this same transaction); None: no index.
+    supervision: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -671,6 +675,7 @@ class Store:
                     )
                 else:
                     Store._check_existing(conn, path, tables, chain_id, genesis_hash)
+                supervision_store.ensure_tables(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -808,6 +813,10 @@ class Store:
                     instrument_rows,
                 )
                 self._write_state_log(writes)
+                if record.supervision is not None:
+                    supervision_store.write_block(
+                        conn, record.height, record.supervision, record.changes
+                    )
                 conn.executemany(_UPSERT_META, meta_rows)
                 conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
@@ -1049,6 +1058,25 @@ class Store:
 
     def load_consensus_record(self) -> bytes | None:
         return self.get_meta(_META_CONSENSUS)
+
+    def rebuild_supervision(self, height: int, snapshot: Any) -> None:
+        """Start the supervision index over from the state at the tip `height`
+        (ledger/supervision_store.py `rebuild`), in one transaction."""
+        held = self._overlay.items()
+        self._write_transaction(
+            "building the supervision index",
+            lambda conn: supervision_store.rebuild(conn, height, snapshot, held),
+        )
+
+    def read_with(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` under the store's lock: the supervision index's reads
+        (ledger/supervision_store.py) without a method here for each."""
+        with self._lock:
+            self._check_open()
+            try:
+                return fn(self._conn, *args)
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, "a read", exc) from exc
 
     # ----------------------------------------------------------------- reads
 
@@ -1453,6 +1481,9 @@ class AsyncStore:
 
     async def block_txs(self, height: int) -> list[TxRecord]:
         return await self._read(self.store.block_txs, height)
+
+    async def read_with(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._read(self.store.read_with, fn, *args)
 
     async def get_state(self, key: bytes) -> bytes | None:
         return await self._read(self.store.get_state, key)
