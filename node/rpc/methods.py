@@ -13,6 +13,7 @@ from node.rpc.limits import RpcLimits
 from node.rpc.nodeview import NodeView
 from node.rpc.scopes import Scopes
 from node.rpc.state_methods import StateMethods
+from node.rpc.supervision_methods import SupervisionMethods
 from node.rpc.tx_methods import TxMethods
 
 
@@ -32,10 +33,15 @@ class RpcMethods:
         self.state = StateMethods(
             node, self.scopes, self.limits.max_page, self.limits.max_events_page
         )
+        # `account` with `height` is a supervision read; without, the state's (delegated).
+        self.supervision = SupervisionMethods(
+            node, self.scopes, self.limits.max_page, self.state.account
+        )
         table: dict[str, Method] = {
             **self.chain.table(),
             **self.txs.table(),
             **self.state.table(),
+            **self.supervision.table(),
         }
         self.table = {name: gated(name, method, self.scopes) for name, method in table.items()}
 

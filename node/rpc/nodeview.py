@@ -27,6 +27,9 @@ class Store(Protocol):
 
     async def get_state(self, key: bytes) -> bytes | None: ...
 
+    # `fn(connection, *args)` on the store's thread: the supervision index's reads.
+    async def read_with(self, fn: Any, *args: Any) -> Any: ...
+
     async def scan_prefix(
         self, prefix: bytes, limit: int | None = None, after: bytes | None = None
     ) -> list[tuple[bytes, bytes]]: ...
