@@ -184,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--home", required=True, help="the node's home folder")
     backup.add_argument("--out", required=True, help="file to write (must not exist)")
     from node.client.cli import add_query_parser, add_tx_parser
+    from node.client.report import add_report_parser
 
     add_tx_parser(sub)
     add_query_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -458,6 +460,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from node.client.report import cmd_report as run
+
+    return run(args)
+
+
 COMMANDS = {
     "keygen": cmd_keygen,
     "keyinfo": cmd_keyinfo,
@@ -470,6 +478,7 @@ COMMANDS = {
     "backup": cmd_backup,
     "tx": cmd_tx,
     "query": cmd_query,
+    "report": cmd_report,
 }
 
 

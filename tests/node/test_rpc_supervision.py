@@ -9,8 +9,15 @@ the programme from `instruments`, past heights from what the answers were at tha
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import pytest
 
+from node.cli import main as cli_main
+from node.client import report as report_module
+from node.client.errors import RpcError as ClientRpcError
 from node.rpc.app import RpcApp
 from node.rpc.render import iso_time
 from tests.ledger.test_chain import DAY_MS, GENESIS_MS, key
@@ -218,3 +225,72 @@ def test_height_at(app, world):
     assert call(app, "regulator", "height_at", {"time": GENESIS_MS - 1})["error"]["code"] == -32001
     for bad in ("yesterday", "2026-01-01T00:00:00", -5, None, 1.5):
         assert call(app, "regulator", "height_at", {"time": bad})["error"]["code"] == -32602
+
+
+# --------------------------------------------------------------------------- khazana report
+
+
+class AppClient:
+    """`node.client.sync.Client.call` over the in-process app, signed as `reader`."""
+
+    def __init__(self, app, reader: str) -> None:
+        self.app, self.reader = app, reader
+
+    def call(self, method: str, params: dict | None = None):
+        answer = call(self.app, self.reader, method, params)
+        if "error" in answer:
+            error = answer["error"]
+            raise ClientRpcError(error["code"], error["message"], error.get("data"))
+        return answer["result"]
+
+
+def report(app, monkeypatch, capsys, *argv: str, reader: str = "regulator") -> tuple[int, str]:
+    monkeypatch.setattr(report_module, "_client", lambda args: AppClient(app, reader))
+    code = cli_main(["report", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_report_holdings_csv_matches_the_rpc_and_the_sum_over_holders(app, monkeypatch, capsys):
+    for by in ("vasp", "country"):
+        code, out = report(app, monkeypatch, capsys, "holdings", "--by", by, "--format", "csv")
+        assert code == 0, out
+        rows = list(csv.DictReader(io.StringIO(out)))
+        got = {(r["instrument"], r["group"]): [int(r["total"]), int(r["holders"])] for r in rows}
+        assert got == expected_summary(app, by)
+    code, out = report(app, monkeypatch, capsys, "holdings", "--format", "json")
+    assert json.loads(out) == result(app, "holdings_summary", {"by": "vasp"})
+    code, out = report(app, monkeypatch, capsys, "holdings", "--by", "country")
+    assert code == 0 and out.startswith("Holdings by country, all instruments at height")
+    assert "PKR" in out and "49,950.00" not in out  # decimals 2: 50,000 units = 500.00
+    pk = [line for line in out.splitlines() if line.startswith("PKR") and " PK " in line]
+    assert pk and "500.00" in pk[0]
+
+
+def test_report_as_of_a_time_and_a_height(app, world, monkeypatch, capsys):
+    then = world.before_freezes
+    at = iso_time(GENESIS_MS + then * DAY_MS + 1000)  # a second after block `then`
+    code, out = report(app, monkeypatch, capsys, "holdings", "--at", at, "--format", "json")
+    answer = json.loads(out)
+    assert code == 0 and answer["height"] == then and answer["at"]["requested"] == at
+    by_height = report(
+        app, monkeypatch, capsys, "holdings", "--height", str(then), "--format", "json"
+    )
+    assert json.loads(by_height[1])["groups"] == answer["groups"]
+    code, out = report(app, monkeypatch, capsys, "programme", "--height", "1", "--format", "json")
+    assert json.loads(out) == result(app, "programme", {"height": 1})
+    code, out = report(app, monkeypatch, capsys, "programme")
+    assert code == 0 and out.startswith("Programme at height") and "OIL" in out
+
+
+def test_report_frozen_and_refusals(app, monkeypatch, capsys):
+    code, out = report(app, monkeypatch, capsys, "frozen", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {(r["address"], r["scope"], r["frozen"], r["legal_ref"]) for r in rows} == {
+        (addr("eve"), "account", "10000", "L-7"),
+        (addr("ben"), "holding", "50", "Order 9"),
+    }
+    code, out = report(app, monkeypatch, capsys, "frozen", "--height", "3")
+    assert code == 2 and "now" in out
+    code, out = report(app, monkeypatch, capsys, "holdings", reader="ana")
+    assert code == 1 and "forbidden" in out
