@@ -73,6 +73,10 @@ def test_demo_on_a_real_localnet(tmp_path: Path) -> None:
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "The demo passed" in demo.stdout
         assert "FAILED" not in demo.stdout
+        # It ends with the regulator's report (node/client/report.py's tables).
+        report = demo.stdout.split("The regulator's report", 1)[1]
+        assert "Programme at height" in report and "Holdings by vasp" in report
+        assert "Binance Pakistan" in report and "HTX Pakistan" in report
         for code in ("PROGRAMME_CAP", "ACCOUNT_FROZEN", "RESERVE_EXCEEDED", "VASP_SUSPENDED"):
             assert f"refused at admission with {code}" in demo.stdout
         # The chain-time rule, read from the committed headers of one node.
