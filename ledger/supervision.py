@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.state import ACCOUNT, HOLDING, State
+from ledger.state import ACCOUNT, HOLDING, State, holders_prefix
 from ledger.types import Account, Holding
 
 __all__ = [
@@ -139,7 +139,9 @@ def block_delta(
     accounts = state.accounts
     holdings = state.holdings
     combined: dict[tuple[str, tuple[str, str, str]], list[int]] = {}
-    for address in sorted(touched):
+    prefixes: dict[str, bytes] = {}
+    # Sums do not depend on the order: no sort of the addresses (the rows written are sorted).
+    for address in touched:
         instruments = touched[address]
         new_account = accounts.get(address)
         account_key = ACCOUNT + address
@@ -151,8 +153,11 @@ def block_delta(
                 for held in (old_account, new_account):
                     if held is not None:
                         instruments.update(held.instruments)
-        for instrument_id in sorted(instruments):
-            key = HOLDING + bytes((len(instrument_id),)) + instrument_id.encode("ascii") + address
+        for instrument_id in instruments:
+            prefix = prefixes.get(instrument_id)
+            if prefix is None:
+                prefix = prefixes[instrument_id] = holders_prefix(instrument_id)
+            key = prefix + address
             new: Holding | None = holdings.get(instrument_id, {}).get(address)
             old: Holding | None = before[key] if key in before else new
             if old is not None:
