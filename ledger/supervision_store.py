@@ -11,10 +11,19 @@ COMMIT), and reads it back. Three tables:
   holder: its cost follows the number of groups (VASPs, countries, categories), not holders.
 * `sup_frozen (address, instrument) -> reason_code, legal_reference, height`: what is frozen
   now; instrument "" is a whole-account freeze.
-* `history (key, height) -> value`: every change of a state key in
-  `supervision.HISTORY_PREFIXES`, with the height that wrote it (value NULL: deleted). A key's
-  value at height h is its row with the greatest height <= h. Written from the block's state
-  changes, sorted by key.
+* the state history: every change of a state key in `supervision.HISTORY_PREFIXES`, with
+  the height that wrote it (value None: deleted). A key's value at height h is its change with
+  the greatest height <= h. A block's changes are ONE row of `history_log (height) -> blob`
+  (an append at the end of an integer key, the state log's row format), and their keys go
+  into `history_keys (index key, height)` one slice of keys a block, held back in memory
+  meanwhile (ledger/held_index.py, the store's `_history_index`, rebuilt from the last
+  `history_log` rows at opening): a million accounts' changes would otherwise land on
+  ~3,000 scattered pages of a table that grows with the chain, every block (measured: +48 %
+  CPU per block at 100k accounts). The index key is the state key behind its last byte (an
+  address byte for accounts and holdings: uniform, as the held-back slicing needs). A block
+  with more than `BULK_HISTORY` such changes (the genesis, a state written by a tool, an
+  index rebuilt at the tip) writes them as rows of `history (key, height) -> value` instead,
+  sorted; a lookup takes the later of the two.
 
 `supervision.since` (meta): the first height the index describes. A store written before the
 index existed gets it built from its state at the tip when the chain opens (`rebuild`), and
@@ -28,6 +37,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ledger.state_log import decode_log_row, encode_log_row
 from ledger.supervision import HISTORY_PREFIXES, SupervisionDelta
 
 __all__ = [
@@ -36,8 +46,12 @@ __all__ = [
     "frozen_page",
     "frozen_accounts",
     "groups",
-    "history_at",
-    "history_rows",
+    "history_changes",
+    "history_heights",
+    "history_latest",
+    "history_log_since",
+    "history_value",
+    "index_key",
     "indexed_height",
     "rebuild",
     "since",
@@ -68,7 +82,17 @@ SCHEMA = (
     value  BLOB,
     PRIMARY KEY (key, height)
 ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS history_log (
+    height  INTEGER PRIMARY KEY NOT NULL,
+    changes BLOB NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS history_keys (
+    key    BLOB NOT NULL,
+    height INTEGER NOT NULL,
+    PRIMARY KEY (key, height)
+) WITHOUT ROWID""",
 )
+BULK_HISTORY = 20_000
 META_SINCE = "supervision.since"
 META_HEIGHT = "supervision.height"
 _UPSERT_META = (
@@ -100,20 +124,39 @@ def indexed_height(conn: sqlite3.Connection) -> int | None:
     return _meta_int(conn, META_HEIGHT)
 
 
+def index_key(key: bytes) -> bytes:
+    """A state key's key in `history_keys`: its last byte first (see the module docstring)."""
+    return key[-1:] + key
+
+
+def history_changes(changes: Mapping[bytes, bytes | None]) -> list[tuple[bytes, bytes | None]]:
+    """The block's changes the history keeps, sorted by key."""
+    prefixes = _PREFIXES
+    found = [(k, v) for k, v in changes.items() if k[:1] in prefixes]
+    found.sort()
+    return found
+
+
 def write_block(
     conn: sqlite3.Connection,
     height: int,
     delta: SupervisionDelta,
-    changes: Mapping[bytes, bytes | None],
+    history: list[tuple[bytes, bytes | None]],
 ) -> None:
-    """One block's index writes (inside the block's transaction)."""
+    """One block's index writes (inside the block's transaction); `history` from
+    `history_changes`. The held-back `history_keys` rows are the store's to write."""
     _write_groups(conn, height, delta.changed())
     _write_frozen(conn, delta)
-    history = [(k, height, v) for k, v in changes.items() if k[:1] in _PREFIXES]
-    history.sort()
-    conn.executemany(
-        "INSERT OR REPLACE INTO history (key, height, value) VALUES (?, ?, ?)", history
-    )
+    if len(history) > BULK_HISTORY:
+        conn.executemany(
+            "INSERT OR REPLACE INTO history (key, height, value) VALUES (?, ?, ?)",
+            [(k, height, v) for k, v in history],
+        )
+    elif history:
+        conn.execute(
+            "INSERT INTO history_log (height, changes) VALUES (?, ?)",
+            (height, encode_log_row(dict(history))),
+        )
     if height == 0:
         conn.execute(_UPSERT_META, (META_SINCE, b"0"))
     conn.execute(_UPSERT_META, (META_HEIGHT, str(height).encode()))
@@ -166,9 +209,8 @@ def rebuild(
     """Start the index over from `snapshot` (`supervision.full_snapshot` of the state at
     `height`), with the current state as its history at `height`. `held_back`: the state
     log's changes not yet in the `state` table (they are the newer values)."""
-    conn.execute("DELETE FROM sup_groups")
-    conn.execute("DELETE FROM sup_frozen")
-    conn.execute("DELETE FROM history")
+    for table in ("sup_groups", "sup_frozen", "history", "history_log", "history_keys"):
+        conn.execute(f"DELETE FROM {table}")
     _write_groups(conn, height, snapshot.changed())
     _write_frozen(conn, snapshot)
     for prefix in sorted(_PREFIXES):
@@ -270,26 +312,71 @@ def frozen_accounts(conn: sqlite3.Connection, addresses: list[bytes]) -> set[byt
     return found
 
 
-def history_at(conn: sqlite3.Connection, keys: list[bytes], height: int) -> list[bytes | None]:
-    """Each key's value as of `height` (None: absent then)."""
-    values: list[bytes | None] = []
-    for key in keys:
-        row = conn.execute(
-            "SELECT value FROM history WHERE key = ? AND height <= ? ORDER BY height DESC LIMIT 1",
-            (key, height),
+def history_heights(
+    conn: sqlite3.Connection, key: bytes, held: list[int], height: int
+) -> list[tuple[int, bool]]:
+    """Every height <= `height` at which `key` changed, latest first, each with whether its
+    value is in the `history` table (else in that height's `history_log` row). `held`: the
+    key's held-back heights (the store's `_history_index`)."""
+    found = {h: False for h in held if h <= height}
+    found.update(
+        (h, False)
+        for (h,) in conn.execute(
+            "SELECT height FROM history_keys WHERE key = ? AND height <= ?",
+            (index_key(key), height),
+        )
+    )
+    found.update(
+        (h, True)
+        for (h,) in conn.execute(
+            "SELECT height FROM history WHERE key = ? AND height <= ?", (key, height)
+        )
+    )
+    return sorted(found.items(), reverse=True)
+
+
+def history_latest(
+    conn: sqlite3.Connection, key: bytes, held: int | None, height: int
+) -> tuple[int, bool] | None:
+    """The last height <= `height` at which `key` changed and whether its value is in the
+    `history` table; `held`: its latest held-back height <= `height` (None: none)."""
+    best = None if held is None else (held, False)
+    for table, in_table, lookup in (
+        ("history_keys", False, index_key(key)),
+        ("history", True, key),
+    ):
+        (found,) = conn.execute(
+            f"SELECT max(height) FROM {table} WHERE key = ? AND height <= ?", (lookup, height)
         ).fetchone()
-        values.append(None if row is None else row[0])
-    return values
+        if found is not None and (best is None or found > best[0]):
+            best = (found, in_table)
+    return best
 
 
-def history_rows(
-    conn: sqlite3.Connection, key: bytes, limit: int, offset: int
-) -> list[tuple[int, bytes | None]]:
-    """(height, value) of every change of `key`, latest first."""
-    return conn.execute(
-        "SELECT height, value FROM history WHERE key = ? ORDER BY height DESC LIMIT ? OFFSET ?",
-        (key, limit, offset),
-    ).fetchall()
+def history_value(conn: sqlite3.Connection, key: bytes, height: int, in_table: bool) -> Any:
+    """`key`'s value written at `height` (found by `history_heights`)."""
+    if in_table:
+        row = conn.execute(
+            "SELECT value FROM history WHERE key = ? AND height = ?", (key, height)
+        ).fetchone()
+        return None if row is None else row[0]
+    row = conn.execute("SELECT changes FROM history_log WHERE height = ?", (height,)).fetchone()
+    if row is None:
+        return None
+    for logged, value in decode_log_row(row[0]):
+        if logged == key:
+            return value
+    return None
+
+
+def history_log_since(conn: sqlite3.Connection, low: int) -> Iterable[tuple[int, bytes, int]]:
+    """(height, index key, height) of every logged change from height `low` on, in height
+    order: how the store rebuilds its held-back `history_keys` rows at opening."""
+    for height, blob in conn.execute(
+        "SELECT height, changes FROM history_log WHERE height >= ? ORDER BY height", (low,)
+    ).fetchall():
+        for key, _ in decode_log_row(blob):
+            yield height, index_key(key), height
 
 
 def describe(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -128,7 +128,7 @@ class SupervisionMethods:
         store = self.node.store
         if latest:
             return [await store.get_state(key) for key in keys]
-        return await store.read_with(sup.history_at, keys, height)
+        return await store.history_at(keys, height)
 
     # -- methods
 
@@ -223,9 +223,7 @@ class SupervisionMethods:
         if raw is None:
             raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
         kind = Instrument.from_map(decode_record(raw)).kind
-        rows = await store.read_with(
-            sup.history_rows, reserve_key(instrument_id), per_page, (page - 1) * per_page
-        )
+        rows = await store.history_of(reserve_key(instrument_id), per_page, (page - 1) * per_page)
         expect_answer_bytes(page_bytes(v for _, v in rows if v is not None))
         return {
             "instrument": instrument_id,

@@ -10,6 +10,8 @@ lacks it; account records are readable as of a past height.
 
 from __future__ import annotations
 
+import pytest
+
 from ledger import supervision_store as sup
 from ledger.chain import Chain
 from ledger.codes import Code
@@ -152,9 +154,11 @@ def test_groups_match_a_full_count_after_every_block_and_as_of_every_height(tmp_
     chain.close()
 
 
-def test_frozen_list_and_clients_and_account_history(tmp_path):
+@pytest.mark.parametrize("slices", [2, 64])  # history keys merged into their table, or held
+def test_frozen_list_and_clients_and_account_history(tmp_path, slices):
     path = tmp_path / "node.db"
-    chain = Chain.open(path, genesis())
+    options = {"index_slices": slices}
+    chain = Chain.open(path, genesis(), store_options=options)
     signer = Signer()
     steps = blocks(signer)
     for day, txs in enumerate(steps[:5], start=1):
@@ -174,8 +178,8 @@ def test_frozen_list_and_clients_and_account_history(tmp_path):
         [(key("v1").address.hex(), 1), (key("v2").address.hex(), 1)]
     )
     # the account and its balance as of height 3 (before the freeze at 5)
-    old_account, old_holding = chain.store.read_with(
-        sup.history_at, [account_key(carol), holding_key("PKR", alice)], 3
+    old_account, old_holding = chain.store.history_at(
+        [account_key(carol), holding_key("PKR", alice)], 3
     )
     assert old_account is not None and b"FIR-1" not in old_account
     assert old_holding is not None
@@ -184,13 +188,21 @@ def test_frozen_list_and_clients_and_account_history(tmp_path):
     rows = chain.store.read_with(sup.frozen_page, 10, 0)
     assert rows == [(alice, "PKR", 9, "Court order 12", 5)]
     figures = {d: indexed(chain, d) for d in DIMENSIONS}
+    keys = [account_key(key(n).address) for n in ("alice", "bob", "carol")]
+    keys += [holding_key("PKR", key(n).address) for n in ("alice", "bob", "carol")]
+    past = {h: chain.store.history_at(keys, h) for h in range(chain.height + 1)}
+    # every value as of every height is the state then: the last one is the state now
+    assert past[chain.height] == [chain.store.get_state(k) for k in keys]
+    assert past[0] == [None] * len(keys) and past[3] != past[4]
     chain.close()
-    # reopened: the same index; a store without it (meta gone) gets it rebuilt at the tip
-    chain = Chain.open(path, genesis())
+    # reopened: the same index and history (the held-back history keys rebuilt from the
+    # log); a store without the index (meta gone) gets it rebuilt at the tip
+    chain = Chain.open(path, genesis(), store_options=options)
     assert {d: indexed(chain, d) for d in DIMENSIONS} == figures
+    assert {h: chain.store.history_at(keys, h) for h in past} == past
     chain.store._write_meta(META_HEIGHT, b"-1")
     chain.close()
-    chain = Chain.open(path, genesis())
+    chain = Chain.open(path, genesis(), store_options=options)
     assert {d: indexed(chain, d) for d in DIMENSIONS} == figures
     assert chain.store.read_with(sup.since) == chain.height
     assert chain.store.read_with(sup.frozen_page, 10, 0) == [(alice, "PKR", None, "", 7)]
