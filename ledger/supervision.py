@@ -146,7 +146,13 @@ def block_delta(
         new_account = accounts.get(address)
         account_key = ACCOUNT + address
         old_account = before[account_key] if account_key in before else new_account
-        old_groups, new_groups = groups_of(old_account), groups_of(new_account)
+        new_groups = groups_of(new_account)
+        same_kyc = old_account is new_account or (
+            old_account is not None
+            and new_account is not None
+            and old_account.kyc is new_account.kyc
+        )  # a nonce or a freeze changed, not the KYC file (`replace` keeps it): same groups
+        old_groups = new_groups if same_kyc else groups_of(old_account)
         if address in accounts_changed:
             _account_changes(delta, address, old_account, new_account, height)
             if old_groups != new_groups:  # every holding moves group, changed or not
@@ -159,12 +165,25 @@ def block_delta(
                 prefix = prefixes[instrument_id] = holders_prefix(instrument_id)
             key = prefix + address
             new: Holding | None = holdings.get(instrument_id, {}).get(address)
-            old: Holding | None = before[key] if key in before else new
+            changed = key in before
+            old: Holding | None = before[key] if changed else new
             if old is not None:
-                _add(combined, (instrument_id, old_groups), -old.balance, -1)
+                slot = (instrument_id, old_groups)
+                found = combined.get(slot)
+                if found is None:
+                    combined[slot] = [-old.balance, -1]
+                else:
+                    found[0] -= old.balance
+                    found[1] -= 1
             if new is not None:
-                _add(combined, (instrument_id, new_groups), new.balance, 1)
-            if key in before:
+                slot = (instrument_id, new_groups)
+                found = combined.get(slot)
+                if found is None:
+                    combined[slot] = [new.balance, 1]
+                else:
+                    found[0] += new.balance
+                    found[1] += 1
+            if changed and (old is None or new is None or old.frozen != new.frozen):
                 _holding_freeze(delta, address, instrument_id, old, new, reasons, height)
     # Per (instrument, the three groups) first: one dict step per holding, three at the end.
     for (instrument_id, groups), (total, count) in combined.items():
@@ -172,15 +191,6 @@ def block_delta(
             for dimension, group in zip(DIMENSIONS, groups, strict=True):
                 delta.add(instrument_id, dimension, group, total, count)
     return delta
-
-
-def _add(combined: dict, slot: tuple, total: int, count: int) -> None:
-    found = combined.get(slot)
-    if found is None:
-        combined[slot] = [total, count]
-    else:
-        found[0] += total
-        found[1] += count
 
 
 def _account_changes(
