@@ -122,75 +122,86 @@ def block_delta(
 
     `state`: after the block; `before`: state key -> typed record before the block (None:
     absent) for every account and holding key the block wrote (others may be present);
-    `events`: the block's (type, attributes), for the reasons of holding freezes."""
+    `events`: the block's (type, attributes), for the reasons of holding freezes.
+
+    Two passes. Accounts first: one whose KYC file did not change (a nonce, a role: the
+    common case, `replace` keeps the same Kyc object) keeps its groups, and its changed
+    holdings are counted in the second pass; one whose KYC file changed (another VASP or
+    country) moves every holding it has, changed or not, and is done here whole. Then each
+    changed holding of the others: its balance change in its account's groups."""
     delta = SupervisionDelta()
-    touched: dict[bytes, set[str]] = {}  # address -> instruments whose holding changed
-    accounts_changed: set[bytes] = set()
-    for key in before:
-        first = key[0]
-        if first == _H:
-            instrument_id, address = holding_address(key)
-            touched.setdefault(address, set()).add(instrument_id)
-        elif first == _A and len(key) == 1 + _ADDRESS:
-            address = key[1:]
-            accounts_changed.add(address)
-            touched.setdefault(address, set())
-    reasons = _freeze_reasons(events)
     accounts = state.accounts
     holdings = state.holdings
     combined: dict[tuple[str, tuple[str, str, str]], list[int]] = {}
-    prefixes: dict[str, bytes] = {}
-    # Sums do not depend on the order: no sort of the addresses (the rows written are sorted).
-    for address in touched:
-        instruments = touched[address]
+    moved: set[bytes] = set()  # addresses whose holdings were all counted in the first pass
+    reasons = _freeze_reasons(events)
+    for key, old_account in before.items():
+        if key[0] != _A or len(key) != 1 + _ADDRESS:
+            continue
+        address = key[1:]
         new_account = accounts.get(address)
-        account_key = ACCOUNT + address
-        old_account = before[account_key] if account_key in before else new_account
-        new_groups = groups_of(new_account)
-        same_kyc = old_account is new_account or (
-            old_account is not None
-            and new_account is not None
-            and old_account.kyc is new_account.kyc
-        )  # a nonce or a freeze changed, not the KYC file (`replace` keeps it): same groups
-        old_groups = new_groups if same_kyc else groups_of(old_account)
-        if address in accounts_changed:
-            _account_changes(delta, address, old_account, new_account, height)
-            if old_groups != new_groups:  # every holding moves group, changed or not
-                for held in (old_account, new_account):
-                    if held is not None:
-                        instruments.update(held.instruments)
-        for instrument_id in instruments:
-            prefix = prefixes.get(instrument_id)
-            if prefix is None:
-                prefix = prefixes[instrument_id] = holders_prefix(instrument_id)
-            key = prefix + address
-            new: Holding | None = holdings.get(instrument_id, {}).get(address)
-            changed = key in before
-            old: Holding | None = before[key] if changed else new
+        if old_account is not None and new_account is not None:
+            if old_account.kyc is new_account.kyc and old_account.frozen is new_account.frozen:
+                continue  # nothing the index shows changed
+        _account_changes(delta, address, old_account, new_account, height)
+        old_groups, new_groups = groups_of(old_account), groups_of(new_account)
+        if old_groups == new_groups:
+            continue
+        moved.add(address)
+        held = set(() if old_account is None else old_account.instruments)
+        held.update(() if new_account is None else new_account.instruments)
+        for instrument_id in held:
+            hkey = holders_prefix(instrument_id) + address
+            new = holdings.get(instrument_id, {}).get(address)
+            old = before[hkey] if hkey in before else new
             if old is not None:
-                slot = (instrument_id, old_groups)
-                found = combined.get(slot)
-                if found is None:
-                    combined[slot] = [-old.balance, -1]
-                else:
-                    found[0] -= old.balance
-                    found[1] -= 1
+                _add(combined, (instrument_id, old_groups), -old.balance, -1)
             if new is not None:
-                slot = (instrument_id, new_groups)
-                found = combined.get(slot)
-                if found is None:
-                    combined[slot] = [new.balance, 1]
-                else:
-                    found[0] += new.balance
-                    found[1] += 1
-            if changed and (old is None or new is None or old.frozen != new.frozen):
+                _add(combined, (instrument_id, new_groups), new.balance, 1)
+            if hkey in before:
                 _holding_freeze(delta, address, instrument_id, old, new, reasons, height)
+    groups_cache: dict[int, tuple[str, str, str]] = {}
+    for key, old in before.items():
+        if key[0] != _H:
+            continue
+        length = key[1]
+        address = key[2 + length :]
+        if address in moved:
+            continue
+        instrument_id = key[2 : 2 + length].decode("ascii")
+        new = holdings.get(instrument_id, {}).get(address)
+        account = accounts.get(address)
+        kyc = None if account is None else account.kyc
+        groups = groups_cache.get(id(kyc))
+        if groups is None:
+            groups = groups_cache[id(kyc)] = groups_of(account)
+        change = (0 if new is None else new.balance) - (0 if old is None else old.balance)
+        count = (new is not None) - (old is not None)
+        if change or count:
+            slot = (instrument_id, groups)
+            found = combined.get(slot)
+            if found is None:
+                combined[slot] = [change, count]
+            else:
+                found[0] += change
+                found[1] += count
+        if old is None or new is None or old.frozen != new.frozen:
+            _holding_freeze(delta, address, instrument_id, old, new, reasons, height)
     # Per (instrument, the three groups) first: one dict step per holding, three at the end.
     for (instrument_id, groups), (total, count) in combined.items():
         if total or count:
             for dimension, group in zip(DIMENSIONS, groups, strict=True):
                 delta.add(instrument_id, dimension, group, total, count)
     return delta
+
+
+def _add(combined: dict, slot: tuple, total: int, count: int) -> None:
+    found = combined.get(slot)
+    if found is None:
+        combined[slot] = [total, count]
+    else:
+        found[0] += total
+        found[1] += count
 
 
 def _account_changes(
