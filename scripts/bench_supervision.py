@@ -206,6 +206,7 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
     # block_delta, and the supervision part of the store's commit (write_block, the history
     # rows and their held-back index plan).
     inside_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    parts: dict[str, list[float]] = {}
     write_block = supervision_store.write_block
     supervision_store.write_block = _timed("write_block", write_block)
     history_rows = Store._history_rows
@@ -231,6 +232,8 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
             commit_ms[variant].append((done - built) * 1000)
             cpu_ms[variant].append((done_cpu - began_cpu) * 1000)
             inside_ms[variant].append(sum(SPENT.values()) * 1000)
+            for name, spent in SPENT.items():
+                parts.setdefault(f"{variant}:{name}", []).append(spent * 1000)
     finally:
         set_variant("full", delta, prefixes)
         chain_module.block_delta = delta
@@ -251,6 +254,7 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
     inside = {v: round(statistics.median(inside_ms[v]), 1) for v in VARIANTS if inside_ms[v]}
     return {
         "index_cpu_ms": inside,
+        "index_cpu_parts_ms": {k: round(statistics.median(v), 1) for k, v in parts.items()},
         "index_cpu_pct_of_off_block": {
             v: round(inside[v] / cpu["off"] * 100, 1) for v in ("aggregates", "full") if v in inside
         },
