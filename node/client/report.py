@@ -177,14 +177,12 @@ def print_report(report: str, answer: dict, fmt: str, decimals: dict[str, int], 
                     for c in ("total", "balance", "frozen")
                     if isinstance(row.get(c), int)
                 },
-                **{
-                    c: format_amount(row[c], 2)
-                    for c in ("outstanding_usd_cents",)
-                    if isinstance(row.get(c), int)
-                },
             }
         )
-    print_table(shown, columns, out)
+        if isinstance(row.get("outstanding_usd_cents"), int):
+            shown[-1]["outstanding_usd"] = format_amount(row["outstanding_usd_cents"], 2)
+    # People read dollars: the table shows the cents of csv/json as USD with two decimals.
+    print_table(shown, [c.replace("_usd_cents", "_usd") for c in columns], out)
 
 
 def _title(report: str, answer: dict) -> str:
