@@ -14,9 +14,10 @@ institution's own account) or no VASP. The `clients` dimension counts accounts, 
 under instrument `CLIENTS` ("") and the VASP's group, the number of accounts whose KYC names
 that VASP.
 
-A block's delta is computed from what changed only: for every address whose account or any
-holding changed, its old contribution (old account's groups x old balances) is taken away and
-its new one added. Cost: a few dict lookups per changed key, none per holder.
+A block's delta is computed from what changed only (`block_delta`): an account whose KYC
+file moved it to other groups takes every balance it holds from the old groups to the new;
+every other changed holding adds its balance change to its account's groups. Cost: a few dict
+lookups per changed key, none per holder.
 """
 
 from __future__ import annotations
