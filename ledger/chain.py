@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import gc
 import os
+from bisect import bisect_left
 from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -64,13 +65,18 @@ from ledger.ops.evidence import (
 from ledger.protocol import LATEST_VERSION, UnsupportedProtocol
 from ledger.state import VALIDATORS_KEY, State, StateLoader
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
+from ledger.supervision import block_delta, full_snapshot
+from ledger.supervision_store import indexed_height
 from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
-from ledger.types import BlockContext, Event, Receipt
+from ledger.types import Account, BlockContext, Event, Holding, Receipt
 from ledger.validator_history import ChangePoint, encode_set, point_key, points_since
 
 
 class ChainMisuse(LocalProtocolError, RuntimeError):
     """`commit` of a block that is not the pending one, or a second pending block: a bug."""
+
+
+_AH = ((b"a", b"b"), (b"h", b"i"))  # the account and holding key ranges
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +156,7 @@ class Chain:
                         changes=changes,
                         # The genesis validators are in force from block 1 on.
                         meta={point_key(1): encode_set(state.validator_set.validators)},
+                        supervision=full_snapshot(state, 0),
                     )
                 )
             else:
@@ -160,6 +167,10 @@ class Chain:
                         f"state rows hash to {tree.root.hex()} but block {latest} committed "
                         f"app_hash {stored.hex() if stored else None}"
                     )
+                if store.read_with(indexed_height) != latest:
+                    # Written before the supervision index existed (or by a node without it):
+                    # build it from the state at the tip (ledger/supervision_store.py).
+                    store.rebuild_supervision(latest, full_snapshot(state, latest))
             return cls(genesis, store, state, tree)
         except BaseException:
             store.close()
@@ -305,6 +316,12 @@ class Chain:
         meta = dict(self._unsaved_meta)
         if point is not None:
             meta[point_key(point.height)] = encode_set(point.validators)
+        supervision = block_delta(
+            self.state,
+            self._records_before(pending),
+            [(e.type, e.attributes) for r in pending.receipts for e in r.events],
+            header.height,
+        )
         self.store.commit_block(
             BlockRecord(
                 height=header.height,
@@ -317,6 +334,7 @@ class Chain:
                 events=_event_records(header.height, pending.receipts, pending.evidence_events),
                 changes=pending.changes,
                 meta=meta,
+                supervision=supervision,
             )
         )
         self._unsaved_meta = {}
@@ -338,6 +356,22 @@ class Chain:
         self._pending = None
 
     # ------------------------------------------------------------------ helpers
+
+    def _records_before(self, pending: PendingBlock) -> dict:
+        """The typed account and holding records before the block, for the supervision index:
+        from the block's journal; a key the block changed outside it (a tool writing the
+        state between blocks, scripts/preload_state.py) is read from the store."""
+        before = self.state.records_before(self._savepoint) if self._savepoint is not None else {}
+        # The changes are in key order: the account and holding keys are two runs, counted by
+        # bisection; only when the journal lacks some of them is each key looked at.
+        keys = list(pending.changes)
+        count = sum(bisect_left(keys, end) - bisect_left(keys, start) for start, end in _AH)
+        if count != len(before):
+            for key in keys:
+                if key[:1] in (b"a", b"h") and key not in before:
+                    raw = self.store.get_state(key)
+                    before[key] = None if raw is None else _decode_record(key, raw)
+        return before
 
     def _check_no_pending(self) -> None:
         if self._pending is not None:
@@ -453,3 +487,9 @@ def _event_records(
                 )
             )
     return tuple(records)
+
+
+def _decode_record(key: bytes, raw: bytes):
+    """An account or holding record as stored (for `Chain._records_before`)."""
+    value = codec.decode(raw)
+    return Account.from_map(value) if key[:1] == b"a" else Holding.from_map(value)

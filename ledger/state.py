@@ -402,6 +402,17 @@ class State:
             before[key] = None if previous is _MISSING else encode(previous.to_map())
         return before
 
+    def records_before(self, token: int, namespaces: bytes = b"ah") -> dict[bytes, Any]:
+        """Like `values_before`, the typed records (not encoded) of the keys written since
+        `token` whose first byte is in `namespaces` (None: the key did not exist): what the
+        supervision index (ledger/supervision.py) needs of a block. Inside that savepoint."""
+        before: dict[bytes, Any] = {}
+        for _container, _subkey, previous, key, _dirty in self._journal[token:]:
+            if key is None or key in before or key[0] not in namespaces:
+                continue
+            before[key] = None if previous is _MISSING else previous
+        return before
+
     def unbalanced_supply_since(self, token: int) -> list[str]:
         """Money conservation over the writes since `savepoint()` returned `token`: for every
         instrument a write touched, the change of its supply equals the change of the sum of

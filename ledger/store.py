@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from consensus.errors import LocalProtocolError
+from ledger import supervision_store
 from ledger.held_index import INDEX_SLICES, HeldBackIndex
 from ledger.state_log import (
     MAX_SLICES,
@@ -263,6 +264,9 @@ class BlockRecord:
     events: tuple[EventRecord, ...] = ()
     changes: Mapping[bytes, bytes | None] = field(default_factory=dict)
     meta: Mapping[str, bytes] = field(default_factory=dict)
+    # The block's change to the supervision index (`ledger.supervision.SupervisionDelta`,
+    # written by ledger/supervision_store.py in this same transaction); None: no index.
+    supervision: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +451,9 @@ class Store:
         # table: one slice.
         self._account_index = HeldBackIndex(1)
         self._tx_index = HeldBackIndex(1)
+        # The supervision history's `history_keys` rows, held back the same way
+        # (ledger/supervision_store.py), rebuilt from the last `history_log` rows.
+        self._history_index = HeldBackIndex(1)
 
     # ----------------------------------------------------------------- open / close
 
@@ -562,16 +569,22 @@ class Store:
             ).fetchone()
             slices = int(stored[0]) if stored else 1
             accounts, tx_ids = HeldBackIndex(slices), HeldBackIndex(slices)  # ValueError: range
+            history = HeldBackIndex(slices)
             (tip,) = conn.execute("SELECT max(height) FROM blocks").fetchone()
             if tip is not None and slices > 1:
                 low = _position(max(0, tip - slices + 2), 0)
                 accounts.replay(tip, self._event_accounts_since(low))
                 tx_ids.replay(tip, self._tx_ids_since(low))
+                since = supervision_store.history_log_since(conn, max(0, tip - slices + 2))
+                history.replay(tip, since)
+        except LogFormatError as exc:
+            raise CorruptDatabaseError(f"{self._path}: the history log is damaged ({exc})") from exc
         except ValueError as exc:
             raise CorruptDatabaseError(f"{self._path}: bad {_META_INDEX_SLICES}") from exc
         except sqlite3.Error as exc:
             raise _store_error(self._path, "reading the recent blocks", exc) from exc
         self._account_index, self._tx_index = accounts, tx_ids
+        self._history_index = history
         if slices == wanted:
             return
 
@@ -583,10 +596,15 @@ class Store:
             conn.executemany(
                 "INSERT INTO tx_ids (tx_id, pos) VALUES (?, ?)", sorted(tx_ids.all_rows())
             )
+            conn.executemany(
+                "INSERT INTO history_keys (key, height) VALUES (?, ?)",
+                sorted(history.all_rows()),
+            )
             conn.execute(_UPSERT_META, (_META_INDEX_SLICES, str(wanted).encode()))
 
         self._write_transaction("resizing the indexes", write)
         self._account_index, self._tx_index = HeldBackIndex(wanted), HeldBackIndex(wanted)
+        self._history_index = HeldBackIndex(wanted)
 
     def _tx_ids_since(self, low: int) -> Iterator[tuple[int, bytes, int]]:
         """(height, transaction id, position) of every transaction from position `low` on."""
@@ -672,6 +690,7 @@ class Store:
                     )
                 else:
                     Store._check_existing(conn, path, tables, chain_id, genesis_hash)
+                supervision_store.ensure_tables(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -764,6 +783,7 @@ class Store:
         event_rows, account_rows, instrument_rows = self._event_rows(record)
         self._check_state_changes(record.changes)
         meta_rows = self._meta_rows(record.meta)
+        history, history_rows = self._history_rows(record)
         with self._lock:
             self._check_open()
             conn = self._conn
@@ -772,6 +792,7 @@ class Store:
             writes = self._overlay.plan(record.height, record.changes)
             account_writes = self._account_index.plan(record.height, account_rows)
             tx_id_writes = self._tx_index.plan(record.height, tx_id_rows)
+            history_writes = self._history_index.plan(record.height, history_rows)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 self._check_next_height(record)
@@ -809,6 +830,11 @@ class Store:
                     instrument_rows,
                 )
                 self._write_state_log(writes)
+                conn.executemany(
+                    "INSERT INTO history_keys (key, height) VALUES (?, ?)", history_writes.merged
+                )
+                if record.supervision is not None:
+                    supervision_store.write_block(conn, record.height, record.supervision, history)
                 conn.executemany(_UPSERT_META, meta_rows)
                 conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
@@ -826,6 +852,19 @@ class Store:
             self._overlay.apply(writes)
             self._account_index.apply(account_writes)
             self._tx_index.apply(tx_id_writes)
+            self._history_index.apply(history_writes)
+
+    @staticmethod
+    def _history_rows(record: BlockRecord) -> tuple[list, list[tuple[bytes, int]]]:
+        """The block's state history (ledger/supervision_store.py) and its `history_keys`
+        rows; none for a block without the supervision index or one written in bulk."""
+        if record.supervision is None:
+            return [], []
+        history = supervision_store.history_changes(record.changes)
+        if len(history) > supervision_store.BULK_HISTORY:
+            return history, []
+        index_key = supervision_store.index_key
+        return history, [(index_key(key), record.height) for key, _ in history]
 
     def _check_new_tx_ids(self, height: int, tx_id_rows: list[tuple[bytes, int]]) -> None:
         """Refuse a transaction id that is already stored (held back or in the table) or
@@ -1050,6 +1089,64 @@ class Store:
 
     def load_consensus_record(self) -> bytes | None:
         return self.get_meta(_META_CONSENSUS)
+
+    def rebuild_supervision(self, height: int, snapshot: Any) -> None:
+        """Start the supervision index over from the state at the tip `height`
+        (ledger/supervision_store.py `rebuild`), in one transaction."""
+        held = self._overlay.items()
+        self._write_transaction(
+            "building the supervision index",
+            lambda conn: supervision_store.rebuild(conn, height, snapshot, held),
+        )
+        self._history_index = HeldBackIndex(self._history_index.slice_count)
+
+    def history_at(self, keys: list[bytes], height: int) -> list[bytes | None]:
+        """Each key's value as of `height` from the supervision history (None: absent)."""
+        values: list[bytes | None] = []
+        with self._lock:
+            self._check_open()
+            try:
+                for key in keys:
+                    held = self._history_index.positions(
+                        supervision_store.index_key(key), 0, height
+                    )
+                    found = supervision_store.history_latest(
+                        self._conn, key, held[-1] if held else None, height
+                    )
+                    values.append(
+                        None
+                        if found is None
+                        else supervision_store.history_value(self._conn, key, *found)
+                    )
+            except (sqlite3.Error, LogFormatError) as exc:
+                raise StoreError(f"{self._path}: reading the history failed ({exc})") from exc
+        return values
+
+    def history_of(self, key: bytes, limit: int, offset: int) -> list[tuple[int, bytes | None]]:
+        """(height, value) of the changes of `key`, latest first, one page."""
+        with self._lock:
+            self._check_open()
+            try:
+                held = self._history_index.positions(
+                    supervision_store.index_key(key), 0, MAX_HEIGHT
+                )
+                heights = supervision_store.history_heights(self._conn, key, held, MAX_HEIGHT)
+                return [
+                    (h, supervision_store.history_value(self._conn, key, h, in_table))
+                    for h, in_table in heights[offset : offset + limit]
+                ]
+            except (sqlite3.Error, LogFormatError) as exc:
+                raise StoreError(f"{self._path}: reading the history failed ({exc})") from exc
+
+    def read_with(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` under the store's lock: the supervision index's reads
+        (ledger/supervision_store.py) without a method here for each."""
+        with self._lock:
+            self._check_open()
+            try:
+                return fn(self._conn, *args)
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, "a read", exc) from exc
 
     # ----------------------------------------------------------------- reads
 
@@ -1476,6 +1573,17 @@ class AsyncStore:
 
     async def block_txs(self, height: int) -> list[TxRecord]:
         return await self._read(self.store.block_txs, height)
+
+    async def read_with(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._read(self.store.read_with, fn, *args)
+
+    async def history_at(self, keys: list[bytes], height: int) -> list[bytes | None]:
+        return await self._read(self.store.history_at, keys, height)
+
+    async def history_of(
+        self, key: bytes, limit: int, offset: int
+    ) -> list[tuple[int, bytes | None]]:
+        return await self._read(self.store.history_of, key, limit, offset)
 
     async def get_state(self, key: bytes) -> bytes | None:
         return await self._read(self.store.get_state, key)

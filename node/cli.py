@@ -219,11 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--home", required=True, help="the node's home folder")
     backup.add_argument("--out", required=True, help="file to write (must not exist)")
     from node.client.cli import add_query_parser, add_tx_parser
+    from node.client.report import add_report_parser
     from node.dashboard.cli import add_dashboard_parser
 
     add_tx_parser(sub)
     add_query_parser(sub)
     add_dashboard_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -504,6 +506,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from node.client.report import cmd_report as run
+
+    return run(args)
+
+
 COMMANDS = {
     "keygen": cmd_keygen,
     "keyinfo": cmd_keyinfo,
@@ -519,6 +527,7 @@ COMMANDS = {
     "tx": cmd_tx,
     "query": cmd_query,
     "dashboard": lambda args: _dashboard(args),
+    "report": cmd_report,
 }
 
 

@@ -39,6 +39,8 @@ if str(ROOT) not in sys.path:
 from ledger.crypto import KeyPair, address_to_text, generate_key, hash256, read_key_file  # noqa: E402
 from ledger.ops.instruments import isin_is_valid  # noqa: E402
 from node.client import Client, Operation, TxBuilder, TxRejected, sign  # noqa: E402
+from node.client.report import holdings as report_holdings  # noqa: E402
+from node.client.report import print_report  # noqa: E402
 
 DAY_MS = 86_400_000
 EXIT_FAILED = 1
@@ -628,6 +630,29 @@ class Demo:
             bank_cash == 500_000_000_00 - paid - redeemed,
             f"the central bank holds {usd(bank_cash)} = {usd(500_000_000_00)} - coupon "
             f"{usd(paid)} - redemption {usd(redeemed)}",
+        )
+        self.regulators_report()
+
+    def regulators_report(self) -> None:
+        """The last step: the report `khazana report programme` and `khazana report
+        holdings --by vasp` print, from one call each (node/client/report.py)."""
+        self.step("The regulator's report: programme cap usage and holdings by VASP")
+        programme = self.client.call("programme")
+        print_report("programme", programme, "table", {}, out=self.out)
+        summary = report_holdings(self.client, "vasp", None, None)
+        decimals = {i["id"]: i["decimals"] for i in self.client.instruments()}
+        self.say("")
+        print_report("holdings", summary, "table", decimals, out=self.out)
+        supplies = {i["id"]: i["supply"] for i in self.client.instruments()}
+        totals = {t["instrument"]: t["total"] for t in summary["totals"]}
+        self.check(
+            all(totals.get(i, 0) == supply for i, supply in supplies.items()),
+            "every instrument's holdings by VASP add up to its supply",
+        )
+        outstanding = sum(i["outstanding_usd_cents"] for i in programme["instruments"])
+        self.check(
+            outstanding == programme["outstanding_usd_cents"],
+            f"the programme's outstanding {usd(outstanding)} is the sum over its instruments",
         )
 
     def check_agreement(self) -> None:

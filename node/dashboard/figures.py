@@ -81,14 +81,16 @@ def _largest(groups: list[dict], key: str, limit: int) -> list[dict]:
 
 
 def shape_holdings(answer: dict) -> dict:
-    """`holdings_summary` -> the chart's groups (largest total first, capped)."""
+    """`holdings_summary` of one instrument -> the chart's groups (largest total first,
+    capped); a VASP group is labelled with its registered name when it has one."""
     groups = answer.get("groups", [])
     return {
         "by": answer.get("by"),
+        "instrument": answer.get("instrument"),
         "height": answer.get("height"),
         "groups": [
             {
-                "group": g.get("group"),
+                "group": g.get("name") or g.get("group"),
                 "total": int(g.get("total", 0)),
                 "holders": int(g.get("holders", 0)),
             }
@@ -96,6 +98,25 @@ def shape_holdings(answer: dict) -> dict:
         ],
         "more_groups": max(0, len(groups) - MAX_GROUPS),
     }
+
+
+def shape_programme(answer: dict) -> dict:
+    """`programme` -> the gauge's figures (US cents of face value)."""
+    return {
+        "height": answer["height"],
+        "cap": int(answer["cap_usd_cents"]),
+        "outstanding": int(answer["outstanding_usd_cents"]),
+        "used_percent": answer.get("used_percent"),
+    }
+
+
+def default_instrument(rows: list[dict]) -> str | None:
+    """The instrument the holdings charts show first: the first that is not the cash token
+    (holdings of the programme's securities are what supervision looks at), else the first."""
+    for row in rows:
+        if row.get("kind") != "cash":
+            return row["id"]
+    return rows[0]["id"] if rows else None
 
 
 def shape_actions(events: list[dict]) -> list[dict]:
@@ -145,8 +166,10 @@ async def recent_actions(call, height: int) -> dict:
     return {"rows": rows, "since_height": since, "partial": False}
 
 
-async def overview(call, history: HeightHistory) -> dict:
-    """Everything the page shows, from one node. `call(method, params)` is an SDK call."""
+async def overview(call, history: HeightHistory, instrument: str | None = None) -> dict:
+    """Everything the page shows, from one node. `call(method, params)` is an SDK call;
+    the holdings charts are of `instrument` (default: `default_instrument`), since totals of
+    different instruments are in different units and do not add up."""
     status, why = await _section(call, "status")
     if status is None:
         return {"unavailable": why}
@@ -175,7 +198,7 @@ async def overview(call, history: HeightHistory) -> dict:
         doc["health"]["validators_unavailable"] = why
 
     programme, why = await _section(call, "programme")
-    doc["programme"] = programme if programme is not None else {"unavailable": why}
+    doc["programme"] = shape_programme(programme) if programme is not None else {"unavailable": why}
 
     listed, why = await _section(call, "instruments", {"limit": 100})
     if listed is None:
@@ -197,8 +220,15 @@ async def overview(call, history: HeightHistory) -> dict:
             "more": after is not None,
         }
 
+    rows = doc["instruments"].get("rows", [])
+    if instrument is None or instrument not in {r["id"] for r in rows}:
+        instrument = default_instrument(rows)
+    doc["holdings_instrument"] = instrument
     for by in ("vasp", "country"):
-        answer, why = await _section(call, "holdings_summary", {"by": by})
+        if instrument is None:
+            doc[f"holdings_by_{by}"] = {"unavailable": "no instrument yet"}
+            continue
+        answer, why = await _section(call, "holdings_summary", {"by": by, "instrument": instrument})
         doc[f"holdings_by_{by}"] = shape_holdings(answer) if answer else {"unavailable": why}
 
     if height > 0:

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "kzdash"
-REFRESH_S = 2.0  # at most one overview from the node per this many seconds
+REFRESH_S = 2.0  # at most one overview from the node per this many seconds (per instrument)
+MAX_CACHED = 256  # overviews kept (one per instrument viewed)
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'"),
     (b"x-frame-options", b"DENY"),
@@ -62,8 +63,11 @@ class Dashboard:
         self._token = token.encode()
         self.allowed_hosts = allowed_hosts
         self._history = HeightHistory()
-        self._cached: bytes | None = None
-        self._cached_at = -REFRESH_S
+        # One overview per instrument shown, each refreshed at most every REFRESH_S; an
+        # instrument id the last overview did not list is served the default one, so a
+        # viewer cannot make the node work for ids it made up.
+        self._cached: dict[str | None, tuple[float, bytes]] = {}
+        self._known: set[str] = set()  # the instrument ids of the last overview
         self._lock = trio.Lock()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -100,20 +104,30 @@ class Dashboard:
             )
             return
         if path == "/api/overview":
-            await _answer(send, 200, b"application/json", await self._overview(), no_store=True)
+            instrument = query.get("instrument", [None])[0]
+            await _answer(
+                send, 200, b"application/json", await self._overview(instrument), no_store=True
+            )
             return
         await self._static(send, "index.html" if path == "/" else path.removeprefix("/static/"))
 
     def _is_token(self, given: bytes) -> bool:
         return hmac.compare_digest(given, self._token)
 
-    async def _overview(self) -> bytes:
+    async def _overview(self, instrument: str | None) -> bytes:
         async with self._lock:  # one gathering at a time; viewers share its result
-            if self._cached is None or trio.current_time() - self._cached_at >= REFRESH_S:
-                document = await overview(self._call, self._history)
-                self._cached = json.dumps(document, separators=(",", ":")).encode()
-                self._cached_at = trio.current_time()
-            return self._cached
+            if instrument not in self._known:
+                instrument = None  # not listed by the node: the default, read no more
+            cached = self._cached.get(instrument)
+            if cached is None or trio.current_time() - cached[0] >= REFRESH_S:
+                document = await overview(self._call, self._history, instrument)
+                body = json.dumps(document, separators=(",", ":")).encode()
+                listed = document.get("instruments", {}).get("rows", [])
+                self._known = {row["id"] for row in listed}
+                if len(self._cached) >= MAX_CACHED:
+                    self._cached.clear()
+                cached = self._cached[instrument] = (trio.current_time(), body)
+            return cached[1]
 
     async def _static(self, send: Any, name: str) -> None:
         target = (STATIC / name).resolve()

@@ -45,6 +45,7 @@ SMALL_ANSWER_BYTES = 16 * 1024  # never refused for a full pool (counted all the
 # Methods whose work grows with what is stored (rows, bytes, proofs): gated by `ReadGate`.
 HEAVY_METHODS = frozenset(
     {"block", "commit", "tx", "account", "instruments", "holders", "events", "validators"}
+    | {"programme", "parameters", "vasps", "reserves", "frozen", "holdings_summary", "height_at"}
 )
 
 

@@ -20,6 +20,7 @@ from node.rpc.nodeview import NodeView
 from node.rpc.openrpc import document
 from node.rpc.scopes import Scopes
 from node.rpc.state_methods import StateMethods
+from node.rpc.supervision_methods import SupervisionMethods
 from node.rpc.tx_methods import TxMethods
 
 # Methods that submit (or dry-run) a transaction: POST only, never the GET form.
@@ -42,11 +43,16 @@ class RpcMethods:
         self.state = StateMethods(
             node, self.scopes, self.limits.max_page, self.limits.max_events_page
         )
+        # `account` with `height` is a supervision read; without, the state's (delegated).
+        self.supervision = SupervisionMethods(
+            node, self.scopes, self.limits.max_page, self.state.account
+        )
         table: dict[str, Method] = {
             **self.chain.table(),
             **self.txs.table(),
             **self.state.table(),
             "rpc.discover": Method(self.rpc_discover, ()),
+            **self.supervision.table(),
         }
         self.table = {name: gated(name, method, self.scopes) for name, method in table.items()}
         self.get_methods = frozenset(self.table) - SUBMIT_METHODS

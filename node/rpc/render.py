@@ -18,7 +18,7 @@ from ledger.block import decode_header
 from ledger.crypto import address_to_text
 from ledger.state import holding_key
 from ledger.store import EventRecord, TxRecord
-from ledger.types import Account, Holding, Instrument
+from ledger.types import Account, Holding, Instrument, ReserveAttestation
 
 CODESPACE = "khazana"
 _RECORD_MAX_SIZE = 1 << 20
@@ -142,6 +142,19 @@ def render_instrument(instrument: Instrument) -> dict:
         "redeemed" if instrument.redeemed else "paused" if instrument.paused else "active"
     )
     return obj
+
+
+def render_reserve(raw: bytes) -> dict:
+    """A stored reserve attestation of a commodity as JSON."""
+    reserve = ReserveAttestation.from_map(decode_record(raw))
+    return {
+        "quantity": reserve.quantity,
+        "document_hash": reserve.document_hash.hex(),
+        "custodian": address_to_text(reserve.custodian),
+        "time": iso_time(reserve.time_ms),
+        "time_ms": reserve.time_ms,
+        "height": reserve.height,
+    }
 
 
 def render_admission(result: Any) -> dict:

@@ -93,9 +93,10 @@ METHOD_RULES: dict[str, str] = {
     "genesis": INSTITUTIONS,
     "net_info": INSTITUTIONS,
     "num_unconfirmed_txs": INSTITUTIONS,
-    # CONTRACT.md's supervision methods, classified ahead of their arrival: the anonymous row
-    # has "programme cap usage" and the OpenRPC document; the supervision reports are the
-    # institutions' ("everything, including supervision reports").
+    # CONTRACT.md's supervision methods (node/rpc/supervision_methods.py): the anonymous row
+    # has "programme cap usage" and the OpenRPC document, and block times are public
+    # (height_at); the supervision reports are the institutions' ("everything, including
+    # supervision reports"). `account` with `height` keeps `account`'s rule.
     "rpc.discover": PUBLIC,
     "programme": PUBLIC,
     "height_at": PUBLIC,

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger import supervision_store
 from ledger.commitment import verify_proof
 from ledger.crypto import address_to_text
-from ledger.state import INSTRUMENT, account_key, holders_prefix, holding_key, instrument_key
+from ledger.state import (
+    INSTRUMENT,
+    account_key,
+    holders_prefix,
+    holding_key,
+    instrument_key,
+    reserve_key,
+)
 from ledger.store import MAX_EVENTS_PAGE
-from ledger.types import Account, Holding, Instrument
+from ledger.types import COMMODITY, Account, Holding, Instrument
 from node.rpc.budget import expect_answer_bytes, page_bytes, render_rows
 from node.rpc.errors import NOT_FOUND, PROOF_UNAVAILABLE, SERVER_LIMIT, RpcError
 from node.rpc.framing import Method
@@ -24,6 +32,7 @@ from node.rpc.render import (
     render_account,
     render_event,
     render_instrument,
+    render_reserve,
 )
 from node.rpc.scopes import Scopes
 
@@ -158,10 +167,17 @@ class StateMethods:
 
     async def instrument(self, id: Any) -> dict:
         instrument_id = instrument_param(id)
-        raw = await self.node.store.get_state(instrument_key(instrument_id))
+        store = self.node.store
+        raw = await store.get_state(instrument_key(instrument_id))
         if raw is None:
             raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
-        return render_instrument(Instrument.from_map(decode_record(raw)))
+        instrument = Instrument.from_map(decode_record(raw))
+        result = render_instrument(instrument)
+        if instrument.kind == COMMODITY:
+            # The latest reserve attestation (all of them, latest first: `reserves`).
+            attested = await store.get_state(reserve_key(instrument_id))
+            result["reserve"] = None if attested is None else render_reserve(attested)
+        return result
 
     async def instruments(self, after: Any = None, limit: Any = None) -> dict:
         limit = int_param("limit", self.max_page if limit is None else limit, 1, self.max_page)
@@ -184,14 +200,21 @@ class StateMethods:
         prefix = holders_prefix(instrument_id)
         page = await store.scan_prefix(prefix, limit, after_key)
         expect_answer_bytes(page_bytes(raw for _, raw in page))
+        # A whole-account freeze freezes every unit it holds: "frozen" says so (not 0).
+        frozen_whole = await store.read_with(
+            supervision_store.frozen_accounts, [key[len(prefix) :] for key, _ in page]
+        )
         holders = []
         for key, raw in page:
             holding = Holding.from_map(decode_record(raw))
+            address = key[len(prefix) :]
+            whole = address in frozen_whole
             holders.append(
                 {
-                    "address": address_to_text(key[len(prefix) :]),
+                    "address": address_to_text(address),
                     "balance": holding.balance,
-                    "frozen": holding.frozen,
+                    "frozen": holding.balance if whole else holding.frozen,
+                    "account_frozen": whole,
                 }
             )
         next_after = holders[-1]["address"] if len(holders) == limit else None

@@ -5,6 +5,7 @@
 
 const REFRESH_MS = 5000;
 const charts = {};
+let instrument = null; // the holdings charts' instrument (null: the dashboard's default)
 const fmt = (n) => (n === null || n === undefined ? "–" : BigInt(n).toLocaleString("en-US"));
 
 function text(id, value) {
@@ -88,12 +89,20 @@ function renderHealth(doc) {
 
 function renderProgramme(p) {
   if (p.unavailable) return unavailable("programme-figures", p.unavailable);
-  const used = Number((BigInt(p.outstanding) * 10000n) / BigInt(p.cap)) / 100;
-  text("programme-figures", `${fmt(p.outstanding)} of ${fmt(p.cap)} (${used.toFixed(2)} %)`);
+  text("programme-figures", `US cents ${fmt(p.outstanding)} of ${fmt(p.cap)} (${p.used_percent} %)`);
   const el = document.getElementById("programme-figures");
   el.dataset.outstanding = p.outstanding;
   el.dataset.cap = p.cap;
   gauge(Number(p.outstanding), Number(p.cap));
+}
+
+function renderSelector(i, chosen) {
+  const select = document.getElementById("instrument-select");
+  const ids = (i.rows || []).map((r) => r.id);
+  if (select.options.length !== ids.length || [...select.options].some((o, n) => o.value !== ids[n])) {
+    select.replaceChildren(...ids.map((id) => new Option(id, id)));
+  }
+  if (chosen) select.value = chosen;
 }
 
 function renderInstruments(i) {
@@ -126,13 +135,15 @@ function renderActions(a) {
 
 async function refresh() {
   try {
-    const response = await fetch("/api/overview", { cache: "no-store" });
+    const query = instrument ? `?instrument=${encodeURIComponent(instrument)}` : "";
+    const response = await fetch("/api/overview" + query, { cache: "no-store" });
     if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
     const doc = await response.json();
     if (doc.unavailable) throw new Error(doc.unavailable);
     renderHealth(doc);
     renderProgramme(doc.programme);
     renderInstruments(doc.instruments);
+    renderSelector(doc.instruments, doc.holdings_instrument);
     renderHoldings("holdings_by_vasp", "vasp-chart", "vasp-note", doc);
     renderHoldings("holdings_by_country", "country-chart", "country-note", doc);
     renderActions(doc.recent_actions);
@@ -143,5 +154,9 @@ async function refresh() {
   }
 }
 
+document.getElementById("instrument-select").addEventListener("change", (event) => {
+  instrument = event.target.value;
+  refresh();
+});
 refresh();
 setInterval(refresh, REFRESH_MS);

@@ -1,0 +1,285 @@
+"""What the supervision reads need kept up to date per block: aggregates and the frozen list.
+
+This module owns the *meaning* of the supervision index: which groups a holder falls in, how
+one block's writes change the per-group totals and holder counts, and which accounts and
+holdings are frozen (with the reason and legal reference of their freeze). It does no I/O:
+`ledger/chain.py` computes a `SupervisionDelta` for each block from the block's journal (the
+typed records before the block) and the state after it, and `ledger/supervision_store.py`
+writes it in the block's own SQLite transaction.
+
+Groups (`DIMENSIONS`): a holder of an instrument counts in the group of its account's KYC
+file -- `vasp` (the investor's VASP's address, hex), `country` (ISO 3166-1 alpha-2),
+`category` ("retail", ...) -- or in `NO_GROUP` ("none") when its account has no KYC file (an
+institution's own account) or no VASP. The `clients` dimension counts accounts, not holdings:
+under instrument `CLIENTS` ("") and the VASP's group, the number of accounts whose KYC names
+that VASP.
+
+A block's delta is computed from what changed only (`block_delta`): an account whose KYC
+file moved it to other groups takes every balance it holds from the old groups to the new;
+every other changed holding adds its balance change to its account's groups. Cost: a few dict
+lookups per changed key, none per holder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.state import ACCOUNT, HOLDING, State, holders_prefix
+from ledger.types import Account, Holding
+
+__all__ = [
+    "CLIENTS",
+    "DIMENSIONS",
+    "HISTORY_PREFIXES",
+    "NO_GROUP",
+    "FrozenRow",
+    "SupervisionDelta",
+    "block_delta",
+    "full_snapshot",
+    "groups_of",
+]
+
+DIMENSIONS = ("vasp", "country", "category")
+NO_GROUP = "none"
+CLIENTS = ""  # the pseudo-instrument of the `clients` dimension
+CLIENTS_DIMENSION = "clients"
+# State namespaces whose every change is kept with its height (accounts, holdings,
+# instruments, reserve attestations, VASP licences, parameters, policy, programme): what
+# `account` and the aggregates "as of a height" and `reserves` read (ledger/state.py keys).
+HISTORY_PREFIXES = (b"a", b"h", b"i", b"r", b"v", b"P", b"Q", b"C")
+
+_A = ACCOUNT[0]
+_H = HOLDING[0]
+_ADDRESS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenRow:
+    """One frozen account (`instrument` "") or frozen amount of one holding. `reason_code`
+    None: a holding whose frozen amount changed in a block without a freeze event (a forced
+    transfer out of frozen units): its earlier reason stays."""
+
+    address: bytes
+    instrument: str
+    reason_code: int | None
+    legal_reference: str
+    height: int
+
+
+@dataclass(slots=True)
+class SupervisionDelta:
+    """One block's changes to the supervision index.
+
+    `aggregates`: (instrument, dimension, group) -> [total change, holder count change];
+    `frozen`: rows to write; `unfrozen`: (address, instrument) rows to delete."""
+
+    aggregates: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
+    frozen: list[FrozenRow] = field(default_factory=list)
+    unfrozen: list[tuple[bytes, str]] = field(default_factory=list)
+
+    def add(self, instrument: str, dimension: str, group: str, total: int, holders: int) -> None:
+        slot = (instrument, dimension, group)
+        found = self.aggregates.get(slot)
+        if found is None:
+            self.aggregates[slot] = [total, holders]
+        else:
+            found[0] += total
+            found[1] += holders
+
+    def changed(self) -> list[tuple[str, str, str, int, int]]:
+        """The non-zero changes, sorted (deterministic writes)."""
+        return sorted((*slot, d[0], d[1]) for slot, d in self.aggregates.items() if d[0] or d[1])
+
+
+def groups_of(account: Account | None) -> tuple[str, str, str]:
+    """The (vasp, country, category) groups of an account's holdings."""
+    kyc = None if account is None else account.kyc
+    if kyc is None:
+        return (NO_GROUP, NO_GROUP, NO_GROUP)
+    vasp = NO_GROUP if kyc.vasp is None else kyc.vasp.hex()
+    return (vasp, kyc.country or NO_GROUP, kyc.category or NO_GROUP)
+
+
+def _client_of(account: Account | None) -> str | None:
+    kyc = None if account is None else account.kyc
+    return None if kyc is None or kyc.vasp is None else kyc.vasp.hex()
+
+
+def holding_address(key: bytes) -> tuple[str, bytes]:
+    """(instrument id, address) of a holding key (ledger/state.py `holding_key`)."""
+    length = key[1]
+    return key[2 : 2 + length].decode("ascii"), key[2 + length :]
+
+
+def block_delta(
+    state: State,
+    before: Mapping[bytes, Any],
+    events: Iterable[tuple[str, Mapping[str, Any]]],
+    height: int,
+) -> SupervisionDelta:
+    """The supervision index's change for one block.
+
+    `state`: after the block; `before`: state key -> typed record before the block (None:
+    absent) for every account and holding key the block wrote (others may be present);
+    `events`: the block's (type, attributes), for the reasons of holding freezes.
+
+    Two passes. Accounts first: one whose KYC file did not change (a nonce, a role: the
+    common case, `replace` keeps the same Kyc object) keeps its groups, and its changed
+    holdings are counted in the second pass; one whose KYC file changed (another VASP or
+    country) moves every holding it has, changed or not, and is done here whole. Then each
+    changed holding of the others: its balance change in its account's groups."""
+    delta = SupervisionDelta()
+    accounts = state.accounts
+    holdings = state.holdings
+    combined: dict[tuple[str, tuple[str, str, str]], list[int]] = {}
+    moved: set[bytes] = set()  # addresses whose holdings were all counted in the first pass
+    reasons = _freeze_reasons(events)
+    for key, old_account in before.items():
+        if key[0] != _A or len(key) != 1 + _ADDRESS:
+            continue
+        address = key[1:]
+        new_account = accounts.get(address)
+        if old_account is not None and new_account is not None:
+            if old_account.kyc is new_account.kyc and old_account.frozen is new_account.frozen:
+                continue  # nothing the index shows changed
+        _account_changes(delta, address, old_account, new_account, height)
+        old_groups, new_groups = groups_of(old_account), groups_of(new_account)
+        if old_groups == new_groups:
+            continue
+        moved.add(address)
+        held = set(() if old_account is None else old_account.instruments)
+        held.update(() if new_account is None else new_account.instruments)
+        for instrument_id in held:
+            hkey = holders_prefix(instrument_id) + address
+            new = holdings.get(instrument_id, {}).get(address)
+            old = before[hkey] if hkey in before else new
+            if old is not None:
+                _add(combined, (instrument_id, old_groups), -old.balance, -1)
+            if new is not None:
+                _add(combined, (instrument_id, new_groups), new.balance, 1)
+            if hkey in before:
+                _holding_freeze(delta, address, instrument_id, old, new, reasons, height)
+    groups_cache: dict[int, tuple[str, str, str]] = {}
+    for key, old in before.items():
+        if key[0] != _H:
+            continue
+        length = key[1]
+        address = key[2 + length :]
+        if address in moved:
+            continue
+        instrument_id = key[2 : 2 + length].decode("ascii")
+        new = holdings.get(instrument_id, {}).get(address)
+        account = accounts.get(address)
+        kyc = None if account is None else account.kyc
+        groups = groups_cache.get(id(kyc))
+        if groups is None:
+            groups = groups_cache[id(kyc)] = groups_of(account)
+        change = (0 if new is None else new.balance) - (0 if old is None else old.balance)
+        count = (new is not None) - (old is not None)
+        if change or count:
+            slot = (instrument_id, groups)
+            found = combined.get(slot)
+            if found is None:
+                combined[slot] = [change, count]
+            else:
+                found[0] += change
+                found[1] += count
+        if old is None or new is None or old.frozen != new.frozen:
+            _holding_freeze(delta, address, instrument_id, old, new, reasons, height)
+    # Per (instrument, the three groups) first: one dict step per holding, three at the end.
+    for (instrument_id, groups), (total, count) in combined.items():
+        if total or count:
+            for dimension, group in zip(DIMENSIONS, groups, strict=True):
+                delta.add(instrument_id, dimension, group, total, count)
+    return delta
+
+
+def _add(combined: dict, slot: tuple, total: int, count: int) -> None:
+    found = combined.get(slot)
+    if found is None:
+        combined[slot] = [total, count]
+    else:
+        found[0] += total
+        found[1] += count
+
+
+def _account_changes(
+    delta: SupervisionDelta,
+    address: bytes,
+    old: Account | None,
+    new: Account | None,
+    height: int,
+) -> None:
+    old_client, new_client = _client_of(old), _client_of(new)
+    if old_client != new_client:
+        if old_client is not None:
+            delta.add(CLIENTS, CLIENTS_DIMENSION, old_client, 0, -1)
+        if new_client is not None:
+            delta.add(CLIENTS, CLIENTS_DIMENSION, new_client, 0, 1)
+    old_freeze = None if old is None else old.frozen
+    new_freeze = None if new is None else new.frozen
+    if new_freeze is not None and new_freeze != old_freeze:
+        delta.frozen.append(
+            FrozenRow(
+                address, "", new_freeze.reason_code, new_freeze.legal_reference, new_freeze.height
+            )
+        )
+    elif new_freeze is None and old_freeze is not None:
+        delta.unfrozen.append((address, ""))
+
+
+def _holding_freeze(
+    delta: SupervisionDelta,
+    address: bytes,
+    instrument_id: str,
+    old: Holding | None,
+    new: Holding | None,
+    reasons: Mapping[tuple[bytes, str], tuple[int, str]],
+    height: int,
+) -> None:
+    old_frozen = 0 if old is None else old.frozen
+    new_frozen = 0 if new is None else new.frozen
+    if new_frozen == old_frozen:
+        return
+    if new_frozen == 0:
+        delta.unfrozen.append((address, instrument_id))
+        return
+    reason = reasons.get((address, instrument_id))
+    if reason is None:
+        delta.frozen.append(FrozenRow(address, instrument_id, None, "", height))
+    else:
+        delta.frozen.append(FrozenRow(address, instrument_id, reason[0], reason[1], height))
+
+
+def _freeze_reasons(
+    events: Iterable[tuple[str, Mapping[str, Any]]],
+) -> dict[tuple[bytes, str], tuple[int, str]]:
+    """(account, instrument) -> (reason code, legal reference) of the block's last partial
+    freeze of it (ledger/ops/accounts.py `_freeze_event`)."""
+    found = {}
+    for kind, attributes in events:
+        if kind != "frozen" or "instrument" not in attributes:
+            continue
+        account, instrument_id = attributes.get("account"), attributes.get("instrument")
+        code, reference = attributes.get("reason_code"), attributes.get("legal_reference")
+        if isinstance(account, bytes) and isinstance(instrument_id, str):
+            found[(account, instrument_id)] = (code, reference)
+    return found
+
+
+def full_snapshot(state: State, height: int) -> SupervisionDelta:
+    """The whole index of `state` as one delta from nothing: for a new chain (genesis) and
+    for a store written before the index existed. O(state): once per store."""
+    delta = SupervisionDelta()
+    accounts = state.accounts
+    for instrument_id in sorted(state.holdings):
+        for address, holding in state.holdings[instrument_id].items():
+            for dimension, group in zip(DIMENSIONS, groups_of(accounts.get(address)), strict=True):
+                delta.add(instrument_id, dimension, group, holding.balance, 1)
+            if holding.frozen:
+                delta.frozen.append(FrozenRow(address, instrument_id, None, "", height))
+    for address in sorted(accounts):
+        _account_changes(delta, address, None, accounts[address], height)
+    return delta

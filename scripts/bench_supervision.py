@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Supervision reads at scale: `holdings_summary` latency and what keeping its index costs.
+
+Builds a chain of N funded investors spread over V VASPs, C countries and 3 categories
+(`--accounts`, default 100,000; the first `--senders` onboarded and funded by transactions,
+the rest written into the state the way scripts/preload_state.py does), reopens it (the
+store cuts a large state into slices), then:
+
+* times `holdings_summary` by VASP, by country and by category, now and as of the prepared
+  height, through the RPC method itself (node/rpc/supervision_methods.py over an
+  `AsyncStore`), `--repeat` times each: median and worst;
+* runs `--blocks` blocks of 1,000 transfers, in turn with the index off (no
+  `SupervisionDelta`: what a block cost before), with the aggregates only (no state history)
+  and with everything (aggregates, frozen list, state history), and reports each variant's
+  median block (build + commit) and commit time, and the index's share of a block.
+
+Wall times on a shared machine are noisy: the process CPU time of each block (median,
+`block_cpu_ms`) is reported next to them, and the index's share from both.
+
+Last line JSON: {"accounts", "groups", "summary_ms": {...}, "block_ms": {...}, "commit_ms":
+{...}, "block_cpu_ms": {...}, "index_share_pct": {...}, "index_cpu_share_pct": {...}}.
+
+    .venv/bin/python scripts/bench_supervision.py --accounts 1000000 --blocks 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import ledger.chain as chain_module  # noqa: E402
+from ledger import supervision_store  # noqa: E402
+from ledger.chain import Chain  # noqa: E402
+from ledger.codes import Code  # noqa: E402
+from ledger.store import AsyncStore, Store  # noqa: E402
+from ledger.tx import decode_signed_tx, verify_tx_signatures  # noqa: E402
+from ledger.types import Account, Holding, Kyc  # noqa: E402
+from node.rpc.supervision_methods import SupervisionMethods  # noqa: E402
+from scripts.bench_ledger import (  # noqa: E402
+    BLOCK_SIZE,
+    CASH,
+    FUNDING,
+    Wallets,
+    bench_genesis,
+    commit_blocks,
+    seeded_key,
+    signed_transfers,
+)
+
+CATEGORIES = ("retail", "professional", "institutional")
+VARIANTS = ("off", "aggregates", "full")
+
+
+def log(text: str) -> None:
+    print(f"[bench_supervision] {text}", file=sys.stderr, flush=True)
+
+
+def prepare(path: Path, accounts: int, senders: int, vasps: int, countries: int) -> int:
+    chain = Chain.open(path, bench_genesis())
+    wallets = Wallets()
+    bank, regulator = seeded_key("central-bank"), seeded_key("regulator")
+    cash = {
+        "id": CASH,
+        "kind": "cash",
+        "name": "Digital rupee",
+        "currency": "PKR",
+        "face_value": 1,
+        "decimals": 2,
+        "cap": 10**17,
+    }
+    setup = [wallets.sign(bank, "register_instrument", cash)]
+    vasp_addresses = [seeded_key(f"vasp-{i}").address for i in range(vasps)]
+    for index, address in enumerate(vasp_addresses):
+        licence = {"vasp": address, "name": f"VASP {index}"}
+        setup.append(wallets.sign(regulator, "license_vasp", licence))
+    for index in range(senders):
+        address = seeded_key(f"sender-{index}").address
+        onboard = {
+            "investor": address,
+            "country": "PK",
+            "category": "retail",
+            "kyc_expiry": "2030-01-01",
+        }
+        setup.append(wallets.sign(regulator, "onboard_investor", onboard))
+        setup.append(
+            wallets.sign(bank, "issue", {"instrument": CASH, "to": address, "amount": FUNDING})
+        )
+    commit_blocks(chain, setup, block_ms=1_000)
+    state = chain.state
+    expiry = state.accounts[seeded_key("sender-0").address].kyc.expiry
+    country_codes = [f"{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(countries)]
+    rng = random.Random(7)
+    extra = accounts - senders
+    for index in range(extra):
+        kyc = Kyc(
+            country_codes[index % countries],
+            CATEGORIES[index % 3],
+            expiry,
+            regulator.address,
+            vasp_addresses[index % vasps],
+        )
+        address = rng.randbytes(20)
+        state.put_account(Account(address, kyc=kyc))
+        state.put_holding(CASH, address, Holding(FUNDING))
+    instrument = state.instruments[CASH]
+    state.put_instrument(
+        dataclasses.replace(instrument, supply=instrument.supply + extra * FUNDING)
+    )
+    pending = chain.build_block([], chain.last_time_ms + 1_000, bank.address)
+    chain.commit(pending, b"bench-import")
+    height = chain.height
+    chain.close()
+    return height
+
+
+class _Node:
+    """What SupervisionMethods reads of a node: its store and genesis."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.genesis = chain.genesis
+        limiter = trio.CapacityLimiter(1)
+        self.store = AsyncStore(
+            chain.store, functools.partial(trio.to_thread.run_sync, limiter=limiter)
+        )
+
+
+def time_summaries(chain: Chain, past: int, repeat: int) -> tuple[dict, int]:
+    methods = SupervisionMethods(_Node(chain), None, 100, None)
+    timings: dict[str, list[float]] = {}
+    groups = 0
+
+    async def run() -> None:
+        nonlocal groups
+        for _ in range(repeat):
+            for by in ("vasp", "country", "category"):
+                for label, height in ((by, None), (f"{by}@{past}", past)):
+                    began = time.perf_counter()
+                    answer = await methods.holdings_summary(by=by, height=height)
+                    timings.setdefault(label, []).append(time.perf_counter() - began)
+                    groups = max(groups, len(answer["groups"]))
+
+    trio.run(run)
+    summary = {
+        label: {
+            "median": round(statistics.median(values) * 1000, 2),
+            "max": round(max(values) * 1000, 2),
+        }
+        for label, values in timings.items()
+    }
+    return summary, groups
+
+
+SPENT: dict[str, float] = {}  # CPU seconds inside the index's own functions, this block
+
+
+def _timed(name: str, fn):
+    def run(*args):
+        began = time.process_time()
+        try:
+            return fn(*args)
+        finally:
+            SPENT[name] = SPENT.get(name, 0.0) + time.process_time() - began
+
+    return run
+
+
+RECORDS_BEFORE = Chain._records_before
+
+
+def set_variant(variant: str, delta, prefixes) -> None:
+    # "off" skips the index's whole computation: the journal walk and the block's delta.
+    chain_module.block_delta = (
+        _timed("block_delta", delta) if variant != "off" else (lambda *args: None)
+    )
+    Chain._records_before = (
+        _timed("records_before", RECORDS_BEFORE) if variant != "off" else (lambda *args: {})
+    )
+    supervision_store._PREFIXES = prefixes if variant == "full" else frozenset()
+
+
+def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
+    txs = signed_transfers(chain, accounts, senders, blocks, seed=11)
+    decoded = [decode_signed_tx(raw) for raw in txs]
+    for tx in decoded:
+        verify_tx_signatures(tx)
+    verified = {tx.tx_id for tx in decoded}
+    delta, prefixes = chain_module.block_delta, supervision_store._PREFIXES
+    block_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    commit_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    # The index's own CPU per block, measured inside it (not a difference of noisy medians):
+    # block_delta, and the supervision part of the store's commit (write_block, the history
+    # rows and their held-back index plan).
+    inside_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    parts: dict[str, list[float]] = {}
+    write_block = supervision_store.write_block
+    supervision_store.write_block = _timed("write_block", write_block)
+    history_rows = Store._history_rows
+    Store._history_rows = staticmethod(_timed("history_rows", history_rows))
+    proposer = seeded_key("sender-0").address
+    try:
+        for index, start in enumerate(range(0, len(decoded), BLOCK_SIZE)):
+            variant = VARIANTS[index % len(VARIANTS)]
+            set_variant(variant, delta, prefixes)
+            batch = decoded[start : start + BLOCK_SIZE]
+            SPENT.clear()
+            began, began_cpu = time.perf_counter(), time.process_time()
+            pending = chain.build_block(
+                batch, chain.last_time_ms + 1_000, proposer, verified=verified
+            )
+            built = time.perf_counter()
+            chain.commit(pending, b"bench-certificate")
+            done, done_cpu = time.perf_counter(), time.process_time()
+            refused = [r for r in pending.receipts if r.code != Code.OK]
+            if refused or pending.dropped:
+                raise SystemExit(f"a benchmark transfer was refused: {refused[:1]}")
+            block_ms[variant].append((done - began) * 1000)
+            commit_ms[variant].append((done - built) * 1000)
+            cpu_ms[variant].append((done_cpu - began_cpu) * 1000)
+            inside_ms[variant].append(sum(SPENT.values()) * 1000)
+            for name, spent in SPENT.items():
+                parts.setdefault(f"{variant}:{name}", []).append(spent * 1000)
+    finally:
+        set_variant("full", delta, prefixes)
+        chain_module.block_delta = delta
+        Chain._records_before = RECORDS_BEFORE
+        supervision_store.write_block = write_block
+        Store._history_rows = history_rows
+    medians = {v: round(statistics.median(block_ms[v]), 1) for v in VARIANTS if block_ms[v]}
+    commits = {v: round(statistics.median(commit_ms[v]), 1) for v in VARIANTS if commit_ms[v]}
+    cpu = {v: round(statistics.median(cpu_ms[v]), 1) for v in VARIANTS if cpu_ms[v]}
+
+    def share(figures: dict) -> dict:
+        return {
+            v: round((figures[v] - figures["off"]) / figures["off"] * 100, 1)
+            for v in ("aggregates", "full")
+            if v in figures and "off" in figures
+        }
+
+    inside = {v: round(statistics.median(inside_ms[v]), 1) for v in VARIANTS if inside_ms[v]}
+    return {
+        "index_cpu_ms": inside,
+        "index_cpu_parts_ms": {k: round(statistics.median(v), 1) for k, v in parts.items()},
+        "index_cpu_pct_of_off_block": {
+            v: round(inside[v] / cpu["off"] * 100, 1) for v in ("aggregates", "full") if v in inside
+        },
+        "block_ms": medians,
+        "commit_ms": commits,
+        "block_cpu_ms": cpu,
+        "index_share_pct": share(medians),
+        "index_cpu_share_pct": share(cpu),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--senders", type=int, default=2_000)
+    parser.add_argument("--vasps", type=int, default=25)
+    parser.add_argument("--countries", type=int, default=60)
+    parser.add_argument("--blocks", type=int, default=30, help="measured blocks (3 variants)")
+    parser.add_argument("--warm-up", type=int, default=6, help="blocks before measuring")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--workdir", help="folder for the database (default: a temp folder)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
+        path = Path(folder) / "bench.db"
+        began = time.perf_counter()
+        past = prepare(path, args.accounts, args.senders, args.vasps, args.countries)
+        log(f"prepared {args.accounts:,} accounts in {time.perf_counter() - began:.0f} s")
+        began = time.perf_counter()
+        chain = Chain.open(path, bench_genesis())
+        log(f"reopened in {time.perf_counter() - began:.0f} s ({chain.store.state_slices} slices)")
+        try:
+            if args.warm_up:
+                time_blocks(chain, args.accounts, args.senders, args.warm_up)
+            blocks = time_blocks(chain, args.accounts, args.senders, args.blocks)
+            summary, groups = time_summaries(chain, past, args.repeat)
+        finally:
+            chain.close()
+    result = {"accounts": args.accounts, "groups": groups, "summary_ms": summary, **blocks}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
