@@ -6,7 +6,9 @@ param name and the result's schema) and `COMPONENTS` (the shared schemas they re
 `{"$ref": "#/components/schemas/NAME"}`). A method's param ORDER and which params are required
 come from its registration (node/rpc/framing.py `Method`), never from here, so the two cannot
 disagree. Adding a method is one entry in `METHOD_SCHEMAS`; a registered method without one is
-listed by `openrpc.missing_schemas` and fails tests/node/test_rpc_openrpc.py.
+listed by `openrpc.missing_schemas` and fails tests/node/test_rpc_openrpc.py. The supervision
+reads' schemas are node/rpc/supervision_schemas.py's, merged in at the end; the helpers both
+use (`ref`, `obj`, `nullable`, ...) are node/rpc/schema_parts.py's.
 
 Results are described as the node answers them: integers for heights and amounts, lowercase
 hex for hashes, kz1 text for addresses, base64 for transactions and proof bytes. Objects list
@@ -17,32 +19,22 @@ CometBFT's decimal strings and base64 hashes included.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-
-def ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict:
-    """An object with these members (`required` always present), more allowed."""
-    return {
-        "type": "object",
-        "required": sorted(required),
-        "properties": {**required, **(optional or {})},
-    }
-
-
-def nullable(schema: dict) -> dict:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-INT = {"type": "integer"}
-NAT = {"type": "integer", "minimum": 0}
-STR = {"type": "string"}
-BOOL = {"type": "boolean"}
-STRINGS = {"type": "array", "items": STR}
+from node.rpc.schema_parts import (
+    BOOL,
+    HEIGHT,
+    INSTRUMENT_KIND,
+    NAT,
+    PROVE,
+    STATUS,
+    STR,
+    STRINGS,
+    TIME,
+    MethodSchema,
+    nullable,
+    obj,
+    ref,
+)
+from node.rpc.supervision_schemas import SUPERVISION_COMPONENTS, SUPERVISION_SCHEMAS
 
 COMPONENTS: dict[str, dict] = {
     # -- params (every accepted form)
@@ -71,7 +63,7 @@ COMPONENTS: dict[str, dict] = {
         {
             "chain_id": STR,
             "height": NAT,
-            "time": {"type": "string", "description": "RFC 3339 UTC, milliseconds"},
+            "time": TIME,
             "time_ms": NAT,
             "prev_hash": ref("Hash"),
             "txs_hash": ref("Hash"),
@@ -156,12 +148,15 @@ COMPONENTS: dict[str, dict] = {
             "instruments": STRINGS,
             "balances": {"type": "array", "items": ref("Balance")},
         },
-        {"proof": ref("Proof")},
+        {
+            "proof": ref("Proof"),
+            "height": {**NAT, "description": "with the `height` param: the height it is as of"},
+        },
     ),
     "Instrument": obj(
         {
             "id": STR,
-            "kind": {"enum": ["bond", "tbill", "commodity", "cash"]},
+            "kind": INSTRUMENT_KIND,
             "name": STR,
             "currency": STR,
             "issuer": ref("Address"),
@@ -171,8 +166,9 @@ COMPONENTS: dict[str, dict] = {
             "supply": NAT,
             "paused": BOOL,
             "redeemed": BOOL,
-            "status": {"enum": ["active", "paused", "redeemed"]},
-        }
+            "status": STATUS,
+        },
+        {"reserve": {**nullable(ref("Reserve")), "description": "a commodity's latest"}},
     ),
     "ValidatorEntry": obj(
         {
@@ -183,17 +179,6 @@ COMPONENTS: dict[str, dict] = {
         }
     ),
 }
-
-HEIGHT = {**ref("IntegerParam"), "description": "a committed height (latest if absent)"}
-PROVE = {**BOOL, "description": "add a proof checkable against the validators' signatures"}
-
-
-@dataclass(frozen=True)
-class MethodSchema:
-    summary: str
-    params: dict[str, dict] = field(default_factory=dict)
-    result: dict = field(default_factory=lambda: {"type": "object"})
-
 
 METHOD_SCHEMAS: dict[str, MethodSchema] = {
     "health": MethodSchema("The node answers (an empty object).", result=obj({})),
@@ -318,8 +303,13 @@ METHOD_SCHEMAS: dict[str, MethodSchema] = {
         ),
     ),
     "account": MethodSchema(
-        "An account: roles, KYC, freeze, nonce and balances (and their state proofs).",
-        params={"address": ref("AddressParam"), "prove": PROVE},
+        "An account: roles, KYC, freeze, nonce and balances (and their state proofs), now or"
+        " as of a past height.",
+        params={
+            "address": ref("AddressParam"),
+            "prove": {**PROVE, "description": "a proof of the latest state (not with height)"},
+            "height": {**HEIGHT, "description": "as of this committed height (latest if absent)"},
+        },
         result=ref("Account"),
     ),
     "instrument": MethodSchema(
@@ -392,3 +382,5 @@ METHOD_SCHEMAS: dict[str, MethodSchema] = {
         result=obj({"openrpc": STR, "info": {"type": "object"}, "methods": {"type": "array"}}),
     ),
 }
+COMPONENTS.update(SUPERVISION_COMPONENTS)
+METHOD_SCHEMAS.update(SUPERVISION_SCHEMAS)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.crypto import read_key_file
+from ledger.crypto import generate_key, read_key_file
 from ledger.tx import TxBody, sign_tx
 from node.rpc.framing import Method
 from node.rpc.methods import RpcMethods
@@ -42,6 +42,7 @@ DOCS_FILE = ROOT / "docs" / "openrpc.json"
 JS_DIR = ROOT / "tests" / "js"
 JS_SCRIPT = JS_DIR / "cometbft_client.js"
 CASH = "USD-CASH"
+OIL = "OIL"
 
 
 def register_cash(chain_id: str, bank, nonce: int) -> bytes:
@@ -74,6 +75,10 @@ def issue_cash(chain_id: str, bank, nonce: int, amount: int) -> bytes:
     return sign_tx(body, [bank]).raw
 
 
+def signed(chain_id: str, sender, nonce: int, op: str, args: dict) -> bytes:
+    return sign_tx(TxBody(chain_id, sender.address, nonce, op, args), [sender]).raw
+
+
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
@@ -88,6 +93,7 @@ class Node:
         keys = {n: read_key_file(p) for n, p in self.net.network.clients}
         self.bank = keys["central-bank"]
         self.reader = keys["ministry"]  # an institution: reads everything
+        self.keys = keys
         self.chain_id = self.net.chain_id
 
     def call(self, method: str, **params):
@@ -188,6 +194,82 @@ def test_anonymous_may_read_the_document(node, document):
 # --------------------------------------------------------------------------- real answers
 
 
+def supervised(node: Node) -> dict:
+    """What makes the supervision reads answer something: a commodity with a reserve
+    attestation, a licensed VASP, two investors (one its client) holding cash, one frozen in
+    part and one whole. Four waves (each waits for its commit: a wave depends on the one
+    before). The bank's nonces 0 and 1 are the module's registration and issue."""
+    chain, keys = node.chain_id, node.keys
+    vasp, ana, ben = (generate_key(bytes([n]) * 32) for n in (1, 2, 3))
+    nonces = {"central-bank": 2}
+
+    def tx(sender: str, op: str, args: dict) -> str:
+        nonce = nonces.get(sender, 0)
+        nonces[sender] = nonce + 1
+        return b64(signed(chain, keys[sender], nonce, op, args))
+
+    def kyc(investor, **more) -> dict:
+        return {
+            "investor": investor.address,
+            "country": "PK",
+            "category": "retail",
+            "kyc_expiry": "2030-01-01",
+            **more,
+        }
+
+    commodity = {
+        "id": OIL,
+        "kind": "commodity",
+        "name": "Oil reserve",
+        "currency": "USD",
+        "face_value": 7000,
+        "usd_face_value": 7000,
+        "decimals": 0,
+        "cap": 2_000_000,
+        "unit": "bbl",
+    }
+    reserve = {"instrument": OIL, "quantity": 1_000, "document_hash": bytes([7]) * 32}
+    freeze = {"reason_code": 9, "legal_reference": "Order 9"}
+    waves = [
+        [
+            tx("ministry", "register_instrument", commodity),
+            tx("regulator", "license_vasp", {"vasp": vasp.address, "name": "vasp-a"}),
+        ],
+        [
+            tx("auditor", "attest_reserve", reserve),
+            tx("regulator", "onboard_investor", kyc(ana, vasp=vasp.address)),
+            tx("regulator", "onboard_investor", kyc(ben)),
+        ],
+        [
+            tx("central-bank", "issue", {"instrument": CASH, "to": ana.address, "amount": 300}),
+            tx("central-bank", "issue", {"instrument": CASH, "to": ben.address, "amount": 200}),
+        ],
+        [
+            tx("regulator", "freeze", {"account": ben.address, **freeze}),
+            tx(  # the last of its wave: `frozen_at` is its height
+                "regulator",
+                "freeze",
+                {"account": ana.address, **freeze, "instrument": CASH, "amount": 50},
+            ),
+        ],
+    ]
+    for wave in waves:
+        for raw in wave[:-1]:
+            assert node.call("broadcast_tx_sync", tx=raw)["code"] == 0
+        committed = node.call("broadcast_tx_commit", tx=wave[-1])
+        assert committed["tx_result"]["code"] == 0, committed
+    node.net.wait(
+        lambda: node.call("account", address=keys["regulator"].address_text)["nonce"] == 5,
+        "the supervision transactions",
+    )
+    return {
+        "vasp": vasp.address_text,
+        "ana": ana.address_text,
+        "ben": ben.address_text,
+        "frozen_at": committed["height"],
+    }
+
+
 def test_every_method_answer_validates_against_its_schema(node, document, registered):
     """Each registered method called for real (with every optional param at least once, in
     both integer forms), each answer validated; the set of methods called is the table."""
@@ -243,6 +325,38 @@ def test_every_method_answer_validates_against_its_schema(node, document, regist
         page="1",
         per_page="2",
     )
+
+    # -- supervision reads (docs/RPC.md "Supervision reads"), on data that makes them answer
+    who = supervised(node)
+    before = height  # before the supervision transactions
+    height = node.call("status")["sync_info"]["latest_block_height"]
+    for h in (None, before, str(height)):
+        params = {} if h is None else {"height": h}
+        run("programme", **params)
+        run("parameters", **params)
+    frozen_at = who["frozen_at"]
+    past = run("account", address=who["ana"], height=frozen_at - 1)
+    assert past["height"] == frozen_at - 1 and past["balances"][0]["frozen"] == 0
+    assert run("account", address=who["ana"], height=str(frozen_at))["balances"][0]["frozen"] == 50
+    assert [v["address"] for v in run("vasps")["vasps"]] == [who["vasp"]]
+    assert run("vasps", after=who["vasp"], limit="1") == {"vasps": [], "next": None}
+    assert run("vasps", limit=1)["next"] == who["vasp"]
+    assert len(run("reserves", instrument=OIL)["attestations"]) == 1
+    run("reserves", instrument=OIL, page="2", per_page=1)
+    run("reserves", instrument=OIL, page=1, per_page="1")
+    frozen = run("frozen")["frozen"]
+    assert sorted(f["scope"] for f in frozen) == ["account", "holding"]
+    run("frozen", page=1, per_page="1")
+    run("frozen", page="2", per_page=1)
+    for by in ("vasp", "country", "category"):
+        run("holdings_summary", by=by)
+    summary = run("holdings_summary", by="vasp", instrument=CASH, height=height)
+    assert {g.get("name") for g in summary["groups"]} == {"vasp-a", None}
+    run("holdings_summary", by="country", instrument=OIL, height=str(height))
+    run("holdings_summary", by="category", instrument=CASH, height=before)
+    time_ms = node.call("block", height=height)["block"]["header"]["time_ms"]
+    for time in (time_ms, str(time_ms), "2099-01-01T00:00:00Z", "2099-01-01T05:00:00+05:00"):
+        assert run("height_at", time=time)["height"] >= height
     assert called == set(RpcMethods(node=None).table)
 
 
@@ -254,6 +368,26 @@ def test_the_schemas_can_fail(node, document):
         check(document, "status", {}, status)
     with pytest.raises(AssertionError, match="param height"):
         check(document, "block", {"height": "01"}, {})
+    # A frozen holding must say how much of it is frozen; a whole account lists its holdings.
+    entry = {
+        "address": node.bank.address_text,
+        "scope": "holding",
+        "instrument": CASH,
+        "reason_code": None,
+        "legal_reference": "L-7",
+        "height": 3,
+        "vasp": None,
+        "country": None,
+        "balance": 10,
+    }
+    with pytest.raises(AssertionError, match="frozen result"):
+        check(document, "frozen", {}, {"frozen": [entry], "page": 1, "per_page": 1})
+    check(document, "frozen", {}, {"frozen": [{**entry, "frozen": 5}], "page": 1, "per_page": 1})
+    whole = {**entry, "scope": "account", "instrument": None, "frozen": 5}
+    with pytest.raises(AssertionError, match="frozen result"):
+        check(document, "frozen", {}, {"frozen": [whole], "page": 1, "per_page": 1})
+    with pytest.raises(AssertionError, match="param time"):
+        check(document, "height_at", {"time": "2026-01-04T12:00:00"}, {})  # no zone
 
 
 # --------------------------------------------------------------------------- CometBFT client
