@@ -71,6 +71,8 @@ class Code(IntEnum):
     COUPON_NOT_DUE = 322
     COUPON_UNPAID = 323
     WRONG_INSTRUMENT_KIND = 324
+    RATE_FIXING_MISSING = 325  # a floating coupon whose fixing is not published (version 3)
+    RATE_FIXING_EXISTS = 326  # a fixing for that index and date is already published
 
     # 4xx node admission
     MEMPOOL_FULL = 400

@@ -19,8 +19,9 @@ from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
-from ledger import bondmath, business_days
+from ledger import bondmath
 from ledger.codes import Code
+from ledger.ops import debt
 from ledger.ops.common import (
     Args,
     TxView,
@@ -32,6 +33,7 @@ from ledger.ops.common import (
     show,
 )
 from ledger.ops.instruments import END_OF_MONTH
+from ledger.ops.paydates import payment_date
 from ledger.state import State
 from ledger.types import (
     BOND,
@@ -56,19 +58,6 @@ def bond_schedule(bond: Instrument) -> bondmath.Schedule:
         bond.penultimate_coupon_date,
         END_OF_MONTH[bond.end_of_month],
     )
-
-
-def payment_date(state: State, instrument: Instrument, day: date) -> date:
-    """The day a payment scheduled for `day` is due: `day` moved by the instrument's
-    business-day convention over its issuer's holiday calendar (unadjusted without one)."""
-    if not instrument.business_day_convention:
-        return day
-    calendar = state.calendars[instrument.holiday_calendar]
-    days = business_days.BusinessCalendar(
-        frozenset(business_days.WEEKDAYS.index(name) + 1 for name in calendar.weekend),
-        frozenset(calendar.holidays),
-    )
-    return days.adjust(day, instrument.business_day_convention)
 
 
 def _coupon_v1(bond: Instrument, coupon_date: date) -> tuple[Decimal, date | None]:
@@ -196,23 +185,33 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             Code.COUPON_NOT_DUE,
             f"coupon of {coupon_date} is not due until {due} (block date {ctx.date})",
         )
+    floating: dict = {}  # a floating-rate note's reset, reported in its event
     if state.protocol_version < 2:
         per_unit, following = _coupon_v1(bond, coupon_date)
     else:
         schedule = bond_schedule(bond)
+        dates = schedule.dates()
+        index = dates.index(coupon_date)
+        following = dates[index + 1] if index + 1 < len(dates) else None
+        rate = bondmath.parse_rate(bond.coupon_rate)
+        if debt.is_floating(bond):
+            # A floating-rate note: this period's fixing plus the spread (version 3).
+            reset = debt.floating_rate(
+                state, bond, bond.issue_date if index == 0 else dates[index - 1]
+            )
+            rate = reset.rate
+            floating = {
+                "rate": str(reset.rate),
+                "fixing_date": reset.fixing_date.isoformat(),
+                "fixing": reset.fixing.rate,
+                "fixing_of": reset.fixing.day.isoformat(),
+            }
         # The amount comes from the schedule as a whole: an irregular period is measured
         # against the schedule's own grid (issue 18: measuring a period from its two dates
         # alone guessed the grid and overpaid first coupons that fall on a clipped month end).
         per_unit = bondmath.scheduled_coupon(
-            bond.face_value,
-            bondmath.parse_rate(bond.coupon_rate),
-            bondmath.DayCount(bond.day_count),
-            schedule,
-            coupon_date,
+            bond.face_value, rate, bondmath.DayCount(bond.day_count), schedule, coupon_date
         )
-        dates = schedule.dates()
-        index = dates.index(coupon_date)
-        following = dates[index + 1] if index + 1 < len(dates) else None
     distribution, writes, outflow = _pay(state, ctx, tx, bond, cash, per_unit)
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)
@@ -232,6 +231,7 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             # Only for bonds with a business-day convention: receipts of the others stay
             # byte for byte what they were.
             **({"payment_date": due.isoformat()} if bond.business_day_convention else {}),
+            **floating,
         },
     )
     return [summary, *_payment_events("coupon_payment", bond, cash, distribution)]

@@ -130,6 +130,8 @@ MEANINGS: dict[Code, str] = {
     Code.COUPON_NOT_DUE: "that coupon is not the next one due",
     Code.COUPON_UNPAID: "an earlier coupon is still unpaid",
     Code.WRONG_INSTRUMENT_KIND: "the operation does not apply to this kind of instrument",
+    Code.RATE_FIXING_MISSING: "the rate fixing a floating coupon resets from is not published",
+    Code.RATE_FIXING_EXISTS: "a fixing of that index for that date is already published",
     Code.MEMPOOL_FULL: "the node's mempool is full: try again later",
     Code.TX_TOO_LARGE: "the transaction is larger than the node admits",
     Code.ALREADY_IN_MEMPOOL: "the node already holds this transaction",
