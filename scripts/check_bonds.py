@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"seed {args.seed}: {bonds} bonds, {coupons} coupons, {payments} payments checked in "
         f"{elapsed:.1f} s; {len(differences)} differences; rounding left "
-        f"{float(residual):.6f} minor units unpaid in total"
+        f"{float(residual):.6f} minor units unpaid in total; floating-rate coupons "
+        f"{bond_oracle.COUNTS['floating_coupons']}, refused for a missing fixing "
+        f"{bond_oracle.COUNTS['missing_fixings']}"
     )
     return 1 if differences else 0
 

@@ -104,13 +104,17 @@ class BondCase:
     convention: str = ""  # business_day_convention ("" none)
     weekend: tuple[int, ...] = ()  # ISO weekdays of the bond's holiday calendar
     holidays: tuple[date, ...] = ()
+    # A floating-rate note (protocol version 3): spread in bp, fixing days, lookback days,
+    # and the generator's seed for its fixings (published as the run goes).
+    floating: tuple[int, int, int, int] | None = None
 
     def describe(self) -> str:
         return (
             f"{self.day_count} {self.rate} x{self.frequency} face {self.face} "
             f"{self.issue} -> {self.maturity} first {self.first_coupon} penultimate "
             f"{self.penultimate_coupon} eom {self.end_of_month!r} {self.convention} "
-            f"weekend {self.weekend} holidays {self.holidays} holdings {self.holdings}"
+            f"weekend {self.weekend} holidays {self.holidays} holdings {self.holdings} "
+            f"floating {self.floating}"
         )
 
     @property
@@ -132,6 +136,8 @@ class Outcome:
     coupons: int = 0
     residual: Fraction = Fraction(0)
     differences: list[str] = field(default_factory=list)
+    floating_coupons: int = 0  # coupons of floating-rate notes among `coupons`
+    missing_fixings: int = 0  # coupons refused for want of a fixing, as they must be
 
 
 def _random_day(rng: random.Random, lo: date, hi: date) -> date:
@@ -173,6 +179,16 @@ def generate(rng: random.Random) -> BondCase:
     _as_issued(rng, case)
     if rng.random() < 0.25:
         _business_days(rng, case)
+    if rng.random() < 0.2:
+        # Fixed 1-3 business days before a period (0-3 calendar days without a calendar:
+        # QuantLib's advance by 0 business days would adjust the date, the ledger's does not).
+        fixing_days = rng.randrange(1 if case.convention else 0, 4)
+        case.floating = (
+            rng.randrange(-300, 501),
+            fixing_days,
+            rng.randrange(0, 8),
+            rng.randrange(2**32),
+        )
     return case
 
 
@@ -373,6 +389,83 @@ def _schedule_fields(case: BondCase) -> dict:
     return fields
 
 
+def _floating_fields(case: BondCase, bond_id: str) -> dict:
+    if case.floating is None:
+        return {}
+    spread, fixing_days, lookback, _ = case.floating
+    return {
+        "rate_index": f"IX-{bond_id}",
+        "spread_bp": spread,
+        "fixing_days": fixing_days,
+        "fixing_lookback_days": lookback,
+    }
+
+
+def oracle_fixing_date(case: BondCase, calendar_: ql.Calendar, start: date) -> date:
+    """QuantLib's fixing date: `fixing_days` business days before the period's start on the
+    bond's calendar (`Calendar.advance`), calendar days without one."""
+    assert case.floating is not None
+    days = case.floating[1]
+    if not case.convention:
+        return pydate(qdate(start) - days)
+    return pydate(calendar_.advance(qdate(start), -days, ql.Days))
+
+
+def _publish_fixing(
+    chain: Chain,
+    case: BondCase,
+    calendar_: ql.Calendar,
+    bond_id: str,
+    start: date,
+    rng: random.Random,
+    outcome: Outcome,
+    published: dict[date, Fraction],
+) -> Fraction | None:
+    """Publish a fixing for the period starting at `start` (at times too early for the
+    lookback); return the annual rate the rule gives: the latest fixing published on or
+    before the fixing date and within the lookback, plus the spread, floored at 0. Where the
+    rule finds none, the coupon must be refused (RATE_FIXING_MISSING) until one is
+    published on the fixing date itself."""
+    assert case.floating is not None
+    spread, _, lookback, _ = case.floating
+    fixed_on = oracle_fixing_date(case, calendar_, start)
+    index = f"IX-{bond_id}"
+
+    def publish(day: date) -> None:
+        if day in published:
+            return  # published once per date (a second one is refused)
+        published[day] = value = Fraction(rng.randrange(0, 25 * 10**4), 10**6)
+        text = f"{Decimal(value.numerator) / Decimal(value.denominator):f}"
+        chain.at(day).ok(
+            "central-bank",
+            "publish_rate_fixing",
+            {"name": index, "date": day.isoformat(), "rate": text, "document_hash": b"d" * 32},
+        )
+
+    def rule() -> Fraction | None:
+        window = [d for d in published if 0 <= (fixed_on - d).days <= lookback]
+        return published[max(window)] if window else None
+
+    publish(fixed_on - timedelta(days=rng.randrange(0, lookback + 2)))
+    if rule() is None:
+        dates = _ql_schedule(case)
+        end = next(e for s, e in zip(dates, dates[1:], strict=False) if s == start)
+        receipt = chain.at(payment_day(case, calendar_, end)).run(
+            AGENT, "pay_coupon", _coupon_args(bond_id, end)
+        )
+        chain.state.take_changes()
+        if receipt.code != Code.RATE_FIXING_MISSING:
+            outcome.differences.append(
+                f"{case.describe()}: coupon {end} without a fixing: {Code(receipt.code).name}"
+            )
+            return None
+        outcome.missing_fixings += 1
+        publish(fixed_on)
+    fixing = rule()
+    assert fixing is not None
+    return max(Fraction(0), fixing + Fraction(spread, 10**4))
+
+
 def _coupon_args(bond_id: str, day: date) -> dict:
     return {"instrument": bond_id, "cash": CASH, "coupon_date": day.isoformat()}
 
@@ -420,7 +513,8 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             "usd_face_value": 1,
             "issue_date": case.issue.isoformat(),
             "maturity_date": case.maturity.isoformat(),
-            "coupon_rate": case.rate,
+            **({} if case.floating else {"coupon_rate": case.rate}),
+            **_floating_fields(case, bond_id),
             "coupon_frequency": case.frequency,
             "day_count": case.day_count,
             **_schedule_fields(case),
@@ -441,10 +535,26 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     )
     if chain.state.instruments[bond_id].next_coupon != periods[0][1]:
         outcome.differences.append(f"{case.describe()}: first coupon date differs")
+    fixings = random.Random(case.floating[3]) if case.floating else None
+    published: dict[date, Fraction] = {}
     for start, end, exact, ql_fraction, inside, exact_accrued in periods:
+        if fixings is not None:
+            # A floating-rate note: publish this period's fixing (at times too early for the
+            # lookback: then the coupon must be refused until the right one is published).
+            reset = _publish_fixing(
+                chain, case, calendar_, bond_id, start, fixings, outcome, published
+            )
+            if reset is None:
+                return outcome
+            rate = reset
+            outcome.floating_coupons += 1
         # Accrued interest (no operation uses it yet; quotes will): bondmath's, per unit.
         accrued = bondmath.scheduled_accrued_interest(
-            case.face, Decimal(case.rate), bondmath.DayCount(case.day_count), schedule, inside
+            case.face,
+            Decimal(rate.numerator) / Decimal(rate.denominator),  # exact: 10^k denominators
+            bondmath.DayCount(case.day_count),
+            schedule,
+            inside,
         )
         want_accrued = case.face * rate * exact_accrued
         if not 0 <= Fraction(accrued) - want_accrued < Fraction(1, 10**40) * max(1, want_accrued):
@@ -512,6 +622,10 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     return outcome
 
 
+COUNTS = {"floating_coupons": 0, "missing_fixings": 0}
+"""Totals over every `check` run in this process (what the floating-rate part exercised)."""
+
+
 def check(count: int, seed: int) -> tuple[int, int, int, Fraction, list[str]]:
     """Run `count` generated bonds from `seed`: (bonds, coupons, payments, residual, diffs)."""
     rng = random.Random(seed)
@@ -527,4 +641,6 @@ def check(count: int, seed: int) -> tuple[int, int, int, Fraction, list[str]]:
         payments += outcome.payments
         residual += outcome.residual
         differences.extend(outcome.differences)
+        COUNTS["floating_coupons"] += outcome.floating_coupons
+        COUNTS["missing_fixings"] += outcome.missing_fixings
     return count, coupons, payments, residual, differences
