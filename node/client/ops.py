@@ -135,6 +135,32 @@ OPS: dict[str, OpSpec] = {
                     False,
                 ),
                 _a("holiday_calendar", TEXT, "the issuer's calendar id (bond)", False),
+                _a(
+                    "record_business_days",
+                    INT,
+                    "record date: business days before payment (bond, version 3)",
+                    False,
+                ),
+                _a("rate_index", TEXT, "floating-rate note: the fixing it resets from", False),
+                _a("spread_bp", JSON, "floating-rate note: spread in basis points", False),
+                _a("fixing_days", INT, "floating-rate note: business days fixed before", False),
+                _a(
+                    "fixing_lookback_days",
+                    INT,
+                    "floating-rate note: days an earlier fixing may stand in",
+                    False,
+                ),
+                _a("sukuk", TEXT, "ijara: an Ijara sukuk (rental, dissolution)", False),
+            ),
+        ),
+        OpSpec(
+            "publish_rate_fixing",
+            "publish a rate fixing (central bank; protocol version 3)",
+            (
+                _a("name", TEXT, "index name, e.g. PKR-TB6M"),
+                _a("date", DATE, "the date it is the rate of"),
+                _a("rate", TEXT, "decimal fraction, e.g. 0.1125"),
+                _a("document_hash", HASH32, "SHA-256 of the publishing document (hex)"),
             ),
         ),
         OpSpec(
@@ -519,8 +545,20 @@ class TxBuilder:
         end_of_month: str | None = None,
         business_day_convention: str | None = None,
         holiday_calendar: str | None = None,
+        record_business_days: int | None = None,
+        rate_index: str | None = None,
+        spread_bp: int | None = None,
+        fixing_days: int | None = None,
+        fixing_lookback_days: int | None = None,
+        sukuk: str | None = None,
     ) -> Operation:
         return build("register_instrument", **_given(locals()))
+
+    @staticmethod
+    def publish_rate_fixing(*, name: str, date: str, rate: str, document_hash: bytes) -> Operation:
+        return build(
+            "publish_rate_fixing", name=name, date=date, rate=rate, document_hash=document_hash
+        )
 
     @staticmethod
     def set_holiday_calendar(*, id: str, weekend: list[str], holidays: list[str]) -> Operation:

@@ -11,6 +11,7 @@ from node.rpc.chain_methods import ChainMethods
 from node.rpc.framing import Method
 from node.rpc.limits import RpcLimits
 from node.rpc.nodeview import NodeView
+from node.rpc.quote_methods import QuoteMethods
 from node.rpc.scopes import Scopes
 from node.rpc.state_methods import StateMethods
 from node.rpc.tx_methods import TxMethods
@@ -32,10 +33,12 @@ class RpcMethods:
         self.state = StateMethods(
             node, self.scopes, self.limits.max_page, self.limits.max_events_page
         )
+        self.quotes = QuoteMethods(node)
         table: dict[str, Method] = {
             **self.chain.table(),
             **self.txs.table(),
             **self.state.table(),
+            **self.quotes.table(),
         }
         self.table = {name: gated(name, method, self.scopes) for name, method in table.items()}
 
