@@ -54,7 +54,9 @@ class DebtTerms:
       start its rate is fixed; `fixing_lookback_days`: when nothing is published for the
       fixing date itself, the latest fixing of at most this many calendar days earlier.
     * `sukuk`: "" (a bond) or a `SUKUK_FORMS` name: the same cash flows named as the
-      structure names them (rental for coupon, dissolution for redemption).
+      structure names them (rental for coupon, dissolution for redemption, certificate
+      holders for holders); `sukuk_asset` describes the leased asset the certificates
+      represent an undivided ownership share of.
     """
 
     record_business_days: int = 0
@@ -63,6 +65,7 @@ class DebtTerms:
     fixing_days: int = 0
     fixing_lookback_days: int = 0
     sukuk: str = ""
+    sukuk_asset: str = ""  # the leased asset the certificates represent (sukuk only)
 
     @property
     def floating(self) -> bool:
@@ -80,6 +83,7 @@ class DebtTerms:
             m["spread_bp"] = self.spread_bp
         if self.sukuk:
             m["sukuk"] = self.sukuk
+            m["sukuk_asset"] = self.sukuk_asset
         return m
 
     @classmethod
@@ -96,6 +100,7 @@ class DebtTerms:
             fixing_days=_typed(m, "fixing_days", int) if floating else 0,
             fixing_lookback_days=_typed(m, "fixing_lookback_days", int) if floating else 0,
             sukuk=_typed(m, "sukuk", str) if "sukuk" in m else "",
+            sukuk_asset=_typed(m, "sukuk_asset", str) if "sukuk" in m else "",
         )
 
 

@@ -219,6 +219,12 @@ class Args:
     def raw(self, name: str) -> object:
         return self._get(name)
 
+    def raw_peek(self, name: str) -> object:
+        """A present field's value without reading it (its getter still must): for an
+        operation that delegates to another after a look at one field."""
+        value = self._args[name]
+        return value if type(value) is str else None
+
     def done(self) -> None:
         # `_seen` lists the fields read, each present and read once; so when the counts are
         # equal no field was left unread, and only otherwise is the set difference needed.

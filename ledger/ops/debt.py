@@ -71,14 +71,44 @@ def parse_terms(state: State, args: Args, calendar_id: str) -> DebtTerms | None:
             "fixing_lookback_days": args.integer("fixing_lookback_days", hi=MAX_LOOKBACK_DAYS),
         }
     sukuk = args.opt_text("sukuk", default="", max_len=16)
-    if sukuk and sukuk not in SUKUK_FORMS:
-        fail(Code.BAD_FIELD, f"sukuk must be one of {list(SUKUK_FORMS)}, got {sukuk!r}")
-    terms = DebtTerms(record_business_days=record_days, sukuk=sukuk, **floating)
+    asset = ""
+    if sukuk:
+        if sukuk not in SUKUK_FORMS:
+            fail(Code.BAD_FIELD, f"sukuk must be one of {list(SUKUK_FORMS)}, got {sukuk!r}")
+        # Investors and the Sharia board must see what is leased: required, not optional.
+        asset = args.text("sukuk_asset")
+    terms = DebtTerms(record_business_days=record_days, sukuk=sukuk, sukuk_asset=asset, **floating)
     return None if terms == DebtTerms() else terms
 
 
 def is_floating(instrument: Instrument) -> bool:
     return instrument.terms is not None and instrument.terms.floating
+
+
+def is_sukuk(instrument: Instrument) -> bool:
+    return instrument.terms is not None and bool(instrument.terms.sukuk)
+
+
+# What a payment's events are called: a bond's, or an Ijara sukuk's as its documents name
+# them (a periodic rental to the certificate holders, the dissolution amount at maturity).
+BOND_NAMES = {
+    "coupon_paid": "coupon_paid",
+    "coupon_payment": "coupon_payment",
+    "redeemed": "redeemed",
+    "redemption_payment": "redemption_payment",
+    "holders": "holders",
+}
+SUKUK_NAMES = {
+    "coupon_paid": "rental_paid",
+    "coupon_payment": "rental_payment",
+    "redeemed": "sukuk_dissolved",
+    "redemption_payment": "dissolution_payment",
+    "holders": "certificate_holders",
+}
+
+
+def event_names(instrument: Instrument) -> dict[str, str]:
+    return SUKUK_NAMES if is_sukuk(instrument) else BOND_NAMES
 
 
 def publish_rate_fixing(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:

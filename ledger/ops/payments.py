@@ -161,7 +161,9 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
     """`{instrument, cash, coupon_date}`: pay the bond's next coupon to every holder.
 
     Coupons are paid in order, on or after their date, each once; the coupon for the period
-    ending on `coupon_date` is `bondmath.scheduled_coupon` of the bond's schedule.
+    ending on `coupon_date` is `bondmath.scheduled_coupon` of the bond's schedule. For an Ijara
+    sukuk the coupon is the periodic rental paid to the certificate holders (its events are
+    named so, `debt.SUKUK_NAMES`), at the rental rate `coupon_rate` or a floating one.
     """
     instrument_id = instrument_id_arg(args)
     cash_id = instrument_id_arg(args, "cash")
@@ -216,8 +218,9 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)
     state.put_instrument(replace(bond, next_coupon=following, last_coupon_paid=coupon_date))
+    names = debt.event_names(bond)
     summary = Event(
-        "coupon_paid",
+        names["coupon_paid"],
         {
             "instrument": bond.id,
             "cash": cash.id,
@@ -226,7 +229,7 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             "total": distribution.total,
             "paid_out": outflow,
             "residual": str(distribution.residual),
-            "holders": len(distribution.payments),
+            names["holders"]: len(distribution.payments),
             "paying_agent": tx.sender,
             # Only for bonds with a business-day convention: receipts of the others stay
             # byte for byte what they were.
@@ -234,11 +237,13 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             **floating,
         },
     )
-    return [summary, *_payment_events("coupon_payment", bond, cash, distribution)]
+    return [summary, *_payment_events(names["coupon_payment"], bond, cash, distribution)]
 
 
 def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
-    """`{instrument, cash}`: at maturity pay face value on every unit and burn the units."""
+    """`{instrument, cash}`: at maturity pay face value on every unit and burn the units.
+    For an Ijara sukuk this is its dissolution (`debt.SUKUK_NAMES`): the obligor buys the
+    asset back at the dissolution amount (face value) and the certificates are cancelled."""
     instrument_id = instrument_id_arg(args)
     cash_id = instrument_id_arg(args, "cash")
     args.done()
@@ -286,8 +291,9 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
             programme.outstanding_usd_cents - instrument.supply * instrument.usd_face_value,
         )
     )
+    names = debt.event_names(instrument)
     summary = Event(
-        "redeemed",
+        names["redeemed"],
         {
             "instrument": instrument.id,
             "cash": cash.id,
@@ -295,8 +301,33 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
             "total": distribution.total,
             "paid_out": outflow,
             "residual": str(distribution.residual),
-            "holders": len(holders),
+            names["holders"]: len(holders),
             "paying_agent": tx.sender,
         },
     )
-    return [summary, *_payment_events("redemption_payment", instrument, cash, distribution)]
+    events = _payment_events(names["redemption_payment"], instrument, cash, distribution)
+    return [summary, *events]
+
+
+def _sukuk_only(state: State, args: Args, op_name: str) -> None:
+    """The sukuk names of the payments exist from version 3 and only for sukuk."""
+    debt.require_debt_office(state, op_name)
+    if not args.has("instrument"):
+        return  # pay_coupon / redeem refuse the missing field themselves
+    instrument = state.instruments.get(args.raw_peek("instrument"))
+    if instrument is not None and not debt.is_sukuk(instrument):
+        fail(Code.WRONG_INSTRUMENT_KIND, f"{instrument.id} is not a sukuk: {op_name} pays sukuk")
+
+
+def pay_rental(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{instrument, cash, coupon_date}`: an Ijara sukuk's periodic rental to its certificate
+    holders; `pay_coupon` under the name its documents use (policy rule "pay_coupon")."""
+    _sukuk_only(state, args, "pay_rental")
+    return pay_coupon(state, ctx, tx, args)
+
+
+def dissolve_sukuk(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{instrument, cash}`: an Ijara sukuk's dissolution at maturity; `redeem` under the name
+    its documents use (policy rule "redeem")."""
+    _sukuk_only(state, args, "dissolve_sukuk")
+    return redeem(state, ctx, tx, args)

@@ -151,6 +151,7 @@ OPS: dict[str, OpSpec] = {
                     False,
                 ),
                 _a("sukuk", TEXT, "ijara: an Ijara sukuk (rental, dissolution)", False),
+                _a("sukuk_asset", TEXT, "the leased asset (sukuk)", False),
             ),
         ),
         OpSpec(
@@ -213,6 +214,20 @@ OPS: dict[str, OpSpec] = {
         OpSpec(
             "redeem",
             "pay face value at maturity and burn the units",
+            (_INSTRUMENT, _a("cash", TEXT, "cash token id")),
+        ),
+        OpSpec(
+            "pay_rental",
+            "pay an Ijara sukuk's periodic rental to its certificate holders",
+            (
+                _INSTRUMENT,
+                _a("cash", TEXT, "cash token id"),
+                _a("coupon_date", DATE, "the rental's scheduled date"),
+            ),
+        ),
+        OpSpec(
+            "dissolve_sukuk",
+            "pay an Ijara sukuk's dissolution amount at maturity and cancel the certificates",
             (_INSTRUMENT, _a("cash", TEXT, "cash token id")),
         ),
         OpSpec(
@@ -551,6 +566,7 @@ class TxBuilder:
         fixing_days: int | None = None,
         fixing_lookback_days: int | None = None,
         sukuk: str | None = None,
+        sukuk_asset: str | None = None,
     ) -> Operation:
         return build("register_instrument", **_given(locals()))
 
@@ -593,6 +609,14 @@ class TxBuilder:
     @staticmethod
     def redeem(*, instrument: str, cash: str) -> Operation:
         return build("redeem", instrument=instrument, cash=cash)
+
+    @staticmethod
+    def pay_rental(*, instrument: str, cash: str, coupon_date: str | date) -> Operation:
+        return build("pay_rental", instrument=instrument, cash=cash, coupon_date=coupon_date)
+
+    @staticmethod
+    def dissolve_sukuk(*, instrument: str, cash: str) -> Operation:
+        return build("dissolve_sukuk", instrument=instrument, cash=cash)
 
     @staticmethod
     def license_vasp(*, vasp: str, name: str) -> Operation:

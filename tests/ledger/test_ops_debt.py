@@ -249,3 +249,62 @@ def test_frn_lookback_has_an_end_and_a_negative_rate_pays_nothing():
     assert receipt.events[0].attributes["rate"] == "0"
     assert receipt.events[0].attributes["total"] == 0
     assert chain.state.instruments[BOND].next_coupon == date(2027, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Ijara sukuk
+
+
+def sukuk(**extra) -> Chain:
+    """The harness bond's schedule as an Ijara sukuk: 8 % rental, certificates to alice."""
+    chain = world(calendar=False, id="FIXED", isin="GB0002634946")
+    args = {**_bond_args(), "id": BOND, "isin": "US0378331005", "name": "Ijara sukuk 2028"}
+    args |= {"sukuk": "ijara", "sukuk_asset": "Jinnah terminal, Karachi airport", **extra}
+    chain.ok("ministry", "register_instrument", args)
+    chain.issue(BOND, "alice", 10)
+    return chain
+
+
+def test_an_ijara_sukuk_pays_rental_and_dissolves_through_the_same_engine():
+    chain = sukuk()
+    terms = chain.state.instruments[BOND].terms
+    assert (terms.sukuk, terms.sukuk_asset) == ("ijara", "Jinnah terminal, Karachi airport")
+    args = {"instrument": BOND, "cash": "PKR", "coupon_date": "2026-07-01"}
+    receipt = chain.at(date(2026, 7, 1)).ok("central-bank", "pay_rental", args)
+    summary, *payments = receipt.events
+    assert summary.type == "rental_paid" and summary.attributes["certificate_holders"] == 1
+    assert [(p.type, p.attributes["amount"]) for p in payments] == [("rental_payment", 40_000)]
+    # pay_coupon is the same operation: the events keep the sukuk's names.
+    args["coupon_date"] = "2027-01-01"
+    receipt = chain.at(date(2027, 1, 1)).ok("central-bank", "pay_coupon", args)
+    assert receipt.events[0].type == "rental_paid"
+    for day in ("2027-07-01", "2028-01-01"):
+        args["coupon_date"] = day
+        chain.at(date.fromisoformat(day)).ok("central-bank", "pay_rental", args)
+    receipt = chain.ok("central-bank", "dissolve_sukuk", {"instrument": BOND, "cash": "PKR"})
+    summary, *payments = receipt.events
+    assert summary.type == "sukuk_dissolved" and summary.attributes["residual"] == "0"
+    assert [(p.type, p.attributes["amount"]) for p in payments] == [
+        ("dissolution_payment", 10 * 100_000)
+    ]
+    assert chain.state.instruments[BOND].redeemed
+
+
+def test_sukuk_names_refuse_a_bond_and_a_sukuk_states_its_asset():
+    chain = world()
+    args = {"instrument": BOND, "cash": "PKR", "coupon_date": "2026-07-01"}
+    chain.at(date(2026, 7, 1)).expect(
+        Code.WRONG_INSTRUMENT_KIND, "central-bank", "pay_rental", args
+    )
+    chain.expect(
+        Code.WRONG_INSTRUMENT_KIND,
+        "central-bank",
+        "dissolve_sukuk",
+        {"instrument": BOND, "cash": "PKR"},
+    )
+    bond_args = {**_bond_args(), "id": "B2", "isin": "GB0002634946", "sukuk": "ijara"}
+    receipt = chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", bond_args)
+    assert "sukuk_asset" in receipt.log
+    # Before version 3 the names do not exist.
+    old = world(version=2)
+    old.at(date(2026, 7, 1)).expect(Code.UNKNOWN_OPERATION, "central-bank", "pay_rental", args)
