@@ -107,6 +107,7 @@ class BondCase:
     # A floating-rate note (protocol version 3): spread in bp, fixing days, lookback days,
     # and the generator's seed for its fixings (published as the run goes).
     floating: tuple[int, int, int, int] | None = None
+    sukuk: bool = False  # an Ijara sukuk: paid by pay_rental / dissolve_sukuk
 
     def describe(self) -> str:
         return (
@@ -114,7 +115,7 @@ class BondCase:
             f"{self.issue} -> {self.maturity} first {self.first_coupon} penultimate "
             f"{self.penultimate_coupon} eom {self.end_of_month!r} {self.convention} "
             f"weekend {self.weekend} holidays {self.holidays} holdings {self.holdings} "
-            f"floating {self.floating}"
+            f"floating {self.floating} sukuk {self.sukuk}"
         )
 
     @property
@@ -189,6 +190,7 @@ def generate(rng: random.Random) -> BondCase:
             rng.randrange(0, 8),
             rng.randrange(2**32),
         )
+    case.sukuk = rng.random() < 0.1
     return case
 
 
@@ -515,6 +517,7 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             "maturity_date": case.maturity.isoformat(),
             **({} if case.floating else {"coupon_rate": case.rate}),
             **_floating_fields(case, bond_id),
+            **({"sukuk": "ijara", "sukuk_asset": "oracle asset"} if case.sukuk else {}),
             "coupon_frequency": case.frequency,
             "day_count": case.day_count,
             **_schedule_fields(case),
@@ -566,7 +569,7 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             outcome.differences.append(f"{case.describe()}: coupon {end} paid before {due}")
         receipt = chain.at(due).run(
             AGENT,
-            "pay_coupon",
+            "pay_rental" if case.sukuk else "pay_coupon",
             _coupon_args(bond_id, end),
         )
         if receipt.code != Code.OK:
@@ -576,6 +579,11 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             return outcome
         chain.state.take_changes()
         summary, *payments = receipt.events
+        names = (
+            ("rental_paid", "rental_payment") if case.sukuk else ("coupon_paid", "coupon_payment")
+        )
+        if {summary.type, *(p.type for p in payments)} - set(names) or summary.type != names[0]:
+            outcome.differences.append(f"{case.describe()}: coupon {end} events misnamed")
         per_unit = Fraction(Decimal(str(summary.attributes["per_unit"])))
         want_per_unit = case.face * rate * exact
         # The ledger's per-unit amount is exact or rounded up in the 50th digit (PROTOCOL).
@@ -607,12 +615,16 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     due = payment_day(case, calendar_, case.maturity)
     if not _refused_before(chain, due, "redeem", {"instrument": bond_id, "cash": CASH}):
         outcome.differences.append(f"{case.describe()}: redeemed before {due}")
-    receipt = chain.at(due).run(AGENT, "redeem", {"instrument": bond_id, "cash": CASH})
+    receipt = chain.at(due).run(
+        AGENT, "dissolve_sukuk" if case.sukuk else "redeem", {"instrument": bond_id, "cash": CASH}
+    )
     if receipt.code != Code.OK:
         outcome.differences.append(f"{case.describe()}: redeem refused: {receipt.log}")
         return outcome
     chain.state.take_changes()
     summary, *payments = receipt.events
+    if summary.type != ("sukuk_dissolved" if case.sukuk else "redeemed"):
+        outcome.differences.append(f"{case.describe()}: redemption named {summary.type}")
     paid = {event.attributes["to"]: event.attributes["amount"] for event in payments}
     if paid != {a: case.face * u for a, u in by_address.items()}:
         outcome.differences.append(f"{case.describe()}: redemption paid {paid}")
