@@ -53,6 +53,10 @@ class DebtTerms:
       how many business days (calendar days without a holiday calendar) before a period's
       start its rate is fixed; `fixing_lookback_days`: when nothing is published for the
       fixing date itself, the latest fixing of at most this many calendar days earlier.
+    * `redemption_price`: the percentage of face paid at maturity ("" at par, 100).
+    * `call_notice_days` (> 0: callable): the issuer may call the bond on a coupon date at
+      least this many days after the call; `call_price` the percentage of face it then pays;
+      `called_on` the call date once called (status, not a term: set by `call_bond`).
     * `sukuk`: "" (a bond) or a `SUKUK_FORMS` name: the same cash flows named as the
       structure names them (rental for coupon, dissolution for redemption, certificate
       holders for holders); `sukuk_asset` describes the leased asset the certificates
@@ -66,6 +70,14 @@ class DebtTerms:
     fixing_lookback_days: int = 0
     sukuk: str = ""
     sukuk_asset: str = ""  # the leased asset the certificates represent (sukuk only)
+    redemption_price: str = ""  # percent of face paid at maturity ("" par)
+    call_notice_days: int = 0  # callable by its issuer with this notice (0: not callable)
+    call_price: str = ""  # percent of face paid on a call
+    called_on: date | None = None  # the call date once the issuer has called it
+
+    @property
+    def callable(self) -> bool:
+        return self.call_notice_days > 0
 
     @property
     def floating(self) -> bool:
@@ -73,12 +85,19 @@ class DebtTerms:
 
     def to_map(self) -> dict:
         m: dict = {}
+        if self.callable:
+            m["call_notice_days"] = self.call_notice_days
+            m["call_price"] = self.call_price
+        if self.called_on is not None:
+            m["called_on"] = self.called_on.isoformat()
         if self.floating:
             m["fixing_days"] = self.fixing_days
             m["fixing_lookback_days"] = self.fixing_lookback_days
             m["rate_index"] = self.rate_index
         if self.record_business_days:
             m["record_business_days"] = self.record_business_days
+        if self.redemption_price:
+            m["redemption_price"] = self.redemption_price
         if self.floating:
             m["spread_bp"] = self.spread_bp
         if self.sukuk:
@@ -101,6 +120,10 @@ class DebtTerms:
             fixing_lookback_days=_typed(m, "fixing_lookback_days", int) if floating else 0,
             sukuk=_typed(m, "sukuk", str) if "sukuk" in m else "",
             sukuk_asset=_typed(m, "sukuk_asset", str) if "sukuk" in m else "",
+            redemption_price=_typed(m, "redemption_price", str) if "redemption_price" in m else "",
+            call_notice_days=_typed(m, "call_notice_days", int) if "call_notice_days" in m else 0,
+            call_price=_typed(m, "call_price", str) if "call_notice_days" in m else "",
+            called_on=date.fromisoformat(_typed(m, "called_on", str)) if "called_on" in m else None,
         )
 
 

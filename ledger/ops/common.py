@@ -366,6 +366,12 @@ def check_movable(state: State, ctx: BlockContext, instrument: Instrument) -> No
             f"instrument {instrument.id} matured on {instrument.maturity_date} "
             f"(block date {ctx.date})",
         )
+    terms = instrument.terms
+    if terms is not None and terms.called_on is not None and ctx.date >= terms.called_on:
+        fail(
+            Code.INSTRUMENT_MATURED,
+            f"instrument {instrument.id} was called for {terms.called_on} (block date {ctx.date})",
+        )
     start = record_date(state, instrument)
     if start is not None and ctx.date >= start:
         fail(

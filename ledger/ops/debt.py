@@ -14,9 +14,11 @@ The rules, with their encodings, are docs/PROTOCOL.md section 10.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, localcontext
+from fractions import Fraction
 
 from ledger import bondmath
 from ledger.business_days import MAX_RECORD_DAYS
@@ -32,12 +34,16 @@ from ledger.ops.common import (
 )
 from ledger.ops.paydates import business_calendar
 from ledger.protocol import DEBT_OFFICE
+from ledger.schedule import Schedule
 from ledger.state import State
 from ledger.types import CASH_ISSUER, BlockContext, Event, Instrument
 
 MAX_SPREAD_BP = 10_000  # +-100 %
 MAX_FIXING_DAYS = 10
 MAX_LOOKBACK_DAYS = 31
+MAX_CALL_NOTICE_DAYS = 365
+PERCENT_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?", re.ASCII)
+POLICY_RULE_CALL = "issue"  # ledger.ops.POLICY_NAMES says the same
 POLICY_RULE_PUBLISH_FIXING = "register_instrument"  # ledger.ops.POLICY_NAMES says the same
 _ZERO = Decimal(0)
 
@@ -77,8 +83,110 @@ def parse_terms(state: State, args: Args, calendar_id: str) -> DebtTerms | None:
             fail(Code.BAD_FIELD, f"sukuk must be one of {list(SUKUK_FORMS)}, got {sukuk!r}")
         # Investors and the Sharia board must see what is leased: required, not optional.
         asset = args.text("sukuk_asset")
-    terms = DebtTerms(record_business_days=record_days, sukuk=sukuk, sukuk_asset=asset, **floating)
+    redemption = _percent(args, "redemption_price")
+    notice = args.opt_integer("call_notice_days", default=0, lo=1, hi=MAX_CALL_NOTICE_DAYS)
+    call_price = _percent(args, "call_price") if notice else ""
+    terms = DebtTerms(
+        record_business_days=record_days,
+        sukuk=sukuk,
+        sukuk_asset=asset,
+        redemption_price=redemption,
+        call_notice_days=notice,
+        call_price=call_price,
+        **floating,
+    )
     return None if terms == DebtTerms() else terms
+
+
+def _percent(args: Args, name: str) -> str:
+    """A percentage of face as decimal text ("101.25"), 1 to 200 with at most 6 decimals;
+    "" when an optional one is absent (`call_price` is required with `call_notice_days`)."""
+    if name == "redemption_price" and not args.has(name):
+        return ""
+    text = args.text(name, pattern=PERCENT_RE, max_len=12)
+    if not 1 <= Decimal(text) <= 200:
+        fail(Code.BAD_FIELD, f"{name} is a percentage of face from 1 to 200, got {text!r}")
+    return text
+
+
+def price_percent(instrument: Instrument) -> Decimal:
+    """What one unit redeems at, in percent of face: the call price once called, else the
+    stated redemption price, else par."""
+    terms = instrument.terms
+    if terms is None:
+        return Decimal(100)
+    if terms.called_on is not None:
+        return Decimal(terms.call_price)
+    return Decimal(terms.redemption_price or 100)
+
+
+def redemption_per_unit(instrument: Instrument) -> Decimal:
+    """Minor units one unit redeems at: face x price / 100, exact (the price has at most 6
+    decimals, so the quotient is a finite decimal); face value itself at par."""
+    percent = price_percent(instrument)
+    if percent == 100:
+        return Decimal(instrument.face_value)
+    exact = Fraction(instrument.face_value) * Fraction(percent) / 100
+    with localcontext(Context(prec=60)) as context:
+        context.traps[Inexact] = True
+        return Decimal(exact.numerator) / Decimal(exact.denominator)
+
+
+def final_date(instrument: Instrument) -> date | None:
+    """The date the instrument is redeemed: the call date once called, else maturity."""
+    terms = instrument.terms
+    if terms is not None and terms.called_on is not None:
+        return terms.called_on
+    return instrument.maturity_date
+
+
+def call_bond(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{instrument, call_date}`: the issuer calls a callable bond (version 3).
+
+    `call_date` must be one of its unpaid coupon dates and at least `call_notice_days` after
+    the block date (CALL_NOTICE_TOO_SHORT); the bond then pays its coupons up to the call date
+    and is redeemed on it at `call_price` percent of face; no coupon after it is due. Policy
+    rule "issue"; only the bond's own issuer may call it; a bond is called once.
+    """
+    require_debt_office(state, "call_bond")
+    instrument_id = args.text("instrument", pattern=INSTRUMENT_ID_RE, max_len=32)
+    call_date = args.day("call_date")
+    args.done()
+    require_approvals(state, tx, POLICY_RULE_CALL)
+    bond = state.instruments.get(instrument_id)
+    if bond is None:
+        fail(Code.INSTRUMENT_NOT_FOUND, f"no instrument {instrument_id!r}")
+    if bond.issuer != tx.sender:
+        fail(Code.UNAUTHORIZED, f"only the issuer of {bond.id} may call it")
+    terms = bond.terms
+    if terms is None or not terms.callable:
+        fail(Code.NOT_CALLABLE, f"{bond.id} has no call terms")
+    if terms.called_on is not None or bond.redeemed:
+        fail(Code.NOT_CALLABLE, f"{bond.id} is already called or redeemed")
+    if bond.next_coupon is None or call_date < bond.next_coupon:
+        fail(Code.BAD_FIELD, f"{call_date} is not an unpaid coupon date of {bond.id}")
+    assert bond.issue_date is not None and bond.maturity_date is not None
+    if call_date not in schedule_dates(bond):
+        fail(Code.BAD_FIELD, f"{call_date} is not a coupon date of {bond.id}")
+    earliest = ctx.date + timedelta(days=terms.call_notice_days)
+    if call_date < earliest:
+        fail(
+            Code.CALL_NOTICE_TOO_SHORT,
+            f"{bond.id} is called with {terms.call_notice_days} days' notice: the earliest "
+            f"call date is {earliest}",
+        )
+    state.put_instrument(replace(bond, terms=replace(terms, called_on=call_date)))
+    return [
+        Event(
+            "bond_called",
+            {
+                "instrument": bond.id,
+                "call_date": call_date.isoformat(),
+                "price": terms.call_price,
+                "by": tx.sender,
+            },
+        )
+    ]
 
 
 def is_floating(instrument: Instrument) -> bool:
@@ -153,6 +261,19 @@ class FloatingRate:
     rate: Decimal  # annual, a fraction: max(0, fixing + spread)
     fixing_date: date  # the date the period is fixed on
     fixing: RateFixing  # the published fixing used (its day may precede fixing_date)
+
+
+def schedule_dates(bond: Instrument) -> tuple[date, ...]:
+    from_text = {"": None, "yes": True, "no": False}
+    assert bond.issue_date is not None and bond.maturity_date is not None
+    return Schedule(
+        bond.issue_date,
+        bond.maturity_date,
+        bond.coupon_frequency,
+        bond.first_coupon_date,
+        bond.penultimate_coupon_date,
+        from_text[bond.end_of_month],
+    ).dates()
 
 
 def fixing_date(state: State, bond: Instrument, period_start: date) -> date:

@@ -47,6 +47,9 @@ def next_payment(instrument: Instrument) -> date | None:
         return instrument.next_coupon
     if instrument.kind not in (BOND, TBILL):
         return None
+    terms = instrument.terms
+    if terms is not None and terms.called_on is not None:
+        return terms.called_on  # a called bond is redeemed on its call date
     return instrument.maturity_date
 
 

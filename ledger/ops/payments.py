@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
+from fractions import Fraction
 
 from ledger import bondmath
 from ledger.codes import Code
@@ -195,6 +196,8 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
         dates = schedule.dates()
         index = dates.index(coupon_date)
         following = dates[index + 1] if index + 1 < len(dates) else None
+        if bond.terms is not None and bond.terms.called_on == coupon_date:
+            following = None  # called: no coupon after the call date (version 3)
         rate = bondmath.parse_rate(bond.coupon_rate)
         if debt.is_floating(bond):
             # A floating-rate note: this period's fixing plus the spread (version 3).
@@ -257,27 +260,27 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
     cash = _cash_for(state, cash_id, instrument)
     if instrument.redeemed:
         fail(Code.INSTRUMENT_MATURED, f"{instrument.id} has already been redeemed")
-    assert instrument.maturity_date is not None
-    due = payment_date(state, instrument, instrument.maturity_date)
+    final = debt.final_date(instrument)  # maturity, or the call date once called
+    assert final is not None
+    due = payment_date(state, instrument, final)
     if ctx.date < due:
         fail(
             Code.NOT_MATURED,
-            f"{instrument.id} matures on {instrument.maturity_date}, payable {due} "
-            f"(block date {ctx.date})",
+            f"{instrument.id} matures on {final}, payable {due} (block date {ctx.date})",
         )
     if instrument.next_coupon is not None:
         fail(
             Code.COUPON_UNPAID,
             f"the coupon of {instrument.next_coupon} on {instrument.id} must be paid first",
         )
-    per_unit = Decimal(bondmath.redemption_amount(instrument.face_value, 1))
+    per_unit = debt.redemption_per_unit(instrument)
     distribution, writes, outflow = _pay(state, ctx, tx, instrument, cash, per_unit)
     holders = sorted(state.holdings[instrument.id].items())
     for address, holding in holders:
         if holding.frozen and address in writes:
             # Frozen units become frozen cash: the freeze outlives the instrument.
             new = writes[address]
-            extra = holding.frozen * instrument.face_value
+            extra = int(Fraction(per_unit) * holding.frozen)  # floor: amounts are positive
             writes[address] = Holding(new.balance, min(new.balance, new.frozen + extra))
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)

@@ -132,6 +132,8 @@ MEANINGS: dict[Code, str] = {
     Code.WRONG_INSTRUMENT_KIND: "the operation does not apply to this kind of instrument",
     Code.RATE_FIXING_MISSING: "the rate fixing a floating coupon resets from is not published",
     Code.RATE_FIXING_EXISTS: "a fixing of that index for that date is already published",
+    Code.NOT_CALLABLE: "the bond has no call terms, or is already called or redeemed",
+    Code.CALL_NOTICE_TOO_SHORT: "the call date is closer than the bond's notice period",
     Code.MEMPOOL_FULL: "the node's mempool is full: try again later",
     Code.TX_TOO_LARGE: "the transaction is larger than the node admits",
     Code.ALREADY_IN_MEMPOOL: "the node already holds this transaction",

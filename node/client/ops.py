@@ -152,6 +152,9 @@ OPS: dict[str, OpSpec] = {
                 ),
                 _a("sukuk", TEXT, "ijara: an Ijara sukuk (rental, dissolution)", False),
                 _a("sukuk_asset", TEXT, "the leased asset (sukuk)", False),
+                _a("redemption_price", TEXT, "percent of face at maturity, e.g. 101.5", False),
+                _a("call_notice_days", INT, "callable by the issuer with this notice", False),
+                _a("call_price", TEXT, "percent of face paid on a call", False),
             ),
         ),
         OpSpec(
@@ -215,6 +218,11 @@ OPS: dict[str, OpSpec] = {
             "redeem",
             "pay face value at maturity and burn the units",
             (_INSTRUMENT, _a("cash", TEXT, "cash token id")),
+        ),
+        OpSpec(
+            "call_bond",
+            "the issuer calls a callable bond on one of its coupon dates",
+            (_INSTRUMENT, _a("call_date", DATE, "the coupon date it is redeemed on")),
         ),
         OpSpec(
             "pay_rental",
@@ -567,6 +575,9 @@ class TxBuilder:
         fixing_lookback_days: int | None = None,
         sukuk: str | None = None,
         sukuk_asset: str | None = None,
+        redemption_price: str | None = None,
+        call_notice_days: int | None = None,
+        call_price: str | None = None,
     ) -> Operation:
         return build("register_instrument", **_given(locals()))
 
@@ -609,6 +620,10 @@ class TxBuilder:
     @staticmethod
     def redeem(*, instrument: str, cash: str) -> Operation:
         return build("redeem", instrument=instrument, cash=cash)
+
+    @staticmethod
+    def call_bond(*, instrument: str, call_date: str | date) -> Operation:
+        return build("call_bond", instrument=instrument, call_date=call_date)
 
     @staticmethod
     def pay_rental(*, instrument: str, cash: str, coupon_date: str | date) -> Operation:

@@ -308,3 +308,79 @@ def test_sukuk_names_refuse_a_bond_and_a_sukuk_states_its_asset():
     # Before version 3 the names do not exist.
     old = world(version=2)
     old.at(date(2026, 7, 1)).expect(Code.UNKNOWN_OPERATION, "central-bank", "pay_rental", args)
+
+
+# ---------------------------------------------------------------------------------------
+# Redemption at a stated price, and the issuer's call
+
+
+def callable_bond(**extra) -> Chain:
+    """The harness bond's schedule, callable with 30 days' notice at 101.5, redeeming at
+    maturity at 100.25; alice 7 units, bob 3."""
+    chain = world(calendar=False, id="FIXED", isin="GB0002634946")
+    args = {**_bond_args(), "id": BOND, "isin": "US0378331005"}
+    args |= {"call_notice_days": 30, "call_price": "101.5", "redemption_price": "100.25"}
+    chain.ok("ministry", "register_instrument", {**args, **extra})
+    chain.issue(BOND, "alice", 7)
+    chain.issue(BOND, "bob", 3)
+    return chain
+
+
+def coupon(chain: Chain, day: str, code: Code = Code.OK):
+    return pay(chain, day, date.fromisoformat(day), code)
+
+
+def test_redeemed_at_maturity_at_the_stated_price():
+    chain = callable_bond(face_value=99_999)
+    for day in ("2026-07-01", "2027-01-01", "2027-07-01", "2028-01-01"):
+        coupon(chain, day)
+    receipt = chain.ok("central-bank", "redeem", {"instrument": BOND, "cash": "PKR"})
+    summary, *payments = receipt.events
+    # 99,999 x 100.25 % = 100,248.9975 per unit: alice floor(701,742.9825), bob 300,746.9925.
+    paid = {e.attributes["to"]: e.attributes["amount"] for e in payments}
+    assert paid == {chain.addr("alice"): 701_742, chain.addr("bob"): 300_746}
+    assert summary.attributes["residual"] == "1.9750"
+    assert chain.state.instruments[BOND].redeemed
+
+
+def test_the_issuer_calls_with_notice_and_redeems_at_the_call_price():
+    chain = callable_bond()
+    call = {"instrument": BOND, "call_date": "2027-01-01"}
+    chain.at(date(2026, 12, 15)).expect(Code.CALL_NOTICE_TOO_SHORT, "ministry", "call_bond", call)
+    chain.at(date(2026, 6, 1)).expect(Code.UNAUTHORIZED, "central-bank", "call_bond", call)
+    bad = {**call, "call_date": "2026-12-31"}
+    chain.expect(Code.BAD_FIELD, "ministry", "call_bond", bad)  # not a coupon date
+    receipt = chain.ok("ministry", "call_bond", call)
+    assert receipt.events[0].type == "bond_called"
+    assert chain.state.instruments[BOND].terms.called_on == date(2027, 1, 1)
+    chain.expect(Code.NOT_CALLABLE, "ministry", "call_bond", call)  # once
+    coupon(chain, "2026-07-01")
+    # Redemption waits for the call date, and for its coupon.
+    chain.at(date(2026, 12, 31)).expect(
+        Code.NOT_MATURED, "central-bank", "redeem", {"instrument": BOND, "cash": "PKR"}
+    )
+    chain.at(date(2027, 1, 1)).expect(
+        Code.COUPON_UNPAID, "central-bank", "redeem", {"instrument": BOND, "cash": "PKR"}
+    )
+    # Units stop moving on the call date (the closed period before it too).
+    chain.expect(Code.INSTRUMENT_MATURED, "alice", "transfer", {**to_bob(chain), "amount": 1})
+    coupon(chain, "2027-01-01")
+    assert chain.state.instruments[BOND].next_coupon is None  # nothing after the call
+    coupon(chain, "2027-07-01", Code.COUPON_NOT_DUE)
+    receipt = chain.ok("central-bank", "redeem", {"instrument": BOND, "cash": "PKR"})
+    paid = {e.attributes["to"]: e.attributes["amount"] for e in receipt.events[1:]}
+    assert paid == {chain.addr("alice"): 7 * 101_500, chain.addr("bob"): 3 * 101_500}
+    assert receipt.events[0].attributes["residual"] == "0"
+
+
+def test_call_refusals():
+    chain = world()  # the harness bond: no call terms
+    call = {"instrument": BOND, "call_date": "2027-01-01"}
+    chain.expect(Code.NOT_CALLABLE, "ministry", "call_bond", call)
+    args = {**_bond_args(), "id": "B2", "isin": "GB0002634946", "call_notice_days": 30}
+    chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", args)  # no call_price
+    for price in ("0.5", "250", "101.1234567", "1e2"):
+        bad = {**args, "call_price": price}
+        chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", bad)
+    old = world(version=2)
+    old.expect(Code.UNKNOWN_OPERATION, "ministry", "call_bond", call)
