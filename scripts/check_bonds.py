@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{elapsed:.1f} s; {len(differences)} differences; rounding left "
         f"{float(residual):.6f} minor units unpaid in total; floating-rate coupons "
         f"{bond_oracle.COUNTS['floating_coupons']}, refused for a missing fixing "
-        f"{bond_oracle.COUNTS['missing_fixings']}"
+        f"{bond_oracle.COUNTS['missing_fixings']}; called {bond_oracle.COUNTS['called']}, "
+        f"redeemed at a stated price {bond_oracle.COUNTS['priced']}, Ijara sukuk "
+        f"{bond_oracle.COUNTS['sukuk']}"
     )
     started = time.monotonic()
     quotes, quote_differences = quote_oracle.check(args.count, args.seed)

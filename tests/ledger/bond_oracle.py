@@ -15,6 +15,18 @@ transactions through `apply_transaction`), and every payment is compared with:
 * the rounding docs/PROTOCOL.md states: each holder gets floor(exact coupon per unit x units),
   the residual reported is exact total - paid, redemption pays face x units exactly.
 
+Protocol version 3's instruments (docs/PROTOCOL.md section 10) are among the generated ones,
+checked by direct computation from their rule with QuantLib's calendar and day count:
+
+* floating-rate notes: fixings are published as the run goes (some too early for the
+  lookback: the coupon must then be refused with RATE_FIXING_MISSING until the fixing date's
+  own is published); each coupon's rate is max(0, the latest fixing within the lookback of the
+  fixing date -- QuantLib's `Calendar.advance` by `fixing_days` business days -- + spread);
+* Ijara sukuk, paid by `pay_rental` and `dissolve_sukuk`, their events checked by name;
+* redemption at a stated price and bonds called for one of their coupon dates: no coupon
+  after the call, redemption on the call date's payment day at the call price, each holder
+  floor(face x price / 100 x units), the residual exact.
+
 QuantLib works in binary floating point, so fractions are compared to 1e-12 (a coupon fraction
 is at most 1; the exact fraction the ledger uses is recomputed here as a `Fraction` from
 QuantLib's day count where it is an integer count, and compared in floats otherwise), and a
@@ -108,6 +120,8 @@ class BondCase:
     # and the generator's seed for its fixings (published as the run goes).
     floating: tuple[int, int, int, int] | None = None
     sukuk: bool = False  # an Ijara sukuk: paid by pay_rental / dissolve_sukuk
+    redemption_price: str = ""  # percent of face at maturity ("" par)
+    call: tuple[int, str] | None = None  # (index of the coupon date called for, call price)
 
     def describe(self) -> str:
         return (
@@ -115,7 +129,8 @@ class BondCase:
             f"{self.issue} -> {self.maturity} first {self.first_coupon} penultimate "
             f"{self.penultimate_coupon} eom {self.end_of_month!r} {self.convention} "
             f"weekend {self.weekend} holidays {self.holidays} holdings {self.holdings} "
-            f"floating {self.floating} sukuk {self.sukuk}"
+            f"floating {self.floating} sukuk {self.sukuk} redemption {self.redemption_price!r} "
+            f"call {self.call}"
         )
 
     @property
@@ -191,6 +206,13 @@ def generate(rng: random.Random) -> BondCase:
             rng.randrange(2**32),
         )
     case.sukuk = rng.random() < 0.1
+    if rng.random() < 0.1:
+        case.redemption_price = f"{Decimal(rng.randrange(9_000_000, 11_000_001)).scaleb(-5)}"
+    if rng.random() < 0.1:
+        dates = _ql_schedule(case)[1:]
+        if len(dates) > 1:  # called for one of its coupon dates before maturity
+            price = f"{Decimal(rng.randrange(100_000, 105_001)).scaleb(-3)}"
+            case.call = (rng.randrange(len(dates) - 1), price)
     return case
 
 
@@ -518,6 +540,8 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             **({} if case.floating else {"coupon_rate": case.rate}),
             **_floating_fields(case, bond_id),
             **({"sukuk": "ijara", "sukuk_asset": "oracle asset"} if case.sukuk else {}),
+            **({"redemption_price": case.redemption_price} if case.redemption_price else {}),
+            **({"call_notice_days": 30, "call_price": case.call[1]} if case.call else {}),
             "coupon_frequency": case.frequency,
             "day_count": case.day_count,
             **_schedule_fields(case),
@@ -538,6 +562,14 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     )
     if chain.state.instruments[bond_id].next_coupon != periods[0][1]:
         outcome.differences.append(f"{case.describe()}: first coupon date differs")
+    if case.call is not None:
+        # Called at registration time (60 days before issue: the 30 days' notice is kept) for
+        # the coupon date at the index drawn; no coupon after it is paid or due.
+        call_date = periods[case.call[0]][1]
+        chain.at(case.issue - timedelta(days=60)).ok(
+            "ministry", "call_bond", {"instrument": bond_id, "call_date": call_date.isoformat()}
+        )
+        periods = periods[: case.call[0] + 1]
     fixings = random.Random(case.floating[3]) if case.floating else None
     published: dict[date, Fraction] = {}
     for start, end, exact, ql_fraction, inside, exact_accrued in periods:
@@ -612,7 +644,10 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
         outcome.residual += residual
         outcome.coupons += 1
         outcome.payments += len(payments)
-    due = payment_day(case, calendar_, case.maturity)
+    final = case.maturity if case.call is None else periods[-1][1]
+    if case.call is not None and chain.state.instruments[bond_id].next_coupon is not None:
+        outcome.differences.append(f"{case.describe()}: a coupon after the call is due")
+    due = payment_day(case, calendar_, final)
     if not _refused_before(chain, due, "redeem", {"instrument": bond_id, "cash": CASH}):
         outcome.differences.append(f"{case.describe()}: redeemed before {due}")
     receipt = chain.at(due).run(
@@ -626,15 +661,23 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     if summary.type != ("sukuk_dissolved" if case.sukuk else "redeemed"):
         outcome.differences.append(f"{case.describe()}: redemption named {summary.type}")
     paid = {event.attributes["to"]: event.attributes["amount"] for event in payments}
-    if paid != {a: case.face * u for a, u in by_address.items()}:
-        outcome.differences.append(f"{case.describe()}: redemption paid {paid}")
-    if summary.attributes["residual"] != "0":
+    # Redemption: face x price / 100 per unit (the call price when called, else the stated
+    # redemption price, else par), floored per holder; the residual reported is the rest.
+    price = Fraction(Decimal(case.call[1] if case.call else case.redemption_price or "100"))
+    per_unit_owed = case.face * price / 100
+    owed = {a: (per_unit_owed * u).__floor__() for a, u in by_address.items()}
+    if paid != {a: v for a, v in owed.items() if v}:
+        outcome.differences.append(f"{case.describe()}: redemption paid {paid}, owed {owed}")
+    exact_residual = per_unit_owed * sum(by_address.values()) - sum(owed.values())
+    if Fraction(Decimal(str(summary.attributes["residual"]))) != exact_residual:
         outcome.differences.append(f"{case.describe()}: redemption residual {summary.attributes}")
+    if price == 100 and summary.attributes["residual"] != "0":
+        outcome.differences.append(f"{case.describe()}: par residual {summary.attributes}")
     outcome.payments += len(payments)
     return outcome
 
 
-COUNTS = {"floating_coupons": 0, "missing_fixings": 0}
+COUNTS = {"floating_coupons": 0, "missing_fixings": 0, "called": 0, "priced": 0, "sukuk": 0}
 """Totals over every `check` run in this process (what the floating-rate part exercised)."""
 
 
@@ -648,11 +691,15 @@ def check(count: int, seed: int) -> tuple[int, int, int, Fraction, list[str]]:
     for serial in range(count):
         if serial % 500 == 499:
             chain = new_chain()  # keeps the in-memory state small
-        outcome = run_case(chain, generate(rng), serial)
+        case = generate(rng)
+        outcome = run_case(chain, case, serial)
         coupons += outcome.coupons
         payments += outcome.payments
         residual += outcome.residual
         differences.extend(outcome.differences)
         COUNTS["floating_coupons"] += outcome.floating_coupons
         COUNTS["missing_fixings"] += outcome.missing_fixings
+        COUNTS["called"] += case.call is not None
+        COUNTS["priced"] += bool(case.redemption_price) and case.call is None
+        COUNTS["sukuk"] += case.sukuk
     return count, coupons, payments, residual, differences
