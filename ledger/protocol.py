@@ -25,6 +25,9 @@ Versions (docs/PROTOCOL.md, "Protocol versions", says what each changes):
     1   the first release's rules
     2   a policy rule's minimum counts distinct institutions, not keys; a coupon is measured
         against the bond's whole schedule
+    3   debt-office instruments (issue 18): record dates in business days, floating-rate
+        notes and the rate fixings they reset from, amortising and callable bonds, Ijara
+        sukuk; new operations and fields refused before it exactly as older code refuses them
 """
 
 from __future__ import annotations
@@ -32,13 +35,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PROTOCOL_KEY = b"V"
-LATEST_VERSION = 2
+LATEST_VERSION = 3
 MAX_VERSION = 65_535
 
 VERSIONS: dict[int, str] = {
     1: "the first release's rules",
     2: "approvals count institutions; coupons measured against the bond's whole schedule",
+    3: "record dates in business days, floating-rate notes and fixings, amortisation and "
+    "calls, Ijara sukuk",
 }
+
+DEBT_OFFICE = 3
+"""The version from which issue 18's instruments and operations exist (docs/PROTOCOL.md 8)."""
 
 
 class UnsupportedProtocol(Exception):

@@ -28,6 +28,7 @@ State keys (the first byte names the namespace)
     b"v" + address(20)                       Vasp
     b"k" + public_key(32)                    KeyBinding   -- recovered key -> its account
     b"d" + id                                HolidayCalendar -- an issuer's business days
+    b"f" + len(name)(1) + name + YYYY-MM-DD   RateFixing   -- a published rate (version 3)
     b"P"                                     Parameters
     b"Q"                                     Policy
     b"C"                                     Programme (cap and outstanding, USD cents)
@@ -46,9 +47,11 @@ collection in a way that affects state (the holders of an instrument are returne
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import date
 from typing import Any
 
 from ledger import codec
+from ledger.debt_terms import FIXING, RateFixing, fixing_key
 from ledger.protocol import PROTOCOL_KEY, ProtocolRecord
 from ledger.types import (
     Account,
@@ -136,6 +139,7 @@ class State:
         "vasps",
         "key_bindings",
         "calendars",
+        "fixings",
         "singletons",
         "_prefix_cache",
         "_instrument_sets",
@@ -160,6 +164,7 @@ class State:
         self.vasps: dict[bytes, Vasp] = {}
         self.key_bindings: dict[bytes, KeyBinding] = {}
         self.calendars: dict[str, HolidayCalendar] = {}
+        self.fixings: dict[tuple[str, date], RateFixing] = {}  # (index, day) -> fixing
         # The chain-wide records, keyed by their state key.
         self.singletons: dict[bytes, Any] = {
             PARAMETERS_KEY: parameters,
@@ -329,6 +334,10 @@ class State:
 
     def put_calendar(self, calendar: HolidayCalendar) -> None:
         self._write(self.calendars, calendar.id, calendar, calendar_key(calendar.id))
+
+    def put_fixing(self, fixing: RateFixing) -> None:
+        subkey = (fixing.name, fixing.day)
+        self._write(self.fixings, subkey, fixing, fixing_key(fixing.name, fixing.day))
 
     def put_vasp(self, vasp: Vasp) -> None:
         self._write(self.vasps, vasp.address, vasp, vasp_key(vasp.address))
@@ -527,6 +536,7 @@ class State:
         records += [(VASP_PREFIX + a, r) for a, r in self.vasps.items()]
         records += [(KEY_BINDING + k, r) for k, r in self.key_bindings.items()]
         records += [(calendar_key(c), r) for c, r in self.calendars.items()]
+        records += [(fixing_key(*k), r) for k, r in self.fixings.items()]
         for instrument_id, holdings in self.holdings.items():
             prefix = holders_prefix(instrument_id)
             records += [(prefix + a, r) for a, r in holdings.items()]
@@ -601,6 +611,11 @@ class StateLoader:
             records.key_bindings[rest] = KeyBinding.from_map(value)
         elif kind == CALENDAR:
             records.calendars[rest.decode("ascii")] = HolidayCalendar.from_map(value)
+        elif kind == FIXING:
+            fixing = RateFixing.from_map(value)
+            if fixing_key(fixing.name, fixing.day) != key:
+                raise ValueError(f"rate fixing under the wrong key {key.hex()}")
+            records.fixings[(fixing.name, fixing.day)] = fixing
         elif key in _SINGLETON_KEYS or key == PROTOCOL_KEY:
             self._singletons[key] = value
         else:
@@ -628,6 +643,7 @@ class StateLoader:
         state.vasps = records.vasps
         state.key_bindings = records.key_bindings
         state.calendars = records.calendars
+        state.fixings = records.fixings
         state._dirty.clear()
         state._instrument_sets = self._instrument_sets
         self._kycs.clear()
@@ -645,6 +661,7 @@ class _Records:
         "vasps",
         "key_bindings",
         "calendars",
+        "fixings",
     )
 
     def __init__(self) -> None:
@@ -655,3 +672,4 @@ class _Records:
         self.vasps: dict[bytes, Vasp] = {}
         self.key_bindings: dict[bytes, KeyBinding] = {}
         self.calendars: dict[str, HolidayCalendar] = {}
+        self.fixings: dict[tuple[str, date], RateFixing] = {}

@@ -416,6 +416,19 @@ class Plans:
     def instrument(self, instrument_id: str) -> Plan[dict]:
         return (yield Call("instrument", {"id": instrument_id}))
 
+    def quote(
+        self,
+        instrument: str,
+        settlement: str,
+        *,
+        price: str | None = None,
+        yield_: str | None = None,
+    ) -> Plan[dict]:
+        """Yield, clean and dirty price and accrued interest of a bond for `settlement`
+        (YYYY-MM-DD), from a clean price per 100 of face or a yield (decimal text)."""
+        params = {"instrument": instrument, "settlement": settlement, "price": price}
+        return (yield Call("quote", {**params, "yield": yield_}))
+
     def instruments(self) -> Plan[list[dict]]:
         """Every instrument (follows the node's pages)."""
         items: list[dict] = []
@@ -584,6 +597,7 @@ PLAN_METHODS = (
     "account",
     "instrument",
     "instruments",
+    "quote",
     "holders",
     "events",
     "tx",

@@ -83,6 +83,7 @@ METHOD_RULES: dict[str, str] = {
     "commit": PUBLIC,
     "instrument": PUBLIC,
     "instruments": PUBLIC,
+    "quote": PUBLIC,  # arithmetic on a bond's public terms (node/rpc/quote_methods.py)
     "account": SIGNED,
     "tx": SIGNED,
     "events": SIGNED,
