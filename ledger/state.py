@@ -402,6 +402,30 @@ class State:
             before[key] = None if previous is _MISSING else encode(previous.to_map())
         return before
 
+    def balance_changes_since(self, token: int) -> list[tuple[str, bytes, int, int]]:
+        """Every balance the writes since `savepoint()` returned `token` changed, as
+        (instrument id, address, signed change, balance after), in the order of each
+        holding's first write; a holding written back to its old balance (a frozen amount
+        changed, a payer paying itself) is left out. From the journal, like
+        `unbalanced_supply_since`, so whatever writes a holding is seen, whichever operation
+        it is. Must be called inside that savepoint."""
+        journal = self._journal
+        if len(journal) == token:
+            return []
+        instrument_of = {id(holdings): i for i, holdings in self.holdings.items()}.get
+        before: dict[tuple[str, bytes], int] = {}
+        for container, subkey, previous, _key, _dirty in journal[token:]:
+            instrument_id = instrument_of(id(container))
+            if instrument_id is not None and (instrument_id, subkey) not in before:
+                before[(instrument_id, subkey)] = 0 if previous is _MISSING else previous.balance
+        changes = []
+        for (instrument_id, address), old in before.items():
+            holding = self.holdings[instrument_id].get(address)
+            new = 0 if holding is None else holding.balance
+            if new != old:
+                changes.append((instrument_id, address, new - old, new))
+        return changes
+
     def unbalanced_supply_since(self, token: int) -> list[str]:
         """Money conservation over the writes since `savepoint()` returned `token`: for every
         instrument a write touched, the change of its supply equals the change of the sum of

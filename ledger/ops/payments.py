@@ -32,6 +32,7 @@ from ledger.ops.common import (
     show,
 )
 from ledger.ops.instruments import END_OF_MONTH
+from ledger.protocol import BALANCE_CHANGES_VERSION
 from ledger.state import State
 from ledger.types import (
     BOND,
@@ -160,8 +161,24 @@ def _pay(
 
 
 def _payment_events(
-    kind: str, instrument: Instrument, cash: Instrument, distribution: bondmath.Distribution
+    state: State,
+    kind: str,
+    instrument: Instrument,
+    cash: Instrument,
+    distribution: bondmath.Distribution,
 ) -> list[Event]:
+    """One event per holder paid. From protocol version 3 `instrument` is what `to` was
+    credited (the cash token, as in a transfer or an issue) and `security` what it was paid
+    on: before, `instrument` named the bond, so a reader keyed on `to` and `instrument`
+    booked a deposit of bonds (issue 17)."""
+    if state.protocol_version >= BALANCE_CHANGES_VERSION:
+        return [
+            Event(
+                kind,
+                {"amount": amount, "instrument": cash.id, "security": instrument.id, "to": holder},
+            )
+            for holder, amount in distribution.payments
+        ]
     return [
         Event(kind, {"instrument": instrument.id, "cash": cash.id, "to": holder, "amount": amount})
         for holder, amount in distribution.payments
@@ -234,7 +251,7 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             **({"payment_date": due.isoformat()} if bond.business_day_convention else {}),
         },
     )
-    return [summary, *_payment_events("coupon_payment", bond, cash, distribution)]
+    return [summary, *_payment_events(state, "coupon_payment", bond, cash, distribution)]
 
 
 def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
@@ -299,4 +316,4 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
             "paying_agent": tx.sender,
         },
     )
-    return [summary, *_payment_events("redemption_payment", instrument, cash, distribution)]
+    return [summary, *_payment_events(state, "redemption_payment", instrument, cash, distribution)]
