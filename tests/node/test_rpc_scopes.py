@@ -363,17 +363,21 @@ def test_an_account_subscription_delivers_the_balance_changes_the_reader_may_rea
         async with websocket(app, reader) as ws:
             query = f"tm.event='Tx' AND account='{addr(watched)}'"
             assert allowed(await ws.call("subscribe", {"query": query}))
+            await ws.call("subscribe", {"query": f"balance_change.account='{addr(watched)}'"})
             transfer = world.txs.tx(
                 "ana", "transfer", {"instrument": "PKR", "to": key("ben").address, "amount": 7}
             )
             world.commit([transfer])
-            (notification,) = await ws.notifications()
-            events = notification["result"]["data"]["value"]["tx_result"]["events"]
-            seen = balance_changes(events)
-            both = {(addr("ana"), -7), (addr("ben"), 7)}
-            assert seen == (
-                both if reader == "regulator" else {s for s in both if s[0] == addr(watched)}
-            )
+            # One notification per subscription (account= and balance_change.account=).
+            got = await ws.notifications()
+            assert len(got) == 2
+            for notification in got:
+                events = notification["result"]["data"]["value"]["tx_result"]["events"]
+                seen = balance_changes(events)
+                both = {(addr("ana"), -7), (addr("ben"), 7)}
+                assert seen == (
+                    both if reader == "regulator" else {s for s in both if s[0] == addr(watched)}
+                )
 
     trio.run(main)
 
@@ -498,6 +502,10 @@ def test_subscriptions_follow_the_table(world, reader):
                 query = f"tm.event='Tx' AND account='{addr(target)}'"
                 answer = await ws.call("subscribe", {"query": query})
                 assert allowed(answer) == may_read_account(reader, target), (target, answer)
+                query = f"balance_change.account='{addr(target)}'"
+                answer = await ws.call("subscribe", {"query": query})
+                assert allowed(answer) == may_read_account(reader, target), (target, answer)
+                await ws.call("unsubscribe", {"query": query})  # room under the per-client cap
             await ws.call("unsubscribe_all", {})
             await ws.call("subscribe", {"query": "tm.event='NewBlock'"})
             if reader in READ_ALL:
