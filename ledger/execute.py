@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
+from ledger import codec
 from ledger.codes import Code, InvalidBlock, InvalidTransaction, LedgerError
 from ledger.ops import OPERATIONS, Args, TxView
 from ledger.ops.common import address_of, show
@@ -131,19 +132,25 @@ def balance_change_events(state: State, token: int, op: str) -> list[Event]:
     state's journal since `token` (the operation's savepoint), not written by each operation:
     whatever writes a holding is reported, an operation added later included. In the order
     of each holding's first write; one per (account, instrument), net over the operation."""
-    return [
-        Event(
-            BALANCE_CHANGE,
-            {
-                "account": address,
-                "amount": amount,
-                "balance": balance,
-                "cause": op,
-                "instrument": instrument_id,
-            },
+    events = []
+    for instrument_id, address, amount, balance in state.balance_changes_since(token):
+        attributes = {
+            "account": address,
+            "amount": amount,
+            "balance": balance,
+            "cause": op,
+            "instrument": instrument_id,
+        }
+        event = Event(BALANCE_CHANGE, attributes)
+        # Encoded now, from attributes already in key order (the encoding `Event.encoded`
+        # would make, without its sort and copy): every event of a block is encoded.
+        object.__setattr__(
+            event,
+            "_encoded",
+            codec.encode_presorted({"attributes": attributes, "type": BALANCE_CHANGE}),
         )
-        for instrument_id, address, amount, balance in state.balance_changes_since(token)
-    ]
+        events.append(event)
+    return events
 
 
 def _execute(

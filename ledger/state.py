@@ -68,6 +68,7 @@ from ledger.types import (
 ACCOUNT = b"a"
 CALENDAR = b"d"  # business-day calendars ("days")
 HOLDING = b"h"
+_HOLDING_BYTE = HOLDING[0]
 INSTRUMENT = b"i"
 RESERVE = b"r"
 VASP_PREFIX = b"v"
@@ -409,21 +410,19 @@ class State:
         changed, a payer paying itself) is left out. From the journal, like
         `unbalanced_supply_since`, so whatever writes a holding is seen, whichever operation
         it is. Must be called inside that savepoint."""
-        journal = self._journal
-        if len(journal) == token:
-            return []
-        instrument_of = {id(holdings): i for i, holdings in self.holdings.items()}.get
-        before: dict[tuple[str, bytes], int] = {}
-        for container, subkey, previous, _key, _dirty in journal[token:]:
-            instrument_id = instrument_of(id(container))
-            if instrument_id is not None and (instrument_id, subkey) not in before:
-                before[(instrument_id, subkey)] = 0 if previous is _MISSING else previous.balance
+        # A holding's state key is HOLDING, the id's length, the id, the address
+        # (`holding_key`): the key alone says that an entry is a holding, and of what.
+        before: dict[bytes, tuple[dict, bytes, int]] = {}
+        for container, subkey, previous, key, _dirty in self._journal[token:]:
+            if key is not None and key[0] == _HOLDING_BYTE and key not in before:
+                old = 0 if previous is _MISSING else previous.balance
+                before[key] = (container, subkey, old)
         changes = []
-        for (instrument_id, address), old in before.items():
-            holding = self.holdings[instrument_id].get(address)
+        for key, (container, address, old) in before.items():
+            holding = container.get(address)
             new = 0 if holding is None else holding.balance
             if new != old:
-                changes.append((instrument_id, address, new - old, new))
+                changes.append((key[2:-ADDRESS_SIZE].decode("ascii"), address, new - old, new))
         return changes
 
     def unbalanced_supply_since(self, token: int) -> list[str]:
