@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consensus.errors import LocalProtocolError
 from consensus.types import (
     PROPOSAL_DOMAIN_TAG,
     VOTE_DOMAIN_TAG,
@@ -59,7 +60,14 @@ from consensus.types import (
 NIL = None
 
 
-class BrokenInvariant(AssertionError):
+class SigningUnavailable(Exception):
+    """Raised by `Hooks.sign` when it cannot sign now (a remote signer that is down, slow or
+    refuses): the core then signs nothing for that message -- it records nothing and sends
+    nothing, as a validator that missed its turn -- and carries on (`stats.sign_failed`).
+    A later rule or round asks again; the signer's own record keeps it from signing twice."""
+
+
+class BrokenInvariant(LocalProtocolError, AssertionError):
     """A rule of the algorithm that the core itself broke: a bug of ours, never a peer's doing
     (a peer's bad input is dropped where it arrives). The node stops loudly rather than go on
     wrong. Raised by checks that run in production, not only in tests."""
@@ -128,6 +136,7 @@ class CoreStats:
     stale_timeouts: int = 0
     evidence: int = 0
     refused_to_sign: int = 0
+    sign_failed: int = 0
 
 
 class _Round:
@@ -1011,7 +1020,9 @@ class Core:
         data = proposal_bytes_with_prefix(
             self._proposal_prefix, self.height, round, value_id, pol_round
         )
-        signature = self.hooks.sign(data)
+        signature = self._sign(data)
+        if signature is None:
+            return
         self._last_proposal = ProposalRecord(self.height, round, pol_round, value_id, signature)
         self._dirty = True
         self._values.setdefault(value_id, value)
@@ -1060,13 +1071,24 @@ class Core:
                 self.stats.refused_to_sign += 1
             return
         data = vote_bytes_with_prefix(self._vote_prefix, vote_type, h, r, value_id)
-        vote = Vote(vote_type, h, r, value_id, self.own_address, self.hooks.sign(data))
+        signature = self._sign(data)
+        if signature is None:
+            return
+        vote = Vote(vote_type, h, r, value_id, self.own_address, signature)
         if vote_type == VoteType.PREVOTE:
             self._last_prevote = vote
         else:
             self._last_precommit = vote
         self._dirty = True
         self._emit_own_vote(vote)
+
+    def _sign(self, data: bytes) -> bytes | None:
+        """The hook's signature, or None when it cannot sign now (`SigningUnavailable`)."""
+        try:
+            return self.hooks.sign(data)
+        except SigningUnavailable:
+            self.stats.sign_failed += 1
+            return None
 
     def _emit_own_vote(self, vote: Vote) -> None:
         self._out_messages.append(Outbound(vote))

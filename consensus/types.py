@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import struct
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 import msgpack
+
+from consensus.errors import LocalProtocolError
 
 VALSET_DELAY = 2
 """Validator-set updates decided in block H take effect at height H + VALSET_DELAY."""
@@ -33,7 +35,7 @@ ROTATION_SCALE = 4096
 Verify = Callable[[bytes, bytes, bytes], bool]
 
 
-class ConsensusError(Exception):
+class ConsensusError(LocalProtocolError):
     """The driver misused the core (a bug on our side): crash loudly, never catch and go on."""
 
 
@@ -171,6 +173,21 @@ class ValidatorSchedule:
         self._starts: list[int] = [initial_height]
         self._sets: list[ValidatorSet] = [genesis]
         self._known_until = initial_height + VALSET_DELAY - 1
+
+    @classmethod
+    def from_history(
+        cls, points: Sequence[tuple[int, ValidatorSet]], known_until: int
+    ) -> ValidatorSchedule:
+        """A schedule that knows the sets of `points` ((first height, set), oldest first) up
+        to `known_until`: a restarted driver rebuilds the past sets its evidence window needs.
+        Heights below the first point are unknown (`for_height` gives None)."""
+        if not points or any(a[0] >= b[0] for a, b in zip(points, points[1:], strict=False)):
+            raise ConsensusError("a schedule needs change points in increasing height order")
+        schedule = cls(points[0][0], points[0][1])
+        schedule._starts = [start for start, _ in points]
+        schedule._sets = [vset for _, vset in points]
+        schedule._known_until = known_until
+        return schedule
 
     def for_height(self, height: int) -> ValidatorSet | None:
         if height < self._starts[0] or height > self._known_until:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import msgpack
 
+from consensus.errors import RemoteProtocolError
 from consensus.types import (
     Commit,
     Evidence,
@@ -40,7 +41,7 @@ MAX_COMMIT_SIGNATURES = 10_000
 WireMessage = Proposal | Vote | Commit | Evidence
 
 
-class WireError(ValueError):
+class WireError(RemoteProtocolError, ValueError):
     """A peer sent bytes that are not a well-formed consensus message."""
 
 

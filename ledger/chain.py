@@ -26,6 +26,12 @@ folds it into the validators, so the state at every height holds the set that si
 block and each header's `validators_hash` is the set in force at its height -- the same set
 the node's `ValidatorSchedule` gives the consensus core.
 
+Validator-set history: a block that brings a new set into force also writes a change point
+into the store's meta table, in the block's transaction (`ledger/validator_history.py`);
+`validator_history` holds the points that cover the last `MAX_EVIDENCE_AGE` heights, loaded
+at opening and kept up to date by `commit`, so the node knows the sets its evidence window
+needs after a restart without reading a block.
+
 Reopening: the state and the tree are rebuilt from the store's state rows, and the tree's
 root must equal the `app_hash` stored with the last block, else the database is refused.
 Height 0 is the genesis state; its stored "hash" is the genesis hash, and block 1's
@@ -39,6 +45,7 @@ import os
 from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from consensus.errors import LocalProtocolError
 from ledger import codec
 from ledger.block import (
     Block,
@@ -48,16 +55,22 @@ from ledger.block import (
 from ledger.commitment import StateTree
 from ledger.genesis import genesis_hash, state_from_genesis, validate_genesis
 from ledger.ops.evidence import (
+    MAX_EVIDENCE_AGE,
     MisbehaviourRecord,
     is_misbehaviour_key,
     misbehaviour_key,
     record_from_bytes,
 )
 from ledger.protocol import LATEST_VERSION, UnsupportedProtocol
-from ledger.state import State, StateLoader
+from ledger.state import VALIDATORS_KEY, State, StateLoader
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
 from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
 from ledger.types import BALANCE_CHANGE, BlockContext, Event, Receipt
+from ledger.validator_history import ChangePoint, encode_set, point_key, points_since
+
+
+class ChainMisuse(LocalProtocolError, RuntimeError):
+    """`commit` of a block that is not the pending one, or a second pending block: a bug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +106,8 @@ class Chain:
         self._load_tip()
         self._pending: PendingBlock | None = None
         self._savepoint: int | None = None
+        self._unsaved_meta: dict[str, bytes] = {}  # written with the next block
+        self.validator_history: list[ChangePoint] = self._load_validator_history()
 
     # ------------------------------------------------------------------ open / close
 
@@ -133,6 +148,8 @@ class Chain:
                         commit=b"",
                         app_hash=app_hash,
                         changes=changes,
+                        # The genesis validators are in force from block 1 on.
+                        meta={point_key(1): encode_set(state.validator_set.validators)},
                     )
                 )
             else:
@@ -162,6 +179,35 @@ class Chain:
         header = decode_header(stored.header)
         self._last_hash = header.hash
         self._last_time_ms = header.time_ms
+
+    def _load_validator_history(self) -> list[ChangePoint]:
+        """The change points covering heights from `height - MAX_EVIDENCE_AGE` on. A store
+        written before the history existed has none: then the set in force at the tip (the
+        state's) is all this node can know, recorded as a point at the tip and saved with the
+        next block; heights below it stay unknown (node/driver.py, "Unknowable sets")."""
+        floor = max(self.height - MAX_EVIDENCE_AGE, 0)
+        points = points_since(self.store, floor, limit=MAX_EVIDENCE_AGE + 1)
+        if not points:
+            seed = ChangePoint(max(self.height, 1), self.state.validator_set.validators)
+            self._unsaved_meta[point_key(seed.height)] = encode_set(seed.validators)
+            points = [seed]
+        return points
+
+    def _validator_change(self, height: int, changes: Mapping[bytes, object]) -> ChangePoint | None:
+        """The point of block `height` if it brought a new set into force (promotion at its
+        start), else None."""
+        if VALIDATORS_KEY not in changes:
+            return None  # the set's record was not even written: nothing changed
+        validators = self.state.validator_set.validators
+        if validators == self.validator_history[-1].validators:
+            return None  # only the pending changes moved
+        return ChangePoint(height, validators)
+
+    def _add_validator_point(self, point: ChangePoint) -> None:
+        self.validator_history.append(point)
+        floor = point.height - MAX_EVIDENCE_AGE
+        while len(self.validator_history) > 1 and self.validator_history[1].height <= floor:
+            del self.validator_history[0]
 
     # ------------------------------------------------------------------ reads
 
@@ -252,9 +298,13 @@ class Chain:
         """Make the pending block durable: block, certificate, txs, receipts, events and state
         changes in one SQLite transaction. Only then is the block part of the chain."""
         if pending is not self._pending:
-            raise RuntimeError("commit() of a block that is not the pending one")
+            raise ChainMisuse("commit() of a block that is not the pending one")
         header = pending.header
         records = _tx_records(header.height, pending.block.txs, pending.receipts)
+        point = self._validator_change(header.height, pending.changes)
+        meta = dict(self._unsaved_meta)
+        if point is not None:
+            meta[point_key(point.height)] = encode_set(point.validators)
         self.store.commit_block(
             BlockRecord(
                 height=header.height,
@@ -266,8 +316,12 @@ class Chain:
                 txs=records,
                 events=_event_records(header.height, pending.receipts, pending.evidence_events),
                 changes=pending.changes,
+                meta=meta,
             )
         )
+        self._unsaved_meta = {}
+        if point is not None:
+            self._add_validator_point(point)
         self.state.release(self._savepoint)
         self._savepoint = None
         self._pending = None
@@ -287,7 +341,7 @@ class Chain:
 
     def _check_no_pending(self) -> None:
         if self._pending is not None:
-            raise RuntimeError("a block is already pending: commit() or abandon() it first")
+            raise ChainMisuse("a block is already pending: commit() or abandon() it first")
 
     def _rollback_state(self) -> None:
         if self._savepoint is not None:

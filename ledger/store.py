@@ -57,6 +57,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from consensus.errors import LocalProtocolError
 from ledger.held_index import INDEX_SLICES, HeldBackIndex
 from ledger.state_log import (
     MAX_SLICES,
@@ -204,11 +205,11 @@ class StoreLockedError(StoreError):
     """Another process (or another `Store` in this one) already has the database open."""
 
 
-class HeightError(StoreError):
+class HeightError(StoreError, LocalProtocolError):
     """A block record whose height is not the next one (`latest_height() + 1`)."""
 
 
-class InvalidRecordError(StoreError):
+class InvalidRecordError(StoreError, LocalProtocolError):
     """A record whose fields break the store's rules (sizes, ordinals, duplicates)."""
 
 
@@ -1067,6 +1068,21 @@ class Store:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
+    def scan_meta(
+        self, low: str, high: str, *, limit: int = MAX_EVENTS_PAGE, descending: bool = False
+    ) -> list[tuple[str, bytes]]:
+        """Meta rows with `low <= key < high`, in key order (or reversed), at most `limit`
+        (ledger/validator_history.py keeps one row per validator-set change)."""
+        order = "DESC" if descending else "ASC"
+        return [
+            (key, value)
+            for key, value in self._read(
+                f"SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key {order}"
+                " LIMIT ?",
+                (low, high, limit),
+            )
+        ]
+
     def app_hash(self, height: int) -> bytes | None:
         if not _storable_height(height):
             return None
@@ -1449,6 +1465,13 @@ class AsyncStore:
 
     async def get_meta(self, key: str) -> bytes | None:
         return await self._call(self.store.get_meta, key)
+
+    async def scan_meta(
+        self, low: str, high: str, *, limit: int = MAX_EVENTS_PAGE, descending: bool = False
+    ) -> list[tuple[str, bytes]]:
+        return await self._read(
+            lambda: self.store.scan_meta(low, high, limit=limit, descending=descending)
+        )
 
     async def app_hash(self, height: int) -> bytes | None:
         return await self._read(self.store.app_hash, height)

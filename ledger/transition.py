@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
+from consensus.errors import LocalProtocolError
 from ledger.block import (
     Block,
     Header,
@@ -56,7 +57,7 @@ from ledger.state import State
 from ledger.types import BlockContext, Event, Receipt
 
 
-class BrokenInvariant(AssertionError):
+class BrokenInvariant(LocalProtocolError, AssertionError):
     """A rule the ledger itself broke while running a block (e.g. money not conserved): a bug
     of ours, never the proposer's doing, so the node stops loudly rather than commit it."""
 

@@ -6,7 +6,9 @@ on the driver's per-block event and then reads the store. `events` is the driver
 (node/events.py, the WebSocket subscriptions) and `prove` asks the driver task for state proofs
 against the last committed state (verifiable reads).
 
-`role` and `validator_address` are read from the driver on every call, not fixed at start: a
+`status`'s `catching_up` is true while block sync runs and also while the node has no peer
+and cannot make blocks alone (`waiting_for_peers`): a lone node at height 0 does not claim to
+be current. `role` and `validator_address` are read from the driver on every call, not fixed at start: a
 validator-set change makes this node a validator (or an observer) at the height it takes
 effect, and `status` says so from then on. `configured_role` is the config's `role`.
 """
@@ -16,8 +18,9 @@ from __future__ import annotations
 import trio
 
 from ledger.block import decode_header
-from ledger.crypto import address_to_text
+from ledger.crypto import address_from_public_key, address_to_text
 from ledger.store import AsyncStore, TxRecord
+from ledger.validator_history import UnknownValidatorSet, decode_point, in_force_range
 from node.driver import Driver, StateProofs
 from node.events import EventBus
 from node.mempool import AdmissionResult
@@ -57,6 +60,18 @@ class NodeApi:
         validator-set change switches it at the height it takes effect, without a restart."""
         return "validator" if self._driver.own_address is not None else "observer"
 
+    def waiting_for_peers(self) -> bool:
+        """No peer is connected and this node cannot make blocks alone (it is not in the set,
+        or holds no more than two thirds of its power): it cannot know whether the chain has
+        moved on without it, so `status` says `catching_up` rather than claim it is current.
+        A one-validator network's validator never waits."""
+        if self._peers():
+            return False
+        vset = self._driver.schedule.for_height(self._driver.chain.height + 1)
+        address = self._driver.own_address
+        member = None if vset is None or address is None else vset.get(address)
+        return member is None or member.power < vset.quorum_power
+
     async def status(self) -> dict:
         height = await self.store.latest_height() or 0
         block_hash = app_hash = b""
@@ -84,7 +99,7 @@ class NodeApi:
                 "latest_block_hash": block_hash.hex(),
                 "latest_app_hash": app_hash.hex(),
                 "latest_block_time": time_ms,
-                "catching_up": self._driver.catching_up,
+                "catching_up": self._driver.catching_up or self.waiting_for_peers(),
             },
             "validator_info": {
                 "address": address_to_text(address) if address is not None else None,
@@ -133,17 +148,22 @@ class NodeApi:
         return len(mempool), mempool.total_bytes
 
     async def validators(self, height: int | None) -> tuple[int, list[dict]]:
-        latest = await self.store.latest_height() or 0
-        at = latest if height is None else height
-        vset = self._driver.schedule.for_height(at + 1 if height is None else at)
-        if vset is None:  # older heights than the schedule keeps: genesis-derived names only
-            vset = self._driver.schedule.for_height(latest + 1)
+        """The set in force at `height` (the latest committed block by default; 0: the
+        genesis set): the set that signed that block, the one its header's `validators_hash`
+        names. Read from the store's validator-set history (ledger/validator_history.py);
+        `UnknownValidatorSet` for a height below a store that predates that history."""
+        at = (await self.store.latest_height() or 0) if height is None else height
+        rows = await self.store.scan_meta(*in_force_range(at), limit=1, descending=True)
+        if not rows:
+            raise UnknownValidatorSet(at)
+        point = decode_point(*rows[0])
         return at, [
             {
-                "address": address_to_text(v.address),
-                "pub_key": v.pub_key.hex(),
+                "address": address_to_text(address_from_public_key(v.public_key)),
+                "pub_key": v.public_key.hex(),
                 "voting_power": v.power,
-                "name": self._names.get(v.pub_key, ""),
+                "name": v.name or self._names.get(v.public_key, ""),
             }
-            for v in vset.validators
+            for v in point.validators
+            if v.power > 0
         ]

@@ -8,6 +8,9 @@ and metrics. Shutdown on SIGTERM/SIGINT: the driver is told to stop, so the bloc
 committing finishes (a started store write is never abandoned), then the nursery is
 cancelled, which closes every peer link, and the database is closed. Exit status 0.
 
+With `[signer]` the validator key is the remote signer's (node/signer_client.py): the node
+key is then only the P2P identity, and the driver signs through a `RemoteValidatorKey`.
+
 Validator-set changes need no restart: the driver signs with the node key at the heights
 whose set names it (`_signing_identity`), and the peer allow-list asks the driver for the
 keys of the sets of the next two heights on every handshake (`is_allowed`); after a commit
@@ -53,6 +56,7 @@ from node.mempool import Mempool, MempoolLimits
 from node.metrics import Metrics, serve_metrics
 from node.p2p import PeerAddress, PeerManager, PeerManagerConfig
 from node.rpc.app import serve_rpc
+from node.signer_client import RemoteValidatorKey, SignerConnection, SignerLink
 from node.store_lanes import StoreLanes
 
 log = logging.getLogger(__name__)
@@ -120,14 +124,29 @@ async def run_node(config: NodeConfig) -> int:
     lanes = StoreLanes()
     run_sync = lanes.run_write
     chain = await run_sync(lambda: Chain.open(config.db_path, genesis))
+    link = SignerLink.from_config(config) if config.is_validator else None
+    signer = None if link is None else SignerConnection(link, key, genesis["chain_id"])
     try:
-        return await _run(config, genesis, key, chain, lanes)
+        if signer is not None:
+            signer.start()  # its own thread: dialling and handshakes never block this loop
+        return await _run(config, genesis, key, chain, lanes, signer)
     finally:
+        if signer is not None:
+            signer.close()
+        closing = trio.current_time()
         await run_sync(chain.close)
+        log.info("%s: database closed in %.2f s", config.name, trio.current_time() - closing)
         log.info("%s: stopped at height %d", config.name, chain.height)
 
 
-async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: StoreLanes) -> int:
+async def _run(
+    config: NodeConfig,
+    genesis: dict,
+    key,
+    chain: Chain,
+    lanes: StoreLanes,
+    signer: SignerConnection | None = None,
+) -> int:
     store = AsyncStore(chain.store, lanes.run_write, lanes.run_read)
     record = await store.load_consensus_record()
     durable = DurableState.from_bytes(record) if record else None
@@ -153,6 +172,13 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
         rng=random.Random(key.public_key),
     )
     metrics = Metrics()
+    if signer is not None:
+        # The validator key is the signer's; `key` is only this node's P2P identity.
+        identity = RemoteValidatorKey(
+            signer.link.validator_key, signer.call, name=config.name, metrics=metrics
+        )
+    else:
+        identity = _signing_identity(config, key, genesis_keys)
     mempool = Mempool(
         MempoolLimits.from_config(config.mempool), genesis["chain_id"], metrics=metrics
     )
@@ -161,7 +187,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
         store=store,
         net=manager,
         mempool=mempool,
-        identity=_signing_identity(config, key, genesis_keys),
+        identity=identity,
         config=driver_config(config),
         clock_ms=wall_clock_ms,
         durable=durable,
@@ -171,7 +197,9 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
         # WebSocket subscribers: one per connection, so the bus cap is the connection cap.
         events=EventBus(max_subscribers=getattr(config.rpc, "ws_max_connections", 64)),
         byzantine=byzantine_from_env(
-            config.home, genesis["chain_id"], key.sign if config.is_validator else None
+            config.home,
+            genesis["chain_id"],
+            key.sign if config.is_validator and signer is None else None,
         ),
     )
     driver_ref.append(driver)
@@ -206,6 +234,7 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
             if config.metrics.listen is not None:
                 await nursery.start(serve_metrics, metrics, config.metrics.listen)
             nursery.start_soon(_peer_gauge, manager, metrics)
+            nursery.start_soon(_log_waiting_for_peers, api, driver, config)
             nursery.start_soon(_drop_removed_peers, driver, manager)
             log.info(
                 "%s: running (%s) at height %d, p2p %s",
@@ -219,8 +248,16 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
                     "%s: signal %d: finishing the current commit and stopping", config.name, signum
                 )
                 driver.stop()
-                with trio.move_on_after(10):
+                asked = trio.current_time()
+                with trio.move_on_after(DRIVER_STOP_WAIT_S):
                     await driver_done.wait()
+                # A slow stop is named in the log (what the harnesses' SIGKILL would hide).
+                log.info(
+                    "%s: driver %s after %.2f s; closing links and listeners",
+                    config.name,
+                    "stopped" if driver_done.is_set() else "still busy, cancelled",
+                    trio.current_time() - asked,
+                )
                 nursery.cancel_scope.cancel()
                 break
     if failures and isinstance(failures[0], UnsupportedProtocol):
@@ -236,6 +273,11 @@ async def _run(config: NodeConfig, genesis: dict, key, chain: Chain, lanes: Stor
         )
         return EXIT_STORAGE_FAILED
     return 0
+
+
+# How long SIGTERM waits for the driver to finish the item it is on (a block commit, a sync
+# batch) before cancelling everything; process supervisors should allow more than this.
+DRIVER_STOP_WAIT_S = 10
 
 
 async def _drop_removed_peers(driver: Driver, manager: PeerManager) -> None:
@@ -279,6 +321,39 @@ def _signing_identity(config: NodeConfig, key, genesis_keys: set[bytes]):
         return key
     log.warning("%s: observer with a genesis validator's key: it will never sign", config.name)
     return None
+
+
+PEER_WAIT_LOG_S = 30  # how often a node with no peer says so again
+
+
+async def _log_waiting_for_peers(api: NodeApi, driver: Driver, config: NodeConfig) -> None:
+    """While the node has no peer and cannot make blocks alone, say so in the log (at start,
+    then every `PEER_WAIT_LOG_S`), with where it looks for them, and say when one connects: a
+    lone `khazana start` of a network of several validators must not sit silently at
+    height 0."""
+    waited_s = 0
+    waiting = False
+    while True:
+        if api.waiting_for_peers():
+            if not waiting or waited_s >= PEER_WAIT_LOG_S:
+                configured = (
+                    ", ".join(f"{peer.name} {peer.address}" for peer in config.p2p.peers) or "none"
+                )
+                log.warning(
+                    "%s: waiting for peers at height %d: no peer connected, and blocks need "
+                    "validators holding more than 2/3 of the voting power (start the other "
+                    "nodes; [p2p] peers in config.toml: %s)",
+                    config.name,
+                    driver.height,
+                    configured,
+                )
+                waited_s = 0
+            waiting = True
+        elif waiting:
+            log.info("%s: connected to %d peer(s)", config.name, len(api.peers()))
+            waiting = False
+        await trio.sleep(1)
+        waited_s += 1
 
 
 async def _peer_gauge(manager: PeerManager, metrics: Metrics) -> None:

@@ -68,6 +68,18 @@ class DeadlineStream(trio.abc.HalfCloseableStream):
         await self.stream.aclose()
 
 
+async def answer_lifespan(receive: Callable, send: Callable) -> None:
+    """The ASGI lifespan protocol for an app with nothing to start or stop: acknowledge
+    startup and shutdown (hypercorn's trio worker waits for both)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def serve_asgi(
     app: Any,
     listen: str,

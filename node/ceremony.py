@@ -21,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.codes import LedgerError
 from ledger.crypto import (
+    address_from_public_key,
     address_from_text,
     address_to_text,
     is_strict_public_key,
@@ -36,6 +37,7 @@ from ledger.genesis import DEFAULT_PROGRAMME_CAP_USD_CENTS, default_genesis
 from node.config import (
     GENESIS_FILE,
     NODE_KEY_FILE,
+    ConfigError,
     HostPort,
     MetricsConfig,
     NodeConfig,
@@ -43,8 +45,14 @@ from node.config import (
     PeerConfig,
     RpcConfig,
 )
-from node.home import HomeError, genesis_document_bytes, load_genesis
+from node.home import (
+    HomeError,
+    genesis_document_bytes,
+    load_genesis,
+    refuse_plaintext_validator_key,
+)
 from node.rpc.tls import SERVER_CERT, SERVER_KEY, make_ca, make_server_cert
+from node.signer_client import SignerLink
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _PUBLIC_KEY = re.compile(r"[0-9a-f]{64}")
@@ -136,6 +144,8 @@ def init_node_home(
     peers: Sequence[PeerSpec] = (),
     observers: Sequence[bytes] = (),
     rpc_tls: RpcTls | None = None,
+    allow_plaintext_key: bool = False,
+    signer: Mapping[str, str] | None = None,
 ) -> NodeConfig:
     """Make one node's home from a genesis made elsewhere and the node's own key file.
 
@@ -147,6 +157,12 @@ def init_node_home(
     `rpc_tls`: the RPC serves TLS, with the given certificate and key (copied into the home;
     a client CA makes clients present a certificate), or with a new CA of the home's own
     (HOME/tls/ca.pem, for its clients) signing a certificate for the RPC and external hosts.
+
+    A validator's key file must be encrypted (PlaintextKeyError), unless
+    `allow_plaintext_key` (test networks), which the config then records for `khazana start`.
+    With `signer` (the `[signer]` table: address, public_key, validator_key) the validator
+    key is a remote signer's: the key file is then the node's own P2P key (plain is fine), and
+    `validator_key` is the one the genesis must name.
     """
     home = Path(home)
     if role not in ("validator", "observer"):
@@ -161,16 +177,33 @@ def init_node_home(
         raise HomeError(f"{home} exists and is not empty: refusing to overwrite a node's home")
     if rpc_tls is not None and (rpc_tls.cert is None) != (rpc_tls.key is None):
         raise HomeError("--rpc-tls-cert and --rpc-tls-key go together")
+    link = None
+    if signer is not None:
+        if role != "validator":
+            raise HomeError("--signer is for a validator (an observer signs nothing)")
+        try:
+            link = SignerLink.from_table(signer, "--signer")
+        except ConfigError as exc:
+            raise HomeError(str(exc)) from None
+    elif role == "validator" and not allow_plaintext_key:
+        refuse_plaintext_validator_key(Path(node_key_file), where="give --allow-plaintext-key")
     genesis = load_genesis(genesis_file)
     genesis_bytes = Path(genesis_file).read_bytes()
     key = read_key_file(node_key_file)
     validator_keys = {bytes.fromhex(v["public_key"]): v["name"] for v in genesis["validators"]}
-    if role == "validator" and key.public_key not in validator_keys:
+    validator_key = key.public_key if link is None else link.validator_key
+    if link is not None and key.public_key in validator_keys:
         raise HomeError(
-            f"{node_key_file} (public key {key.public_key.hex()}, address "
-            f"{address_to_text(key.address)}) is not in the genesis validator set "
-            f"{sorted(validator_keys.values())}: use the key whose public key the genesis "
-            "names, or --role observer"
+            f"{node_key_file} is a validator key: with --signer the node holds its own node "
+            "key (khazana keygen) and the validator key stays on the signer"
+        )
+    if role == "validator" and validator_key not in validator_keys:
+        raise HomeError(
+            f"{'--validator-public-key' if link else node_key_file} (public key "
+            f"{validator_key.hex()}, address "
+            f"{address_to_text(address_from_public_key(validator_key))}) is not in the genesis "
+            f"validator set {sorted(validator_keys.values())}: use the key whose public key "
+            "the genesis names, or --role observer"
         )
     seen: set[bytes] = set()
     for peer in peers:
@@ -192,6 +225,8 @@ def init_node_home(
         ),
         rpc=RpcConfig(listen=rpc, **_rpc_tls_names(rpc_tls)),
         metrics=MetricsConfig(listen=metrics),
+        allow_plaintext_key=allow_plaintext_key,
+        signer=None if signer is None else dict(signer),
     )
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(home, 0o700)

@@ -2,7 +2,10 @@
 
     khazana keygen --out FILE [--json] [--encrypt [--kdf-cost C]]
     khazana key encrypt FILE | key decrypt FILE --out NEW | key change-passphrase FILE
+    khazana key hsm-generate --module SO --token LABEL --label KEY --pin-file F --out REF
     khazana keyinfo FILE                          (public key and address of a key file)
+
+Every command that takes a key file also takes a PKCS#11 key reference (node/keyload.py).
     khazana genesis --out FILE --chain-id ID --validator NAME=PUBKEY ... --institution NAME=ADDR ...
     khazana init-node --home DIR --name NAME --genesis FILE --node-key FILE [--peer ...] [...]
     khazana init --home DIR --validators N [--observers M] [--chain-id ID] [--base-port P]
@@ -10,12 +13,14 @@
     khazana start --home DIR/NAME
     khazana localnet --home DIR [--validators N] [--observers M] [--fresh] [--demo]
     khazana backup --home DIR/NAME --out FILE    (node stopped; SQLite backup API)
+    khazana init-signer --home DIR ... | signer --home DIR   (a remote signer, node/signercli.py)
     khazana tx OP --key FILE [...] | tx sign ... | tx submit ...   (node/client/cli.py)
     khazana query WHAT [...]                                        (node/client/cli.py)
 
 Exit codes: 0 success, 1 a refusal or failure (the message says why), 2 bad usage
 (argparse); for `tx` and `query`, 3 means the node is unreachable (see node/client/cli.py);
-`start`: 74 (EX_IOERR) the node stopped because its store could not write, e.g. a full disk,
+`start`: 78 (EX_CONFIG) a validator's key file is not encrypted and its config does not say
+`allow_plaintext_key = true` (encrypt it or use a remote signer), 74 (EX_IOERR) the node stopped because its store could not write, e.g. a full disk,
 76 (EX_PROTOCOL) the chain activated a protocol version this release does not run
 (node/app.py).
 """
@@ -31,8 +36,10 @@ import sys
 from ledger.genesis import DEFAULT_CHAIN_ID
 from node.home import DEFAULT_BASE_PORT, DEFAULT_HOST
 from node.keycli import add_key_parsers, cmd_key, keygen_encrypted
+from node.signercli import add_signer_parsers, cmd_init_signer, cmd_signer
 
 EXIT_REFUSED = 1
+EXIT_PLAINTEXT_KEY = 78  # EX_CONFIG: a validator's key is in clear and its config forbids it
 
 
 TIME_STEP_HELP = (
@@ -136,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     init_node.add_argument(
         "--rpc-tls-client-ca", help="PEM CA: RPC clients must present a certificate it signed"
     )
+    init_node.add_argument(
+        "--signer",
+        nargs=3,
+        metavar=("ADDRESS", "SIGNER_PUBLIC_KEY", "VALIDATOR_PUBLIC_KEY"),
+        help="a remote signer holds the validator key (what `khazana init-signer` prints); "
+        "--node-key is then this node's own P2P key",
+    )
+    init_node.add_argument(
+        "--allow-plaintext-key",
+        action="store_true",
+        help="test networks only: accept a validator key that is not encrypted",
+    )
 
     init = sub.add_parser("init", help="genesis + one home folder per node + client keys")
     init.add_argument("--home", required=True, help="folder that receives one home per node")
@@ -166,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     localnet.add_argument("--observers", type=int, default=0)
     localnet.add_argument("--fresh", action="store_true", help="wipe the network first")
     localnet.add_argument("--demo", action="store_true", help="run scripts/demo.py once healthy")
+    localnet.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_false",
+        help="do not start the supervision dashboard (khazana dashboard) on the first node",
+    )
     localnet.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
     localnet.add_argument("--host", default=DEFAULT_HOST)
     localnet.add_argument(
@@ -178,15 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-timeout", type=float, default=60.0, help="seconds to wait for every node"
     )
     localnet.add_argument(
-        "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop"
+        "--grace",
+        type=float,
+        default=20.0,
+        help="seconds between SIGTERM and SIGKILL on stop (a node waits up to 10 s for its commit)",
     )
+    add_signer_parsers(sub)
     backup = sub.add_parser("backup", help="copy a stopped node's database (SQLite backup API)")
     backup.add_argument("--home", required=True, help="the node's home folder")
     backup.add_argument("--out", required=True, help="file to write (must not exist)")
     from node.client.cli import add_query_parser, add_tx_parser
+    from node.dashboard.cli import add_dashboard_parser
 
     add_tx_parser(sub)
     add_query_parser(sub)
+    add_dashboard_parser(sub)
     return parser
 
 
@@ -219,15 +250,15 @@ def cmd_keyinfo(args: argparse.Namespace) -> int:
         KeyFileError,
         is_encrypted_key_file,
         public_half_of_key_file,
-        read_key_file,
     )
+    from node.keyload import load_key
 
     try:
         if is_encrypted_key_file(args.file):
             # The public half is in clear in an encrypted file: no passphrase needed to show it.
             print(json.dumps(public_half_of_key_file(args.file)))
             return 0
-        key = read_key_file(args.file)
+        key = load_key(args.file)  # an HSM reference: the token proves it holds the key
     except (KeyFileError, OSError) as exc:
         print(f"khazana keyinfo: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -289,6 +320,10 @@ def cmd_init_node(args: argparse.Namespace) -> int:
             rpc_tls=RpcTls(args.rpc_tls_cert, args.rpc_tls_key, args.rpc_tls_client_ca)
             if args.rpc_tls or args.rpc_tls_cert or args.rpc_tls_key or args.rpc_tls_client_ca
             else None,
+            allow_plaintext_key=args.allow_plaintext_key,
+            signer=None
+            if args.signer is None
+            else dict(zip(("address", "public_key", "validator_key"), args.signer, strict=True)),
         )
     except (HomeError, ConfigError, GenesisError, KeyFileError, OSError, TlsError) as exc:
         print(f"khazana init-node: {exc}", file=sys.stderr)
@@ -337,11 +372,14 @@ def cmd_start(args: argparse.Namespace) -> int:
     from ledger.crypto import KeyFileError
     from ledger.store import StoreError
     from node.config import ConfigError
-    from node.home import HomeError, prepare_start
+    from node.home import HomeError, PlaintextKeyError, prepare_start
     from node.logs import configure_logging, log_event
 
     try:
         plan = prepare_start(args.home)
+    except PlaintextKeyError as exc:
+        print(f"khazana start: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_PLAINTEXT_KEY
     except (ConfigError, HomeError, KeyFileError, StoreError) as exc:
         print(f"khazana start: refusing to start: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -407,6 +445,7 @@ def cmd_localnet(args: argparse.Namespace) -> int:
         observers=args.observers,
         fresh=args.fresh,
         demo=args.demo,
+        dashboard=args.dashboard,
         base_port=args.base_port,
         host=args.host,
         time_step_ms=args.time_step_ms,
@@ -468,9 +507,18 @@ COMMANDS = {
     "start": cmd_start,
     "localnet": cmd_localnet,
     "backup": cmd_backup,
+    "init-signer": cmd_init_signer,
+    "signer": cmd_signer,
     "tx": cmd_tx,
     "query": cmd_query,
+    "dashboard": lambda args: _dashboard(args),
 }
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from node.dashboard.cli import cmd_dashboard  # trio and the SDK only when asked for
+
+    return cmd_dashboard(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,17 +1,13 @@
 """A node's configuration: `NodeConfig`, read from and written to `HOME/config.toml`.
 
-Every field is checked when the file is read, and a problem raises `ConfigError` naming the
-file, the key (`rpc.max_body_bytes`) and what is wrong with it. Unknown keys are refused: a
-typo such as `timeout_propse_ms` must not silently fall back to a default. Booleans are never
-accepted where an integer is expected (TOML `true` is not `1`), and there are no floats:
-durations are integer milliseconds, sizes integer bytes.
+Every field is checked when the file is read; a problem raises `ConfigError` naming the file,
+the key (`rpc.max_body_bytes`) and what is wrong. Unknown keys are refused (a typo such as
+`timeout_propse_ms` must not fall back to a default), booleans are never integers (TOML `true`
+is not `1`), and there are no floats: durations are integer milliseconds, sizes bytes.
 
-Addresses are `host:port`; an IPv6 host is written in brackets (`[2001:db8::1]:26656`).
-Nothing here assumes loopback: a node may listen on a wildcard address (`0.0.0.0`, `[::]`)
-and then must say under which address its peers reach it (`p2p.external_address`).
-
-The file, with the required keys first (everything else has the default shown by
-`NodeConfig.to_toml_dict`):
+Addresses are `host:port` (IPv6 in brackets, `[2001:db8::1]:26656`); a node listening on a
+wildcard address must say where its peers reach it (`p2p.external_address`). The file, with
+the required keys first (everything else has the default shown by `NodeConfig.to_toml_dict`):
 
     name = "ministry"              # the node's moniker, also its log name
     role = "validator"             # or "observer"
@@ -19,6 +15,7 @@ The file, with the required keys first (everything else has the default shown by
     log_level = "info"             # debug | info | warning | error
     log_format = "text"            # text | json (one JSON object per line)
     data_dir = "data"              # relative to the home folder, or absolute
+    allow_plaintext_key = false    # true: a validator may run on a plain key file (tests)
 
     [p2p]
     listen = "127.0.0.1:26650"
@@ -32,10 +29,10 @@ The file, with the required keys first (everything else has the default shown by
 
     [consensus]   # consensus.core.CoreConfig fields + block_max_txs, block_max_bytes, heartbeat_ms,
                   # min_block_interval_ms
-    [mempool]     # max_txs, max_bytes, max_tx_bytes, nonce_window, shares, expiry, caches
-                  # (every field of MempoolConfig; docs/OPERATIONS.md)
+    [mempool]     # every field of MempoolConfig (docs/OPERATIONS.md)
     [rpc]         # listen (required), max_body_bytes, max_batch, max_connections, ...
     [metrics]     # listen (absent: no metrics endpoint)
+    [signer]      # a remote signer holds the validator key (node/signer_client.py)
 """
 
 from __future__ import annotations
@@ -290,6 +287,8 @@ class NodeConfig:
     log_level: str = "info"
     log_format: str = "text"
     data_dir: str = "data"
+    allow_plaintext_key: bool = False  # a validator may start on a plain key file (tests)
+    signer: Mapping[str, Any] | None = None  # [signer] as written; node/signer_client.py checks it
 
     # -- where things are in the home folder
 
@@ -351,6 +350,7 @@ class NodeConfig:
             "log_level": self.log_level,
             "log_format": self.log_format,
             "data_dir": self.data_dir,
+            "allow_plaintext_key": self.allow_plaintext_key,
             "p2p": {
                 "listen": str(p2p.listen),
                 "external_address": str(p2p.external_address),
@@ -376,6 +376,7 @@ class NodeConfig:
                 "allowed_hosts": list(self.rpc.allowed_hosts),
             },
             "metrics": {} if self.metrics.listen is None else {"listen": str(self.metrics.listen)},
+            **({} if self.signer is None else {"signer": dict(self.signer)}),
         }
         return document
 
@@ -554,8 +555,8 @@ def from_dict(document: Mapping, *, home: Path, path: Path | None = None) -> Nod
         path,
         "",
         document,
-        ["name", "role", "chain_id", "log_level", "log_format", "data_dir"]
-        + ["p2p", "consensus", "mempool", "rpc", "metrics"],
+        ["name", "role", "chain_id", "log_level", "log_format", "data_dir", "allow_plaintext_key"]
+        + ["p2p", "consensus", "mempool", "rpc", "metrics", "signer"],
     )
     name = top.text("name")
     if not NAME_PATTERN.fullmatch(name):
@@ -577,6 +578,10 @@ def from_dict(document: Mapping, *, home: Path, path: Path | None = None) -> Nod
     metrics_reader = _Reader(path, "metrics", top.take("metrics", {}), ["listen"])
     metrics = MetricsConfig(listen=metrics_reader.address("listen", None))
     metrics_reader.finish()
+    if type(allow_plaintext_key := top.take("allow_plaintext_key", False)) is not bool:
+        raise top.error("allow_plaintext_key", f"must be a boolean, got {allow_plaintext_key!r}")
+    if not isinstance(signer := top.take("signer", None), Mapping | None):
+        raise top.error("signer", "must be a table ([signer])")
     top.finish()
 
     # Checks across sections: a block must fit in one peer message, a transaction in a block.
@@ -636,6 +641,8 @@ def from_dict(document: Mapping, *, home: Path, path: Path | None = None) -> Nod
         log_level=log_level,
         log_format=log_format,
         data_dir=data_dir,
+        allow_plaintext_key=allow_plaintext_key,
+        signer=signer,
     )
 
 

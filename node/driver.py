@@ -70,9 +70,18 @@ the driver keeps them (bounded) in `Driver.evidence` and puts each, as a block e
 (`ledger.ops.evidence`: the consensus wire bytes and the validator's public key), into its
 next proposal. Before prevoting for a proposal, a validator verifies every item of it
 (`consensus.types.verify_evidence` against the validator set of the evidence's height; the
-schedule keeps the sets of the last `MAX_EVIDENCE_AGE` heights for that); one it cannot
-verify makes the proposal invalid. The ledger records each committed item in state (no
-slashing) and refuses it a second time; a committed item leaves `Driver.evidence`.
+schedule keeps the sets of the last `MAX_EVIDENCE_AGE` heights for that, rebuilt on start
+from the chain's validator-set history, `ledger/validator_history.py`); one it cannot verify
+makes the proposal invalid. The ledger records each committed item in state (no slashing)
+and refuses it a second time; a committed item leaves `Driver.evidence`.
+
+Unknowable sets: a node whose store predates the validator-set history knows no set below
+the height it was upgraded at. Refusing evidence about such a height would make every
+proposal carrying it invalid to this node for up to `MAX_EVIDENCE_AGE` heights (defect 5 in
+docs/RELIABILITY.md); instead the node checks all it can -- shape, one slot, conflicting
+values, and both signatures by the key the item names (whose address the ledger checks) --
+and accepts it. Only membership goes unchecked, and a double vote by a non-member can only
+be signed by that key's own holder: it cannot be forged against anyone.
 """
 
 from __future__ import annotations
@@ -292,19 +301,21 @@ def updates_decided_at(chain: Chain, height: int) -> tuple[ValidatorUpdate, ...]
 
 
 def schedule_from_chain(chain: Chain) -> ValidatorSchedule:
-    """The schedule for heights chain.height + 1 and + 2, rebuilt from the ledger state.
+    """The schedule for heights up to chain.height + 2, rebuilt from the ledger on start.
 
     The chain puts a change decided at H in force at the start of block H + VALSET_DELAY
     (`ledger.ops.governance.promote_validator_changes`), so after block h is committed the
     ledger's validators are the set in force at h, and its pending changes are those decided
-    at h - 1 (in force at h + 1) and at h (in force at h + 2)."""
+    at h - 1 (in force at h + 1) and at h (in force at h + 2). The sets of the past heights
+    the evidence window needs (down to h - MAX_EVIDENCE_AGE) come from the chain's
+    validator-set history (`Chain.validator_history`, loaded when the chain opened: no block
+    is read here), so a restarted validator verifies evidence from before its restart."""
     height = chain.height
-    current = consensus_set(chain.state.validator_set.validators)
     if height == 0:
-        return ValidatorSchedule(1, current)  # genesis: heights 1 and 2, nothing pending
-    # Started one height early so that recording h - 1 and h gives h + 1 and h + 2; height
-    # h - 1 (already committed, never asked) would wrongly read as the set of h.
-    schedule = ValidatorSchedule(height - 1, current)
+        # genesis: heights 1 and 2, nothing pending
+        return ValidatorSchedule(1, consensus_set(chain.state.validator_set.validators))
+    points = [(p.height, consensus_set(p.validators)) for p in chain.validator_history]
+    schedule = ValidatorSchedule.from_history(points, known_until=height)
     schedule.record(height - 1, updates_decided_at(chain, height - 1))
     schedule.record(height, updates_decided_at(chain, height))
     return schedule
@@ -698,6 +709,9 @@ class Driver:
         if not isinstance(evidence, Evidence):
             return False
         vset = self.schedule.for_height(item.height)
+        if vset is None and item.height <= self.chain.height:
+            # Before this node's history ("Unknowable sets" above): all but membership.
+            vset = ValidatorSet.of([Validator(item.validator, item.public_key, 1)])
         member = None if vset is None else vset.get(item.validator)
         if member is None or member.pub_key != item.public_key:
             return False
@@ -1008,6 +1022,8 @@ class Driver:
         start = self.chain.height
         last_commit: Commit | None = None
         for synced in response.blocks:
+            if self._stopping:
+                break  # a long batch must not hold a graceful stop (SIGTERM) back
             height = self.chain.height + 1
             try:
                 block, commit = check_synced_block(

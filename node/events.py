@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from consensus.errors import RemoteProtocolError
 from ledger.block import Block
 from ledger.codes import LedgerError
 from ledger.crypto import address_from_text, address_to_text
@@ -52,7 +53,7 @@ _AND = re.compile(r"\s+AND\s+", re.IGNORECASE)
 MAX_QUERY_CHARS = 512
 
 
-class QueryError(ValueError):
+class QueryError(RemoteProtocolError, ValueError):
     """A subscription query outside the supported language (the message says why)."""
 
 

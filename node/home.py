@@ -37,7 +37,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.crypto import KeyPair, address_to_text, generate_key, read_key_file, write_key_file
+from ledger.crypto import (
+    KeyPair,
+    address_from_public_key,
+    address_to_text,
+    generate_key,
+    is_encrypted_key_file,
+    read_key_file,
+    write_key_file,
+)
 from ledger.genesis import (
     DEFAULT_CHAIN_ID,
     DEFAULT_ROLES,
@@ -60,6 +68,7 @@ from node.config import (
     RpcConfig,
 )
 from node.rpc.tls import CA_CERT, make_ca, make_server_cert
+from node.signer_client import SignerLink
 
 INSTITUTIONS = tuple(DEFAULT_ROLES)  # ministry, central-bank, regulator, auditor
 CLIENTS_DIR = "clients"
@@ -82,6 +91,21 @@ class HomeExistsError(HomeError):
 
 class HomeLockedError(HomeError):
     """Another process runs a node on this home folder."""
+
+
+class PlaintextKeyError(HomeError):
+    """A validator's key file is not encrypted and its config does not allow that
+    (`allow_plaintext_key`): `khazana start` exits with EXIT_PLAINTEXT_KEY."""
+
+
+def refuse_plaintext_validator_key(path: Path, *, where: str) -> None:
+    """PlaintextKeyError unless the key file at `path` is sealed under a passphrase."""
+    if not is_encrypted_key_file(path):
+        raise PlaintextKeyError(
+            f"{path} is a plain (unencrypted) validator key: encrypt it "
+            f"(khazana key encrypt {path}), move it to a remote signer ([signer]), or, for a "
+            f"test network only, {where}"
+        )
 
 
 def validator_names(count: int) -> list[str]:
@@ -229,6 +253,7 @@ def init_network(
             ),
             rpc=RpcConfig(listen=rpc, **tls),
             metrics=MetricsConfig(listen=metrics),
+            allow_plaintext_key=True,  # a test network: every key is in this one folder anyway
         )
         config.write()
         _write_file(home / GENESIS_FILE, genesis_bytes)
@@ -445,7 +470,18 @@ def prepare_start(home: str | os.PathLike[str]) -> StartPlan:
                 "chain_id",
                 f"{config.chain_id!r} but {config.genesis_path} is for {genesis['chain_id']!r}",
             )
+        link = SignerLink.from_config(config)
+        if config.is_validator and link is None and not config.allow_plaintext_key:
+            refuse_plaintext_validator_key(
+                config.node_key_path, where=f"set allow_plaintext_key = true in {CONFIG_FILE}"
+            )
         key = read_key_file(config.node_key_path)
+        if link is not None and key.public_key == link.validator_key:
+            raise HomeError(
+                f"{config.node_key_path} is the validator key that [signer] names: with a "
+                "remote signer the node holds its own node key (khazana keygen) and no "
+                "validator key at all (docs/OPERATIONS.md, 'Remote signer')"
+            )
         for index, peer in enumerate(config.p2p.peers):
             if peer.pub_key == key.public_key:
                 raise ConfigError(
@@ -453,10 +489,15 @@ def prepare_start(home: str | os.PathLike[str]) -> StartPlan:
                 )
         if config.is_validator:
             names = {bytes.fromhex(v["public_key"]): v["name"] for v in genesis["validators"]}
-            if key.public_key not in names:
+            # With a remote signer the node key is only the P2P identity; the signer's
+            # validator key is the one the genesis must name.
+            validator_key = key.public_key if link is None else link.validator_key
+            where = config.node_key_path if link is None else f"{CONFIG_FILE} [signer]"
+            if validator_key not in names:
                 raise HomeError(
-                    f"{config.node_key_path} (public key {key.public_key.hex()}, address "
-                    f"{address_to_text(key.address)}) is not in the genesis validator set "
+                    f"{where} (public key {validator_key.hex()}, address "
+                    f"{address_to_text(address_from_public_key(validator_key))}) is not in "
+                    "the genesis validator set "
                     f"{sorted(names.values())}: a validator must use its own validator key "
                     '(set role = "observer" to follow the chain without voting)'
                 )

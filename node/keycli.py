@@ -5,6 +5,7 @@ Passphrases never travel on the command line (they would be in the shell history
 `ps`): a new one comes from the file named by KHAZANA_NEW_PASSPHRASE_FILE (for keygen and
 encrypt also KHAZANA_PASSPHRASE_FILE), else it is asked for twice on the terminal; the
 current one of an encrypted file comes from KHAZANA_PASSPHRASE_FILE, else the terminal.
+`khazana key hsm-generate` (a key inside a PKCS#11 token) lives in node/hsmcli.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from ledger.crypto import (
     read_passphrase_file,
     write_key_file,
 )
+from node.hsm import is_reference_file
+from node.hsmcli import add_hsm_parsers, cmd_hsm_generate
 
 NEW_PASSPHRASE_FILE_ENV = "KHAZANA_NEW_PASSPHRASE_FILE"
 EXIT_REFUSED = 1
@@ -44,7 +47,9 @@ def add_key_parsers(sub: argparse._SubParsersAction, keygen: argparse.ArgumentPa
         help="seal the key under a passphrase (KHAZANA_PASSPHRASE_FILE, else asked twice)",
     )
     _cost_option(keygen)
-    key = sub.add_parser("key", help="encrypt, decrypt or re-encrypt a key file")
+    key = sub.add_parser(
+        "key", help="encrypt, decrypt or re-encrypt a key file; make a key in an HSM"
+    )
     actions = key.add_subparsers(dest="key_action", required=True)
     encrypt = actions.add_parser("encrypt", help="seal a plain key file in place")
     encrypt.add_argument("file")
@@ -55,6 +60,7 @@ def add_key_parsers(sub: argparse._SubParsersAction, keygen: argparse.ArgumentPa
     change = actions.add_parser("change-passphrase", help="re-seal under a new passphrase")
     change.add_argument("file")
     _cost_option(change)
+    add_hsm_parsers(actions)
 
 
 def _cost_option(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +84,14 @@ def keygen_encrypted(args: argparse.Namespace):
 
 
 def cmd_key(args: argparse.Namespace) -> int:
+    if args.key_action == "hsm-generate":
+        return cmd_hsm_generate(args)
     try:
+        if is_reference_file(args.file):
+            raise KeyFileError(
+                f"{args.file} names a key in a hardware security module: it has no seed to "
+                "encrypt or export (the token's own PIN and backup protect it)"
+            )
         if args.key_action == "encrypt":
             if is_encrypted_key_file(args.file):
                 raise KeyFileError(f"key file {args.file} is encrypted already")

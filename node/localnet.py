@@ -10,9 +10,12 @@
    session, with stdout and stderr appended to `ROOT/NAME/node.log`;
 3. waits until every node answers the JSON-RPC `health` method on its RPC address (bounded;
    on failure it says which node, why, and shows the end of its log);
-4. writes `ROOT/localnet.json` (CONTRACT.md), prints a summary, runs `scripts/demo.py` once when
-   asked, and waits;
-5. on SIGTERM or SIGINT (or any failure) stops every node it started: SIGTERM, then SIGKILL
+4. starts the supervision dashboard (`khazana dashboard`, node/dashboard/) on the first node
+   with the regulator's client key, unless `dashboard=False`; its log is ROOT/dashboard.log;
+5. writes `ROOT/localnet.json` (CONTRACT.md; plus `dashboard`: the address to open, with its
+   access token), prints a summary and the dashboard's address, runs `scripts/demo.py` once
+   when asked, and waits;
+6. on SIGTERM or SIGINT (or any failure) stops the dashboard and every node it started: SIGTERM, then SIGKILL
    for those still running after a grace period; then exits 0.
 
 Waiting on other processes is done by polling at a short interval: a child's HTTP server
@@ -53,6 +56,9 @@ NODE_COMMAND_ENV = "KHAZANA_LOCALNET_NODE_CMD"
 """A shell-quoted command that replaces `python -m node start`; `--home DIR` is appended."""
 LOCALNET_FILE = "localnet.json"
 LOG_FILE = "node.log"
+DASHBOARD_LOG = "dashboard.log"
+DASHBOARD_START_S = 15.0  # for the dashboard to print its address
+DASHBOARD_KEY = "regulator"  # the client key it reads with (else the first institution's)
 POLL_S = 0.2
 HEALTH_REQUEST_TIMEOUT_S = 2.0
 LOG_TAIL_LINES = 20
@@ -201,6 +207,7 @@ class Localnet:
         self.out = out
         self.grace_s = grace_s
         self.children: list[_Child] = []
+        self.dashboard: subprocess.Popen | None = None
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -248,6 +255,41 @@ class Localnet:
                 return False
         return True
 
+    def start_dashboard(self) -> str | None:
+        """Start `khazana dashboard` on the first node; the address it prints (with its access
+        token), or None (said why) if it did not come up. The network runs either way."""
+        clients = dict(self.network.clients)
+        key = clients.get(DASHBOARD_KEY) or next(iter(clients.values()), None)
+        if key is None or not self.network.nodes:
+            return None
+        log_path = self.network.root / DASHBOARD_LOG
+        command = [
+            sys.executable, "-m", "node", "dashboard", "--rpc", self.network.nodes[0].rpc_url,
+            "--key", str(key), "--listen", f"{self.network.nodes[0].p2p.host}:0",
+        ]  # fmt: skip
+        if self.network.ca_file is not None:
+            command += ["--ca-file", str(self.network.ca_file)]
+        with open(log_path, "ab") as log:
+            start = log.tell()
+            self.dashboard = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + DASHBOARD_START_S
+        while time.monotonic() < deadline and self.dashboard.poll() is None:
+            with open(log_path, "rb") as log:
+                log.seek(start)
+                for line in log.read().decode(errors="replace").splitlines():
+                    if ": open http" in line:
+                        return line.rsplit(" ", 1)[1]
+            if self.stop.wait(POLL_S):
+                return None
+        self.say(f"the dashboard did not start; see {log_path}")
+        return None
+
     def report_exits(self) -> None:
         for child in self.children:
             code = child.process.poll()
@@ -260,6 +302,13 @@ class Localnet:
 
     def stop_all(self) -> None:
         """SIGTERM every running node, SIGKILL those still running after the grace period."""
+        if self.dashboard is not None and self.dashboard.poll() is None:
+            _signal(self.dashboard, signal.SIGTERM)
+            try:
+                self.dashboard.wait(timeout=self.grace_s)
+            except subprocess.TimeoutExpired:
+                _signal(self.dashboard, signal.SIGKILL)
+                self.dashboard.wait()
         running = [child for child in self.children if child.process.poll() is None]
         for child in running:
             _signal(child.process, signal.SIGTERM)
@@ -312,6 +361,7 @@ def run_localnet(
     observers: int = 0,
     fresh: bool = False,
     demo: bool = False,
+    dashboard: bool = True,
     base_port: int = DEFAULT_BASE_PORT,
     host: str = DEFAULT_HOST,
     time_step_ms: int | None = None,
@@ -364,8 +414,14 @@ def run_localnet(
         if not healthy:
             return 0
         pids = {child.node.name: child.process.pid for child in localnet.children}
-        _write_json(root / LOCALNET_FILE, localnet_document(network, pids))
+        dashboard_url = localnet.start_dashboard() if dashboard else None
+        document = localnet_document(network, pids)
+        if dashboard_url is not None:
+            document["dashboard"] = dashboard_url  # an extension of CONTRACT.md's document
+        _write_json(root / LOCALNET_FILE, document)
         _print_summary(localnet, root, out)
+        if dashboard_url is not None:
+            localnet.say(f"supervision dashboard: {dashboard_url}")
         if demo:
             code = localnet.run_demo()
             if code is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from consensus.errors import RemoteProtocolError
 from consensus.types import Commit, Proposal, Vote
 from consensus.wire import WireError, decode_message, encode_message
 from ledger import codec
@@ -36,7 +37,7 @@ MAX_HEIGHT = 2**63 - 1
 HASH_SIZE = 32
 
 
-class MessageError(ValueError):
+class MessageError(RemoteProtocolError, ValueError):
     """A peer sent bytes that are not a valid node message (a remote protocol error)."""
 
 

@@ -33,6 +33,10 @@ nothing here affects state (a block interval is measured by the caller and only 
                                                    the hostile-client defences: host,
                                                    content_type, per_ip, budget, ws_idle,
                                                    ws_slow, send_timeout (docs/OPERATIONS.md)
+    khazana_signer_up                   gauge      1 while the remote signer answers ([signer])
+    khazana_signer_failures_total       counter    signatures not obtained, by `reason`
+                                                   (unavailable, double_sign, wrong_chain, ...)
+    khazana_signer_sign_seconds         histogram  round trip of one signature via the signer
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from prometheus_client import (
 )
 
 from ledger.codes import Code
-from node.asgi import serve_asgi
+from node.asgi import answer_lifespan, serve_asgi
 from node.p2p.admission import REASONS as PEER_REFUSAL_REASONS
 
 # Block interval buckets (seconds): a healthy network commits every ~1 s under load and at the
@@ -201,6 +205,24 @@ class Metrics:
         )
         for reason in REFUSAL_REASONS:  # exported at 0 from the start: alerts see a rate
             self.rpc_refusals.labels(reason=reason)
+        self.signer_up = Gauge(
+            "signer_up", "1 while the remote signer answers", namespace=namespace, registry=r
+        )
+        self.signer_failures = Counter(
+            "signer_failures",
+            "Signatures the remote signer did not give, by reason",
+            ["reason"],
+            namespace=namespace,
+            registry=r,
+        )
+        self.signer_failures.labels(reason="unavailable")  # exported at 0: alerts see a rate
+        self.signer_sign_seconds = Histogram(
+            "signer_sign_seconds",
+            "Round trip of one signature through the remote signer",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            namespace=namespace,
+            registry=r,
+        )
 
     # The calls the node makes.
 
@@ -259,6 +281,15 @@ class Metrics:
                 child.inc(new)
             self._p2p_refused_seen[reason] = refused[reason]
 
+    def signer_signed(self, seconds: float) -> None:
+        self.signer_sign_seconds.observe(seconds)
+
+    def signer_failed(self, reason: str) -> None:
+        self.signer_failures.labels(reason=reason).inc()
+
+    def set_signer_up(self, up: bool) -> None:
+        self.signer_up.set(1 if up else 0)
+
     def set_catching_up(self, catching_up: bool) -> None:
         self.catching_up.set(1 if catching_up else 0)
 
@@ -280,13 +311,8 @@ class MetricsApp:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         if scope["path"] != "/metrics":

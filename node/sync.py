@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consensus.errors import RemoteProtocolError
 from consensus.types import Commit, ValidatorSet, verify_commit
 from consensus.wire import WireError, decode_message
 from ledger.block import Block, decode_block
@@ -33,7 +34,7 @@ from node.messages import MAX_MESSAGE_SIZE, SyncedBlock, SyncRequest, SyncRespon
 Verify = Callable[[bytes, bytes, bytes], bool]
 
 
-class SyncError(Exception):
+class SyncError(RemoteProtocolError):
     """A peer's synced block or certificate is invalid (the peer misbehaved)."""
 
 

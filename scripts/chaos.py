@@ -26,7 +26,8 @@ promises (f = 1 of 4 down or byzantine, every partition healed):
                 only; skipped and reported otherwise)
 
 After each fault it measures recovery: seconds from healing until every running node is past
-the highest height seen at the heal. Then it heals everything, stops the load, checks LIVE
+the highest height seen at the heal; a victim restarted without its record (signing hold)
+must also sign again before the next fault, as one fault at a time means. Then it heals everything, stops the load, checks LIVE
 (every node at one tip, the chain grows), stops the nodes and checks from their stores:
 SAFE (same block hash and app_hash per height on every node, every certificate verifies
 against genesis, no validator signed two values for one slot), NO LOSS (every acknowledged
@@ -288,6 +289,24 @@ class Chaos:
         self.notes.append(f"{kind}: not recovered past {since_tip} within {RECOVERY_BOUND_S} s")
         log(self.notes[-1])
 
+    def wait_signing_again(self, victim: str, kind: str) -> None:
+        """A victim restarted without its record follows without signing (the signing hold)
+        until the network decides past its tip. Until then it is one fault of the f = 1 the
+        network tolerates, so the next fault waits for it to sign again (bounded): two held
+        validators at once halt four, by design, until an operator restores a record."""
+        text = self.net.log(victim)
+        held_at = text.rfind("NOT SIGNING")
+        if held_at < 0 or "SIGNING AGAIN" in text[held_at:]:
+            return
+        deadline = time.monotonic() + RECOVERY_BOUND_S
+        while time.monotonic() < deadline:
+            self.check_processes()
+            if "SIGNING AGAIN" in self.net.log(victim)[held_at:]:
+                return
+            time.sleep(0.2)
+        self.notes.append(f"{kind}: {victim} still not signing after {RECOVERY_BOUND_S} s")
+        log(self.notes[-1])
+
     def inject(self, kind: str) -> None:
         names = list(self.net.names)
         victim = self.rng.choice(names)
@@ -299,6 +318,7 @@ class Chaos:
             return
         self.faults[kind] += 1
         self.recover(max(tip, self.tip()), kind)  # past the tip at the heal
+        self.wait_signing_again(victim, kind)
 
     # -- process faults
 
@@ -339,7 +359,11 @@ class Chaos:
         )
 
     def _delete_record(self, victim: str) -> None:
+        asked = time.monotonic()
         code = self.net.stop(victim)
+        stop_s = time.monotonic() - asked
+        if stop_s > 5:
+            self.notes.append(f"delete_record: {victim} took {stop_s:.1f} s to stop on SIGTERM")
         if code != 0:
             self.honest_crashes.append(f"{victim} stopped with {code} before delete_record")
         db = sqlite3.connect(self.net.root / victim / "data" / "node.db")

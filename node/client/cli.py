@@ -31,6 +31,10 @@ node is verified against `--ca-file FILE`, else `$KHAZANA_CA_FILE`, else the sys
 Exit codes: 0 ok; 1 refused (a rejected transaction: code, name and meaning; an RPC error;
 not found; not committed in time; a proof that does not verify); 2 bad usage or input (argparse, a bad argument value, an
 unreadable key or transaction file); 3 the node is unreachable.
+
+Every `--key FILE` may be a key file (plain or encrypted) or a PKCS#11 key reference
+(`khazana key hsm-generate`): the transaction or request is then signed inside the hardware
+security module, and `--sign-only` / `--out` / `tx sign` sign offline with it the same way.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger.codes import Code
-from ledger.crypto import KeyFileError, KeyPair, read_key_file
+from ledger.crypto import KeyFileError
 from ledger.genesis import DEFAULT_CHAIN_ID
 from node.client.core import DEFAULT_RPC, NOT_FOUND, Admission, Committed
 from node.client.errors import (
@@ -55,7 +59,7 @@ from node.client.errors import (
     SignedTxFileError,
     TxRejected,
 )
-from node.client.ops import OPS, BuildError, build, parse_cli_value
+from node.client.ops import AMOUNT, AMOUNT_HINT, OPS, BuildError, build, parse_cli_value
 from node.client.proofs import (
     TrustedValidators,
     verify_account,
@@ -72,6 +76,7 @@ from node.client.signing import (
     write_tx_file,
 )
 from node.client.sync import Client
+from node.keyload import SigningKey, load_key
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -104,7 +109,10 @@ MEANINGS: dict[Code, str] = {
     Code.UNAUTHORIZED: "the sender lacks the role this operation needs",
     Code.DUPLICATE_TX: "this very transaction was already submitted",
     Code.SENDER_NOT_SIGNED: "the sender's own key did not sign",
-    Code.ACCOUNT_NOT_FOUND: "an account named in the transaction does not exist on the chain",
+    Code.ACCOUNT_NOT_FOUND: "an account named in the transaction does not exist on the chain: "
+    "a new key has no account until it is onboarded -- a regulator or a licensed VASP runs "
+    "`khazana tx onboard_investor --investor kz1... --country CC --category retail "
+    "--kyc-expiry YYYY-MM-DD --key ITS.key` first",
     Code.INSTITUTION_MISMATCH: "the account belongs to another institution than the grant names",
     Code.INSTRUMENT_PAUSED: "the instrument is paused",
     Code.CLOSED_PERIOD: "the instrument is in its closed period before a payment",
@@ -177,7 +185,9 @@ def add_tx_parser(sub: argparse._SubParsersAction) -> None:
                 dest=arg.param,
                 required=arg.required,
                 metavar=arg.kind.upper(),
-                help=arg.help + ("" if arg.required else " (optional)"),
+                help=arg.help
+                + (f": {AMOUNT_HINT}" if arg.kind == AMOUNT else "")
+                + ("" if arg.required else " (optional)"),
             )
         parser.add_argument(
             "--key", action="append", required=True, help="key file; repeat to co-sign"
@@ -385,11 +395,11 @@ def _rejection_json(exc: TxRejected) -> dict:
 # --------------------------------------------------------------------------- tx
 
 
-def _client(args: argparse.Namespace, key: KeyPair | None = None) -> Client:
+def _client(args: argparse.Namespace, key: SigningKey | None = None) -> Client:
     """The client of `--rpc`, signing with `key`, else `--key` / $KHAZANA_KEY if given."""
     if key is None:
         path = getattr(args, "auth_key", None) or os.environ.get(KEY_ENV)
-        key = read_key_file(path) if path else None
+        key = load_key(path) if path else None
     ca_file = getattr(args, "ca_file", None) or os.environ.get(CA_ENV) or None
     return Client(args.rpc or _rpc_default(), key=key, ca_file=ca_file)
 
@@ -453,7 +463,7 @@ def cmd_tx_op(args: argparse.Namespace) -> int:
         if text is not None:
             values[arg.param] = parse_cli_value(arg, text)
     operation = build(spec.name, **values)
-    keys = [read_key_file(path) for path in args.key]
+    keys = [load_key(path) for path in args.key]
     genesis = _load_genesis(args.genesis)
     chain_id = args.chain_id or (genesis["chain_id"] if genesis else None)
     if args.sign_only:
@@ -486,7 +496,7 @@ def cmd_tx_op(args: argparse.Namespace) -> int:
 @_guarded
 def cmd_tx_sign(args: argparse.Namespace) -> int:
     tx = read_tx_file(args.infile)
-    keys = [read_key_file(path) for path in args.key]
+    keys = [load_key(path) for path in args.key]
     signed = add_signatures(tx, keys)
     out = args.out or args.infile
     document = write_tx_file(out, signed, _load_genesis(args.genesis))

@@ -28,6 +28,11 @@ from ledger.tx import TxBody
 # Argument kinds: how a value is checked and put on the wire, and how the CLI parses it.
 ADDRESS = "address"  # kz1 text -> 20 bytes
 AMOUNT = "amount"  # int > 0
+# What an amount is, for the command line's help and its refusal of "0.50".
+AMOUNT_HINT = (
+    "amounts are integers in the instrument's minor units (its `decimals` say where the point "
+    "goes: with 2 decimals, 0.50 is 50; `khazana query instrument ID` shows them)"
+)
 INT = "int"  # int >= 0
 TEXT = "text"
 DATE = "date"  # ISO date text
@@ -434,7 +439,12 @@ def parse_cli_value(spec: ArgSpec, text: str) -> Any:
         try:
             return int(text.replace("_", ""), 10)
         except ValueError:
-            raise BuildError(f"--{spec.name.replace('_', '-')} must be an integer") from None
+            flag = f"--{spec.name.replace('_', '-')}"
+            if spec.kind == AMOUNT:
+                raise BuildError(
+                    f"{flag} must be an integer: {AMOUNT_HINT}, got {text!r:.40}"
+                ) from None
+            raise BuildError(f"{flag} must be an integer") from None
     if spec.kind in (JSON, VALIDATORS):
         try:
             return json.loads(text, parse_float=_no_float)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from consensus.errors import RemoteProtocolError
+
 
 class PeerCode(IntEnum):
     FRAME_TOO_LARGE = 500  # a length prefix above the Noise limit of 65535 bytes
@@ -36,7 +38,7 @@ class PeerCode(IntEnum):
     FRAME_TIMEOUT = 512  # a frame began but its remaining bytes did not come in time
 
 
-class PeerProtocolError(Exception):
+class PeerProtocolError(RemoteProtocolError):
     """The remote broke the protocol: close this connection, never crash the node."""
 
     def __init__(self, code: PeerCode, message: str) -> None:

@@ -1,7 +1,8 @@
 """The node's JSON-RPC 2.0 interface over HTTP: a hand-written ASGI app served by hypercorn.
 
-What it owns: the HTTP surface of one node (`POST /` for JSON-RPC, `GET /health`, CORS, the
-WebSocket handshake at `/websocket`), the HTTP limits, and serving (`serve_rpc`). The
+What it owns: the HTTP surface of one node (`POST /` for JSON-RPC, the GET form of the read
+methods -- `GET /status`, `GET /block?height=5`, `GET /health`, answered in a JSON-RPC envelope
+with id -1 as CometBFT does --, CORS, the WebSocket handshake at `/websocket`), the HTTP limits, and serving (`serve_rpc`). The
 JSON-RPC rules are node/rpc/framing.py's, the methods node/rpc/methods.py's, and everything is
 asked of the node through the `NodeView` protocol (node/rpc/nodeview.py); reads are of
 committed state only, never a pending block. The package's modules: node/rpc/__init__.py.
@@ -47,7 +48,7 @@ from typing import Any
 
 import trio
 
-from node.asgi import serve_asgi
+from node.asgi import answer_lifespan, serve_asgi
 from node.rpc.auth import (
     QUERY_PARAM,
     Authenticator,
@@ -62,10 +63,13 @@ from node.rpc.guard import Guard
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import RpcMethods
 from node.rpc.nodeview import NodeView
+from node.rpc.params import query_params
 from node.rpc.scopes import Scopes, caller
 from node.rpc.websocket import serve_websocket
 
 log = logging.getLogger("khazana.rpc")
+
+GET_ID = -1  # the id of a GET form's answer (CometBFT answers its URI calls with id -1)
 
 
 class RpcApp:
@@ -88,7 +92,7 @@ class RpcApp:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
         elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
@@ -136,7 +140,7 @@ class RpcApp:
                 token = _query_token(scope.get("query_string", b""))
             if token is None:
                 return None
-            return self.auth.verify(token, scope.get("method", "GET"), scope["path"], body)
+            return self.auth.verify(token, scope.get("method", "GET"), signed_path(scope), body)
         except AuthError as refused:
             raise self.scopes.no_credentials(
                 refused.rule, refused.detail, time_ms=self.auth.clock_ms()
@@ -159,10 +163,8 @@ class RpcApp:
         if allow_origin is not None:
             cors = [(b"access-control-allow-origin", allow_origin.encode()), (b"vary", b"origin")]
         send = _with_headers(send, cors)
-        if path == "/health" and method in ("GET", "HEAD"):
-            await _respond(send, 200, b"ok\n", b"text/plain; charset=utf-8")
-            return
-        if path != "/":
+        get_method = self._get_method(path)
+        if path != "/" and get_method is None:
             await _respond(send, 404, b"not found\n", b"text/plain; charset=utf-8")
             return
         if method == "OPTIONS":
@@ -177,7 +179,19 @@ class RpcApp:
                         (b"access-control-max-age", b"600"),
                     ],
                 )
-            await _respond(send, 204, b"", None, allow=b"POST, OPTIONS")
+            await _respond(send, 204, b"", None, allow=b"POST, GET, OPTIONS")
+            return
+        if get_method is not None:
+            if method not in ("GET", "HEAD"):
+                await _respond(
+                    send,
+                    405,
+                    b"GET /<method>?param=value\n",
+                    b"text/plain; charset=utf-8",
+                    allow=b"GET",
+                )
+                return
+            await self._get(scope, send, get_method)
             return
         if method != "POST":
             await _respond(
@@ -207,6 +221,34 @@ class RpcApp:
         except RpcError as refused:
             await _respond_json(send, 401, error_response(refused))
             return
+        await self._answer(send, identity, body)
+
+    def _get_method(self, path: str) -> str | None:
+        """The method a GET path names (`/status`, `/health`), None if none may be."""
+        name = path[1:]
+        return name if name in self.methods.get_methods else None
+
+    async def _get(self, scope: dict, send: Callable, name: str) -> None:
+        """CometBFT's GET form: `GET /block?height=5` is the call {"method": "block",
+        "params": {"height": "5"}, "id": -1}, answered in a JSON-RPC envelope. Everything a
+        POST passes applies to it: the guard in front (Host, per-IP caps), the credentials
+        (signed over "GET <path>?<query>" and an empty body), the method's scope rule, the
+        answer budgets and the requests-in-flight cap."""
+        try:
+            params = query_params(scope.get("query_string", b""), self.limits.max_body_bytes)
+        except RpcError as bad:
+            await _respond_json(send, 200, error_response(bad, GET_ID))
+            return
+        try:
+            identity = self._authenticate(scope, b"")
+        except RpcError as refused:
+            await _respond_json(send, 401, error_response(refused, GET_ID))
+            return
+        request = {"jsonrpc": "2.0", "id": GET_ID, "method": name, "params": params}
+        await self._answer(send, identity, json.dumps(request).encode())
+
+    async def _answer(self, send: Callable, identity: bytes | None, body: bytes) -> None:
+        """Run the JSON-RPC `body` as `identity` within the requests-in-flight cap."""
         try:
             self._in_flight.acquire_nowait()
         except trio.WouldBlock:
@@ -248,6 +290,16 @@ def _access(api: NodeView, limits: RpcLimits) -> tuple[Scopes, Authenticator]:
         cache_bytes=limits.auth_replay_cache_bytes,
     )
     return scopes, auth
+
+
+def signed_path(scope: dict) -> str:
+    """The <path> a credential signs: the path, and for a plain HTTP request its query string
+    as sent ("/block?height=5"), so a signed GET cannot be replayed with other params. (A
+    WebSocket handshake signs its path alone: its query carries the credential itself.)"""
+    query = scope.get("query_string", b"")
+    if scope["type"] == "http" and query:
+        return f"{scope['path']}?{query.decode('latin-1')}"
+    return scope["path"]
 
 
 def _query_token(query_string: bytes) -> str | None:
@@ -328,16 +380,6 @@ async def _respond_json(send: Callable, status: int, obj: Any) -> None:
         text = json.dumps(error_response(RpcError(INTERNAL_ERROR, "Internal error")))
     body = text.encode("utf-8")
     await _respond(send, status, body, b"application/json")
-
-
-async def _lifespan(receive: Callable, send: Callable) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 # --------------------------------------------------------------------------- serving

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.block import decode_block
+from ledger.validator_history import UnknownValidatorSet
 from node.rpc.budget import expect_answer_bytes
 from node.rpc.errors import NOT_FOUND, RpcError
 from node.rpc.framing import Method
@@ -68,7 +69,10 @@ class ChainMethods:
     async def validators(self, height: Any = None) -> dict:
         if height is not None:
             height = await committed_height(self.node.store, height)
-        block_height, validators = await self.node.validators(height)
+        try:
+            block_height, validators = await self.node.validators(height)
+        except UnknownValidatorSet as exc:
+            raise RpcError(NOT_FOUND, "Not found", str(exc)) from None
         return {"block_height": block_height, "validators": validators, "total": len(validators)}
 
     async def num_unconfirmed_txs(self) -> dict:

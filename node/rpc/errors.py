@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from consensus.errors import RemoteProtocolError
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -46,8 +48,13 @@ class RpcError(Exception):
         return error
 
 
+class BadRequest(RpcError, RemoteProtocolError):
+    """The client broke JSON-RPC or a method's parameters (parse error, invalid request,
+    invalid params): a remote protocol error, answered and forgotten."""
+
+
 def invalid_params(message: str) -> RpcError:
-    return RpcError(INVALID_PARAMS, "Invalid params", message)
+    return BadRequest(INVALID_PARAMS, "Invalid params", message)
 
 
 def error_response(error: RpcError, request_id: Any = None) -> dict:

@@ -25,6 +25,7 @@ from node.rpc.errors import (
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     SERVER_LIMIT,
+    BadRequest,
     RpcError,
     error_response,
     invalid_params,
@@ -85,7 +86,7 @@ class JsonRpc:
             # Strict UTF-8 first: json.loads(bytes) would let encoded lone surrogates through.
             message = json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
         except (ValueError, RecursionError):
-            return error_response(RpcError(PARSE_ERROR, "Parse error"))
+            return error_response(BadRequest(PARSE_ERROR, "Parse error"))
         deadline = trio.current_time() + self.request_timeout_ms / 1000
         if isinstance(message, list):
             refusal = self._batch_refusal(message)
@@ -97,7 +98,7 @@ class JsonRpc:
     def _batch_refusal(self, calls: list) -> dict | None:
         """The error answering a whole batch that cannot be run (empty, too long), or None."""
         if not calls:
-            return error_response(RpcError(INVALID_REQUEST, "Invalid Request", "empty batch"))
+            return error_response(BadRequest(INVALID_REQUEST, "Invalid Request", "empty batch"))
         if len(calls) > self.max_batch:
             return error_response(
                 RpcError(
@@ -210,7 +211,7 @@ class JsonRpc:
             request_id = None
             if isinstance(request, dict) and valid_id(request.get("id")):
                 request_id = request.get("id")
-            return error_response(RpcError(INVALID_REQUEST, "Invalid Request"), request_id)
+            return error_response(BadRequest(INVALID_REQUEST, "Invalid Request"), request_id)
         notification = "id" not in request
         request_id = request.get("id")
         try:

@@ -1,6 +1,12 @@
 """The method table of the node's JSON-RPC: every method by name, assembled from the groups
 that serve it (chain and node reads, transactions, committed state), each behind its rule of
-who may call it (node/rpc/scopes.py `METHOD_RULES`; the data checks are inside the methods)."""
+who may call it (node/rpc/scopes.py `METHOD_RULES`; the data checks are inside the methods),
+and `rpc.discover`, the table's OpenRPC document (node/rpc/openrpc.py, schemas in
+node/rpc/schemas.py: adding a method means adding its schema there).
+
+`GET_METHODS`: the methods that also answer CometBFT's GET form (`GET /block?height=5`,
+node/rpc/app.py): every method but those that submit a transaction -- a GET must never act
+(a browser sends a cross-site GET without asking), so submissions are POST only."""
 
 from __future__ import annotations
 
@@ -11,9 +17,13 @@ from node.rpc.chain_methods import ChainMethods
 from node.rpc.framing import Method
 from node.rpc.limits import RpcLimits
 from node.rpc.nodeview import NodeView
+from node.rpc.openrpc import document
 from node.rpc.scopes import Scopes
 from node.rpc.state_methods import StateMethods
 from node.rpc.tx_methods import TxMethods
+
+# Methods that submit (or dry-run) a transaction: POST only, never the GET form.
+SUBMIT_METHODS = frozenset({"broadcast_tx_sync", "broadcast_tx_commit", "check_tx"})
 
 
 class RpcMethods:
@@ -36,8 +46,20 @@ class RpcMethods:
             **self.chain.table(),
             **self.txs.table(),
             **self.state.table(),
+            "rpc.discover": Method(self.rpc_discover, ()),
         }
         self.table = {name: gated(name, method, self.scopes) for name, method in table.items()}
+        self.get_methods = frozenset(self.table) - SUBMIT_METHODS
+        self._document: dict | None = None
+
+    def discover(self) -> dict:
+        """The OpenRPC document of this table (built once: the table does not change)."""
+        if self._document is None:
+            self._document = document(self.table, self.get_methods)
+        return self._document
+
+    async def rpc_discover(self) -> dict:
+        return self.discover()
 
 
 def gated(name: str, method: Method, scopes: Scopes) -> Method:

@@ -65,7 +65,7 @@ from node.events import (
     parse_query,
 )
 from node.rpc.budget import count_refusal
-from node.rpc.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError
+from node.rpc.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, BadRequest, RpcError
 from node.rpc.framing import WEBSOCKET_ONLY, refuse_constant, valid_id
 from node.rpc.render import CODESPACE, b64, render_header, to_json
 from node.rpc.scopes import Scopes
@@ -187,7 +187,7 @@ class _Connection:
             # The same JSON as over HTTP (framing.py): no NaN or Infinity.
             message = json.loads(text, parse_constant=refuse_constant)
         except (ValueError, RecursionError):
-            await self.send_text(_error(RpcError(PARSE_ERROR, "Parse error")))
+            await self.send_text(_error(BadRequest(PARSE_ERROR, "Parse error")))
             return
         if _is_subscription(message):
             answer = await self.subscription_call(message)
@@ -217,12 +217,12 @@ class _Connection:
             or not isinstance(request.get("params", []), (list, dict))
         ):
             echoed = request_id if valid_id(request_id) else None
-            return _error(RpcError(INVALID_REQUEST, "Invalid Request"), echoed)
+            return _error(BadRequest(INVALID_REQUEST, "Invalid Request"), echoed)
         params = request.get("params", {})
         if isinstance(params, list):
             if len(params) > 1:
                 return _error(
-                    RpcError(INVALID_PARAMS, "Invalid params", "at most 1 positional param"),
+                    BadRequest(INVALID_PARAMS, "Invalid params", "at most 1 positional param"),
                     request_id,
                 )
             params = dict(zip(("query",), params, strict=False))
@@ -245,7 +245,7 @@ class _Connection:
         except QueryError as exc:
             if "id" not in request:
                 return None
-            return _error(RpcError(INVALID_PARAMS, "Invalid params", str(exc)), request_id)
+            return _error(BadRequest(INVALID_PARAMS, "Invalid params", str(exc)), request_id)
         except RpcError as refused:  # not the caller's to read
             return None if "id" not in request else _error(refused, request_id)
         if "id" not in request:
@@ -336,7 +336,7 @@ async def _read_loop(
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
-                await connection.send_text(_error(RpcError(PARSE_ERROR, "Parse error")))
+                await connection.send_text(_error(BadRequest(PARSE_ERROR, "Parse error")))
                 continue
         if len(text) > max_bytes:
             await connection.close(CLOSE_TOO_BIG, f"message larger than {max_bytes} bytes")

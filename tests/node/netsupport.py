@@ -48,6 +48,7 @@ from node.rpc.auth import authorization_header
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("ministry", "central-bank", "regulator", "auditor")
 DEADLINE_S = 25  # per wait; a healthy network answers every wait in a few seconds
+STOP_GRACE_S = 20  # SIGTERM to SIGKILL in `Net.stop` (see there)
 DOUBLE_SIGN_LOG = "evidence of double signing"
 FAST_TIMEOUTS = (
     ("heartbeat_ms", 400),
@@ -203,11 +204,14 @@ class Net:
         proc.wait(timeout=10)
 
     def stop(self, name: str) -> int:
-        """SIGTERM (graceful: the current commit finishes), SIGKILL after 10 s; the exit code."""
+        """SIGTERM (graceful: the current commit finishes), SIGKILL after STOP_GRACE_S; the
+        exit code. The grace exceeds the node's own wait for its driver (node/app.py
+        DRIVER_STOP_WAIT_S, 10 s), as a process supervisor's must: on a loaded 2-core CI
+        machine a commit or a sync batch in progress can take seconds."""
         proc = self.procs.pop(name)
         proc.send_signal(signal.SIGTERM)
         try:
-            return proc.wait(timeout=10)
+            return proc.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait(timeout=10)

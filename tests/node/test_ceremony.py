@@ -151,7 +151,7 @@ def test_init_node_makes_a_home_from_the_shared_genesis_and_its_own_key(tmp_path
     peer = f"ministry={institutions['ministry']['node']['public_key']}@10.1.0.1:26656"
     printed = run_cli(
         [
-            "init-node", "--home", str(home), "--name", "central-bank",
+            "init-node", "--allow-plaintext-key", "--home", str(home), "--name", "central-bank",
             "--genesis", str(genesis), "--node-key", str(central["machine"] / "node_key.json"),
             "--external", "10.1.0.2:26656", "--peer", peer,
         ]
@@ -187,7 +187,7 @@ def test_init_node_refuses_a_key_the_genesis_does_not_name_and_other_mistakes(
 
     def init(home: str, key: Path, *extra: str) -> list[str]:
         return [
-            "init-node", "--home", str(tmp_path / home), "--name", "ministry",
+            "init-node", "--allow-plaintext-key", "--home", str(tmp_path / home), "--name", "ministry",
             "--genesis", str(genesis), "--node-key", str(key),
             "--external", "10.1.0.1:26656", *extra,
         ]  # fmt: skip
@@ -222,7 +222,7 @@ def test_four_homes_made_apart_run_one_chain(tmp_path, institutions):
         ]
         home = tmp_path / "operators" / name
         argv = [
-            "init-node", "--home", str(home), "--name", name, "--genesis", str(genesis),
+            "init-node", "--allow-plaintext-key", "--home", str(home), "--name", name, "--genesis", str(genesis),
             "--node-key", str(institutions[name]["machine"] / "node_key.json"),
             "--listen", f"127.0.0.1:{ports[name]}", "--external", f"127.0.0.1:{ports[name]}",
             "--rpc", f"127.0.0.1:{ports[name] + 1}",
@@ -285,7 +285,7 @@ def test_a_peer_key_that_is_not_an_ed25519_key_is_refused_before_start_would(
     genesis = tmp_path / "genesis.json"
     run_cli(genesis_args(institutions, genesis))
     argv = [
-        "init-node", "--home", str(tmp_path / "home"), "--name", "ministry",
+        "init-node", "--allow-plaintext-key", "--home", str(tmp_path / "home"), "--name", "ministry",
         "--genesis", str(genesis),
         "--node-key", str(institutions["ministry"]["machine"] / "node_key.json"),
         "--external", "10.1.0.1:26650", "--peer", f"auditor={'00' * 32}@10.1.0.4:26650",
@@ -312,7 +312,7 @@ def test_init_node_rpc_tls_makes_or_takes_the_certificate(tmp_path, institutions
             ]  # fmt: skip
         run_cli(
             [
-                "init-node", "--home", str(home), "--name", name, "--genesis", str(genesis),
+                "init-node", "--allow-plaintext-key", "--home", str(home), "--name", name, "--genesis", str(genesis),
                 "--node-key", str(institutions[name]["machine"] / "node_key.json"),
                 "--external", "10.1.0.2:26656", *extra,
             ]
@@ -326,7 +326,7 @@ def test_init_node_rpc_tls_makes_or_takes_the_certificate(tmp_path, institutions
     # A key without its certificate is a mistake, said before anything is written.
     run_cli(
         [
-            "init-node", "--home", str(tmp_path / "homes" / "regulator"), "--name", "regulator",
+            "init-node", "--allow-plaintext-key", "--home", str(tmp_path / "homes" / "regulator"), "--name", "regulator",
             "--genesis", str(genesis), "--external", "10.1.0.3:26656",
             "--node-key", str(institutions["regulator"]["machine"] / "node_key.json"),
             "--rpc-tls-key", str(homes["ministry"] / "rpc-key.pem"),

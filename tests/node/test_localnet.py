@@ -110,7 +110,7 @@ class Run:
         env = dict(os.environ)
         env[NODE_COMMAND_ENV] = f"{sys.executable} {script} {mode}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "node", "localnet", "--home", str(self.root)]
+            [sys.executable, "-m", "node", "localnet", "--home", str(self.root), "--no-dashboard"]
             + ["--validators", str(validators), "--observers", str(observers)]
             + ["--base-port", str(base), "--health-timeout", "30", *extra],
             env=env,

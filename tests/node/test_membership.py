@@ -181,6 +181,22 @@ def test_a_node_joins_and_a_validator_leaves_at_h_plus_2_without_a_restart(tmp_p
         "address": address_to_text(new_address),
         "voting_power": 10,
     }
+
+    # The `validators` RPC answers the set of the height it names (the one that signed that
+    # block), the latest committed by default -- not the next block's set.
+    api = api_of(nodes[0])
+
+    async def answers():
+        got = {h: await api.validators(h) for h in range(0, top + 1)}
+        return got, await api.validators(None)
+
+    by_height, latest = trio.run(answers)
+    for height, (labelled, validators) in by_height.items():
+        texts = {v["address"] for v in validators}
+        assert labelled == height
+        assert texts == {address_to_text(a) for a in members(max(height, 1))}, height
+    assert latest == by_height[nodes[0].chain.height]
+    assert {v["name"] for v in by_height[top][1]} >= {"candidate", "ministry"}
     for node in everyone:
         node.chain.close()
 

@@ -183,12 +183,6 @@ def test_simulate_node_prints_the_json_summary_last(capsys):
     assert summary["safety_violations"] >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/RELIABILITY.md defect 5 (open): a restarted validator cannot verify evidence "
-    "from before its restart and refuses every proposal carrying it; with a double voter "
-    "splitting the polkas the chain stalls. Remove this mark when it is fixed.",
-)
 def test_a_restarted_validator_and_a_double_voter_keep_the_chain_live():
     outcome = run_node_seed(NodeCase(128))
     assert outcome.violations == (), describe(outcome, NodeCase(128))

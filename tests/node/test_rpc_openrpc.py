@@ -1,0 +1,311 @@
+"""The OpenRPC document (`rpc.discover`, docs/openrpc.json) against a real node, and a real
+CometBFT client library against the same node.
+
+One validator started with `python -m node start` (tests/node/netsupport.Net), a cash token
+registered and issued, then EVERY registered method is called -- as the node answers it, over
+HTTP -- and its result validated against the method's schema in the document the node serves
+(jsonschema, a test-only dependency: an implementation of JSON Schema that is not ours).
+The params sent are validated against the param schemas too, in both forms the node takes
+(JSON integers and CometBFT's decimal strings).
+
+The CometBFT client check runs tests/js/cometbft_client.js (cosmjs' `@cosmjs/tendermint-rpc`,
+pinned in tests/js/package.json, installed by .ci/run) against the node; it skips when Node.js
+or the package is absent. docs/RPC.md "CometBFT clients" says which calls work and why the
+others cannot; the test holds that text to what the library does.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ledger.crypto import read_key_file
+from ledger.tx import TxBody, sign_tx
+from node.rpc.framing import Method
+from node.rpc.methods import RpcMethods
+from node.rpc.openrpc import dumps, missing_schemas
+from node.rpc.schemas import METHOD_SCHEMAS
+from tests.node.netsupport import ROOT, Net, free_base_port, rpc
+
+jsonschema = pytest.importorskip(
+    "jsonschema", reason="jsonschema (test extra: pip install -e '.[test]') validates the schemas"
+)
+
+DOCS_FILE = ROOT / "docs" / "openrpc.json"
+JS_DIR = ROOT / "tests" / "js"
+JS_SCRIPT = JS_DIR / "cometbft_client.js"
+CASH = "USD-CASH"
+
+
+def register_cash(chain_id: str, bank, nonce: int) -> bytes:
+    body = TxBody(
+        chain_id,
+        bank.address,
+        nonce,
+        "register_instrument",
+        {
+            "id": CASH,
+            "kind": "cash",
+            "name": "Central-bank USD cash token",
+            "currency": "USD",
+            "face_value": 1,
+            "decimals": 2,
+            "cap": 10**12,
+        },
+    )
+    return sign_tx(body, [bank]).raw
+
+
+def issue_cash(chain_id: str, bank, nonce: int, amount: int) -> bytes:
+    body = TxBody(
+        chain_id,
+        bank.address,
+        nonce,
+        "issue",
+        {"instrument": CASH, "to": bank.address, "amount": amount},
+    )
+    return sign_tx(body, [bank]).raw
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+class Node:
+    """One validator with a cash token registered (nonce 0) and issued (nonce 1)."""
+
+    def __init__(self, root: Path) -> None:
+        self.net = Net(root, free_base_port(1), validators=1, chain_id="khazana-openrpc")
+        self.name = self.net.names[0]
+        self.url = self.net.urls[self.name]
+        keys = {n: read_key_file(p) for n, p in self.net.network.clients}
+        self.bank = keys["central-bank"]
+        self.reader = keys["ministry"]  # an institution: reads everything
+        self.chain_id = self.net.chain_id
+
+    def call(self, method: str, **params):
+        return rpc(self.url, method, signer=self.reader, **params)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    node = Node(tmp_path_factory.mktemp("openrpc"))
+    try:
+        node.net.start(node.name)
+        node.net.wait(lambda: node.net.height(node.name) >= 1, "the first block")
+        yield node
+    finally:
+        node.net.stop_all()
+
+
+@pytest.fixture(scope="module")
+def registered(node):
+    """The committed `broadcast_tx_commit` answer registering the cash token (nonce 0)."""
+    answer = node.call("broadcast_tx_commit", tx=b64(register_cash(node.chain_id, node.bank, 0)))
+    assert answer["tx_result"]["code"] == 0, answer
+    return answer
+
+
+@pytest.fixture(scope="module")
+def document(node):
+    return node.call("rpc.discover")
+
+
+def validator(document: dict, schema: dict) -> jsonschema.Draft202012Validator:
+    """A validator of `schema` whose `$ref`s resolve in the document's components."""
+    rooted = {**schema, "components": document["components"]}
+    return jsonschema.Draft202012Validator(rooted)
+
+
+def check(document: dict, method: str, params: dict, answer: object) -> None:
+    spec = next(m for m in document["methods"] if m["name"] == method)
+    by_name = {p["name"]: p for p in spec["params"]}
+    assert set(params) <= set(by_name), (method, params)
+    for name, value in params.items():
+        errors = list(validator(document, by_name[name]["schema"]).iter_errors(value))
+        assert not errors, f"{method} param {name}={value!r}: {errors[0].message}"
+    for p in spec["params"]:
+        if p["required"]:
+            assert p["name"] in params, (method, p["name"])
+    errors = list(validator(document, spec["result"]["schema"]).iter_errors(answer))
+    assert not errors, f"{method} result: {errors[0].message} at {list(errors[0].path)}"
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def test_docs_openrpc_json_is_what_the_node_serves(document):
+    served = dumps(document)
+    assert DOCS_FILE.read_text(encoding="utf-8") == served, (
+        "docs/openrpc.json is stale: run .venv/bin/python scripts/openrpc.py"
+    )
+    # ... and what the table of any node gives (no node needed to list the methods).
+    assert dumps(RpcMethods(node=None).discover()) == served
+
+
+def test_every_registered_method_has_a_schema_and_every_schema_a_method():
+    table = RpcMethods(node=None).table
+    assert missing_schemas(table) == [], (
+        "add the schema of each of these methods to node/rpc/schemas.py METHOD_SCHEMAS"
+    )
+    assert sorted(METHOD_SCHEMAS) == sorted(table), "a schema of a method no node registers"
+
+
+def test_a_method_without_a_schema_is_caught_and_still_listed():
+    table = dict(RpcMethods(node=None).table)
+
+    async def handler():
+        return {}
+
+    table["supervision_report"] = Method(handler, ())
+    table["account_with_more"] = Method(handler, ("address", "prove", "height"), ("address",))
+    assert missing_schemas(table) == ["account_with_more", "supervision_report"]
+
+
+def test_every_schema_is_valid_json_schema(document):
+    for method in document["methods"]:
+        for param in method["params"]:
+            jsonschema.Draft202012Validator.check_schema(param["schema"])
+        jsonschema.Draft202012Validator.check_schema(method["result"]["schema"])
+        assert method["summary"] and method["summary"] != "(no schema yet)"
+    for name, schema in document["components"]["schemas"].items():
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert name.isidentifier()
+    assert document["openrpc"].startswith("1.")
+
+
+def test_anonymous_may_read_the_document(node, document):
+    assert rpc(node.url, "rpc.discover") == document
+
+
+# --------------------------------------------------------------------------- real answers
+
+
+def test_every_method_answer_validates_against_its_schema(node, document, registered):
+    """Each registered method called for real (with every optional param at least once, in
+    both integer forms), each answer validated; the set of methods called is the table."""
+    called: set[str] = set()
+    bank, chain = node.bank, node.chain_id
+
+    def run(method: str, **params):
+        answer = node.call(method, **params)
+        check(document, method, params, answer)
+        called.add(method)
+        return answer
+
+    check(document, "broadcast_tx_commit", {"tx": "..."}, registered)
+    called.add("broadcast_tx_commit")
+    run("check_tx", tx=b64(issue_cash(chain, bank, 1, 500)))
+    admitted = run("broadcast_tx_sync", tx=b64(issue_cash(chain, bank, 1, 500)))
+    assert admitted["code"] == 0, admitted
+    refused = run("broadcast_tx_commit", tx=b64(issue_cash(chain, bank, 0, 1)))  # nonce used
+    assert refused["check_tx"]["code"] != 0 and refused["tx_result"] is None
+    node.net.wait(lambda: node.call("account", address=bank.address_text)["nonce"] == 2, "issue")
+    height = node.call("status")["sync_info"]["latest_block_height"]
+
+    run("health")
+    run("status")
+    run("net_info")
+    run("genesis")
+    run("num_unconfirmed_txs")
+    run("rpc.discover")
+    for h in (None, height, str(height)):
+        params = {} if h is None else {"height": h}
+        run("validators", **params)
+        run("block", **params)
+        run("commit", **params)
+    tx_hash = registered["hash"]
+    hash_forms = (tx_hash, "0x" + tx_hash.upper(), b64(bytes.fromhex(tx_hash)))
+    for form in hash_forms:
+        assert run("tx", hash=form)["hash"] == tx_hash
+    run("tx", hash=tx_hash, prove=True)
+    run("account", address=bank.address_text)
+    run("account", address=bank.address_text, prove=True)
+    run("instrument", id=CASH)
+    run("instruments")
+    run("instruments", after="A", limit="5")
+    run("holders", id=CASH)
+    run("holders", id=CASH, after=bank.address_text, limit=1)
+    run("events")
+    run(
+        "events",
+        account=bank.address_text,
+        instrument=CASH,
+        from_height="1",
+        to_height=height,
+        page="1",
+        per_page="2",
+    )
+    assert called == set(RpcMethods(node=None).table)
+
+
+def test_the_schemas_can_fail(node, document):
+    # A result that breaks its schema is caught: the validation above is not vacuous.
+    status = copy.deepcopy(node.call("status"))
+    status["sync_info"]["latest_block_height"] = str(status["sync_info"]["latest_block_height"])
+    with pytest.raises(AssertionError, match="latest_block_height"):
+        check(document, "status", {}, status)
+    with pytest.raises(AssertionError, match="param height"):
+        check(document, "block", {"height": "01"}, {})
+
+
+# --------------------------------------------------------------------------- CometBFT client
+
+
+def cosmjs_missing() -> str | None:
+    if shutil.which("node") is None:
+        return "Node.js absent: apt-get install nodejs npm (then .ci/run installs cosmjs)"
+    if not (JS_DIR / "node_modules" / "@cosmjs" / "tendermint-rpc").is_dir():
+        return "cosmjs absent: npm ci --prefix tests/js (as .ci/run does)"
+    return None
+
+
+def test_a_cometbft_client_library_reads_what_rpc_md_says(node, registered):
+    reason = cosmjs_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    height = registered["height"]
+    done = subprocess.run(
+        ["node", str(JS_SCRIPT), node.url, str(height), registered["hash"]],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    rpc_md = (ROOT / "docs" / "RPC.md").read_text(encoding="utf-8")
+    section = rpc_md[rpc_md.index("## CometBFT clients") :]
+    section = section[: section.index("\n## ", 5)]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`") and cells[0].endswith("`"):
+            rows[cells[0].strip("`")] = cells
+    assert sorted(rows) == sorted(report), "RPC.md's table names exactly the calls tried"
+    for call, outcome in report.items():
+        _, works, accepted = rows[call][:3]
+        assert works.startswith("yes") == outcome["ok"], (call, outcome)
+        assert accepted.startswith("yes") == outcome["accepted"], (call, outcome)
+    # What the habits bought: the library's requests (heights as strings, the tx hash in
+    # base64) reach the methods; what fails is its decoding of the native answers.
+    for call in ("status", "block", "commit", "validators"):
+        assert report[call]["accepted"], (call, report[call])
+
+
+def test_get_form_over_real_http(node):
+    with urllib.request.urlopen(f"{node.url}/status", timeout=3) as response:
+        answer = json.loads(response.read())
+    assert answer["id"] == -1 and answer["jsonrpc"] == "2.0"
+    assert answer["result"]["node_info"]["network"] == node.chain_id
+    with urllib.request.urlopen(f"{node.url}/health", timeout=3) as response:
+        assert json.loads(response.read()) == {"jsonrpc": "2.0", "result": {}, "id": -1}
+    with urllib.request.urlopen(f"{node.url}/block?height=1", timeout=3) as response:
+        assert json.loads(response.read())["result"]["block"]["header"]["height"] == 1
