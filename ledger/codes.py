@@ -85,6 +85,9 @@ class Code(IntEnum):
     VASP_QUOTA = 405
     TX_TOO_COMPLEX = 406
     TOO_MANY_PARKED = 407
+    # This very transaction is in a committed block (the node's store says so): final, not
+    # to be built again. Answered instead of NONCE_USED (node/rpc/tx_methods.py).
+    ALREADY_COMMITTED = 408
 
 
 class LedgerError(Exception):

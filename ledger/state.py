@@ -71,6 +71,7 @@ from ledger.types import (
 ACCOUNT = b"a"
 CALENDAR = b"d"  # business-day calendars ("days")
 HOLDING = b"h"
+_HOLDING_BYTE = HOLDING[0]
 INSTRUMENT = b"i"
 RESERVE = b"r"
 VASP_PREFIX = b"v"
@@ -421,6 +422,28 @@ class State:
                 continue
             before[key] = None if previous is _MISSING else previous
         return before
+
+    def balance_changes_since(self, token: int) -> list[tuple[str, bytes, int, int]]:
+        """Every balance the writes since `savepoint()` returned `token` changed, as
+        (instrument id, address, signed change, balance after), in the order of each
+        holding's first write; a holding written back to its old balance (a frozen amount
+        changed, a payer paying itself) is left out. From the journal, like
+        `unbalanced_supply_since`, so whatever writes a holding is seen, whichever operation
+        it is. Must be called inside that savepoint."""
+        # A holding's state key is HOLDING, the id's length, the id, the address
+        # (`holding_key`): the key alone says that an entry is a holding, and of what.
+        before: dict[bytes, tuple[dict, bytes, int]] = {}
+        for container, subkey, previous, key, _dirty in self._journal[token:]:
+            if key is not None and key[0] == _HOLDING_BYTE and key not in before:
+                old = 0 if previous is _MISSING else previous.balance
+                before[key] = (container, subkey, old)
+        changes = []
+        for key, (container, address, old) in before.items():
+            holding = container.get(address)
+            new = 0 if holding is None else holding.balance
+            if new != old:
+                changes.append((key[2:-ADDRESS_SIZE].decode("ascii"), address, new - old, new))
+        return changes
 
     def unbalanced_supply_since(self, token: int) -> list[str]:
         """Money conservation over the writes since `savepoint()` returned `token`: for every

@@ -72,7 +72,9 @@ INSTRUMENT_KINDS = (BOND, TBILL, COMMODITY, CASH)
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 ADDRESS_BYTES = 20
 # Event attributes that name an instrument (the others that are 20-byte values name accounts).
-_INSTRUMENT_ATTRIBUTES = frozenset({"instrument", "asset", "cash"})
+_INSTRUMENT_ATTRIBUTES = frozenset({"instrument", "asset", "cash", "security"})
+# The event type of one credit or debit (protocol version 3, ledger/execute.py).
+BALANCE_CHANGE = "balance_change"
 
 
 def date_to_text(value: date) -> str:

@@ -35,6 +35,7 @@ from ledger.ops.common import (
 )
 from ledger.ops.instruments import END_OF_MONTH
 from ledger.ops.paydates import payment_date
+from ledger.protocol import BALANCE_CHANGES_VERSION
 from ledger.state import State
 from ledger.types import (
     BOND,
@@ -150,8 +151,24 @@ def _pay(
 
 
 def _payment_events(
-    kind: str, instrument: Instrument, cash: Instrument, distribution: bondmath.Distribution
+    state: State,
+    kind: str,
+    instrument: Instrument,
+    cash: Instrument,
+    distribution: bondmath.Distribution,
 ) -> list[Event]:
+    """One event per holder paid. From protocol version 3 `instrument` is what `to` was
+    credited (the cash token, as in a transfer or an issue) and `security` what it was paid
+    on: before, `instrument` named the bond, so a reader keyed on `to` and `instrument`
+    booked a deposit of bonds (issue 17)."""
+    if state.protocol_version >= BALANCE_CHANGES_VERSION:
+        return [
+            Event(
+                kind,
+                {"amount": amount, "instrument": cash.id, "security": instrument.id, "to": holder},
+            )
+            for holder, amount in distribution.payments
+        ]
     return [
         Event(kind, {"instrument": instrument.id, "cash": cash.id, "to": holder, "amount": amount})
         for holder, amount in distribution.payments
@@ -240,7 +257,7 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             **floating,
         },
     )
-    return [summary, *_payment_events(names["coupon_payment"], bond, cash, distribution)]
+    return [summary, *_payment_events(state, names["coupon_payment"], bond, cash, distribution)]
 
 
 def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
@@ -308,7 +325,7 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
             "paying_agent": tx.sender,
         },
     )
-    events = _payment_events(names["redemption_payment"], instrument, cash, distribution)
+    events = _payment_events(state, names["redemption_payment"], instrument, cash, distribution)
     return [summary, *events]
 
 

@@ -100,7 +100,8 @@ MEANINGS: dict[Code, str] = {
     Code.BAD_ADDRESS: "an address is not a valid kz1 address",
     Code.BAD_SIGNATURE: "a signature does not verify (wrong key or altered transaction)",
     Code.WRONG_CHAIN: "the transaction was signed for another chain id",
-    Code.NONCE_USED: "the nonce was already used: build the transaction again",
+    Code.NONCE_USED: "another transaction of this sender already used the nonce: "
+    "build it again only if you mean a new one",
     Code.NONCE_GAP: "the nonce is ahead of the account's next nonce",
     Code.MISSING_APPROVALS: "the policy needs more institutions' signatures (keys of one "
     "institution count once): have each one add its own with "
@@ -150,6 +151,8 @@ MEANINGS: dict[Code, str] = {
     Code.VASP_QUOTA: "the sender's VASP already has its share of the node's mempool",
     Code.TX_TOO_COMPLEX: "the transaction's decoded form would take more memory than the node admits",
     Code.TOO_MANY_PARKED: "too many transactions wait behind a nonce gap: send the missing nonce",
+    Code.ALREADY_COMMITTED: "this very transaction is already committed and final: do not "
+    "build it again (read it with `khazana query tx HASH`)",
 }
 
 

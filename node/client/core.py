@@ -39,6 +39,7 @@ from node.rpc.auth import authorization_header
 METHOD_NOT_FOUND = -32601
 NOT_FOUND = -32001
 COMMIT_TIMEOUT = -32002  # broadcast_tx_commit: admitted, not committed within the node's wait
+ALREADY_COMMITTED = 408  # ledger.codes.Code.ALREADY_COMMITTED: sent again after its commit
 ACCESS_DENIED = -32004  # unauthorized (no or bad credentials) / forbidden (not yours to read)
 # Where `khazana init` puts the first node's JSON-RPC (node/home.py: node k listens on
 # base + 3k + 1), so that the CLI and SDK reach a fresh local network without --rpc.
@@ -536,6 +537,9 @@ class Plans:
                 self.commit_supported = False
             else:
                 check = result.get("check_tx", {})
+                if check.get("code") == ALREADY_COMMITTED and result.get("tx_result"):
+                    # A retry of a transaction that made it: its committed result.
+                    return _committed_or_raise(Committed.from_tx_result(result))
                 if check.get("code", 0) != 0:
                     raise TxRejected(check["code"], check.get("log", ""), result.get("hash"))
                 return _committed_or_raise(Committed.from_tx_result(result))

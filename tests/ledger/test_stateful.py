@@ -151,6 +151,30 @@ def pick(items, index: int):
     return items[index % len(items)] if items else None
 
 
+def all_balances(state) -> dict[tuple[str, bytes], int]:
+    return {
+        (instrument_id, address): holding.balance
+        for instrument_id, holders in state.holdings.items()
+        for address, holding in holders.items()
+    }
+
+
+def check_balance_changes(before: dict, after: dict, receipt: Receipt) -> None:
+    """Protocol version 3: the receipt's `balance_change` events are exactly the balances
+    that moved (one per account and instrument, signed, with the balance after), whatever
+    the operation; a refused transaction has none."""
+    moved = {
+        slot: (after.get(slot, 0) - before.get(slot, 0), after.get(slot, 0))
+        for slot in before.keys() | after.keys()
+        if after.get(slot, 0) != before.get(slot, 0)
+    }
+    reported = [e.attributes for e in receipt.events if e.type == "balance_change"]
+    assert len(reported) == len({(a["instrument"], a["account"]) for a in reported})
+    assert {(a["instrument"], a["account"]): (a["amount"], a["balance"]) for a in reported} == (
+        moved
+    ), receipt.log
+
+
 class Submission(NamedTuple):
     """A signed transaction and what the machine meant by it."""
 
@@ -309,9 +333,11 @@ class LedgerMachine(RuleBasedStateMachine):
         before = self.shadow.accounts.get(address)
         watched = balances_of(self.shadow, sorted(self.frozen_accounts))
         frozen_before = dict(self.frozen_model)
+        balances_before = all_balances(self.shadow)
 
         receipt = apply_transaction(self.shadow, raw, ctx)
         changes = self.shadow.take_changes()
+        check_balance_changes(balances_before, all_balances(self.shadow), receipt)
 
         code = Code(receipt.code)
         if currently_in_test_context():  # the machine is also driven by hand, below
