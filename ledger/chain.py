@@ -68,7 +68,7 @@ from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, 
 from ledger.supervision import block_delta, full_snapshot
 from ledger.supervision_store import indexed_height
 from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
-from ledger.types import Account, BlockContext, Event, Holding, Receipt
+from ledger.types import BALANCE_CHANGE, Account, BlockContext, Event, Holding, Receipt
 from ledger.validator_history import ChangePoint, encode_set, point_key, points_since
 
 
@@ -475,14 +475,23 @@ def _event_records(
     ]
     for tx_index, receipt in enumerate(receipts):
         for event_index, event in enumerate(receipt.events):
+            if event.type == BALANCE_CHANGE:
+                # Two of every three events of a block of transfers: one account and one
+                # instrument by construction (ledger/execute.py), no need to search for them.
+                attributes = event.attributes
+                accounts = (attributes["account"],)
+                instruments = (attributes["instrument"],)
+            else:
+                accounts = tuple(event.accounts())
+                instruments = tuple(event.instruments())
             records.append(
                 EventRecord(
                     height=height,
                     tx_index=tx_index,
                     event_index=event_index,
                     type=event.type,
-                    accounts=tuple(event.accounts()),
-                    instruments=tuple(event.instruments()),
+                    accounts=accounts,
+                    instruments=instruments,
                     data=event.encoded,
                 )
             )

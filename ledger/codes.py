@@ -71,6 +71,10 @@ class Code(IntEnum):
     COUPON_NOT_DUE = 322
     COUPON_UNPAID = 323
     WRONG_INSTRUMENT_KIND = 324
+    RATE_FIXING_MISSING = 325  # a floating coupon whose fixing is not published (version 3)
+    RATE_FIXING_EXISTS = 326  # a fixing for that index and date is already published
+    NOT_CALLABLE = 327  # a call of a bond without call terms, or already called (version 3)
+    CALL_NOTICE_TOO_SHORT = 328  # a call date closer than the bond's notice period
 
     # 4xx node admission
     MEMPOOL_FULL = 400
@@ -81,6 +85,9 @@ class Code(IntEnum):
     VASP_QUOTA = 405
     TX_TOO_COMPLEX = 406
     TOO_MANY_PARKED = 407
+    # This very transaction is in a committed block (the node's store says so): final, not
+    # to be built again. Answered instead of NONCE_USED (node/rpc/tx_methods.py).
+    ALREADY_COMMITTED = 408
 
 
 class LedgerError(Exception):

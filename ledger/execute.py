@@ -24,12 +24,14 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
+from ledger import codec
 from ledger.codes import Code, InvalidBlock, InvalidTransaction, LedgerError
 from ledger.ops import OPERATIONS, Args, TxView
 from ledger.ops.common import address_of, show
+from ledger.protocol import BALANCE_CHANGES_VERSION
 from ledger.state import State
 from ledger.tx import SignedTx, decode_signed_tx, remember_verified, verify_tx_signatures
-from ledger.types import Account, BlockContext, Receipt
+from ledger.types import BALANCE_CHANGE, Account, BlockContext, Event, Receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,34 @@ def apply_transactions(
     return BlockResult(tuple(receipts), state.take_changes(), tuple(included), tuple(dropped))
 
 
+def balance_change_events(state: State, token: int, op: str) -> list[Event]:
+    """One `balance_change` event per balance the operation changed (protocol version 3):
+    `{account, instrument, amount, balance, cause}`, `amount` signed (a credit positive, a
+    debit negative), `balance` the balance after, `cause` the operation. Derived from the
+    state's journal since `token` (the operation's savepoint), not written by each operation:
+    whatever writes a holding is reported, an operation added later included. In the order
+    of each holding's first write; one per (account, instrument), net over the operation."""
+    events = []
+    for instrument_id, address, amount, balance in state.balance_changes_since(token):
+        attributes = {
+            "account": address,
+            "amount": amount,
+            "balance": balance,
+            "cause": op,
+            "instrument": instrument_id,
+        }
+        event = Event(BALANCE_CHANGE, attributes)
+        # Encoded now, from attributes already in key order (the encoding `Event.encoded`
+        # would make, without its sort and copy): every event of a block is encoded.
+        object.__setattr__(
+            event,
+            "_encoded",
+            codec.encode_presorted({"attributes": attributes, "type": BALANCE_CHANGE}),
+        )
+        events.append(event)
+    return events
+
+
 def _execute(
     state: State,
     tx: bytes | SignedTx,
@@ -182,6 +212,8 @@ def _execute(
         if operation is None:
             raise InvalidTransaction(Code.UNKNOWN_OPERATION, f"no operation {body.op!r}")
         events = operation(state, ctx, TxView(sender, account, public_keys), Args(body.args))
+        if state.protocol_version >= BALANCE_CHANGES_VERSION:
+            events.extend(balance_change_events(state, token, body.op))
     except InvalidTransaction as exc:
         state.rollback(token)
         receipt = Receipt(tx_id, exc.code, exc.message)

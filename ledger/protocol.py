@@ -25,6 +25,12 @@ Versions (docs/PROTOCOL.md, "Protocol versions", says what each changes):
     1   the first release's rules
     2   a policy rule's minimum counts distinct institutions, not keys; a coupon is measured
         against the bond's whole schedule
+    3   debt-office instruments (issue 18): record dates in business days, floating-rate
+        notes and the rate fixings they reset from, callable bonds, Ijara sukuk; new
+        operations and fields refused before it exactly as older code refuses them. And
+        every executed operation's receipt ends with one `balance_change` event per balance
+        it changed (ledger/execute.py); a coupon or redemption payment names the cash it
+        credits as its `instrument` and the bond or bill it pays on as `security`
 """
 
 from __future__ import annotations
@@ -32,13 +38,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PROTOCOL_KEY = b"V"
-LATEST_VERSION = 2
+LATEST_VERSION = 3
 MAX_VERSION = 65_535
 
 VERSIONS: dict[int, str] = {
     1: "the first release's rules",
     2: "approvals count institutions; coupons measured against the bond's whole schedule",
+    3: "record dates in business days, floating-rate notes and fixings, calls, Ijara sukuk; "
+    "balance_change events; coupon and redemption payments name the cash they credit",
 }
+
+DEBT_OFFICE = 3
+"""The version from which issue 18's instruments and operations exist (docs/PROTOCOL.md 8)."""
+
+# The first version whose receipts carry `balance_change` events: they are part of the
+# results a block's `results_hash` commits to, so a chain must switch at one height.
+# One release brings both (version 3): neither was ever run on a chain without the other.
+BALANCE_CHANGES_VERSION = 3
 
 
 class UnsupportedProtocol(Exception):

@@ -28,6 +28,7 @@ State keys (the first byte names the namespace)
     b"v" + address(20)                       Vasp
     b"k" + public_key(32)                    KeyBinding   -- recovered key -> its account
     b"d" + id                                HolidayCalendar -- an issuer's business days
+    b"f" + len(name)(1) + name + YYYY-MM-DD   RateFixing   -- a published rate (version 3)
     b"P"                                     Parameters
     b"Q"                                     Policy
     b"C"                                     Programme (cap and outstanding, USD cents)
@@ -46,9 +47,11 @@ collection in a way that affects state (the holders of an instrument are returne
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import date
 from typing import Any
 
 from ledger import codec
+from ledger.debt_terms import FIXING, RateFixing, fixing_key
 from ledger.protocol import PROTOCOL_KEY, ProtocolRecord
 from ledger.types import (
     Account,
@@ -68,6 +71,7 @@ from ledger.types import (
 ACCOUNT = b"a"
 CALENDAR = b"d"  # business-day calendars ("days")
 HOLDING = b"h"
+_HOLDING_BYTE = HOLDING[0]
 INSTRUMENT = b"i"
 RESERVE = b"r"
 VASP_PREFIX = b"v"
@@ -136,6 +140,7 @@ class State:
         "vasps",
         "key_bindings",
         "calendars",
+        "fixings",
         "singletons",
         "_prefix_cache",
         "_instrument_sets",
@@ -160,6 +165,7 @@ class State:
         self.vasps: dict[bytes, Vasp] = {}
         self.key_bindings: dict[bytes, KeyBinding] = {}
         self.calendars: dict[str, HolidayCalendar] = {}
+        self.fixings: dict[tuple[str, date], RateFixing] = {}  # (index, day) -> fixing
         # The chain-wide records, keyed by their state key.
         self.singletons: dict[bytes, Any] = {
             PARAMETERS_KEY: parameters,
@@ -330,6 +336,10 @@ class State:
     def put_calendar(self, calendar: HolidayCalendar) -> None:
         self._write(self.calendars, calendar.id, calendar, calendar_key(calendar.id))
 
+    def put_fixing(self, fixing: RateFixing) -> None:
+        subkey = (fixing.name, fixing.day)
+        self._write(self.fixings, subkey, fixing, fixing_key(fixing.name, fixing.day))
+
     def put_vasp(self, vasp: Vasp) -> None:
         self._write(self.vasps, vasp.address, vasp, vasp_key(vasp.address))
 
@@ -412,6 +422,28 @@ class State:
                 continue
             before[key] = None if previous is _MISSING else previous
         return before
+
+    def balance_changes_since(self, token: int) -> list[tuple[str, bytes, int, int]]:
+        """Every balance the writes since `savepoint()` returned `token` changed, as
+        (instrument id, address, signed change, balance after), in the order of each
+        holding's first write; a holding written back to its old balance (a frozen amount
+        changed, a payer paying itself) is left out. From the journal, like
+        `unbalanced_supply_since`, so whatever writes a holding is seen, whichever operation
+        it is. Must be called inside that savepoint."""
+        # A holding's state key is HOLDING, the id's length, the id, the address
+        # (`holding_key`): the key alone says that an entry is a holding, and of what.
+        before: dict[bytes, tuple[dict, bytes, int]] = {}
+        for container, subkey, previous, key, _dirty in self._journal[token:]:
+            if key is not None and key[0] == _HOLDING_BYTE and key not in before:
+                old = 0 if previous is _MISSING else previous.balance
+                before[key] = (container, subkey, old)
+        changes = []
+        for key, (container, address, old) in before.items():
+            holding = container.get(address)
+            new = 0 if holding is None else holding.balance
+            if new != old:
+                changes.append((key[2:-ADDRESS_SIZE].decode("ascii"), address, new - old, new))
+        return changes
 
     def unbalanced_supply_since(self, token: int) -> list[str]:
         """Money conservation over the writes since `savepoint()` returned `token`: for every
@@ -527,6 +559,7 @@ class State:
         records += [(VASP_PREFIX + a, r) for a, r in self.vasps.items()]
         records += [(KEY_BINDING + k, r) for k, r in self.key_bindings.items()]
         records += [(calendar_key(c), r) for c, r in self.calendars.items()]
+        records += [(fixing_key(*k), r) for k, r in self.fixings.items()]
         for instrument_id, holdings in self.holdings.items():
             prefix = holders_prefix(instrument_id)
             records += [(prefix + a, r) for a, r in holdings.items()]
@@ -601,6 +634,11 @@ class StateLoader:
             records.key_bindings[rest] = KeyBinding.from_map(value)
         elif kind == CALENDAR:
             records.calendars[rest.decode("ascii")] = HolidayCalendar.from_map(value)
+        elif kind == FIXING:
+            fixing = RateFixing.from_map(value)
+            if fixing_key(fixing.name, fixing.day) != key:
+                raise ValueError(f"rate fixing under the wrong key {key.hex()}")
+            records.fixings[(fixing.name, fixing.day)] = fixing
         elif key in _SINGLETON_KEYS or key == PROTOCOL_KEY:
             self._singletons[key] = value
         else:
@@ -628,6 +666,7 @@ class StateLoader:
         state.vasps = records.vasps
         state.key_bindings = records.key_bindings
         state.calendars = records.calendars
+        state.fixings = records.fixings
         state._dirty.clear()
         state._instrument_sets = self._instrument_sets
         self._kycs.clear()
@@ -645,6 +684,7 @@ class _Records:
         "vasps",
         "key_bindings",
         "calendars",
+        "fixings",
     )
 
     def __init__(self) -> None:
@@ -655,3 +695,4 @@ class _Records:
         self.vasps: dict[bytes, Vasp] = {}
         self.key_bindings: dict[bytes, KeyBinding] = {}
         self.calendars: dict[str, HolidayCalendar] = {}
+        self.fixings: dict[tuple[str, date], RateFixing] = {}

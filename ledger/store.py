@@ -47,6 +47,7 @@ record must have height `latest_height() + 1`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import os
@@ -1436,9 +1437,20 @@ class Store:
         snapshot, and the writer is not blocked meanwhile (WAL). The result opens as a store.
         """
         dest = os.fspath(dest_path)
-        if os.path.exists(dest):
-            raise StoreError(f"backup destination {dest} already exists; refusing to overwrite")
         self._check_open()
+        # The copy holds investors' KYC data: created here, owner-only (0600) whatever the
+        # umask, and exclusively (a file that appeared meanwhile is not overwritten either).
+        # SQLite opens the empty file as a new database; its -wal/-shm files, if any, take
+        # the same permissions.
+        try:
+            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise StoreError(
+                f"backup destination {dest} already exists; refusing to overwrite"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"backup destination {dest}: {exc.strerror}") from exc
+        os.chmod(dest, 0o600)  # O_CREAT's mode is masked by the umask; 0600 is never wider
         source = _connect(self._path, self._busy_timeout_ms)
         try:
             target = sqlite3.connect(dest, isolation_level=None)
@@ -1450,6 +1462,8 @@ class Store:
             finally:
                 target.close()
         except sqlite3.Error as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(dest)  # no half copy left behind
             raise StoreError(f"backup of {self._path} to {dest} failed ({exc})") from exc
         finally:
             source.close()

@@ -26,6 +26,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from ledger import codec
+from ledger.debt_terms import DebtTerms
 
 # ---------------------------------------------------------------------------------------
 # Roles
@@ -71,7 +72,9 @@ INSTRUMENT_KINDS = (BOND, TBILL, COMMODITY, CASH)
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 ADDRESS_BYTES = 20
 # Event attributes that name an instrument (the others that are 20-byte values name accounts).
-_INSTRUMENT_ATTRIBUTES = frozenset({"instrument", "asset", "cash"})
+_INSTRUMENT_ATTRIBUTES = frozenset({"instrument", "asset", "cash", "security"})
+# The event type of one credit or debit (protocol version 3, ledger/execute.py).
+BALANCE_CHANGE = "balance_change"
 
 
 def date_to_text(value: date) -> str:
@@ -346,6 +349,7 @@ class Instrument:
     end_of_month: str = ""  # "" (month end iff the anchor is one), "yes" or "no"
     business_day_convention: str = ""  # "" (unadjusted) or a business_days.CONVENTIONS name
     holiday_calendar: str = ""  # the HolidayCalendar id that convention uses ("" none)
+    terms: DebtTerms | None = None  # protocol version 3's terms (ledger/debt_terms.py)
 
     def to_map(self) -> dict:
         m = {
@@ -389,6 +393,8 @@ class Instrument:
             extra["business_day_convention"] = self.business_day_convention
         if self.holiday_calendar:
             extra["holiday_calendar"] = self.holiday_calendar
+        if self.terms is not None:
+            extra["terms"] = self.terms.to_map()
         return dict(sorted({**m, **extra}.items())) if extra else m
 
     @classmethod
@@ -425,6 +431,7 @@ class Instrument:
             end_of_month=_opt_text(m, "end_of_month"),
             business_day_convention=_opt_text(m, "business_day_convention"),
             holiday_calendar=_opt_text(m, "holiday_calendar"),
+            terms=DebtTerms.from_map(m["terms"]) if "terms" in m else None,
         )
 
 

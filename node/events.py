@@ -19,6 +19,9 @@ Queries (a small, strict subset of Tendermint's language; anything else is refus
     tm.event='Tx' AND tx.hash='<64 hex>'
     tm.event='Tx' AND account='kz1...'        the tx's sender or an account in its events
     tm.event='Tx' AND instrument='ID'         an instrument named in its events
+    tm.event='Tx' AND balance_change.account='kz1...'
+                                              a tx that changed the account's balance
+                                              (a `balance_change` event of the account)
 
 Conditions are joined by ` AND ` (any case), each is `key='value'` with a single-quoted value,
 a key appears once, and `tm.event='Tx'` may be left out when another condition is given. The
@@ -39,12 +42,13 @@ from ledger.block import Block
 from ledger.codes import LedgerError
 from ledger.crypto import address_from_text, address_to_text
 from ledger.tx import decode_signed_tx
-from ledger.types import Event, Receipt
+from ledger.types import BALANCE_CHANGE, Event, Receipt
 
 NEW_BLOCK = "NewBlock"
 TX = "Tx"
-_KEYS = ("tm.event", "tx.hash", "account", "instrument")
-_CONDITION = re.compile(r"\s*([a-z.]+)\s*=\s*'([^']*)'\s*")
+BALANCE_ACCOUNT = "balance_change.account"
+_KEYS = ("tm.event", "tx.hash", "account", "instrument", BALANCE_ACCOUNT)
+_CONDITION = re.compile(r"\s*([a-z._]+)\s*=\s*'([^']*)'\s*")
 _AND = re.compile(r"\s+AND\s+", re.IGNORECASE)
 MAX_QUERY_CHARS = 512
 
@@ -61,6 +65,12 @@ class Query:
     tx_hash: bytes | None = None
     account: bytes | None = None
     instrument: str | None = None
+    balance_account: bytes | None = None  # balance_change.account
+
+    @property
+    def accounts(self) -> tuple[bytes, ...]:
+        """The accounts the query names (a reader must be allowed to read each)."""
+        return tuple(a for a in (self.account, self.balance_account) if a is not None)
 
     @property
     def text(self) -> str:
@@ -72,6 +82,8 @@ class Query:
             parts.append(f"account='{address_to_text(self.account)}'")
         if self.instrument is not None:
             parts.append(f"instrument='{self.instrument}'")
+        if self.balance_account is not None:
+            parts.append(f"{BALANCE_ACCOUNT}='{address_to_text(self.balance_account)}'")
         return " AND ".join(parts)
 
     def matches_tx(self, tx: CommittedTx) -> bool:
@@ -80,6 +92,8 @@ class Query:
         if self.tx_hash is not None and tx.hash != self.tx_hash:
             return False
         if self.account is not None and self.account not in tx.accounts():
+            return False
+        if self.balance_account is not None and not tx.changes_balance_of(self.balance_account):
             return False
         return self.instrument is None or self.instrument in tx.instruments()
 
@@ -110,7 +124,7 @@ def parse_query(text: object) -> Query:
         raise QueryError(f"unknown tm.event {event!r}; supported: 'NewBlock', 'Tx'")
     if event == NEW_BLOCK and values:
         raise QueryError("tm.event='NewBlock' takes no other condition")
-    tx_hash = account = None
+    tx_hash = account = balance_account = None
     if "tx.hash" in values:
         text_hash = values["tx.hash"].lower()
         if not re.fullmatch(r"[0-9a-f]{64}", text_hash):
@@ -121,10 +135,15 @@ def parse_query(text: object) -> Query:
             account = address_from_text(values["account"])
         except LedgerError as exc:
             raise QueryError(f"account: {exc.message}") from None
+    if BALANCE_ACCOUNT in values:
+        try:
+            balance_account = address_from_text(values[BALANCE_ACCOUNT])
+        except LedgerError as exc:
+            raise QueryError(f"{BALANCE_ACCOUNT}: {exc.message}") from None
     instrument = values.get("instrument")
     if instrument is not None and (not instrument or len(instrument) > 32):
         raise QueryError("instrument must be 1 to 32 characters")
-    return Query(event, tx_hash, account, instrument)
+    return Query(event, tx_hash, account, instrument, balance_account)
 
 
 # ---- what is published ----------------------------------------------------------------
@@ -157,6 +176,12 @@ class CommittedTx:
 
     def instruments(self) -> frozenset[str]:
         return frozenset(i for e in self.events for i in e.instruments())
+
+    def changes_balance_of(self, account: bytes) -> bool:
+        """Whether a `balance_change` event of the transaction is the account's."""
+        return any(
+            e.type == BALANCE_CHANGE and e.attributes.get("account") == account for e in self.events
+        )
 
 
 @dataclass(frozen=True, slots=True)

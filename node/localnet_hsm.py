@@ -24,6 +24,7 @@ deployment keeps the token (or a real HSM) and the signer on their own machine
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -83,8 +84,8 @@ def _private_file(path: Path, text: str) -> None:
 def setup_hsm_signer(network: Network, name: str) -> str:
     """Make the arrangement of the module docstring for validator `name` of a network just
     made by `init_network`; the key's public key (hex)."""
-    from node import cli
     from node.hsm import generate_in_token, reinitialize_modules, write_reference
+    from node.signercli import cmd_init_signer
 
     validators = [node for node in network.nodes if node.role == "validator"]
     if name not in {node.name for node in validators}:
@@ -128,14 +129,17 @@ def setup_hsm_signer(network: Network, name: str) -> str:
     home = next(node.home for node in validators if node.name == name)
     p2p_key = json.loads((home / "node_key.json").read_text())["public_key"]
     chain_id = json.loads((home / GENESIS_FILE).read_text())["chain_id"]
-    argv = [
-        "init-signer", "--home", str(signer_home(root)), "--chain-id", chain_id,
-        "--validator-key", str(reference_file), "--node", p2p_key,
-        "--listen", f"unix:{signer_home(root).resolve() / 'signer.sock'}",
-    ]  # fmt: skip
+    arguments = argparse.Namespace(
+        home=str(signer_home(root)),
+        chain_id=chain_id,
+        validator_key=str(reference_file),
+        node=[p2p_key],
+        listen=f"unix:{signer_home(root).resolve() / 'signer.sock'}",
+        from_node_home=None,
+    )
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-        code = cli.main(argv)
+        code = cmd_init_signer(arguments)  # `khazana init-signer`, as an operator would
     if code != 0:
         raise HsmSetupError(f"khazana init-signer failed: {printed.getvalue().strip()}")
     table = printed.getvalue().split("[signer]\n", 1)[1]

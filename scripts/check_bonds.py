@@ -6,7 +6,9 @@ Each bond is registered, issued, paid every coupon and redeemed on an in-memory 
 signed transactions (tests/ledger/bond_oracle.py), and every payment is compared with QuantLib's
 schedule and day count and with the rounding docs/PROTOCOL.md states. Prints the bonds,
 coupons and payments checked, the total that rounding left unpaid (reported on chain as each
-receipt's `residual`), and every difference; exits 1 if there is any. The test suite runs a
+receipt's `residual`), and every difference; then quotes as many generated bonds at a random
+settlement date and yield against QuantLib's BondFunctions (tests/ledger/quote_oracle.py);
+exits 1 if there is any difference. The test suite runs a
 smaller fixed count (tests/ledger/test_bond_oracle.py). QuantLib is a test dependency:
 `pip install -e '.[test]'`.
 """
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.ledger import bond_oracle  # noqa: E402  (needs ROOT on the path)
+from tests.ledger import bond_oracle, quote_oracle  # noqa: E402  (needs ROOT on the path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"seed {args.seed}: {bonds} bonds, {coupons} coupons, {payments} payments checked in "
         f"{elapsed:.1f} s; {len(differences)} differences; rounding left "
-        f"{float(residual):.6f} minor units unpaid in total"
+        f"{float(residual):.6f} minor units unpaid in total; floating-rate coupons "
+        f"{bond_oracle.COUNTS['floating_coupons']}, refused for a missing fixing "
+        f"{bond_oracle.COUNTS['missing_fixings']}; called {bond_oracle.COUNTS['called']}, "
+        f"redeemed at a stated price {bond_oracle.COUNTS['priced']}, Ijara sukuk "
+        f"{bond_oracle.COUNTS['sukuk']}"
     )
-    return 1 if differences else 0
+    started = time.monotonic()
+    quotes, quote_differences = quote_oracle.check(args.count, args.seed)
+    for line in quote_differences:
+        print(line)
+    print(
+        f"seed {args.seed}: {quotes} quotes (yield, clean and dirty price, accrued interest) "
+        f"checked in {time.monotonic() - started:.1f} s; {len(quote_differences)} differences"
+    )
+    return 1 if differences or quote_differences else 0
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ refused with the named compliance code. The first step that does not do what it 
 the script with exit code 1 (2: the network cannot be used, e.g. no chain-time step).
 
 The model (`Ledger` below) is independent of the node: it adds up issues, transfers, the
-DvP, the coupon (units x face x rate / 2, 30/360 on a full semi-annual period) and the
-redemption (units x face) itself, and at the end every supply and every holder's balance
+DvP, the coupon (units x face x rate / 2, 30/360 on a full semi-annual period), the
+redemption (units x face), and (protocol version 3) a floating-rate note's first coupon
+(fixing + spread over a regular quarter) and an Ijara sukuk's first rental itself, and at the end every supply and every holder's balance
 the chain reports must equal it, and every validator must report the same app_hash.
 
 Chain time: the network must have a genesis `block_time_step_ms` (docs/NODE.md, "Chain
@@ -50,6 +51,17 @@ CASH = "USD-CASH"
 BOND = "PK-BOND-5Y"
 TBILL = "PK-TBILL-91D"
 OIL = "PK-OIL-RESERVE"
+FRN = "PK-FRN-3Y"
+SUKUK = "PK-SUKUK-IJARA"
+CALENDAR = "PK-MOF"
+INDEX = "PK-TBILL-6M"  # the 6-month T-bill auction yield the FRN resets from
+
+DEBT_FACE = 100_000  # $1,000 per note / certificate
+FIXING = "0.1125"  # 11.25 %; the FRN pays it + 75 bp = 12 % a year, quarterly
+FRN_COUPON_PER_UNIT = DEBT_FACE * 12 // 100 // 4  # a regular ACT/ACT-ICMA quarter: $30
+SUKUK_RENTAL = "0.08"  # 8 % a year rental, quarterly
+SUKUK_RENTAL_PER_UNIT = DEBT_FACE * 8 // 100 // 4  # $20
+DEBT_UNITS = 10_000  # each: $10 million, inside the programme cap's room
 
 BOND_FACE = 100_000  # US cents: $1,000 per bond
 BOND_RATE = "0.08"  # 8 % a year, paid semi-annually
@@ -606,6 +618,8 @@ class Demo:
             ministry,
         )
 
+        debt_paid = self.debt_office()
+
         sofia = self.inv("Sofia")
         self.step("The regulator suspends HTX; its client Sofia can no longer move her bonds")
         self.send(TxBuilder.suspend_vasp(vasp=b.address, reason="AML findings"), regulator)
@@ -617,7 +631,7 @@ class Demo:
 
         self.step("Every validator agrees, and the books add up")
         self.check_agreement()
-        for instrument in (BOND, TBILL, OIL, CASH):
+        for instrument in (BOND, TBILL, OIL, FRN, SUKUK, CASH):
             self.check_holders(instrument)
         cash_supply = self.client.instrument(CASH)["supply"]
         issued_cash = 500_000_000_00 + 50_000_000_00 + 10_000_000_00
@@ -627,9 +641,10 @@ class Demo:
         )
         bank_cash = self.balance(bank, CASH)[0]
         self.check(
-            bank_cash == 500_000_000_00 - paid - redeemed,
+            bank_cash == 500_000_000_00 - paid - redeemed - debt_paid,
             f"the central bank holds {usd(bank_cash)} = {usd(500_000_000_00)} - coupon "
-            f"{usd(paid)} - redemption {usd(redeemed)}",
+            f"{usd(paid)} - redemption {usd(redeemed)} - FRN coupon and sukuk rental "
+            f"{usd(debt_paid)}",
         )
         self.regulators_report()
 
@@ -654,6 +669,135 @@ class Demo:
             outstanding == programme["outstanding_usd_cents"],
             f"the programme's outstanding {usd(outstanding)} is the sum over its instruments",
         )
+
+    def debt_office(self) -> int:
+        """A floating-rate note and an Ijara sukuk next to the fixed bond (protocol version
+        3): registered, sold, and paid their first coupon and rental; returns the cash paid."""
+        ministry, bank = self.ministry, self.central_bank
+        a, b = self.vasp_a, self.vasp_b
+        today = self.chain_date()
+        coupon = today + timedelta(days=12)
+        while coupon.day > 28:
+            coupon += timedelta(days=1)
+        payday = coupon  # following: a weekend date moves to Monday
+        while payday.weekday() >= 5:
+            payday += timedelta(days=1)
+        issue = add_months(coupon, -3)
+        terms = {
+            "currency": "USD",
+            "face_value": DEBT_FACE,
+            "usd_face_value": DEBT_FACE,
+            "decimals": 0,
+            "cap": DEBT_UNITS,
+            "issue_date": issue,
+            "maturity_date": add_months(issue, 36),
+            "coupon_frequency": 4,
+            "day_count": "ACT/ACT-ICMA",
+            "business_day_convention": "following",
+            "holiday_calendar": CALENDAR,
+            "record_business_days": 2,  # the register closes 2 business days before payment
+        }
+        self.step(
+            f"The ministry keeps its business-day calendar on chain and registers a 3-year "
+            f"floating-rate note ({INDEX} + 75 bp, reset quarterly, fixed 2 days before each "
+            f"period) and a 3-year Ijara sukuk (8 % rental on a leased asset), both first "
+            f"paying on {coupon}"
+        )
+        self.submit(
+            [
+                (
+                    TxBuilder.set_holiday_calendar(
+                        id=CALENDAR, weekend=["sat", "sun"], holidays=[]
+                    ),
+                    [ministry],
+                ),
+                (
+                    TxBuilder.register_instrument(
+                        id=FRN,
+                        kind="bond",
+                        name="Pakistan 3-year floating-rate note",
+                        isin=valid_isin("PK0FRN02029"),
+                        rate_index=INDEX,
+                        spread_bp=75,
+                        fixing_days=2,
+                        fixing_lookback_days=7,
+                        **terms,
+                    ),
+                    [ministry],
+                ),
+                (
+                    TxBuilder.register_instrument(
+                        id=SUKUK,
+                        kind="bond",
+                        name="Pakistan 3-year Ijara sukuk",
+                        isin=valid_isin("PK0SUKUK029"),
+                        coupon_rate=SUKUK_RENTAL,
+                        sukuk="ijara",
+                        sukuk_asset="Jinnah International Airport terminal, Karachi (leased back)",
+                        **terms,
+                    ),
+                    [ministry],
+                ),
+            ]
+        )
+        self.step(
+            f"Both are sold: {DEBT_UNITS:,} notes to Binance, {DEBT_UNITS:,} certificates to HTX"
+        )
+        self.submit(
+            [
+                (TxBuilder.issue(instrument=FRN, to=a.address, amount=DEBT_UNITS), [ministry]),
+                (TxBuilder.issue(instrument=SUKUK, to=b.address, amount=DEBT_UNITS), [ministry]),
+            ]
+        )
+        self.model.issue(FRN, a.address, DEBT_UNITS)
+        self.model.issue(SUKUK, b.address, DEBT_UNITS)
+        quote = self.client.quote(BOND, today.isoformat(), yield_="0.09")
+        self.check(
+            abs(float(quote["dirty_price"]) - float(quote["clean_price"]) - float(quote["accrued"]))
+            < 1e-9,
+            f"a quote of {BOND} at 9 %: clean {quote['clean_price']}, accrued "
+            f"{quote['accrued']}, dirty {quote['dirty_price']} (per 100 of face)",
+        )
+
+        self.step(f"Chain time runs on to the payment date {payday}")
+        self.wait_for_date(payday, "FRN coupon and sukuk rental due", timeout_s=120)
+        self.refused(
+            "RATE_FIXING_MISSING",
+            TxBuilder.pay_coupon(instrument=FRN, cash=CASH, coupon_date=coupon),
+            bank,
+        )
+        fixed_on, counted = issue, 0
+        while counted < 2:  # two business days (Mon-Fri here) before the period's start
+            fixed_on -= timedelta(days=1)
+            counted += fixed_on.weekday() < 5
+        self.step(
+            f"The central bank publishes the {INDEX} fixing of {fixed_on} ({FIXING}); the "
+            f"paying agent pays the FRN coupon ({usd(FRN_COUPON_PER_UNIT)} a note) and the "
+            f"sukuk rental ({usd(SUKUK_RENTAL_PER_UNIT)} a certificate)"
+        )
+        fixing = TxBuilder.publish_rate_fixing(
+            name=INDEX,
+            date=fixed_on.isoformat(),
+            rate=FIXING,
+            document_hash=hash256(b"SBP T-bill auction result"),
+        )
+        self.send(fixing, bank)
+        results = self.submit(
+            [
+                (TxBuilder.pay_coupon(instrument=FRN, cash=CASH, coupon_date=coupon), [bank]),
+                (TxBuilder.pay_rental(instrument=SUKUK, cash=CASH, coupon_date=coupon), [bank]),
+            ]
+        )
+        paid = self.model.pay("coupon", FRN, FRN_COUPON_PER_UNIT, bank.address)
+        paid += self.model.pay("rental", SUKUK, SUKUK_RENTAL_PER_UNIT, bank.address)
+        self.check(
+            self.client.instrument(FRN)["last_coupon_paid"] == coupon.isoformat()
+            and self.client.instrument(SUKUK)["last_coupon_paid"] == coupon.isoformat(),
+            f"FRN coupon and sukuk rental of {coupon} recorded as paid ({usd(paid)} in all; "
+            f"{len(results)} payments)",
+        )
+        self.check_holders(CASH)
+        return paid
 
     def check_agreement(self) -> None:
         statuses = [c.status() for c in self.clients]

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +32,104 @@ from tests.node.netsupport import free_base_port, rpc
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY_MS = 86_400_000
+
+
+class DepositWatcher:
+    """A deposit watcher as docs/RPC.md ("Watching deposits") says to write one, with its one
+    rule: book every `balance_change` event of my accounts, `amount` to `instrument`, keyed by
+    (transaction, account, instrument). "My accounts" are every account: it runs with an
+    institution's key (the ministry's), which reads every event.
+
+    It watches two ways: a `tm.event='Tx'` subscription opened before the demo starts, and
+    afterwards, per account, the `events` audit trail (`account=`). `check` compares both
+    views with balances read independently with `account` (before the demo every supply is
+    0: a new chain has no balances)."""
+
+    def __init__(self, network: dict) -> None:
+        from ledger.crypto import read_key_file
+        from node.client import Client
+
+        url = network["nodes"][1]["rpc"]
+        self.client = Client(url, key=read_key_file(network["clients"]["ministry"]))
+        self.subscribed = threading.Event()
+        self.halt = threading.Event()
+        self.booked: dict[tuple[str, str], int] = {}
+        self.keys: set[tuple[str, str, str]] = set()
+        self.failure: BaseException | None = None
+        self.last_seen = time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        supplies = {i["id"]: i["supply"] for i in self.client.instruments()}
+        assert not any(supplies.values()), f"balances before the demo: {supplies}"
+        self.thread.start()
+        assert self.subscribed.wait(30), "the watcher could not subscribe"
+
+    def _run(self) -> None:
+        from node.client.errors import SubscriptionTimeout
+
+        try:
+            with self.client.subscribe("tm.event='Tx'", timeout=0.5) as transactions:
+                self.subscribed.set()
+                while not self.halt.is_set():
+                    try:
+                        tx = next(transactions)
+                    except SubscriptionTimeout:
+                        continue
+                    self.last_seen = time.monotonic()
+                    for event in tx.value["tx_result"]["events"]:
+                        if event["type"] == "balance_change":
+                            self._book(tx.hash, event["attributes"])
+        except BaseException as exc:  # reported by check()
+            self.failure = exc
+            self.subscribed.set()
+
+    def _book(self, tx: str, change: dict) -> None:
+        key = (tx, change["account"], change["instrument"])
+        if key in self.keys:
+            return
+        self.keys.add(key)
+        slot = (change["account"], change["instrument"])
+        self.booked[slot] = self.booked.get(slot, 0) + change["amount"]
+        assert self.booked[slot] == change["balance"], (slot, self.booked[slot], change)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.thread.join(timeout=10)
+
+    def trail(self, account: str) -> dict[str, int]:
+        """The account's balance changes from the audit trail, one page after another."""
+        totals: dict[str, int] = {}
+        page = 1
+        while True:
+            rows = self.client.events(account=account, page=page, per_page=1000)
+            for row in rows:
+                if row["type"] == "balance_change" and row["attributes"]["account"] == account:
+                    instrument = row["attributes"]["instrument"]
+                    totals[instrument] = totals.get(instrument, 0) + row["attributes"]["amount"]
+            if len(rows) < 1000:
+                return {i: v for i, v in totals.items() if v}
+            page += 1
+
+    def check(self) -> None:
+        # The demo waited for its last commit, whose notifications left the node then: a
+        # quiet second means they have all arrived.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and time.monotonic() - self.last_seen < 1:
+            time.sleep(0.1)
+        self.stop()
+        assert self.failure is None, f"the subscription failed: {self.failure!r}"
+        accounts = {account for account, _ in self.booked}
+        for instrument in self.client.instruments():
+            accounts |= {h["address"] for h in self.client.holders(instrument["id"])}
+        assert len(accounts) > 5
+        credited = {instrument for (_, instrument), amount in self.booked.items()}
+        assert len(credited) >= 3, credited  # cash, bonds, bills, gold: every kind moved
+        for account in sorted(accounts):
+            read = {b["instrument"]: b["balance"] for b in self.client.account(account)["balances"]}
+            watched = {i: v for (a, i), v in self.booked.items() if a == account and v}
+            assert watched == read, f"{account}: the watcher booked {watched}, it holds {read}"
+            assert self.trail(account) == read, f"{account}: the audit trail disagrees"
 
 
 def test_genesis_time_step_is_checked(tmp_path: Path) -> None:
@@ -53,6 +152,7 @@ class DemoNetwork:
     home: Path
     demo: subprocess.CompletedProcess
     localnet: subprocess.Popen
+    watcher: DepositWatcher
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +171,16 @@ def demo_network(tmp_path_factory) -> Iterator[DemoNetwork]:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    watcher: DepositWatcher | None = None
     try:
         deadline = time.monotonic() + 60
         while not (home / "localnet.json").exists():
             assert localnet.poll() is None, localnet.stdout.read().decode()
             assert time.monotonic() < deadline, "localnet not healthy within 60 s"
             time.sleep(0.2)
+        network = json.loads((home / "localnet.json").read_text())
+        watcher = DepositWatcher(network)  # subscribed before the demo's first transaction
+        watcher.start()
         demo = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "demo.py"), "--localnet", str(home),
              "--story-blocks", "30"],
@@ -85,8 +189,10 @@ def demo_network(tmp_path_factory) -> Iterator[DemoNetwork]:
             text=True,
             timeout=120,
         )  # fmt: skip
-        yield DemoNetwork(home, demo, localnet)
+        yield DemoNetwork(home, demo, localnet, watcher)
     finally:
+        if watcher is not None:
+            watcher.stop()
         if localnet.poll() is None:
             os.killpg(localnet.pid, signal.SIGTERM)
             try:
@@ -94,6 +200,15 @@ def demo_network(tmp_path_factory) -> Iterator[DemoNetwork]:
             except subprocess.TimeoutExpired:
                 os.killpg(localnet.pid, signal.SIGKILL)
                 localnet.wait()
+
+
+def test_a_deposit_watcher_books_every_balance_change_of_the_demo(
+    demo_network: DemoNetwork,
+) -> None:
+    """Issue 17's goal: the watcher written from docs/RPC.md sees every credit and debit of
+    every operation the demo ran (DepositWatcher.check)."""
+    assert demo_network.demo.returncode == 0, demo_network.demo.stdout
+    demo_network.watcher.check()
 
 
 def test_demo_on_a_real_localnet(demo_network: DemoNetwork) -> None:

@@ -9,6 +9,7 @@
 | accounts | `accounts` | license_vasp, suspend_vasp, onboard_investor, freeze, unfreeze, recover_key |
 | governance | `governance` | grant_role, revoke_role, set_parameter, set_policy, change_validators |
 | upgrades | `upgrades` | schedule_upgrade |
+| debt office (version 3) | `debt`, `payments` | publish_rate_fixing, call_bond, pay_rental, dissolve_sukuk |
 
 Not an operation: `evidence` (misbehaviour evidence carried by a block, not by a transaction;
 `Chain` applies it before the block's transactions, see `ledger/ops/evidence.py`).
@@ -25,6 +26,7 @@ from collections.abc import Callable
 
 from ledger.ops import (
     accounts,
+    debt,
     governance,
     instruments,
     issuance,
@@ -63,6 +65,10 @@ OPERATIONS: dict[str, Operation] = {
     "set_policy": governance.set_policy,
     "change_validators": governance.change_validators,
     "schedule_upgrade": upgrades.schedule_upgrade,
+    "publish_rate_fixing": debt.publish_rate_fixing,
+    "pay_rental": payments.pay_rental,
+    "dissolve_sukuk": payments.dissolve_sukuk,
+    "call_bond": debt.call_bond,
 }
 
 # Open to any account the investor rules allow; no policy rule.
@@ -76,6 +82,13 @@ POLICY_NAMES: dict[str, str] = {op: op for op in OPERATIONS if op not in OPEN_OP
     # An issuer's calendar is part of defining its instruments: no new rule (every genesis
     # policy already has this one).
     "set_holiday_calendar": "register_instrument",
+    # The central bank publishes fixings under the rule that defines instruments (its
+    # cash_issuer role is checked by the operation): no new rule, so every genesis stays valid.
+    "publish_rate_fixing": "register_instrument",
+    # A sukuk's payments under their own names: the paying agent's rules.
+    "pay_rental": "pay_coupon",
+    "dissolve_sukuk": "redeem",
+    "call_bond": "issue",  # the issuer's decision about its own debt
 }
 
 # Every rule name a genesis policy must define.

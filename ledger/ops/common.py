@@ -14,16 +14,15 @@ so a refused transaction changes nothing (the executor still consumes its nonce)
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date
 from functools import lru_cache
 from typing import NoReturn
 
 from ledger.codes import Code, InvalidTransaction
 from ledger.crypto import address_from_public_key, address_to_text
+from ledger.ops.paydates import next_payment, record_date_for
 from ledger.state import State
 from ledger.types import (
-    BOND,
-    TBILL,
     VASP,
     Account,
     BlockContext,
@@ -220,6 +219,12 @@ class Args:
     def raw(self, name: str) -> object:
         return self._get(name)
 
+    def raw_peek(self, name: str) -> object:
+        """A present field's value without reading it (its getter still must): for an
+        operation that delegates to another after a look at one field."""
+        value = self._args[name]
+        return value if type(value) is str else None
+
     def done(self) -> None:
         # `_seen` lists the fields read, each present and read once; so when the counts are
         # equal no field was left unread, and only otherwise is the set difference needed.
@@ -341,16 +346,14 @@ def record_date(state: State, instrument: Instrument) -> date | None:
 
     Bonds close before their next unpaid coupon; T-bills (and bonds, whose last coupon
     falls on maturity) before maturity. The period lasts until the payment is made, so the
-    register the paying agent pays from is the register at the record date.
+    register the paying agent pays from is the register at the record date. When it starts:
+    `paydates.record_date_for` (business days before the payment date for a bond whose terms
+    say so, else `closed_period_days` calendar days before the scheduled date).
     """
-    if instrument.redeemed:
-        return None
-    target = instrument.next_coupon
+    target = next_payment(instrument)
     if target is None:
-        if instrument.kind not in (BOND, TBILL):
-            return None
-        target = instrument.maturity_date
-    return target - timedelta(days=state.parameters.closed_period_days)
+        return None
+    return record_date_for(state, instrument, target)
 
 
 def check_movable(state: State, ctx: BlockContext, instrument: Instrument) -> None:
@@ -362,6 +365,12 @@ def check_movable(state: State, ctx: BlockContext, instrument: Instrument) -> No
             Code.INSTRUMENT_MATURED,
             f"instrument {instrument.id} matured on {instrument.maturity_date} "
             f"(block date {ctx.date})",
+        )
+    terms = instrument.terms
+    if terms is not None and terms.called_on is not None and ctx.date >= terms.called_on:
+        fail(
+            Code.INSTRUMENT_MATURED,
+            f"instrument {instrument.id} was called for {terms.called_on} (block date {ctx.date})",
         )
     start = record_date(state, instrument)
     if start is not None and ctx.date >= start:

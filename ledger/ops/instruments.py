@@ -8,6 +8,7 @@ from datetime import date
 
 from ledger import bondmath, business_days
 from ledger.codes import Code
+from ledger.ops import debt
 from ledger.ops.common import (
     Args,
     TxView,
@@ -17,6 +18,7 @@ from ledger.ops.common import (
     require_approvals,
     require_role,
 )
+from ledger.protocol import DEBT_OFFICE
 from ledger.state import State
 from ledger.types import (
     BOND,
@@ -162,12 +164,14 @@ def register_instrument(state: State, ctx: BlockContext, tx: TxView, args: Args)
 
 
 def _coupon_fields(state: State, args: Args, tx: TxView, issue, maturity) -> dict:
-    rate_text = args.text("coupon_rate", max_len=20)
+    # A floating-rate note (version 3, `debt.parse_terms`) states no fixed coupon_rate.
+    floating = state.protocol_version >= DEBT_OFFICE and args.has("rate_index")
+    rate_text = "0" if floating else args.text("coupon_rate", max_len=20)
     try:
         rate = bondmath.parse_rate(rate_text)
     except ValueError as exc:
         fail(Code.BAD_FIELD, f"coupon_rate: {exc}")
-    if rate <= 0:
+    if rate <= 0 and not floating:
         fail(Code.BAD_FIELD, f"a bond's coupon_rate must be positive, got {rate_text!r}")
     frequency = args.integer("coupon_frequency", lo=1, hi=12)
     if frequency not in bondmath.FREQUENCIES:
@@ -189,7 +193,9 @@ def _coupon_fields(state: State, args: Args, tx: TxView, issue, maturity) -> dic
         )
     except ValueError as exc:
         fail(Code.BAD_FIELD, f"coupon schedule: {exc}")
+    days = _business_day_fields(state, args, tx)
     return {
+        "terms": debt.parse_terms(state, args, days["holiday_calendar"]),
         "coupon_rate": rate_text,
         "coupon_frequency": frequency,
         "day_count": day_count,
@@ -197,7 +203,7 @@ def _coupon_fields(state: State, args: Args, tx: TxView, issue, maturity) -> dic
         "first_coupon_date": first,
         "penultimate_coupon_date": penultimate,
         "end_of_month": end_of_month,
-        **_business_day_fields(state, args, tx),
+        **days,
     }
 
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
+from fractions import Fraction
 
-from ledger import bondmath, business_days
+from ledger import bondmath
 from ledger.codes import Code
+from ledger.ops import debt
 from ledger.ops.common import (
     Args,
     TxView,
@@ -32,6 +34,8 @@ from ledger.ops.common import (
     show,
 )
 from ledger.ops.instruments import END_OF_MONTH
+from ledger.ops.paydates import payment_date
+from ledger.protocol import BALANCE_CHANGES_VERSION
 from ledger.state import State
 from ledger.types import (
     BOND,
@@ -56,19 +60,6 @@ def bond_schedule(bond: Instrument) -> bondmath.Schedule:
         bond.penultimate_coupon_date,
         END_OF_MONTH[bond.end_of_month],
     )
-
-
-def payment_date(state: State, instrument: Instrument, day: date) -> date:
-    """The day a payment scheduled for `day` is due: `day` moved by the instrument's
-    business-day convention over its issuer's holiday calendar (unadjusted without one)."""
-    if not instrument.business_day_convention:
-        return day
-    calendar = state.calendars[instrument.holiday_calendar]
-    days = business_days.BusinessCalendar(
-        frozenset(business_days.WEEKDAYS.index(name) + 1 for name in calendar.weekend),
-        frozenset(calendar.holidays),
-    )
-    return days.adjust(day, instrument.business_day_convention)
 
 
 def _coupon_v1(bond: Instrument, coupon_date: date) -> tuple[Decimal, date | None]:
@@ -160,8 +151,24 @@ def _pay(
 
 
 def _payment_events(
-    kind: str, instrument: Instrument, cash: Instrument, distribution: bondmath.Distribution
+    state: State,
+    kind: str,
+    instrument: Instrument,
+    cash: Instrument,
+    distribution: bondmath.Distribution,
 ) -> list[Event]:
+    """One event per holder paid. From protocol version 3 `instrument` is what `to` was
+    credited (the cash token, as in a transfer or an issue) and `security` what it was paid
+    on: before, `instrument` named the bond, so a reader keyed on `to` and `instrument`
+    booked a deposit of bonds (issue 17)."""
+    if state.protocol_version >= BALANCE_CHANGES_VERSION:
+        return [
+            Event(
+                kind,
+                {"amount": amount, "instrument": cash.id, "security": instrument.id, "to": holder},
+            )
+            for holder, amount in distribution.payments
+        ]
     return [
         Event(kind, {"instrument": instrument.id, "cash": cash.id, "to": holder, "amount": amount})
         for holder, amount in distribution.payments
@@ -172,7 +179,9 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
     """`{instrument, cash, coupon_date}`: pay the bond's next coupon to every holder.
 
     Coupons are paid in order, on or after their date, each once; the coupon for the period
-    ending on `coupon_date` is `bondmath.scheduled_coupon` of the bond's schedule.
+    ending on `coupon_date` is `bondmath.scheduled_coupon` of the bond's schedule. For an Ijara
+    sukuk the coupon is the periodic rental paid to the certificate holders (its events are
+    named so, `debt.SUKUK_NAMES`), at the rental rate `coupon_rate` or a floating one.
     """
     instrument_id = instrument_id_arg(args)
     cash_id = instrument_id_arg(args, "cash")
@@ -196,29 +205,42 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             Code.COUPON_NOT_DUE,
             f"coupon of {coupon_date} is not due until {due} (block date {ctx.date})",
         )
+    floating: dict = {}  # a floating-rate note's reset, reported in its event
     if state.protocol_version < 2:
         per_unit, following = _coupon_v1(bond, coupon_date)
     else:
         schedule = bond_schedule(bond)
+        dates = schedule.dates()
+        index = dates.index(coupon_date)
+        following = dates[index + 1] if index + 1 < len(dates) else None
+        if bond.terms is not None and bond.terms.called_on == coupon_date:
+            following = None  # called: no coupon after the call date (version 3)
+        rate = bondmath.parse_rate(bond.coupon_rate)
+        if debt.is_floating(bond):
+            # A floating-rate note: this period's fixing plus the spread (version 3).
+            reset = debt.floating_rate(
+                state, bond, bond.issue_date if index == 0 else dates[index - 1]
+            )
+            rate = reset.rate
+            floating = {
+                "rate": str(reset.rate),
+                "fixing_date": reset.fixing_date.isoformat(),
+                "fixing": reset.fixing.rate,
+                "fixing_of": reset.fixing.day.isoformat(),
+            }
         # The amount comes from the schedule as a whole: an irregular period is measured
         # against the schedule's own grid (issue 18: measuring a period from its two dates
         # alone guessed the grid and overpaid first coupons that fall on a clipped month end).
         per_unit = bondmath.scheduled_coupon(
-            bond.face_value,
-            bondmath.parse_rate(bond.coupon_rate),
-            bondmath.DayCount(bond.day_count),
-            schedule,
-            coupon_date,
+            bond.face_value, rate, bondmath.DayCount(bond.day_count), schedule, coupon_date
         )
-        dates = schedule.dates()
-        index = dates.index(coupon_date)
-        following = dates[index + 1] if index + 1 < len(dates) else None
     distribution, writes, outflow = _pay(state, ctx, tx, bond, cash, per_unit)
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)
     state.put_instrument(replace(bond, next_coupon=following, last_coupon_paid=coupon_date))
+    names = debt.event_names(bond)
     summary = Event(
-        "coupon_paid",
+        names["coupon_paid"],
         {
             "instrument": bond.id,
             "cash": cash.id,
@@ -227,18 +249,21 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
             "total": distribution.total,
             "paid_out": outflow,
             "residual": str(distribution.residual),
-            "holders": len(distribution.payments),
+            names["holders"]: len(distribution.payments),
             "paying_agent": tx.sender,
             # Only for bonds with a business-day convention: receipts of the others stay
             # byte for byte what they were.
             **({"payment_date": due.isoformat()} if bond.business_day_convention else {}),
+            **floating,
         },
     )
-    return [summary, *_payment_events("coupon_payment", bond, cash, distribution)]
+    return [summary, *_payment_events(state, names["coupon_payment"], bond, cash, distribution)]
 
 
 def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
-    """`{instrument, cash}`: at maturity pay face value on every unit and burn the units."""
+    """`{instrument, cash}`: at maturity pay face value on every unit and burn the units.
+    For an Ijara sukuk this is its dissolution (`debt.SUKUK_NAMES`): the obligor buys the
+    asset back at the dissolution amount (face value) and the certificates are cancelled."""
     instrument_id = instrument_id_arg(args)
     cash_id = instrument_id_arg(args, "cash")
     args.done()
@@ -252,27 +277,27 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
     cash = _cash_for(state, cash_id, instrument)
     if instrument.redeemed:
         fail(Code.INSTRUMENT_MATURED, f"{instrument.id} has already been redeemed")
-    assert instrument.maturity_date is not None
-    due = payment_date(state, instrument, instrument.maturity_date)
+    final = debt.final_date(instrument)  # maturity, or the call date once called
+    assert final is not None
+    due = payment_date(state, instrument, final)
     if ctx.date < due:
         fail(
             Code.NOT_MATURED,
-            f"{instrument.id} matures on {instrument.maturity_date}, payable {due} "
-            f"(block date {ctx.date})",
+            f"{instrument.id} matures on {final}, payable {due} (block date {ctx.date})",
         )
     if instrument.next_coupon is not None:
         fail(
             Code.COUPON_UNPAID,
             f"the coupon of {instrument.next_coupon} on {instrument.id} must be paid first",
         )
-    per_unit = Decimal(bondmath.redemption_amount(instrument.face_value, 1))
+    per_unit = debt.redemption_per_unit(instrument)
     distribution, writes, outflow = _pay(state, ctx, tx, instrument, cash, per_unit)
     holders = sorted(state.holdings[instrument.id].items())
     for address, holding in holders:
         if holding.frozen and address in writes:
             # Frozen units become frozen cash: the freeze outlives the instrument.
             new = writes[address]
-            extra = holding.frozen * instrument.face_value
+            extra = int(Fraction(per_unit) * holding.frozen)  # floor: amounts are positive
             writes[address] = Holding(new.balance, min(new.balance, new.frozen + extra))
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)
@@ -286,8 +311,9 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
             programme.outstanding_usd_cents - instrument.supply * instrument.usd_face_value,
         )
     )
+    names = debt.event_names(instrument)
     summary = Event(
-        "redeemed",
+        names["redeemed"],
         {
             "instrument": instrument.id,
             "cash": cash.id,
@@ -295,8 +321,33 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
             "total": distribution.total,
             "paid_out": outflow,
             "residual": str(distribution.residual),
-            "holders": len(holders),
+            names["holders"]: len(holders),
             "paying_agent": tx.sender,
         },
     )
-    return [summary, *_payment_events("redemption_payment", instrument, cash, distribution)]
+    events = _payment_events(state, names["redemption_payment"], instrument, cash, distribution)
+    return [summary, *events]
+
+
+def _sukuk_only(state: State, args: Args, op_name: str) -> None:
+    """The sukuk names of the payments exist from version 3 and only for sukuk."""
+    debt.require_debt_office(state, op_name)
+    if not args.has("instrument"):
+        return  # pay_coupon / redeem refuse the missing field themselves
+    instrument = state.instruments.get(args.raw_peek("instrument"))
+    if instrument is not None and not debt.is_sukuk(instrument):
+        fail(Code.WRONG_INSTRUMENT_KIND, f"{instrument.id} is not a sukuk: {op_name} pays sukuk")
+
+
+def pay_rental(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{instrument, cash, coupon_date}`: an Ijara sukuk's periodic rental to its certificate
+    holders; `pay_coupon` under the name its documents use (policy rule "pay_coupon")."""
+    _sukuk_only(state, args, "pay_rental")
+    return pay_coupon(state, ctx, tx, args)
+
+
+def dissolve_sukuk(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{instrument, cash}`: an Ijara sukuk's dissolution at maturity; `redeem` under the name
+    its documents use (policy rule "redeem")."""
+    _sukuk_only(state, args, "dissolve_sukuk")
+    return redeem(state, ctx, tx, args)

@@ -4,7 +4,7 @@
                   [--sign-only --nonce N [--chain-id ID | --genesis FILE]] [--out FILE] [--json]
     khazana tx sign --key FILE --in FILE [--out FILE]      add a co-signature, offline
     khazana tx submit --in FILE|BASE64 [--rpc URL] [--wait]
-    khazana query status|block|commit|tx|account|instrument|instruments|holders|events|
+    khazana query status|block|commit|tx|account|instrument|instruments|quote|holders|events|
                   validators|net-info|genesis|unconfirmed ... [--rpc URL] [--json]
     khazana query account|tx ... --prove --genesis FILE   verified against trusted validators
     khazana query subscribe QUERY [--count N] [--timeout S] [--json]   events as committed
@@ -100,7 +100,8 @@ MEANINGS: dict[Code, str] = {
     Code.BAD_ADDRESS: "an address is not a valid kz1 address",
     Code.BAD_SIGNATURE: "a signature does not verify (wrong key or altered transaction)",
     Code.WRONG_CHAIN: "the transaction was signed for another chain id",
-    Code.NONCE_USED: "the nonce was already used: build the transaction again",
+    Code.NONCE_USED: "another transaction of this sender already used the nonce: "
+    "build it again only if you mean a new one",
     Code.NONCE_GAP: "the nonce is ahead of the account's next nonce",
     Code.MISSING_APPROVALS: "the policy needs more institutions' signatures (keys of one "
     "institution count once): have each one add its own with "
@@ -138,6 +139,10 @@ MEANINGS: dict[Code, str] = {
     Code.COUPON_NOT_DUE: "that coupon is not the next one due",
     Code.COUPON_UNPAID: "an earlier coupon is still unpaid",
     Code.WRONG_INSTRUMENT_KIND: "the operation does not apply to this kind of instrument",
+    Code.RATE_FIXING_MISSING: "the rate fixing a floating coupon resets from is not published",
+    Code.RATE_FIXING_EXISTS: "a fixing of that index for that date is already published",
+    Code.NOT_CALLABLE: "the bond has no call terms, or is already called or redeemed",
+    Code.CALL_NOTICE_TOO_SHORT: "the call date is closer than the bond's notice period",
     Code.MEMPOOL_FULL: "the node's mempool is full: try again later",
     Code.TX_TOO_LARGE: "the transaction is larger than the node admits",
     Code.ALREADY_IN_MEMPOOL: "the node already holds this transaction",
@@ -146,6 +151,8 @@ MEANINGS: dict[Code, str] = {
     Code.VASP_QUOTA: "the sender's VASP already has its share of the node's mempool",
     Code.TX_TOO_COMPLEX: "the transaction's decoded form would take more memory than the node admits",
     Code.TOO_MANY_PARKED: "too many transactions wait behind a nonce gap: send the missing nonce",
+    Code.ALREADY_COMMITTED: "this very transaction is already committed and final: do not "
+    "build it again (read it with `khazana query tx HASH`)",
 }
 
 
@@ -226,6 +233,15 @@ QUERIES: dict[str, tuple[str, tuple[tuple[str, dict], ...]]] = {
     "account": ("an account: roles, KYC, freeze, nonce, balances", (("address", {}), *_PROVE)),
     "instrument": ("an instrument: definition, supply, cap, status", (("id", {}),)),
     "instruments": ("every instrument", ()),
+    "quote": (
+        "a bond's yield, clean and dirty price and accrued interest for a settlement date",
+        (
+            ("id", {}),
+            ("settlement", {"metavar": "YYYY-MM-DD"}),
+            ("--price", {"help": "clean price per 100 of face, e.g. 99.125"}),
+            ("--yield", {"dest": "yield_", "help": "yield as a fraction, e.g. 0.0525"}),
+        ),
+    ),
     "holders": ("the holders of an instrument", (("id", {}),)),
     "events": (
         "the audit trail",
@@ -574,6 +590,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     elif what == "instrument":
         instrument = client.instrument(args.id)
         _emit(args, instrument, lambda: _print_instrument(instrument))
+    elif what == "quote":
+        answer = client.quote(args.id, args.settlement, price=args.price, yield_=args.yield_)
+        _emit(args, answer)
     elif what == "instruments":
         items = client.instruments()
         _emit(args, items, lambda: _print_instruments(items))

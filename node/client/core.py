@@ -39,6 +39,7 @@ from node.rpc.auth import authorization_header
 METHOD_NOT_FOUND = -32601
 NOT_FOUND = -32001
 COMMIT_TIMEOUT = -32002  # broadcast_tx_commit: admitted, not committed within the node's wait
+ALREADY_COMMITTED = 408  # ledger.codes.Code.ALREADY_COMMITTED: sent again after its commit
 ACCESS_DENIED = -32004  # unauthorized (no or bad credentials) / forbidden (not yours to read)
 # Where `khazana init` puts the first node's JSON-RPC (node/home.py: node k listens on
 # base + 3k + 1), so that the CLI and SDK reach a fresh local network without --rpc.
@@ -416,6 +417,19 @@ class Plans:
     def instrument(self, instrument_id: str) -> Plan[dict]:
         return (yield Call("instrument", {"id": instrument_id}))
 
+    def quote(
+        self,
+        instrument: str,
+        settlement: str,
+        *,
+        price: str | None = None,
+        yield_: str | None = None,
+    ) -> Plan[dict]:
+        """Yield, clean and dirty price and accrued interest of a bond for `settlement`
+        (YYYY-MM-DD), from a clean price per 100 of face or a yield (decimal text)."""
+        params = {"instrument": instrument, "settlement": settlement, "price": price}
+        return (yield Call("quote", {**params, "yield": yield_}))
+
     def instruments(self) -> Plan[list[dict]]:
         """Every instrument (follows the node's pages)."""
         items: list[dict] = []
@@ -523,6 +537,9 @@ class Plans:
                 self.commit_supported = False
             else:
                 check = result.get("check_tx", {})
+                if check.get("code") == ALREADY_COMMITTED and result.get("tx_result"):
+                    # A retry of a transaction that made it: its committed result.
+                    return _committed_or_raise(Committed.from_tx_result(result))
                 if check.get("code", 0) != 0:
                     raise TxRejected(check["code"], check.get("log", ""), result.get("hash"))
                 return _committed_or_raise(Committed.from_tx_result(result))
@@ -584,6 +601,7 @@ PLAN_METHODS = (
     "account",
     "instrument",
     "instruments",
+    "quote",
     "holders",
     "events",
     "tx",

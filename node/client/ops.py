@@ -140,6 +140,36 @@ OPS: dict[str, OpSpec] = {
                     False,
                 ),
                 _a("holiday_calendar", TEXT, "the issuer's calendar id (bond)", False),
+                _a(
+                    "record_business_days",
+                    INT,
+                    "record date: business days before payment (bond, version 3)",
+                    False,
+                ),
+                _a("rate_index", TEXT, "floating-rate note: the fixing it resets from", False),
+                _a("spread_bp", JSON, "floating-rate note: spread in basis points", False),
+                _a("fixing_days", INT, "floating-rate note: business days fixed before", False),
+                _a(
+                    "fixing_lookback_days",
+                    INT,
+                    "floating-rate note: days an earlier fixing may stand in",
+                    False,
+                ),
+                _a("sukuk", TEXT, "ijara: an Ijara sukuk (rental, dissolution)", False),
+                _a("sukuk_asset", TEXT, "the leased asset (sukuk)", False),
+                _a("redemption_price", TEXT, "percent of face at maturity, e.g. 101.5", False),
+                _a("call_notice_days", INT, "callable by the issuer with this notice", False),
+                _a("call_price", TEXT, "percent of face paid on a call", False),
+            ),
+        ),
+        OpSpec(
+            "publish_rate_fixing",
+            "publish a rate fixing (central bank; protocol version 3)",
+            (
+                _a("name", TEXT, "index name, e.g. PKR-TB6M"),
+                _a("date", DATE, "the date it is the rate of"),
+                _a("rate", TEXT, "decimal fraction, e.g. 0.1125"),
+                _a("document_hash", HASH32, "SHA-256 of the publishing document (hex)"),
             ),
         ),
         OpSpec(
@@ -192,6 +222,25 @@ OPS: dict[str, OpSpec] = {
         OpSpec(
             "redeem",
             "pay face value at maturity and burn the units",
+            (_INSTRUMENT, _a("cash", TEXT, "cash token id")),
+        ),
+        OpSpec(
+            "call_bond",
+            "the issuer calls a callable bond on one of its coupon dates",
+            (_INSTRUMENT, _a("call_date", DATE, "the coupon date it is redeemed on")),
+        ),
+        OpSpec(
+            "pay_rental",
+            "pay an Ijara sukuk's periodic rental to its certificate holders",
+            (
+                _INSTRUMENT,
+                _a("cash", TEXT, "cash token id"),
+                _a("coupon_date", DATE, "the rental's scheduled date"),
+            ),
+        ),
+        OpSpec(
+            "dissolve_sukuk",
+            "pay an Ijara sukuk's dissolution amount at maturity and cancel the certificates",
             (_INSTRUMENT, _a("cash", TEXT, "cash token id")),
         ),
         OpSpec(
@@ -529,8 +578,24 @@ class TxBuilder:
         end_of_month: str | None = None,
         business_day_convention: str | None = None,
         holiday_calendar: str | None = None,
+        record_business_days: int | None = None,
+        rate_index: str | None = None,
+        spread_bp: int | None = None,
+        fixing_days: int | None = None,
+        fixing_lookback_days: int | None = None,
+        sukuk: str | None = None,
+        sukuk_asset: str | None = None,
+        redemption_price: str | None = None,
+        call_notice_days: int | None = None,
+        call_price: str | None = None,
     ) -> Operation:
         return build("register_instrument", **_given(locals()))
+
+    @staticmethod
+    def publish_rate_fixing(*, name: str, date: str, rate: str, document_hash: bytes) -> Operation:
+        return build(
+            "publish_rate_fixing", name=name, date=date, rate=rate, document_hash=document_hash
+        )
 
     @staticmethod
     def set_holiday_calendar(*, id: str, weekend: list[str], holidays: list[str]) -> Operation:
@@ -565,6 +630,18 @@ class TxBuilder:
     @staticmethod
     def redeem(*, instrument: str, cash: str) -> Operation:
         return build("redeem", instrument=instrument, cash=cash)
+
+    @staticmethod
+    def call_bond(*, instrument: str, call_date: str | date) -> Operation:
+        return build("call_bond", instrument=instrument, call_date=call_date)
+
+    @staticmethod
+    def pay_rental(*, instrument: str, cash: str, coupon_date: str | date) -> Operation:
+        return build("pay_rental", instrument=instrument, cash=cash, coupon_date=coupon_date)
+
+    @staticmethod
+    def dissolve_sukuk(*, instrument: str, cash: str) -> Operation:
+        return build("dissolve_sukuk", instrument=instrument, cash=cash)
 
     @staticmethod
     def license_vasp(*, vasp: str, name: str) -> Operation:

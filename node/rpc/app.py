@@ -122,6 +122,7 @@ class RpcApp:
             handle_body=self.jsonrpc.handle_body,
             limits=self.limits,
             scopes=self.scopes,
+            handle_batch=self.jsonrpc.handle_batch_with,
         )
 
     def _authenticate(self, scope: dict, body: bytes, query: bool = False) -> bytes | None:

@@ -35,6 +35,10 @@ from node.rpc.params import tx_param
 
 log = logging.getLogger("khazana.rpc")
 
+# Answered on the WebSocket (node/rpc/websocket.py), in a batch there too; over HTTP they are
+# not found, and the error says where they are.
+WEBSOCKET_ONLY = ("subscribe", "unsubscribe", "unsubscribe_all")
+
 Handler = Callable[..., Awaitable[Any]]
 SubmitMany = Callable[[list[bytes]], Awaitable[list[Any]]]  # a dict, or an RpcError, per tx
 
@@ -85,18 +89,53 @@ class JsonRpc:
             return error_response(BadRequest(PARSE_ERROR, "Parse error"))
         deadline = trio.current_time() + self.request_timeout_ms / 1000
         if isinstance(message, list):
-            if not message:
-                return error_response(BadRequest(INVALID_REQUEST, "Invalid Request", "empty batch"))
-            if len(message) > self.max_batch:
-                return error_response(
-                    RpcError(
-                        INVALID_REQUEST,
-                        "Invalid Request",
-                        f"batch of {len(message)} calls; at most {self.max_batch}",
-                    )
-                )
+            refusal = self._batch_refusal(message)
+            if refusal is not None:
+                return refusal
             return await self._handle_batch(message, deadline)
         return await self.handle_request(message, deadline)
+
+    def _batch_refusal(self, calls: list) -> dict | None:
+        """The error answering a whole batch that cannot be run (empty, too long), or None."""
+        if not calls:
+            return error_response(BadRequest(INVALID_REQUEST, "Invalid Request", "empty batch"))
+        if len(calls) > self.max_batch:
+            return error_response(
+                RpcError(
+                    INVALID_REQUEST,
+                    "Invalid Request",
+                    f"batch of {len(calls)} calls; at most {self.max_batch}",
+                )
+            )
+        return None
+
+    async def handle_batch_with(
+        self,
+        calls: list,
+        is_own: Callable[[Any], bool],
+        answer_own: Callable[[Any], Awaitable[Any]],
+    ) -> list | dict | None:
+        """A batch some of whose calls the caller answers itself (`answer_own` for each call
+        `is_own` picks: the WebSocket's subscribe calls), the others as in any batch; one
+        after another in the batch's order, under the one answer budget of a body, with the
+        same limits and the same answer shape as `handle_body` gives a batch."""
+        refusal = self._batch_refusal(calls)
+        if refusal is not None:
+            return refusal
+        budget = self.guard.open()
+        try:
+            deadline = trio.current_time() + self.request_timeout_ms / 1000
+            answers = []
+            for call in calls:
+                if is_own(call):
+                    answer = await answer_own(call)
+                else:
+                    answer = await self.handle_request(call, deadline)
+                if answer is not None:
+                    answers.append(answer)
+            return answers or None
+        finally:
+            self.guard.close(budget)
 
     async def _handle_batch(self, calls: list, deadline: float) -> list | None:
         """The answers to a batch, in the batch's order (notifications give none).
@@ -186,6 +225,12 @@ class JsonRpc:
     async def _call(self, name: str, params: Any, deadline: float) -> Any:
         method = self.table.get(name)
         if method is None:
+            if name in WEBSOCKET_ONLY:
+                raise RpcError(
+                    METHOD_NOT_FOUND,
+                    "Method not found",
+                    f"{name} is served on the WebSocket only: connect to /websocket",
+                )
             raise RpcError(METHOD_NOT_FOUND, "Method not found", name[:100])
         bound = bind_params(method, params)
         with trio.move_on_at(deadline + method.extra_time_ms / 1000):

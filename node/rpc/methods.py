@@ -18,6 +18,7 @@ from node.rpc.framing import Method
 from node.rpc.limits import RpcLimits
 from node.rpc.nodeview import NodeView
 from node.rpc.openrpc import document
+from node.rpc.quote_methods import QuoteMethods
 from node.rpc.scopes import Scopes
 from node.rpc.state_methods import StateMethods
 from node.rpc.supervision_methods import SupervisionMethods
@@ -47,12 +48,14 @@ class RpcMethods:
         self.supervision = SupervisionMethods(
             node, self.scopes, self.limits.max_page, self.state.account
         )
+        self.quotes = QuoteMethods(node)
         table: dict[str, Method] = {
             **self.chain.table(),
             **self.txs.table(),
             **self.state.table(),
             "rpc.discover": Method(self.rpc_discover, ()),
             **self.supervision.table(),
+            **self.quotes.table(),
         }
         self.table = {name: gated(name, method, self.scopes) for name, method in table.items()}
         self.get_methods = frozenset(self.table) - SUBMIT_METHODS

@@ -109,6 +109,8 @@ COMPONENTS: dict[str, dict] = {
     ),
     "Admission": obj(
         {"code": NAT, "codespace": STR, "log": STR, "hash": nullable(ref("Hash"))},
+        # Code 408 ALREADY_COMMITTED only: where the transaction was committed.
+        {"height": NAT, "index": NAT},
     ),
     "Proof": obj(
         {"height": NAT, "header": ref("Base64"), "commit": ref("Base64")},

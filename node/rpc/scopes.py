@@ -83,6 +83,7 @@ METHOD_RULES: dict[str, str] = {
     "commit": PUBLIC,
     "instrument": PUBLIC,
     "instruments": PUBLIC,
+    "quote": PUBLIC,  # arithmetic on a bond's public terms (node/rpc/quote_methods.py)
     "account": SIGNED,
     "tx": SIGNED,
     "events": SIGNED,
@@ -367,21 +368,22 @@ class Scopes:
 
     async def check_subscription(self, query: Any) -> None:
         """A `node.events.Query` the caller may subscribe to (and keep receiving): NewBlock
-        for whoever may read block headers; Tx: READ_ALL any, others only with `account=`
-        one they may read."""
+        for whoever may read block headers; Tx: READ_ALL any, others only with `account=` or
+        `balance_change.account=` naming accounts they may read."""
         if query.event == "NewBlock":
             await self.gate("block")
             return
         principal = await self.principal()
         if principal.reads_all:
             return
-        if query.account is None:
+        if not query.accounts:
             if principal.kind == ANONYMOUS:
                 raise self.no_credentials("auth.required", "Tx subscriptions need credentials")
             raise forbidden(
                 "scope.subscribe_account", "Tx subscriptions: give account= (one you may read)"
             )
-        await self.check_account(query.account, "subscription")
+        for account in query.accounts:  # account= and balance_change.account=
+            await self.check_account(account, "subscription")
 
 
 def _sender(raw: bytes) -> bytes | None:

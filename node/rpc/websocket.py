@@ -6,6 +6,12 @@ of the notifications. Queries and the per-client queue are node/events.py's; any
 sent on the socket is answered by the JSON-RPC handler (node/rpc/framing.py), so a client can
 `status` or `broadcast_tx_sync` on the same connection.
 
+The socket answers as HTTP does: the same JSON (no NaN), the same ids (string, any finite
+number, or null; a valid id is echoed even on an Invalid Request, e.g. one without
+`"jsonrpc": "2.0"`), notifications unanswered. A batch may hold subscription calls: its calls
+are then answered one after another in order under one answer budget
+(`JsonRpc.handle_batch_with`), with the batch limits of HTTP.
+
 A notification answers the subscribe call's `id` (as CometBFT does), once per matched event:
 
     {"jsonrpc": "2.0", "id": <id of the subscribe>, "result": {"query": "tm.event='Tx'",
@@ -60,6 +66,7 @@ from node.events import (
 )
 from node.rpc.budget import count_refusal
 from node.rpc.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, BadRequest, RpcError
+from node.rpc.framing import WEBSOCKET_ONLY, refuse_constant, valid_id
 from node.rpc.render import CODESPACE, b64, render_header, to_json
 from node.rpc.scopes import Scopes
 
@@ -72,7 +79,7 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013  # too many connections, or no event bus on this node
 
-SUBSCRIPTION_METHODS = ("subscribe", "unsubscribe", "unsubscribe_all")
+SUBSCRIPTION_METHODS = WEBSOCKET_ONLY
 
 
 def render_notification(notification: Notification, bodies: bool = True) -> dict:
@@ -105,6 +112,10 @@ def render_notification(notification: Notification, bodies: bool = True) -> dict
     return {"query": notification.query, "data": {"type": kind, "value": value}}
 
 
+def _is_subscription(call: Any) -> bool:
+    return isinstance(call, dict) and call.get("method") in SUBSCRIPTION_METHODS
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -122,10 +133,12 @@ class _Connection:
         subscriber: Subscriber,
         handle_body: Callable,
         scopes: Scopes,
+        handle_batch: Callable | None = None,
     ) -> None:
         self.send = send
         self.subscriber = subscriber
         self.handle_body = handle_body
+        self.handle_batch = handle_batch  # framing.JsonRpc.handle_batch_with
         self.scopes = scopes
         self.ids: dict[str, Any] = {}  # canonical query text -> the subscribe call's id
         self.lock = trio.Lock()
@@ -171,26 +184,48 @@ class _Connection:
 
     async def on_message(self, text: str) -> None:
         try:
-            message = json.loads(text)
+            # The same JSON as over HTTP (framing.py): no NaN or Infinity.
+            message = json.loads(text, parse_constant=refuse_constant)
         except (ValueError, RecursionError):
             await self.send_text(_error(BadRequest(PARSE_ERROR, "Parse error")))
             return
-        if isinstance(message, dict) and message.get("method") in SUBSCRIPTION_METHODS:
+        if _is_subscription(message):
             answer = await self.subscription_call(message)
+        elif isinstance(message, list) and any(_is_subscription(call) for call in message):
+            answer = await self.mixed_batch(message, text)
         else:
             answer = await self.handle_body(text.encode("utf-8"))
         if answer is not None:
             await self.send_text(answer)
 
+    async def mixed_batch(self, calls: list, text: str) -> Any:
+        """A batch holding subscription calls: each call answered in turn, in the batch's
+        order, as it would be alone (the others by the JSON-RPC handler, under one answer
+        budget); notifications get no answer and an all-notification batch none at all, as
+        over HTTP."""
+        if self.handle_batch is None:  # no batch handler given: the body handler's answer
+            return await self.handle_body(text.encode("utf-8"))
+        return await self.handle_batch(calls, _is_subscription, self.subscription_call)
+
     async def subscription_call(self, request: dict) -> dict | None:
+        # Checked as framing.JsonRpc.handle_request checks any call, so the socket answers
+        # what HTTP answers: a valid id is echoed even when the request is refused.
         request_id = request.get("id")
-        if request.get("jsonrpc") != "2.0" or type(request_id) not in (str, int, type(None)):
-            return _error(BadRequest(INVALID_REQUEST, "Invalid Request"), None)
+        if (
+            request.get("jsonrpc") != "2.0"
+            or ("id" in request and not valid_id(request_id))
+            or not isinstance(request.get("params", []), (list, dict))
+        ):
+            echoed = request_id if valid_id(request_id) else None
+            return _error(BadRequest(INVALID_REQUEST, "Invalid Request"), echoed)
         params = request.get("params", {})
         if isinstance(params, list):
+            if len(params) > 1:
+                return _error(
+                    BadRequest(INVALID_PARAMS, "Invalid params", "at most 1 positional param"),
+                    request_id,
+                )
             params = dict(zip(("query",), params, strict=False))
-        if not isinstance(params, dict):
-            return _error(BadRequest(INVALID_REQUEST, "Invalid Request"), request_id)
         method = request["method"]
         try:
             if set(params) - {"query"}:
@@ -229,6 +264,7 @@ async def serve_websocket(
     handle_body: Callable,
     limits: Any,  # node.rpc.limits.RpcLimits
     scopes: Scopes,
+    handle_batch: Callable | None = None,
 ) -> None:
     """Run one WebSocket connection until either side closes it."""
     message = await receive()
@@ -250,7 +286,7 @@ async def serve_websocket(
             }
         )
         return
-    connection = _Connection(send, subscriber, handle_body, scopes)
+    connection = _Connection(send, subscriber, handle_body, scopes, handle_batch)
     try:
         await send({"type": "websocket.accept"})
         async with trio.open_nursery() as nursery:

@@ -15,6 +15,18 @@ transactions through `apply_transaction`), and every payment is compared with:
 * the rounding docs/PROTOCOL.md states: each holder gets floor(exact coupon per unit x units),
   the residual reported is exact total - paid, redemption pays face x units exactly.
 
+Protocol version 3's instruments (docs/PROTOCOL.md section 10) are among the generated ones,
+checked by direct computation from their rule with QuantLib's calendar and day count:
+
+* floating-rate notes: fixings are published as the run goes (some too early for the
+  lookback: the coupon must then be refused with RATE_FIXING_MISSING until the fixing date's
+  own is published); each coupon's rate is max(0, the latest fixing within the lookback of the
+  fixing date -- QuantLib's `Calendar.advance` by `fixing_days` business days -- + spread);
+* Ijara sukuk, paid by `pay_rental` and `dissolve_sukuk`, their events checked by name;
+* redemption at a stated price and bonds called for one of their coupon dates: no coupon
+  after the call, redemption on the call date's payment day at the call price, each holder
+  floor(face x price / 100 x units), the residual exact.
+
 QuantLib works in binary floating point, so fractions are compared to 1e-12 (a coupon fraction
 is at most 1; the exact fraction the ledger uses is recomputed here as a `Fraction` from
 QuantLib's day count where it is an integer count, and compared in floats otherwise), and a
@@ -104,13 +116,21 @@ class BondCase:
     convention: str = ""  # business_day_convention ("" none)
     weekend: tuple[int, ...] = ()  # ISO weekdays of the bond's holiday calendar
     holidays: tuple[date, ...] = ()
+    # A floating-rate note (protocol version 3): spread in bp, fixing days, lookback days,
+    # and the generator's seed for its fixings (published as the run goes).
+    floating: tuple[int, int, int, int] | None = None
+    sukuk: bool = False  # an Ijara sukuk: paid by pay_rental / dissolve_sukuk
+    redemption_price: str = ""  # percent of face at maturity ("" par)
+    call: tuple[int, str] | None = None  # (index of the coupon date called for, call price)
 
     def describe(self) -> str:
         return (
             f"{self.day_count} {self.rate} x{self.frequency} face {self.face} "
             f"{self.issue} -> {self.maturity} first {self.first_coupon} penultimate "
             f"{self.penultimate_coupon} eom {self.end_of_month!r} {self.convention} "
-            f"weekend {self.weekend} holidays {self.holidays} holdings {self.holdings}"
+            f"weekend {self.weekend} holidays {self.holidays} holdings {self.holdings} "
+            f"floating {self.floating} sukuk {self.sukuk} redemption {self.redemption_price!r} "
+            f"call {self.call}"
         )
 
     @property
@@ -132,6 +152,8 @@ class Outcome:
     coupons: int = 0
     residual: Fraction = Fraction(0)
     differences: list[str] = field(default_factory=list)
+    floating_coupons: int = 0  # coupons of floating-rate notes among `coupons`
+    missing_fixings: int = 0  # coupons refused for want of a fixing, as they must be
 
 
 def _random_day(rng: random.Random, lo: date, hi: date) -> date:
@@ -173,6 +195,24 @@ def generate(rng: random.Random) -> BondCase:
     _as_issued(rng, case)
     if rng.random() < 0.25:
         _business_days(rng, case)
+    if rng.random() < 0.2:
+        # Fixed 1-3 business days before a period (0-3 calendar days without a calendar:
+        # QuantLib's advance by 0 business days would adjust the date, the ledger's does not).
+        fixing_days = rng.randrange(1 if case.convention else 0, 4)
+        case.floating = (
+            rng.randrange(-300, 501),
+            fixing_days,
+            rng.randrange(0, 8),
+            rng.randrange(2**32),
+        )
+    case.sukuk = rng.random() < 0.1
+    if rng.random() < 0.1:
+        case.redemption_price = f"{Decimal(rng.randrange(9_000_000, 11_000_001)).scaleb(-5)}"
+    if rng.random() < 0.1:
+        dates = _ql_schedule(case)[1:]
+        if len(dates) > 1:  # called for one of its coupon dates before maturity
+            price = f"{Decimal(rng.randrange(100_000, 105_001)).scaleb(-3)}"
+            case.call = (rng.randrange(len(dates) - 1), price)
     return case
 
 
@@ -373,6 +413,83 @@ def _schedule_fields(case: BondCase) -> dict:
     return fields
 
 
+def _floating_fields(case: BondCase, bond_id: str) -> dict:
+    if case.floating is None:
+        return {}
+    spread, fixing_days, lookback, _ = case.floating
+    return {
+        "rate_index": f"IX-{bond_id}",
+        "spread_bp": spread,
+        "fixing_days": fixing_days,
+        "fixing_lookback_days": lookback,
+    }
+
+
+def oracle_fixing_date(case: BondCase, calendar_: ql.Calendar, start: date) -> date:
+    """QuantLib's fixing date: `fixing_days` business days before the period's start on the
+    bond's calendar (`Calendar.advance`), calendar days without one."""
+    assert case.floating is not None
+    days = case.floating[1]
+    if not case.convention:
+        return pydate(qdate(start) - days)
+    return pydate(calendar_.advance(qdate(start), -days, ql.Days))
+
+
+def _publish_fixing(
+    chain: Chain,
+    case: BondCase,
+    calendar_: ql.Calendar,
+    bond_id: str,
+    start: date,
+    rng: random.Random,
+    outcome: Outcome,
+    published: dict[date, Fraction],
+) -> Fraction | None:
+    """Publish a fixing for the period starting at `start` (at times too early for the
+    lookback); return the annual rate the rule gives: the latest fixing published on or
+    before the fixing date and within the lookback, plus the spread, floored at 0. Where the
+    rule finds none, the coupon must be refused (RATE_FIXING_MISSING) until one is
+    published on the fixing date itself."""
+    assert case.floating is not None
+    spread, _, lookback, _ = case.floating
+    fixed_on = oracle_fixing_date(case, calendar_, start)
+    index = f"IX-{bond_id}"
+
+    def publish(day: date) -> None:
+        if day in published:
+            return  # published once per date (a second one is refused)
+        published[day] = value = Fraction(rng.randrange(0, 25 * 10**4), 10**6)
+        text = f"{Decimal(value.numerator) / Decimal(value.denominator):f}"
+        chain.at(day).ok(
+            "central-bank",
+            "publish_rate_fixing",
+            {"name": index, "date": day.isoformat(), "rate": text, "document_hash": b"d" * 32},
+        )
+
+    def rule() -> Fraction | None:
+        window = [d for d in published if 0 <= (fixed_on - d).days <= lookback]
+        return published[max(window)] if window else None
+
+    publish(fixed_on - timedelta(days=rng.randrange(0, lookback + 2)))
+    if rule() is None:
+        dates = _ql_schedule(case)
+        end = next(e for s, e in zip(dates, dates[1:], strict=False) if s == start)
+        receipt = chain.at(payment_day(case, calendar_, end)).run(
+            AGENT, "pay_coupon", _coupon_args(bond_id, end)
+        )
+        chain.state.take_changes()
+        if receipt.code != Code.RATE_FIXING_MISSING:
+            outcome.differences.append(
+                f"{case.describe()}: coupon {end} without a fixing: {Code(receipt.code).name}"
+            )
+            return None
+        outcome.missing_fixings += 1
+        publish(fixed_on)
+    fixing = rule()
+    assert fixing is not None
+    return max(Fraction(0), fixing + Fraction(spread, 10**4))
+
+
 def _coupon_args(bond_id: str, day: date) -> dict:
     return {"instrument": bond_id, "cash": CASH, "coupon_date": day.isoformat()}
 
@@ -420,7 +537,11 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             "usd_face_value": 1,
             "issue_date": case.issue.isoformat(),
             "maturity_date": case.maturity.isoformat(),
-            "coupon_rate": case.rate,
+            **({} if case.floating else {"coupon_rate": case.rate}),
+            **_floating_fields(case, bond_id),
+            **({"sukuk": "ijara", "sukuk_asset": "oracle asset"} if case.sukuk else {}),
+            **({"redemption_price": case.redemption_price} if case.redemption_price else {}),
+            **({"call_notice_days": 30, "call_price": case.call[1]} if case.call else {}),
             "coupon_frequency": case.frequency,
             "day_count": case.day_count,
             **_schedule_fields(case),
@@ -441,10 +562,34 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     )
     if chain.state.instruments[bond_id].next_coupon != periods[0][1]:
         outcome.differences.append(f"{case.describe()}: first coupon date differs")
+    if case.call is not None:
+        # Called at registration time (60 days before issue: the 30 days' notice is kept) for
+        # the coupon date at the index drawn; no coupon after it is paid or due.
+        call_date = periods[case.call[0]][1]
+        chain.at(case.issue - timedelta(days=60)).ok(
+            "ministry", "call_bond", {"instrument": bond_id, "call_date": call_date.isoformat()}
+        )
+        periods = periods[: case.call[0] + 1]
+    fixings = random.Random(case.floating[3]) if case.floating else None
+    published: dict[date, Fraction] = {}
     for start, end, exact, ql_fraction, inside, exact_accrued in periods:
+        if fixings is not None:
+            # A floating-rate note: publish this period's fixing (at times too early for the
+            # lookback: then the coupon must be refused until the right one is published).
+            reset = _publish_fixing(
+                chain, case, calendar_, bond_id, start, fixings, outcome, published
+            )
+            if reset is None:
+                return outcome
+            rate = reset
+            outcome.floating_coupons += 1
         # Accrued interest (no operation uses it yet; quotes will): bondmath's, per unit.
         accrued = bondmath.scheduled_accrued_interest(
-            case.face, Decimal(case.rate), bondmath.DayCount(case.day_count), schedule, inside
+            case.face,
+            Decimal(rate.numerator) / Decimal(rate.denominator),  # exact: 10^k denominators
+            bondmath.DayCount(case.day_count),
+            schedule,
+            inside,
         )
         want_accrued = case.face * rate * exact_accrued
         if not 0 <= Fraction(accrued) - want_accrued < Fraction(1, 10**40) * max(1, want_accrued):
@@ -456,7 +601,7 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             outcome.differences.append(f"{case.describe()}: coupon {end} paid before {due}")
         receipt = chain.at(due).run(
             AGENT,
-            "pay_coupon",
+            "pay_rental" if case.sukuk else "pay_coupon",
             _coupon_args(bond_id, end),
         )
         if receipt.code != Code.OK:
@@ -465,7 +610,12 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             )
             return outcome
         chain.state.take_changes()
-        summary, *payments = receipt.events
+        summary, *payments = [e for e in receipt.events if e.type != "balance_change"]
+        names = (
+            ("rental_paid", "rental_payment") if case.sukuk else ("coupon_paid", "coupon_payment")
+        )
+        if {summary.type, *(p.type for p in payments)} - set(names) or summary.type != names[0]:
+            outcome.differences.append(f"{case.describe()}: coupon {end} events misnamed")
         per_unit = Fraction(Decimal(str(summary.attributes["per_unit"])))
         want_per_unit = case.face * rate * exact
         # The ledger's per-unit amount is exact or rounded up in the 50th digit (PROTOCOL).
@@ -494,22 +644,41 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
         outcome.residual += residual
         outcome.coupons += 1
         outcome.payments += len(payments)
-    due = payment_day(case, calendar_, case.maturity)
+    final = case.maturity if case.call is None else periods[-1][1]
+    if case.call is not None and chain.state.instruments[bond_id].next_coupon is not None:
+        outcome.differences.append(f"{case.describe()}: a coupon after the call is due")
+    due = payment_day(case, calendar_, final)
     if not _refused_before(chain, due, "redeem", {"instrument": bond_id, "cash": CASH}):
         outcome.differences.append(f"{case.describe()}: redeemed before {due}")
-    receipt = chain.at(due).run(AGENT, "redeem", {"instrument": bond_id, "cash": CASH})
+    receipt = chain.at(due).run(
+        AGENT, "dissolve_sukuk" if case.sukuk else "redeem", {"instrument": bond_id, "cash": CASH}
+    )
     if receipt.code != Code.OK:
         outcome.differences.append(f"{case.describe()}: redeem refused: {receipt.log}")
         return outcome
     chain.state.take_changes()
-    summary, *payments = receipt.events
+    summary, *payments = [e for e in receipt.events if e.type != "balance_change"]
+    if summary.type != ("sukuk_dissolved" if case.sukuk else "redeemed"):
+        outcome.differences.append(f"{case.describe()}: redemption named {summary.type}")
     paid = {event.attributes["to"]: event.attributes["amount"] for event in payments}
-    if paid != {a: case.face * u for a, u in by_address.items()}:
-        outcome.differences.append(f"{case.describe()}: redemption paid {paid}")
-    if summary.attributes["residual"] != "0":
+    # Redemption: face x price / 100 per unit (the call price when called, else the stated
+    # redemption price, else par), floored per holder; the residual reported is the rest.
+    price = Fraction(Decimal(case.call[1] if case.call else case.redemption_price or "100"))
+    per_unit_owed = case.face * price / 100
+    owed = {a: (per_unit_owed * u).__floor__() for a, u in by_address.items()}
+    if paid != {a: v for a, v in owed.items() if v}:
+        outcome.differences.append(f"{case.describe()}: redemption paid {paid}, owed {owed}")
+    exact_residual = per_unit_owed * sum(by_address.values()) - sum(owed.values())
+    if Fraction(Decimal(str(summary.attributes["residual"]))) != exact_residual:
         outcome.differences.append(f"{case.describe()}: redemption residual {summary.attributes}")
+    if price == 100 and summary.attributes["residual"] != "0":
+        outcome.differences.append(f"{case.describe()}: par residual {summary.attributes}")
     outcome.payments += len(payments)
     return outcome
+
+
+COUNTS = {"floating_coupons": 0, "missing_fixings": 0, "called": 0, "priced": 0, "sukuk": 0}
+"""Totals over every `check` run in this process (what the floating-rate part exercised)."""
 
 
 def check(count: int, seed: int) -> tuple[int, int, int, Fraction, list[str]]:
@@ -522,9 +691,15 @@ def check(count: int, seed: int) -> tuple[int, int, int, Fraction, list[str]]:
     for serial in range(count):
         if serial % 500 == 499:
             chain = new_chain()  # keeps the in-memory state small
-        outcome = run_case(chain, generate(rng), serial)
+        case = generate(rng)
+        outcome = run_case(chain, case, serial)
         coupons += outcome.coupons
         payments += outcome.payments
         residual += outcome.residual
         differences.extend(outcome.differences)
+        COUNTS["floating_coupons"] += outcome.floating_coupons
+        COUNTS["missing_fixings"] += outcome.missing_fixings
+        COUNTS["called"] += case.call is not None
+        COUNTS["priced"] += bool(case.redemption_price) and case.call is None
+        COUNTS["sukuk"] += case.sukuk
     return count, coupons, payments, residual, differences

@@ -81,8 +81,16 @@ def test_quantlib_given_the_schedule_measures_the_stub_from_its_own_end_and_is_w
 
 
 def test_every_payment_agrees_with_quantlib_over_generated_bonds():
+    before = dict(bond_oracle.COUNTS)
     bonds, coupons, paid, residual, differences = bond_oracle.check(SUITE_COUNT, SUITE_SEED)
     assert differences == []
+    # Floating-rate notes among them (version 3): coupons reset from published fixings, and
+    # coupons refused while the fixing the rule needs was missing.
+    assert bond_oracle.COUNTS["floating_coupons"] - before["floating_coupons"] > 100
+    assert bond_oracle.COUNTS["missing_fixings"] - before["missing_fixings"] > 10
+    # Called bonds, redemptions at a stated price and Ijara sukuk among them too.
+    for kind in ("called", "priced", "sukuk"):
+        assert bond_oracle.COUNTS[kind] - before[kind] > 20, kind
     # The run did what it says: hundreds of bonds, thousands of coupons and payments, and
     # rounding left something unpaid (reported in each receipt, never paid twice).
     assert bonds == SUITE_COUNT and coupons > 3 * SUITE_COUNT and paid > coupons

@@ -44,9 +44,26 @@ def test_coupon_pays_every_holder_of_the_record_date():
     assert summary.type == "coupon_paid"
     assert summary.attributes["total"] == 400_000
     assert summary.attributes["residual"] == "0"
-    assert [(e.attributes["to"], e.attributes["amount"]) for e in receipt.events[1:]] == sorted(
+    payments = [e for e in receipt.events if e.type == "coupon_payment"]
+    assert [(e.attributes["to"], e.attributes["amount"]) for e in payments] == sorted(
         [(chain.addr("alice"), 240_000), (chain.addr("bob"), 160_000)]
     )
+    # What the holders were credited is cash, named as the instrument (protocol version 3):
+    # a reader keyed on `to` and `instrument` books cash, not bonds.
+    assert {(e.attributes["instrument"], e.attributes["security"]) for e in payments} == {
+        ("PKR", BOND)
+    }
+    changes = [e.attributes for e in receipt.events if e.type == "balance_change"]
+    assert sorted((c["account"], c["instrument"], c["amount"], c["balance"]) for c in changes) == (
+        sorted(
+            [
+                (chain.addr("alice"), "PKR", 240_000, 240_000),
+                (chain.addr("bob"), "PKR", 160_000, 160_000),
+                (chain.addr("central-bank"), "PKR", -400_000, 10**9 - 400_000),
+            ]
+        )
+    )
+    assert {c["cause"] for c in changes} == {"pay_coupon"}
     bond = chain.state.instruments[BOND]
     assert (bond.next_coupon, bond.last_coupon_paid) == (date(2027, 1, 1), date(2026, 7, 1))
 

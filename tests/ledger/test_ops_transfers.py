@@ -40,13 +40,29 @@ def test_transfer_moves_units_and_reports_the_parties():
     assert chain.balance(BOND, "alice") == 60
     assert chain.balance(BOND, "bob") == 40
     assert chain.state.supply(BOND) == 100  # supply is conserved
-    (event,) = receipt.events
+    event, debit, credit = receipt.events
     assert event.type == "transfer"
     assert event.attributes == {
         "instrument": BOND,
         "from": chain.addr("alice"),
         "to": chain.addr("bob"),
         "amount": 40,
+    }
+    # One balance change per debit and credit, signed, with the balance after and the cause.
+    assert (debit.type, credit.type) == ("balance_change", "balance_change")
+    assert debit.attributes == {
+        "account": chain.addr("alice"),
+        "instrument": BOND,
+        "amount": -40,
+        "balance": 60,
+        "cause": "transfer",
+    }
+    assert credit.attributes == {
+        "account": chain.addr("bob"),
+        "instrument": BOND,
+        "amount": 40,
+        "balance": 40,
+        "cause": "transfer",
     }
 
 
@@ -264,7 +280,20 @@ def test_dvp_settles_both_legs():
     assert chain.balance(BOND, "bob") == 10
     assert chain.balance("PKR", "alice") == 1_500_000
     assert chain.balance("PKR", "bob") == 500_000
-    assert [e.type for e in receipt.events] == ["dvp", "transfer", "transfer"]
+    assert [e.type for e in receipt.events] == ["dvp", "transfer", "transfer"] + [
+        "balance_change"
+    ] * 4
+    changes = [
+        (e.attributes["account"], e.attributes["instrument"], e.attributes["amount"])
+        for e in receipt.events[3:]
+    ]
+    # Both legs, the cash the seller received included.
+    assert changes == [
+        (chain.addr("alice"), BOND, -10),
+        (chain.addr("bob"), BOND, 10),
+        (chain.addr("bob"), "PKR", -500_000),
+        (chain.addr("alice"), "PKR", 500_000),
+    ]
 
 
 def test_dvp_can_be_sent_by_the_buyer():

@@ -14,6 +14,7 @@ import hashlib
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -645,6 +646,22 @@ def test_reopening_gives_the_same_blocks_state_and_app_hash(tmp_path):
         s.commit_block(make_block(6))  # and the chain continues where it stopped
     assert after == before
     assert before["latest"] == 5 and (b"x", h(5)) in before["state"]
+
+
+def test_a_backup_is_readable_by_its_owner_only(tmp_path):
+    # The copy holds KYC data: 0600 even under a permissive umask, and a half copy of a
+    # failed backup is not left behind.
+    old = os.umask(0o002)
+    try:
+        with open_store(tmp_path / "n.db") as s:
+            s.commit_block(genesis_record())
+            s.backup(tmp_path / "copy.db")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "copy.db").st_mode) == 0o600
+    with open_store(tmp_path / "copy.db") as copy:  # and it still opens as a store
+        assert copy.latest_height() == 0
+    assert stat.S_IMODE(os.stat(tmp_path / "copy.db").st_mode) == 0o600
 
 
 def test_backup_is_a_store_with_the_same_content(tmp_path):

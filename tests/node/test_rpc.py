@@ -563,7 +563,9 @@ def test_instruments_and_holders(app):
 def test_events(app, node):
     bob = address_to_text(key("bob").address)
     got = result(app, "events", {"account": bob})["events"]
-    assert [e["type"] for e in got][-1] == "transfer"
+    # The transfer to bob, then bob's credit (protocol version 3).
+    assert [e["type"] for e in got][-2:] == ["transfer", "balance_change"]
+    assert got[-1]["attributes"]["account"] == bob and got[-1]["attributes"]["amount"] > 0
     assert all(bob in json.dumps(e["attributes"]) for e in got)
     by_height = result(app, "events", {"from_height": 2, "to_height": 2})["events"]
     assert {e["height"] for e in by_height} == {2}

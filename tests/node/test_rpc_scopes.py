@@ -319,7 +319,67 @@ def test_a_non_institution_sees_only_the_events_it_may_read(app, world):
     for event in answer["tx_result"]["events"]:
         assert addr("ana") in json.dumps(event["attributes"])
     everything = call(app, "regulator", "tx", {"hash": world.hashes["transfer"]})["result"]
-    assert everything["tx_result"]["events"] == answer["tx_result"]["events"]
+    # Everything but ben's balance change (protocol version 3: one per account).
+    hidden = [
+        e for e in everything["tx_result"]["events"] if e not in answer["tx_result"]["events"]
+    ]
+    assert [(e["type"], e["attributes"]["account"]) for e in hidden] == [
+        ("balance_change", addr("ben"))
+    ]
+
+
+def balance_changes(events: list[dict]) -> set[tuple[str, int]]:
+    return {
+        (e["attributes"]["account"], e["attributes"]["amount"])
+        for e in events
+        if e["type"] == "balance_change"
+    }
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_balance_changes_only_of_accounts_the_reader_may_read(app, world, reader):
+    """The transfer ana -> ben debits ana and credits ben: each reader sees the balance
+    changes of the accounts it may read, in the tx result and in the audit trail."""
+    answer = call(app, reader, "tx", {"hash": world.hashes["transfer"]})
+    readable = {n for n in ("ana", "ben") if may_read_account(reader, n)}
+    assert allowed(answer) == bool(readable), (reader, answer)
+    if not readable:
+        return
+    expected = {(addr(n), {"ana": -100, "ben": 100}[n]) for n in readable}
+    assert balance_changes(answer["result"]["tx_result"]["events"]) == expected
+    for name in readable:
+        rows = call(app, reader, "events", {"account": addr(name)})["result"]["events"]
+        mine = {(addr(name), 10_000), (addr(name), {"ana": -100, "ben": 100}[name])}
+        assert mine <= balance_changes(rows)  # its issue and its side of the transfer
+        assert {account for account, _ in balance_changes(rows)} == {addr(name)}
+
+
+@pytest.mark.parametrize("reader", ["ana", "vasp-b", "regulator"])
+def test_an_account_subscription_delivers_the_balance_changes_the_reader_may_read(world, reader):
+    app = RpcApp(world.node)
+    watched = {"ana": "ana", "vasp-b": "ben", "regulator": "ben"}[reader]
+
+    async def main():
+        async with websocket(app, reader) as ws:
+            query = f"tm.event='Tx' AND account='{addr(watched)}'"
+            assert allowed(await ws.call("subscribe", {"query": query}))
+            await ws.call("subscribe", {"query": f"balance_change.account='{addr(watched)}'"})
+            transfer = world.txs.tx(
+                "ana", "transfer", {"instrument": "PKR", "to": key("ben").address, "amount": 7}
+            )
+            world.commit([transfer])
+            # One notification per subscription (account= and balance_change.account=).
+            got = await ws.notifications()
+            assert len(got) == 2
+            for notification in got:
+                events = notification["result"]["data"]["value"]["tx_result"]["events"]
+                seen = balance_changes(events)
+                both = {(addr("ana"), -7), (addr("ben"), 7)}
+                assert seen == (
+                    both if reader == "regulator" else {s for s in both if s[0] == addr(watched)}
+                )
+
+    trio.run(main)
 
 
 # --------------------------------------------------------------------------- submissions
@@ -442,6 +502,10 @@ def test_subscriptions_follow_the_table(world, reader):
                 query = f"tm.event='Tx' AND account='{addr(target)}'"
                 answer = await ws.call("subscribe", {"query": query})
                 assert allowed(answer) == may_read_account(reader, target), (target, answer)
+                query = f"balance_change.account='{addr(target)}'"
+                answer = await ws.call("subscribe", {"query": query})
+                assert allowed(answer) == may_read_account(reader, target), (target, answer)
+                await ws.call("unsubscribe", {"query": query})  # room under the per-client cap
             await ws.call("unsubscribe_all", {})
             await ws.call("subscribe", {"query": "tm.event='NewBlock'"})
             if reader in READ_ALL:

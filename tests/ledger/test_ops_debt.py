@@ -1,0 +1,386 @@
+"""A debt office's instruments (protocol version 3): record dates in business days, rate
+fixings and floating-rate notes, and their refusals before version 3."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from ledger import codec
+from ledger.codes import Code
+from ledger.debt_terms import DebtTerms, RateFixing
+from ledger.ops import OPERATIONS, POLICY_NAMES
+from ledger.protocol import ProtocolRecord
+from ledger.state import State
+from tests.ledger.test_ops_harness import Chain
+
+BOND = "PKBOND28"
+CAL = "PK-SBP"
+INDEX = "PKR-TB6M"
+
+
+def world(*, calendar=True, version: int | None = None, **bond) -> Chain:
+    """The harness bond (8 % semi-annual, 2026-01-01 -> 2028-01-01; coupons Wed 1 Jul 2026,
+    Fri 1 Jan 2027 (a holiday here), Thu 1 Jul 2027, Sat 1 Jan 2028), alice holding 10."""
+    chain = Chain()
+    if version is not None:
+        chain.state.put_protocol(ProtocolRecord(version))
+    chain.cash()
+    if calendar:
+        chain.ok(
+            "ministry",
+            "set_holiday_calendar",
+            {"id": CAL, "weekend": ["sat", "sun"], "holidays": ["2027-01-01", "2026-06-30"]},
+        )
+    chain.bond(**bond)
+    chain.investor("alice")
+    chain.investor("bob")
+    chain.issue(bond.get("id", BOND), "alice", 10)
+    chain.issue("PKR", "central-bank", 10**9, issuer="central-bank")
+    return chain
+
+
+def with_calendar(**extra) -> dict:
+    return {"business_day_convention": "following", "holiday_calendar": CAL, **extra}
+
+
+def to_bob(chain: Chain, units: int = 1) -> dict:
+    return {"instrument": BOND, "to": chain.addr("bob"), "amount": units}
+
+
+def pay(chain: Chain, coupon_date: str, on: date, code: Code = Code.OK):
+    args = {"instrument": BOND, "cash": "PKR", "coupon_date": coupon_date}
+    chain.at(on)
+    if code == Code.OK:
+        return chain.ok("central-bank", "pay_coupon", args)
+    return chain.expect(code, "central-bank", "pay_coupon", args)
+
+
+# ---------------------------------------------------------------------------------------
+# Record date: business days before the payment date
+
+
+def test_record_date_counts_business_days_back_over_weekends_and_holidays():
+    chain = world(**with_calendar(record_business_days=2))
+    assert chain.state.instruments[BOND].terms == DebtTerms(record_business_days=2)
+    # Coupon Wed 1 Jul 2026, paid that day; 30 Jun is a holiday: two business days before
+    # are Mon 29 Jun (1) and Fri 26 Jun (2). Units move on Thu 25 Jun, not on Fri 26 Jun.
+    chain.at(date(2026, 6, 25)).ok("alice", "transfer", to_bob(chain))
+    chain.at(date(2026, 6, 26)).expect(Code.CLOSED_PERIOD, "alice", "transfer", to_bob(chain))
+    chain.at(date(2026, 6, 27)).expect(Code.CLOSED_PERIOD, "alice", "transfer", to_bob(chain))
+    receipt = pay(chain, "2026-07-01", date(2026, 7, 1))
+    # Entitlement was taken at the record date: alice 9, bob 1.
+    paid = {e.attributes["to"]: e.attributes["amount"] for e in receipt.events[1:]}
+    assert paid == {chain.addr("alice"): 9 * 4000, chain.addr("bob"): 4000}
+    # Next coupon Fri 1 Jan 2027 is a holiday: paid Mon 4 Jan 2027; two business days
+    # before: Thu 31 Dec (1), Wed 30 Dec (2). Calendar days would have said 17 Dec.
+    chain.at(date(2026, 12, 29)).ok("alice", "transfer", to_bob(chain))
+    chain.at(date(2026, 12, 30)).expect(Code.CLOSED_PERIOD, "alice", "transfer", to_bob(chain))
+    pay(chain, "2027-01-01", date(2027, 1, 1), Code.COUPON_NOT_DUE)
+    pay(chain, "2027-01-01", date(2027, 1, 4))
+    chain.at(date(2027, 1, 4)).ok("alice", "transfer", to_bob(chain))  # open again
+
+
+def test_without_the_term_the_closed_period_is_calendar_days_as_before():
+    chain = world(**with_calendar())
+    assert chain.state.instruments[BOND].terms is None
+    assert "terms" not in chain.state.instruments[BOND].to_map()
+    days = chain.state.parameters.closed_period_days
+    start = date(2026, 7, 1).toordinal() - days
+    chain.at(date.fromordinal(start - 1)).ok("alice", "transfer", to_bob(chain))
+    chain.at(date.fromordinal(start)).expect(Code.CLOSED_PERIOD, "alice", "transfer", to_bob(chain))
+
+
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        ({"record_business_days": 2}, Code.BAD_FIELD),  # no calendar to count on
+        (with_calendar(record_business_days=0), Code.BAD_FIELD),
+        (with_calendar(record_business_days=31), Code.BAD_FIELD),
+        (with_calendar(rate_index=INDEX), Code.BAD_FIELD),  # spread etc. missing
+        (with_calendar(sukuk="mudaraba"), Code.BAD_FIELD),
+    ],
+)
+def test_term_refusals(extra, code):
+    chain = world()
+    args = {**_bond_args(), "id": "B2", "isin": "GB0002634946", **extra}
+    chain.expect(code, "ministry", "register_instrument", args)
+
+
+def test_version_2_refuses_the_new_fields_and_operations_as_older_code_does():
+    chain = world(version=2)
+    args = {**_bond_args(), "id": "B2", "isin": "GB0002634946", **with_calendar()}
+    receipt = chain.expect(
+        Code.BAD_FIELD, "ministry", "register_instrument", {**args, "record_business_days": 2}
+    )
+    assert "unknown field(s) ['record_business_days']" in receipt.log
+    receipt = chain.expect(Code.UNKNOWN_OPERATION, "central-bank", "publish_rate_fixing", fixing())
+    assert receipt.log == "no operation 'publish_rate_fixing'"
+
+
+def _bond_args() -> dict:
+    return {
+        "kind": "bond",
+        "name": "Bond",
+        "currency": "PKR",
+        "face_value": 100_000,
+        "decimals": 0,
+        "cap": 1_000_000,
+        "usd_face_value": 360,
+        "issue_date": "2026-01-01",
+        "maturity_date": "2028-01-01",
+        "coupon_rate": "0.08",
+        "coupon_frequency": 2,
+        "day_count": "ACT/ACT-ICMA",
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Rate fixings
+
+
+def fixing(day: str = "2025-12-30", rate: str = "0.1125", name: str = INDEX) -> dict:
+    return {"name": name, "date": day, "rate": rate, "document_hash": b"\x07" * 32}
+
+
+def test_the_central_bank_publishes_fixings_on_chain():
+    assert "publish_rate_fixing" in OPERATIONS
+    assert POLICY_NAMES["publish_rate_fixing"] == "register_instrument"
+    chain = world()
+    receipt = chain.ok("central-bank", "publish_rate_fixing", fixing())
+    record = chain.state.fixings[(INDEX, date(2025, 12, 30))]
+    assert record == RateFixing(
+        INDEX, date(2025, 12, 30), "0.1125", b"\x07" * 32, chain.addr("central-bank"), record.height
+    )
+    assert RateFixing.from_map(codec.decode(codec.encode(record.to_map()))) == record
+    assert receipt.events[0].type == "rate_fixing_published"
+    # Into the store's form and back (the state loader knows the namespace).
+    again = State.from_items(chain.state.items())
+    assert again.fixings == chain.state.fixings
+
+
+@pytest.mark.parametrize(
+    ("sender", "args", "code"),
+    [
+        ("ministry", fixing(), Code.UNAUTHORIZED),  # an issuer, not the central bank
+        ("regulator", fixing(), Code.UNAUTHORIZED),
+        ("central-bank", fixing(rate="11.25"), Code.BAD_FIELD),  # a percentage typed
+        ("central-bank", fixing(rate="0.1e-1"), Code.BAD_FIELD),
+        ("central-bank", fixing(rate="-0.01"), Code.BAD_FIELD),
+        ("central-bank", fixing(day="2026-01-02"), Code.BAD_FIELD),  # after the block date
+        ("central-bank", fixing(name="pkr tb"), Code.BAD_FIELD),
+        ("central-bank", {**fixing(), "document_hash": b"\x07" * 31}, Code.BAD_FIELD),
+    ],
+)
+def test_fixing_refusals(sender, args, code):
+    chain = world()
+    chain.at(date(2026, 1, 1)).expect(code, sender, "publish_rate_fixing", args)
+
+
+def test_a_fixing_is_published_once():
+    chain = world()
+    chain.ok("central-bank", "publish_rate_fixing", fixing())
+    chain.expect(Code.RATE_FIXING_EXISTS, "central-bank", "publish_rate_fixing", fixing(rate="0.2"))
+
+
+# ---------------------------------------------------------------------------------------
+# Floating-rate notes
+
+
+def frn(**extra) -> Chain:
+    """The world's calendar and a floating-rate note on the harness bond's schedule (6M
+    T-bill + 75 bp, fixed 2 business days before each period, 7 days of lookback)."""
+    chain = world(calendar=True, id="FIXED", isin="GB0002634946")
+    args = {**_bond_args(), "id": BOND, "isin": "US0378331005"}
+    del args["coupon_rate"]
+    terms = {"rate_index": INDEX, "spread_bp": 75, "fixing_days": 2, "fixing_lookback_days": 7}
+    chain.ok("ministry", "register_instrument", {**args, **with_calendar(**{**terms, **extra})})
+    chain.issue(BOND, "alice", 10)
+    assert chain.state.instruments[BOND].coupon_rate == "0"
+    return chain
+
+
+def test_register_frn_needs_no_fixed_rate_and_refuses_one():
+    chain = world()
+    args = {**_bond_args(), "id": "B2", "isin": "GB0002634946"}
+    terms = {"rate_index": INDEX, "spread_bp": 75, "fixing_days": 2, "fixing_lookback_days": 7}
+    receipt = chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", {**args, **terms})
+    assert "coupon_rate" in receipt.log
+    del args["coupon_rate"]
+    chain.ok("ministry", "register_instrument", {**args, **terms})
+    assert chain.state.instruments["B2"].terms == DebtTerms(
+        rate_index=INDEX, spread_bp=75, fixing_days=2, fixing_lookback_days=7
+    )
+
+
+def test_frn_coupon_is_the_fixing_plus_the_spread_reset_each_period():
+    chain = frn()
+    # Period 1 starts Thu 1 Jan 2026: fixed 2 business days before, Tue 30 Dec 2025.
+    chain.at(date(2025, 12, 30)).ok("central-bank", "publish_rate_fixing", fixing("2025-12-30"))
+    receipt = pay(chain, "2026-07-01", date(2026, 7, 1))
+    summary = receipt.events[0].attributes
+    assert summary["rate"] == "0.1200"  # 11.25 % + 75 bp
+    assert summary["fixing_date"] == "2025-12-30" and summary["fixing_of"] == "2025-12-30"
+    # ACT/ACT-ICMA regular period: face x rate / 2, exactly.
+    assert Fraction(Decimal(summary["per_unit"])) == Fraction(100_000) * Fraction(12, 100) / 2
+    # Period 2 starts Wed 1 Jul 2026: fixed 2 business days before, Mon 29 Jun (1) and Fri
+    # 26 Jun (2), as 30 Jun is a holiday. Nothing
+    # is published for it: refused with its own code, never a zero coupon.
+    pay(chain, "2027-01-01", date(2027, 1, 4), Code.RATE_FIXING_MISSING)
+    # The last fixing within the 7-day lookback is used: Thu 25 Jun 2026.
+    chain.ok("central-bank", "publish_rate_fixing", fixing("2026-06-25", "0.0950"))
+    chain.ok("central-bank", "publish_rate_fixing", fixing("2026-06-30", "0.5"))  # too late
+    receipt = pay(chain, "2027-01-01", date(2027, 1, 4))
+    summary = receipt.events[0].attributes
+    assert (summary["rate"], summary["fixing_of"]) == ("0.1025", "2026-06-25")
+    assert summary["fixing_date"] == "2026-06-26"
+
+
+def test_frn_lookback_has_an_end_and_a_negative_rate_pays_nothing():
+    chain = frn(spread_bp=-200, fixing_lookback_days=0)
+    chain.at(date(2025, 12, 29)).ok("central-bank", "publish_rate_fixing", fixing("2025-12-29"))
+    pay(chain, "2026-07-01", date(2026, 7, 1), Code.RATE_FIXING_MISSING)  # a day off
+    chain.ok("central-bank", "publish_rate_fixing", fixing("2025-12-30", "0.0150"))
+    receipt = pay(chain, "2026-07-01", date(2026, 7, 1))
+    # 1.50 % - 2.00 % floors at zero: the coupon is paid (and recorded) as nothing.
+    assert receipt.events[0].attributes["rate"] == "0"
+    assert receipt.events[0].attributes["total"] == 0
+    assert chain.state.instruments[BOND].next_coupon == date(2027, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Ijara sukuk
+
+
+def sukuk(**extra) -> Chain:
+    """The harness bond's schedule as an Ijara sukuk: 8 % rental, certificates to alice."""
+    chain = world(calendar=False, id="FIXED", isin="GB0002634946")
+    args = {**_bond_args(), "id": BOND, "isin": "US0378331005", "name": "Ijara sukuk 2028"}
+    args |= {"sukuk": "ijara", "sukuk_asset": "Jinnah terminal, Karachi airport", **extra}
+    chain.ok("ministry", "register_instrument", args)
+    chain.issue(BOND, "alice", 10)
+    return chain
+
+
+def test_an_ijara_sukuk_pays_rental_and_dissolves_through_the_same_engine():
+    chain = sukuk()
+    terms = chain.state.instruments[BOND].terms
+    assert (terms.sukuk, terms.sukuk_asset) == ("ijara", "Jinnah terminal, Karachi airport")
+    args = {"instrument": BOND, "cash": "PKR", "coupon_date": "2026-07-01"}
+    receipt = chain.at(date(2026, 7, 1)).ok("central-bank", "pay_rental", args)
+    summary, *payments = receipt.events
+    assert summary.type == "rental_paid" and summary.attributes["certificate_holders"] == 1
+    assert [(p.type, p.attributes["amount"]) for p in payments] == [("rental_payment", 40_000)]
+    # pay_coupon is the same operation: the events keep the sukuk's names.
+    args["coupon_date"] = "2027-01-01"
+    receipt = chain.at(date(2027, 1, 1)).ok("central-bank", "pay_coupon", args)
+    assert receipt.events[0].type == "rental_paid"
+    for day in ("2027-07-01", "2028-01-01"):
+        args["coupon_date"] = day
+        chain.at(date.fromisoformat(day)).ok("central-bank", "pay_rental", args)
+    receipt = chain.ok("central-bank", "dissolve_sukuk", {"instrument": BOND, "cash": "PKR"})
+    summary, *payments = receipt.events
+    assert summary.type == "sukuk_dissolved" and summary.attributes["residual"] == "0"
+    assert [(p.type, p.attributes["amount"]) for p in payments] == [
+        ("dissolution_payment", 10 * 100_000)
+    ]
+    assert chain.state.instruments[BOND].redeemed
+
+
+def test_sukuk_names_refuse_a_bond_and_a_sukuk_states_its_asset():
+    chain = world()
+    args = {"instrument": BOND, "cash": "PKR", "coupon_date": "2026-07-01"}
+    chain.at(date(2026, 7, 1)).expect(
+        Code.WRONG_INSTRUMENT_KIND, "central-bank", "pay_rental", args
+    )
+    chain.expect(
+        Code.WRONG_INSTRUMENT_KIND,
+        "central-bank",
+        "dissolve_sukuk",
+        {"instrument": BOND, "cash": "PKR"},
+    )
+    bond_args = {**_bond_args(), "id": "B2", "isin": "GB0002634946", "sukuk": "ijara"}
+    receipt = chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", bond_args)
+    assert "sukuk_asset" in receipt.log
+    # Before version 3 the names do not exist.
+    old = world(version=2)
+    old.at(date(2026, 7, 1)).expect(Code.UNKNOWN_OPERATION, "central-bank", "pay_rental", args)
+
+
+# ---------------------------------------------------------------------------------------
+# Redemption at a stated price, and the issuer's call
+
+
+def callable_bond(**extra) -> Chain:
+    """The harness bond's schedule, callable with 30 days' notice at 101.5, redeeming at
+    maturity at 100.25; alice 7 units, bob 3."""
+    chain = world(calendar=False, id="FIXED", isin="GB0002634946")
+    args = {**_bond_args(), "id": BOND, "isin": "US0378331005"}
+    args |= {"call_notice_days": 30, "call_price": "101.5", "redemption_price": "100.25"}
+    chain.ok("ministry", "register_instrument", {**args, **extra})
+    chain.issue(BOND, "alice", 7)
+    chain.issue(BOND, "bob", 3)
+    return chain
+
+
+def coupon(chain: Chain, day: str, code: Code = Code.OK):
+    return pay(chain, day, date.fromisoformat(day), code)
+
+
+def test_redeemed_at_maturity_at_the_stated_price():
+    chain = callable_bond(face_value=99_999)
+    for day in ("2026-07-01", "2027-01-01", "2027-07-01", "2028-01-01"):
+        coupon(chain, day)
+    receipt = chain.ok("central-bank", "redeem", {"instrument": BOND, "cash": "PKR"})
+    summary, *payments = receipt.events
+    # 99,999 x 100.25 % = 100,248.9975 per unit: alice floor(701,742.9825), bob 300,746.9925.
+    paid = {e.attributes["to"]: e.attributes["amount"] for e in payments}
+    assert paid == {chain.addr("alice"): 701_742, chain.addr("bob"): 300_746}
+    assert summary.attributes["residual"] == "1.9750"
+    assert chain.state.instruments[BOND].redeemed
+
+
+def test_the_issuer_calls_with_notice_and_redeems_at_the_call_price():
+    chain = callable_bond()
+    call = {"instrument": BOND, "call_date": "2027-01-01"}
+    chain.at(date(2026, 12, 15)).expect(Code.CALL_NOTICE_TOO_SHORT, "ministry", "call_bond", call)
+    chain.at(date(2026, 6, 1)).expect(Code.UNAUTHORIZED, "central-bank", "call_bond", call)
+    bad = {**call, "call_date": "2026-12-31"}
+    chain.expect(Code.BAD_FIELD, "ministry", "call_bond", bad)  # not a coupon date
+    receipt = chain.ok("ministry", "call_bond", call)
+    assert receipt.events[0].type == "bond_called"
+    assert chain.state.instruments[BOND].terms.called_on == date(2027, 1, 1)
+    chain.expect(Code.NOT_CALLABLE, "ministry", "call_bond", call)  # once
+    coupon(chain, "2026-07-01")
+    # Redemption waits for the call date, and for its coupon.
+    chain.at(date(2026, 12, 31)).expect(
+        Code.NOT_MATURED, "central-bank", "redeem", {"instrument": BOND, "cash": "PKR"}
+    )
+    chain.at(date(2027, 1, 1)).expect(
+        Code.COUPON_UNPAID, "central-bank", "redeem", {"instrument": BOND, "cash": "PKR"}
+    )
+    # Units stop moving on the call date (the closed period before it too).
+    chain.expect(Code.INSTRUMENT_MATURED, "alice", "transfer", {**to_bob(chain), "amount": 1})
+    coupon(chain, "2027-01-01")
+    assert chain.state.instruments[BOND].next_coupon is None  # nothing after the call
+    coupon(chain, "2027-07-01", Code.COUPON_NOT_DUE)
+    receipt = chain.ok("central-bank", "redeem", {"instrument": BOND, "cash": "PKR"})
+    paid = {e.attributes["to"]: e.attributes["amount"] for e in receipt.events[1:]}
+    assert paid == {chain.addr("alice"): 7 * 101_500, chain.addr("bob"): 3 * 101_500}
+    assert receipt.events[0].attributes["residual"] == "0"
+
+
+def test_call_refusals():
+    chain = world()  # the harness bond: no call terms
+    call = {"instrument": BOND, "call_date": "2027-01-01"}
+    chain.expect(Code.NOT_CALLABLE, "ministry", "call_bond", call)
+    args = {**_bond_args(), "id": "B2", "isin": "GB0002634946", "call_notice_days": 30}
+    chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", args)  # no call_price
+    for price in ("0.5", "250", "101.1234567", "1e2"):
+        bad = {**args, "call_price": price}
+        chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", bad)
+    old = world(version=2)
+    old.expect(Code.UNKNOWN_OPERATION, "ministry", "call_bond", call)

@@ -1,0 +1,91 @@
+"""Quotes (ledger/quote.py) against QuantLib's BondFunctions over generated bonds
+(tests/ledger/quote_oracle.py), and the rules a quote keeps on its own."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from ledger import bondmath
+from ledger.quote import QuoteError, quote, quote_instrument
+from tests.ledger import quote_oracle
+from tests.ledger.test_ops_harness import Chain
+
+SUITE_SEED = 20261206
+SUITE_COUNT = 500
+ICMA = bondmath.DayCount.ACT_ACT_ICMA
+
+
+def test_quotes_agree_with_quantlib_over_generated_bonds():
+    count, differences = quote_oracle.check(SUITE_COUNT, SUITE_SEED)
+    assert count == SUITE_COUNT and differences == []
+
+
+def test_the_oracle_notices_a_wrong_time_measure(monkeypatch):
+    # Negative control: stretch every cash flow's time by 0.1 % and the oracle must object.
+    from ledger import quote as module
+
+    original = module._flows
+
+    def skewed(rate, convention, schedule, settlement):
+        accrued, flows = original(rate, convention, schedule, settlement)
+        return accrued, [(amount, time * Fraction(1001, 1000)) for amount, time in flows]
+
+    monkeypatch.setattr(module, "_flows", skewed)
+    rng = random.Random(5)
+    assert any(quote_oracle.check_one(quote_oracle.quotable(rng), rng) for _ in range(20))
+
+
+def test_at_the_coupon_rate_on_a_coupon_date_a_regular_bond_is_at_par():
+    schedule = bondmath.Schedule(date(2026, 1, 15), date(2036, 1, 15), 2)
+    answer = quote(Decimal("0.05"), ICMA, schedule, date(2028, 7, 15), yield_=Decimal("0.05"))
+    assert answer.accrued == 0
+    assert answer.clean_price == answer.dirty_price == Decimal("100.000000000000")
+    back = quote(Decimal("0.05"), ICMA, schedule, date(2028, 7, 15), clean_price=Decimal(100))
+    assert back.yield_ == Decimal("0.050000000000")
+
+
+def test_mid_period_the_dirty_price_carries_the_accrued_interest():
+    # 5 % semi-annual, settlement 15 Apr 2028: 91 of 182 days of the period 15 Jan -> 15 Jul.
+    schedule = bondmath.Schedule(date(2026, 1, 15), date(2036, 1, 15), 2)
+    answer = quote(Decimal("0.05"), ICMA, schedule, date(2028, 4, 15), yield_=Decimal("0.05"))
+    assert answer.accrued == Decimal("1.250000000000")  # 100 x 5 % / 2 x 91/182
+    assert answer.dirty_price == answer.clean_price + answer.accrued
+
+
+@pytest.mark.parametrize(
+    ("settlement", "price", "yield_", "needle"),
+    [
+        (date(2026, 1, 14), None, Decimal("0.05"), "settlement"),  # before issue
+        (date(2036, 1, 15), None, Decimal("0.05"), "settlement"),  # at maturity
+        (date(2028, 1, 1), None, None, "either"),
+        (date(2028, 1, 1), Decimal(99), Decimal("0.05"), "either"),
+        (date(2028, 1, 1), Decimal(0), None, "positive"),
+        (date(2028, 1, 1), Decimal("0.000001"), None, "no yield"),  # needs over 1000 %
+    ],
+)
+def test_quote_refusals(settlement, price, yield_, needle):
+    schedule = bondmath.Schedule(date(2026, 1, 15), date(2036, 1, 15), 2)
+    with pytest.raises(QuoteError, match=needle):
+        quote(Decimal("0.05"), ICMA, schedule, settlement, clean_price=price, yield_=yield_)
+
+
+def test_quote_of_a_registered_instrument():
+    chain = Chain()
+    chain.cash()
+    chain.bond()  # 8 % semi-annual ACT/ACT-ICMA, 2026-01-01 -> 2028-01-01
+    bond = chain.state.instruments["PKBOND28"]
+    answer = quote_instrument(bond, date(2026, 1, 1), yield_="0.08")
+    assert answer.clean_price == Decimal("100.000000000000")
+    assert quote_instrument(bond, date(2026, 1, 1), clean_price="100").yield_ == Decimal(
+        "0.080000000000"
+    )
+    for bad in ({"yield_": "8%"}, {"yield_": "1e-2"}, {"clean_price": "-1"}):
+        with pytest.raises(QuoteError):
+            quote_instrument(bond, date(2026, 1, 1), **bad)
+    with pytest.raises(QuoteError, match="only bonds"):
+        quote_instrument(chain.state.instruments["PKR"], date(2026, 1, 1), yield_="0.05")
