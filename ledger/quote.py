@@ -57,12 +57,13 @@ class Quote:
     yield_: Decimal  # annual fraction, compounded at the coupon frequency
 
     def to_map(self) -> dict:
+        # Fixed-point text (format "f"): str() of a zero rounded to 12 places is "0E-12".
         return {
-            "accrued": str(self.accrued),
-            "clean_price": str(self.clean_price),
-            "dirty_price": str(self.dirty_price),
+            "accrued": f"{self.accrued:f}",
+            "clean_price": f"{self.clean_price:f}",
+            "dirty_price": f"{self.dirty_price:f}",
             "settlement": self.settlement.isoformat(),
-            "yield": str(self.yield_),
+            "yield": f"{self.yield_:f}",
         }
 
 

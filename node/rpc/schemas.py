@@ -36,6 +36,10 @@ from node.rpc.schema_parts import (
 )
 from node.rpc.supervision_schemas import SUPERVISION_COMPONENTS, SUPERVISION_SCHEMAS
 
+DATE = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
+# ledger/quote.py's figures: decimal text rounded to exactly 12 places, never an exponent.
+DECIMAL_12 = {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{12}$"}
+
 COMPONENTS: dict[str, dict] = {
     # -- params (every accepted form)
     "IntegerParam": {
@@ -376,6 +380,34 @@ METHOD_SCHEMAS: dict[str, MethodSchema] = {
                 },
                 "page": NAT,
                 "per_page": NAT,
+            }
+        ),
+    ),
+    "quote": MethodSchema(
+        "A fixed-coupon bond's yield, clean and dirty price and accrued interest (per 100 of"
+        " face) for a settlement date, from a clean price or a yield (exactly one).",
+        params={
+            "instrument": ref("InstrumentId"),
+            "settlement": {**DATE, "description": "on or after issue, before maturity"},
+            "price": {
+                "description": "the clean price per 100 of face, decimal text",
+                "type": "string",
+                "pattern": "^[0-9]{1,6}(\\.[0-9]{1,12})?$",
+            },
+            "yield": {
+                "description": 'the yield to maturity as a fraction, decimal text ("0.0525")',
+                "type": "string",
+                "pattern": "^-?[0-9]{1,2}(\\.[0-9]{1,12})?$",
+            },
+        },
+        result=obj(
+            {
+                "instrument": STR,
+                "settlement": DATE,
+                "accrued": DECIMAL_12,
+                "clean_price": DECIMAL_12,
+                "dirty_price": DECIMAL_12,
+                "yield": DECIMAL_12,
             }
         ),
     ),

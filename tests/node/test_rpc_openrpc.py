@@ -43,6 +43,7 @@ JS_DIR = ROOT / "tests" / "js"
 JS_SCRIPT = JS_DIR / "cometbft_client.js"
 CASH = "USD-CASH"
 OIL = "OIL"
+BOND = "PKBOND28"
 
 
 def register_cash(chain_id: str, bank, nonce: int) -> bytes:
@@ -228,11 +229,28 @@ def supervised(node: Node) -> dict:
         "cap": 2_000_000,
         "unit": "bbl",
     }
+    bond = {  # 8 % semi-annual: what `quote` prices
+        "id": BOND,
+        "kind": "bond",
+        "name": "Sovereign bond 2028",
+        "isin": "US0378331005",
+        "currency": "PKR",
+        "face_value": 100_000,
+        "decimals": 0,
+        "cap": 1_000_000,
+        "usd_face_value": 360,
+        "issue_date": "2026-01-01",
+        "maturity_date": "2028-01-01",
+        "coupon_rate": "0.08",
+        "coupon_frequency": 2,
+        "day_count": "ACT/ACT-ICMA",
+    }
     reserve = {"instrument": OIL, "quantity": 1_000, "document_hash": bytes([7]) * 32}
     freeze = {"reason_code": 9, "legal_reference": "Order 9"}
     waves = [
         [
             tx("ministry", "register_instrument", commodity),
+            tx("ministry", "register_instrument", bond),
             tx("regulator", "license_vasp", {"vasp": vasp.address, "name": "vasp-a"}),
         ],
         [
@@ -357,6 +375,12 @@ def test_every_method_answer_validates_against_its_schema(node, document, regist
     time_ms = node.call("block", height=height)["block"]["header"]["time_ms"]
     for time in (time_ms, str(time_ms), "2099-01-01T00:00:00Z", "2099-01-01T05:00:00+05:00"):
         assert run("height_at", time=time)["height"] >= height
+    quoted = run("quote", instrument=BOND, settlement="2026-04-01", **{"yield": "0.09"})
+    assert quoted["accrued"] == "1.988950276243"
+    run("quote", instrument=BOND, settlement="2026-04-01", price=quoted["clean_price"])
+    # On a coupon date nothing has accrued: still 12 places, no exponent ("0E-12").
+    at_issue = run("quote", instrument=BOND, settlement="2026-01-01", price="100")
+    assert at_issue["accrued"] == "0.000000000000" and at_issue["yield"] == "0.080000000000"
     assert called == set(RpcMethods(node=None).table)
 
 
