@@ -360,6 +360,7 @@ def test_every_method_answer_validates_against_its_schema(node, document, regist
     assert run("vasps", after=who["vasp"], limit="1") == {"vasps": [], "next": None}
     assert run("vasps", limit=1)["next"] == who["vasp"]
     assert len(run("reserves", instrument=OIL)["attestations"]) == 1
+    assert run("instrument", id=OIL)["reserve"]["quantity"] == 1_000  # the latest attestation
     run("reserves", instrument=OIL, page="2", per_page=1)
     run("reserves", instrument=OIL, page=1, per_page="1")
     frozen = run("frozen")["frozen"]
