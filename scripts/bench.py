@@ -29,6 +29,11 @@ Progress goes to stderr every second; per-node CPU and memory (/proc/<pid> of th
 localnet.json), block size and interval, and disk bytes per committed transfer (database +
 WAL growth of each node / committed) are printed to stderr; the last stdout line is the JSON
 summary `{"submitted","committed","tps","p50_ms","p99_ms","sig_bound_tps","acked_file",...}`.
+
+A localnet whose RPC is served over TLS (`khazana init --rpc-tls` before `khazana localnet`:
+https:// URLs and a `ca_file` in localnet.json) is benchmarked over TLS: every lane, the
+watcher and the funding client verify the nodes' certificates against that CA; the summary
+says `"rpc_tls": true`.
 """
 
 from __future__ import annotations
@@ -250,7 +255,7 @@ async def drain(tracker: Tracker, step: Step, deadline_s: float) -> bool:
 # ------------------------------------------------------------------------------ the run
 
 
-async def tip_height(urls: list[str], deadline_s: float = 60.0) -> int:
+async def tip_height(urls: list[str], deadline_s: float = 60.0, ca_file: str | None = None) -> int:
     """The highest height the validators report; while none answers (restarting under the
     benchmark), asked again every 0.5 s up to `deadline_s`."""
     with trio.fail_after(deadline_s):
@@ -258,7 +263,8 @@ async def tip_height(urls: list[str], deadline_s: float = 60.0) -> int:
             heights = []
             for url in urls:
                 try:
-                    heights.append((await AsyncClient(url, timeout_s=5.0).status()).height)
+                    client = AsyncClient(url, timeout_s=5.0, ca_file=ca_file)
+                    heights.append((await client.status()).height)
                 except ClientError:
                     continue
             if heights:
@@ -278,7 +284,9 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
     validators = [n for n in localnet["nodes"] if n["role"] == "validator"]
     urls = [n["rpc"] for n in validators]
     key = institution_key(localnet)  # requests are signed as an institution
-    client = AsyncClient(urls[0], key=key, timeout_s=30.0)
+    # An RPC over TLS (`khazana init --rpc-tls`): https:// URLs and the CA that signed them.
+    ca_file = localnet.get("ca_file")
+    client = AsyncClient(urls[0], key=key, timeout_s=30.0, ca_file=ca_file)
 
     log(f"measuring the signature bound ({args.sig_seconds:g} s on every core) ...")
     bound = await trio.to_thread.run_sync(signature_bound, len(validators), args.sig_seconds)
@@ -290,12 +298,12 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
     step_s = args.duration if args.rate else args.step_s
     counts = [max(1, round(rate * step_s)) for rate in rates]
 
-    lanes = RpcLanes(urls, lanes_per_url=args.lanes, key=key)
+    lanes = RpcLanes(urls, lanes_per_url=args.lanes, key=key, ca_file=ca_file)
     async with trio.open_nursery() as nursery:
         await nursery.start(lanes.run)
         # Funding goes over ONE connection: pipelined requests are served in order, so each
         # signer's transactions reach the mempool in nonce order (none is parked).
-        setup_lane = RpcLanes(urls[:1], lanes_per_url=1, key=key)
+        setup_lane = RpcLanes(urls[:1], lanes_per_url=1, key=key, ca_file=ca_file)
         await nursery.start(setup_lane.run)
         funded = await fund_localnet_senders(client, setup_lane, localnet, args.senders, log)
         log(f"signing {sum(counts)} transfers before the window ...")
@@ -303,7 +311,13 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
             presign, funded.chain_id, funded.senders, sum(counts)
         )
         tracker = Tracker.of(presigned)
-        watcher = BlockWatcher(urls[0], tracker.on_block, await tip_height(urls), key=key)
+        watcher = BlockWatcher(
+            urls[0],
+            tracker.on_block,
+            await tip_height(urls, ca_file=ca_file),
+            key=key,
+            ca_file=ca_file,
+        )
         await nursery.start(watcher.run)
 
         pids = {n["name"]: n.get("pid") for n in localnet["nodes"]}
@@ -403,6 +417,7 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
         "batch": args.batch,
         "lanes": args.lanes * len(urls),
         "commit_time_source": watcher.source,
+        "rpc_tls": all(url.startswith("https:") for url in urls),
         "window_s": round(window_end - window_start, 1),
         "block": block,
         "nodes": nodes,
