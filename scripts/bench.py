@@ -18,8 +18,9 @@ In order:
    `--batch` `broadcast_tx_sync` calls, round-robin over `--lanes` pipelined keep-alive
    connections per validator (benchlib/rpc.py): it never waits for an answer before the next
    send. Without `--rate` it searches the maximum sustainable rate: steps of `--step-s`
-   seconds at rates rising by 30 % until commit lags submission (the step's transactions are
-   not all committed within `--lag-s` after its last send, or more than 1 % are refused);
+   seconds at rates rising by 30 % (`--rate-factor`) until commit lags submission (the
+   step's transactions are not all committed within `--lag-s` after its last send, or more
+   than 1 % are refused);
 5. commit times come from a WebSocket `tm.event='NewBlock'` subscription on the first
    validator (a missed height is fetched with the `block` RPC): a transaction's latency is
    from its scheduled send time to the moment its block's notification arrived here;
@@ -277,7 +278,7 @@ def plan_rates(args: argparse.Namespace, bound: int) -> list[int]:
         return [args.rate]
     steps = max(2, int(args.duration // args.step_s))
     start = args.start_rate or max(20, bound // 10)
-    return [round(start * RATE_FACTOR**i) for i in range(steps)]
+    return [round(start * args.rate_factor**i) for i in range(steps)]
 
 
 async def run(args: argparse.Namespace, localnet: dict) -> dict:
@@ -444,6 +445,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=2, help="connections per validator")
     parser.add_argument("--step-s", type=float, default=5.0, help="search: seconds per rate")
     parser.add_argument("--start-rate", type=int, help="search: first rate (bound / 10)")
+    parser.add_argument(
+        "--rate-factor",
+        type=float,
+        default=RATE_FACTOR,
+        help="search: each step's rate is the last one's times this (finer steps make an A/B "
+        "ratio less coarse)",
+    )
     parser.add_argument("--lag-s", type=float, default=2.0, help="commit lag that ends a search")
     parser.add_argument("--drain-s", type=float, default=15.0, help="wait for the last commits")
     parser.add_argument("--sig-seconds", type=float, default=2.0)
@@ -453,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--senders must be at least 2 (a transfer goes to another sender)")
     if not 1 <= args.batch <= 32:
         parser.error("--batch must be 1..32 (the node's default max_batch is 32)")
+    if not 1.01 <= args.rate_factor <= 4:
+        parser.error("--rate-factor must be 1.01..4")
     if args.rate is not None and args.rate <= 0:
         parser.error("--rate must be positive")
     localnet = json.loads((Path(args.localnet) / "localnet.json").read_text())

@@ -18,7 +18,13 @@ TLS; localnet.json then names the CA) before `khazana localnet`, and its bench s
 `--base . --branch . --branch-tls`.
 
 Bench flags (the issue-13/14 comparison): --senders 2000 --lanes 8 --batch 32 --sig-seconds 2
---duration 40 --start-rate 1000; change them with `--bench-args "..."`.
+--duration 40 --start-rate 1000; change them with `--bench-args "..."` (each tree runs its
+own scripts/bench.py, so use flags both trees know). The search steps by 30 %, so one run's
+ratio is coarse (one step lower is 0.77); a fixed offered rate near the knee compares the
+committed rate, latency and block interval instead:
+
+    .venv/bin/python scripts/bench_ab.py --base /work/wt/base --branch . --rounds 3 \
+        --bench-args "--senders 2000 --lanes 8 --batch 32 --sig-seconds 2 --duration 40 --rate 1500"
 """
 
 from __future__ import annotations
@@ -115,6 +121,7 @@ def one_run(tree: Path, tls: bool, workdir: Path, label: str, port: int, bench_a
         "top_offered_tps": top.get("offered_tps"),
         "top_tps": top.get("tps"),
         "interval_ms_median": summary["block"].get("interval_ms_median"),
+        "p50_ms": summary.get("p50_ms"),
         "txs_mean": summary["block"].get("txs_mean"),
         "cpu_pct": [n.get("cpu_pct") for n in (summary.get("nodes") or {}).values()],
     }
@@ -144,7 +151,7 @@ def main() -> int:
             runs[name].append(result)
             print(f"round {r + 1} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
     summary: dict[str, object] = {"rounds": args.rounds, "bench_args": args.bench_args}
-    for key in ("max_sustainable_tps", "top_tps", "interval_ms_median"):
+    for key in ("max_sustainable_tps", "top_tps", "interval_ms_median", "p50_ms"):
         medians = {}
         for name in runs:
             values = [r[key] for r in runs[name] if r[key] is not None]
