@@ -3,15 +3,17 @@ changes=)`, what the driver passes), drops exactly what the walk over every wait
 drops: twin pools take the same random traffic -- admissions, reaped blocks, blocks holding
 another copy of a waiting nonce (committed elsewhere under another id), empty blocks -- one
 rechecking every sender, the other only those the block's changes name; they must stay
-identical."""
+identical. And the recheck's verdict on a moved sender's next transaction
+(`can_be_in_block`, no dry run of the operation) is the ledger's `executed` flag."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.mempool import Mempool
-from tests.node.test_mempool import CHAIN_ID, commit, key, view
+from ledger.execute import check_transaction
+from node.mempool import Mempool, can_be_in_block
+from tests.node.test_mempool import CHAIN_ID, commit, key, signed, transfer, view
 from tests.node.test_mempool_defence import VASP_A, squat_world
 from tests.node.test_mempool_properties import LIMITS, SENDERS, investor_tx
 
@@ -78,3 +80,24 @@ def test_a_nonce_committed_elsewhere_drops_the_waiting_copy():
     ids = [r.tx_id for r in result.receipts]
     dropped = pool.remove_committed(ids, view(state, 3), changes=result.changes)
     assert len(dropped) == 1 and len(pool) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sender=st.sampled_from(("alice", "bob", "nobody")),
+    signer=st.sampled_from((None, "bob", "carol")),
+    offset=st.sampled_from((-1, 0, 1)),
+    amount=st.sampled_from((5, 10**12)),  # the second is refused by the operation
+    chain=st.sampled_from((CHAIN_ID, "another-chain")),
+)
+def test_can_be_in_block_is_the_dry_runs_executed_flag(sender, signer, offset, amount, chain):
+    """The recheck's verdict without the operation's dry run agrees with the ledger's."""
+    state = squat_world(0)
+    commit(state, [transfer("alice", 0, "bob", 1)], 2)  # alice's next nonce is 1
+    ctx = view(state, 3).ctx
+    account = state.accounts.get(key(sender).address)
+    nonce = max(0, (account.nonce if account is not None else 0) + offset)
+    args = {"instrument": "PKR", "to": key("carol").address, "amount": amount}
+    tx = signed(sender, nonce, "transfer", args, chain_id=chain, signer=signer)
+    expected = check_transaction(state, tx, ctx, verified=True).executed
+    assert can_be_in_block(state, ctx, tx) == expected
