@@ -60,7 +60,7 @@ def start_localnet(tree: Path, home: Path, base_port: int, tls: bool) -> subproc
         str(base_port),
     ]
     if tls:  # initialise first: `init --rpc-tls` writes configs that serve the RPC over TLS
-        init = [*command[:4], "init", "--home", str(home), "--validators", "4"]
+        init = [*command[:3], "init", "--home", str(home), "--validators", "4"]
         subprocess.run(
             [*init, "--base-port", str(base_port), "--rpc-tls"], cwd=tree, check=True, stdout=log
         )
