@@ -149,6 +149,11 @@ class Tracker:
                 self.height[k] = height
 
     def on_answer(self, first: int, count: int, body: bytes | None) -> None:
+        self.on_answers(range(first, first + count), body)
+
+    def on_answers(self, ks: range | list[int], body: bytes | None) -> None:
+        """The answer to the batch of transactions `ks` (their ids are their indexes)."""
+        wanted = set(ks)
         replies = None
         if body is not None:
             try:
@@ -158,10 +163,10 @@ class Tracker:
         if isinstance(replies, list):
             for reply in replies:
                 k = reply.get("id")
-                if isinstance(k, int) and first <= k < first + count:
+                if isinstance(k, int) and k in wanted:
                     result = reply.get("result")
                     self.code[k] = result.get("code", -1) if isinstance(result, dict) else -1
-        for k in range(first, first + count):
+        for k in ks:
             if self.code[k] is None:
                 self.code[k] = -1  # no answer for it: counted as refused
 
@@ -173,8 +178,21 @@ class Step:
     count: int
 
 
-async def offer(lanes: RpcLanes, tracker: Tracker, step: Step, batch: int, progress) -> float:
-    """Send the step's transactions on schedule (open loop); the largest lag behind it (s)."""
+async def offer(
+    lanes: RpcLanes,
+    tracker: Tracker,
+    step: Step,
+    batch: int,
+    progress,
+    route: tuple[int, int] | None = None,
+) -> float:
+    """Send the step's transactions on schedule (open loop); the largest lag behind it (s).
+
+    `route` = (senders, validators): each sender's transactions go to one validator (sender
+    s to validator s mod validators, on that validator's lanes), as a client sends through
+    its own node; without it, batches of consecutive transactions go round-robin over every
+    lane, so one sender's consecutive nonces reach different validators (and each validator
+    parks a nonce until the one before it arrives by gossip)."""
     start = trio.current_time() + 0.05
     calls = tracker.presigned.calls
     next_k, end_k = step.first, step.first + step.count
@@ -187,15 +205,28 @@ async def offer(lanes: RpcLanes, tracker: Tracker, step: Step, batch: int, progr
         if due > next_k:
             scheduled = start + (next_k - step.first) / step.rate
             worst_lag = max(worst_lag, now - scheduled)
-            for first in range(next_k, due, batch):
-                last = min(due, first + batch)
-                for k in range(first, last):
-                    # The scheduled time, not the send time: a late sender must not hide latency.
-                    tracker.sent_at[k] = start + (k - step.first) / step.rate
-                body = ("[" + ",".join(calls[first:last]) + "]").encode()
-                await lanes.submit(
-                    body, lambda _s, b, f=first, c=last - first: tracker.on_answer(f, c, b)
-                )
+            for k in range(next_k, due):
+                # The scheduled time, not the send time: a late sender must not hide latency.
+                tracker.sent_at[k] = start + (k - step.first) / step.rate
+            if route is None:
+                for first in range(next_k, due, batch):
+                    last = min(due, first + batch)
+                    body = ("[" + ",".join(calls[first:last]) + "]").encode()
+                    await lanes.submit(
+                        body, lambda _s, b, f=first, c=last - first: tracker.on_answer(f, c, b)
+                    )
+            else:
+                senders, validators = route
+                groups: dict[int, list[int]] = {}
+                for k in range(next_k, due):
+                    groups.setdefault(k % senders % validators, []).append(k)
+                for node, ks in sorted(groups.items()):
+                    for at in range(0, len(ks), batch):
+                        chunk = ks[at : at + batch]
+                        body = ("[" + ",".join(calls[k] for k in chunk) + "]").encode()
+                        await lanes.submit_to(
+                            node, body, lambda _s, b, c=chunk: tracker.on_answers(c, b)
+                        )
             next_k = due
         if now >= next_report:
             progress(step, next_k)
@@ -345,7 +376,8 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
         for rate, count in zip(rates, counts, strict=True):
             step = Step(rate, first, count)
             first += count
-            lag = await offer(lanes, tracker, step, args.batch, progress)
+            route = (len(funded.senders), len(urls)) if args.route_by_sender else None
+            lag = await offer(lanes, tracker, step, args.batch, progress, route)
             kept_up = await drain(tracker, step, args.lag_s)
             if not kept_up:
                 await drain(tracker, step, args.drain_s)
@@ -419,6 +451,7 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
         "lanes": args.lanes * len(urls),
         "commit_time_source": watcher.source,
         "rpc_tls": all(url.startswith("https:") for url in urls),
+        "route_by_sender": args.route_by_sender,
         "window_s": round(window_end - window_start, 1),
         "block": block,
         "nodes": nodes,
@@ -451,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
         default=RATE_FACTOR,
         help="search: each step's rate is the last one's times this (finer steps make an A/B "
         "ratio less coarse)",
+    )
+    parser.add_argument(
+        "--route-by-sender",
+        action="store_true",
+        help="send each sender's transactions to one validator (as a client does through "
+        "its node) instead of spreading consecutive batches over every validator",
     )
     parser.add_argument("--lag-s", type=float, default=2.0, help="commit lag that ends a search")
     parser.add_argument("--drain-s", type=float, default=15.0, help="wait for the last commits")

@@ -160,6 +160,8 @@ class RpcLanes:
         ca_file: str | None = None,
     ) -> None:
         self.endpoints = [Endpoint.parse(u) for u in urls for _ in range(lanes_per_url)]
+        self.lanes_per_url = lanes_per_url
+        self._next_in: dict[int, int] = {}  # per URL: its next lane (`submit_to`)
         self._tls = tls_context(ca_file) if any(e.tls for e in self.endpoints) else None
         # One signing client per URL: it learns that node's chain id and node id once.
         self._signers = {
@@ -192,6 +194,20 @@ class RpcLanes:
             except trio.WouldBlock:
                 continue
         await self._senders[self._next].send(_Queued(body, answer))
+
+    async def submit_to(self, url_index: int, body: bytes, answer: Answer) -> None:
+        """`submit`, on the lanes of the `url_index`-th URL only (round-robin among them)."""
+        per = self.lanes_per_url
+        first = url_index * per
+        for _ in range(per):
+            offset = self._next_in.get(url_index, 0)
+            self._next_in[url_index] = (offset + 1) % per
+            try:
+                self._senders[first + offset].send_nowait(_Queued(body, answer))
+                return
+            except trio.WouldBlock:
+                continue
+        await self._senders[first].send(_Queued(body, answer))
 
     def close(self) -> None:
         for sender in self._senders:
