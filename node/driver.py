@@ -960,7 +960,10 @@ class Driver:
         self._learn_keys(header.height + 2)
         self._last_commit_clock_ms = self.clock_ms()
         view = AdmissionView(chain.state, chain.context(header.height + 1, self._next_time_ms()))
-        self.mempool.remove_committed((r.tx_id for r in pending.receipts), view)
+        # The block's changes: only the senders whose account it wrote are rechecked.
+        self.mempool.remove_committed(
+            (r.tx_id for r in pending.receipts), view, changes=pending.changes
+        )
         self._flush_admissions()
         self.block_interval_ms = header.time_ms - self.last_block_time_ms
         if self.metrics is not None:

@@ -80,9 +80,14 @@ could not execute before it). Shares (per sender, per VASP) never evict: they re
 
 Committed blocks (`remove_committed`): the included ids leave the pool; then, per sender, the
 cheap recheck reads the account's committed nonce (one dict lookup) and drops every waiting
-transaction below it (committed elsewhere under another id). Only for senders whose nonce
-moved, the first waiting transaction is fully re-checked; it is dropped if it can no longer
-be in a block at all (`executed=False`: the sender's key changed, the account went). A
+transaction below it (committed elsewhere under another id). Given the block's state changes
+(`changes=`, what the driver passes), only the waiting senders whose account record the block
+wrote are read: a nonce moves, and an account changes, only through a write of its record,
+so the others are as they were after the last recheck (the cost is the block's, not the
+pool's: ~1 ms a block less at 2,000 waiting senders, on the block path). Only for senders whose nonce
+moved, the first waiting transaction is re-checked; it is dropped if it can no longer be in
+a block at all (`executed=False`: the sender's key changed, the account went), which the
+envelope's checks decide without running the operation (`can_be_in_block`). A
 compliance refusal on recheck is kept: the block records its verdict and consumes its nonce,
 which gives the client a definite answer and does not strand the sender's later transactions
 behind a gap. Later transactions of a sender are not rechecked (the proposer drops the ones
@@ -106,13 +111,13 @@ than by a committed block by its reason (`expired`, `parked_expired`, `evicted`,
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, KeysView, Sequence
+from collections.abc import Iterable, KeysView, Mapping, Sequence
 from typing import Protocol
 
 from ledger.codes import Code, InvalidTransaction, LedgerError
 from ledger.crypto import hash256
 from ledger.execute import apply_transaction, check_transaction, sender_signed
-from ledger.state import State
+from ledger.state import ACCOUNT, State
 from ledger.tx import (
     SignedTx,
     decode_signed_tx,
@@ -394,11 +399,17 @@ class Mempool:
         self._note_removed("proposer", len(removed))
         return bool(removed)
 
-    def remove_committed(self, tx_ids: Iterable[bytes], view: AdmissionView) -> list[bytes]:
+    def remove_committed(
+        self,
+        tx_ids: Iterable[bytes],
+        view: AdmissionView,
+        changes: Mapping[bytes, object] | None = None,
+    ) -> list[bytes]:
         """After a block is committed: drop its transactions, then the cheap recheck and the
         expiry described in the module docstring. `view` is the new committed state and the
-        next block's context. Returns the ids dropped by the recheck and expiry (not the
-        committed ones)."""
+        next block's context; `changes`, the block's state changes (keys are state keys):
+        when given, only the senders whose account the block wrote are rechecked. Returns
+        the ids dropped by the recheck and expiry (not the committed ones)."""
         committed = self._committed
         remove = self._book.remove_committed
         moved: set[bytes] = set()  # senders whose nonce this block moved
@@ -409,19 +420,28 @@ class Mempool:
             committed[tx_id] = None
         while len(committed) > self.limits.verified_cache:
             committed.popitem(last=False)
-        dropped = self._recheck(view, moved)
+        dropped = self._recheck(view, moved, _written_accounts(changes))
         self._note_removed("recheck", len(dropped))
         expired = self._expire(view.ctx.height)
         dropped.extend(expired)
         return dropped
 
-    def _recheck(self, view: AdmissionView, moved: set[bytes]) -> list[bytes]:
+    def _recheck(
+        self, view: AdmissionView, moved: set[bytes], written: set[bytes] | None
+    ) -> list[bytes]:
         """`moved`: senders whose own waiting transactions the block committed (the books
-        moved their base already); every other sender's nonce is compared with the state."""
+        moved their base already); every other sender's nonce is compared with the state --
+        of the senders in `written` (accounts the block wrote) only, when it is given."""
         state, ctx = view.state, view.ctx
         book = self._book
         dropped: list[bytes] = []
-        for sender, waiting in list(book.senders.items()):
+        senders = book.senders
+        if written is None:
+            candidates = list(senders)
+        else:  # sorted: the same order on every node (the recheck's drops are logged)
+            candidates = sorted(written.intersection(senders))
+        for sender in candidates:
+            waiting = senders[sender]
             account = state.accounts.get(sender)
             if account is None:  # the sender's account is gone: nothing of it can execute
                 for tx_id in list(waiting.by_nonce.values()):
@@ -435,10 +455,8 @@ class Mempool:
             elif sender not in moved:
                 continue
             first = waiting.by_nonce.get(base)
-            if first is not None:
-                receipt = check_transaction(state, book.entries[first].tx, ctx, verified=True)
-                if not receipt.executed:
-                    dropped.extend(book.remove(first))
+            if first is not None and not can_be_in_block(state, ctx, book.entries[first].tx):
+                dropped.extend(book.remove(first))
         return dropped
 
     def _expire(self, height: int) -> list[bytes]:
@@ -454,6 +472,31 @@ class Mempool:
             parked.extend(book.remove(tx_id))
         self._note_removed("parked_expired", len(parked))
         return expired + parked
+
+
+def can_be_in_block(state: State, ctx: BlockContext, tx: SignedTx) -> bool:
+    """`check_transaction(state, tx, ctx, verified=True).executed`, without running the
+    operation: a receipt with `executed=False` comes from the envelope's steps only
+    (ledger/execute.py: 2 the chain, 4 the sender's account and current key, 5 the nonce;
+    1 and 3 were passed at admission), while the operation (step 6) always gives an
+    executed receipt, refused or not. The recheck after a block asks this of every sender
+    the block moved, so it no longer dry-runs one operation per such sender."""
+    body = tx.body
+    account = state.accounts.get(body.sender)
+    return (
+        body.chain_id == ctx.chain_id
+        and account is not None
+        and body.nonce == account.nonce
+        and sender_signed(state, tx)
+    )
+
+
+def _written_accounts(changes: Mapping[bytes, object] | None) -> set[bytes] | None:
+    """The addresses whose account record `changes` (a block's state changes) wrote."""
+    if changes is None:
+        return None
+    cut = len(ACCOUNT)
+    return {key[cut:] for key in changes if key[:cut] == ACCOUNT}
 
 
 def _check_rules(tx: SignedTx, view: AdmissionView, plan: Plan, book: Book) -> AdmissionResult:

@@ -18,8 +18,9 @@ In order:
    `--batch` `broadcast_tx_sync` calls, round-robin over `--lanes` pipelined keep-alive
    connections per validator (benchlib/rpc.py): it never waits for an answer before the next
    send. Without `--rate` it searches the maximum sustainable rate: steps of `--step-s`
-   seconds at rates rising by 30 % until commit lags submission (the step's transactions are
-   not all committed within `--lag-s` after its last send, or more than 1 % are refused);
+   seconds at rates rising by 30 % (`--rate-factor`) until commit lags submission (the
+   step's transactions are not all committed within `--lag-s` after its last send, or more
+   than 1 % are refused);
 5. commit times come from a WebSocket `tm.event='NewBlock'` subscription on the first
    validator (a missed height is fetched with the `block` RPC): a transaction's latency is
    from its scheduled send time to the moment its block's notification arrived here;
@@ -29,6 +30,11 @@ Progress goes to stderr every second; per-node CPU and memory (/proc/<pid> of th
 localnet.json), block size and interval, and disk bytes per committed transfer (database +
 WAL growth of each node / committed) are printed to stderr; the last stdout line is the JSON
 summary `{"submitted","committed","tps","p50_ms","p99_ms","sig_bound_tps","acked_file",...}`.
+
+A localnet whose RPC is served over TLS (`khazana init --rpc-tls` before `khazana localnet`:
+https:// URLs and a `ca_file` in localnet.json) is benchmarked over TLS: every lane, the
+watcher and the funding client verify the nodes' certificates against that CA; the summary
+says `"rpc_tls": true`.
 """
 
 from __future__ import annotations
@@ -143,6 +149,11 @@ class Tracker:
                 self.height[k] = height
 
     def on_answer(self, first: int, count: int, body: bytes | None) -> None:
+        self.on_answers(range(first, first + count), body)
+
+    def on_answers(self, ks: range | list[int], body: bytes | None) -> None:
+        """The answer to the batch of transactions `ks` (their ids are their indexes)."""
+        wanted = set(ks)
         replies = None
         if body is not None:
             try:
@@ -152,10 +163,10 @@ class Tracker:
         if isinstance(replies, list):
             for reply in replies:
                 k = reply.get("id")
-                if isinstance(k, int) and first <= k < first + count:
+                if isinstance(k, int) and k in wanted:
                     result = reply.get("result")
                     self.code[k] = result.get("code", -1) if isinstance(result, dict) else -1
-        for k in range(first, first + count):
+        for k in ks:
             if self.code[k] is None:
                 self.code[k] = -1  # no answer for it: counted as refused
 
@@ -167,8 +178,21 @@ class Step:
     count: int
 
 
-async def offer(lanes: RpcLanes, tracker: Tracker, step: Step, batch: int, progress) -> float:
-    """Send the step's transactions on schedule (open loop); the largest lag behind it (s)."""
+async def offer(
+    lanes: RpcLanes,
+    tracker: Tracker,
+    step: Step,
+    batch: int,
+    progress,
+    route: tuple[int, int] | None = None,
+) -> float:
+    """Send the step's transactions on schedule (open loop); the largest lag behind it (s).
+
+    `route` = (senders, validators): each sender's transactions go to one validator (sender
+    s to validator s mod validators, on that validator's lanes), as a client sends through
+    its own node; without it, batches of consecutive transactions go round-robin over every
+    lane, so one sender's consecutive nonces reach different validators (and each validator
+    parks a nonce until the one before it arrives by gossip)."""
     start = trio.current_time() + 0.05
     calls = tracker.presigned.calls
     next_k, end_k = step.first, step.first + step.count
@@ -181,15 +205,28 @@ async def offer(lanes: RpcLanes, tracker: Tracker, step: Step, batch: int, progr
         if due > next_k:
             scheduled = start + (next_k - step.first) / step.rate
             worst_lag = max(worst_lag, now - scheduled)
-            for first in range(next_k, due, batch):
-                last = min(due, first + batch)
-                for k in range(first, last):
-                    # The scheduled time, not the send time: a late sender must not hide latency.
-                    tracker.sent_at[k] = start + (k - step.first) / step.rate
-                body = ("[" + ",".join(calls[first:last]) + "]").encode()
-                await lanes.submit(
-                    body, lambda _s, b, f=first, c=last - first: tracker.on_answer(f, c, b)
-                )
+            for k in range(next_k, due):
+                # The scheduled time, not the send time: a late sender must not hide latency.
+                tracker.sent_at[k] = start + (k - step.first) / step.rate
+            if route is None:
+                for first in range(next_k, due, batch):
+                    last = min(due, first + batch)
+                    body = ("[" + ",".join(calls[first:last]) + "]").encode()
+                    await lanes.submit(
+                        body, lambda _s, b, f=first, c=last - first: tracker.on_answer(f, c, b)
+                    )
+            else:
+                senders, validators = route
+                groups: dict[int, list[int]] = {}
+                for k in range(next_k, due):
+                    groups.setdefault(k % senders % validators, []).append(k)
+                for node, ks in sorted(groups.items()):
+                    for at in range(0, len(ks), batch):
+                        chunk = ks[at : at + batch]
+                        body = ("[" + ",".join(calls[k] for k in chunk) + "]").encode()
+                        await lanes.submit_to(
+                            node, body, lambda _s, b, c=chunk: tracker.on_answers(c, b)
+                        )
             next_k = due
         if now >= next_report:
             progress(step, next_k)
@@ -250,7 +287,7 @@ async def drain(tracker: Tracker, step: Step, deadline_s: float) -> bool:
 # ------------------------------------------------------------------------------ the run
 
 
-async def tip_height(urls: list[str], deadline_s: float = 60.0) -> int:
+async def tip_height(urls: list[str], deadline_s: float = 60.0, ca_file: str | None = None) -> int:
     """The highest height the validators report; while none answers (restarting under the
     benchmark), asked again every 0.5 s up to `deadline_s`."""
     with trio.fail_after(deadline_s):
@@ -258,7 +295,8 @@ async def tip_height(urls: list[str], deadline_s: float = 60.0) -> int:
             heights = []
             for url in urls:
                 try:
-                    heights.append((await AsyncClient(url, timeout_s=5.0).status()).height)
+                    client = AsyncClient(url, timeout_s=5.0, ca_file=ca_file)
+                    heights.append((await client.status()).height)
                 except ClientError:
                     continue
             if heights:
@@ -271,14 +309,16 @@ def plan_rates(args: argparse.Namespace, bound: int) -> list[int]:
         return [args.rate]
     steps = max(2, int(args.duration // args.step_s))
     start = args.start_rate or max(20, bound // 10)
-    return [round(start * RATE_FACTOR**i) for i in range(steps)]
+    return [round(start * args.rate_factor**i) for i in range(steps)]
 
 
 async def run(args: argparse.Namespace, localnet: dict) -> dict:
     validators = [n for n in localnet["nodes"] if n["role"] == "validator"]
     urls = [n["rpc"] for n in validators]
     key = institution_key(localnet)  # requests are signed as an institution
-    client = AsyncClient(urls[0], key=key, timeout_s=30.0)
+    # An RPC over TLS (`khazana init --rpc-tls`): https:// URLs and the CA that signed them.
+    ca_file = localnet.get("ca_file")
+    client = AsyncClient(urls[0], key=key, timeout_s=30.0, ca_file=ca_file)
 
     log(f"measuring the signature bound ({args.sig_seconds:g} s on every core) ...")
     bound = await trio.to_thread.run_sync(signature_bound, len(validators), args.sig_seconds)
@@ -290,12 +330,12 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
     step_s = args.duration if args.rate else args.step_s
     counts = [max(1, round(rate * step_s)) for rate in rates]
 
-    lanes = RpcLanes(urls, lanes_per_url=args.lanes, key=key)
+    lanes = RpcLanes(urls, lanes_per_url=args.lanes, key=key, ca_file=ca_file)
     async with trio.open_nursery() as nursery:
         await nursery.start(lanes.run)
         # Funding goes over ONE connection: pipelined requests are served in order, so each
         # signer's transactions reach the mempool in nonce order (none is parked).
-        setup_lane = RpcLanes(urls[:1], lanes_per_url=1, key=key)
+        setup_lane = RpcLanes(urls[:1], lanes_per_url=1, key=key, ca_file=ca_file)
         await nursery.start(setup_lane.run)
         funded = await fund_localnet_senders(client, setup_lane, localnet, args.senders, log)
         log(f"signing {sum(counts)} transfers before the window ...")
@@ -303,7 +343,13 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
             presign, funded.chain_id, funded.senders, sum(counts)
         )
         tracker = Tracker.of(presigned)
-        watcher = BlockWatcher(urls[0], tracker.on_block, await tip_height(urls), key=key)
+        watcher = BlockWatcher(
+            urls[0],
+            tracker.on_block,
+            await tip_height(urls, ca_file=ca_file),
+            key=key,
+            ca_file=ca_file,
+        )
         await nursery.start(watcher.run)
 
         pids = {n["name"]: n.get("pid") for n in localnet["nodes"]}
@@ -330,7 +376,8 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
         for rate, count in zip(rates, counts, strict=True):
             step = Step(rate, first, count)
             first += count
-            lag = await offer(lanes, tracker, step, args.batch, progress)
+            route = (len(funded.senders), len(urls)) if args.route_by_sender else None
+            lag = await offer(lanes, tracker, step, args.batch, progress, route)
             kept_up = await drain(tracker, step, args.lag_s)
             if not kept_up:
                 await drain(tracker, step, args.drain_s)
@@ -403,6 +450,8 @@ async def run(args: argparse.Namespace, localnet: dict) -> dict:
         "batch": args.batch,
         "lanes": args.lanes * len(urls),
         "commit_time_source": watcher.source,
+        "rpc_tls": all(url.startswith("https:") for url in urls),
+        "route_by_sender": args.route_by_sender,
         "window_s": round(window_end - window_start, 1),
         "block": block,
         "nodes": nodes,
@@ -429,6 +478,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=2, help="connections per validator")
     parser.add_argument("--step-s", type=float, default=5.0, help="search: seconds per rate")
     parser.add_argument("--start-rate", type=int, help="search: first rate (bound / 10)")
+    parser.add_argument(
+        "--rate-factor",
+        type=float,
+        default=RATE_FACTOR,
+        help="search: each step's rate is the last one's times this (finer steps make an A/B "
+        "ratio less coarse)",
+    )
+    parser.add_argument(
+        "--route-by-sender",
+        action="store_true",
+        help="send each sender's transactions to one validator (as a client does through "
+        "its node) instead of spreading consecutive batches over every validator",
+    )
     parser.add_argument("--lag-s", type=float, default=2.0, help="commit lag that ends a search")
     parser.add_argument("--drain-s", type=float, default=15.0, help="wait for the last commits")
     parser.add_argument("--sig-seconds", type=float, default=2.0)
@@ -438,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--senders must be at least 2 (a transfer goes to another sender)")
     if not 1 <= args.batch <= 32:
         parser.error("--batch must be 1..32 (the node's default max_batch is 32)")
+    if not 1.01 <= args.rate_factor <= 4:
+        parser.error("--rate-factor must be 1.01..4")
     if args.rate is not None and args.rate <= 0:
         parser.error("--rate must be positive")
     localnet = json.loads((Path(args.localnet) / "localnet.json").read_text())

@@ -604,6 +604,15 @@ NOT_RUN = {
     ("docs/OPERATIONS.md", "# on the ministry's validator machine"): "the same ceremony",
     ("docs/OPERATIONS.md", "khazana genesis --out"): "the ceremony; tests/node/test_ceremony.py",
     ("docs/OPERATIONS.md", "khazana init-node --home /var/lib"): "the ceremony, on its host",
+    ("docs/OPERATIONS.md", "khazana init-signer --home /var/lib"): (
+        "a signer's host; tests/node/test_signer_network.py runs init-signer and signer"
+    ),
+    ("docs/OPERATIONS.md", "khazana key hsm-generate --module"): (
+        "needs an HSM token; tests/node/test_hsm.py runs it on a fresh SoftHSM2 token"
+    ),
+    ("docs/RPC.md", "khazana report holdings --by vasp [--instrument"): (
+        "a usage line with placeholders; tests/node/test_rpc_supervision.py runs the reports"
+    ),
     ("docs/OPERATIONS.md", "python3.11 -m venv /opt/khazana"): "installs into /opt",
     ("docs/OPERATIONS.md", "khazana query status --rpc"): "a production node's systemd unit",
     ("docs/OPERATIONS.md", "khazana backup --home /var/lib"): "tests: test_backup_works_as_...",

@@ -9,6 +9,11 @@ scheduled request: the offered load is independent of how fast the node answers.
 closes a keep-alive connection after 1,000 requests, so a lane moves to a fresh connection
 after `per_connection` requests (the old one's reader drains its answers meanwhile).
 
+Over TLS when a node's URL is https:// (`khazana init --rpc-tls`): each lane and the
+watcher's WebSocket open a TLS connection verified against `ca_file` (localnet.json's
+`ca_file`), one handshake per connection (a lane's connection carries `per_connection`
+requests), so the benchmark measures what TLS costs a node at that rate.
+
 Both sign their requests with `key` when one is given (docs/RPC.md, "Authentication"): a
 node answers submissions and block bodies only to a key the threat model lets read them, and
 the benchmark asks as an institution (localnet.json's `clients`). One signature per HTTP
@@ -24,6 +29,7 @@ therefore the moment its block's notification (or fetch) reached the load genera
 from __future__ import annotations
 
 import json
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +49,7 @@ from wsproto.utilities import ProtocolError
 
 from ledger.crypto import KeyPair
 from node.client import AsyncClient, ClientError
-from node.client.core import Endpoint
+from node.client.core import Endpoint, tls_context
 
 Answer = Callable[[int, bytes | None], None]
 """Called with (HTTP status, body) for an answer, (0, None) when the connection failed."""
@@ -105,7 +111,7 @@ class _Queued:
 class _Connection:
     """One pipelined connection: answers come back in the order the requests went out."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.pending: deque[Answer] = deque()
         self.retired = False
@@ -136,8 +142,8 @@ class _Connection:
         self.ended = True  # set with no checkpoint before the flush: no request is left behind
         while self.pending:  # the connection ended with requests unanswered
             self.pending.popleft()(0, None)
-        with trio.CancelScope(shield=True):
-            await self.stream.aclose()
+        # Forcefully: a TLS stream's graceful close would wait to send its close_notify.
+        await trio.aclose_forcefully(self.stream)
 
 
 class RpcLanes:
@@ -151,11 +157,15 @@ class RpcLanes:
         queue: int = 8192,
         *,
         key: KeyPair | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.endpoints = [Endpoint.parse(u) for u in urls for _ in range(lanes_per_url)]
+        self.lanes_per_url = lanes_per_url
+        self._next_in: dict[int, int] = {}  # per URL: its next lane (`submit_to`)
+        self._tls = tls_context(ca_file) if any(e.tls for e in self.endpoints) else None
         # One signing client per URL: it learns that node's chain id and node id once.
         self._signers = {
-            Endpoint.parse(url).url: AsyncClient(url, key=key, timeout_s=10.0)
+            Endpoint.parse(url).url: AsyncClient(url, key=key, timeout_s=10.0, ca_file=ca_file)
             for url in urls
             if key is not None
         }
@@ -184,6 +194,20 @@ class RpcLanes:
             except trio.WouldBlock:
                 continue
         await self._senders[self._next].send(_Queued(body, answer))
+
+    async def submit_to(self, url_index: int, body: bytes, answer: Answer) -> None:
+        """`submit`, on the lanes of the `url_index`-th URL only (round-robin among them)."""
+        per = self.lanes_per_url
+        first = url_index * per
+        for _ in range(per):
+            offset = self._next_in.get(url_index, 0)
+            self._next_in[url_index] = (offset + 1) % per
+            try:
+                self._senders[first + offset].send_nowait(_Queued(body, answer))
+                return
+            except trio.WouldBlock:
+                continue
+        await self._senders[first].send(_Queued(body, answer))
 
     def close(self) -> None:
         for sender in self._senders:
@@ -226,17 +250,31 @@ class RpcLanes:
         assert signer.credentials is not None
         return signer.credentials.header("POST", endpoint.path, body)
 
-    @staticmethod
-    async def _connect(endpoint: Endpoint, readers: trio.Nursery) -> _Connection:
+    async def _connect(self, endpoint: Endpoint, readers: trio.Nursery) -> _Connection:
         while True:
             try:
-                stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
-            except OSError:
+                stream = await open_stream(endpoint, self._tls)
+            except (OSError, trio.BrokenResourceError):
                 await trio.sleep(RECONNECT_S)
                 continue
             connection = _Connection(stream)
             readers.start_soon(connection.read)
             return connection
+
+
+async def open_stream(endpoint: Endpoint, tls: ssl.SSLContext | None) -> trio.abc.Stream:
+    """A TCP connection to `endpoint`, inside TLS (the handshake done, the node's certificate
+    verified) when `tls` is given and the endpoint is https://."""
+    stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+    if tls is None or not endpoint.tls:
+        return stream
+    secure = trio.SSLStream(stream, tls, server_hostname=endpoint.host)
+    try:
+        await secure.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return secure
 
 
 class _StartedOnce:
@@ -262,10 +300,12 @@ class BlockWatcher:
         start_height: int,
         *,
         key: KeyPair | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.endpoint = Endpoint.parse(url)
+        self._tls = tls_context(ca_file) if self.endpoint.tls else None
         # Signed: a node shows block bodies (the transactions to track) to institutions only.
-        self.client = AsyncClient(url, key=key, timeout_s=10.0)
+        self.client = AsyncClient(url, key=key, timeout_s=10.0, ca_file=ca_file)
         self.on_block = on_block
         self.height = start_height
         self.source = "websocket"  # "websocket+poll" once a block had to be fetched
@@ -290,7 +330,7 @@ class BlockWatcher:
 
     async def _subscribe(self, task_status: _StartedOnce) -> None:
         ws = WSConnection(ConnectionType.CLIENT)
-        stream = await trio.open_tcp_stream(self.endpoint.host, self.endpoint.port)
+        stream = await open_stream(self.endpoint, self._tls)
         async with stream:
             authorization = await self.client.websocket_authorization()
             headers = [] if authorization is None else [(b"authorization", authorization.encode())]
