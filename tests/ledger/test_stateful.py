@@ -1321,7 +1321,7 @@ def test_a_fixed_run_reaches_every_operation_and_the_hard_refusals():
     run_state_machine_as_test(
         Recording,
         settings=settings(
-            max_examples=20,
+            max_examples=30,
             stateful_step_count=100,
             derandomize=True,  # a fixed seed: the same run every time, everywhere
             database=None,
