@@ -59,6 +59,44 @@ def pay(chain: Chain, coupon_date: str, on: date, code: Code = Code.OK):
     return chain.expect(code, "central-bank", "pay_coupon", args)
 
 
+def settled(chain: Chain, receipt, units: dict[bytes, int] | None = None) -> dict[bytes, int]:
+    """What a payment's receipt says each holder was paid, by address, checked against the
+    receipt's `balance_change` events, a record made apart from the payment events (from the
+    state's journal, ledger/execute.py). From protocol version 3 every payment names the cash
+    it credits as `instrument` and what it pays on as `security`; the cash changes are those
+    credits and the paying agent's debit of the summary's `paid_out`, nothing else; the only
+    other changes are the security's units leaving their holders (`units`, a redemption)."""
+    summary, *rest = receipt.events
+    changes = [e.attributes for e in rest if e.type == "balance_change"]
+    payments = rest[: len(rest) - len(changes)]
+    assert all(e.type != "balance_change" for e in payments), "balance changes come last"
+    paid = {}
+    for event in payments:
+        assert event.type in {
+            "coupon_payment",
+            "redemption_payment",
+            "rental_payment",
+            "dissolution_payment",
+        }
+        assert set(event.attributes) == {"instrument", "security", "to", "amount"}
+        assert (event.attributes["instrument"], event.attributes["security"]) == ("PKR", BOND)
+        paid[event.attributes["to"]] = event.attributes["amount"]
+    agent = chain.addr("central-bank")
+    credits = {to: amount for to, amount in paid.items() if amount and to != agent}
+    assert sum(credits.values()) == summary.attributes["paid_out"]
+    expected = {**credits, agent: -summary.attributes["paid_out"]} if credits else {}
+    moved = {(c["instrument"], c["account"]): c["amount"] for c in changes}
+    assert len(moved) == len(changes), "one change per account and instrument"
+    assert moved == {
+        **{("PKR", account): amount for account, amount in expected.items()},
+        **{(BOND, account): -held for account, held in (units or {}).items()},
+    }
+    for change in changes:  # the balance after, as the state has it now
+        holding = chain.state.holdings[change["instrument"]].get(change["account"])
+        assert change["balance"] == (0 if holding is None else holding.balance)
+    return paid
+
+
 # ---------------------------------------------------------------------------------------
 # Record date: business days before the payment date
 
@@ -73,8 +111,7 @@ def test_record_date_counts_business_days_back_over_weekends_and_holidays():
     chain.at(date(2026, 6, 27)).expect(Code.CLOSED_PERIOD, "alice", "transfer", to_bob(chain))
     receipt = pay(chain, "2026-07-01", date(2026, 7, 1))
     # Entitlement was taken at the record date: alice 9, bob 1.
-    paid = {e.attributes["to"]: e.attributes["amount"] for e in receipt.events[1:]}
-    assert paid == {chain.addr("alice"): 9 * 4000, chain.addr("bob"): 4000}
+    assert settled(chain, receipt) == {chain.addr("alice"): 9 * 4000, chain.addr("bob"): 4000}
     # Next coupon Fri 1 Jan 2027 is a holiday: paid Mon 4 Jan 2027; two business days
     # before: Thu 31 Dec (1), Wed 30 Dec (2). Calendar days would have said 17 Dec.
     chain.at(date(2026, 12, 29)).ok("alice", "transfer", to_bob(chain))
@@ -271,9 +308,10 @@ def test_an_ijara_sukuk_pays_rental_and_dissolves_through_the_same_engine():
     assert (terms.sukuk, terms.sukuk_asset) == ("ijara", "Jinnah terminal, Karachi airport")
     args = {"instrument": BOND, "cash": "PKR", "coupon_date": "2026-07-01"}
     receipt = chain.at(date(2026, 7, 1)).ok("central-bank", "pay_rental", args)
-    summary, *payments = receipt.events
+    summary, *payments = (e for e in receipt.events if e.type != "balance_change")
     assert summary.type == "rental_paid" and summary.attributes["certificate_holders"] == 1
     assert [(p.type, p.attributes["amount"]) for p in payments] == [("rental_payment", 40_000)]
+    assert settled(chain, receipt) == {chain.addr("alice"): 40_000}
     # pay_coupon is the same operation: the events keep the sukuk's names.
     args["coupon_date"] = "2027-01-01"
     receipt = chain.at(date(2027, 1, 1)).ok("central-bank", "pay_coupon", args)
@@ -282,11 +320,13 @@ def test_an_ijara_sukuk_pays_rental_and_dissolves_through_the_same_engine():
         args["coupon_date"] = day
         chain.at(date.fromisoformat(day)).ok("central-bank", "pay_rental", args)
     receipt = chain.ok("central-bank", "dissolve_sukuk", {"instrument": BOND, "cash": "PKR"})
-    summary, *payments = receipt.events
+    summary, *payments = (e for e in receipt.events if e.type != "balance_change")
     assert summary.type == "sukuk_dissolved" and summary.attributes["residual"] == "0"
     assert [(p.type, p.attributes["amount"]) for p in payments] == [
         ("dissolution_payment", 10 * 100_000)
     ]
+    alice = chain.addr("alice")
+    assert settled(chain, receipt, units={alice: 10}) == {alice: 10 * 100_000}
     assert chain.state.instruments[BOND].redeemed
 
 
@@ -335,11 +375,11 @@ def test_redeemed_at_maturity_at_the_stated_price():
     for day in ("2026-07-01", "2027-01-01", "2027-07-01", "2028-01-01"):
         coupon(chain, day)
     receipt = chain.ok("central-bank", "redeem", {"instrument": BOND, "cash": "PKR"})
-    summary, *payments = receipt.events
     # 99,999 x 100.25 % = 100,248.9975 per unit: alice floor(701,742.9825), bob 300,746.9925.
-    paid = {e.attributes["to"]: e.attributes["amount"] for e in payments}
-    assert paid == {chain.addr("alice"): 701_742, chain.addr("bob"): 300_746}
-    assert summary.attributes["residual"] == "1.9750"
+    alice, bob = chain.addr("alice"), chain.addr("bob")
+    paid = settled(chain, receipt, units={alice: 7, bob: 3})
+    assert paid == {alice: 701_742, bob: 300_746}
+    assert receipt.events[0].attributes["residual"] == "1.9750"
     assert chain.state.instruments[BOND].redeemed
 
 
@@ -368,8 +408,9 @@ def test_the_issuer_calls_with_notice_and_redeems_at_the_call_price():
     assert chain.state.instruments[BOND].next_coupon is None  # nothing after the call
     coupon(chain, "2027-07-01", Code.COUPON_NOT_DUE)
     receipt = chain.ok("central-bank", "redeem", {"instrument": BOND, "cash": "PKR"})
-    paid = {e.attributes["to"]: e.attributes["amount"] for e in receipt.events[1:]}
-    assert paid == {chain.addr("alice"): 7 * 101_500, chain.addr("bob"): 3 * 101_500}
+    alice, bob = chain.addr("alice"), chain.addr("bob")
+    paid = settled(chain, receipt, units={alice: 7, bob: 3})
+    assert paid == {alice: 7 * 101_500, bob: 3 * 101_500}
     assert receipt.events[0].attributes["residual"] == "0"
 
 

@@ -25,6 +25,7 @@ from tests.ledger.test_ops_harness import Chain, key_for
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "RPC.md"
 BOND, TBILL, GOLD, CASH, CAL = "PKBOND28", "PKTB26", "PKGOLD", "PKR", "PK-SBP"
+FRN, SUKUK, CALLABLE, INDEX = "PKFRN28", "PKSUK26", "PKCALL28", "PKR-TB6M"
 _ROW = re.compile(r"^\| `([a-z_]+)` \|[^|]*\| (.*) \|$")
 _ATTRIBUTE = re.compile(r"`([a-z_]+)`(\?)?")
 
@@ -80,6 +81,7 @@ def every_operation() -> Recording:
     chain.issue(TBILL, "alice", 7)
     chain.issue(CASH, "central-bank", 10**9, issuer="central-bank")
     chain.issue(CASH, "bob", 10**6, issuer="central-bank")
+    debt_office(chain)
     chain.ok("alice", "transfer", {"instrument": BOND, "to": chain.addr("bob"), "amount": 1})
     dvp = {
         "seller": chain.addr("alice"),
@@ -115,6 +117,10 @@ def every_operation() -> Recording:
     coupon = {"instrument": BOND, "cash": CASH, "coupon_date": "2026-07-01"}
     chain.ok("central-bank", "pay_coupon", coupon)
     chain.ok("central-bank", "redeem", {"instrument": TBILL, "cash": CASH})
+    chain.ok("central-bank", "pay_coupon", {**coupon, "instrument": FRN})
+    chain.ok("central-bank", "pay_rental", {**coupon, "instrument": SUKUK})
+    chain.ok("central-bank", "dissolve_sukuk", {"instrument": SUKUK, "cash": CASH})
+    chain.ok("ministry", "call_bond", {"instrument": CALLABLE, "call_date": "2027-01-01"})
     chain.ok("regulator", "suspend_vasp", {"vasp": chain.addr("exchange"), "reason": "AML"})
     new_key = generate_key(b"\x42" * 32).public_key
     recover = {"account": chain.addr("alice"), "new_public_key": new_key}
@@ -134,6 +140,57 @@ def every_operation() -> Recording:
     policy = {"operation": "freeze", "roles": ["regulator", "auditor"], "min": 2}
     chain.ok("ministry", "set_policy", policy, cosigners=("regulator", "central-bank"))
     return chain
+
+
+def debt_office(chain: Recording) -> None:
+    """The version-3 instruments (tests/ledger/test_ops_debt.py): a floating-rate note and a
+    six-month floating Ijara sukuk on a published fixing (so that `coupon_paid` and
+    `rental_paid` carry the reset and the payment date), and a callable bond; alice holds
+    each. Their payments and the call run on 2026-07-01, in `every_operation`."""
+    fixing = {"name": INDEX, "date": "2025-12-30", "rate": "0.1125", "document_hash": b"\x07" * 32}
+    chain.ok("central-bank", "publish_rate_fixing", fixing)
+    floating = {
+        "rate_index": INDEX,
+        "spread_bp": 75,
+        "fixing_days": 2,
+        "fixing_lookback_days": 7,
+        "business_day_convention": "following",
+        "holiday_calendar": CAL,
+    }
+    debt = {
+        FRN: ("PK0000000015", floating),
+        SUKUK: (
+            "PK0000000023",
+            {
+                **floating,
+                "maturity_date": "2026-07-01",
+                "sukuk": "ijara",
+                "sukuk_asset": "Jinnah terminal, Karachi airport",
+            },
+        ),
+        CALLABLE: (
+            "PK0000000031",
+            {"coupon_rate": "0.08", "call_notice_days": 30, "call_price": "101.5"},
+        ),
+    }
+    for instrument, (isin, terms) in debt.items():
+        bond = {
+            "id": instrument,
+            "kind": "bond",
+            "name": instrument,
+            "isin": isin,
+            "currency": "PKR",
+            "face_value": 100_000,
+            "decimals": 0,
+            "cap": 1_000_000,
+            "usd_face_value": 360,
+            "issue_date": "2026-01-01",
+            "maturity_date": "2028-01-01",
+            "coupon_frequency": 2,
+            "day_count": "ACT/ACT-ICMA",
+        }
+        chain.ok("ministry", "register_instrument", {**bond, **terms})
+        chain.issue(instrument, "alice", 5)
 
 
 def misbehaviour() -> Event:
@@ -173,6 +230,5 @@ def test_the_catalogue_is_what_the_ledger_emits():
     # A balance change names its cause: the operation, always one of the ledger's.
     causes = {e.attributes["cause"] for _, e in events if e.type == "balance_change"}
     assert causes <= set(OPERATIONS)
-    assert {"transfer", "dvp", "issue", "burn", "forced_transfer", "pay_coupon", "redeem"} <= (
-        causes
-    )
+    paying = {"pay_coupon", "redeem", "pay_rental", "dissolve_sukuk"}
+    assert {"transfer", "dvp", "issue", "burn", "forced_transfer", *paying} <= causes
