@@ -75,6 +75,9 @@ class Code(IntEnum):
     RATE_FIXING_EXISTS = 326  # a fixing for that index and date is already published
     NOT_CALLABLE = 327  # a call of a bond without call terms, or already called (version 3)
     CALL_NOTICE_TOO_SHORT = 328  # a call date closer than the bond's notice period
+    # An amortisation not scheduled, out of order, already paid, or before its date (v3)
+    AMORTISATION_NOT_DUE = 329
+    AMORTISATION_UNPAID = 330  # a coupon or redemption before the amortisation due first
 
     # 4xx node admission
     MEMPOOL_FULL = 400

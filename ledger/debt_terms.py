@@ -57,6 +57,10 @@ class DebtTerms:
     * `call_notice_days` (> 0: callable): the issuer may call the bond on a coupon date at
       least this many days after the call; `call_price` the percentage of face it then pays;
       `called_on` the call date once called (status, not a term: set by `call_bond`).
+    * `amortisation` (amortising bonds): ((date, percent), ...): on each of these coupon
+      dates before maturity `percent` (decimal text, at most 6 decimals) of the original face
+      is repaid, the rest at maturity; `amortised` how many of them are paid (status, set by
+      `amortise`). Coupons are paid on the face outstanding over their period.
     * `sukuk`: "" (a bond) or a `SUKUK_FORMS` name: the same cash flows named as the
       structure names them (rental for coupon, dissolution for redemption, certificate
       holders for holders); `sukuk_asset` describes the leased asset the certificates
@@ -74,6 +78,12 @@ class DebtTerms:
     call_notice_days: int = 0  # callable by its issuer with this notice (0: not callable)
     call_price: str = ""  # percent of face paid on a call
     called_on: date | None = None  # the call date once the issuer has called it
+    amortisation: tuple[tuple[date, str], ...] = ()  # (coupon date, percent of original face)
+    amortised: int = 0  # how many of `amortisation` are paid
+
+    @property
+    def amortising(self) -> bool:
+        return bool(self.amortisation)
 
     @property
     def callable(self) -> bool:
@@ -85,6 +95,9 @@ class DebtTerms:
 
     def to_map(self) -> dict:
         m: dict = {}
+        if self.amortising:
+            m["amortisation"] = [[day.isoformat(), percent] for day, percent in self.amortisation]
+            m["amortised"] = self.amortised
         if self.callable:
             m["call_notice_days"] = self.call_notice_days
             m["call_price"] = self.call_price
@@ -110,7 +123,17 @@ class DebtTerms:
         if not isinstance(m, dict):
             raise ValueError("terms must be a map")
         floating = "rate_index" in m
+        amortisation: list[tuple[date, str]] = []
+        if "amortisation" in m:
+            for entry in _typed(m, "amortisation", list):
+                if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str:
+                    raise ValueError("amortisation entries are [date, percent]")
+                if type(entry[1]) is not str:
+                    raise ValueError("amortisation percent must be text")
+                amortisation.append((date.fromisoformat(entry[0]), entry[1]))
         return cls(
+            amortisation=tuple(amortisation),
+            amortised=_typed(m, "amortised", int) if "amortisation" in m else 0,
             record_business_days=_typed(m, "record_business_days", int)
             if "record_business_days" in m
             else 0,

@@ -207,6 +207,10 @@ def quote_instrument(
             f"{instrument.id} is a floating-rate note: its coupons after the next depend on "
             "fixings not yet published, so it has no yield to maturity to quote"
         )
+    if instrument.terms is not None and instrument.terms.amortising:
+        raise QuoteError(
+            f"{instrument.id} amortises: quotes are for bonds repaid whole at maturity"
+        )
     if instrument.redeemed:
         raise QuoteError(f"{instrument.id} has been redeemed")
     price = _decimal_text("price", clean_price, _PRICE_TEXT)

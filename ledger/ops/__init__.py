@@ -9,7 +9,7 @@
 | accounts | `accounts` | license_vasp, suspend_vasp, onboard_investor, freeze, unfreeze, recover_key |
 | governance | `governance` | grant_role, revoke_role, set_parameter, set_policy, change_validators |
 | upgrades | `upgrades` | schedule_upgrade |
-| debt office (version 3) | `debt`, `payments` | publish_rate_fixing, call_bond, pay_rental, dissolve_sukuk |
+| debt office (version 3) | `debt`, `payments` | publish_rate_fixing, call_bond, pay_rental, dissolve_sukuk, amortise |
 
 Not an operation: `evidence` (misbehaviour evidence carried by a block, not by a transaction;
 `Chain` applies it before the block's transactions, see `ledger/ops/evidence.py`).
@@ -69,6 +69,7 @@ OPERATIONS: dict[str, Operation] = {
     "pay_rental": payments.pay_rental,
     "dissolve_sukuk": payments.dissolve_sukuk,
     "call_bond": debt.call_bond,
+    "amortise": payments.amortise,
 }
 
 # Open to any account the investor rules allow; no policy rule.
@@ -89,6 +90,7 @@ POLICY_NAMES: dict[str, str] = {op: op for op in OPERATIONS if op not in OPEN_OP
     "pay_rental": "pay_coupon",
     "dissolve_sukuk": "redeem",
     "call_bond": "issue",  # the issuer's decision about its own debt
+    "amortise": "redeem",  # a partial redemption, paid by the paying agent
 }
 
 # Every rule name a genesis policy must define.

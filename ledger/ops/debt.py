@@ -5,6 +5,9 @@
   `fixing_lookback_days`) and `sukuk`. Before version 3 it reads none of them, so a chain on
   an older version refuses them as unknown fields, exactly as older code does.
 * `publish_rate_fixing` records a rate the central bank published (`RateFixing`).
+* Amortising bonds (`amortisation` in the terms): `amortise` in ledger/ops/payments.py pays
+  each scheduled part of the principal; `outstanding_micro` is the face outstanding over a
+  period, what coupons and the final redemption are paid on.
 * `floating_rate` is the annual rate of one period of a floating-rate note: the fixing as of
   the period's fixing date plus the spread, never below zero; refused with
   RATE_FIXING_MISSING when nothing was published (never a silent zero).
@@ -42,6 +45,9 @@ MAX_SPREAD_BP = 10_000  # +-100 %
 MAX_FIXING_DAYS = 10
 MAX_LOOKBACK_DAYS = 31
 MAX_CALL_NOTICE_DAYS = 365
+MAX_AMORTISATIONS = 64  # scheduled partial redemptions of one bond
+MICRO = 100_000_000  # 100 % of face in millionths of a percent
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 PERCENT_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?", re.ASCII)
 POLICY_RULE_CALL = "issue"  # ledger.ops.POLICY_NAMES says the same
 POLICY_RULE_PUBLISH_FIXING = "register_instrument"  # ledger.ops.POLICY_NAMES says the same
@@ -56,7 +62,9 @@ def require_debt_office(state: State, op_name: str) -> None:
         fail(Code.UNKNOWN_OPERATION, f"no operation {op_name!r}")
 
 
-def parse_terms(state: State, args: Args, calendar_id: str) -> DebtTerms | None:
+def parse_terms(
+    state: State, args: Args, calendar_id: str, coupon_dates: tuple[date, ...]
+) -> DebtTerms | None:
     """The version-3 terms of a bond being registered, None when it states none."""
     if state.protocol_version < DEBT_OFFICE:
         return None  # unread fields: refused by `Args.done` as unknown, as before version 3
@@ -86,7 +94,13 @@ def parse_terms(state: State, args: Args, calendar_id: str) -> DebtTerms | None:
     redemption = _percent(args, "redemption_price")
     notice = args.opt_integer("call_notice_days", default=0, lo=1, hi=MAX_CALL_NOTICE_DAYS)
     call_price = _percent(args, "call_price") if notice else ""
+    amortisation = _amortisation(args, coupon_dates)
+    if amortisation and (notice or redemption or sukuk):
+        # Not built: a call or a price other than par on a part-repaid face, an amortising
+        # sukuk (docs/PROTOCOL.md section 10.7).
+        fail(Code.BAD_FIELD, "an amortising bond has no call, redemption_price or sukuk terms")
     terms = DebtTerms(
+        amortisation=amortisation,
         record_business_days=record_days,
         sukuk=sukuk,
         sukuk_asset=asset,
@@ -109,6 +123,99 @@ def _percent(args: Args, name: str) -> str:
     return text
 
 
+def _amortisation(args: Args, coupon_dates: tuple[date, ...]) -> tuple[tuple[date, str], ...]:
+    """`amortisation`: [[date, percent], ...], dates strictly increasing coupon dates before
+    maturity, each percent of the original face as decimal text (> 0, at most 6 decimals),
+    summing to less than 100: the rest is repaid at maturity."""
+    if not args.has("amortisation"):
+        return ()
+    value = args.raw("amortisation")
+    if type(value) is not list or not 1 <= len(value) <= MAX_AMORTISATIONS:
+        fail(Code.BAD_FIELD, f"amortisation must be a list of 1 to {MAX_AMORTISATIONS} entries")
+    entries: list[tuple[date, str]] = []
+    total = 0
+    for entry in value:
+        if (
+            type(entry) is not list
+            or len(entry) != 2
+            or type(entry[0]) is not str
+            or type(entry[1]) is not str
+            or not _DAY_RE.fullmatch(entry[0])
+            or not PERCENT_RE.fullmatch(entry[1])
+        ):
+            fail(Code.BAD_FIELD, 'amortisation entries are ["YYYY-MM-DD", "percent"]')
+        try:
+            day = date.fromisoformat(entry[0])
+        except ValueError:
+            fail(Code.BAD_FIELD, f"amortisation: {entry[0]!r} is not a date")
+        if day not in coupon_dates[:-1]:
+            fail(Code.BAD_FIELD, f"amortisation: {day} is not a coupon date before maturity")
+        if entries and day <= entries[-1][0]:
+            fail(Code.BAD_FIELD, "amortisation dates must be strictly increasing")
+        micro = percent_micro(entry[1])
+        if micro <= 0:
+            fail(Code.BAD_FIELD, f"amortisation: {entry[1]!r} is not a positive percentage")
+        total += micro
+        entries.append((day, entry[1]))
+    if total >= MICRO:
+        fail(
+            Code.BAD_FIELD,
+            "amortisation must repay less than 100 % before maturity (the rest at maturity)",
+        )
+    return tuple(entries)
+
+
+def percent_micro(text: str) -> int:
+    """A percentage (decimal text with at most 6 decimals) in millionths of a percent: exact."""
+    return int(Decimal(text).scaleb(6))
+
+
+def percent_text(micro: int) -> str:
+    """Millionths of a percent as the shortest decimal text ("75", "12.5")."""
+    whole, part = divmod(micro, 10**6)
+    return f"{whole}.{part:06d}".rstrip("0") if part else str(whole)
+
+
+def outstanding_micro(instrument: Instrument, before: date | None) -> int:
+    """Of the original face, in millionths of a percent, what is outstanding after every
+    scheduled amortisation dated before `before` (None: after all of them): what the period
+    ending on `before` accrues on, and at maturity what is redeemed. 100 % when not amortising.
+    From the schedule, not from what has been paid: `amortise` is refused out of order."""
+    terms = instrument.terms
+    if terms is None:
+        return MICRO
+    return MICRO - sum(
+        percent_micro(percent)
+        for day, percent in terms.amortisation
+        if before is None or day < before
+    )
+
+
+_SHIFT = Context(prec=200, traps=[Inexact])  # scaleb rounds to its context's precision
+
+
+def of_face(face_value: int, micro: int) -> Decimal:
+    """`micro` millionths of a percent of `face_value` minor units, exact."""
+    return _shifted(Decimal(face_value * micro))
+
+
+def _shifted(scaled: Decimal) -> Decimal:
+    """`scaled` / 10^8, exact, without trailing zeros after the point ("4000", "2666.66668")."""
+    value = scaled.scaleb(-8, context=_SHIFT).normalize(_SHIFT)
+    return value.quantize(Decimal(1), context=_SHIFT) if value.as_tuple().exponent > 0 else value
+
+
+def amortised_coupon(bond: Instrument, schedule: bondmath.Schedule, rate: Decimal, day: date):
+    """The coupon per unit of an amortising bond for the period ending on `day`: on the face
+    outstanding over that period, rounded as every coupon (`bondmath.scheduled_coupon`, to
+    50 significant digits, so computing it on face x 10^8 and shifting is the same rounding)."""
+    scaled = bond.face_value * outstanding_micro(bond, day)
+    per_unit = bondmath.scheduled_coupon(
+        scaled, rate, bondmath.DayCount(bond.day_count), schedule, day
+    )
+    return _shifted(per_unit)
+
+
 def price_percent(instrument: Instrument) -> Decimal:
     """What one unit redeems at, in percent of face: the call price once called, else the
     stated redemption price, else par."""
@@ -123,6 +230,8 @@ def price_percent(instrument: Instrument) -> Decimal:
 def redemption_per_unit(instrument: Instrument) -> Decimal:
     """Minor units one unit redeems at: face x price / 100, exact (the price has at most 6
     decimals, so the quotient is a finite decimal); face value itself at par."""
+    if instrument.terms is not None and instrument.terms.amortising:
+        return of_face(instrument.face_value, outstanding_micro(instrument, None))  # at par
     percent = price_percent(instrument)
     if percent == 100:
         return Decimal(instrument.face_value)

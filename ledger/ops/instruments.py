@@ -195,7 +195,7 @@ def _coupon_fields(state: State, args: Args, tx: TxView, issue, maturity) -> dic
         fail(Code.BAD_FIELD, f"coupon schedule: {exc}")
     days = _business_day_fields(state, args, tx)
     return {
-        "terms": debt.parse_terms(state, args, days["holiday_calendar"]),
+        "terms": debt.parse_terms(state, args, days["holiday_calendar"], schedule.dates()),
         "coupon_rate": rate_text,
         "coupon_frequency": frequency,
         "day_count": day_count,

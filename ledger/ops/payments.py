@@ -1,4 +1,4 @@
-"""Paying holders in the cash token: coupons and redemption at maturity.
+"""Paying holders in the cash token: coupons, amortisation and redemption at maturity.
 
 The paying agent pays every holder of the instrument from its own cash-token holding. The
 register it pays from is the register at the record date: from the record date (coupon or
@@ -16,7 +16,7 @@ cash paid for them is frozen in their place, so a legal freeze survives maturity
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
@@ -231,9 +231,13 @@ def pay_coupon(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[
         # The amount comes from the schedule as a whole: an irregular period is measured
         # against the schedule's own grid (issue 18: measuring a period from its two dates
         # alone guessed the grid and overpaid first coupons that fall on a clipped month end).
-        per_unit = bondmath.scheduled_coupon(
-            bond.face_value, rate, bondmath.DayCount(bond.day_count), schedule, coupon_date
-        )
+        if bond.terms is not None and bond.terms.amortising:
+            _amortised_first(bond, coupon_date)
+            per_unit = debt.amortised_coupon(bond, schedule, rate, coupon_date)
+        else:
+            per_unit = bondmath.scheduled_coupon(
+                bond.face_value, rate, bondmath.DayCount(bond.day_count), schedule, coupon_date
+            )
     distribution, writes, outflow = _pay(state, ctx, tx, bond, cash, per_unit)
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)
@@ -290,15 +294,12 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
             Code.COUPON_UNPAID,
             f"the coupon of {instrument.next_coupon} on {instrument.id} must be paid first",
         )
+    if instrument.terms is not None and instrument.terms.amortising:
+        _amortised_first(instrument, final)
     per_unit = debt.redemption_per_unit(instrument)
     distribution, writes, outflow = _pay(state, ctx, tx, instrument, cash, per_unit)
     holders = sorted(state.holdings[instrument.id].items())
-    for address, holding in holders:
-        if holding.frozen and address in writes:
-            # Frozen units become frozen cash: the freeze outlives the instrument.
-            new = writes[address]
-            extra = int(Fraction(per_unit) * holding.frozen)  # floor: amounts are positive
-            writes[address] = Holding(new.balance, min(new.balance, new.frozen + extra))
+    _freeze_cash_for_frozen_units(writes, holders, per_unit)
     for holder, holding in sorted(writes.items()):
         state.put_holding(cash.id, holder, holding)
     for address, _ in holders:
@@ -327,6 +328,97 @@ def redeem(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Even
     )
     events = _payment_events(state, names["redemption_payment"], instrument, cash, distribution)
     return [summary, *events]
+
+
+def _freeze_cash_for_frozen_units(
+    writes: dict[bytes, Holding], holders: list[tuple[bytes, Holding]], per_unit: Decimal
+) -> None:
+    """Principal paid on frozen units is frozen cash: a legal freeze survives repayment."""
+    for address, holding in holders:
+        if holding.frozen and address in writes:
+            new = writes[address]
+            extra = int(Fraction(per_unit) * holding.frozen)  # floor: amounts are positive
+            writes[address] = Holding(new.balance, min(new.balance, new.frozen + extra))
+
+
+def _amortised_first(bond: Instrument, day: date) -> None:
+    """A coupon or the redemption on `day` waits for every amortisation dated on or before
+    it: the amortisation on a coupon date is paid while that coupon's record-date freeze
+    still holds, so it goes to the record-date holders too."""
+    terms = bond.terms
+    assert terms is not None
+    if terms.amortised < len(terms.amortisation) and terms.amortisation[terms.amortised][0] <= day:
+        fail(
+            Code.AMORTISATION_UNPAID,
+            f"the amortisation of {terms.amortisation[terms.amortised][0]} on {bond.id} "
+            "must be paid first",
+        )
+
+
+def amortise(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Event]:
+    """`{instrument, cash, date}`: pay an amortising bond's scheduled partial redemption due
+    on `date` (version 3, policy rule "redeem").
+
+    Each holder gets floor(face x percent / 100 x units) (the same rounding as a redemption,
+    the residual reported); units stay, their outstanding face is reduced, so later coupons
+    and the final redemption are paid on what remains (`debt.outstanding_micro`). Paid in
+    order, on or after the (business-day adjusted) date, once, and before the coupon of the
+    same date: the coupon's record-date freeze then covers the amortisation too.
+    """
+    debt.require_debt_office(state, "amortise")
+    instrument_id = instrument_id_arg(args)
+    cash_id = instrument_id_arg(args, "cash")
+    day = args.day("date")
+    args.done()
+    require_approvals(state, tx, "redeem")
+    bond = get_instrument(state, instrument_id)
+    terms = bond.terms
+    if bond.kind != BOND or terms is None or not terms.amortising:
+        fail(Code.WRONG_INSTRUMENT_KIND, f"{bond.id} is not an amortising bond")
+    cash = _cash_for(state, cash_id, bond)
+    if bond.redeemed:
+        fail(Code.INSTRUMENT_MATURED, f"{bond.id} has already been redeemed")
+    if terms.amortised >= len(terms.amortisation):
+        fail(Code.AMORTISATION_NOT_DUE, f"every scheduled amortisation of {bond.id} is paid")
+    scheduled, percent = terms.amortisation[terms.amortised]
+    if day != scheduled:
+        fail(
+            Code.AMORTISATION_NOT_DUE,
+            f"the next unpaid amortisation of {bond.id} is on {scheduled}, not {day}",
+        )
+    if bond.next_coupon != day:
+        fail(Code.COUPON_UNPAID, f"the coupon of {bond.next_coupon} on {bond.id} is unpaid")
+    due = payment_date(state, bond, day)
+    if ctx.date < due:
+        fail(
+            Code.AMORTISATION_NOT_DUE,
+            f"the amortisation of {day} is not due until {due} (block date {ctx.date})",
+        )
+    per_unit = debt.of_face(bond.face_value, debt.percent_micro(percent))
+    distribution, writes, outflow = _pay(state, ctx, tx, bond, cash, per_unit)
+    _freeze_cash_for_frozen_units(writes, sorted(state.holdings[bond.id].items()), per_unit)
+    for holder, holding in sorted(writes.items()):
+        state.put_holding(cash.id, holder, holding)
+    state.put_instrument(replace(bond, terms=replace(terms, amortised=terms.amortised + 1)))
+    outstanding = debt.outstanding_micro(bond, day + timedelta(days=1))  # after this one
+    summary = Event(
+        "amortised",
+        {
+            "instrument": bond.id,
+            "cash": cash.id,
+            "date": day.isoformat(),
+            "percent": percent,
+            "outstanding_percent": debt.percent_text(outstanding),
+            "per_unit": str(per_unit),
+            "total": distribution.total,
+            "paid_out": outflow,
+            "residual": str(distribution.residual),
+            "holders": len(distribution.payments),
+            "paying_agent": tx.sender,
+            **({"payment_date": due.isoformat()} if bond.business_day_convention else {}),
+        },
+    )
+    return [summary, *_payment_events(state, "amortisation_payment", bond, cash, distribution)]
 
 
 def _sukuk_only(state: State, args: Args, op_name: str) -> None:

@@ -77,6 +77,7 @@ def settled(chain: Chain, receipt, units: dict[bytes, int] | None = None) -> dic
             "redemption_payment",
             "rental_payment",
             "dissolution_payment",
+            "amortisation_payment",
         }
         assert set(event.attributes) == {"instrument", "security", "to", "amount"}
         assert (event.attributes["instrument"], event.attributes["security"]) == ("PKR", BOND)
@@ -425,3 +426,163 @@ def test_call_refusals():
         chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", bad)
     old = world(version=2)
     old.expect(Code.UNKNOWN_OPERATION, "ministry", "call_bond", call)
+
+
+# ---------------------------------------------------------------------------------------
+# Amortising bonds: partial redemptions on a schedule
+
+
+def amortising(schedule: list[list[str]], **extra) -> Chain:
+    """The harness bond's schedule (8 % semi-annual ACT/ACT-ICMA, face 100,000: every
+    coupon period is regular, so a coupon is 4 % of the face outstanding over it),
+    amortising on `schedule`; alice 7 units, bob 3."""
+    chain = world(calendar=False, id="FIXED", isin="GB0002634946")
+    args = {**_bond_args(), "id": BOND, "isin": "US0378331005", "amortisation": schedule}
+    chain.ok("ministry", "register_instrument", {**args, **extra})
+    chain.issue(BOND, "alice", 7)
+    chain.issue(BOND, "bob", 3)
+    return chain
+
+
+def amortise(chain: Chain, day: str, code: Code = Code.OK, on: date | None = None):
+    args = {"instrument": BOND, "cash": "PKR", "date": day}
+    chain.at(on or date.fromisoformat(day))
+    if code == Code.OK:
+        return chain.ok("central-bank", "amortise", args)
+    return chain.expect(code, "central-bank", "amortise", args)
+
+
+def test_amortisation_repays_principal_and_later_coupons_are_on_the_reduced_face():
+    chain = amortising([["2026-07-01", "25"], ["2027-01-01", "12.5"]])
+    terms = chain.state.instruments[BOND].terms
+    assert terms.amortisation == ((date(2026, 7, 1), "25"), (date(2027, 1, 1), "12.5"))
+    alice, bob = chain.addr("alice"), chain.addr("bob")
+    # Worked by hand from the terms: principal 25 % and 12.5 % of 100,000 on the two dates,
+    # 62.5 % at maturity; each coupon 4 % of the face outstanding over its period: 100 %
+    # to 2026-07-01, 75 % to 2027-01-01, 62.5 % after.
+    expected = [
+        ("amortise", "2026-07-01", 25_000),
+        ("coupon", "2026-07-01", 4_000),
+        ("amortise", "2027-01-01", 12_500),
+        ("coupon", "2027-01-01", 3_000),
+        ("coupon", "2027-07-01", 2_500),
+        ("coupon", "2028-01-01", 2_500),
+    ]
+    for kind, day, per_unit in expected:
+        receipt = amortise(chain, day) if kind == "amortise" else coupon(chain, day)
+        assert settled(chain, receipt) == {alice: 7 * per_unit, bob: 3 * per_unit}, (kind, day)
+        assert Decimal(receipt.events[0].attributes["per_unit"]) == per_unit
+        assert receipt.events[0].attributes["residual"] == "0"
+    assert receipt.events[0].type == "coupon_paid"
+    receipt = chain.ok("central-bank", "redeem", {"instrument": BOND, "cash": "PKR"})
+    paid = settled(chain, receipt, units={alice: 7, bob: 3})
+    assert paid == {alice: 7 * 62_500, bob: 3 * 62_500}
+    # Every unit got its whole face back, in three parts.
+    assert 25_000 + 12_500 + 62_500 == 100_000
+
+
+def test_amortisation_rounds_down_per_holder_and_reports_the_residual():
+    chain = amortising([["2026-07-01", "33.333333"]])
+    alice, bob = chain.addr("alice"), chain.addr("bob")
+    receipt = amortise(chain, "2026-07-01")
+    summary = receipt.events[0]
+    assert summary.type == "amortised"
+    # 100,000 x 33.333333 % = 33,333.333 per unit: alice 7 -> 233,333.331, bob 3 -> 99,999.999.
+    assert settled(chain, receipt) == {alice: 233_333, bob: 99_999}
+    assert Fraction(summary.attributes["per_unit"]) == Fraction(33_333_333, 1000)
+    assert Fraction(summary.attributes["residual"]) == Fraction(1_330, 1000)
+    assert summary.attributes["total"] == 233_333 + 99_999
+    assert summary.attributes["percent"] == "33.333333"
+    assert summary.attributes["outstanding_percent"] == "66.666667"
+    assert chain.state.instruments[BOND].terms.amortised == 1
+    receipt = coupon(chain, "2026-07-01")  # its period ran on the whole face
+    assert receipt.events[0].attributes["per_unit"] == "4000"
+    assert settled(chain, receipt) == {alice: 28_000, bob: 12_000}
+    # Then on 66.666667 % of 100,000 = 66,666.667 x 4 % = 2,666.66668 per unit.
+    receipt = coupon(chain, "2027-01-01")
+    assert Fraction(receipt.events[0].attributes["per_unit"]) == Fraction(266_666_668, 10**5)
+    assert settled(chain, receipt) == {alice: 18_666, bob: 8_000}
+    assert Fraction(receipt.events[0].attributes["residual"]) == Fraction(66_680, 10**5)
+    for day in ("2027-07-01", "2028-01-01"):
+        coupon(chain, day)
+    receipt = chain.ok("central-bank", "redeem", {"instrument": BOND, "cash": "PKR"})
+    # 66,666.667 per unit: alice 466,666.669, bob 200,000.001.
+    assert settled(chain, receipt, units={alice: 7, bob: 3}) == {alice: 466_666, bob: 200_000}
+    assert Fraction(receipt.events[0].attributes["residual"]) == Fraction(670, 1000)
+
+
+def test_amortisation_refusals_in_order_due_and_once():
+    chain = amortising([["2026-07-01", "25"], ["2027-01-01", "12.5"]])
+    amortise(chain, "2026-07-01", Code.AMORTISATION_NOT_DUE, on=date(2026, 6, 30))  # early
+    amortise(chain, "2027-01-01", Code.AMORTISATION_NOT_DUE)  # out of order
+    amortise(chain, "2026-07-02", Code.AMORTISATION_NOT_DUE)  # not scheduled
+    coupon(chain, "2026-07-01", Code.AMORTISATION_UNPAID)  # the principal first
+    amortise(chain, "2026-07-01")
+    amortise(chain, "2026-07-01", Code.AMORTISATION_NOT_DUE)  # once
+    amortise(chain, "2027-01-01", Code.COUPON_UNPAID)  # the coupon before it is unpaid
+    coupon(chain, "2026-07-01")
+    coupon(chain, "2027-01-01", Code.AMORTISATION_UNPAID)
+    amortise(chain, "2027-01-01")
+    amortise(chain, "2027-01-01", Code.AMORTISATION_NOT_DUE)  # all paid
+    wrong = {"instrument": "FIXED", "cash": "PKR", "date": "2026-07-01"}
+    chain.expect(Code.WRONG_INSTRUMENT_KIND, "central-bank", "amortise", wrong)
+    # The paying agent's rule: an investor cannot pay it.
+    chain.expect(
+        Code.UNAUTHORIZED,
+        "alice",
+        "amortise",
+        {"instrument": BOND, "cash": "PKR", "date": "2027-07-01"},
+    )
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        [["2026-07-02", "10"]],  # not a coupon date
+        [["2028-01-01", "10"]],  # maturity: the remainder is paid there by redeem
+        [["2027-01-01", "10"], ["2026-07-01", "10"]],  # not increasing
+        [["2026-07-01", "10"], ["2026-07-01", "10"]],
+        [["2026-07-01", "60"], ["2027-01-01", "40"]],  # nothing left for maturity
+        [["2026-07-01", "0"]],
+        [["2026-07-01", "1e1"]],
+        [["2026-07-01", "10.1234567"]],
+        [["2026-07-01", 10]],
+        [["2026-07-01"]],
+        [],
+        "2026-07-01",
+        [["2026-02-30", "10"]],
+    ],
+)
+def test_amortisation_schedule_refusals(schedule):
+    chain = world()
+    args = {**_bond_args(), "id": "B2", "isin": "GB0002634946", "amortisation": schedule}
+    chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", args)
+
+
+def test_amortisation_is_not_combined_with_calls_or_a_redemption_price():
+    chain = world()
+    args = {**_bond_args(), "id": "B2", "isin": "GB0002634946"}
+    args["amortisation"] = [["2026-07-01", "10"]]
+    for extra in ({"call_notice_days": 30, "call_price": "101"}, {"redemption_price": "101"}):
+        chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", {**args, **extra})
+
+
+def test_amortisation_terms_encode_and_decode():
+    terms = DebtTerms(amortisation=((date(2026, 7, 1), "25"),), amortised=1)
+    assert terms.to_map() == {"amortisation": [["2026-07-01", "25"]], "amortised": 1}
+    assert DebtTerms.from_map(codec.decode(codec.encode(terms.to_map()))) == terms
+
+
+def test_version_2_refuses_amortisation_as_older_code_does():
+    old = world(version=2)
+    args = {**_bond_args(), "id": "B2", "isin": "GB0002634946"}
+    args["amortisation"] = [["2026-07-01", "10"]]
+    receipt = old.expect(Code.BAD_FIELD, "ministry", "register_instrument", args)
+    assert "unknown field(s) ['amortisation']" in receipt.log
+    receipt = old.expect(
+        Code.UNKNOWN_OPERATION,
+        "central-bank",
+        "amortise",
+        {"instrument": BOND, "cash": "PKR", "date": "2026-07-01"},
+    )
+    assert receipt.log == "no operation 'amortise'"
