@@ -26,6 +26,7 @@ from tests.ledger.test_ops_harness import Chain, key_for
 DOC = Path(__file__).resolve().parents[2] / "docs" / "RPC.md"
 BOND, TBILL, GOLD, CASH, CAL = "PKBOND28", "PKTB26", "PKGOLD", "PKR", "PK-SBP"
 FRN, SUKUK, CALLABLE, INDEX = "PKFRN28", "PKSUK26", "PKCALL28", "PKR-TB6M"
+AMORTISING = "PKAMO28"
 _ROW = re.compile(r"^\| `([a-z_]+)` \|[^|]*\| (.*) \|$")
 _ATTRIBUTE = re.compile(r"`([a-z_]+)`(\?)?")
 
@@ -118,6 +119,8 @@ def every_operation() -> Recording:
     chain.ok("central-bank", "pay_coupon", coupon)
     chain.ok("central-bank", "redeem", {"instrument": TBILL, "cash": CASH})
     chain.ok("central-bank", "pay_coupon", {**coupon, "instrument": FRN})
+    amortise = {"instrument": AMORTISING, "cash": CASH, "date": "2026-07-01"}
+    chain.ok("central-bank", "amortise", amortise)
     chain.ok("central-bank", "pay_rental", {**coupon, "instrument": SUKUK})
     chain.ok("central-bank", "dissolve_sukuk", {"instrument": SUKUK, "cash": CASH})
     chain.ok("ministry", "call_bond", {"instrument": CALLABLE, "call_date": "2027-01-01"})
@@ -145,8 +148,9 @@ def every_operation() -> Recording:
 def debt_office(chain: Recording) -> None:
     """The version-3 instruments (tests/ledger/test_ops_debt.py): a floating-rate note and a
     six-month floating Ijara sukuk on a published fixing (so that `coupon_paid` and
-    `rental_paid` carry the reset and the payment date), and a callable bond; alice holds
-    each. Their payments and the call run on 2026-07-01, in `every_operation`."""
+    `rental_paid` carry the reset and the payment date), a callable bond and an amortising
+    one on the business-day calendar (so that `amortised` carries the payment date); alice
+    holds each. Their payments and the call run on 2026-07-01, in `every_operation`."""
     fixing = {"name": INDEX, "date": "2025-12-30", "rate": "0.1125", "document_hash": b"\x07" * 32}
     chain.ok("central-bank", "publish_rate_fixing", fixing)
     floating = {
@@ -171,6 +175,15 @@ def debt_office(chain: Recording) -> None:
         CALLABLE: (
             "PK0000000031",
             {"coupon_rate": "0.08", "call_notice_days": 30, "call_price": "101.5"},
+        ),
+        AMORTISING: (
+            "PK0000000049",
+            {
+                "coupon_rate": "0.08",
+                "amortisation": [["2026-07-01", "10"]],
+                "business_day_convention": "following",
+                "holiday_calendar": CAL,
+            },
         ),
     }
     for instrument, (isin, terms) in debt.items():
@@ -230,5 +243,5 @@ def test_the_catalogue_is_what_the_ledger_emits():
     # A balance change names its cause: the operation, always one of the ledger's.
     causes = {e.attributes["cause"] for _, e in events if e.type == "balance_change"}
     assert causes <= set(OPERATIONS)
-    paying = {"pay_coupon", "redeem", "pay_rental", "dissolve_sukuk"}
+    paying = {"pay_coupon", "redeem", "pay_rental", "dissolve_sukuk", "amortise"}
     assert {"transfer", "dvp", "issue", "burn", "forced_transfer", *paying} <= causes
