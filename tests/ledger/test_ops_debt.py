@@ -14,7 +14,9 @@ from ledger.codes import Code
 from ledger.debt_terms import DebtTerms, RateFixing
 from ledger.ops import OPERATIONS, POLICY_NAMES
 from ledger.protocol import ProtocolRecord
+from ledger.quote import QuoteError, quote_instrument
 from ledger.state import State
+from ledger.types import Holding
 from tests.ledger.test_ops_harness import Chain
 
 BOND = "PKBOND28"
@@ -586,3 +588,15 @@ def test_version_2_refuses_amortisation_as_older_code_does():
         {"instrument": BOND, "cash": "PKR", "date": "2026-07-01"},
     )
     assert receipt.log == "no operation 'amortise'"
+
+
+def test_amortisation_on_frozen_units_is_frozen_cash_and_amortising_bonds_are_not_quoted():
+    chain = amortising([["2026-07-01", "25"]])
+    alice = chain.addr("alice")
+    order = {"account": alice, "reason_code": 12, "legal_reference": "FIA case 7"}
+    chain.ok("regulator", "freeze", {**order, "instrument": BOND, "amount": 2})
+    amortise(chain, "2026-07-01")
+    # 2 frozen units x 25,000 repaid: that cash stays under the order.
+    assert chain.state.holdings["PKR"][alice] == Holding(7 * 25_000, 2 * 25_000)
+    with pytest.raises(QuoteError, match="amortises"):
+        quote_instrument(chain.state.instruments[BOND], date(2026, 8, 1), yield_="0.05")
