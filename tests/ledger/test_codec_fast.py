@@ -54,6 +54,8 @@ def strategy_for(hint: object) -> st.SearchStrategy:
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return st.one_of([strategy_for(arg) for arg in args])
+    if origin is tuple and Ellipsis not in args:  # a fixed-length tuple, e.g. (date, str)
+        return st.tuples(*(strategy_for(arg) for arg in args))
     if origin is tuple:
         return st.lists(strategy_for(args[0]), max_size=3).map(tuple)
     if origin is dict:
