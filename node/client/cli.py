@@ -143,6 +143,9 @@ MEANINGS: dict[Code, str] = {
     Code.RATE_FIXING_EXISTS: "a fixing of that index for that date is already published",
     Code.NOT_CALLABLE: "the bond has no call terms, or is already called or redeemed",
     Code.CALL_NOTICE_TOO_SHORT: "the call date is closer than the bond's notice period",
+    Code.AMORTISATION_NOT_DUE: "that amortisation is not the next one scheduled, is already "
+    "paid, or is not yet due",
+    Code.AMORTISATION_UNPAID: "an amortisation due on or before that payment is still unpaid",
     Code.MEMPOOL_FULL: "the node's mempool is full: try again later",
     Code.TX_TOO_LARGE: "the transaction is larger than the node admits",
     Code.ALREADY_IN_MEMPOOL: "the node already holds this transaction",

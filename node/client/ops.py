@@ -230,6 +230,15 @@ OPS: dict[str, OpSpec] = {
             (_INSTRUMENT, _a("call_date", DATE, "the coupon date it is redeemed on")),
         ),
         OpSpec(
+            "amortise",
+            "pay an amortising bond's scheduled partial redemption to every holder",
+            (
+                _INSTRUMENT,
+                _a("cash", TEXT, "cash token id"),
+                _a("date", DATE, "the scheduled coupon date of the partial redemption"),
+            ),
+        ),
+        OpSpec(
             "pay_rental",
             "pay an Ijara sukuk's periodic rental to its certificate holders",
             (
@@ -634,6 +643,10 @@ class TxBuilder:
     @staticmethod
     def call_bond(*, instrument: str, call_date: str | date) -> Operation:
         return build("call_bond", instrument=instrument, call_date=call_date)
+
+    @staticmethod
+    def amortise(*, instrument: str, cash: str, date: str | date) -> Operation:
+        return build("amortise", instrument=instrument, cash=cash, date=date)
 
     @staticmethod
     def pay_rental(*, instrument: str, cash: str, coupon_date: str | date) -> Operation:
