@@ -53,6 +53,7 @@ HISTORY_PREFIXES = (b"a", b"h", b"i", b"r", b"v", b"P", b"Q", b"C")
 _A = ACCOUNT[0]
 _H = HOLDING[0]
 _ADDRESS = 20
+_UNSEEN = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,9 @@ def block_delta(
     holdings = state.holdings
     combined: dict[tuple[str, tuple[str, str, str]], list[int]] = {}
     moved: set[bytes] = set()  # addresses whose holdings were all counted in the first pass
+    # address -> its KYC file after the block, for the accounts the first pass looked up:
+    # the second pass then skips the big accounts map for them (a transfer's sender).
+    files: dict[bytes, Kyc | None] = {}
     reasons = _Reasons(events)
     for key, old_account in before.items():
         if key[0] != _A or len(key) != 1 + _ADDRESS:
@@ -147,10 +151,12 @@ def block_delta(
         new_account = accounts.get(address)
         if old_account is not None and new_account is not None:
             if old_account.kyc is new_account.kyc and old_account.frozen is new_account.frozen:
+                files[address] = new_account.kyc
                 continue  # nothing the index shows changed
         _account_changes(delta, address, old_account, new_account, height)
         old_groups, new_groups = groups_of(old_account), groups_of(new_account)
         if old_groups == new_groups:
+            files[address] = None if new_account is None else new_account.kyc
             continue
         moved.add(address)
         held = set(() if old_account is None else old_account.instruments)
@@ -165,7 +171,7 @@ def block_delta(
                 _add(combined, (instrument_id, new_groups), new.balance, 1)
             if hkey in before:
                 _holding_freeze(delta, address, instrument_id, old, new, reasons, height)
-    _holdings_pass(delta, state, before, moved, reasons, height, combined)
+    _holdings_pass(delta, state, before, moved, files, reasons, height, combined)
     # Per (instrument, the three groups) first: one dict step per holding, three at the end.
     for (instrument_id, groups), (total, count) in combined.items():
         if total or count:
@@ -179,6 +185,7 @@ def _holdings_pass(
     state: State,
     before: Mapping[bytes, Any],
     moved: set[bytes],
+    known: dict[bytes, Kyc | None],
     reasons: _Reasons,
     height: int,
     combined: dict[tuple[str, tuple[str, str, str]], list[int]],
@@ -188,7 +195,8 @@ def _holdings_pass(
     `combined` per (instrument, groups) at the end. The hot loop of a block's index (~2,000
     holdings a block of transfers), so it does the least per key: the key's instrument
     part is looked up once per instrument (no decode, no holders-map lookup per key), the
-    sums are keyed by the KYC file's identity (no group triple per key), and a holding
+    sums are keyed by the KYC file's identity (no group triple per key; the file of an
+    account the first pass looked up comes from `known`), and a holding
     whose frozen amount did not change goes no further."""
     accounts = state.accounts
     holdings = state.holdings
@@ -218,8 +226,10 @@ def _holdings_pass(
         else:
             change, count, freeze = new.balance - old.balance, 0, old.frozen != new.frozen
         if change or count:
-            account = accounts.get(address)
-            kyc = None if account is None else account.kyc
+            kyc = known.get(address, _UNSEEN)
+            if kyc is _UNSEEN:
+                account = accounts.get(address)
+                kyc = None if account is None else account.kyc
             sums = found[2]
             slot = sums.get(id(kyc))
             if slot is None:
