@@ -319,7 +319,8 @@ class Chain:
         supervision = block_delta(
             self.state,
             self._records_before(pending),
-            [(e.type, e.attributes) for r in pending.receipts for e in r.events],
+            # Lazy: read only when a frozen amount changed (ledger/supervision.py `_Reasons`).
+            ((e.type, e.attributes) for r in pending.receipts for e in r.events),
             header.height,
         )
         self.store.commit_block(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.state import ACCOUNT, HOLDING, State, holders_prefix
-from ledger.types import Account, Holding
+from ledger.types import Account, Holding, Kyc
 
 __all__ = [
     "CLIENTS",
@@ -53,6 +53,7 @@ HISTORY_PREFIXES = (b"a", b"h", b"i", b"r", b"v", b"P", b"Q", b"C")
 _A = ACCOUNT[0]
 _H = HOLDING[0]
 _ADDRESS = 20
+_UNSEEN = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,10 @@ class SupervisionDelta:
 
 def groups_of(account: Account | None) -> tuple[str, str, str]:
     """The (vasp, country, category) groups of an account's holdings."""
-    kyc = None if account is None else account.kyc
+    return _groups_of_kyc(None if account is None else account.kyc)
+
+
+def _groups_of_kyc(kyc: Kyc | None) -> tuple[str, str, str]:
     if kyc is None:
         return (NO_GROUP, NO_GROUP, NO_GROUP)
     vasp = NO_GROUP if kyc.vasp is None else kyc.vasp.hex()
@@ -123,7 +127,8 @@ def block_delta(
 
     `state`: after the block; `before`: state key -> typed record before the block (None:
     absent) for every account and holding key the block wrote (others may be present);
-    `events`: the block's (type, attributes), for the reasons of holding freezes.
+    `events`: the block's (type, attributes), for the reasons of holding freezes (read only
+    when a frozen amount changed, so a lazy iterable costs nothing in a block of transfers).
 
     Two passes. Accounts first: one whose KYC file did not change (a nonce, a role: the
     common case, `replace` keeps the same Kyc object) keeps its groups, and its changed
@@ -135,7 +140,10 @@ def block_delta(
     holdings = state.holdings
     combined: dict[tuple[str, tuple[str, str, str]], list[int]] = {}
     moved: set[bytes] = set()  # addresses whose holdings were all counted in the first pass
-    reasons = _freeze_reasons(events)
+    # address -> its KYC file after the block, for the accounts the first pass looked up:
+    # the second pass then skips the big accounts map for them (a transfer's sender).
+    files: dict[bytes, Kyc | None] = {}
+    reasons = _Reasons(events)
     for key, old_account in before.items():
         if key[0] != _A or len(key) != 1 + _ADDRESS:
             continue
@@ -143,10 +151,12 @@ def block_delta(
         new_account = accounts.get(address)
         if old_account is not None and new_account is not None:
             if old_account.kyc is new_account.kyc and old_account.frozen is new_account.frozen:
+                files[address] = new_account.kyc
                 continue  # nothing the index shows changed
         _account_changes(delta, address, old_account, new_account, height)
         old_groups, new_groups = groups_of(old_account), groups_of(new_account)
         if old_groups == new_groups:
+            files[address] = None if new_account is None else new_account.kyc
             continue
         moved.add(address)
         held = set(() if old_account is None else old_account.instruments)
@@ -161,39 +171,82 @@ def block_delta(
                 _add(combined, (instrument_id, new_groups), new.balance, 1)
             if hkey in before:
                 _holding_freeze(delta, address, instrument_id, old, new, reasons, height)
-    groups_cache: dict[int, tuple[str, str, str]] = {}
-    for key, old in before.items():
-        if key[0] != _H:
-            continue
-        length = key[1]
-        address = key[2 + length :]
-        if address in moved:
-            continue
-        instrument_id = key[2 : 2 + length].decode("ascii")
-        new = holdings.get(instrument_id, {}).get(address)
-        account = accounts.get(address)
-        kyc = None if account is None else account.kyc
-        groups = groups_cache.get(id(kyc))
-        if groups is None:
-            groups = groups_cache[id(kyc)] = groups_of(account)
-        change = (0 if new is None else new.balance) - (0 if old is None else old.balance)
-        count = (new is not None) - (old is not None)
-        if change or count:
-            slot = (instrument_id, groups)
-            found = combined.get(slot)
-            if found is None:
-                combined[slot] = [change, count]
-            else:
-                found[0] += change
-                found[1] += count
-        if old is None or new is None or old.frozen != new.frozen:
-            _holding_freeze(delta, address, instrument_id, old, new, reasons, height)
+    _holdings_pass(delta, state, before, moved, files, reasons, height, combined)
     # Per (instrument, the three groups) first: one dict step per holding, three at the end.
     for (instrument_id, groups), (total, count) in combined.items():
         if total or count:
             for dimension, group in zip(DIMENSIONS, groups, strict=True):
                 delta.add(instrument_id, dimension, group, total, count)
     return delta
+
+
+def _holdings_pass(
+    delta: SupervisionDelta,
+    state: State,
+    before: Mapping[bytes, Any],
+    moved: set[bytes],
+    known: dict[bytes, Kyc | None],
+    reasons: _Reasons,
+    height: int,
+    combined: dict[tuple[str, tuple[str, str, str]], list[int]],
+) -> None:
+    """The second pass of `block_delta`: each changed holding of an account that did not
+    move, its balance change summed per (instrument, the account's KYC file) and added to
+    `combined` per (instrument, groups) at the end. The hot loop of a block's index (~2,000
+    holdings a block of transfers), so it does the least per key: the key's instrument
+    part is looked up once per instrument (no decode, no holders-map lookup per key), the
+    sums are keyed by the KYC file's identity (no group triple per key; the file of an
+    account the first pass looked up comes from `known`), and a holding
+    whose frozen amount did not change goes no further."""
+    accounts = state.accounts
+    holdings = state.holdings
+    # the key's instrument part (HOLDING, length, id) -> (instrument id, its holders map,
+    # id(KYC file) -> [total change, holder count change])
+    by_prefix: dict[bytes, tuple[str, dict, dict[int, list[int]]]] = {}
+    files: dict[int, Any] = {}  # id(KYC file) -> the file (None: no file, no account)
+    for key, old in before.items():
+        if key[0] != _H:
+            continue
+        cut = 2 + key[1]
+        address = key[cut:]
+        if moved and address in moved:
+            continue
+        prefix = key[:cut]
+        found = by_prefix.get(prefix)
+        if found is None:
+            instrument_id = prefix[2:].decode("ascii")
+            found = by_prefix[prefix] = (instrument_id, holdings.get(instrument_id, {}), {})
+        new = found[1].get(address)
+        if old is None:
+            if new is None:
+                continue  # created and emptied in the block: no change
+            change, count, freeze = new.balance, 1, new.frozen
+        elif new is None:
+            change, count, freeze = -old.balance, -1, old.frozen
+        else:
+            change, count, freeze = new.balance - old.balance, 0, old.frozen != new.frozen
+        if change or count:
+            kyc = known.get(address, _UNSEEN)
+            if kyc is _UNSEEN:
+                account = accounts.get(address)
+                kyc = None if account is None else account.kyc
+            sums = found[2]
+            slot = sums.get(id(kyc))
+            if slot is None:
+                sums[id(kyc)] = [change, count]
+                files[id(kyc)] = kyc
+            else:
+                slot[0] += change
+                slot[1] += count
+        if freeze:
+            _holding_freeze(delta, address, found[0], old, new, reasons, height)
+    groups_cache: dict[int, tuple[str, str, str]] = {}
+    for instrument_id, _holders, sums in by_prefix.values():
+        for file_id, (total, count) in sums.items():
+            groups = groups_cache.get(file_id)
+            if groups is None:
+                groups = groups_cache[file_id] = _groups_of_kyc(files[file_id])
+            _add(combined, (instrument_id, groups), total, count)
 
 
 def _add(combined: dict, slot: tuple, total: int, count: int) -> None:
@@ -236,7 +289,7 @@ def _holding_freeze(
     instrument_id: str,
     old: Holding | None,
     new: Holding | None,
-    reasons: Mapping[tuple[bytes, str], tuple[int, str]],
+    reasons: _Reasons,
     height: int,
 ) -> None:
     old_frozen = 0 if old is None else old.frozen
@@ -251,6 +304,22 @@ def _holding_freeze(
         delta.frozen.append(FrozenRow(address, instrument_id, None, "", height))
     else:
         delta.frozen.append(FrozenRow(address, instrument_id, reason[0], reason[1], height))
+
+
+class _Reasons:
+    """The block's freeze reasons (`_freeze_reasons`), read from its events the first time
+    one is asked for: most blocks change no frozen amount and never read them."""
+
+    __slots__ = ("_events", "_found")
+
+    def __init__(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        self._events = events
+        self._found: dict[tuple[bytes, str], tuple[int, str]] | None = None
+
+    def get(self, slot: tuple[bytes, str]) -> tuple[int, str] | None:
+        if self._found is None:
+            self._found = _freeze_reasons(self._events)
+        return self._found.get(slot)
 
 
 def _freeze_reasons(
