@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from ledger.codes import LedgerError
 from ledger.crypto import address_from_public_key, address_from_text, address_to_text
 from ledger.state import account_key, key_binding_key, vasp_key
@@ -127,6 +129,16 @@ def forbidden(rule: str, detail: str) -> RpcError:
     return RpcError(ACCESS_DENIED, "forbidden", {"rule": rule, "detail": detail})
 
 
+class _Resolution:
+    """One lookup of a key's principal that concurrent requests share (`Scopes.principal`)."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: Principal | RpcError | None = None  # None: cancelled or failed
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is asking, as the committed chain says now."""
@@ -166,6 +178,7 @@ class Scopes:
         self.node_id = node_id
         self._cache_generation: Any = object()
         self._cache: dict[bytes, Principal | RpcError] = {}
+        self._resolving: dict[bytes, _Resolution] = {}  # lookups running in this generation
         # (VASP, account) -> is a client: a subscription's notifications ask it per event.
         self._clients: dict[tuple[bytes, bytes], bool] = {}
 
@@ -183,18 +196,45 @@ class Scopes:
             or len(self._cache) >= MAX_PRINCIPALS
             or len(self._clients) >= MAX_CLIENT_ENTRIES
         ):
-            self._cache, self._clients = {}, {}
+            self._cache, self._clients, self._resolving = {}, {}, {}
             self._cache_generation = generation
         found = self._cache.get(public_key)
         if found is None:
-            try:
-                found = await self._resolve(public_key)
-            except RpcError as refused:
-                found = refused
-            self._cache[public_key] = found
+            found = await self._resolve_shared(public_key, generation)
         if isinstance(found, RpcError):
             raise found
         return found
+
+    async def _resolve_shared(self, public_key: bytes, generation: Any) -> Principal | RpcError:
+        """`_resolve` once per key and generation, however many requests ask meanwhile.
+
+        Every block starts a new generation, and a client's requests in flight (bench.py's
+        lanes, a VASP's pipelined batches) all ask at once after it: each doing its own two or
+        three store reads put them all in the store thread's read lane, behind the driver's
+        commit and vote records, so submissions reached the driver one request per block
+        (docs/BENCHMARKS.md, "Where a submission's time goes"). The others wait for the one
+        lookup; if it is cancelled or fails, the next waiter looks up itself. A lookup begun
+        in an older generation answers its own requests but is not cached in a newer one."""
+        while True:
+            shared = self._resolving.get(public_key)
+            if shared is None:
+                break
+            await shared.done.wait()
+            if shared.result is not None:
+                return shared.result
+        shared = self._resolving[public_key] = _Resolution()
+        try:
+            try:
+                shared.result = await self._resolve(public_key)
+            except RpcError as refused:
+                shared.result = refused
+        finally:
+            shared.done.set()
+            if self._resolving.get(public_key) is shared:
+                del self._resolving[public_key]
+        if generation == self._cache_generation:
+            self._cache[public_key] = shared.result
+        return shared.result
 
     async def _resolve(self, public_key: bytes) -> Principal:
         if public_key in self.operator_keys:
