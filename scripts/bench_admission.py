@@ -45,6 +45,7 @@ from pathlib import Path
 cpu = time.process_time
 CHAIN = "khazana-bench"
 STAGES = ("asgi", "jsonrpc", "auth")
+E2E = ("answered_tps", "batch_p50_ms", "batch_p90_ms", "cpu_per_tx_us", "block_txs_p50", "block_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +255,7 @@ def end_to_end(args: argparse.Namespace) -> dict:
     from ledger.store import AsyncStore
     from node.api import NodeApi
     from node.driver import Driver, DriverConfig
+    from node.events import EventBus
     from node.mempool import Mempool, MempoolLimits
 
     genesis = _genesis()
@@ -289,6 +291,7 @@ def end_to_end(args: argparse.Namespace) -> dict:
             # A record at the next height: not a restart without one (no signing hold).
             durable=DurableState(chain.height + 1, 0, Step.PROPOSE),
             name="v0",
+            events=EventBus(),  # as node/app.py: the RPC's principal cache follows its count
         )
         api = NodeApi(
             name="v0",
@@ -392,6 +395,9 @@ def _app_over(api, genesis: dict, validator, institution):
 def _one(python: str, args: argparse.Namespace) -> dict:
     command = [python, __file__, "--json", "--batch", str(args.batch), "--rounds", str(args.n)]
     command += ["--warm", str(args.warm), "--tx-bytes", str(args.tx_bytes)]
+    if args.e2e:
+        command += ["--e2e", "--lanes", str(args.lanes), "--seconds", str(args.seconds)]
+        command += ["--senders", str(args.senders), "--max-batches", str(args.max_batches)]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -404,11 +410,11 @@ def ab(args: argparse.Namespace) -> dict:
             runs[name].append(result)
             print(f"round {r + 1} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
     summary: dict[str, object] = {"rounds": args.ab_rounds, "batch": args.batch}
-    for stage in STAGES:
-        key = f"{stage}_ms"
+    stages = E2E if args.e2e else tuple(f"{stage}_ms" for stage in STAGES)
+    for key in stages:
         base = statistics.median(r[key] for r in runs["base"])
         branch = statistics.median(r[key] for r in runs["branch"])
-        summary[stage] = {
+        summary[key] = {
             "base": round(base, 3),
             "branch": round(branch, 3),
             "ratio": round(branch / base, 2) if base > 0 else None,

@@ -165,6 +165,7 @@ class Scopes:
         store: Store,
         *,
         generation: Callable[[], Any] | None = None,
+        changed_since: Callable[[Any], frozenset[bytes] | None] | None = None,
         anonymous: str = "public",
         operator_keys: frozenset[bytes] = frozenset(),
         chain_id: str = "",
@@ -172,6 +173,7 @@ class Scopes:
     ) -> None:
         self.store = store
         self._generation = generation
+        self._changed_since = changed_since
         self.anonymous = anonymous
         self.operator_keys = operator_keys
         self.chain_id = chain_id
@@ -196,14 +198,50 @@ class Scopes:
             or len(self._cache) >= MAX_PRINCIPALS
             or len(self._clients) >= MAX_CLIENT_ENTRIES
         ):
-            self._cache, self._clients, self._resolving = {}, {}, {}
-            self._cache_generation = generation
+            self._new_generation(generation)
         found = self._cache.get(public_key)
         if found is None:
             found = await self._resolve_shared(public_key, generation)
         if isinstance(found, RpcError):
             raise found
         return found
+
+    def _new_generation(self, generation: Any) -> None:
+        """Blocks were committed since the cache was filled: forget what they changed.
+
+        A principal is read from three records only (`_resolve`: the key's binding, the
+        account, its VASP licence), and a record changes only through a write that the
+        block's state changes name; so with the blocks' changed keys known (the event bus,
+        `changed_since`), the principals whose records no block wrote stay as they are --
+        exactly what a fresh lookup would read. Otherwise (too many blocks, a cache past its
+        bound, no bus) everything starts over, as before."""
+        changed = None
+        if (
+            self._changed_since is not None
+            and isinstance(self._cache_generation, int)
+            and len(self._cache) < MAX_PRINCIPALS
+        ):
+            changed = self._changed_since(self._cache_generation)
+        if changed is None:
+            self._cache = {}
+        elif changed:
+            self._cache = {
+                key: found
+                for key, found in self._cache.items()
+                if isinstance(found, Principal) and changed.isdisjoint(self._records_of(key, found))
+            }
+        self._clients, self._resolving = {}, {}
+        self._cache_generation = generation
+
+    def _records_of(self, public_key: bytes, found: Principal) -> tuple[bytes, ...]:
+        """The state keys `_resolve` read for `public_key` (its answer `found`; a refusal is
+        never kept across a block)."""
+        if public_key in self.operator_keys:
+            return ()
+        keys = [key_binding_key(public_key), account_key(address_from_public_key(public_key))]
+        if found.address is not None:
+            keys += [account_key(found.address), vasp_key(found.address)]
+        return tuple(keys)
 
     async def _resolve_shared(self, public_key: bytes, generation: Any) -> Principal | RpcError:
         """`_resolve` once per key and generation, however many requests ask meanwhile.

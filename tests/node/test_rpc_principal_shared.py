@@ -16,6 +16,7 @@ from ledger.codec import encode
 from ledger.crypto import generate_key
 from ledger.state import account_key
 from ledger.types import Account
+from node.events import CHANGES_KEPT, EventBus
 from node.rpc import scopes as rules
 from node.rpc.scopes import Scopes, caller
 
@@ -115,3 +116,44 @@ def test_a_cancelled_lookup_leaves_the_waiters_to_look_up_themselves():
             await _ask(scopes, out)
 
     trio.run(main)
+
+
+def _block(height: int):
+    from node.events import CommittedBlock
+
+    return CommittedBlock(height, b"h" * 32, b"", ())
+
+
+def test_a_block_forgets_only_the_principals_whose_records_it_wrote():
+    async def main() -> None:
+        store, bus = GatedStore(), EventBus()
+        store.release.set()
+        scopes = Scopes(store, generation=lambda: bus.published, changed_since=bus.changed_since)
+        answers: list = []
+        await _ask(scopes, answers)
+        assert store.reads == 2 and answers[-1].kind == rules.INSTITUTION
+        bus.publish(_block(1), [account_key(generate_key(b"\x22" * 32).address)])
+        await _ask(scopes, answers)
+        assert store.reads == 2  # another account changed: no lookup
+        store.roles = ()  # the block that revokes the role writes the account record
+        bus.publish(_block(2), [account_key(INSTITUTION.address)])
+        await _ask(scopes, answers)
+        assert store.reads == 4 and answers[-1].kind == rules.ACCOUNT  # from that block on
+        bus.publish(_block(3))  # changes not known: everything is looked up again
+        await _ask(scopes, answers)
+        assert store.reads == 6
+
+    trio.run(main)
+
+
+def test_changed_since_is_bounded_and_says_when_it_does_not_know():
+    bus = EventBus()
+    assert bus.changed_since(0) == frozenset()
+    for height in range(1, CHANGES_KEPT + 3):
+        bus.publish(_block(height), [bytes([height])])
+    last = bus.published
+    assert bus.changed_since(last) == frozenset()
+    assert bus.changed_since(last - 2) == {bytes([last - 1]), bytes([last])}
+    assert bus.changed_since(last - CHANGES_KEPT) is not None
+    assert bus.changed_since(last - CHANGES_KEPT - 1) is None  # older than it keeps
+    assert len(bus._changes) == CHANGES_KEPT
