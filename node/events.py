@@ -52,8 +52,8 @@ _KEYS = ("tm.event", "tx.hash", "account", "instrument", BALANCE_ACCOUNT)
 _CONDITION = re.compile(r"\s*([a-z._]+)\s*=\s*'([^']*)'\s*")
 _AND = re.compile(r"\s+AND\s+", re.IGNORECASE)
 MAX_QUERY_CHARS = 512
-CHANGES_KEPT = 16  # blocks whose changed state keys the bus remembers (`changed_since`)
-MAX_CHANGED_KEYS = 65_536  # a block writing more is remembered as "unknown" (bounded memory)
+CHANGES_KEPT = 8  # blocks whose changed state keys the bus remembers (`changed_since`)
+MAX_CHANGED_KEYS = 16_384  # a block writing more is remembered as "unknown" (bounded memory)
 
 
 class QueryError(RemoteProtocolError, ValueError):

@@ -26,10 +26,12 @@ Kinds of principal (docs/RPC.md, "Who may read what"):
                    own node only (another node has another key)
 
 Rights follow the chain: a principal is read from committed state (the key binding, the
-account, the VASP licence: at most three store reads) and cached until the next committed
-block -- the cache's generation is the event bus's count of published blocks, which the driver
-advances right after each commit -- so a role revoked or a licence suspended at height h
-changes the answers from the first one after h is committed.
+account, the VASP licence: at most three store reads) and cached until a committed block
+writes one of those records -- the cache's generation is the event bus's count of published
+blocks, which the driver advances right after each commit, and the bus names the state keys
+each of its last blocks wrote (`EventBus.changed_since`; when it cannot, every principal is
+read again) -- so a role revoked or a licence suspended at height h changes the answers from
+the first one after h is committed. Concurrent requests of one key share one lookup.
 """
 
 from __future__ import annotations
@@ -157,7 +159,8 @@ ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS)
 
 class Scopes:
     """The read rules of one node. `store`: committed state; `generation()`: a value that
-    changes with every committed block (the bus's published count); `operator_keys`: keys
+    changes with every committed block (the bus's published count); `changed_since(g)`: the
+    state keys written since generation g, or None if unknown; `operator_keys`: keys
     that read everything on this node (its node key)."""
 
     def __init__(
