@@ -982,7 +982,9 @@ class Driver:
         self._verdicts.clear()
         if self.events is not None:
             # Non-blocking: a slow subscriber is dropped, never waited for (node/events.py).
-            self.events.publish(CommittedBlock.of(pending.block, pending.receipts))
+            self.events.publish(
+                CommittedBlock.of(pending.block, pending.receipts), pending.changes.keys()
+            )
         self.committed.set()
         self.committed = trio.Event()
         self._broadcast_status()

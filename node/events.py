@@ -32,7 +32,8 @@ canonical text of a query (`Query.text`) is what subscribe/unsubscribe match on,
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -51,6 +52,8 @@ _KEYS = ("tm.event", "tx.hash", "account", "instrument", BALANCE_ACCOUNT)
 _CONDITION = re.compile(r"\s*([a-z._]+)\s*=\s*'([^']*)'\s*")
 _AND = re.compile(r"\s+AND\s+", re.IGNORECASE)
 MAX_QUERY_CHARS = 512
+CHANGES_KEPT = 8  # blocks whose changed state keys the bus remembers (`changed_since`)
+MAX_CHANGED_KEYS = 16_384  # a block writing more is remembered as "unknown" (bounded memory)
 
 
 class QueryError(RemoteProtocolError, ValueError):
@@ -270,6 +273,10 @@ class EventBus:
         self._subscribers: dict[int, Subscriber] = {}  # by id(), insertion ordered
         self.published = 0
         self.dropped = 0
+        # The state keys each of the last CHANGES_KEPT blocks wrote, by published count:
+        # readers of state that follows the chain (node/rpc/scopes.py's principals) forget
+        # only what a block changed. None: not known (a block published without its changes).
+        self._changes: deque[tuple[int, frozenset[bytes] | None]] = deque(maxlen=CHANGES_KEPT)
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -284,12 +291,33 @@ class EventBus:
     def _remove(self, subscriber: Subscriber) -> None:
         self._subscribers.pop(id(subscriber), None)
 
-    def publish(self, block: CommittedBlock) -> None:
-        """Offer `block` to every subscriber: never waits (see the module docstring)."""
+    def publish(self, block: CommittedBlock, changed: Iterable[bytes] | None = None) -> None:
+        """Offer `block` to every subscriber: never waits (see the module docstring).
+        `changed`: the state keys the block wrote (for `changed_since`), if known."""
         self.published += 1
+        keys = None if changed is None else frozenset(changed)
+        if keys is not None and len(keys) > MAX_CHANGED_KEYS:
+            keys = None  # a huge block: its readers start over rather than keep the set
+        self._changes.append((self.published, keys))
         for subscriber in list(self._subscribers.values()):
             if not self._deliver(subscriber, block):
                 self.dropped += 1
+
+    def changed_since(self, published: int) -> frozenset[bytes] | None:
+        """The state keys written by the blocks published after the `published`-th, or None
+        if any of them is not known (too far back, or published without its changes)."""
+        if published >= self.published:
+            return frozenset()
+        missing = self.published - published
+        recent = list(self._changes)[-missing:] if missing <= len(self._changes) else None
+        if recent is None or len(recent) < missing:
+            return None
+        out: set[bytes] = set()
+        for _, keys in recent:
+            if keys is None:
+                return None
+            out |= keys
+        return frozenset(out)
 
     @staticmethod
     def _deliver(subscriber: Subscriber, block: CommittedBlock) -> bool:

@@ -102,7 +102,9 @@ class _Wallets:
         return sign_tx(TxBody(CHAIN_ID, key.address, nonce, op, args), [key]).raw
 
 
-def _setup(chain, senders: int, wallets: _Wallets) -> list:
+def _setup(
+    chain, senders: int, wallets: _Wallets, certificate: bytes = b"bench-certificate"
+) -> list:
     """Register the cash instrument, onboard and fund `senders` investors (blocks of 1,000)."""
     from ledger.codes import Code
 
@@ -141,7 +143,7 @@ def _setup(chain, senders: int, wallets: _Wallets) -> list:
         bad = [r for r in pending.receipts if r.code != Code.OK] + list(pending.dropped)
         if bad:
             raise SystemExit(f"set-up transaction refused: {bad[0]}")
-        chain.commit(pending, b"bench-certificate")
+        chain.commit(pending, certificate)
     return keys
 
 

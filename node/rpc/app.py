@@ -278,6 +278,7 @@ def _access(api: NodeView, limits: RpcLimits) -> tuple[Scopes, Authenticator]:
     scopes = Scopes(
         api.store,
         generation=None if bus is None else (lambda: bus.published),
+        changed_since=getattr(bus, "changed_since", None),
         anonymous=limits.anonymous,
         operator_keys=operator,
         chain_id=chain_id,

@@ -26,10 +26,12 @@ Kinds of principal (docs/RPC.md, "Who may read what"):
                    own node only (another node has another key)
 
 Rights follow the chain: a principal is read from committed state (the key binding, the
-account, the VASP licence: at most three store reads) and cached until the next committed
-block -- the cache's generation is the event bus's count of published blocks, which the driver
-advances right after each commit -- so a role revoked or a licence suspended at height h
-changes the answers from the first one after h is committed.
+account, the VASP licence: at most three store reads) and cached until a committed block
+writes one of those records -- the cache's generation is the event bus's count of published
+blocks, which the driver advances right after each commit, and the bus names the state keys
+each of its last blocks wrote (`EventBus.changed_since`; when it cannot, every principal is
+read again) -- so a role revoked or a licence suspended at height h changes the answers from
+the first one after h is committed. Concurrent requests of one key share one lookup.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import trio
 
 from ledger.codes import LedgerError
 from ledger.crypto import address_from_public_key, address_from_text, address_to_text
@@ -127,6 +131,16 @@ def forbidden(rule: str, detail: str) -> RpcError:
     return RpcError(ACCESS_DENIED, "forbidden", {"rule": rule, "detail": detail})
 
 
+class _Resolution:
+    """One lookup of a key's principal that concurrent requests share (`Scopes.principal`)."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: Principal | RpcError | None = None  # None: cancelled or failed
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is asking, as the committed chain says now."""
@@ -145,7 +159,8 @@ ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS)
 
 class Scopes:
     """The read rules of one node. `store`: committed state; `generation()`: a value that
-    changes with every committed block (the bus's published count); `operator_keys`: keys
+    changes with every committed block (the bus's published count); `changed_since(g)`: the
+    state keys written since generation g, or None if unknown; `operator_keys`: keys
     that read everything on this node (its node key)."""
 
     def __init__(
@@ -153,6 +168,7 @@ class Scopes:
         store: Store,
         *,
         generation: Callable[[], Any] | None = None,
+        changed_since: Callable[[Any], frozenset[bytes] | None] | None = None,
         anonymous: str = "public",
         operator_keys: frozenset[bytes] = frozenset(),
         chain_id: str = "",
@@ -160,12 +176,14 @@ class Scopes:
     ) -> None:
         self.store = store
         self._generation = generation
+        self._changed_since = changed_since
         self.anonymous = anonymous
         self.operator_keys = operator_keys
         self.chain_id = chain_id
         self.node_id = node_id
         self._cache_generation: Any = object()
         self._cache: dict[bytes, Principal | RpcError] = {}
+        self._resolving: dict[bytes, _Resolution] = {}  # lookups running in this generation
         # (VASP, account) -> is a client: a subscription's notifications ask it per event.
         self._clients: dict[tuple[bytes, bytes], bool] = {}
 
@@ -183,18 +201,81 @@ class Scopes:
             or len(self._cache) >= MAX_PRINCIPALS
             or len(self._clients) >= MAX_CLIENT_ENTRIES
         ):
-            self._cache, self._clients = {}, {}
-            self._cache_generation = generation
+            self._new_generation(generation)
         found = self._cache.get(public_key)
         if found is None:
-            try:
-                found = await self._resolve(public_key)
-            except RpcError as refused:
-                found = refused
-            self._cache[public_key] = found
+            found = await self._resolve_shared(public_key, generation)
         if isinstance(found, RpcError):
             raise found
         return found
+
+    def _new_generation(self, generation: Any) -> None:
+        """Blocks were committed since the cache was filled: forget what they changed.
+
+        A principal is read from three records only (`_resolve`: the key's binding, the
+        account, its VASP licence), and a record changes only through a write that the
+        block's state changes name; so with the blocks' changed keys known (the event bus,
+        `changed_since`), the principals whose records no block wrote stay as they are --
+        exactly what a fresh lookup would read. Otherwise (too many blocks, a cache past its
+        bound, no bus) everything starts over, as before."""
+        changed = None
+        if (
+            self._changed_since is not None
+            and isinstance(self._cache_generation, int)
+            and len(self._cache) < MAX_PRINCIPALS
+        ):
+            changed = self._changed_since(self._cache_generation)
+        if changed is None:
+            self._cache = {}
+        elif changed:
+            self._cache = {
+                key: found
+                for key, found in self._cache.items()
+                if isinstance(found, Principal) and changed.isdisjoint(self._records_of(key, found))
+            }
+        self._clients, self._resolving = {}, {}
+        self._cache_generation = generation
+
+    def _records_of(self, public_key: bytes, found: Principal) -> tuple[bytes, ...]:
+        """The state keys `_resolve` read for `public_key` (its answer `found`; a refusal is
+        never kept across a block)."""
+        if public_key in self.operator_keys:
+            return ()
+        keys = [key_binding_key(public_key), account_key(address_from_public_key(public_key))]
+        if found.address is not None:
+            keys += [account_key(found.address), vasp_key(found.address)]
+        return tuple(keys)
+
+    async def _resolve_shared(self, public_key: bytes, generation: Any) -> Principal | RpcError:
+        """`_resolve` once per key and generation, however many requests ask meanwhile.
+
+        Every block starts a new generation, and a client's requests in flight (bench.py's
+        lanes, a VASP's pipelined batches) all ask at once after it: each doing its own two or
+        three store reads put them all in the store thread's read lane, behind the driver's
+        commit and vote records, so submissions reached the driver one request per block
+        (docs/BENCHMARKS.md, "Where a submission's time goes"). The others wait for the one
+        lookup; if it is cancelled or fails, the next waiter looks up itself. A lookup begun
+        in an older generation answers its own requests but is not cached in a newer one."""
+        while True:
+            shared = self._resolving.get(public_key)
+            if shared is None:
+                break
+            await shared.done.wait()
+            if shared.result is not None:
+                return shared.result
+        shared = self._resolving[public_key] = _Resolution()
+        try:
+            try:
+                shared.result = await self._resolve(public_key)
+            except RpcError as refused:
+                shared.result = refused
+        finally:
+            shared.done.set()
+            if self._resolving.get(public_key) is shared:
+                del self._resolving[public_key]
+        if generation == self._cache_generation:
+            self._cache[public_key] = shared.result
+        return shared.result
 
     async def _resolve(self, public_key: bytes) -> Principal:
         if public_key in self.operator_keys:
