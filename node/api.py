@@ -1,4 +1,5 @@
-"""`NodeApi`: what the RPC layer (node/rpc/) may ask of a running node (docs/NODE.md).
+"""`NodeApi`: what the RPC layer (node/rpc/) may ask of a running node (docs/NODE.md); it
+implements the typed protocol `node.rpc.nodeview.NodeView`, all the RPC layer knows of it.
 
 Reads come from committed state only (`store`, an `AsyncStore`); admission goes through the
 driver task, which owns the chain and the mempool (`Driver.submit`); `wait_committed` waits
@@ -10,10 +11,13 @@ against the last committed state (verifiable reads).
 and cannot make blocks alone (`waiting_for_peers`): a lone node at height 0 does not claim to
 be current. `role` and `validator_address` are read from the driver on every call, not fixed at start: a
 validator-set change makes this node a validator (or an observer) at the height it takes
-effect, and `status` says so from then on. `configured_role` is the config's `role`.
+effect, and `status` says so from then on. `configured_role` is the config's `role` (`NodeInfo`,
+with the node's name and key).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import trio
 
@@ -21,28 +25,36 @@ from ledger.block import decode_header
 from ledger.crypto import address_from_public_key, address_to_text
 from ledger.store import AsyncStore, TxRecord
 from ledger.validator_history import UnknownValidatorSet, decode_point, in_force_range
-from node.driver import Driver, StateProofs
+from node.driver import Driver
 from node.events import EventBus
 from node.mempool import AdmissionResult
+from node.state_proofs import StateProofs
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """Who this node is: its name (moniker), its configured role and its node (P2P) key."""
+
+    name: str
+    role: str
+    node_key: bytes
 
 
 class NodeApi:
     def __init__(
         self,
         *,
-        name: str,
-        role: str,
+        info: NodeInfo,
         genesis: dict,
-        node_key: bytes,
         driver: Driver,
         store: AsyncStore,
         peers,  # () -> tuple[PeerStatus, ...]
     ) -> None:
-        self.name = name
-        self.configured_role = role
+        self.name = info.name
+        self.configured_role = info.role
         self.genesis = genesis
         self.chain_id: str = genesis["chain_id"]
-        self.node_id = node_key.hex()
+        self.node_id = info.node_key.hex()
         self.store = store
         self._driver = driver
         self.events: EventBus | None = driver.events

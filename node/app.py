@@ -46,10 +46,11 @@ from ledger.chain import Chain
 from ledger.crypto import read_key_file
 from ledger.protocol import UnsupportedProtocol
 from ledger.store import AsyncStore, StoreError
-from node.api import NodeApi
+from node.api import NodeApi, NodeInfo
 from node.byzantine import from_env as byzantine_from_env
 from node.config import NodeConfig
-from node.driver import Driver, DriverConfig, failpoints_from_env
+from node.driver import Driver, failpoints_from_env
+from node.driver_parts import DriverConfig, DriverOptions, DriverParts
 from node.events import EventBus
 from node.home import load_genesis
 from node.mempool import Mempool, MempoolLimits
@@ -183,31 +184,27 @@ async def _run(
         MempoolLimits.from_config(config.mempool), genesis["chain_id"], metrics=metrics
     )
     driver = Driver(
-        chain=chain,
-        store=store,
-        net=manager,
-        mempool=mempool,
+        DriverParts(chain, store, manager, mempool, wall_clock_ms),
+        driver_config(config),
         identity=identity,
-        config=driver_config(config),
-        clock_ms=wall_clock_ms,
         durable=durable,
-        failpoints=failpoints_from_env(),
-        name=config.name,
-        metrics=metrics,
-        # WebSocket subscribers: one per connection, so the bus cap is the connection cap.
-        events=EventBus(max_subscribers=getattr(config.rpc, "ws_max_connections", 64)),
-        byzantine=byzantine_from_env(
-            config.home,
-            genesis["chain_id"],
-            key.sign if config.is_validator and signer is None else None,
+        options=DriverOptions(
+            name=config.name,
+            failpoints=failpoints_from_env(),
+            metrics=metrics,
+            # WebSocket subscribers: one per connection, so the bus cap is the connection cap.
+            events=EventBus(max_subscribers=getattr(config.rpc, "ws_max_connections", 64)),
+            byzantine=byzantine_from_env(
+                config.home,
+                genesis["chain_id"],
+                key.sign if config.is_validator and signer is None else None,
+            ),
         ),
     )
     driver_ref.append(driver)
     api = NodeApi(
-        name=config.name,
-        role=config.role,
+        info=NodeInfo(name=config.name, role=config.role, node_key=key.public_key),
         genesis=genesis,
-        node_key=key.public_key,
         driver=driver,
         store=store,
         peers=manager.peers,

@@ -253,8 +253,8 @@ def end_to_end(args: argparse.Namespace) -> dict:
     from ledger.block import decode_block
     from ledger.chain import Chain
     from ledger.store import AsyncStore
-    from node.api import NodeApi
-    from node.driver import Driver, DriverConfig
+    from node.api import NodeApi, NodeInfo
+    from node.driver import Driver, DriverConfig, DriverOptions, DriverParts
     from node.events import EventBus
     from node.mempool import Mempool, MempoolLimits
 
@@ -281,23 +281,23 @@ def end_to_end(args: argparse.Namespace) -> dict:
         except ImportError:
             store = AsyncStore(chain.store, run_write)
         driver = Driver(
-            chain=chain,
-            store=store,
-            net=_Net(),
-            mempool=Mempool(MempoolLimits(), genesis["chain_id"]),
+            DriverParts(
+                chain,
+                store,
+                _Net(),
+                Mempool(MempoolLimits(), genesis["chain_id"]),
+                lambda: int(time.time() * 1000),
+            ),
+            DriverConfig(),
             identity=validator,
-            config=DriverConfig(),
-            clock_ms=lambda: int(time.time() * 1000),
             # A record at the next height: not a restart without one (no signing hold).
             durable=DurableState(chain.height + 1, 0, Step.PROPOSE),
-            name="v0",
-            events=EventBus(),  # as node/app.py: the RPC's principal cache follows its count
+            # Events as node/app.py: the RPC's principal cache follows its count.
+            options=DriverOptions(name="v0", events=EventBus()),
         )
         api = NodeApi(
-            name="v0",
-            role="validator",
+            info=NodeInfo(name="v0", role="validator", node_key=validator.public_key),
             genesis=genesis,
-            node_key=validator.public_key,
             driver=driver,
             store=store,
             peers=lambda: (),

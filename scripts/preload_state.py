@@ -50,7 +50,7 @@ from ledger.genesis import genesis_hash  # noqa: E402
 from ledger.store import Store  # noqa: E402
 from ledger.tx import TxBody, sign_tx  # noqa: E402
 from ledger.types import Account, Holding, Kyc  # noqa: E402
-from node.driver import consensus_set  # noqa: E402
+from node.validator_set import consensus_set  # noqa: E402
 
 INSTRUMENT = "BENCH-PRELOAD"
 CAP = 10**17  # the token's cap: every preloaded holding together stays within it

@@ -20,8 +20,8 @@ from consensus.wire import decode_message
 from ledger.crypto import read_key_file, verify_signature
 from ledger.genesis import genesis_hash, state_from_genesis
 from ledger.store import Store
-from node.driver import consensus_set
 from node.home import init_network
+from node.validator_set import consensus_set
 from tests.node.netsupport import free_base_port, rpc
 from tests.test_bench import start_localnet, stop_localnet
 

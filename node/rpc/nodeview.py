@@ -75,5 +75,5 @@ class NodeView(Protocol):
 
     async def wait_committed(self, tx_id: bytes, timeout_s: float) -> TxRecord | None: ...
 
-    # `node.driver.StateProofs`: `.height`, `.app_hash`, `.proofs`.
+    # `node.state_proofs.StateProofs`: `.height`, `.app_hash`, `.proofs`.
     async def prove(self, keys: list[bytes]) -> Any: ...

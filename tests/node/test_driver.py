@@ -18,7 +18,14 @@ from ledger.crypto import generate_key, hash256
 from ledger.genesis import default_genesis
 from ledger.store import AsyncStore
 from ledger.tx import TxBody, decode_signed_tx, sign_tx
-from node.driver import FAILPOINTS, Driver, DriverConfig, failpoints_from_env
+from node.driver import (
+    FAILPOINTS,
+    Driver,
+    DriverConfig,
+    DriverOptions,
+    DriverParts,
+    failpoints_from_env,
+)
 from node.mempool import Mempool, MempoolLimits
 
 # ---- the in-process network (in-memory links, inline store calls, virtual time) ----
@@ -159,16 +166,17 @@ class Node:
         record = self.chain.store.load_consensus_record()
         durable = DurableState.from_bytes(record) if record else None
         self.driver = Driver(
-            chain=self.chain,
-            store=AsyncStore(self.chain.store, inline),
-            net=self.endpoint,
-            mempool=Mempool(MempoolLimits(), CHAIN_ID),
+            DriverParts(
+                self.chain,
+                AsyncStore(self.chain.store, inline),
+                self.endpoint,
+                Mempool(MempoolLimits(), CHAIN_ID),
+                lambda: GENESIS_MS + round(trio.current_time() * 1000),
+            ),
+            self.config,
             identity=self.identity,
-            config=self.config,
-            clock_ms=lambda: GENESIS_MS + round(trio.current_time() * 1000),
             durable=durable,
-            name=self.name,
-            failpoints=self.failpoints,
+            options=DriverOptions(name=self.name, failpoints=self.failpoints),
         )
         return self.driver
 
@@ -328,16 +336,16 @@ def test_proposal_with_a_bad_transaction_or_future_time_is_refused(tmp_path):
 
         bad_raw = _assemble(tx.body, [forged]).raw
         bad = Block(block.header, (bad_raw,))
-        assert validator.driver._validate(1, bad.encode()) is False
+        assert validator.driver.check.validate(1, bad.encode()) is False
         assert validator.chain.pending is None  # refused and nothing left executed
-        assert validator.driver._validate(1, block.encode()) is True
+        assert validator.driver.check.validate(1, block.encode()) is True
         assert validator.chain.pending is not None
         # A proposal stamped far in the future is refused before executing.
         validator.chain.abandon()
         late = proposer.chain.build_block([good], validator.driver.clock_ms() + 60_000, b"p" * 20)
         proposer.chain.abandon()
-        assert validator.driver._validate(1, late.block.encode()) is False
-        assert validator.driver._validate(1, b"not a block") is False
+        assert validator.driver.check.validate(1, late.block.encode()) is False
+        assert validator.driver.check.validate(1, b"not a block") is False
 
     run(main)
     proposer.chain.close()

@@ -79,7 +79,7 @@ def test_a_validator_change_on_chain_is_signed_for_from_h_plus_2(tmp_path):
     from ledger.codes import Code
     from ledger.tx import TxBody, decode_signed_tx, sign_tx
     from ledger.types import Validator
-    from node.driver import schedule_from_chain
+    from node.validator_set import schedule_from_chain
     from tests.node.test_driver import NAMES, Hub, agree, key, make_nodes, wait_until
 
     hub = Hub()
@@ -139,13 +139,14 @@ def test_a_validator_change_on_chain_is_signed_for_from_h_plus_2(tmp_path):
 
 def test_evidence_reaches_the_chain_and_forged_evidence_is_refused(tmp_path):
     """A double vote handed to one validator's driver is proposed by it, verified by the
-    others, recorded in every node's state, then dropped from `Driver.evidence`; a proposal
+    others, recorded in every node's state, then dropped from the evidence pool; a proposal
     holding a forged double vote (a signature that does not verify) is refused."""
     from consensus.types import Vote, VoteType, make_evidence, vote_signing_bytes
     from consensus.wire import encode_message
     from ledger.block import compute_evidence_hash, decode_block
     from ledger.crypto import hash256
     from ledger.ops.evidence import encode_evidence_item, misbehaviour_key, record_from_bytes
+    from node.proposal_check import abandon_pending
     from tests.node.test_driver import Hub, Node, agree, key, make_nodes, wait_until
 
     auditor = key("validator-auditor")
@@ -167,7 +168,7 @@ def test_evidence_reaches_the_chain_and_forged_evidence_is_refused(tmp_path):
                 for node in nodes:
                     await nursery.start(node.run)
                 await wait_until(lambda: nodes[0].chain.height >= 1)
-                nodes[0].driver.evidence.append(evidence)
+                nodes[0].driver.evidence_pool.evidence.append(evidence)
                 await wait_until(
                     lambda: all(n.chain.store.get_state(state_key) is not None for n in nodes)
                 )
@@ -175,7 +176,7 @@ def test_evidence_reaches_the_chain_and_forged_evidence_is_refused(tmp_path):
                 nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert nodes[0].driver.evidence == []  # committed: not proposed again
+    assert nodes[0].driver.evidence_pool.evidence == []  # committed: not proposed again
     record = record_from_bytes(nodes[0].chain.store.get_state(state_key))
     assert (record.validator, record.height) == (auditor.address, 1)
     top = min(n.chain.height for n in nodes)
@@ -208,9 +209,9 @@ def test_evidence_reaches_the_chain_and_forged_evidence_is_refused(tmp_path):
             assert pending.block.evidence == (piece_,)  # the ledger cannot check signatures
             assert pending.header.evidence_hash == compute_evidence_hash([piece_])
             proposer.chain.abandon()
-            assert validator.driver._validate(1, pending.block.encode()) is ok
-            validator.driver._abandon()
-            validator.driver._verdicts.clear()
+            assert validator.driver.check.validate(1, pending.block.encode()) is ok
+            abandon_pending(validator.driver.chain)
+            validator.driver.check.clear()
 
     trio.run(check, clock=trio.testing.MockClock(autojump_threshold=0))
     proposer.chain.close()

@@ -1,12 +1,10 @@
-"""Transaction gossip in batches (`Driver._gossip`): admissions flushed together after a block
+"""Transaction gossip in batches (`node.admission_batch.broadcast_gossip`): admissions flushed together after a block
 leave in a few `TxGossip` messages, each within the peer's limits, order and bytes kept."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from node import messages
-from node.driver import GOSSIP_CHUNK_BYTES, Driver
+from node.admission_batch import GOSSIP_CHUNK_BYTES, broadcast_gossip
 from node.messages import MAX_GOSSIP_TXS, TxGossip
 
 
@@ -21,7 +19,7 @@ class Hub:
 
 def gossiped(txs: list[bytes]) -> list[TxGossip]:
     hub = Hub()
-    Driver._gossip(SimpleNamespace(net=hub), txs)
+    broadcast_gossip(hub, txs)
     return [messages.decode(m) for m in hub.sent]
 
 

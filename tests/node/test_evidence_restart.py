@@ -13,7 +13,8 @@ from consensus.types import Commit, Vote, VoteType, make_evidence, vote_signing_
 from consensus.wire import encode_message
 from ledger.ops.evidence import encode_evidence_item
 from ledger.validator_history import PREFIX, first_point
-from node.driver import schedule_from_chain
+from node.proposal_check import abandon_pending
+from node.validator_set import schedule_from_chain
 from tests.node.test_driver import CHAIN_ID, Hub, Node, key
 
 AUDITOR = key("validator-auditor")
@@ -52,9 +53,9 @@ def prevoted(node: Node, raw_piece: bytes) -> bool:
     assert pending.block.evidence == (raw_piece,)  # the ledger itself cannot check signatures
     block = pending.block.encode()
     chain.abandon()
-    verdict = node.driver._validate(height, block)
-    node.driver._abandon()
-    node.driver._verdicts.clear()
+    verdict = node.driver.check.validate(height, block)
+    abandon_pending(node.driver.chain)
+    node.driver.check.clear()
     return verdict
 
 

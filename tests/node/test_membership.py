@@ -20,8 +20,8 @@ from ledger.crypto import address_to_text, verify_signature
 from ledger.store import AsyncStore
 from ledger.tx import TxBody, decode_signed_tx, sign_tx
 from node import messages
-from node.api import NodeApi
-from node.driver import consensus_set
+from node.api import NodeApi, NodeInfo
+from node.validator_set import consensus_set
 from tests.node.test_driver import (
     CHAIN_ID,
     Hub,
@@ -66,10 +66,8 @@ def signers(node: Node, height: int) -> set[bytes]:
 
 def api_of(node: Node) -> NodeApi:
     return NodeApi(
-        name=node.name,
-        role="observer",
+        info=NodeInfo(name=node.name, role="observer", node_key=node.identity.public_key),
         genesis=genesis(),
-        node_key=node.identity.public_key,
         driver=node.driver,
         store=AsyncStore(node.chain.store, inline),
         peers=lambda: (),

@@ -24,8 +24,8 @@ from ledger.crypto import generate_key
 from ledger.genesis import default_genesis
 from ledger.store import AsyncStore
 from ledger.tx import TxBody, sign_tx
-from node.api import NodeApi
-from node.driver import Driver, DriverConfig
+from node.api import NodeApi, NodeInfo
+from node.driver import Driver, DriverConfig, DriverOptions, DriverParts
 from node.events import EventBus
 from node.mempool import Mempool, MempoolLimits
 from node.rpc.app import serve_rpc
@@ -163,21 +163,20 @@ async def live_node(tmp_path, *, validators: int = 1, limits: RpcLimits | None =
     store = AsyncStore(chain.store, run_sync)
     identity = validator_key(0)
     driver = Driver(
-        chain=chain,
-        store=store,
-        net=_NoPeers(),
-        mempool=Mempool(MempoolLimits(), CHAIN_ID),
+        DriverParts(
+            chain,
+            store,
+            _NoPeers(),
+            Mempool(MempoolLimits(), CHAIN_ID),
+            lambda: time.time_ns() // 1_000_000,
+        ),
+        DriverConfig(core=CORE, heartbeat_ms=150, tick_ms=200),
         identity=identity,
-        config=DriverConfig(core=CORE, heartbeat_ms=150, tick_ms=200),
-        clock_ms=lambda: time.time_ns() // 1_000_000,
-        name="v0",
-        events=EventBus(**bus),
+        options=DriverOptions(name="v0", events=EventBus(**bus)),
     )
     api = NodeApi(
-        name="v0",
-        role="validator",
+        info=NodeInfo(name="v0", role="validator", node_key=identity.public_key),
         genesis=gen,
-        node_key=identity.public_key,
         driver=driver,
         store=store,
         peers=lambda: (),

@@ -92,11 +92,11 @@ def test_validator_without_its_record_signs_nothing_until_the_network_passes_its
                 victim.endpoint = recorder
                 await nursery.start(victim.run)
                 driver = victim.driver
-                assert driver.signing_held and driver.own_address is None
-                await wait_until(lambda: not driver.signing_held)
+                assert driver.hold.held and driver.own_address is None
+                await wait_until(lambda: not driver.hold.held)
                 seen["target"] = driver.chain.height  # the block that ended the hold
-                seen["peer_tip"] = driver._peer_tip
-                seen["resumes_after"] = driver.signing_resumes_after
+                seen["peer_tip"] = driver.hold.peer_tip
+                seen["resumes_after"] = driver.hold.resumes_after
                 await wait_until(lambda: all(n.chain.height >= seen["target"] + 4 for n in nodes))
                 nursery.cancel_scope.cancel()
         return recorder
@@ -152,17 +152,17 @@ def test_hold_ends_on_a_tick_when_the_network_stalls_for_want_of_the_held_signat
                 assert delete_record(victim.path) == 1
                 await nursery.start(victim.run)
                 driver = victim.driver
-                assert driver.signing_held
+                assert driver.hold.held
                 # The others decide past anything the victim could have signed, while its
                 # learning window is still open ...
-                await wait_until(lambda: driver._peer_tip is not None)
-                seen["tip"] = driver._peer_tip
+                await wait_until(lambda: driver.hold.peer_tip is not None)
+                seen["tip"] = driver.hold.peer_tip
                 await wait_until(lambda: victim.chain.height >= seen["tip"] + 2)
-                assert driver.signing_held and driver.signing_resumes_after is None
+                assert driver.hold.held and driver.hold.resumes_after is None
                 # ... then a second validator stops: without the victim, 2 of 4 sign.
                 other.kill()
                 seen["stalled_at"] = max(n.chain.height for n in nodes)
-                await wait_until(lambda: not driver.signing_held)
+                await wait_until(lambda: not driver.hold.held)
                 await wait_until(lambda: nodes[0].chain.height >= seen["stalled_at"] + 3)
                 nursery.cancel_scope.cancel()
 
@@ -189,7 +189,7 @@ def test_new_validator_signs_at_once_and_an_intact_record_is_not_held(tmp_path):
         for node in nodes:
             node.open()
         # Empty store, no record: a brand-new validator, nothing it could have signed.
-        assert [n.driver.signing_held for n in nodes] == [False] * 4
+        assert [n.driver.hold.held for n in nodes] == [False] * 4
         assert nodes[0].driver.own_address == nodes[0].identity.address
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
@@ -201,7 +201,7 @@ def test_new_validator_signs_at_once_and_an_intact_record_is_not_held(tmp_path):
         for node in nodes:
             node.chain.close()
             node.open()  # record present and not older than the store: not held
-            assert not node.driver.signing_held, node.name
+            assert not node.driver.hold.held, node.name
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     for node in nodes:

@@ -8,9 +8,10 @@ import pytest
 from consensus.types import Commit, VoteType, vote_signing_bytes
 from consensus.wire import encode_message
 from ledger.chain import Chain
-from node.driver import _verify, consensus_set, schedule_from_chain
+from node.driver import _verify
 from node.messages import SyncedBlock, SyncRequest
 from node.sync import SyncError, SyncState, check_synced_block, serve_sync_request
+from node.validator_set import consensus_set, schedule_from_chain
 from tests.node.test_driver import CHAIN_ID, GENESIS_MS, NAMES, genesis, instrument_tx, key
 
 VALIDATOR_KEYS = [key("validator-" + n) for n in NAMES]

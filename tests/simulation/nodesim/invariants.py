@@ -41,8 +41,8 @@ from ledger.genesis import state_from_genesis
 from ledger.ops.evidence import decode_evidence_item
 from ledger.tx import decode_signed_tx
 from node import messages
-from node.driver import consensus_set
 from node.messages import MessageError
+from node.validator_set import consensus_set
 
 from ..checker import Violation
 from .clients import CASH

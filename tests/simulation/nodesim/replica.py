@@ -30,7 +30,7 @@ from consensus.types import DurableState
 from ledger.chain import Chain, PendingBlock
 from ledger.store import AsyncStore
 from node.byzantine import Byzantine
-from node.driver import Driver, _value_id
+from node.driver import Driver, DriverOptions, DriverParts, _value_id
 from node.mempool import Mempool, MempoolLimits
 
 MAX_DISK_LATENCY_MS = 2
@@ -113,16 +113,17 @@ class SimNode:
             byzantine = Byzantine(self.behaviours, chain.chain_id, self.identity.sign, _value_id)
         endpoint = sim.net.attach(self.replica, self.incarnation)
         self.driver = Driver(
-            chain=chain,
-            store=AsyncStore(chain.store, self.disk.run_sync),
-            net=endpoint,
-            mempool=Mempool(MempoolLimits(), chain.chain_id),
+            DriverParts(
+                chain,
+                AsyncStore(chain.store, self.disk.run_sync),
+                endpoint,
+                Mempool(MempoolLimits(), chain.chain_id),
+                self.clock_ms,
+            ),
+            sim.driver_config,
             identity=self.identity,
-            config=sim.driver_config,
-            clock_ms=self.clock_ms,
             durable=durable,
-            name=self.name,
-            byzantine=byzantine,
+            options=DriverOptions(name=self.name, byzantine=byzantine),
         )
         return self.driver
 
