@@ -6,8 +6,9 @@ slot; node/rpc/guard.py) -> the app (body read, credentials: node/rpc/auth.py) -
 framing (node/rpc/framing.py: the batch, the answer budget) -> the caller's scopes
 (node/rpc/scopes.py: who may submit) -> `submit_txs` (the driver's inbox, the held queue,
 `Mempool.admit`) -> the answers rendered back. The driver's part is the same code in both
-trees (node/driver.py: inbox, `_held`, `_flush_admissions` unchanged since 51cbb4b) and
-`Mempool.admit` is timed by scripts/bench_block_path.py (`admit`, `gossip`); this script
+trees (the inbox in node/driver.py, the held queue in node/admission_batch.py since issue 19
+moved it there: unchanged since 51cbb4b) and `Mempool.admit` is timed by
+scripts/bench_block_path.py (`admit`, `gossip`); this script
 times the rest, in process, through the real ASGI app, with a node whose `submit_txs` answers
 at once (so the figure is the RPC's own cost, not the ledger's):
 
@@ -253,9 +254,6 @@ def end_to_end(args: argparse.Namespace) -> dict:
     from ledger.block import decode_block
     from ledger.chain import Chain
     from ledger.store import AsyncStore
-    from node.api import NodeApi, NodeInfo
-    from node.driver import Driver, DriverConfig, DriverOptions, DriverParts
-    from node.events import EventBus
     from node.mempool import Mempool, MempoolLimits
 
     genesis = _genesis()
@@ -280,28 +278,10 @@ def end_to_end(args: argparse.Namespace) -> dict:
             store = AsyncStore(chain.store, lanes.run_write, lanes.run_read)
         except ImportError:
             store = AsyncStore(chain.store, run_write)
-        driver = Driver(
-            DriverParts(
-                chain,
-                store,
-                _Net(),
-                Mempool(MempoolLimits(), genesis["chain_id"]),
-                lambda: int(time.time() * 1000),
-            ),
-            DriverConfig(),
-            identity=validator,
-            # A record at the next height: not a restart without one (no signing hold).
-            durable=DurableState(chain.height + 1, 0, Step.PROPOSE),
-            # Events as node/app.py: the RPC's principal cache follows its count.
-            options=DriverOptions(name="v0", events=EventBus()),
-        )
-        api = NodeApi(
-            info=NodeInfo(name="v0", role="validator", node_key=validator.public_key),
-            genesis=genesis,
-            driver=driver,
-            store=store,
-            peers=lambda: (),
-        )
+        mempool = Mempool(MempoolLimits(), genesis["chain_id"])
+        # A record at the next height: not a restart without one (no signing hold).
+        durable = DurableState(chain.height + 1, 0, Step.PROPOSE)
+        driver, api = _driver_and_api(chain, store, mempool, validator, durable, genesis)
         app, sign = _app_over(api, genesis, validator, bank)
         spent = _stage_clocks(driver, chain)
         latencies: list[float] = []
@@ -357,6 +337,54 @@ def end_to_end(args: argparse.Namespace) -> dict:
             return trio.run(main)
         finally:
             chain.close()
+
+
+def _driver_and_api(chain, store, mempool, validator, durable, genesis):
+    """A driver and its `NodeApi` as this tree builds them (either side of issue 19's split of
+    the driver, which changed both constructors)."""
+    from node.driver import Driver, DriverConfig
+    from node.events import EventBus
+
+    clock_ms = lambda: int(time.time() * 1000)  # noqa: E731
+    # Events as node/app.py: the RPC's principal cache follows its count.
+    try:
+        from node.api import NodeApi, NodeInfo
+        from node.driver import DriverOptions, DriverParts
+    except ImportError:  # before the split: keyword arguments
+        from node.api import NodeApi
+
+        driver = Driver(
+            chain=chain,
+            store=store,
+            net=_Net(),
+            mempool=mempool,
+            identity=validator,
+            config=DriverConfig(),
+            clock_ms=clock_ms,
+            durable=durable,
+            name="v0",
+            events=EventBus(),
+        )
+        api = NodeApi(
+            name="v0",
+            role="validator",
+            genesis=genesis,
+            node_key=validator.public_key,
+            driver=driver,
+            store=store,
+            peers=lambda: (),
+        )
+        return driver, api
+    driver = Driver(
+        DriverParts(chain, store, _Net(), mempool, clock_ms),
+        DriverConfig(),
+        identity=validator,
+        durable=durable,
+        options=DriverOptions(name="v0", events=EventBus()),
+    )
+    info = NodeInfo(name="v0", role="validator", node_key=validator.public_key)
+    api = NodeApi(info=info, genesis=genesis, driver=driver, store=store, peers=lambda: ())
+    return driver, api
 
 
 def _stage_clocks(driver, chain) -> dict[str, float]:
