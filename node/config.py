@@ -238,8 +238,9 @@ class NodeConfig:
 # ---------------------------------------------------------------------- checking
 
 
-# (name, default, minimum, maximum) of the integer fields of each section. The minimums keep a
-# node usable (a zero-size mempool or a 0 ms timeout is a mistake, not a choice).
+# name -> (minimum, maximum) of the integer fields of each section (the default is the
+# field's; [p2p]'s and [rpc]'s tables are in their modules). The minimums keep a node usable
+# (a zero-size mempool or a 0 ms timeout is a mistake, not a choice).
 _CORE_FIELDS = dataclasses.fields(CoreConfig)
 _MAY_BE_ZERO = {f.name for f in _CORE_FIELDS if f.name.endswith("_delta_ms")} | {
     "max_backoff_rounds"
