@@ -15,7 +15,8 @@ Records are replaced, never mutated: an operation builds a new record (`dataclas
 or a small `with_...` helper on hot paths) and hands it to `State`. Where a record is keyed is
 `ledger/state.py`'s business; these classes do not know their own keys.
 
-Also here: `Event` and `Receipt` (what execution reports), and the role names.
+Also here: the role names, and `BlockContext` (the block a transaction executes in). What
+execution reports, `Event` and `Receipt`, is `ledger/receipts.py`'s (importable from here too).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from ledger import codec
 from ledger.debt_terms import DebtTerms
+
+# What execution reports lives in ledger/receipts.py; named here too, where most callers look.
+from ledger.receipts import BALANCE_CHANGE as BALANCE_CHANGE
+from ledger.receipts import Event as Event
+from ledger.receipts import Receipt as Receipt
 
 # ---------------------------------------------------------------------------------------
 # Roles
@@ -70,11 +75,6 @@ CASH = "cash"
 INSTRUMENT_KINDS = (BOND, TBILL, COMMODITY, CASH)
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-ADDRESS_BYTES = 20
-# Event attributes that name an instrument (the others that are 20-byte values name accounts).
-_INSTRUMENT_ATTRIBUTES = frozenset({"instrument", "asset", "cash", "security"})
-# The event type of one credit or debit (protocol version 3, ledger/execute.py).
-BALANCE_CHANGE = "balance_change"
 
 
 def date_to_text(value: date) -> str:
@@ -677,7 +677,7 @@ class ValidatorSet:
 
 
 # ---------------------------------------------------------------------------------------
-# What execution reports, and the block it runs in
+# The block a transaction runs in
 
 _EPOCH = date(1970, 1, 1)
 _MS_PER_DAY = 86_400_000
@@ -698,124 +698,3 @@ class BlockContext:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "date", _EPOCH + timedelta(days=self.time_ms // _MS_PER_DAY))
-
-
-_EVENT_VALUE_TYPES = frozenset({int, str, bytes, bool, type(None)})
-
-
-def _check_event_value(name: object, value: object) -> None:
-    if type(value) in _EVENT_VALUE_TYPES:
-        return
-    if type(name) is not str:
-        raise TypeError(f"event attribute names are str, got {type(name).__name__}")
-    # int and str subclasses (IntEnum codes) encode as their base value, like `codec.encode`.
-    if not isinstance(value, (int, str)):
-        raise TypeError(f"event attribute {name!r} is a {type(value).__name__}, not a scalar")
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One fact for the audit trail. Attributes name the accounts (bytes addresses) and
-    instruments concerned under the keys "account", "from", "to", "instrument", ...;
-    values are ints, strs or bytes so an event encodes canonically."""
-
-    type: str
-    attributes: dict[str, int | str | bytes | None]
-    # `codec.encode(self.to_map())`, computed on first use and kept: an event of a block is
-    # encoded into its receipt, its own index row and the block's results hash, while the
-    # events of a mempool dry run are never encoded at all. An event is a fact: never mutate
-    # `attributes` after construction.
-    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Events are encoded with `codec.encode_presorted` (no walk), which is only canonical
-        # for scalar values: refuse anything else here, where the operation that built the
-        # event is on the stack (the encoding itself may come much later).
-        attributes = self.attributes
-        if not _EVENT_VALUE_TYPES.issuperset(map(type, attributes.values())):
-            for name, value in attributes.items():
-                _check_event_value(name, value)
-
-    @property
-    def encoded(self) -> bytes:
-        """The event's canonical encoding, `codec.encode(self.to_map())`."""
-        encoded = self._encoded
-        if encoded is None:
-            encoded = codec.encode_presorted(self.to_map())
-            object.__setattr__(self, "_encoded", encoded)
-        return encoded
-
-    def to_map(self) -> dict:
-        attributes = self.attributes
-        keys = sorted(attributes)
-        if keys != list(attributes):  # operations mostly build them in order already
-            attributes = {key: attributes[key] for key in keys}
-        else:
-            attributes = dict(attributes)  # a copy either way: the caller may change it
-        return {"attributes": attributes, "type": self.type}
-
-    def accounts(self) -> list[bytes]:
-        """Every account the event concerns (each 20-byte value), sorted, for indexing."""
-        return sorted(
-            {v for v in self.attributes.values() if type(v) is bytes and len(v) == ADDRESS_BYTES}
-        )
-
-    def instruments(self) -> list[str]:
-        """Every instrument the event concerns, sorted, for indexing."""
-        return sorted(
-            {
-                v
-                for k, v in self.attributes.items()
-                if k in _INSTRUMENT_ATTRIBUTES and type(v) is str
-            }
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """The verdict on one transaction: code 0 (OK) or the stable code of the first broken rule."""
-
-    tx_id: bytes
-    code: int
-    log: str = ""
-    events: tuple[Event, ...] = ()
-    # False when refused before execution (decode, chain, signatures, sender, nonce): such a
-    # transaction cannot be in a block and consumed no nonce. True once it was executed,
-    # whatever its code.
-    executed: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return self.code == 0
-
-    def to_map(self) -> dict:
-        return {
-            "code": int(self.code),
-            "events": [e.to_map() for e in self.events],
-            "log": self.log,
-            "tx_id": self.tx_id,
-        }
-
-    def encode(self) -> bytes:
-        """`codec.encode(self.to_map())`, composed from the events' cached encodings."""
-        pack = codec.encode_presorted
-        return b"".join(
-            (
-                _RECEIPT_MAP_HEAD,
-                pack(int(self.code)),
-                _RECEIPT_EVENTS_KEY,
-                codec.join_array([e.encoded for e in self.events]),
-                _RECEIPT_LOG_KEY,
-                pack(self.log),
-                _RECEIPT_TX_ID_KEY,
-                pack(self.tx_id),
-            )
-        )
-
-
-# The fixed parts of a receipt's map, in key order: a 4-entry map, then each key before its
-# value (see `Receipt.to_map`).
-_RECEIPT_MAP_HEAD = b"\x84" + codec.encode("code")
-_RECEIPT_EVENTS_KEY = codec.encode("events")
-_RECEIPT_LOG_KEY = codec.encode("log")
-_RECEIPT_TX_ID_KEY = codec.encode("tx_id")

@@ -75,7 +75,7 @@ from faultproxy import FaultProxy, Rule  # noqa: E402
 
 from ledger.crypto import address_to_text, read_key_file  # noqa: E402
 from ledger.tx import TxBody, sign_tx  # noqa: E402
-from node.client.ops import TxBuilder  # noqa: E402
+from node.client.builders import TxBuilder  # noqa: E402
 from tests.node.netsupport import (  # noqa: E402
     DOUBLE_SIGN_LOG,
     NAMES,

@@ -13,13 +13,15 @@
             print(event.height, event.hash)
 
 Modules: `core` (the sans-IO plans, JSON-RPC and HTTP bytes, typed results), `ws` (the
-sans-IO WebSocket subscription session, on wsproto), `sync` and `aio` (the two transports), `ops` (the table of operations and `TxBuilder`), `signing`
-(signing several institutions' signatures, the signed-transaction file), `proofs` (checking
-proofs against a trusted validator set), `errors`. The `khazana tx` / `khazana query` command
+sans-IO WebSocket subscription session, on wsproto), `sync` and `aio` (the two transports),
+`ops` (the table of operations), `builders` (`TxBuilder`), `signing` (signing several
+institutions' signatures, the signed-transaction file), `proofs` (checking proofs against a
+trusted validator set), `errors`. The `khazana tx` / `khazana query` command
 line is `node/client/cli.py`.
 """
 
 from node.client.aio import AsyncClient, AsyncSubscription, AsyncWebSocket
+from node.client.builders import TxBuilder
 from node.client.core import Admission, Committed, Plans, Status
 from node.client.errors import (
     ClientError,
@@ -33,7 +35,7 @@ from node.client.errors import (
     SubscriptionTimeout,
     TxRejected,
 )
-from node.client.ops import OPS, BuildError, Operation, TxBuilder
+from node.client.ops import OPS, BuildError, Operation
 from node.client.proofs import (
     ProofError,
     TrustedValidators,

@@ -274,13 +274,11 @@ def _access(api: NodeView, limits: RpcLimits) -> tuple[Scopes, Authenticator]:
     chain_id = str(api.genesis.get("chain_id", ""))
     node_id = str(getattr(api, "node_id", ""))
     bus = getattr(api, "events", None)
-    operator = frozenset({bytes.fromhex(node_id)}) if len(node_id) == 64 else frozenset()
     scopes = Scopes(
         api.store,
         generation=None if bus is None else (lambda: bus.published),
         changed_since=getattr(bus, "changed_since", None),
         anonymous=limits.anonymous,
-        operator_keys=operator,
         chain_id=chain_id,
         node_id=node_id,
     )

@@ -131,6 +131,12 @@ def forbidden(rule: str, detail: str) -> RpcError:
     return RpcError(ACCESS_DENIED, "forbidden", {"rule": rule, "detail": detail})
 
 
+def operator_keys_of(node_id: str) -> frozenset[bytes]:
+    """The keys that read everything on the node `node_id` names: its node key, when `node_id`
+    is one (64 hex digits)."""
+    return frozenset({bytes.fromhex(node_id)}) if len(node_id) == 64 else frozenset()
+
+
 class _Resolution:
     """One lookup of a key's principal that concurrent requests share (`Scopes.principal`)."""
 
@@ -160,8 +166,9 @@ ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS)
 class Scopes:
     """The read rules of one node. `store`: committed state; `generation()`: a value that
     changes with every committed block (the bus's published count); `changed_since(g)`: the
-    state keys written since generation g, or None if unknown; `operator_keys`: keys
-    that read everything on this node (its node key)."""
+    state keys written since generation g, or None if unknown; `chain_id` and `node_id`: what
+    a client signs its credentials for. `operator_keys`, the keys that read everything on
+    this node, are its node key (`node_id`, the key's hex)."""
 
     def __init__(
         self,
@@ -170,7 +177,6 @@ class Scopes:
         generation: Callable[[], Any] | None = None,
         changed_since: Callable[[Any], frozenset[bytes] | None] | None = None,
         anonymous: str = "public",
-        operator_keys: frozenset[bytes] = frozenset(),
         chain_id: str = "",
         node_id: str = "",
     ) -> None:
@@ -178,7 +184,7 @@ class Scopes:
         self._generation = generation
         self._changed_since = changed_since
         self.anonymous = anonymous
-        self.operator_keys = operator_keys
+        self.operator_keys = operator_keys_of(node_id)
         self.chain_id = chain_id
         self.node_id = node_id
         self._cache_generation: Any = object()

@@ -20,17 +20,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import codec
+from ledger import codec, receipts
 from ledger import types as records
 from ledger.codes import Code
 from ledger.types import Event, Holding, Receipt
 
-# BlockContext is an execution input with no map form; every other dataclass is a record.
+# BlockContext is an execution input with no map form; every other dataclass is a record
+# (ledger/types.py's, and ledger/receipts.py's Event and Receipt).
 RECORD_TYPES = sorted(
     (
         cls
-        for _, cls in inspect.getmembers(records, inspect.isclass)
-        if dataclasses.is_dataclass(cls) and cls.__module__ == records.__name__
+        for module in (records, receipts)
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__
         if hasattr(cls, "to_map")
     ),
     key=lambda cls: cls.__name__,
