@@ -480,8 +480,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
             config.db_path, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis)
         )
         try:
-            store.backup(args.out)
-            height = store.latest_height()
+            store.db.backup(args.out)
+            height = store.blocks.latest_height()
         finally:
             store.close()
     except StoreLockedError as exc:

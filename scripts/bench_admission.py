@@ -333,7 +333,7 @@ def end_to_end(args: argparse.Namespace) -> dict:
                 spent["trio_thread"] = time.thread_time() - trio0
                 blocks = chain.height - height0
                 sizes = [
-                    len(decode_block(chain.store.block(h).block).txs)
+                    len(decode_block(chain.store.blocks.block(h).block).txs)
                     for h in range(height0 + 1, chain.height + 1)
                 ]
                 nursery.cancel_scope.cancel()

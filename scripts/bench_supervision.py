@@ -284,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"prepared {args.accounts:,} accounts in {time.perf_counter() - began:.0f} s")
         began = time.perf_counter()
         chain = Chain.open(path, bench_genesis())
-        log(f"reopened in {time.perf_counter() - began:.0f} s ({chain.store.state_slices} slices)")
+        log(
+            f"reopened in {time.perf_counter() - began:.0f} s ({chain.store.state.state_slices} slices)"
+        )
         try:
             if args.warm_up:
                 time_blocks(chain, args.accounts, args.senders, args.warm_up)
