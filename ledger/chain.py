@@ -109,6 +109,10 @@ class Chain:
         self.height: int = 0 if latest is None else latest
         self._last_hash: bytes
         self._last_time_ms: int
+        # The commit certificate stored with the block at `height` (None at genesis): read
+        # here, on the thread that opens the chain, so that the driver, which starts from it,
+        # does not read SQLite on the event loop (issue 19).
+        self.last_commit: bytes | None = None
         self._load_tip()
         self._pending: PendingBlock | None = None
         self._savepoint: int | None = None
@@ -190,6 +194,7 @@ class Chain:
         header = decode_header(stored.header)
         self._last_hash = header.hash
         self._last_time_ms = header.time_ms
+        self.last_commit = self.store.blocks.commit(self.height)
 
     def _load_validator_history(self) -> list[ChangePoint]:
         """The change points covering heights from `height - MAX_EVIDENCE_AGE` on. A store
@@ -347,6 +352,7 @@ class Chain:
         self.height = header.height
         self._last_hash = header.hash
         self._last_time_ms = header.time_ms
+        self.last_commit = commit_certificate
 
     def abandon(self) -> None:
         """Forget the pending block: state and tree return to the committed state."""

@@ -398,7 +398,7 @@ class Driver:
             )
         last_commit = None
         if chain.height >= 1:
-            raw = chain.store.blocks.commit(chain.height)
+            raw = chain.last_commit  # read when the chain opened: no SQLite here
             if raw:
                 decoded = decode_message(raw)
                 last_commit = decoded if isinstance(decoded, Commit) else None

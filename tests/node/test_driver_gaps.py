@@ -100,7 +100,7 @@ def test_a_validator_change_on_chain_is_signed_for_from_h_plus_2(tmp_path):
                     await nursery.start(node.run)
                 await wait_until(lambda: nodes[0].chain.height >= 2)
                 assert (await nodes[2].driver.submit(raw)).code == Code.OK
-                await wait_until(lambda: nodes[0].chain.store.tx(tx_id) is not None)
+                await wait_until(lambda: nodes[0].chain.store.blocks.tx(tx_id) is not None)
                 decided = nodes[0].chain.store.blocks.tx(tx_id).height
                 await wait_until(lambda: all(n.chain.height >= decided + 5 for n in nodes))
                 nursery.cancel_scope.cancel()

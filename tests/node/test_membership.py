@@ -92,7 +92,7 @@ def test_a_node_joins_and_a_validator_leaves_at_h_plus_2_without_a_restart(tmp_p
 
     async def decided(raw: bytes, tx_id: bytes) -> int:
         assert (await nodes[1].driver.submit(raw)).code == Code.OK
-        await wait_until(lambda: nodes[0].chain.store.tx(tx_id) is not None)
+        await wait_until(lambda: nodes[0].chain.store.blocks.tx(tx_id) is not None)
         record = nodes[0].chain.store.blocks.tx(tx_id)
         assert record.code == Code.OK, record
         return record.height
@@ -224,7 +224,7 @@ def test_a_joined_validator_restarts_as_a_validator_and_never_signs_twice(tmp_pa
                     await nursery.start(node.run)
                 await wait_until(lambda: nodes[0].chain.height >= 1)
                 assert (await nodes[0].driver.submit(add)).code == Code.OK
-                await wait_until(lambda: nodes[0].chain.store.tx(add_id) is not None)
+                await wait_until(lambda: nodes[0].chain.store.blocks.tx(add_id) is not None)
                 joined = nodes[0].chain.store.blocks.tx(add_id).height
                 first = joined + VALSET_DELAY
                 await wait_until(lambda: first + 1 in votes_by(hub, address, VoteType.PREVOTE))
