@@ -229,6 +229,25 @@ def test_reopen_gives_the_same_state_and_app_hash(tmp_path):
     reopened.close()
 
 
+def test_last_commit_is_the_stored_certificate_of_the_tip_without_a_later_read(tmp_path):
+    """The driver starts from `Chain.last_commit` on the trio thread: it must be the tip's
+    stored certificate, kept in memory (read when the chain opens, on the store's thread)."""
+    path = tmp_path / "node.db"
+    chain = Chain.open(path, genesis())
+    assert chain.last_commit is None  # genesis: no block, no certificate
+    signer = Signer()
+    commit_next(chain, setup_txs(signer), day=1)
+    commit_next(chain, [transfer(signer, "alice", "bob", 1)], day=2)
+    assert chain.last_commit == b"certificate-2" == chain.store.blocks.commit(2)
+    pending = chain.build_block([], GENESIS_MS + 3 * DAY_MS, key("validator-ministry").address)
+    chain.abandon()  # an abandoned block changes nothing
+    assert pending.header.height == 3 and chain.last_commit == b"certificate-2"
+    chain.close()
+    reopened = Chain.open(path, genesis())
+    reopened.close()  # the store is closed: the answer comes from memory
+    assert reopened.last_commit == b"certificate-2"
+
+
 def test_reopen_refuses_state_rows_that_do_not_hash_to_the_app_hash(tmp_path):
     import sqlite3
 
