@@ -105,10 +105,14 @@ class Chain:
         self.store = store
         self.state = state
         self.tree = tree
-        latest = store.latest_height()
+        latest = store.blocks.latest_height()
         self.height: int = 0 if latest is None else latest
         self._last_hash: bytes
         self._last_time_ms: int
+        # The commit certificate stored with the block at `height` (None at genesis): read
+        # here, on the thread that opens the chain, so that the driver, which starts from it,
+        # does not read SQLite on the event loop (issue 19).
+        self.last_commit: bytes | None = None
         self._load_tip()
         self._pending: PendingBlock | None = None
         self._savepoint: int | None = None
@@ -139,7 +143,7 @@ class Chain:
             **(store_options or {}),
         )
         try:
-            latest = store.latest_height()
+            latest = store.blocks.latest_height()
             if latest is None:
                 state = state_from_genesis(genesis)
                 changes = state.take_changes()
@@ -161,16 +165,16 @@ class Chain:
                 )
             else:
                 state, tree = _load_state(store)
-                stored = store.app_hash(latest)
+                stored = store.blocks.app_hash(latest)
                 if tree.root != stored:
                     raise CorruptDatabaseError(
                         f"state rows hash to {tree.root.hex()} but block {latest} committed "
                         f"app_hash {stored.hex() if stored else None}"
                     )
-                if store.read_with(indexed_height) != latest:
+                if store.db.read_with(indexed_height) != latest:
                     # Written before the supervision index existed (or by a node without it):
                     # build it from the state at the tip (ledger/supervision_store.py).
-                    store.rebuild_supervision(latest, full_snapshot(state, latest))
+                    store.indexes.rebuild_supervision(latest, full_snapshot(state, latest))
             return cls(genesis, store, state, tree)
         except BaseException:
             store.close()
@@ -186,10 +190,11 @@ class Chain:
             self._last_hash = self.genesis_hash
             self._last_time_ms = self.genesis["genesis_time_ms"]
             return
-        stored = self.store.block(self.height)
+        stored = self.store.blocks.block(self.height)
         header = decode_header(stored.header)
         self._last_hash = header.hash
         self._last_time_ms = header.time_ms
+        self.last_commit = self.store.blocks.commit(self.height)
 
     def _load_validator_history(self) -> list[ChangePoint]:
         """The change points covering heights from `height - MAX_EVIDENCE_AGE` on. A store
@@ -347,6 +352,7 @@ class Chain:
         self.height = header.height
         self._last_hash = header.hash
         self._last_time_ms = header.time_ms
+        self.last_commit = commit_certificate
 
     def abandon(self) -> None:
         """Forget the pending block: state and tree return to the committed state."""
@@ -370,7 +376,7 @@ class Chain:
         if count != len(before):
             for key in keys:
                 if key[:1] in (b"a", b"h") and key not in before:
-                    raw = self.store.get_state(key)
+                    raw = self.store.state.get_state(key)
                     before[key] = None if raw is None else _decode_record(key, raw)
         return before
 
@@ -411,7 +417,7 @@ def _load_state(store: Store) -> tuple[State, StateTree]:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        with store.state_snapshot() as snapshot:
+        with store.state.state_snapshot() as snapshot:
             tree = StateTree.from_items(_load_rows(loader, misbehaviour, _rows(snapshot)))
         state = loader.finish()
     finally:

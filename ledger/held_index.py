@@ -2,8 +2,8 @@
 
 This module owns which rows of the store's two hash-keyed indexes a block writes, and the
 rows it holds back in memory meanwhile: `event_accounts` (account, position: "this event
-concerns this account") and `tx_ids` (transaction id, position). `ledger/store.py` owns the
-SQL; this module does no I/O.
+concerns this account") and `tx_ids` (transaction id, position). `ledger/store_indexes.py`
+owns the SQL; this module does no I/O.
 
 Why: both indexes are keyed by hashes (an address is a hash of a public key, a transaction id
 a hash of the transaction), so a block's ~2,000 account rows and 1,000 id rows are spread over

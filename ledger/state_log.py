@@ -2,8 +2,8 @@
 
 This module owns the schedule that decides, for each block, which state changes the store
 writes into its `state` table and which it appends to its `state_log` table instead, and the
-in-memory overlay of the changes not yet merged. `ledger/store.py` owns the SQL; this module
-does no I/O, so its rules are tested on their own (tests/ledger/test_state_log.py).
+in-memory overlay of the changes not yet merged. `ledger/state_table.py` owns the SQL; this
+module does no I/O, so its rules are tested on their own (tests/ledger/test_state_log.py).
 
 Why
 ---
@@ -42,7 +42,7 @@ Rules (each is what makes the next one true):
 The boundaries are kept in the store's meta table: they must be the same when the log is
 replayed as when it was written. Changing them (the state grew or shrank a lot since they
 were chosen) first merges everything and empties the log, in one transaction
-(`Store._reslice`).
+(`StateTable._reslice`, ledger/state_table.py).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def merge_stride(slices: int) -> int:
 
 class MergeSchedule:
     """Which of `slices` slices each block merges: block h merges h * stride mod slices.
-    Shared by the state log and the store's held-back account index (ledger/store.py)."""
+    Shared by the state log and the store's held-back account index (ledger/store_indexes.py)."""
 
     def __init__(self, slices: int) -> None:
         if slices < 1:

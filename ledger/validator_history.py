@@ -87,8 +87,8 @@ def points_since(store: Store, height: int, limit: int) -> list[ChangePoint]:
     """The points that cover every height from `height` on, oldest first: the last point at
     or below `height` (if any) and at most `limit` later ones. Two bounded range reads of the
     meta table (on the store's thread)."""
-    before = store.scan_meta(PREFIX, point_key(height + 1), limit=1, descending=True)
-    after = store.scan_meta(point_key(height + 1), _END, limit=limit)
+    before = store.db.scan_meta(PREFIX, point_key(height + 1), limit=1, descending=True)
+    after = store.db.scan_meta(point_key(height + 1), _END, limit=limit)
     return [decode_point(key, raw) for key, raw in (*before, *after)]
 
 
@@ -103,11 +103,11 @@ def in_force_range(height: int) -> tuple[str, str]:
 def set_at(store: Store, height: int) -> ChangePoint | None:
     """The point in force at `height` (its `height` is when that set came in), or None when
     this store does not know the set of `height`."""
-    rows = store.scan_meta(*in_force_range(height), limit=1, descending=True)
+    rows = store.db.scan_meta(*in_force_range(height), limit=1, descending=True)
     return decode_point(*rows[0]) if rows else None
 
 
 def first_point(store: Store) -> ChangePoint | None:
     """The oldest point this store holds (None: a store written before the history existed)."""
-    rows = store.scan_meta(PREFIX, _END, limit=1)
+    rows = store.db.scan_meta(PREFIX, _END, limit=1)
     return decode_point(*rows[0]) if rows else None

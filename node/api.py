@@ -85,11 +85,11 @@ class NodeApi:
         return member is None or member.power < vset.quorum_power
 
     async def status(self) -> dict:
-        height = await self.store.latest_height() or 0
+        height = await self.store.read(lambda s: s.blocks.latest_height()) or 0
         block_hash = app_hash = b""
         time_ms = self.genesis["genesis_time_ms"]
         if height >= 1:
-            stored = await self.store.block(height)
+            stored = await self.store.read(lambda s: s.blocks.block(height))
             header = decode_header(stored.header)
             block_hash, app_hash, time_ms = header.hash, header.app_hash, header.time_ms
         # Read once: the driver may switch membership between awaits.
@@ -133,7 +133,7 @@ class NodeApi:
         with trio.move_on_after(timeout_s):
             while True:
                 event = self._driver.committed
-                record = await self.store.tx(tx_id)
+                record = await self.store.read(lambda s: s.blocks.tx(tx_id))
                 if record is not None:
                     return record
                 await event.wait()
@@ -164,8 +164,14 @@ class NodeApi:
         genesis set): the set that signed that block, the one its header's `validators_hash`
         names. Read from the store's validator-set history (ledger/validator_history.py);
         `UnknownValidatorSet` for a height below a store that predates that history."""
-        at = (await self.store.latest_height() or 0) if height is None else height
-        rows = await self.store.scan_meta(*in_force_range(at), limit=1, descending=True)
+        at = (
+            (await self.store.read(lambda s: s.blocks.latest_height()) or 0)
+            if height is None
+            else height
+        )
+        rows = await self.store.read(
+            lambda s: s.db.scan_meta(*in_force_range(at), limit=1, descending=True)
+        )
         if not rows:
             raise UnknownValidatorSet(at)
         point = decode_point(*rows[0])

@@ -464,8 +464,9 @@ def cmd_localnet(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    """Copy HOME's database with `Store.backup`. The store's process lock refuses a running
-    node's database: back up between stop and start (docs/OPERATIONS.md)."""
+    """Copy HOME's database with `store.db.backup` (ledger/store_schema.py). The store's
+    process lock refuses a running node's database: back up between stop and start
+    (docs/OPERATIONS.md)."""
     from ledger.genesis import genesis_hash
     from ledger.store import Store, StoreError, StoreLockedError
     from node.config import ConfigError, NodeConfig
@@ -480,8 +481,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
             config.db_path, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis)
         )
         try:
-            store.backup(args.out)
-            height = store.latest_height()
+            store.db.backup(args.out)
+            height = store.blocks.latest_height()
         finally:
             store.close()
     except StoreLockedError as exc:

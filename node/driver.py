@@ -216,7 +216,7 @@ class Driver:
             own = None  # an observer until the hold ends
         last_commit = None
         if chain.height >= 1:
-            raw = chain.store.commit(chain.height)
+            raw = chain.last_commit  # read when the chain opened: no SQLite here
             if raw:
                 decoded = decode_message(raw)
                 last_commit = decoded if isinstance(decoded, Commit) else None
@@ -536,7 +536,7 @@ class Driver:
                 len(self.mempool), self.mempool.total_bytes, self.mempool.usage()
             )
             self.metrics.set_decode_cache(decode_cache_stats()[1])
-            self.metrics.set_state_log(chain.store.state_slices, chain.store.held_back)
+            self.metrics.set_state_log(chain.store.state.state_slices, chain.store.state.held_back)
         self.last_block_time_ms = header.time_ms
         self.txs_committed += len(pending.block.txs)
         self._timers.cancel_below(header.height + 1)

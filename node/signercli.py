@@ -124,7 +124,7 @@ def _last_signed(node_home: Path):
         )
         try:
             raw = store.load_consensus_record()
-            height = store.latest_height() or 0
+            height = store.blocks.latest_height() or 0
         finally:
             store.close()
     durable = DurableState.from_bytes(raw) if raw else None

@@ -143,8 +143,8 @@ def serve_sync_request(store: Store, request: SyncRequest, max_bytes: int) -> Sy
     size = 64
     height = request.from_height
     while len(blocks) < request.max_blocks:
-        stored = store.block(height)
-        commit = store.commit(height) if stored is not None else None
+        stored = store.blocks.block(height)
+        commit = store.blocks.commit(height) if stored is not None else None
         if stored is None or not commit:
             break
         size += len(stored.block) + len(commit) + 16

@@ -214,7 +214,7 @@ def warm_up(path: Path, accounts: int, senders: int, blocks: int) -> int:
     blocks, so that their histories (the transaction and event tables and indexes) are of
     the same length. Returns the number of slices."""
     chain = Chain.open(path, bench_genesis())
-    slices = chain.store.state_slices
+    slices = chain.store.state.state_slices
     if slices > 1 and slices + 2 > blocks:
         raise SystemExit(f"{slices} slices need at least {slices + 2} warm-up blocks")
     txs = signed_transfers(chain, accounts, senders, blocks, seed=5)
@@ -259,7 +259,7 @@ def measure(path: Path, accounts: int, senders: int, blocks: int) -> dict:
         refused = [r for r in pending.receipts if r.code != Code.OK]
         if refused or pending.dropped or len(pending.receipts) != len(batch):
             raise SystemExit(f"benchmark transfer refused: {refused[:1] or pending.dropped[:1]}")
-    slices, held_back = chain.store.state_slices, chain.store.held_back
+    slices, held_back = chain.store.state.state_slices, chain.store.state.held_back
     closing = time.process_time()
     chain.close()  # checkpoints what is left in the WAL: that CPU counts towards the mean
     block_cpu_seconds[-1] += time.process_time() - closing

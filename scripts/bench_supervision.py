@@ -46,7 +46,7 @@ import ledger.chain as chain_module  # noqa: E402
 from ledger import supervision_store  # noqa: E402
 from ledger.chain import Chain  # noqa: E402
 from ledger.codes import Code  # noqa: E402
-from ledger.store import AsyncStore, Store  # noqa: E402
+from ledger.store import AsyncStore, StoreIndexes  # noqa: E402
 from ledger.tx import decode_signed_tx, verify_tx_signatures  # noqa: E402
 from ledger.types import Account, Holding, Kyc  # noqa: E402
 from node.rpc.supervision_methods import SupervisionMethods  # noqa: E402
@@ -209,8 +209,8 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
     parts: dict[str, list[float]] = {}
     write_block = supervision_store.write_block
     supervision_store.write_block = _timed("write_block", write_block)
-    history_rows = Store._history_rows
-    Store._history_rows = staticmethod(_timed("history_rows", history_rows))
+    history_rows = StoreIndexes.history_rows
+    StoreIndexes.history_rows = staticmethod(_timed("history_rows", history_rows))
     proposer = seeded_key("sender-0").address
     try:
         for index, start in enumerate(range(0, len(decoded), BLOCK_SIZE)):
@@ -239,7 +239,7 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
         chain_module.block_delta = delta
         Chain._records_before = RECORDS_BEFORE
         supervision_store.write_block = write_block
-        Store._history_rows = history_rows
+        StoreIndexes.history_rows = staticmethod(history_rows)
     medians = {v: round(statistics.median(block_ms[v]), 1) for v in VARIANTS if block_ms[v]}
     commits = {v: round(statistics.median(commit_ms[v]), 1) for v in VARIANTS if commit_ms[v]}
     cpu = {v: round(statistics.median(cpu_ms[v]), 1) for v in VARIANTS if cpu_ms[v]}
@@ -284,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"prepared {args.accounts:,} accounts in {time.perf_counter() - began:.0f} s")
         began = time.perf_counter()
         chain = Chain.open(path, bench_genesis())
-        log(f"reopened in {time.perf_counter() - began:.0f} s ({chain.store.state_slices} slices)")
+        log(
+            f"reopened in {time.perf_counter() - began:.0f} s ({chain.store.state.state_slices} slices)"
+        )
         try:
             if args.warm_up:
                 time_blocks(chain, args.accounts, args.senders, args.warm_up)

@@ -513,8 +513,8 @@ def lost_acked(net: Net, acked: dict[str, int]) -> tuple[int, list[str]]:
         try:
             seen: Counter = Counter()
             where: dict[str, int] = {}
-            for height in range(1, (store.latest_height() or 0) + 1):
-                for record in store.block_txs(height):
+            for height in range(1, (store.blocks.latest_height() or 0) + 1):
+                for record in store.blocks.block_txs(height):
                     seen[record.tx_id.hex()] += 1
                     where[record.tx_id.hex()] = height
         finally:

@@ -139,7 +139,7 @@ def preload(home: Path, accounts: int, amount: int, seed: int) -> dict:
     for name in names:
         target = home / name / DB_RELATIVE
         target.parent.mkdir(parents=True, exist_ok=True)
-        chain.store.backup(target)  # SQLite's backup API: the whole database, WAL included
+        chain.store.db.backup(target)  # SQLite's backup API: the whole database, WAL included
         store = Store.open(target, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis))
         try:
             # Nothing signed at height 3 yet: the record says so, and no signing hold starts.

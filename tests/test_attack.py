@@ -32,9 +32,9 @@ def stored_chain(home: Path, genesis: dict) -> tuple[dict[int, int], dict[str, i
     )
     try:
         times, where = {}, {}
-        for height in range(1, (store.latest_height() or 0) + 1):
-            times[height] = decode_header(store.block(height).header).time_ms
-            for record in store.block_txs(height):
+        for height in range(1, (store.blocks.latest_height() or 0) + 1):
+            times[height] = decode_header(store.blocks.block(height).header).time_ms
+            for record in store.blocks.block_txs(height):
                 where[record.tx_id.hex()] = height
         return times, where
     finally:

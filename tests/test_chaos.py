@@ -248,8 +248,8 @@ def _evidence_by_key(path: Path, genesis: dict) -> dict[bytes, int]:
     store = Store.open(path, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis))
     found: dict[bytes, int] = {}
     try:
-        for height in range(1, (store.latest_height() or 0) + 1):
-            for raw in decode_block(store.block(height).block).evidence:
+        for height in range(1, (store.blocks.latest_height() or 0) + 1):
+            for raw in decode_block(store.blocks.block(height).block).evidence:
                 item = decode_evidence_item(raw)
                 found[item.public_key] = found.get(item.public_key, 0) + 1
     finally:

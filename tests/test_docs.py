@@ -324,7 +324,7 @@ def test_backup_works_as_operations_md_says(tmp_path, capsys):
     assert "at height 0" in capsys.readouterr().out
     copy = Store.open(out, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis))
     try:
-        assert copy.latest_height() == 0
+        assert copy.blocks.latest_height() == 0
     finally:
         copy.close()
     assert main(["backup", "--home", str(home), "--out", str(out)]) == 1

@@ -27,7 +27,9 @@ FORBIDDEN = {
     },
     "ledger": {"trio", "asyncio", "socket", "consensus", "node", "random", "selectors", "time"},
 }
-# ledger/store.py is the store adapter: it alone may use sqlite3 and threads (via trio in node/).
+# The store adapter (ledger/store.py and its parts: store_records, store_schema, block_log,
+# state_table, store_indexes; and supervision_store's SQL) alone may use sqlite3 and its
+# lock's threading (its worker thread is node/'s, through trio).
 
 
 def imported_modules(path: Path, allowed: frozenset[str] | set[str] = frozenset()) -> set[str]:

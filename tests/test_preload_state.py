@@ -57,8 +57,8 @@ def test_preloaded_network_verifies_starts_and_keeps_its_state(tmp_path):
         )
         try:
             for height in (1, 2):
-                stored = store.block(height)
-                commit = decode_message(store.commit(height))
+                stored = store.blocks.block(height)
+                commit = decode_message(store.blocks.commit(height))
                 assert commit.value_id == stored.hash and commit.height == height
                 assert verify_commit(validators, genesis["chain_id"], commit, verify_signature)
                 blocks.add((height, stored.hash, stored.app_hash))

@@ -33,16 +33,6 @@ EXCEPTED = {
     ("methods", "ledger.state.State"),
 }
 
-# Offenders being split on other branches (issue 19 part 2: the store into its parts, the
-# driver reduced to its Ready loop, a typed NodeApi). Whoever merges a split removes its
-# entries here: the test below fails while an entry is still listed but no longer offends,
-# so this list cannot go stale, and fails on any offender not listed.
-NOT_YET = {
-    ("lines", "ledger/store.py"),
-    ("methods", "ledger.store.Store"),
-    ("methods", "ledger.store.AsyncStore"),
-}
-
 
 def modules(root: Path) -> dict[str, Path]:
     """Every module of the packages under `root`, by its path relative to `root`."""
@@ -115,13 +105,8 @@ def test_every_module_says_what_it_owns():
 
 
 def test_no_module_class_or_constructor_over_the_goals():
-    over = {o for o in offenders(ROOT) if o[0] != "docstring"} - EXCEPTED - NOT_YET
+    over = {o for o in offenders(ROOT) if o[0] != "docstring"} - EXCEPTED
     assert sorted(over) == [], "over issue 19's goals (module lines, methods, params)"
-
-
-def test_not_yet_lists_only_what_still_offends():
-    # A split merged: take its entries out of NOT_YET.
-    assert sorted(NOT_YET - offenders(ROOT)) == []
 
 
 def test_every_module_is_named_in_the_architecture_docs():

@@ -21,7 +21,7 @@ BLOCK_OVERHEAD_BYTES = 8192
 
 async def committed_height(store: Store, height: Any) -> int:
     """`height` checked against the committed chain (the latest when None)."""
-    latest = await store.latest_height() or 0
+    latest = await store.read(lambda s: s.blocks.latest_height()) or 0
     if height is None:
         if latest < 1:
             raise RpcError(NOT_FOUND, "Not found", "no block has been committed yet")
@@ -82,7 +82,7 @@ class ChainMethods:
     async def block(self, height: Any = None) -> dict:
         height = await committed_height(self.node.store, height)
         store = self.node.store
-        stored = await store.block(height)
+        stored = await store.read(lambda s: s.blocks.block(height))
         if stored is None:
             raise RpcError(NOT_FOUND, "Not found", f"no block at height {height}")
         # Bodies only for those who may read every transaction (the others: "txs": null);
@@ -91,7 +91,9 @@ class ChainMethods:
         if await self.scopes.may_read_bodies():
             expect_answer_bytes(len(stored.block) * 4 // 3 + BLOCK_OVERHEAD_BYTES)
             txs = [b64(raw) for raw in decode_block(stored.block).txs]
-        last_commit = await store.commit(height - 1) if height > 1 else None
+        last_commit = (
+            await store.read(lambda s: s.blocks.commit(height - 1)) if height > 1 else None
+        )
         return {
             "block_id": {"hash": stored.hash.hex()},
             "block": {
@@ -104,8 +106,8 @@ class ChainMethods:
     async def commit(self, height: Any = None) -> dict:
         height = await committed_height(self.node.store, height)
         store = self.node.store
-        stored = await store.block(height)
-        certificate = await store.commit(height)
+        stored = await store.read(lambda s: s.blocks.block(height))
+        certificate = await store.read(lambda s: s.blocks.commit(height))
         if stored is None or certificate is None:
             raise RpcError(NOT_FOUND, "Not found", f"no commit at height {height}")
         return {

@@ -9,44 +9,21 @@ the driver, so the RPC can be tested without one.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
-from ledger.store import EventRecord, StoredBlock, TxRecord
+from ledger.store import TxRecord
+
+T = TypeVar("T")
 
 
 class Store(Protocol):
-    """The committed-state reads the RPC uses (`ledger.store.AsyncStore`'s signatures)."""
+    """The committed-state reads the RPC uses: `ledger.store.AsyncStore.read`, which runs
+    `fn(store, *args)` with the node's `ledger.store.Store` on the store's worker thread (in
+    the read lane, behind the driver's commits), e.g.
+    `await store.read(lambda s: s.blocks.block(height))`."""
 
-    async def latest_height(self) -> int | None: ...
-
-    async def block(self, height: int) -> StoredBlock | None: ...
-
-    async def commit(self, height: int) -> bytes | None: ...
-
-    async def tx(self, tx_id: bytes) -> TxRecord | None: ...
-
-    async def get_state(self, key: bytes) -> bytes | None: ...
-
-    # `fn(connection, *args)` on the store's thread: the supervision index's reads.
-    async def read_with(self, fn: Any, *args: Any) -> Any: ...
-
-    async def history_at(self, keys: list[bytes], height: int) -> list[bytes | None]: ...
-
-    async def history_of(self, key: bytes, limit: int, offset: int) -> list[Any]: ...
-
-    async def scan_prefix(
-        self, prefix: bytes, limit: int | None = None, after: bytes | None = None
-    ) -> list[tuple[bytes, bytes]]: ...
-
-    async def events(
-        self,
-        account: bytes | None = None,
-        instrument: str | None = None,
-        from_height: int | None = None,
-        to_height: int | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[EventRecord]: ...
+    async def read(self, fn: Callable[..., T], *args: Any) -> T: ...
 
 
 class NodeView(Protocol):

@@ -49,7 +49,7 @@ class QuoteMethods:
         yield_ = rest.get("yield")
         if (price is None) == (yield_ is None):
             raise invalid_params("give either price (clean, per 100 of face) or yield")
-        raw = await self.node.store.get_state(instrument_key(instrument_id))
+        raw = await self.node.store.read(lambda s: s.state.get_state(instrument_key(instrument_id)))
         if raw is None:
             raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
         record = Instrument.from_map(decode_record(raw))

@@ -201,7 +201,11 @@ class Scopes:
         public_key = caller.get()
         if public_key is None:
             return ANONYMOUS_PRINCIPAL
-        generation = self._generation() if self._generation else await self.store.latest_height()
+        generation = (
+            self._generation()
+            if self._generation
+            else await self.store.read(lambda s: s.blocks.latest_height())
+        )
         if (
             generation != self._cache_generation
             or len(self._cache) >= MAX_PRINCIPALS
@@ -287,12 +291,12 @@ class Scopes:
         if public_key in self.operator_keys:
             return Principal(OPERATOR, None, public_key)
         store = self.store
-        binding = await store.get_state(key_binding_key(public_key))
+        binding = await store.read(lambda s: s.state.get_state(key_binding_key(public_key)))
         if binding is not None:
             address = KeyBinding.from_map(decode_record(binding)).address
         else:
             address = address_from_public_key(public_key)
-        raw = await store.get_state(account_key(address))
+        raw = await store.read(lambda s: s.state.get_state(account_key(address)))
         if raw is None:
             return Principal(ACCOUNT, address, public_key)  # no account yet: its own only
         account = Account.from_map(decode_record(raw))
@@ -304,7 +308,7 @@ class Scopes:
         if not READ_ALL_ROLES.isdisjoint(account.roles):
             return Principal(INSTITUTION, address, public_key)
         if VASP in account.roles:
-            licence = await store.get_state(vasp_key(address))
+            licence = await store.read(lambda s: s.state.get_state(vasp_key(address)))
             if licence is not None and not Vasp.from_map(decode_record(licence)).suspended:
                 return Principal(VASP_KIND, address, public_key)
             return Principal(SUSPENDED_VASP, address, public_key)
@@ -342,7 +346,7 @@ class Scopes:
         pair = (principal.address, address)
         known = self._clients.get(pair)
         if known is None:
-            raw = await self.store.get_state(account_key(address))
+            raw = await self.store.read(lambda s: s.state.get_state(account_key(address)))
             kyc = None if raw is None else Account.from_map(decode_record(raw)).kyc
             known = kyc is not None and principal.address in (kyc.vasp, kyc.attested_by)
             self._clients[pair] = known  # until the next block, like the principal

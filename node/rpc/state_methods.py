@@ -74,7 +74,7 @@ class StateMethods:
         prove = bool_param("prove", prove)
         await self.scopes.check_account(raw_address)
         store = self.node.store
-        raw = await store.get_state(account_key(raw_address))
+        raw = await store.read(lambda s: s.state.get_state(account_key(raw_address)))
         if prove:
             if raw is None:
                 # Absence is provable too: the error carries a proof that no account record
@@ -86,7 +86,10 @@ class StateMethods:
         if raw is None:
             raise RpcError(NOT_FOUND, "Not found", f"no account {address}")
         account = Account.from_map(decode_record(raw))
-        values = [await store.get_state(key) for key in holding_keys(account)]
+        values = [
+            await store.read(lambda s, k: s.state.get_state(k), key)
+            for key in holding_keys(account)
+        ]
         return render_account(account, balances(account, values))
 
     async def _proven_absence(self, raw_address: bytes, address: str) -> RpcError | None:
@@ -116,8 +119,8 @@ class StateMethods:
         except Exception as exc:  # ProofUnavailable: the driver is stopping or busy
             raise RpcError(PROOF_UNAVAILABLE, "Proof unavailable", str(exc)) from None
         store = self.node.store
-        stored = await store.block(proven.height)
-        certificate = await store.commit(proven.height)
+        stored = await store.read(lambda s: s.blocks.block(proven.height))
+        certificate = await store.read(lambda s: s.blocks.commit(proven.height))
         if stored is None or certificate is None or stored.app_hash != proven.app_hash:
             return None
         header = {"height": proven.height, "header": b64(stored.header), "commit": b64(certificate)}
@@ -135,7 +138,7 @@ class StateMethods:
         store = self.node.store
         key = account_key(raw_address)
         for _ in range(PROOF_ATTEMPTS):
-            raw = await store.get_state(key)
+            raw = await store.read(lambda s, k: s.state.get_state(k), key)
             if raw is None:
                 continue  # not there any more (or not yet): read again
             account = Account.from_map(decode_record(raw))
@@ -144,7 +147,7 @@ class StateMethods:
             if certified is None:
                 continue
             proven, proof = certified
-            values = [await store.get_state(k) for k in keys]
+            values = [await store.read(lambda s, k: s.state.get_state(k), key) for key in keys]
             if values[0] != raw or None in values:
                 continue  # a block changed the account between the reads: read again
             if not all(
@@ -168,21 +171,23 @@ class StateMethods:
     async def instrument(self, id: Any) -> dict:
         instrument_id = instrument_param(id)
         store = self.node.store
-        raw = await store.get_state(instrument_key(instrument_id))
+        raw = await store.read(lambda s: s.state.get_state(instrument_key(instrument_id)))
         if raw is None:
             raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
         instrument = Instrument.from_map(decode_record(raw))
         result = render_instrument(instrument)
         if instrument.kind == COMMODITY:
             # The latest reserve attestation (all of them, latest first: `reserves`).
-            attested = await store.get_state(reserve_key(instrument_id))
+            attested = await store.read(lambda s: s.state.get_state(reserve_key(instrument_id)))
             result["reserve"] = None if attested is None else render_reserve(attested)
         return result
 
     async def instruments(self, after: Any = None, limit: Any = None) -> dict:
         limit = int_param("limit", self.max_page if limit is None else limit, 1, self.max_page)
         after_key = None if after is None else instrument_key(instrument_param(after))
-        page = await self.node.store.scan_prefix(INSTRUMENT, limit, after_key)
+        page = await self.node.store.read(
+            lambda s: s.state.scan_prefix(INSTRUMENT, limit, after_key)
+        )
         expect_answer_bytes(page_bytes(raw for _, raw in page))
         items = [render_instrument(Instrument.from_map(decode_record(raw))) for _, raw in page]
         next_after = items[-1]["id"] if len(items) == limit else None
@@ -195,14 +200,16 @@ class StateMethods:
         if after is not None:
             after_key = holding_key(instrument_id, address_param("after", after))
         store = self.node.store
-        if await store.get_state(instrument_key(instrument_id)) is None:
+        if await store.read(lambda s: s.state.get_state(instrument_key(instrument_id))) is None:
             raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
         prefix = holders_prefix(instrument_id)
-        page = await store.scan_prefix(prefix, limit, after_key)
+        page = await store.read(lambda s: s.state.scan_prefix(prefix, limit, after_key))
         expect_answer_bytes(page_bytes(raw for _, raw in page))
         # A whole-account freeze freezes every unit it holds: "frozen" says so (not 0).
-        frozen_whole = await store.read_with(
-            supervision_store.frozen_accounts, [key[len(prefix) :] for key, _ in page]
+        frozen_whole = await store.read(
+            lambda s: s.db.read_with(
+                supervision_store.frozen_accounts, [key[len(prefix) :] for key, _ in page]
+            )
         )
         holders = []
         for key, raw in page:
@@ -236,13 +243,15 @@ class StateMethods:
         per_page = int_param("per_page", per_page, 1, self.max_events_page)
         page = int_param("page", page, 1, 1_000_000)
         await self.scopes.check_events(account_bytes)
-        records = await self.node.store.events(
-            account=account_bytes,
-            instrument=instrument_id,
-            from_height=low,
-            to_height=high,
-            limit=per_page,
-            offset=(page - 1) * per_page,
+        records = await self.node.store.read(
+            lambda s: s.indexes.events(
+                account=account_bytes,
+                instrument=instrument_id,
+                from_height=low,
+                to_height=high,
+                limit=per_page,
+                offset=(page - 1) * per_page,
+            )
         )
         # Measured from the stored bytes before anything is rendered (node/rpc/budget.py).
         expect_answer_bytes(page_bytes(r.data for r in records))

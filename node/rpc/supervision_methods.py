@@ -112,10 +112,10 @@ class SupervisionMethods:
         """(the height asked for or the latest, whether it is the latest). A past height
         must be one the node's index covers."""
         store = self.node.store
-        latest = await store.latest_height() or 0
+        latest = await store.read(lambda s: s.blocks.latest_height()) or 0
         resolved = await committed_height(store, height)
         if resolved < latest:
-            since = await store.read_with(sup.since)
+            since = await store.read(lambda s: s.db.read_with(sup.since))
             if since is None or resolved < since:
                 raise RpcError(
                     NOT_FOUND,
@@ -127,15 +127,18 @@ class SupervisionMethods:
     async def _values(self, keys: list[bytes], height: int, latest: bool) -> list[bytes | None]:
         store = self.node.store
         if latest:
-            return [await store.get_state(key) for key in keys]
-        return await store.history_at(keys, height)
+            return [await store.read(lambda s, k: s.state.get_state(k), key) for key in keys]
+        return await store.read(lambda s: s.indexes.history_at(keys, height))
 
     # -- methods
 
     async def programme(self, height: Any = None) -> dict:
         height, latest = await self._height(height)
         store = self.node.store
-        ids = [key[len(INSTRUMENT) :] for key, _ in await store.scan_prefix(INSTRUMENT)]
+        ids = [
+            key[len(INSTRUMENT) :]
+            for key, _ in await store.read(lambda s: s.state.scan_prefix(INSTRUMENT))
+        ]
         if len(ids) > MAX_PROGRAMME_INSTRUMENTS:
             raise RpcError(-32000, "Answer too large", f"{len(ids)} instruments")
         keys = [PROGRAMME_KEY, *(INSTRUMENT + raw for raw in ids)]
@@ -188,12 +191,12 @@ class SupervisionMethods:
         limit = int_param("limit", self.max_page if limit is None else limit, 1, self.max_page)
         after_key = None if after is None else vasp_key(address_param("after", after))
         store = self.node.store
-        page = await store.scan_prefix(VASP_PREFIX, limit, after_key)
+        page = await store.read(lambda s: s.state.scan_prefix(VASP_PREFIX, limit, after_key))
         expect_answer_bytes(page_bytes(raw for _, raw in page))
         clients = {
             group: holders
-            for _, group, _, holders in await store.read_with(
-                sup.groups, CLIENTS, CLIENTS_DIMENSION, None, MAX_GROUPS
+            for _, group, _, holders in await store.read(
+                lambda s: s.db.read_with(sup.groups, CLIENTS, CLIENTS_DIMENSION, None, MAX_GROUPS)
             )
         }
         items = []
@@ -219,11 +222,15 @@ class SupervisionMethods:
         )
         page = int_param("page", page, 1, 1_000_000)
         store = self.node.store
-        raw = await store.get_state(instrument_key(instrument_id))
+        raw = await store.read(lambda s: s.state.get_state(instrument_key(instrument_id)))
         if raw is None:
             raise RpcError(NOT_FOUND, "Not found", f"no instrument {instrument_id}")
         kind = Instrument.from_map(decode_record(raw)).kind
-        rows = await store.history_of(reserve_key(instrument_id), per_page, (page - 1) * per_page)
+        rows = await store.read(
+            lambda s: s.indexes.history_of(
+                reserve_key(instrument_id), per_page, (page - 1) * per_page
+            )
+        )
         expect_answer_bytes(page_bytes(v for _, v in rows if v is not None))
         return {
             "instrument": instrument_id,
@@ -239,10 +246,12 @@ class SupervisionMethods:
         )
         page = int_param("page", page, 1, 1_000_000)
         store = self.node.store
-        rows = await store.read_with(sup.frozen_page, per_page, (page - 1) * per_page)
+        rows = await store.read(
+            lambda s: s.db.read_with(sup.frozen_page, per_page, (page - 1) * per_page)
+        )
         found = []
         for address, instrument_id, reason_code, legal_reference, height in rows:
-            raw = await store.get_state(account_key(address))
+            raw = await store.read(lambda s, a: s.state.get_state(account_key(a)), address)
             if raw is None:
                 continue
             account = Account.from_map(decode_record(raw))
@@ -258,12 +267,17 @@ class SupervisionMethods:
             }
             if instrument_id == "":
                 keys = [holding_key(i, address) for i in account.instruments]
-                held = balances(account, [await store.get_state(k) for k in keys])
+                held = balances(
+                    account,
+                    [await store.read(lambda s, k: s.state.get_state(k), key) for key in keys],
+                )
                 for item in held:
                     item["frozen"] = item["balance"]  # the whole account is frozen
                 entry["holdings"] = held
             else:
-                raw_holding = await store.get_state(holding_key(instrument_id, address))
+                raw_holding = await store.read(
+                    lambda s, k: s.state.get_state(k), holding_key(instrument_id, address)
+                )
                 holding = Holding.from_map(decode_record(raw_holding)) if raw_holding else None
                 entry["balance"] = 0 if holding is None else holding.balance
                 entry["frozen"] = 0 if holding is None else holding.frozen
@@ -283,7 +297,9 @@ class SupervisionMethods:
                 raise RpcError(
                     NOT_FOUND, "Not found", f"no instrument {instrument_id} at height {height}"
                 )
-        rows = await store.read_with(sup.groups, instrument_id, by, height, MAX_GROUPS + 1)
+        rows = await store.read(
+            lambda s: s.db.read_with(sup.groups, instrument_id, by, height, MAX_GROUPS + 1)
+        )
         if len(rows) > MAX_GROUPS:
             raise RpcError(
                 -32000, "Answer too large", f"more than {MAX_GROUPS} groups: name an instrument"
@@ -316,7 +332,9 @@ class SupervisionMethods:
     async def _vasp_names(self, rows: list) -> dict[str, str]:
         names = {}
         for group in sorted({group for _, group, _, _ in rows if group != NO_GROUP}):
-            raw = await self.node.store.get_state(vasp_key(bytes.fromhex(group)))
+            raw = await self.node.store.read(
+                lambda s, k: s.state.get_state(k), vasp_key(bytes.fromhex(group))
+            )
             names[group] = "" if raw is None else Vasp.from_map(decode_record(raw)).name
         return names
 
@@ -326,7 +344,7 @@ class SupervisionMethods:
         genesis_ms = self.node.genesis.get("genesis_time_ms", 0)
         if wanted < genesis_ms:
             raise RpcError(NOT_FOUND, "Not found", f"{iso_time(wanted)} is before the genesis time")
-        low, high = 0, await store.latest_height() or 0
+        low, high = 0, await store.read(lambda s: s.blocks.latest_height()) or 0
         low_ms = genesis_ms
         # Block times only grow (ledger/transition.py): the last height with time <= wanted.
         while low < high:
@@ -339,7 +357,7 @@ class SupervisionMethods:
         return {"height": low, "time": iso_time(low_ms), "time_ms": low_ms}
 
     async def _block_time(self, height: int) -> int:
-        stored = await self.node.store.block(height)
+        stored = await self.node.store.read(lambda s: s.blocks.block(height))
         if stored is None:
             raise RpcError(NOT_FOUND, "Not found", f"no block at height {height}")
         return decode_header(stored.header).time_ms

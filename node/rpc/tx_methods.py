@@ -74,7 +74,7 @@ class TxMethods:
     async def _committed(self, admitted: Any) -> TxRecord | None:
         if admitted.code != Code.NONCE_USED or not admitted.tx_id:
             return None
-        return await self.node.store.tx(admitted.tx_id)
+        return await self.node.store.read(lambda s: s.blocks.tx(admitted.tx_id))
 
     async def broadcast_tx_sync_many(self, raws: list[bytes]) -> list[dict | RpcError]:
         """`broadcast_tx_sync` of several already-decoded transactions, admitted together in
@@ -133,7 +133,7 @@ class TxMethods:
         tx_id = hash_param(hash)
         prove = bool_param("prove", prove)
         store = self.node.store
-        record = await store.tx(tx_id)
+        record = await store.read(lambda s: s.blocks.tx(tx_id))
         if record is None:
             raise RpcError(NOT_FOUND, "Not found", f"no committed transaction {hash}")
         # Measured from the stored bytes first (node/rpc/budget.py); a proof adds a path.
@@ -149,8 +149,8 @@ class TxMethods:
             "tx_result": receipt,
         }
         if prove:
-            stored = await store.block(record.height)
-            certificate = await store.commit(record.height)
+            stored = await store.read(lambda s: s.blocks.block(record.height))
+            certificate = await store.read(lambda s: s.blocks.commit(record.height))
             if stored is None or certificate is None:
                 raise RpcError(INTERNAL_ERROR, "Internal error")
             txs = decode_block(stored.block).txs

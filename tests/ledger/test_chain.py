@@ -116,10 +116,10 @@ def two_nodes(tmp_path):
 def test_genesis_state_is_committed_at_height_zero(tmp_path):
     chain = Chain.open(tmp_path / "node.db", genesis())
     assert chain.height == 0
-    assert chain.store.latest_height() == 0
-    assert chain.store.app_hash(0) == chain.app_hash
+    assert chain.store.blocks.latest_height() == 0
+    assert chain.store.blocks.app_hash(0) == chain.app_hash
     # The tree over the stored rows is the app_hash: nothing is in memory only.
-    assert StateTree.from_items(chain.store.iter_state()).root == chain.app_hash
+    assert StateTree.from_items(chain.store.state.iter_state()).root == chain.app_hash
     chain.close()
 
 
@@ -197,7 +197,7 @@ def test_abandon_restores_state_and_tree(two_nodes):
     commit_next(proposer, setup_txs(signer))
     committed_root = proposer.app_hash
     alice = account_key(key("alice").address)
-    committed_alice = proposer.store.get_state(alice)
+    committed_alice = proposer.store.state.get_state(alice)
     pending = proposer.build_block(
         [transfer(signer, "alice", "bob", 2_500)], GENESIS_MS + 2 * DAY_MS, b"p" * 20
     )
@@ -207,7 +207,7 @@ def test_abandon_restores_state_and_tree(two_nodes):
     assert proposer.app_hash == committed_root
     assert proposer.state.balance("PKR", key("alice").address) == 10_000
     assert codec.encode(proposer.state.accounts[key("alice").address].to_map()) == committed_alice
-    assert StateTree.from_items(proposer.store.iter_state()).root == committed_root
+    assert StateTree.from_items(proposer.store.state.iter_state()).root == committed_root
 
 
 def test_reopen_gives_the_same_state_and_app_hash(tmp_path):
@@ -227,6 +227,25 @@ def test_reopen_gives_the_same_state_and_app_hash(tmp_path):
     commit_next(reopened, [transfer(signer, "bob", "alice", 6)], day=3)
     assert reopened.state.balance("PKR", key("alice").address) == 10_000
     reopened.close()
+
+
+def test_last_commit_is_the_stored_certificate_of_the_tip_without_a_later_read(tmp_path):
+    """The driver starts from `Chain.last_commit` on the trio thread: it must be the tip's
+    stored certificate, kept in memory (read when the chain opens, on the store's thread)."""
+    path = tmp_path / "node.db"
+    chain = Chain.open(path, genesis())
+    assert chain.last_commit is None  # genesis: no block, no certificate
+    signer = Signer()
+    commit_next(chain, setup_txs(signer), day=1)
+    commit_next(chain, [transfer(signer, "alice", "bob", 1)], day=2)
+    assert chain.last_commit == b"certificate-2" == chain.store.blocks.commit(2)
+    pending = chain.build_block([], GENESIS_MS + 3 * DAY_MS, key("validator-ministry").address)
+    chain.abandon()  # an abandoned block changes nothing
+    assert pending.header.height == 3 and chain.last_commit == b"certificate-2"
+    chain.close()
+    reopened = Chain.open(path, genesis())
+    reopened.close()  # the store is closed: the answer comes from memory
+    assert reopened.last_commit == b"certificate-2"
 
 
 def test_reopen_refuses_state_rows_that_do_not_hash_to_the_app_hash(tmp_path):
@@ -252,24 +271,24 @@ def test_committed_block_is_in_the_store_whole(tmp_path):
     chain = Chain.open(tmp_path / "node.db", genesis())
     signer = Signer()
     pending = commit_next(chain, setup_txs(signer))
-    stored = chain.store.block(1)
+    stored = chain.store.blocks.block(1)
     assert stored.header == pending.header.encoded
-    assert chain.store.commit(1) == b"certificate-1"
+    assert chain.store.blocks.commit(1) == b"certificate-1"
     for index, receipt in enumerate(pending.receipts):
-        record = chain.store.tx(receipt.tx_id)
+        record = chain.store.blocks.tx(receipt.tx_id)
         assert (record.height, record.index, record.code) == (1, index, 0)
-    issued = chain.store.events(account=key("alice").address)
+    issued = chain.store.indexes.events(account=key("alice").address)
     assert any(codec.decode(e.data)["type"] == "issue" for e in issued)
-    assert chain.store.events(instrument="PKR")
+    assert chain.store.indexes.events(instrument="PKR")
 
 
 def test_account_entry_proves_against_the_committed_app_hash(tmp_path):
     chain = Chain.open(tmp_path / "node.db", genesis())
     commit_next(chain, setup_txs(Signer()))
     alice = account_key(key("alice").address)
-    value = chain.store.get_state(alice)
+    value = chain.store.state.get_state(alice)
     proof = chain.tree.prove(alice)
-    header_app_hash = chain.store.app_hash(chain.height)
+    header_app_hash = chain.store.blocks.app_hash(chain.height)
     assert verify_proof(header_app_hash, alice, value, proof)
     assert not verify_proof(header_app_hash, alice, value + b"\x00", proof)
     chain.close()

@@ -56,21 +56,21 @@ def test_changing_the_slice_count_indexes_every_held_back_row_first(tmp_path):
         s.commit_block(genesis_record())
         for height in range(1, 6):
             s.commit_block(make_block(height, n_txs=4))
-        expected = s.events(account=addr(2), limit=1000)
-        assert len(s._account_index) > 0
+        expected = s.indexes.events(account=addr(2), limit=1000)
+        assert len(s.indexes.account_index) > 0
     raw = sqlite3.connect(path)
     indexed_before = raw.execute("SELECT count(*) FROM event_accounts").fetchone()[0]
     raw.close()
     with open_with(1) as s:
-        assert len(s._account_index) == 0
-        assert s.events(account=addr(2), limit=1000) == expected
+        assert len(s.indexes.account_index) == 0
+        assert s.indexes.events(account=addr(2), limit=1000) == expected
     raw = sqlite3.connect(path)
     # 5 blocks x 4 events x 2 accounts: all in the table now.
     assert raw.execute("SELECT count(*) FROM event_accounts").fetchone()[0] == 40 > indexed_before
     raw.close()
     with open_with(8) as s:
         s.commit_block(make_block(6, n_txs=4))
-        assert s.events(account=addr(2), limit=1000)[: len(expected)] == expected
+        assert s.indexes.events(account=addr(2), limit=1000)[: len(expected)] == expected
 
 
 def test_every_transaction_is_found_by_id_and_a_stored_id_is_refused(tmp_path):
@@ -84,7 +84,7 @@ def test_every_transaction_is_found_by_id_and_a_stored_id_is_refused(tmp_path):
         s.commit_block(genesis_record())
         for block in blocks[:6]:
             s.commit_block(block)
-        held = {tx_id for tx_id, _ in s._tx_index.all_rows()}
+        held = {tx_id for tx_id, _ in s.indexes.tx_index.all_rows()}
         stored = {tx.tx_id for block in blocks[:6] for tx in block.txs}
         assert held and stored - held  # some ids only in memory (and txs), some in tx_ids
         # An id stored in an earlier block, whether its index row is held back or in the
@@ -101,12 +101,12 @@ def test_every_transaction_is_found_by_id_and_a_stored_id_is_refused(tmp_path):
         )
         with pytest.raises(InvalidRecordError, match="already stored"):
             s.commit_block(twice)
-        assert s.latest_height() == 6
+        assert s.blocks.latest_height() == 6
     for slices in (8, 8, 1):  # a reopening replays them; a new slice count indexes them all
         with open_with(slices) as s:
-            if s.latest_height() == 6:
+            if s.blocks.latest_height() == 6:
                 for block in blocks[6:]:
                     s.commit_block(block)
             for block in blocks:
-                assert [s.tx(tx.tx_id) for tx in block.txs] == list(block.txs)
-            assert s.tx(b"\x07" * 32) is None and s.tx(b"") is None
+                assert [s.blocks.tx(tx.tx_id) for tx in block.txs] == list(block.txs)
+            assert s.blocks.tx(b"\x07" * 32) is None and s.blocks.tx(b"") is None

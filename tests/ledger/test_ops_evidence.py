@@ -89,15 +89,15 @@ def test_a_double_vote_is_recorded_in_state_with_an_event_and_hashed_in_the_head
     assert pending.header.evidence_hash != compute_evidence_hash([])
     # The record, in state and under the app_hash (provable).
     state_key = misbehaviour_key(hash256(piece))
-    raw = proposer.store.get_state(state_key)
+    raw = proposer.store.state.get_state(state_key)
     record = record_from_bytes(raw)
     assert (record.public_key, record.validator) == (AUDITOR.public_key, AUDITOR.address)
     assert (record.height, record.round, record.vote_type) == (1, 2, int(VoteType.PRECOMMIT))
     assert (record.evidence_hash, record.recorded_height) == (hash256(piece), 2)
     assert verify_proof(proposer.app_hash, state_key, raw, proposer.tree.prove(state_key))
-    assert validator.store.get_state(state_key) == raw
+    assert validator.store.state.get_state(state_key) == raw
     # The block's own event, stored with tx index -1 and indexed under the validator address.
-    events = proposer.store.events(account=AUDITOR.address)
+    events = proposer.store.indexes.events(account=AUDITOR.address)
     assert [(e.height, e.tx_index, e.type) for e in events] == [(2, -1, "misbehaviour")]
     event = codec.decode(events[0].data)
     assert event == Event("misbehaviour", dict(event["attributes"])).to_map()

@@ -81,10 +81,10 @@ def chains(tmp_path):
 def test_a_genesis_from_before_versions_runs_version_1_and_stores_no_record(chains):
     chain = chains("old", None)
     assert chain.state.protocol_version == 1
-    assert chain.store.get_state(PROTOCOL_KEY) is None
+    assert chain.store.state.get_state(PROTOCOL_KEY) is None
     new = chains("new", LATEST_VERSION)
     assert new.state.protocol_version == LATEST_VERSION
-    assert new.store.get_state(PROTOCOL_KEY) is not None
+    assert new.store.state.get_state(PROTOCOL_KEY) is not None
     assert new.app_hash != chain.app_hash
 
 

@@ -201,16 +201,16 @@ def test_every_read_of_a_sliced_store_is_the_state_across_reopenings(steps, pref
                 s.commit_block(make_block(height, n_txs=1, changes=step))
                 apply_to(model, step)
             for key in {k for step in steps if step != "reopen" for k in step} | set(model):
-                assert s.get_state(key) == model.get(key)
-            assert list(s.iter_state()) == sorted(model.items())
+                assert s.state.get_state(key) == model.get(key)
+            assert list(s.state.iter_state()) == sorted(model.items())
             expected = sorted((k, v) for k, v in model.items() if k.startswith(prefix))
             paged, after = [], None
-            while page := s.scan_prefix(prefix, limit=limit or 2, after=after):
+            while page := s.state.scan_prefix(prefix, limit=limit or 2, after=after):
                 paged.extend(page)
                 after = page[-1][0]
             assert paged == expected
-            assert s.scan_prefix(prefix, limit=limit) == expected[:limit]
-            assert s.integrity_check() == ["ok"]
+            assert s.state.scan_prefix(prefix, limit=limit) == expected[:limit]
+            assert s.db.integrity_check() == ["ok"]
         finally:
             s.close()
 
@@ -220,16 +220,16 @@ def test_a_large_state_holds_changes_back_and_the_log_stays_bounded(tmp_path):
     state = {b"k" + h(i)[:6]: h("v", i) for i in range(400)}
     with open_sliced(path, rows_per_slice=50, max_slices=8) as s:
         s.commit_block(genesis_record(state))
-        assert s.state_slices == 1  # an empty database starts with one slice
+        assert s.state.state_slices == 1  # an empty database starts with one slice
     with open_sliced(path, rows_per_slice=50, max_slices=8) as s:
-        assert s.state_slices == 8
+        assert s.state.state_slices == 8
         model = dict(state)
         for height in range(1, 30):
             block = {b"k" + h(height * 7 + i)[:6]: h("w", height, i) for i in range(40)}
             s.commit_block(make_block(height, n_txs=1, changes=block))
             apply_to(model, block)
-            assert 0 < s.held_back < 8 * 40
-            assert list(s.iter_state()) == sorted(model.items())
+            assert 0 < s.state.held_back < 8 * 40
+            assert list(s.state.iter_state()) == sorted(model.items())
     raw = sqlite3.connect(path)
     log_heights = [g for (g,) in raw.execute("SELECT height FROM state_log ORDER BY height")]
     in_table = dict(raw.execute("SELECT key, value FROM state"))
@@ -238,8 +238,8 @@ def test_a_large_state_holds_changes_back_and_the_log_stays_bounded(tmp_path):
     assert in_table != model  # some changes really are held back in the log
     # Reopened with a small-state setting, the store merges everything back (one slice).
     with open_sliced(path, rows_per_slice=10_000, max_slices=8) as s:
-        assert s.state_slices == 1 and s.held_back == 0
-        assert list(s.iter_state()) == sorted(model.items())
+        assert s.state.state_slices == 1 and s.state.held_back == 0
+        assert list(s.state.iter_state()) == sorted(model.items())
     raw = sqlite3.connect(path)
     assert dict(raw.execute("SELECT key, value FROM state")) == model
     assert raw.execute("SELECT count(*) FROM state_log").fetchone() == (0,)
@@ -252,8 +252,8 @@ def test_a_snapshot_sees_held_back_changes_of_its_height_only(tmp_path):
         s.commit_block(genesis_record({bytes([i]): b"old" for i in range(1, 40)}))
     with open_sliced(path) as s:
         s.commit_block(make_block(1, changes={bytes([i]): b"mid" for i in range(1, 40)}))
-        assert s.held_back > 0
-        snapshot = s.state_snapshot()
+        assert s.state.held_back > 0
+        snapshot = s.state.state_snapshot()
         first = snapshot.fetch(5)
         s.commit_block(make_block(2, changes={bytes([i]): b"new" for i in range(1, 40)}))
         rest = []
@@ -261,7 +261,7 @@ def test_a_snapshot_sees_held_back_changes_of_its_height_only(tmp_path):
             rest.extend(batch)
         snapshot.close()
         assert first + rest == [(bytes([i]), b"mid") for i in range(1, 40)]
-        assert s.get_state(b"\x07") == b"new"
+        assert s.state.get_state(b"\x07") == b"new"
 
 
 def test_a_damaged_log_row_stops_the_store_from_opening(tmp_path):
@@ -292,7 +292,7 @@ def test_a_version_1_database_gains_the_state_log(tmp_path):
     raw.commit()
     raw.close()
     with Store.open(path, chain_id=CHAIN, genesis_hash=GENESIS) as s:
-        assert s.get_state(b"a") == b"1"
+        assert s.state.get_state(b"a") == b"1"
         s.commit_block(make_block(1, changes={b"b": b"2"}))
     raw = sqlite3.connect(path)
     version = raw.execute("SELECT value FROM meta WHERE key = 'store.schema_version'").fetchone()

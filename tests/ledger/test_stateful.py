@@ -1201,7 +1201,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         """Close the node's database and open it again: nothing may have moved."""
         self.reopened_at = self.chain.height
-        self.record.held_back = max(self.record.held_back, self.chain.store.held_back)
+        self.record.held_back = max(self.record.held_back, self.chain.store.state.held_back)
         app_hash, height = self.chain.app_hash, self.chain.height
         last_hash = self.chain.last_block_hash
         balances = {

@@ -28,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.codes import Code
+from ledger.state_table import _prefix_end
 from ledger.store import (
     SCHEMA_VERSION,
     AsyncStore,
@@ -43,7 +44,6 @@ from ledger.store import (
     StoreError,
     StoreLockedError,
     TxRecord,
-    _prefix_end,
 )
 
 CHAIN = "khazana-test"
@@ -134,22 +134,49 @@ def store(tmp_path):
 # --------------------------------------------------------------------------- opening
 
 
+def test_the_store_parts_stay_small_owners():
+    """Issue 19: the store is split into parts, none of them a god object -- no class over 25
+    methods, no constructor over 6 parameters, every module under 800 lines with a docstring
+    saying what it owns."""
+    import ast
+
+    for name in (
+        "store",
+        "store_records",
+        "store_schema",
+        "block_log",
+        "state_table",
+        "store_indexes",
+    ):
+        path = ROOT / "ledger" / f"{name}.py"
+        source = path.read_text()
+        assert len(source.splitlines()) < 800, path
+        tree = ast.parse(source)
+        assert "owns" in (ast.get_docstring(tree) or ""), path
+        for cls in (node for node in tree.body if isinstance(node, ast.ClassDef)):
+            methods = [n for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+            assert len(methods) <= 25, (path, cls.name, len(methods))
+            for init in (m for m in methods if m.name == "__init__"):
+                params = len(init.args.args) - 1 + len(init.args.kwonlyargs)
+                assert params <= 6, (path, cls.name, params)
+
+
 def test_every_connection_has_the_durability_pragmas(store):
-    conn = store._conn
+    conn = store.db.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
-    with store.state_snapshot() as snapshot:
+    with store.state.state_snapshot() as snapshot:
         assert snapshot._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_a_new_store_is_empty_and_remembers_its_chain(store):
-    assert store.latest_height() is None
-    assert store.chain_id() == CHAIN
-    assert store.genesis_hash() == GENESIS
-    assert store.block(0) is None and store.app_hash(0) is None
-    assert list(store.iter_state()) == []
+    assert store.blocks.latest_height() is None
+    assert store.db.chain_id() == CHAIN
+    assert store.db.genesis_hash() == GENESIS
+    assert store.blocks.block(0) is None and store.blocks.app_hash(0) is None
+    assert list(store.state.iter_state()) == []
     assert store.load_consensus_record() is None
 
 
@@ -237,7 +264,7 @@ def test_a_closed_store_refuses_calls(tmp_path):
     s.close()
     s.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
-        s.latest_height()
+        s.blocks.latest_height()
 
 
 # --------------------------------------------------------------------------- writing blocks
@@ -248,62 +275,62 @@ def test_a_committed_block_reads_back_whole(store):
     block = make_block(1, n_txs=4, meta={"node.last_block_time": b"\x01\x02"})
     store.commit_block(block)
 
-    assert store.latest_height() == 1
+    assert store.blocks.latest_height() == 1
     expected = StoredBlock(1, block.hash, block.header, block.block, block.app_hash)
-    assert store.block(1) == expected
-    assert store.block_by_hash(block.hash) == expected
-    assert store.block_by_hash(h("no such block")) is None
-    assert store.commit(1) == block.commit
-    assert store.app_hash(1) == block.app_hash
-    assert store.app_hash(0) == h("app", 0)
-    assert store.block(0).block == b"genesis document"
+    assert store.blocks.block(1) == expected
+    assert store.blocks.block_by_hash(block.hash) == expected
+    assert store.blocks.block_by_hash(h("no such block")) is None
+    assert store.blocks.commit(1) == block.commit
+    assert store.blocks.app_hash(1) == block.app_hash
+    assert store.blocks.app_hash(0) == h("app", 0)
+    assert store.blocks.block(0).block == b"genesis document"
     for tx in block.txs:
-        assert store.tx(tx.tx_id) == tx
-    assert store.tx(h("unknown")) is None
-    assert store.block_txs(1) == list(block.txs)
-    assert store.block_txs(0) == [] and store.block_txs(2) == []
-    assert store.events(from_height=1, to_height=1) == list(block.events)
-    assert store.get_meta("node.last_block_time") == b"\x01\x02"
+        assert store.blocks.tx(tx.tx_id) == tx
+    assert store.blocks.tx(h("unknown")) is None
+    assert store.blocks.block_txs(1) == list(block.txs)
+    assert store.blocks.block_txs(0) == [] and store.blocks.block_txs(2) == []
+    assert store.indexes.events(from_height=1, to_height=1) == list(block.events)
+    assert store.db.get_meta("node.last_block_time") == b"\x01\x02"
     for key, value in block.changes.items():
-        assert store.get_state(key) == value
+        assert store.state.get_state(key) == value
 
 
 @pytest.mark.parametrize("height", [-1, 2, 2**63, 10**30, "1", None])
 def test_reads_at_heights_no_block_has_find_nothing(store, height):
     store.commit_block(genesis_record())
     store.commit_block(make_block(1))
-    assert store.block(height) is None
-    assert store.app_hash(height) is None
-    assert store.commit(height) is None
-    assert store.block_txs(height) == []
+    assert store.blocks.block(height) is None
+    assert store.blocks.app_hash(height) is None
+    assert store.blocks.commit(height) is None
+    assert store.blocks.block_txs(height) == []
 
 
 @pytest.mark.parametrize(("low", "high"), [(2, None), (10**30, None), (None, -1), (2**62, 2**70)])
 def test_event_queries_outside_the_chain_find_nothing(store, low, high):
     store.commit_block(genesis_record())
     store.commit_block(make_block(1))
-    assert store.events(from_height=low, to_height=high) == []
-    assert len(store.events(from_height=0, to_height=10**30)) == 3
+    assert store.indexes.events(from_height=low, to_height=high) == []
+    assert len(store.indexes.events(from_height=0, to_height=10**30)) == 3
 
 
 def test_state_changes_update_and_delete(store):
     store.commit_block(genesis_record({b"a": b"1", b"b": b"2", b"c": b"3"}))
     store.commit_block(make_block(1, changes={b"a": b"10", b"b": None, b"d": b"4"}))
-    assert list(store.iter_state()) == [(b"a", b"10"), (b"c", b"3"), (b"d", b"4")]
+    assert list(store.state.iter_state()) == [(b"a", b"10"), (b"c", b"3"), (b"d", b"4")]
     # Deleting a key that does not exist is not an error (the executor's view is authoritative).
     store.commit_block(make_block(2, changes={b"zz": None}))
-    assert store.get_state(b"b") is None and store.get_state(b"zz") is None
+    assert store.state.get_state(b"b") is None and store.state.get_state(b"zz") is None
 
 
 @pytest.mark.parametrize("height", [0, 2, 5])
 def test_a_height_that_is_not_the_next_is_refused_and_nothing_is_written(store, height):
     store.commit_block(genesis_record())
-    before = list(store.iter_state())
+    before = list(store.state.iter_state())
     with pytest.raises(HeightError, match=f"{height} is not the next height 1"):
         store.commit_block(make_block(height))
-    assert store.latest_height() == 0
-    assert list(store.iter_state()) == before
-    assert store.events() == []
+    assert store.blocks.latest_height() == 0
+    assert list(store.state.iter_state()) == before
+    assert store.indexes.events() == []
 
 
 def test_the_first_record_is_the_genesis_at_height_0(store):
@@ -314,7 +341,7 @@ def test_the_first_record_is_the_genesis_at_height_0(store):
     )
     with pytest.raises(InvalidRecordError, match="genesis hash"):
         store.commit_block(wrong)
-    assert store.latest_height() is None
+    assert store.blocks.latest_height() is None
 
 
 def test_a_stored_tx_id_rolls_the_whole_block_back(store):
@@ -336,14 +363,14 @@ def test_a_stored_tx_id_rolls_the_whole_block_back(store):
     )
     with pytest.raises(InvalidRecordError, match="block 2"):
         store.commit_block(bad)
-    assert store.latest_height() == 1
-    assert store.block(2) is None and store.block_txs(2) == []
-    assert store.tx(reused.txs[0].tx_id) is None
-    assert store.get_state(b"only-in-bad") is None and store.get_meta("k") is None
-    assert store.events(from_height=2) == []
+    assert store.blocks.latest_height() == 1
+    assert store.blocks.block(2) is None and store.blocks.block_txs(2) == []
+    assert store.blocks.tx(reused.txs[0].tx_id) is None
+    assert store.state.get_state(b"only-in-bad") is None and store.db.get_meta("k") is None
+    assert store.indexes.events(from_height=2) == []
     # The store is still usable: the good block 2 goes in.
     store.commit_block(reused)
-    assert store.latest_height() == 2
+    assert store.blocks.latest_height() == 2
 
 
 def test_a_stored_block_hash_is_refused(store):
@@ -382,7 +409,7 @@ def _replace(record: BlockRecord, **fields) -> BlockRecord:
         ({"changes": {b"": b"1"}}, "empty"),
         ({"changes": {"text": b"1", b"k": b"2"}}, "state key must be bytes"),
         ({"changes": {b"k": 5}}, "must be bytes"),
-        ({"meta": {"store.chain_id": b"evil"}}, "store."),
+        ({"meta": {"store.db.chain_id": b"evil"}}, "store."),
         ({"app_hash": None}, "app_hash must be bytes"),
         ({"hash": b""}, "empty hash"),
         ({"txs": (TxRecord(h("t"), 1, 0, b"", True, b""),)}, "code must be"),
@@ -393,15 +420,15 @@ def test_malformed_records_are_refused_before_writing(store, fields, message):
     store.commit_block(genesis_record())
     with pytest.raises(InvalidRecordError, match=message):
         store.commit_block(_replace(make_block(1), **fields))
-    assert store.latest_height() == 0
-    assert store.chain_id() == CHAIN
+    assert store.blocks.latest_height() == 0
+    assert store.db.chain_id() == CHAIN
 
 
 def test_result_codes_may_be_the_ledgers_code_enum(store):
     store.commit_block(genesis_record())
     rejected = TxRecord(h("t"), 1, 0, b"raw", Code.ACCOUNT_FROZEN, b"receipt")
     store.commit_block(_replace(make_block(1, n_txs=0), txs=(rejected,)))
-    stored = store.tx(h("t"))
+    stored = store.blocks.tx(h("t"))
     assert stored.code == 302 and type(stored.code) is int
 
 
@@ -415,11 +442,11 @@ def test_events_are_stored_in_transaction_then_event_order(store):
         EventRecord(1, 0, 0, "first", (), (), b"1"),
     )
     store.commit_block(make_block(1, events=given_order))
-    stored = store.events()
+    stored = store.indexes.events()
     assert [e.type for e in stored] == ["block-level", "first", "second", "late"]
     assert set(stored) == set(given_order)  # every field round-trips, duplicates included
     # An account named twice in one event is found once.
-    assert [e.type for e in store.events(account=a)] == ["second", "late"]
+    assert [e.type for e in store.indexes.events(account=a)] == ["second", "late"]
 
 
 def test_consensus_record_is_saved_replaced_and_survives_reopen(tmp_path):
@@ -474,8 +501,8 @@ def test_scans_and_iteration_match_a_dictionary_model(blocks, prefix, limit, aft
             expected = [(k, v) for k, v in expected if k > after]
         if limit is not None:
             expected = expected[:limit]
-        assert s.scan_prefix(prefix, limit=limit, after=after) == expected
-        assert list(s.iter_state()) == sorted(model.items())
+        assert s.state.scan_prefix(prefix, limit=limit, after=after) == expected
+        assert list(s.state.iter_state()) == sorted(model.items())
 
 
 def test_scan_prefix_pages_through_one_range(store):
@@ -483,7 +510,7 @@ def test_scan_prefix_pages_through_one_range(store):
         genesis_record({b"h\x03KZT" + addr(i): bytes([i]) for i in range(10)} | {b"h\x03KZU": b"x"})
     )
     pages, after = [], None
-    while page := store.scan_prefix(b"h\x03KZT", limit=3, after=after):
+    while page := store.state.scan_prefix(b"h\x03KZT", limit=3, after=after):
         pages.append(page)
         after = page[-1][0]
     assert [len(p) for p in pages] == [3, 3, 3, 1]
@@ -551,11 +578,11 @@ def test_event_queries_match_a_filter_over_all_events(
         ]
         query = dict(account=who, instrument=instrument, from_height=from_height)
         query["to_height"] = to_height
-        assert s.events(**query, limit=1000) == expected
+        assert s.indexes.events(**query, limit=1000) == expected
         # Paging: consecutive pages of 4 concatenate to the whole answer.
         paged = []
         for offset in range(0, len(expected) + 4, 4):
-            paged.extend(s.events(**query, limit=4, offset=offset))
+            paged.extend(s.indexes.events(**query, limit=4, offset=offset))
         assert paged == expected
 
 
@@ -580,26 +607,28 @@ def test_event_pages_run_from_indexed_into_held_back_rows(tmp_path, instrument):
         s.commit_block(genesis_record())
         for block in blocks:
             s.commit_block(block)
-        assert 0 < len(s._account_index.positions(who, 0, 1 << 62)) < 5 * 39
+        assert 0 < len(s.indexes.account_index.positions(who, 0, 1 << 62)) < 5 * 39
         expected = [
             e for b in blocks for e in b.events if instrument is None or instrument in e.instruments
         ]
         for limit in (1, 3, 7):
             for offset in range(len(expected) + 2):
-                page = s.events(account=who, instrument=instrument, limit=limit, offset=offset)
+                page = s.indexes.events(
+                    account=who, instrument=instrument, limit=limit, offset=offset
+                )
                 assert page == expected[offset : offset + limit], (limit, offset)
 
 
 def test_event_pages_are_bounded(store):
     with pytest.raises(ValueError, match="limit"):
-        store.events(limit=1001)
+        store.indexes.events(limit=1001)
     with pytest.raises(ValueError, match="offset"):
-        store.events(offset=-1)
+        store.indexes.events(offset=-1)
 
 
 def test_a_state_snapshot_is_consistent_while_blocks_are_committed(store):
     store.commit_block(genesis_record({bytes([i]): b"old" for i in range(1, 50)}))
-    snapshot = store.state_snapshot()
+    snapshot = store.state.state_snapshot()
     first = snapshot.fetch(10)
     store.commit_block(make_block(1, changes={bytes([i]): b"new" for i in range(1, 50)}))
     rest = []
@@ -607,7 +636,7 @@ def test_a_state_snapshot_is_consistent_while_blocks_are_committed(store):
         rest.extend(batch)
     snapshot.close()
     assert first + rest == [(bytes([i]), b"old") for i in range(1, 50)]
-    assert store.get_state(b"\x30") == b"new"
+    assert store.state.get_state(b"\x30") == b"new"
 
 
 # --------------------------------------------------------------------------- reopen and backup
@@ -615,15 +644,15 @@ def test_a_state_snapshot_is_consistent_while_blocks_are_committed(store):
 
 def _dump(s: Store) -> dict:
     """Everything a store holds, read through its public API."""
-    latest = s.latest_height()
+    latest = s.blocks.latest_height()
     heights = range(latest + 1) if latest is not None else range(0)
     return {
         "latest": latest,
-        "blocks": [s.block(x) for x in heights],
-        "commits": [s.commit(x) for x in heights],
-        "txs": [s.block_txs(x) for x in heights],
-        "events": s.events(limit=1000),
-        "state": list(s.iter_state()),
+        "blocks": [s.blocks.block(x) for x in heights],
+        "commits": [s.blocks.commit(x) for x in heights],
+        "txs": [s.blocks.block_txs(x) for x in heights],
+        "events": s.indexes.events(limit=1000),
+        "state": list(s.state.iter_state()),
         "consensus": s.load_consensus_record(),
     }
 
@@ -642,7 +671,7 @@ def test_reopening_gives_the_same_blocks_state_and_app_hash(tmp_path):
         assert (path.parent / "n.db-wal").exists()
     with open_store(path) as s:
         after = _dump(s)
-        assert s.app_hash(5) == h("app", 5)
+        assert s.blocks.app_hash(5) == h("app", 5)
         s.commit_block(make_block(6))  # and the chain continues where it stopped
     assert after == before
     assert before["latest"] == 5 and (b"x", h(5)) in before["state"]
@@ -655,12 +684,12 @@ def test_a_backup_is_readable_by_its_owner_only(tmp_path):
     try:
         with open_store(tmp_path / "n.db") as s:
             s.commit_block(genesis_record())
-            s.backup(tmp_path / "copy.db")
+            s.db.backup(tmp_path / "copy.db")
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "copy.db").st_mode) == 0o600
     with open_store(tmp_path / "copy.db") as copy:  # and it still opens as a store
-        assert copy.latest_height() == 0
+        assert copy.blocks.latest_height() == 0
     assert stat.S_IMODE(os.stat(tmp_path / "copy.db").st_mode) == 0o600
 
 
@@ -669,14 +698,14 @@ def test_backup_is_a_store_with_the_same_content(tmp_path):
         s.commit_block(genesis_record())
         for height in range(1, 4):
             s.commit_block(make_block(height))
-        s.backup(tmp_path / "copy.db")
+        s.db.backup(tmp_path / "copy.db")
         with pytest.raises(StoreError, match="exists"):
-            s.backup(tmp_path / "copy.db")
+            s.db.backup(tmp_path / "copy.db")
         s.commit_block(make_block(4))  # the live store moves on; the copy does not
         original = _dump(s)
     with open_store(tmp_path / "copy.db") as copy:
         copied = _dump(copy)
-        assert copy.integrity_check() == ["ok"]
+        assert copy.db.integrity_check() == ["ok"]
     assert copied["latest"] == 3
     assert copied["blocks"] == original["blocks"][:4]
     assert copied["txs"] == original["txs"][:4]
@@ -712,9 +741,9 @@ def open_for_kill_test(path: Path, sliced: bool) -> Store:
 
 def kill_test_child(path: str, sliced: bool = False) -> None:
     with open_for_kill_test(Path(path), sliced) as s:
-        if s.latest_height() is None:
+        if s.blocks.latest_height() is None:
             s.commit_block(genesis_record({}))
-        height = s.latest_height()
+        height = s.blocks.latest_height()
         while True:
             height += 1
             # As a validator would: the signing record first, durably, then the block.
@@ -770,24 +799,24 @@ def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_p
         with open_for_kill_test(path, sliced) as s:
             # From the second run on, the child wrote through the state log, and this opening
             # replayed it (the first one cuts the state into slices).
-            assert s.state_slices == (8 if sliced else 1)
-            latest = s.latest_height()
+            assert s.state.state_slices == (8 if sliced else 1)
+            latest = s.blocks.latest_height()
             assert latest >= acknowledged  # nothing acknowledged is lost
             last = kill_test_block(latest)
-            assert s.block(latest) == StoredBlock(
+            assert s.blocks.block(latest) == StoredBlock(
                 latest, last.hash, last.header, last.block, last.app_hash
             )
-            assert s.commit(latest) == last.commit
-            assert s.block_txs(latest) == list(last.txs)
-            assert s.events(from_height=latest) == list(last.events)
+            assert s.blocks.commit(latest) == last.commit
+            assert s.blocks.block_txs(latest) == list(last.txs)
+            assert s.indexes.events(from_height=latest) == list(last.events)
             # Nothing of a block that was not committed: no rows at latest + 1, and the state
             # is exactly the replay of blocks 1..latest.
-            assert s.block(latest + 1) is None and s.block_txs(latest + 1) == []
-            assert all(s.tx(tx.tx_id) is None for tx in kill_test_block(latest + 1).txs)
-            assert list(s.iter_state()) == _expected_state(latest)
+            assert s.blocks.block(latest + 1) is None and s.blocks.block_txs(latest + 1) == []
+            assert all(s.blocks.tx(tx.tx_id) is None for tx in kill_test_block(latest + 1).txs)
+            assert list(s.state.iter_state()) == _expected_state(latest)
             # The account index (rows held back and rebuilt from the events at opening).
             for i in (0, 17, 50):
-                assert s.events(account=addr(i), limit=1000) == [
+                assert s.indexes.events(account=addr(i), limit=1000) == [
                     e
                     for height in range(1, latest + 1)
                     for e in kill_test_block(height).events
@@ -795,10 +824,10 @@ def test_sigkill_leaves_every_acknowledged_block_whole_and_nothing_partial(tmp_p
                 ]
             # The transaction ids (also held back and rebuilt).
             for height in (1, latest // 2, latest):
-                assert [s.tx(tx.tx_id) for tx in kill_test_block(height).txs] == list(
+                assert [s.blocks.tx(tx.tx_id) for tx in kill_test_block(height).txs] == list(
                     kill_test_block(height).txs
                 )
-            assert s.integrity_check() == ["ok"]
+            assert s.db.integrity_check() == ["ok"]
             # The record saved before each block is never older than the last block.
             assert s.load_consensus_record() in (b"signed %d" % latest, b"signed %d" % (latest + 1))
         acknowledged = latest
@@ -832,46 +861,53 @@ def test_async_store_runs_every_call_on_a_worker_thread_one_at_a_time(tmp_path):
             tmp_path / "n.db", chain_id=CHAIN, genesis_hash=GENESIS, run_sync=run_sync
         )
         async with store:
-            await store.commit_block(genesis_record())
+            await store.run(store.store.commit_block, genesis_record())
             seen_heights = []
 
             async def reader():
                 # Reads interleave with the writer's blocks; each sees a whole block or none.
                 for _ in range(20):
-                    latest = await store.latest_height()
+                    latest = await store.read(lambda s: s.blocks.latest_height())
                     if latest:
-                        assert len(await store.block_txs(latest)) == 3
+                        assert (
+                            len(await store.read(lambda s, h: s.blocks.block_txs(h), latest)) == 3
+                        )
                     seen_heights.append(latest)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(reader)
                 for height in range(1, 11):
-                    await store.commit_block(make_block(height))
+                    await store.run(store.store.commit_block, make_block(height))
             assert seen_heights == sorted(seen_heights)
-            assert await store.latest_height() == 10
-            assert await store.app_hash(10) == h("app", 10)
+            assert await store.read(lambda s: s.blocks.latest_height()) == 10
+            assert await store.read(lambda s: s.blocks.app_hash(10)) == h("app", 10)
             block = make_block(10)
-            assert (await store.block(10)).hash == block.hash
-            assert (await store.block_by_hash(block.hash)).height == 10
-            assert await store.commit(10) == block.commit
-            assert await store.tx(block.txs[1].tx_id) == block.txs[1]
+            assert (await store.read(lambda s: s.blocks.block(10))).hash == block.hash
+            assert (await store.read(lambda s: s.blocks.block_by_hash(block.hash))).height == 10
+            assert await store.read(lambda s: s.blocks.commit(10)) == block.commit
+            assert await store.read(lambda s: s.blocks.tx(block.txs[1].tx_id)) == block.txs[1]
             key, value = next(iter(block.changes.items()))
-            assert await store.get_state(key) == value
-            assert await store.scan_prefix(b"g/", limit=2) == store.store.scan_prefix(b"g/", 2)
-            assert len(await store.events(from_height=10)) == 3
+            assert await store.read(lambda s: s.state.get_state(key)) == value
+            assert await store.read(
+                lambda s: s.state.scan_prefix(b"g/", limit=2)
+            ) == store.store.state.scan_prefix(b"g/", 2)
+            assert len(await store.read(lambda s: s.indexes.events(from_height=10))) == 3
             await store.save_consensus_record(b"signed")
             assert await store.load_consensus_record() == b"signed"
             streamed = [item async for item in store.iter_state(batch=4)]
-            assert streamed == list(store.store.iter_state())
-            await store.backup(tmp_path / "copy.db")
-            assert await store.integrity_check() == ["ok"]
-            assert (await store.chain_id(), await store.genesis_hash()) == (CHAIN, GENESIS)
+            assert streamed == list(store.store.state.iter_state())
+            await store.run(store.store.db.backup, tmp_path / "copy.db")
+            assert await store.run(store.store.db.integrity_check) == ["ok"]
+            assert (
+                await store.read(lambda s: s.db.chain_id()),
+                await store.read(lambda s: s.db.genesis_hash()),
+            ) == (CHAIN, GENESIS)
 
     trio.run(main)
     assert main_thread not in threads
     assert max_in_flight == 1
     with open_store(tmp_path / "copy.db") as copy:
-        assert copy.latest_height() == 10
+        assert copy.blocks.latest_height() == 10
 
 
 def test_async_store_with_the_plain_trio_runner(tmp_path):
@@ -882,10 +918,10 @@ def test_async_store_with_the_plain_trio_runner(tmp_path):
         async with await AsyncStore.open(
             tmp_path / "n.db", chain_id=CHAIN, genesis_hash=GENESIS, run_sync=run_sync
         ) as store:
-            await store.commit_block(genesis_record())
+            await store.run(store.store.commit_block, genesis_record())
             with pytest.raises(HeightError):
-                await store.commit_block(make_block(3))
-            return await store.latest_height()
+                await store.run(store.store.commit_block, make_block(3))
+            return await store.read(lambda s: s.blocks.latest_height())
 
     assert trio.run(main) == 0
 

@@ -48,7 +48,7 @@ def expected_groups(state, dimension: str) -> list[tuple[str, str, int, int]]:
 
 
 def indexed(chain: Chain, dimension: str, height: int | None = None):
-    return chain.store.read_with(sup.groups, None, dimension, height, 10_000)
+    return chain.store.db.read_with(sup.groups, None, dimension, height, 10_000)
 
 
 def commit(chain: Chain, txs: list[bytes], day: int) -> None:
@@ -164,46 +164,46 @@ def test_frozen_list_and_clients_and_account_history(tmp_path, slices):
     for day, txs in enumerate(steps[:5], start=1):
         commit(chain, txs, day)
     carol, alice = key("carol").address, key("alice").address
-    rows = chain.store.read_with(sup.frozen_page, 10, 0)
+    rows = chain.store.db.read_with(sup.frozen_page, 10, 0)
     assert sorted(rows) == sorted(
         [(carol, "", 7, "FIR-1", 5), (alice, "PKR", 9, "Court order 12", 5)]
     )
-    assert chain.store.read_with(sup.frozen_accounts, [alice, carol]) == {carol}
-    clients = chain.store.read_with(sup.groups, "", "clients", None, 100)
+    assert chain.store.db.read_with(sup.frozen_accounts, [alice, carol]) == {carol}
+    clients = chain.store.db.read_with(sup.groups, "", "clients", None, 100)
     # bob moved to v1 at height 4: v2 has no client left (an empty group is not listed)
     assert [(g, c) for _, g, _, c in clients] == [(key("v1").address.hex(), 2)]
     # as of height 3 bob was v2's client
-    then = chain.store.read_with(sup.groups, "", "clients", 3, 100)
+    then = chain.store.db.read_with(sup.groups, "", "clients", 3, 100)
     assert sorted((g, c) for _, g, _, c in then) == sorted(
         [(key("v1").address.hex(), 1), (key("v2").address.hex(), 1)]
     )
     # the account and its balance as of height 3 (before the freeze at 5)
-    old_account, old_holding = chain.store.history_at(
+    old_account, old_holding = chain.store.indexes.history_at(
         [account_key(carol), holding_key("PKR", alice)], 3
     )
     assert old_account is not None and b"FIR-1" not in old_account
     assert old_holding is not None
     for day, txs in enumerate(steps[5:], start=6):
         commit(chain, txs, day)
-    rows = chain.store.read_with(sup.frozen_page, 10, 0)
+    rows = chain.store.db.read_with(sup.frozen_page, 10, 0)
     assert rows == [(alice, "PKR", 9, "Court order 12", 5)]
     figures = {d: indexed(chain, d) for d in DIMENSIONS}
     keys = [account_key(key(n).address) for n in ("alice", "bob", "carol")]
     keys += [holding_key("PKR", key(n).address) for n in ("alice", "bob", "carol")]
-    past = {h: chain.store.history_at(keys, h) for h in range(chain.height + 1)}
+    past = {h: chain.store.indexes.history_at(keys, h) for h in range(chain.height + 1)}
     # every value as of every height is the state then: the last one is the state now
-    assert past[chain.height] == [chain.store.get_state(k) for k in keys]
+    assert past[chain.height] == [chain.store.state.get_state(k) for k in keys]
     assert past[0] == [None] * len(keys) and past[3] != past[4]
     chain.close()
     # reopened: the same index and history (the held-back history keys rebuilt from the
     # log); a store without the index (meta gone) gets it rebuilt at the tip
     chain = Chain.open(path, genesis(), store_options=options)
     assert {d: indexed(chain, d) for d in DIMENSIONS} == figures
-    assert {h: chain.store.history_at(keys, h) for h in past} == past
-    chain.store._write_meta(META_HEIGHT, b"-1")
+    assert {h: chain.store.indexes.history_at(keys, h) for h in past} == past
+    chain.store.db.write_meta(META_HEIGHT, b"-1")
     chain.close()
     chain = Chain.open(path, genesis(), store_options=options)
     assert {d: indexed(chain, d) for d in DIMENSIONS} == figures
-    assert chain.store.read_with(sup.since) == chain.height
-    assert chain.store.read_with(sup.frozen_page, 10, 0) == [(alice, "PKR", None, "", 7)]
+    assert chain.store.db.read_with(sup.since) == chain.height
+    assert chain.store.db.read_with(sup.frozen_page, 10, 0) == [(alice, "PKR", None, "", 7)]
     chain.close()

@@ -345,9 +345,9 @@ def read_store(path: Path, genesis: dict) -> StoreView:
     store = Store.open(path, chain_id=genesis["chain_id"], genesis_hash=genesis_hash(genesis))
     try:
         blocks = []
-        for height in range(1, (store.latest_height() or 0) + 1):
-            stored = store.block(height)
-            commit = decode_message(store.commit(height))
+        for height in range(1, (store.blocks.latest_height() or 0) + 1):
+            stored = store.blocks.block(height)
+            commit = decode_message(store.blocks.commit(height))
             assert isinstance(commit, Commit), (height, commit)
             blocks.append(StoredEntry(height, stored.hash, stored.app_hash, commit))
         raw = store.load_consensus_record()

@@ -204,7 +204,10 @@ class Node:
 
 
 def block_hashes(chain: Chain, upto: int) -> list[tuple[bytes, bytes]]:
-    return [(chain.store.block(h).hash, chain.store.app_hash(h)) for h in range(1, upto + 1)]
+    return [
+        (chain.store.blocks.block(h).hash, chain.store.blocks.app_hash(h))
+        for h in range(1, upto + 1)
+    ]
 
 
 async def wait_until(predicate, step: float = 0.05) -> None:
@@ -245,7 +248,9 @@ def test_four_validators_commit_blocks_with_transactions_and_agree(tmp_path):
                 assert [r.code for r in results] == [Code.OK] * 6
                 await wait_until(lambda: all(n.chain.height >= 5 for n in nodes))
                 await wait_until(
-                    lambda: all(n.chain.store.tx(decode_signed_tx(txs[-1]).tx_id) for n in nodes)
+                    lambda: all(
+                        n.chain.store.blocks.tx(decode_signed_tx(txs[-1]).tx_id) for n in nodes
+                    )
                 )
                 nursery.cancel_scope.cancel()
 
@@ -253,7 +258,7 @@ def test_four_validators_commit_blocks_with_transactions_and_agree(tmp_path):
     top = min(n.chain.height for n in nodes)
     agree(nodes, top)
     for raw in txs:
-        record = nodes[0].chain.store.tx(decode_signed_tx(raw).tx_id)
+        record = nodes[0].chain.store.blocks.tx(decode_signed_tx(raw).tx_id)
         assert record is not None and record.code == Code.OK
     # Every validator proposed and every block's proposer is a validator.
     assert not hub.misbehaviour
@@ -276,7 +281,9 @@ def test_empty_blocks_only_at_the_heartbeat(tmp_path):
     run(main)
     from ledger.block import decode_header
 
-    times = [decode_header(nodes[0].chain.store.block(h).header).time_ms for h in range(1, 5)]
+    times = [
+        decode_header(nodes[0].chain.store.blocks.block(h).header).time_ms for h in range(1, 5)
+    ]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     # Empty mempool: each proposer waited the heartbeat (300 ms) before proposing.
     assert all(gap >= 300 for gap in gaps), gaps

@@ -39,7 +39,9 @@ def block_gaps_under_load(tmp_path, monkeypatch, interval_ms: int) -> list[tuple
 
     harness.run(main)
     chain = nodes[0].chain
-    headers = [decode_header(chain.store.block(h).header) for h in range(1, chain.height + 1)]
+    headers = [
+        decode_header(chain.store.blocks.block(h).header) for h in range(1, chain.height + 1)
+    ]
     gaps = [(b.time_ms - a.time_ms, b.height) for a, b in zip(headers, headers[1:], strict=False)]
     harness.agree(nodes, min(n.chain.height for n in nodes))
     for node in nodes:

@@ -24,7 +24,7 @@ def test_async_store_run_executes_on_the_injected_worker_thread(tmp_path):
 
         def work(a, b):
             calls.append(threading.get_ident())
-            return (a, b, store.latest_height())
+            return (a, b, store.blocks.latest_height())
 
         result = await async_store.run(work, 1, b"x")
         assert result == (1, b"x", None)
@@ -100,14 +100,14 @@ def test_a_validator_change_on_chain_is_signed_for_from_h_plus_2(tmp_path):
                     await nursery.start(node.run)
                 await wait_until(lambda: nodes[0].chain.height >= 2)
                 assert (await nodes[2].driver.submit(raw)).code == Code.OK
-                await wait_until(lambda: nodes[0].chain.store.tx(tx_id) is not None)
-                decided = nodes[0].chain.store.tx(tx_id).height
+                await wait_until(lambda: nodes[0].chain.store.blocks.tx(tx_id) is not None)
+                decided = nodes[0].chain.store.blocks.tx(tx_id).height
                 await wait_until(lambda: all(n.chain.height >= decided + 5 for n in nodes))
                 nursery.cancel_scope.cancel()
         return decided
 
     decided = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert nodes[0].chain.store.tx(tx_id).code == Code.OK
+    assert nodes[0].chain.store.blocks.tx(tx_id).code == Code.OK
     top = min(n.chain.height for n in nodes)
     agree(nodes, top)
     old = [Validator(n, key("validator-" + n).public_key, 10) for n in NAMES]
@@ -119,12 +119,12 @@ def test_a_validator_change_on_chain_is_signed_for_from_h_plus_2(tmp_path):
     store = nodes[0].chain.store
     auditor_address = auditor.address
     for height in range(1, top + 1):
-        header = decode_block(store.block(height).block).header
+        header = decode_block(store.blocks.block(height).block).header
         in_force = new_hash if height >= decided + 2 else old_hash
         assert header.validators_hash == in_force, height
         if height < top:
             # The certificate of block h is in block h's record; signers are that set's.
-            commit = decode_message(store.commit(height))
+            commit = decode_message(store.blocks.commit(height))
             assert isinstance(commit, Commit)
             signers = {address for address, _ in commit.signatures}
             if height >= decided + 2:
@@ -170,14 +170,14 @@ def test_evidence_reaches_the_chain_and_forged_evidence_is_refused(tmp_path):
                 await wait_until(lambda: nodes[0].chain.height >= 1)
                 nodes[0].driver.evidence_pool.evidence.append(evidence)
                 await wait_until(
-                    lambda: all(n.chain.store.get_state(state_key) is not None for n in nodes)
+                    lambda: all(n.chain.store.state.get_state(state_key) is not None for n in nodes)
                 )
                 await wait_until(lambda: all(n.chain.height >= 6 for n in nodes))
                 nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert nodes[0].driver.evidence_pool.evidence == []  # committed: not proposed again
-    record = record_from_bytes(nodes[0].chain.store.get_state(state_key))
+    record = record_from_bytes(nodes[0].chain.store.state.get_state(state_key))
     assert (record.validator, record.height) == (auditor.address, 1)
     top = min(n.chain.height for n in nodes)
     agree(nodes, top)
@@ -185,7 +185,7 @@ def test_evidence_reaches_the_chain_and_forged_evidence_is_refused(tmp_path):
     holding = [
         h
         for h in range(1, top + 1)
-        if piece in decode_block(nodes[0].chain.store.block(h).block).evidence
+        if piece in decode_block(nodes[0].chain.store.blocks.block(h).block).evidence
     ]
     assert len(holding) == 1 and record.recorded_height == holding[0]
     assert not hub.misbehaviour

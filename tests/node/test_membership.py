@@ -59,7 +59,7 @@ def votes_by(hub: Hub, address: bytes, vote_type: VoteType) -> dict[int, set[int
 
 
 def signers(node: Node, height: int) -> set[bytes]:
-    commit = decode_message(node.chain.store.commit(height))
+    commit = decode_message(node.chain.store.blocks.commit(height))
     assert isinstance(commit, Commit)
     return {address for address, _ in commit.signatures}
 
@@ -90,8 +90,8 @@ def test_a_node_joins_and_a_validator_leaves_at_h_plus_2_without_a_restart(tmp_p
 
     async def decided(raw: bytes, tx_id: bytes) -> int:
         assert (await nodes[1].driver.submit(raw)).code == Code.OK
-        await wait_until(lambda: nodes[0].chain.store.tx(tx_id) is not None)
-        record = nodes[0].chain.store.tx(tx_id)
+        await wait_until(lambda: nodes[0].chain.store.blocks.tx(tx_id) is not None)
+        record = nodes[0].chain.store.blocks.tx(tx_id)
         assert record.code == Code.OK, record
         return record.height
 
@@ -163,7 +163,9 @@ def test_a_node_joins_and_a_validator_leaves_at_h_plus_2_without_a_restart(tmp_p
     # ...and the ledger's set at the top is the final one, under which the last one verifies.
     vset = consensus_set(nodes[0].chain.state.validator_set.validators)
     assert {v.address for v in vset.validators} == members(top) == core_members | {new_address}
-    assert verify_commit(vset, CHAIN_ID, decode_message(store.commit(top - 1)), verify_signature)
+    assert verify_commit(
+        vset, CHAIN_ID, decode_message(store.blocks.commit(top - 1)), verify_signature
+    )
 
     # The allow-list follows the sets: the new key in, the removed (non-genesis rule is
     # app.py's) auditor key out of the driver's dynamic part.
@@ -220,8 +222,8 @@ def test_a_joined_validator_restarts_as_a_validator_and_never_signs_twice(tmp_pa
                     await nursery.start(node.run)
                 await wait_until(lambda: nodes[0].chain.height >= 1)
                 assert (await nodes[0].driver.submit(add)).code == Code.OK
-                await wait_until(lambda: nodes[0].chain.store.tx(add_id) is not None)
-                joined = nodes[0].chain.store.tx(add_id).height
+                await wait_until(lambda: nodes[0].chain.store.blocks.tx(add_id) is not None)
+                joined = nodes[0].chain.store.blocks.tx(add_id).height
                 first = joined + VALSET_DELAY
                 await wait_until(lambda: first + 1 in votes_by(hub, address, VoteType.PREVOTE))
                 candidate.kill()

@@ -85,8 +85,8 @@ class FakeNode:
     async def status(self) -> dict:
         if self.fail_status:
             raise RuntimeError("secret internal detail")
-        height = await self.store.latest_height()
-        stored = await self.store.block(height)
+        height = await self.store.read(lambda s: s.blocks.latest_height())
+        stored = await self.store.read(lambda s: s.blocks.block(height))
         return {
             "node_info": {
                 "id": self.node_id,

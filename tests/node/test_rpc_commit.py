@@ -205,7 +205,7 @@ def test_broadcast_tx_commit_returns_the_committed_result(tmp_path):
         async with live_node(tmp_path) as node:
             answer = await node.acall("broadcast_tx_commit", {"tx": b64(cash_tx(0, "PKRC"))})
             result = answer["result"]
-            stored = node.chain.store.tx(bytes.fromhex(result["hash"]))
+            stored = node.chain.store.blocks.tx(bytes.fromhex(result["hash"]))
             assert stored is not None and stored.height == result["height"] >= 1
             assert result["check_tx"] == {
                 "code": 0,
@@ -221,7 +221,7 @@ def test_broadcast_tx_commit_returns_the_committed_result(tmp_path):
             again = await node.acall("broadcast_tx_commit", {"tx": b64(cash_tx(1, "USDC"))})
             assert again["result"]["tx_result"]["code"] == 0
             assert again["result"]["height"] > result["height"]
-            assert node.chain.store.tx(bytes.fromhex(again["result"]["hash"])).index == 0
+            assert node.chain.store.blocks.tx(bytes.fromhex(again["result"]["hash"])).index == 0
 
     trio.run(main)
 

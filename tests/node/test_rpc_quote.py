@@ -18,7 +18,14 @@ class _Store:
     def __init__(self, records: dict[bytes, bytes]) -> None:
         self.records = records
 
-    async def get_state(self, key: bytes) -> bytes | None:
+    async def read(self, fn, *args):
+        return fn(self, *args)  # `AsyncStore.read`, with this fake as the store
+
+    @property
+    def state(self) -> _Store:
+        return self
+
+    def get_state(self, key: bytes) -> bytes | None:
         return self.records.get(key)
 
 

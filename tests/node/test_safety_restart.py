@@ -177,7 +177,7 @@ def test_hold_ends_on_a_tick_when_the_network_stalls_for_want_of_the_held_signat
 def _signed_certificate(node: Node, height: int, address: bytes) -> bool:
     from consensus.wire import decode_message
 
-    commit = decode_message(node.chain.store.commit(height))
+    commit = decode_message(node.chain.store.blocks.commit(height))
     return any(validator == address for validator, _ in commit.signatures)
 
 
@@ -264,7 +264,7 @@ def test_full_disk_stops_the_driver_with_the_store_error_and_the_others_go_on(tm
     victim.chain.close()
     reopened = Chain.open(victim.path, genesis())
     assert outcome["height"] <= reopened.height <= outcome["height"] + 1
-    assert reopened.store.block(reopened.height) is not None
+    assert reopened.store.blocks.block(reopened.height) is not None
     reopened.close()
     for node in nodes[1:]:
         node.chain.close()

@@ -120,7 +120,7 @@ STEPS = (
 
 
 def signed_certificate(node: Node, height: int, address: bytes) -> bool:
-    commit = decode_message(node.chain.store.commit(height))
+    commit = decode_message(node.chain.store.blocks.commit(height))
     return any(validator == address for validator, _ in commit.signatures)
 
 

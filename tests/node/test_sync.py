@@ -38,8 +38,8 @@ def source(tmp_path):
 
 
 def synced(chain: Chain, height: int, commit: Commit | None = None) -> SyncedBlock:
-    stored = chain.store.block(height)
-    raw = encode_message(commit) if commit else chain.store.commit(height)
+    stored = chain.store.blocks.block(height)
+    raw = encode_message(commit) if commit else chain.store.blocks.commit(height)
     return SyncedBlock(stored.block, raw)
 
 
@@ -63,7 +63,7 @@ def test_a_valid_block_and_certificate_pass(source, tmp_path):
 
 def test_a_certificate_without_two_thirds_is_refused(source, tmp_path):
     valset = consensus_set(source.state.validator_set.validators)
-    block_hash = source.store.block(1).hash
+    block_hash = source.store.blocks.block(1).hash
     weak = certificate(1, block_hash, VALIDATOR_KEYS[:2])  # 2 of 4 equal powers: not > 2/3
     with pytest.raises(SyncError, match="lacks"):
         check_synced_block(
@@ -89,7 +89,7 @@ def source_genesis_hash() -> bytes:
 
 def test_a_certificate_for_another_block_or_height_is_refused(source):
     valset = consensus_set(source.state.validator_set.validators)
-    other = certificate(1, source.store.block(2).hash)
+    other = certificate(1, source.store.blocks.block(2).hash)
     with pytest.raises(SyncError, match="another block"):
         check_synced_block(
             synced(source, 1, other), 1, source_genesis_hash(), valset, CHAIN_ID, _verify
@@ -100,7 +100,7 @@ def test_a_certificate_for_another_block_or_height_is_refused(source):
         check_synced_block(synced(source, 2), 2, b"\x00" * 32, valset, CHAIN_ID, _verify)
     with pytest.raises(SyncError, match="does not decode"):
         check_synced_block(
-            SyncedBlock(b"junk", source.store.commit(1)), 1, b"", valset, CHAIN_ID, _verify
+            SyncedBlock(b"junk", source.store.blocks.commit(1)), 1, b"", valset, CHAIN_ID, _verify
         )
     with pytest.raises(SyncError, match="no validator set"):
         check_synced_block(synced(source, 1), 1, source_genesis_hash(), None, CHAIN_ID, _verify)
@@ -108,9 +108,11 @@ def test_a_certificate_for_another_block_or_height_is_refused(source):
 
 def test_serve_stops_at_the_tip_and_at_the_byte_bound(source):
     response = serve_sync_request(source.store, SyncRequest(2, 10), 10**6)
-    assert [b.block for b in response.blocks] == [source.store.block(h).block for h in (2, 3)]
+    assert [b.block for b in response.blocks] == [
+        source.store.blocks.block(h).block for h in (2, 3)
+    ]
     assert serve_sync_request(source.store, SyncRequest(4, 10), 10**6).blocks == ()
-    one = len(source.store.block(1).block) + len(source.store.commit(1)) + 100
+    one = len(source.store.blocks.block(1).block) + len(source.store.blocks.commit(1)) + 100
     assert len(serve_sync_request(source.store, SyncRequest(1, 10), one).blocks) == 1
     assert len(serve_sync_request(source.store, SyncRequest(1, 2), 10**6).blocks) == 2
 

@@ -160,7 +160,7 @@ def test_subscriptions_receive_the_right_events(tmp_path):
             assert heights[0] > height and heights[1] == heights[0] + 1
             assert all(b["id"] == "block-on" for b in blocks)
             assert blocks[0]["result"]["query"] == queries["block"]
-            stored = node.chain.store.block(heights[0])
+            stored = node.chain.store.blocks.block(heights[0])
             assert blocks[0]["result"]["data"]["value"]["block_id"]["hash"] == stored.hash.hex()
             # Other methods work on the socket too.
             status = await client.call(9, "status")

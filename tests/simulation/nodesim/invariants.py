@@ -250,7 +250,7 @@ class NodeChecker:
                 "LOSS", f"{node.name} restarted at height {chain.height}, it had committed {height}"
             )
         elif height > 0:
-            stored = chain.store.block(height)
+            stored = chain.store.blocks.block(height)
             if stored is None or stored.hash != block_hash:
                 self.fail("LOSS", f"{node.name} lost its block {height} across a restart")
 
@@ -263,7 +263,7 @@ class NodeChecker:
         assert chain is not None
         store, seen = chain.store, set()
         for height in range(1, chain.height + 1):
-            stored = store.block(height)
+            stored = store.blocks.block(height)
             if stored is None:
                 self.fail("LOSS", f"{node.name}: block {height} missing from its store")
                 continue
@@ -272,7 +272,7 @@ class NodeChecker:
                 if tx_id in seen:
                     self.fail("LOSS", f"{node.name}: transaction {tx_id.hex()[:12]} twice")
                 seen.add(tx_id)
-                record = store.tx(tx_id)
+                record = store.blocks.tx(tx_id)
                 if (
                     self.tx_height.get(tx_id) != height
                     or record is None
