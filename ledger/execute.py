@@ -61,23 +61,37 @@ _ALREADY_VERIFIED = _Everything()
 
 
 def check_transaction(
-    state: State, tx: bytes | SignedTx, ctx: BlockContext, *, verified: bool = False
+    state: State,
+    tx: bytes | SignedTx,
+    ctx: BlockContext,
+    *,
+    verified: bool = False,
+    balance_changes: bool = True,
 ) -> Receipt:
     """The verdict `tx` would get if executed now, without changing `state`. `verified`: the
-    caller checked this transaction's signatures over its exact bytes."""
+    caller checked this transaction's signatures over its exact bytes. `balance_changes`:
+    False leaves the `balance_change` events out of the receipt (for a caller that reads
+    only the verdict: the mempool's dry run); they are derived from the writes after the
+    operation ran, so the verdict and the writes are the same either way."""
     token = state.savepoint()
     try:
-        return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else ())
+        return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else (), balance_changes)
     finally:
         state.rollback(token)
 
 
 def apply_transaction(
-    state: State, tx: bytes | SignedTx, ctx: BlockContext, *, verified: bool = False
+    state: State,
+    tx: bytes | SignedTx,
+    ctx: BlockContext,
+    *,
+    verified: bool = False,
+    balance_changes: bool = True,
 ) -> Receipt:
     """Execute `tx`. If the receipt says `executed=False` nothing changed (not even the nonce);
-    on any other refusal only the sender's nonce moved on; on OK the operation applied."""
-    return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else ())
+    on any other refusal only the sender's nonce moved on; on OK the operation applied.
+    `balance_changes`: as for `check_transaction` (a block's execution always has them)."""
+    return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else (), balance_changes)
 
 
 def apply_transactions(
@@ -158,9 +172,11 @@ def _execute(
     tx: bytes | SignedTx,
     ctx: BlockContext,
     verified: Container[bytes],
+    balance_changes: bool = True,
 ) -> Receipt:
     """Steps 1-6 of the module docstring. `verified`: ids of transactions whose signatures
-    the caller checked over these exact bytes (step 3 is skipped for them)."""
+    the caller checked over these exact bytes (step 3 is skipped for them).
+    `balance_changes`: False leaves out the `balance_change` events (`check_transaction`)."""
     # 1. decode and shape
     decoded_here = not isinstance(tx, SignedTx)
     if decoded_here:
@@ -212,7 +228,7 @@ def _execute(
         if operation is None:
             raise InvalidTransaction(Code.UNKNOWN_OPERATION, f"no operation {body.op!r}")
         events = operation(state, ctx, TxView(sender, account, public_keys), Args(body.args))
-        if state.protocol_version >= BALANCE_CHANGES_VERSION:
+        if balance_changes and state.protocol_version >= BALANCE_CHANGES_VERSION:
             events.extend(balance_change_events(state, token, body.op))
     except InvalidTransaction as exc:
         state.rollback(token)
