@@ -30,6 +30,7 @@ from ledger.store_records import (
     _storable_height,
     _store_error,
 )
+from ledger.store_rows import tx_rows_in_bulk
 from ledger.store_schema import _META_GENESIS, Database
 
 
@@ -126,6 +127,9 @@ class BlockLog:
 
     @staticmethod
     def _tx_rows(record: BlockRecord) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]]:
+        in_bulk = tx_rows_in_bulk(record.height, record.txs)
+        if in_bulk is not None:
+            return in_bulk
         tx_rows: list[tuple[Any, ...]] = []
         tx_id_rows: list[tuple[bytes, int]] = []
         for expected_index, tx in enumerate(record.txs):

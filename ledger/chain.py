@@ -41,10 +41,11 @@ Height 0 is the genesis state; its stored "hash" is the genesis hash, and block 
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 from bisect import bisect_left
 from collections.abc import Container, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from consensus.errors import LocalProtocolError
 from ledger import codec
@@ -448,41 +449,66 @@ def _rows(snapshot) -> Iterator[tuple[bytes, bytes]]:
         yield from batch
 
 
+# `_tx_records` and `_event_records` make a block's records (~4 per transfer) without the
+# frozen dataclasses' `__init__` (keyword binding, one `object.__setattr__` per field): through
+# the slots' descriptors directly, half the cost, the same objects.
+def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple:
+    """The setters of a frozen slotted dataclass's fields, in `names` order. Checked at import:
+    a field added to `cls` must be set here too."""
+    if tuple(f.name for f in fields(cls)) != names:  # pragma: no cover
+        raise ImportError(f"ledger.chain: {cls.__name__}'s fields changed; update its setters")
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+_TX_RECORD_FIELDS = ("tx_id", "height", "index", "raw", "code", "receipt")
+_TX_RECORD_SETTERS = _slot_setters(TxRecord, _TX_RECORD_FIELDS)
+_EVENT_RECORD_FIELDS = (
+    "height",
+    "tx_index",
+    "event_index",
+    "type",
+    "accounts",
+    "instruments",
+    "data",
+)
+_EVENT_RECORD_SETTERS = _slot_setters(EventRecord, _EVENT_RECORD_FIELDS)
+
+
 def _tx_records(
     height: int, raws: Sequence[bytes], receipts: Sequence[Receipt]
 ) -> tuple[TxRecord, ...]:
-    return tuple(
-        TxRecord(
-            tx_id=receipt.tx_id,
-            height=height,
-            index=index,
-            raw=raw,
-            code=int(receipt.code),
-            receipt=receipt.encode(),
-        )
-        for index, (raw, receipt) in enumerate(zip(raws, receipts, strict=True))
-    )
+    new = TxRecord.__new__
+    set_id, set_height, set_index, set_raw, set_code, set_receipt = _TX_RECORD_SETTERS
+    records = []
+    for index, (raw, receipt) in enumerate(zip(raws, receipts, strict=True)):
+        record = new(TxRecord)
+        set_id(record, receipt.tx_id)
+        set_height(record, height)
+        set_index(record, index)
+        set_raw(record, raw)
+        set_code(record, int(receipt.code))
+        set_receipt(record, receipt.encode())
+        records.append(record)
+    return tuple(records)
 
 
 def _event_records(
     height: int, receipts: Sequence[Receipt], block_events: Sequence[Event] = ()
 ) -> tuple[EventRecord, ...]:
-    # Events of the block itself (misbehaviour evidence) have tx_index -1 in the store.
-    records = [
-        EventRecord(
-            height=height,
-            tx_index=-1,
-            event_index=event_index,
-            type=event.type,
-            accounts=tuple(event.accounts()),
-            instruments=tuple(event.instruments()),
-            data=event.encoded,
-        )
-        for event_index, event in enumerate(block_events)
-    ]
-    for tx_index, receipt in enumerate(receipts):
-        for event_index, event in enumerate(receipt.events):
-            if event.type == BALANCE_CHANGE:
+    """The store's records of the block's events, in (tx_index, event_index) order; events of
+    the block itself (misbehaviour evidence) have tx_index -1."""
+    new = EventRecord.__new__
+    set_height, set_tx, set_index, set_type, set_accounts, set_instruments, set_data = (
+        _EVENT_RECORD_SETTERS
+    )
+    records = []
+    append = records.append
+    for tx_index, events in itertools.chain(
+        ((-1, block_events),), enumerate([r.events for r in receipts])
+    ):
+        for event_index, event in enumerate(events):
+            type_ = event.type
+            if type_ == BALANCE_CHANGE and tx_index >= 0:
                 # Two of every three events of a block of transfers: one account and one
                 # instrument by construction (ledger/execute.py), no need to search for them.
                 attributes = event.attributes
@@ -491,17 +517,15 @@ def _event_records(
             else:
                 accounts = tuple(event.accounts())
                 instruments = tuple(event.instruments())
-            records.append(
-                EventRecord(
-                    height=height,
-                    tx_index=tx_index,
-                    event_index=event_index,
-                    type=event.type,
-                    accounts=accounts,
-                    instruments=instruments,
-                    data=event.encoded,
-                )
-            )
+            record = new(EventRecord)
+            set_height(record, height)
+            set_tx(record, tx_index)
+            set_index(record, event_index)
+            set_type(record, type_)
+            set_accounts(record, accounts)
+            set_instruments(record, instruments)
+            set_data(record, event.encoded)
+            append(record)
     return tuple(records)
 
 

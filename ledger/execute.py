@@ -22,7 +22,7 @@ transfer can never execute later by surprise.
 from __future__ import annotations
 
 from collections.abc import Container, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ledger import codec
 from ledger.codes import Code, InvalidBlock, InvalidTransaction, LedgerError
@@ -61,23 +61,37 @@ _ALREADY_VERIFIED = _Everything()
 
 
 def check_transaction(
-    state: State, tx: bytes | SignedTx, ctx: BlockContext, *, verified: bool = False
+    state: State,
+    tx: bytes | SignedTx,
+    ctx: BlockContext,
+    *,
+    verified: bool = False,
+    balance_changes: bool = True,
 ) -> Receipt:
     """The verdict `tx` would get if executed now, without changing `state`. `verified`: the
-    caller checked this transaction's signatures over its exact bytes."""
+    caller checked this transaction's signatures over its exact bytes. `balance_changes`:
+    False leaves the `balance_change` events out of the receipt (for a caller that reads
+    only the verdict: the mempool's dry run); they are derived from the writes after the
+    operation ran, so the verdict and the writes are the same either way."""
     token = state.savepoint()
     try:
-        return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else ())
+        return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else (), balance_changes)
     finally:
         state.rollback(token)
 
 
 def apply_transaction(
-    state: State, tx: bytes | SignedTx, ctx: BlockContext, *, verified: bool = False
+    state: State,
+    tx: bytes | SignedTx,
+    ctx: BlockContext,
+    *,
+    verified: bool = False,
+    balance_changes: bool = True,
 ) -> Receipt:
     """Execute `tx`. If the receipt says `executed=False` nothing changed (not even the nonce);
-    on any other refusal only the sender's nonce moved on; on OK the operation applied."""
-    return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else ())
+    on any other refusal only the sender's nonce moved on; on OK the operation applied.
+    `balance_changes`: as for `check_transaction` (a block's execution always has them)."""
+    return _execute(state, tx, ctx, _ALREADY_VERIFIED if verified else (), balance_changes)
 
 
 def apply_transactions(
@@ -141,16 +155,29 @@ def balance_change_events(state: State, token: int, op: str) -> list[Event]:
             "cause": op,
             "instrument": instrument_id,
         }
-        event = Event(BALANCE_CHANGE, attributes)
-        # Encoded now, from attributes already in key order (the encoding `Event.encoded`
-        # would make, without its sort and copy): every event of a block is encoded.
-        object.__setattr__(
-            event,
-            "_encoded",
-            codec.encode_presorted({"attributes": attributes, "type": BALANCE_CHANGE}),
-        )
+        # Two of every three events of a block of transfers: made without `Event.__init__`
+        # and its scalar check (bytes, ints and strs by construction: an address, two
+        # balances, the op and the instrument id), and encoded now, the attributes already in
+        # key order, inside the event map's fixed bytes -- what `Event.encoded` would give
+        # (tests/ledger/test_balance_changes.py checks it against `codec.encode`).
+        event = _new_event(Event)
+        _set_event_type(event, BALANCE_CHANGE)
+        _set_event_attributes(event, attributes)
+        _set_event_encoded(event, _BALANCE_CHANGE_HEAD + _pack(attributes) + _BALANCE_CHANGE_TAIL)
         events.append(event)
     return events
+
+
+# An event's map is {"attributes": ..., "type": ...}: two entries, in key order.
+_BALANCE_CHANGE_HEAD = b"\x82" + codec.encode("attributes")
+_BALANCE_CHANGE_TAIL = codec.encode("type") + codec.encode(BALANCE_CHANGE)
+_pack = codec.encode_presorted
+_new_event = Event.__new__
+_set_event_type, _set_event_attributes, _set_event_encoded = (
+    Event.__dict__[name].__set__ for name in ("type", "attributes", "_encoded")
+)
+if {f.name for f in fields(Event)} != {"type", "attributes", "_encoded"}:  # pragma: no cover
+    raise ImportError("ledger.execute: Event's fields changed; update balance_change_events")
 
 
 def _execute(
@@ -158,9 +185,11 @@ def _execute(
     tx: bytes | SignedTx,
     ctx: BlockContext,
     verified: Container[bytes],
+    balance_changes: bool = True,
 ) -> Receipt:
     """Steps 1-6 of the module docstring. `verified`: ids of transactions whose signatures
-    the caller checked over these exact bytes (step 3 is skipped for them)."""
+    the caller checked over these exact bytes (step 3 is skipped for them).
+    `balance_changes`: False leaves out the `balance_change` events (`check_transaction`)."""
     # 1. decode and shape
     decoded_here = not isinstance(tx, SignedTx)
     if decoded_here:
@@ -212,7 +241,7 @@ def _execute(
         if operation is None:
             raise InvalidTransaction(Code.UNKNOWN_OPERATION, f"no operation {body.op!r}")
         events = operation(state, ctx, TxView(sender, account, public_keys), Args(body.args))
-        if state.protocol_version >= BALANCE_CHANGES_VERSION:
+        if balance_changes and state.protocol_version >= BALANCE_CHANGES_VERSION:
             events.extend(balance_change_events(state, token, body.op))
     except InvalidTransaction as exc:
         state.rollback(token)

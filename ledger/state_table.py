@@ -33,6 +33,7 @@ from ledger.store_records import (
     _check_bytes,
     _store_error,
 )
+from ledger.store_rows import insert_rows
 from ledger.store_schema import _META_SLICES, _UPSERT_META, Database, _connect
 
 
@@ -159,10 +160,12 @@ class StateTable:
 
     def _write_state_rows(self, rows: list[tuple[bytes, bytes | None]]) -> None:
         """Upsert or delete (value None) state rows, given in key order."""
-        self._db.conn.executemany(
-            "INSERT INTO state (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        insert_rows(
+            self._db.conn,
+            "INSERT INTO state (key, value) VALUES ",
+            "(?, ?)",
             [row for row in rows if row[1] is not None],
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         self._db.conn.executemany(
             "DELETE FROM state WHERE key = ?", [(key,) for key, value in rows if value is None]

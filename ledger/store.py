@@ -97,6 +97,7 @@ from ledger.store_records import (
     _check_bytes,
     _store_error,
 )
+from ledger.store_rows import insert_rows
 from ledger.store_schema import _META_CONSENSUS, _UPSERT_META, SCHEMA_VERSION, Database
 
 __all__ = [
@@ -233,30 +234,42 @@ class Store:
                         record.app_hash,
                     ),
                 )
-                conn.executemany(
-                    "INSERT INTO txs (pos, tx_id, raw, code, receipt) VALUES (?, ?, ?, ?, ?)",
+                # Multi-row statements (`insert_rows`): the same rows, less CPU per row.
+                insert_rows(
+                    conn,
+                    "INSERT INTO txs (pos, tx_id, raw, code, receipt) VALUES ",
+                    "(?, ?, ?, ?, ?)",
                     tx_rows,
                 )
                 self.blocks.check_new_tx_ids(record.height, tx_id_rows)
-                conn.executemany(
-                    "INSERT INTO tx_ids (tx_id, pos) VALUES (?, ?)", tx_id_writes.merged
+                insert_rows(
+                    conn, "INSERT INTO tx_ids (tx_id, pos) VALUES ", "(?, ?)", tx_id_writes.merged
                 )
-                conn.executemany(
+                insert_rows(
+                    conn,
                     "INSERT INTO events (pos, tx_index, event_index, type, accounts, instruments,"
-                    " data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " data) VALUES ",
+                    "(?, ?, ?, ?, ?, ?, ?)",
                     event_rows,
                 )
-                conn.executemany(
-                    "INSERT INTO event_accounts (account, pos) VALUES (?, ?)",
+                insert_rows(
+                    conn,
+                    "INSERT INTO event_accounts (account, pos) VALUES ",
+                    "(?, ?)",
                     account_writes.merged,
                 )
-                conn.executemany(
-                    "INSERT INTO event_instruments (instrument, pos) VALUES (?, ?)",
+                insert_rows(
+                    conn,
+                    "INSERT INTO event_instruments (instrument, pos) VALUES ",
+                    "(?, ?)",
                     instrument_rows,
                 )
                 self.state.write_state_log(writes)
-                conn.executemany(
-                    "INSERT INTO history_keys (key, height) VALUES (?, ?)", history_writes.merged
+                insert_rows(
+                    conn,
+                    "INSERT INTO history_keys (key, height) VALUES ",
+                    "(?, ?)",
+                    history_writes.merged,
                 )
                 if record.supervision is not None:
                     supervision_store.write_block(conn, record.height, record.supervision, history)

@@ -36,6 +36,7 @@ from ledger.store_records import (
     _position,
     _store_error,
 )
+from ledger.store_rows import event_rows_in_bulk
 from ledger.store_schema import _META_INDEX_SLICES, _UPSERT_META, Database
 
 
@@ -160,6 +161,9 @@ class StoreIndexes:
             raise InvalidRecordError(
                 f"{len(record.events)} events in one block (max {MAX_PER_BLOCK - 1})"
             )
+        in_bulk = event_rows_in_bulk(record.height, record.events)
+        if in_bulk is not None:
+            return in_bulk
         # Events are stored in (tx_index, event_index) order, so reading by position returns
         # them in that order whatever order the executor listed them in (usually already so).
         events = record.events

@@ -32,7 +32,8 @@ code (`ledger/codes.py`):
     several peers, a block proposal) is not verified again          BAD_SIGNATURE
 11. a nonce already committed: the ledger's own verdict              NONCE_USED
 12. the dry run, `ledger.execute.check_transaction`, the same function as execution, so the
-    codes agree (2xx, 3xx).
+    codes agree (2xx, 3xx); without the `balance_change` events (`balance_changes=False`):
+    only the verdict is read, and those events are derived after the operation ran.
 
 Only a transaction that passes every step is kept, and only then is it handed to the
 decode cache (`ledger.tx.remember_verified`): the cache holds verified content only.
@@ -550,11 +551,13 @@ def _dry_run(
     """
     token = state.savepoint()
     try:
+        # Only the verdict is read: no `balance_change` events (derived after the operation
+        # ran, they change neither the verdict nor the writes; a third of a transfer's dry run).
         for previous in predecessors:
-            apply_transaction(state, previous, ctx, verified=True)
+            apply_transaction(state, previous, ctx, verified=True, balance_changes=False)
         if adjust_nonce:
             account = state.accounts[tx.body.sender]
             state.put_account(account.with_nonce(tx.body.nonce))
-        return check_transaction(state, tx, ctx, verified=True)
+        return check_transaction(state, tx, ctx, verified=True, balance_changes=False)
     finally:
         state.rollback(token)

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from datetime import date
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ledger import codec
 from ledger.codes import Code
+from ledger.execute import balance_change_events
 from ledger.protocol import ProtocolRecord
+from ledger.types import Event
 from tests.ledger.test_ops_harness import Chain
 from tests.ledger.test_ops_payments import BOND, TBILL, coupon, tbill_world, world
 
@@ -126,3 +131,33 @@ def test_balance_change_encodes_negative_amounts_canonically():
     debit = next(e for e in receipt.events if e.type == "balance_change")
     assert codec.decode(debit.encoded)["attributes"]["amount"] == -10
     assert codec.encode(debit.to_map()) == debit.encoded
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=12),
+            st.binary(min_size=20, max_size=20),
+            st.integers(-(2**63), 2**63 - 1),
+            st.integers(0, 2**64 - 1),
+        ),
+        max_size=4,
+    ),
+    st.sampled_from(["transfer", "issue", "pay_coupon", "x" * 64]),
+)
+def test_balance_change_events_are_the_events_codec_encode_would_give(changes, op):
+    class _Journal:
+        def balance_changes_since(self, token):
+            return changes
+
+    events = balance_change_events(_Journal(), 0, op)
+    expected = [
+        Event(
+            "balance_change",
+            {"account": a, "amount": n, "balance": b, "cause": op, "instrument": i},
+        )
+        for i, a, n, b in changes
+    ]
+    assert events == expected
+    assert [e.encoded for e in events] == [codec.encode(e.to_map()) for e in expected]

@@ -64,7 +64,7 @@ from ledger.chain import Chain
 from ledger.codes import Code, InvalidTransaction
 from ledger.commitment import StateTree
 from ledger.crypto import KeyPair
-from ledger.execute import apply_transaction
+from ledger.execute import apply_transaction, check_transaction
 from ledger.genesis import state_from_genesis
 from ledger.ops import OPERATIONS, transfers
 from ledger.ops.governance import (
@@ -335,7 +335,16 @@ class LedgerMachine(RuleBasedStateMachine):
         frozen_before = dict(self.frozen_model)
         balances_before = all_balances(self.shadow)
 
+        # The mempool's dry run leaves the balance_change events out: the same verdict, and
+        # the same receipt without them.
+        dry = check_transaction(self.shadow, raw, ctx, balance_changes=False)
         receipt = apply_transaction(self.shadow, raw, ctx)
+        assert (dry.code, dry.log, dry.executed, dry.events) == (
+            receipt.code,
+            receipt.log,
+            receipt.executed,
+            tuple(e for e in receipt.events if e.type != "balance_change"),
+        )
         changes = self.shadow.take_changes()
         check_balance_changes(balances_before, all_balances(self.shadow), receipt)
 
