@@ -367,8 +367,8 @@ def testinsert_rows_writes_what_executemany_writes(count):
 
 def _stored_rows(chain: Chain, height: int) -> dict[str, list]:
     low, high = _position(height, 0), _position(height, MAX_PER_BLOCK - 1)
-    conn = chain.store._conn
-    held = chain.store._account_index.all_rows()
+    conn = chain.store.db.conn
+    held = chain.store.indexes.account_index.all_rows()
     accounts = conn.execute(
         "SELECT account, pos FROM event_accounts WHERE pos BETWEEN ? AND ?", (low, high)
     ).fetchall() + [(a, p) for a, p in held if low <= p <= high]
@@ -433,8 +433,8 @@ def test_a_chains_stored_rows_are_the_reference_rows(tmp_path):
             assert _stored_rows(chain, pending.header.height) == reference
             pkr += sum(1 for instrument, _ in reference["instruments"] if instrument == "PKR")
         # And read back through the store's query, held-back index rows included.
-        assert len(chain.store.events(instrument="PKR", limit=1000)) == pkr > 390
-        assert len(chain.store.events(account=key("bob").address, limit=1000)) > 260
+        assert len(chain.store.indexes.events(instrument="PKR", limit=1000)) == pkr > 390
+        assert len(chain.store.indexes.events(account=key("bob").address, limit=1000)) > 260
     finally:
         chain.close()
 
