@@ -64,6 +64,8 @@ import QuantLib as ql
 from ledger import bondmath
 from ledger.codes import Code
 from ledger.ops.instruments import isin_is_valid
+from tests.ledger import bond_instruments
+from tests.ledger.bond_instruments import notional_fraction, pydate, qdate
 from tests.ledger.test_ops_harness import Chain
 
 CONVENTIONS = (
@@ -93,14 +95,6 @@ def _day_counter(name: str) -> ql.DayCounter:
     }[name]
 
 
-def qdate(day: date) -> ql.Date:
-    return ql.Date(day.day, day.month, day.year)
-
-
-def pydate(day: ql.Date) -> date:
-    return date(day.year(), day.month(), day.dayOfMonth())
-
-
 @dataclass
 class BondCase:
     face: int
@@ -122,6 +116,8 @@ class BondCase:
     sukuk: bool = False  # an Ijara sukuk: paid by pay_rental / dissolve_sukuk
     redemption_price: str = ""  # percent of face at maturity ("" par)
     call: tuple[int, str] | None = None  # (index of the coupon date called for, call price)
+    # An amortising bond: ((index of the coupon date, percent of the original face), ...).
+    amortisation: tuple[tuple[int, str], ...] = ()
 
     def describe(self) -> str:
         return (
@@ -130,7 +126,7 @@ class BondCase:
             f"{self.penultimate_coupon} eom {self.end_of_month!r} {self.convention} "
             f"weekend {self.weekend} holidays {self.holidays} holdings {self.holdings} "
             f"floating {self.floating} sukuk {self.sukuk} redemption {self.redemption_price!r} "
-            f"call {self.call}"
+            f"call {self.call} amortisation {self.amortisation}"
         )
 
     @property
@@ -154,6 +150,8 @@ class Outcome:
     differences: list[str] = field(default_factory=list)
     floating_coupons: int = 0  # coupons of floating-rate notes among `coupons`
     missing_fixings: int = 0  # coupons refused for want of a fixing, as they must be
+    amortisations: int = 0  # partial redemptions paid (amortising bonds)
+    reference_quirks: int = 0  # ICMA coupons where QuantLib's instrument is wrong (module doc)
 
 
 def _random_day(rng: random.Random, lo: date, hi: date) -> date:
@@ -213,7 +211,33 @@ def generate(rng: random.Random) -> BondCase:
         if len(dates) > 1:  # called for one of its coupon dates before maturity
             price = f"{Decimal(rng.randrange(100_000, 105_001)).scaleb(-3)}"
             case.call = (rng.randrange(len(dates) - 1), price)
+    if rng.random() < 0.2 and not case.sukuk:
+        _amortising(rng, case)
     return case
+
+
+def _amortising(rng: random.Random, case: BondCase) -> None:
+    """Parts of the face repaid on some coupon dates before maturity (at most 99 % in all,
+    percentages of up to 6 decimals, some tiny)."""
+    if AMORTISING_COMBINATIONS is False and (case.call or case.redemption_price):
+        return
+    dates = _ql_schedule(case)[1:-1]
+    if not dates:
+        return
+    chosen = sorted(rng.sample(range(len(dates)), rng.randrange(1, min(len(dates), 8) + 1)))
+    left = 99 * 10**6
+    parts = []
+    for index in chosen:
+        micro = rng.randrange(1, max(2, left // 2)) if rng.random() < 0.9 else 1
+        left -= micro
+        whole, frac = divmod(micro, 10**6)
+        parts.append((index, f"{whole}.{frac:06d}".rstrip("0").rstrip(".")))
+    case.amortisation = tuple(parts)
+
+
+AMORTISING_COMBINATIONS = False
+"""Amortising bonds are also generated callable or redeemed at a stated price (protocol
+version 4: docs/PROTOCOL.md 10.7); False generates only what version 3 accepts."""
 
 
 def _business_days(rng: random.Random, case: BondCase) -> None:
@@ -290,7 +314,11 @@ def _tenor(case: BondCase) -> ql.Period:
 
 def _ql_schedule(case: BondCase) -> list[date]:
     """The bond's coupon dates (with issue first), as QuantLib generates them."""
-    schedule = ql.Schedule(
+    return [pydate(d) for d in _ql_schedule_object(case)]
+
+
+def _ql_schedule_object(case: BondCase) -> ql.Schedule:
+    return ql.Schedule(
         qdate(case.issue),
         qdate(case.maturity),
         _tenor(case),
@@ -302,7 +330,6 @@ def _ql_schedule(case: BondCase) -> list[date]:
         ql.Date() if case.first_coupon is None else qdate(case.first_coupon),
         ql.Date() if case.penultimate_coupon is None else qdate(case.penultimate_coupon),
     )
-    return [pydate(d) for d in schedule]
 
 
 def _ql_grid(case: BondCase) -> list[date]:
@@ -446,12 +473,12 @@ def _publish_fixing(
     published: dict[date, Fraction],
 ) -> Fraction | None:
     """Publish a fixing for the period starting at `start` (at times too early for the
-    lookback); return the annual rate the rule gives: the latest fixing published on or
-    before the fixing date and within the lookback, plus the spread, floored at 0. Where the
-    rule finds none, the coupon must be refused (RATE_FIXING_MISSING) until one is
-    published on the fixing date itself."""
+    lookback); return the fixing the rule picks: the latest published on or before the
+    fixing date and within the lookback (QuantLib has no lookback: this is what its index is
+    given for the fixing date). Where the rule finds none, the coupon must be refused
+    (RATE_FIXING_MISSING) until one is published on the fixing date itself."""
     assert case.floating is not None
-    spread, _, lookback, _ = case.floating
+    _, _, lookback, _ = case.floating
     fixed_on = oracle_fixing_date(case, calendar_, start)
     index = f"IX-{bond_id}"
 
@@ -487,7 +514,7 @@ def _publish_fixing(
         publish(fixed_on)
     fixing = rule()
     assert fixing is not None
-    return max(Fraction(0), fixing + Fraction(spread, 10**4))
+    return fixing
 
 
 def _coupon_args(bond_id: str, day: date) -> dict:
@@ -501,7 +528,7 @@ def _refused_before(chain: Chain, due: date, op: str, args: dict) -> bool:
         return True
     receipt = chain.at(due - timedelta(days=1)).run(AGENT, op, args)
     chain.state.take_changes()
-    return receipt.code in (Code.COUPON_NOT_DUE, Code.NOT_MATURED)
+    return receipt.code in (Code.COUPON_NOT_DUE, Code.NOT_MATURED, Code.AMORTISATION_NOT_DUE)
 
 
 def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
@@ -542,6 +569,7 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             **({"sukuk": "ijara", "sukuk_asset": "oracle asset"} if case.sukuk else {}),
             **({"redemption_price": case.redemption_price} if case.redemption_price else {}),
             **({"call_notice_days": 30, "call_price": case.call[1]} if case.call else {}),
+            **_amortisation_field(case),
             "coupon_frequency": case.frequency,
             "day_count": case.day_count,
             **_schedule_fields(case),
@@ -549,10 +577,286 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
     )
     for name, units in case.holdings.items():
         chain.issue(bond_id, name, units)
-    rate = Fraction(Decimal(case.rate))
     by_address = {chain.addr(name): units for name, units in case.holdings.items()}
     periods = oracle_coupons(case)
-    schedule = bondmath.Schedule(
+    every = _ql_schedule(case)
+    if chain.state.instruments[bond_id].next_coupon != periods[0][1]:
+        outcome.differences.append(f"{case.describe()}: first coupon date differs")
+    final = case.maturity
+    if case.call is not None:
+        # Called at registration time (60 days before issue: the 30 days' notice is kept) for
+        # the coupon date at the index drawn; no coupon after it is paid or due, and no part
+        # of an amortising bond's face dated on or after it (the call redeems the face then
+        # outstanding at the call price, as QuantLib's truncated instrument does).
+        final = periods[case.call[0]][1]
+        chain.at(case.issue - timedelta(days=60)).ok(
+            "ministry", "call_bond", {"instrument": bond_id, "call_date": final.isoformat()}
+        )
+        periods = periods[: case.call[0] + 1]
+    whole = _ql_schedule_object(case)
+    fixing_calendar = calendar_ if case.convention else ql.NullCalendar()
+    instrument = bond_instruments.build(
+        case, serial, whole, _day_counter(case.day_count), fixing_calendar
+    )
+    if len(instrument.coupons) != len(periods):
+        outcome.differences.append(f"{case.describe()}: QuantLib has {len(instrument.coupons)}")
+        return outcome
+    parts = {
+        every[i + 1]: Fraction(Decimal(p)) for i, p in case.amortisation if every[i + 1] < final
+    }
+    fixings = random.Random(case.floating[3]) if case.floating else None
+    published: dict[date, Fraction] = {}
+    grid = _ql_grid(case)
+    for period, coupon in zip(periods, instrument.coupons, strict=True):
+        start, end = period[0], period[1]
+        if (pydate(coupon.accrualStartDate()), pydate(coupon.accrualEndDate())) != (start, end):
+            outcome.differences.append(f"{case.describe()}: QuantLib's period {coupon}")
+        rate = Fraction(Decimal(case.rate))
+        fixed_on = None
+        if fixings is not None:
+            # A floating-rate note: publish this period's fixing (at times too early for the
+            # lookback: then the coupon must be refused until the right one is published).
+            fixing = _publish_fixing(
+                chain, case, calendar_, bond_id, start, fixings, outcome, published
+            )
+            if fixing is None:
+                return outcome
+            fixed_on = pydate(coupon.fixingDate())
+            if fixed_on != oracle_fixing_date(case, calendar_, start):
+                outcome.differences.append(f"{case.describe()}: QuantLib fixes on {fixed_on}")
+            instrument.add_fixing(fixed_on, fixing)
+            rate = max(Fraction(0), fixing + Fraction(case.floating[0], 10**4))
+            outcome.floating_coupons += 1
+        if end in parts:
+            _amortise(
+                chain, case, calendar_, bond_id, end, parts[end], by_address, instrument, outcome
+            )
+        outstanding = notional_fraction(case, every, end)
+        if not _close(coupon.nominal(), case.face * outstanding, case.face):
+            outcome.differences.append(f"{case.describe()}: {end} on {coupon.nominal()}")
+        paying = Paying(chain, case, calendar_, bond_id, by_address, outcome)
+        if not _pay_coupon(paying, period, rate, outstanding, coupon, grid, fixed_on):
+            return outcome
+    _redeem(chain, case, calendar_, bond_id, final, by_address, instrument, outcome)
+    return outcome
+
+
+def _close(theirs: float, ours: Fraction, face: int) -> bool:
+    """QuantLib's float amount against an exact one: within 10^-12 of the face (QuantLib's
+    rate arithmetic, e.g. a fixing plus a spread that nearly cancel, is exact only to about
+    10^-16 of the face; a holder's payment is checked exactly, against the exact oracle)."""
+    return abs(theirs - float(ours)) <= 1e-12 * max(1, face)
+
+
+def _amount(coupon, inside: date | None = None) -> float:
+    """QuantLib's coupon amount (accrued to `inside` if given). Its Ibor coupon pricer refuses
+    a period the day count measures as no time ("null accrual period": 30/360 from the 30th
+    to the 31st); such a period pays nothing however it is priced (face x rate x 0), which
+    is what the ledger pays, so that refusal counts as 0."""
+    try:
+        return coupon.amount() if inside is None else coupon.accruedAmount(qdate(inside))
+    except RuntimeError as exc:
+        if "null accrual period" not in str(exc) or coupon.accrualPeriod() != 0:
+            raise
+        return 0.0
+
+
+def _reference_quirk(case: BondCase, grid: list[date], coupon, start: date, end: date) -> bool:
+    """True when QuantLib's instrument measured an ACT/ACT-ICMA period against a reference
+    period that is not the schedule grid's (the quirk in bond_instruments' docstring)."""
+    if case.day_count != "ACT/ACT-ICMA":
+        return False
+    pieces = _pieces(case, grid, start, end)
+    ref = (pydate(coupon.referencePeriodStart()), pydate(coupon.referencePeriodEnd()))
+    return len(pieces) > 1 or ref != pieces[0][2:]
+
+
+@dataclass
+class Paying:
+    """One bond's run: where it is paid and what the checks found."""
+
+    chain: Chain
+    case: BondCase
+    calendar: ql.Calendar
+    bond_id: str
+    by_address: dict[bytes, int]
+    outcome: Outcome
+
+
+def _pay_coupon(
+    paying: Paying,
+    period: tuple,
+    rate: Fraction,
+    outstanding: Fraction,
+    coupon,
+    grid: list[date],
+    fixed_on: date | None,
+) -> bool:
+    """Pay one coupon on the chain (annual `rate`, on the `outstanding` part of the face)
+    and compare it with the exact rule and QuantLib's coupon; False if it was refused."""
+    chain, case, calendar_, bond_id = paying.chain, paying.case, paying.calendar, paying.bond_id
+    by_address, outcome = paying.by_address, paying.outcome
+    start, end, exact, ql_fraction, inside, exact_accrued = period
+    annual = rate * case.face * outstanding
+    # Accrued interest to a day inside the period: bondmath's (the quotes' rule), per unit on
+    # the face outstanding, against the exact rule and QuantLib's coupon.accruedAmount.
+    accrued = outstanding * Fraction(
+        bondmath.scheduled_accrued_interest(
+            case.face,
+            Decimal(rate.numerator) / Decimal(rate.denominator),  # exact: 10^k denominators
+            bondmath.DayCount(case.day_count),
+            _ledger_schedule(case),
+            inside,
+        )
+    )
+    want_accrued = annual * exact_accrued
+    if not 0 <= accrued - want_accrued < Fraction(1, 10**40) * max(1, want_accrued):
+        outcome.differences.append(
+            f"{case.describe()}: accrued to {inside}: {accrued}, oracle {float(want_accrued)}"
+        )
+    quirk = _reference_quirk(case, grid, coupon, start, end)
+    if not _close(_amount(coupon, inside), want_accrued, case.face) and not quirk:
+        outcome.differences.append(
+            f"{case.describe()}: accrued to {inside}: {float(accrued)}, QuantLib "
+            f"{_amount(coupon, inside)}"
+        )
+    due = payment_day(case, calendar_, end)
+    if not _refused_before(chain, due, "pay_coupon", _coupon_args(bond_id, end)):
+        outcome.differences.append(f"{case.describe()}: coupon {end} paid before {due}")
+    receipt = chain.at(due).run(
+        AGENT,
+        "pay_rental" if case.sukuk else "pay_coupon",
+        _coupon_args(bond_id, end),
+    )
+    if receipt.code != Code.OK:
+        outcome.differences.append(
+            f"{case.describe()}: coupon {end} refused: {Code(receipt.code).name} {receipt.log}"
+        )
+        return False
+    chain.state.take_changes()
+    summary, *payments = [e for e in receipt.events if e.type != "balance_change"]
+    names = ("rental_paid", "rental_payment") if case.sukuk else ("coupon_paid", "coupon_payment")
+    if {summary.type, *(p.type for p in payments)} - set(names) or summary.type != names[0]:
+        outcome.differences.append(f"{case.describe()}: coupon {end} events misnamed")
+    if fixed_on is not None and summary.attributes["fixing_date"] != fixed_on.isoformat():
+        outcome.differences.append(f"{case.describe()}: fixed on {summary.attributes}")
+    per_unit = Fraction(Decimal(str(summary.attributes["per_unit"])))
+    want_per_unit = annual * exact
+    # The ledger's per-unit amount is exact or rounded up in the 50th digit (PROTOCOL).
+    if not (0 <= per_unit - want_per_unit < Fraction(1, 10**40) * max(1, want_per_unit)):
+        outcome.differences.append(
+            f"{case.describe()}: coupon {start} -> {end}: ledger {float(per_unit):.10f} per "
+            f"unit, oracle {float(want_per_unit):.10f} (QuantLib fraction {ql_fraction!r})"
+        )
+    if abs(float(exact) - ql_fraction) > TOLERANCE:
+        outcome.differences.append(f"{case.describe()}: oracle fraction not exact {exact}")
+    # QuantLib's instrument: its coupon's amount, unless its reference period is not Rule
+    # 251's (then the exact check above, with QuantLib's day counter piece by piece, stands).
+    if not _close(_amount(coupon), per_unit, case.face):
+        if quirk:
+            outcome.reference_quirks += 1
+        else:
+            outcome.differences.append(
+                f"{case.describe()}: coupon {end}: ledger {float(per_unit)!r}, QuantLib's "
+                f"{type(coupon).__name__} {_amount(coupon)!r}"
+            )
+    paid = {event.attributes["to"]: event.attributes["amount"] for event in payments}
+    want = {a: (want_per_unit * u).__floor__() for a, u in by_address.items()}
+    want = {a: v for a, v in want.items() if v}
+    if paid != want:
+        outcome.differences.append(f"{case.describe()}: coupon {end} paid {paid}, owed {want}")
+    residual = Fraction(Decimal(str(summary.attributes["residual"])))
+    exact_residual = want_per_unit * sum(by_address.values()) - sum(want.values())
+    if not 0 <= residual - exact_residual < Fraction(1, 10**30):
+        outcome.differences.append(f"{case.describe()}: residual {residual} != {exact_residual}")
+    outcome.residual += residual
+    outcome.coupons += 1
+    outcome.payments += len(payments)
+    return True
+
+
+def _principal(chain, case, bond_id, receipt, names, per_unit_owed, ql_amount, by_address, outcome):
+    """Compare a principal payment (a part of an amortising bond, the redemption) with the
+    rule (floor per holder of the exact amount, the residual exact) and QuantLib's flow."""
+    if receipt.code != Code.OK:
+        outcome.differences.append(f"{case.describe()}: {names[0]} refused: {receipt.log}")
+        return
+    chain.state.take_changes()
+    summary, *payments = [e for e in receipt.events if e.type != "balance_change"]
+    if summary.type != names[0] or {p.type for p in payments} - {names[1]}:
+        outcome.differences.append(f"{case.describe()}: {names[0]} named {summary.type}")
+    if not _close(ql_amount, per_unit_owed, case.face):
+        outcome.differences.append(
+            f"{case.describe()}: {names[0]} {float(per_unit_owed)!r} per unit, QuantLib's "
+            f"{ql_amount!r}"
+        )
+    paid = {event.attributes["to"]: event.attributes["amount"] for event in payments}
+    owed = {a: (per_unit_owed * u).__floor__() for a, u in by_address.items()}
+    if paid != {a: v for a, v in owed.items() if v}:
+        outcome.differences.append(f"{case.describe()}: {names[0]} paid {paid}, owed {owed}")
+    exact_residual = per_unit_owed * sum(by_address.values()) - sum(owed.values())
+    residual = Fraction(Decimal(str(summary.attributes["residual"])))
+    if residual != exact_residual:
+        outcome.differences.append(f"{case.describe()}: {names[0]} {summary.attributes}")
+    outcome.residual += residual
+    outcome.payments += len(payments)
+
+
+def _amortise(chain, case, calendar_, bond_id, day, percent, by_address, instrument, outcome):
+    """Pay the part of the face due on `day` (its coupon refused until it is paid)."""
+    due = payment_day(case, calendar_, day)
+    args = {"instrument": bond_id, "cash": CASH, "date": day.isoformat()}
+    if not _refused_before(chain, due, "amortise", args):
+        outcome.differences.append(f"{case.describe()}: amortisation {day} paid before {due}")
+    if outcome.amortisations == 0:
+        receipt = chain.at(due).run(AGENT, "pay_coupon", _coupon_args(bond_id, day))
+        chain.state.take_changes()
+        if receipt.code != Code.AMORTISATION_UNPAID:
+            outcome.differences.append(f"{case.describe()}: coupon before its part: {receipt}")
+    receipt = chain.at(due).run(AGENT, "amortise", args)
+    owed = case.face * percent / 100
+    names = ("amortised", "amortisation_payment")
+    _principal(
+        chain,
+        case,
+        bond_id,
+        receipt,
+        names,
+        owed,
+        instrument.principal.get(day, 0.0),
+        by_address,
+        outcome,
+    )
+    outcome.amortisations += 1
+
+
+def _redeem(chain, case, calendar_, bond_id, final, by_address, instrument, outcome):
+    """Redeem on the final date (maturity or the call date): face outstanding x price / 100
+    per unit (the call price when called, else the stated redemption price, else par)."""
+    if chain.state.instruments[bond_id].next_coupon is not None:
+        outcome.differences.append(f"{case.describe()}: a coupon after the last is due")
+    due = payment_day(case, calendar_, final)
+    if not _refused_before(chain, due, "redeem", {"instrument": bond_id, "cash": CASH}):
+        outcome.differences.append(f"{case.describe()}: redeemed before {due}")
+    receipt = chain.at(due).run(
+        AGENT, "dissolve_sukuk" if case.sukuk else "redeem", {"instrument": bond_id, "cash": CASH}
+    )
+    price = Fraction(Decimal(case.call[1] if case.call else case.redemption_price or "100"))
+    owed = case.face * notional_fraction(case, _ql_schedule(case), final) * price / 100
+    names = (
+        ("sukuk_dissolved", "dissolution_payment")
+        if case.sukuk
+        else ("redeemed", "redemption_payment")
+    )
+    ql_amount = instrument.principal.get(final, 0.0)
+    _principal(chain, case, bond_id, receipt, names, owed, ql_amount, by_address, outcome)
+    if receipt.code == Code.OK and price == 100 and not case.amortisation:
+        if receipt.events[0].attributes["residual"] != "0":
+            outcome.differences.append(f"{case.describe()}: par residual {receipt.events[0]}")
+
+
+def _ledger_schedule(case: BondCase) -> bondmath.Schedule:
+    return bondmath.Schedule(
         case.issue,
         case.maturity,
         case.frequency,
@@ -560,124 +864,28 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
         case.penultimate_coupon,
         {"": None, "yes": True, "no": False}[case.end_of_month],
     )
-    if chain.state.instruments[bond_id].next_coupon != periods[0][1]:
-        outcome.differences.append(f"{case.describe()}: first coupon date differs")
-    if case.call is not None:
-        # Called at registration time (60 days before issue: the 30 days' notice is kept) for
-        # the coupon date at the index drawn; no coupon after it is paid or due.
-        call_date = periods[case.call[0]][1]
-        chain.at(case.issue - timedelta(days=60)).ok(
-            "ministry", "call_bond", {"instrument": bond_id, "call_date": call_date.isoformat()}
-        )
-        periods = periods[: case.call[0] + 1]
-    fixings = random.Random(case.floating[3]) if case.floating else None
-    published: dict[date, Fraction] = {}
-    for start, end, exact, ql_fraction, inside, exact_accrued in periods:
-        if fixings is not None:
-            # A floating-rate note: publish this period's fixing (at times too early for the
-            # lookback: then the coupon must be refused until the right one is published).
-            reset = _publish_fixing(
-                chain, case, calendar_, bond_id, start, fixings, outcome, published
-            )
-            if reset is None:
-                return outcome
-            rate = reset
-            outcome.floating_coupons += 1
-        # Accrued interest (no operation uses it yet; quotes will): bondmath's, per unit.
-        accrued = bondmath.scheduled_accrued_interest(
-            case.face,
-            Decimal(rate.numerator) / Decimal(rate.denominator),  # exact: 10^k denominators
-            bondmath.DayCount(case.day_count),
-            schedule,
-            inside,
-        )
-        want_accrued = case.face * rate * exact_accrued
-        if not 0 <= Fraction(accrued) - want_accrued < Fraction(1, 10**40) * max(1, want_accrued):
-            outcome.differences.append(
-                f"{case.describe()}: accrued to {inside}: {accrued}, oracle {float(want_accrued)}"
-            )
-        due = payment_day(case, calendar_, end)
-        if not _refused_before(chain, due, "pay_coupon", _coupon_args(bond_id, end)):
-            outcome.differences.append(f"{case.describe()}: coupon {end} paid before {due}")
-        receipt = chain.at(due).run(
-            AGENT,
-            "pay_rental" if case.sukuk else "pay_coupon",
-            _coupon_args(bond_id, end),
-        )
-        if receipt.code != Code.OK:
-            outcome.differences.append(
-                f"{case.describe()}: coupon {end} refused: {Code(receipt.code).name} {receipt.log}"
-            )
-            return outcome
-        chain.state.take_changes()
-        summary, *payments = [e for e in receipt.events if e.type != "balance_change"]
-        names = (
-            ("rental_paid", "rental_payment") if case.sukuk else ("coupon_paid", "coupon_payment")
-        )
-        if {summary.type, *(p.type for p in payments)} - set(names) or summary.type != names[0]:
-            outcome.differences.append(f"{case.describe()}: coupon {end} events misnamed")
-        per_unit = Fraction(Decimal(str(summary.attributes["per_unit"])))
-        want_per_unit = case.face * rate * exact
-        # The ledger's per-unit amount is exact or rounded up in the 50th digit (PROTOCOL).
-        if not (0 <= per_unit - want_per_unit < Fraction(1, 10**40) * max(1, want_per_unit)):
-            outcome.differences.append(
-                f"{case.describe()}: coupon {start} -> {end}: ledger {float(per_unit):.10f} per "
-                f"unit, oracle {float(want_per_unit):.10f} (QuantLib fraction {ql_fraction!r})"
-            )
-        if abs(float(exact) - ql_fraction) > TOLERANCE:
-            outcome.differences.append(f"{case.describe()}: oracle fraction not exact {exact}")
-        paid = {event.attributes["to"]: event.attributes["amount"] for event in payments}
-        want = {a: (want_per_unit * u).__floor__() for a, u in by_address.items()}
-        want = {a: v for a, v in want.items() if v}
-        if paid != want:
-            outcome.differences.append(f"{case.describe()}: coupon {end} paid {paid}, owed {want}")
-        for address, units in by_address.items():
-            float_amount = case.face * float(rate) * ql_fraction * units
-            if abs(paid.get(address, 0) - float_amount) > 1 + 1e-9 * float_amount:
-                outcome.differences.append(f"{case.describe()}: coupon {end} far from QuantLib")
-        residual = Fraction(Decimal(str(summary.attributes["residual"])))
-        exact_residual = want_per_unit * sum(by_address.values()) - sum(want.values())
-        if not 0 <= residual - exact_residual < Fraction(1, 10**30):
-            outcome.differences.append(
-                f"{case.describe()}: residual {residual} != {exact_residual}"
-            )
-        outcome.residual += residual
-        outcome.coupons += 1
-        outcome.payments += len(payments)
-    final = case.maturity if case.call is None else periods[-1][1]
-    if case.call is not None and chain.state.instruments[bond_id].next_coupon is not None:
-        outcome.differences.append(f"{case.describe()}: a coupon after the call is due")
-    due = payment_day(case, calendar_, final)
-    if not _refused_before(chain, due, "redeem", {"instrument": bond_id, "cash": CASH}):
-        outcome.differences.append(f"{case.describe()}: redeemed before {due}")
-    receipt = chain.at(due).run(
-        AGENT, "dissolve_sukuk" if case.sukuk else "redeem", {"instrument": bond_id, "cash": CASH}
-    )
-    if receipt.code != Code.OK:
-        outcome.differences.append(f"{case.describe()}: redeem refused: {receipt.log}")
-        return outcome
-    chain.state.take_changes()
-    summary, *payments = [e for e in receipt.events if e.type != "balance_change"]
-    if summary.type != ("sukuk_dissolved" if case.sukuk else "redeemed"):
-        outcome.differences.append(f"{case.describe()}: redemption named {summary.type}")
-    paid = {event.attributes["to"]: event.attributes["amount"] for event in payments}
-    # Redemption: face x price / 100 per unit (the call price when called, else the stated
-    # redemption price, else par), floored per holder; the residual reported is the rest.
-    price = Fraction(Decimal(case.call[1] if case.call else case.redemption_price or "100"))
-    per_unit_owed = case.face * price / 100
-    owed = {a: (per_unit_owed * u).__floor__() for a, u in by_address.items()}
-    if paid != {a: v for a, v in owed.items() if v}:
-        outcome.differences.append(f"{case.describe()}: redemption paid {paid}, owed {owed}")
-    exact_residual = per_unit_owed * sum(by_address.values()) - sum(owed.values())
-    if Fraction(Decimal(str(summary.attributes["residual"]))) != exact_residual:
-        outcome.differences.append(f"{case.describe()}: redemption residual {summary.attributes}")
-    if price == 100 and summary.attributes["residual"] != "0":
-        outcome.differences.append(f"{case.describe()}: par residual {summary.attributes}")
-    outcome.payments += len(payments)
-    return outcome
 
 
-COUNTS = {"floating_coupons": 0, "missing_fixings": 0, "called": 0, "priced": 0, "sukuk": 0}
+def _amortisation_field(case: BondCase) -> dict:
+    if not case.amortisation:
+        return {}
+    every = _ql_schedule(case)
+    return {"amortisation": [[every[i + 1].isoformat(), p] for i, p in case.amortisation]}
+
+
+COUNTS = dict.fromkeys(
+    (
+        "floating_coupons",
+        "missing_fixings",
+        "called",
+        "priced",
+        "sukuk",
+        "amortising",
+        "amortisations",
+        "reference_quirks",
+    ),
+    0,
+)
 """Totals over every `check` run in this process (what the floating-rate part exercised)."""
 
 
@@ -702,4 +910,7 @@ def check(count: int, seed: int) -> tuple[int, int, int, Fraction, list[str]]:
         COUNTS["called"] += case.call is not None
         COUNTS["priced"] += bool(case.redemption_price) and case.call is None
         COUNTS["sukuk"] += case.sukuk
+        COUNTS["amortising"] += bool(case.amortisation)
+        COUNTS["amortisations"] += outcome.amortisations
+        COUNTS["reference_quirks"] += outcome.reference_quirks
     return count, coupons, payments, residual, differences
