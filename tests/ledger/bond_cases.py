@@ -172,7 +172,7 @@ def _amortising(rng: random.Random, case: BondCase) -> None:
     case.amortisation = tuple(parts)
 
 
-AMORTISING_COMBINATIONS = False
+AMORTISING_COMBINATIONS = True
 """Amortising bonds are also generated callable or redeemed at a stated price (protocol
 version 4: docs/PROTOCOL.md 10.7); False generates only what version 3 accepts."""
 

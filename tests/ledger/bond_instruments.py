@@ -108,7 +108,10 @@ def build(
     price = float(Decimal(case.call[1] if case.call else case.redemption_price or "100"))
     issue = qdate(case.issue)
     notionals = [float(case.face * notional_fraction(case, every, end)) for end in dates[1:]]
-    redemptions = [100.0] * (len(notionals) - 1) + [price]
+    # QuantLib's redemptions are indexed by notional change from 1 (Bond::
+    # addRedemptionsToCashflows): 100 for every part, the price for the final one.
+    changes = sum(1 for a, b in zip(notionals, notionals[1:], strict=False) if a != b)
+    redemptions = [100.0] * (changes + 1) + [price]
     index = None
     if case.floating is None:
         rate = [float(Decimal(case.rate))]
