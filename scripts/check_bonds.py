@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         f"redeemed at a stated price {bond_oracle.COUNTS['priced']}, Ijara sukuk "
         f"{bond_oracle.COUNTS['sukuk']}, amortising {bond_oracle.COUNTS['amortising']} "
         f"({bond_oracle.COUNTS['amortisations']} parts paid); QuantLib's instrument wrong by "
-        f"Rule 251 (reference-period quirk) on {bond_oracle.COUNTS['reference_quirks']} coupons"
+        f"Rule 251 (reference-period quirk) on {bond_oracle.COUNTS['reference_quirks']} coupons; "
+        f"floating periods QuantLib fixes a day earlier (0 days before a holiday start) "
+        f"{bond_oracle.COUNTS['fixing_quirks']}"
     )
     started = time.monotonic()
     quotes, quote_differences = quote_oracle.check(args.count, args.seed)

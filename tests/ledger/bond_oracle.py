@@ -58,6 +58,13 @@ QuantLib's known quirks, and what is done about each (the oracle says who is rig
   period and the amounts differ, QuantLib is wrong by the rule (the issue-18 bond's first
   coupon: 607.7348, the ledger's version-1 defect exactly); such coupons are counted
   (`reference_quirks`) and held to the piecewise Rule 251 amount above instead.
+* Fixing 0 business days before a period that starts on a holiday: QuantLib's `IborCoupon`
+  fixes on the business day before (its `fixingConvention`, Preceding); the ledger's rule
+  (PROTOCOL 10.3) fixes on the start itself and, nothing being published for a holiday,
+  takes the latest fixing within the lookback -- the one QuantLib asks for when the lookback
+  reaches it. A different convention, not an error: the ledger's is the documented one. The
+  oracle gives QuantLib's index the fixing the ledger's rule picks and counts such periods
+  (`fixing_quirks`); the ledger's `fixing_date` must be the start.
 * QuantLib's Ibor coupon pricer refuses a period its day count measures as no time (30/360
   from the 30th to the 31st: "null accrual period"); such a coupon is 0 however priced.
 * End of month: QuantLib applies its endOfMonth flag only when the schedule's seed (maturity,
@@ -114,6 +121,7 @@ class Outcome:
     missing_fixings: int = 0  # coupons refused for want of a fixing, as they must be
     amortisations: int = 0  # partial redemptions paid (amortising bonds)
     reference_quirks: int = 0  # ICMA coupons where QuantLib's instrument is wrong (module doc)
+    fixing_quirks: int = 0  # FRN periods QuantLib fixes on another day (module doc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,11 +174,12 @@ def _floating_fields(case: BondCase, bond_id: str) -> dict:
 
 
 def oracle_fixing_date(case: BondCase, calendar_: ql.Calendar, start: date) -> date:
-    """QuantLib's fixing date: `fixing_days` business days before the period's start on the
-    bond's calendar (`Calendar.advance`), calendar days without one."""
+    """The fixing date of the ledger's rule, by QuantLib's calendar: `fixing_days` business
+    days before the period's start (`Calendar.advance`), calendar days without a calendar;
+    0 business days is the start itself (QuantLib's advance by 0 would adjust it)."""
     assert case.floating is not None
     days = case.floating[1]
-    if not case.convention:
+    if not case.convention or days == 0:
         return pydate(qdate(start) - days)
     return pydate(calendar_.advance(qdate(start), -days, ql.Days))
 
@@ -334,10 +343,18 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             )
             if fixing is None:
                 return outcome
-            fixed_on = pydate(coupon.fixingDate())
-            if fixed_on != oracle_fixing_date(case, calendar_, start):
-                outcome.differences.append(f"{case.describe()}: QuantLib fixes on {fixed_on}")
-            instrument.add_fixing(fixed_on, fixing)
+            fixed_on = oracle_fixing_date(case, calendar_, start)
+            ql_fixed = pydate(coupon.fixingDate())
+            if ql_fixed != fixed_on:
+                # QuantLib fixes 0 days before a holiday start on the business day before it
+                # (IborCoupon's Preceding fixing convention); the ledger's rule fixes on the
+                # start itself and its lookback reaches the fixing QuantLib uses.
+                preceding = pydate(calendar_.adjust(qdate(start), ql.Preceding))
+                if case.floating[1] == 0 and ql_fixed == preceding:
+                    outcome.fixing_quirks += 1
+                else:
+                    outcome.differences.append(f"{case.describe()}: QuantLib fixes {ql_fixed}")
+            instrument.add_fixing(ql_fixed, fixing)
             rate = max(Fraction(0), fixing + Fraction(case.floating[0], 10**4))
             outcome.floating_coupons += 1
         if end in parts:
@@ -608,6 +625,7 @@ COUNTS = dict.fromkeys(
         "amortising",
         "amortisations",
         "reference_quirks",
+        "fixing_quirks",
     ),
     0,
 )
@@ -638,4 +656,5 @@ def check(count: int, seed: int) -> tuple[int, int, int, Fraction, list[str]]:
         COUNTS["amortising"] += bool(case.amortisation)
         COUNTS["amortisations"] += outcome.amortisations
         COUNTS["reference_quirks"] += outcome.reference_quirks
+        COUNTS["fixing_quirks"] += outcome.fixing_quirks
     return count, coupons, payments, residual, differences
