@@ -157,7 +157,7 @@ def test_the_oracle_notices_the_issue_18_defect(monkeypatch):
 
     monkeypatch.setattr(payments.bondmath, "scheduled_coupon", guessed)
     assert run_case(new_chain(), ISSUE_18, 0).differences
-    *_, differences = bond_oracle.check(200, SUITE_SEED)
+    *_, differences = bond_oracle.check(80, SUITE_SEED)
     assert differences
     assert all("ACT/ACT-ICMA" in line for line in differences)
 
