@@ -7,7 +7,9 @@
 * `publish_rate_fixing` records a rate the central bank published (`RateFixing`).
 * Amortising bonds (`amortisation` in the terms): `amortise` in ledger/ops/payments.py pays
   each scheduled part of the principal; `outstanding_micro` is the face outstanding over a
-  period, what coupons and the final redemption are paid on.
+  period, what coupons and the final redemption are paid on. From version 4 they may also be
+  callable or priced (`AMORTISING_CALLS`): a call cancels the parts from its date on
+  (`live_parts`) and redeems the face then outstanding at the call price.
 * `floating_rate` is the annual rate of one period of a floating-rate note: the fixing as of
   the period's fixing date plus the spread, never below zero; refused with
   RATE_FIXING_MISSING when nothing was published (never a silent zero).
