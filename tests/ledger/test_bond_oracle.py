@@ -125,6 +125,28 @@ def test_quantlibs_own_bond_pays_the_issue_18_coupon_as_version_1_did_and_is_wro
     assert outcome.differences == [] and outcome.reference_quirks == 1
 
 
+def test_quantlibs_floating_leg_cannot_measure_a_long_one_period_bond():
+    # QuantLib's IborLeg gives a lone period that is both its first and its last the
+    # reference period [end - tenor, start + tenor]: for 1 Jun 2026 -> 28 Feb 2029 (annual),
+    # 28 Feb 2028 -> 1 Jun 2027, backwards, and ActualActual(ISMA) refuses to measure with
+    # it. The ledger pays Rule 251's amount (checked piece by piece); the oracle counts the
+    # coupon as a reference quirk (found by scripts/check_bonds.py --count 10000, bond 9537).
+    case = BondCase(
+        face=1000,
+        rate="0",
+        frequency=1,
+        day_count="ACT/ACT-ICMA",
+        issue=date(2026, 6, 1),
+        maturity=date(2029, 2, 28),
+        first_coupon=date(2029, 2, 28),
+        holdings={"inv-a": 3},
+        floating=(-222, 1, 1, 7),
+    )
+    outcome = run_case(new_chain(), case, 0)
+    assert outcome.differences == [] and outcome.coupons == 1
+    assert outcome.reference_quirks == 1
+
+
 def test_the_oracle_notices_an_amortising_call_redeemed_at_par(monkeypatch):
     # Negative control of the version-4 rule: redeem a called amortising bond's outstanding
     # face at par (ignoring the call price) and the oracle objects.
