@@ -12,6 +12,11 @@ The conventions (docs/PROTOCOL.md section 10.4), those of QuantLib's `BondFuncti
 * cash flows are the coupons (`bondmath.scheduled_coupon`'s exact amounts, per 100 of face)
   of every coupon date after the settlement date, and the redemption (100) at maturity; a
   coupon on the settlement date itself belongs to the seller;
+* `Principal` says how the face is repaid when not all at par on maturity (`principal_of`): a
+  stated redemption price, a call (flows end on the call date, at the call price), the
+  parts of an amortising bond (coupons on the face outstanding over their period); amounts
+  are then per 100 of the face outstanding on the settlement date (QuantLib's
+  `Bond::notional(settlement)`);
 * accrued interest = `bondmath.scheduled_accrued_interest` per 100 of face;
 * a cash flow's time t is measured stepwise along the schedule by the bond's day count: to
   the first coupon, the period's fraction less the fraction already accrued; then each
