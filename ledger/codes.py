@@ -78,6 +78,9 @@ class Code(IntEnum):
     # An amortisation not scheduled, out of order, already paid, or before its date (v3)
     AMORTISATION_NOT_DUE = 329
     AMORTISATION_UNPAID = 330  # a coupon or redemption before the amortisation due first
+    # A part of an amortising bond dated on or after its call date (the call redeems it), or
+    # a call for a date whose part is already paid (version 4).
+    AMORTISATION_CALLED = 331
 
     # 4xx node admission
     MEMPOOL_FULL = 400

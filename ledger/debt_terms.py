@@ -60,7 +60,9 @@ class DebtTerms:
     * `amortisation` (amortising bonds): ((date, percent), ...): on each of these coupon
       dates before maturity `percent` (decimal text, at most 6 decimals) of the original face
       is repaid, the rest at maturity; `amortised` how many of them are paid (status, set by
-      `amortise`). Coupons are paid on the face outstanding over their period.
+      `amortise`). Coupons are paid on the face outstanding over their period. From version 4
+      an amortising bond may be callable (a call redeems the face outstanding on the call
+      date at the call price; parts from the call date on are not paid) or priced.
     * `sukuk`: "" (a bond) or a `SUKUK_FORMS` name: the same cash flows named as the
       structure names them (rental for coupon, dissolution for redemption, certificate
       holders for holders); `sukuk_asset` describes the leased asset the certificates

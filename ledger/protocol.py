@@ -31,6 +31,10 @@ Versions (docs/PROTOCOL.md, "Protocol versions", says what each changes):
         every executed operation's receipt ends with one `balance_change` event per balance
         it changed (ledger/execute.py); a coupon or redemption payment names the cash it
         credits as its `instrument` and the bond or bill it pays on as `security`
+    4   amortising bonds may also be callable or redeemed at a stated price (a call
+        redeems the face then outstanding at the call price; parts dated on or after the
+        call date are not paid, AMORTISATION_CALLED 331); refused before it as version 3
+        refuses them
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PROTOCOL_KEY = b"V"
-LATEST_VERSION = 3
+LATEST_VERSION = 4
 MAX_VERSION = 65_535
 
 VERSIONS: dict[int, str] = {
@@ -46,9 +50,12 @@ VERSIONS: dict[int, str] = {
     2: "approvals count institutions; coupons measured against the bond's whole schedule",
     3: "record dates in business days, floating-rate notes and fixings, calls, Ijara sukuk; "
     "balance_change events; coupon and redemption payments name the cash they credit",
+    4: "amortising bonds may be callable or redeemed at a stated price",
 }
 
 DEBT_OFFICE = 3
+AMORTISING_CALLS = 4
+"""The version from which an amortising bond may have call terms or a redemption price."""
 """The version from which issue 18's instruments and operations exist (docs/PROTOCOL.md 8)."""
 
 # The first version whose receipts carry `balance_change` events: they are part of the

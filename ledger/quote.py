@@ -12,6 +12,11 @@ The conventions (docs/PROTOCOL.md section 10.4), those of QuantLib's `BondFuncti
 * cash flows are the coupons (`bondmath.scheduled_coupon`'s exact amounts, per 100 of face)
   of every coupon date after the settlement date, and the redemption (100) at maturity; a
   coupon on the settlement date itself belongs to the seller;
+* `Principal` says how the face is repaid when not all at par on maturity (`principal_of`): a
+  stated redemption price, a call (flows end on the call date, at the call price), the
+  parts of an amortising bond (coupons on the face outstanding over their period); amounts
+  are then per 100 of the face outstanding on the settlement date (QuantLib's
+  `Bond::notional(settlement)`);
 * accrued interest = `bondmath.scheduled_accrued_interest` per 100 of face;
 * a cash flow's time t is measured stepwise along the schedule by the bond's day count: to
   the first coupon, the period's fraction less the fraction already accrued; then each
@@ -31,11 +36,21 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from fractions import Fraction
 
 from ledger import bondmath
+from ledger.ops import debt
 from ledger.ops.payments import bond_schedule
 from ledger.schedule import Schedule
 from ledger.types import BOND, Instrument
 
-__all__ = ["QUOTE_PLACES", "QUOTE_PRECISION", "Quote", "QuoteError", "quote", "quote_instrument"]
+__all__ = [
+    "QUOTE_PLACES",
+    "QUOTE_PRECISION",
+    "Principal",
+    "Quote",
+    "QuoteError",
+    "principal_of",
+    "quote",
+    "quote_instrument",
+]
 
 QUOTE_PRECISION = 40
 QUOTE_PLACES = 12
@@ -67,10 +82,32 @@ class Quote:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """How the face is repaid: `parts` ((coupon date, fraction of the original face), ...)
+    of an amortising bond, the rest on `final` (maturity, or the call date of a called bond:
+    no cash flow after it) at `price` percent of face."""
+
+    final: date
+    parts: tuple[tuple[date, Fraction], ...] = ()
+    price: Fraction = Fraction(100)
+
+    def outstanding(self, after: date) -> Fraction:
+        """The part of the original face outstanding once every part dated up to `after`
+        (inclusive) is repaid."""
+        return 1 - sum((part for day, part in self.parts if day <= after), Fraction(0))
+
+
 def _flows(
-    rate: Decimal, convention: bondmath.DayCount, schedule: Schedule, settlement: date
+    rate: Decimal,
+    convention: bondmath.DayCount,
+    schedule: Schedule,
+    settlement: date,
+    principal: Principal,
 ) -> tuple[Fraction, list[tuple[Fraction, Fraction]]]:
-    """(accrued per 100, [(cash flow per 100, time in years)]) after `settlement`."""
+    """(accrued per 100, [(cash flow per 100, time in years)]) after `settlement`, per 100 of
+    the face outstanding on the settlement date (a part repaid on it belongs to the seller,
+    as a coupon does): QuantLib's `BondFunctions`, prices per 100 of `notional(settlement)`."""
     exact_rate = Fraction(rate)
     flows: list[tuple[Fraction, Fraction]] = []
     start, _ = schedule.period_of(settlement)
@@ -79,20 +116,29 @@ def _flows(
         if settlement == start
         else 100 * exact_rate * schedule.fraction(convention, start, settlement)
     )
+    now = principal.outstanding(settlement)
+    parts = dict(principal.parts)
     time = Fraction(0)
     last = settlement
     for begin, end in schedule.periods():
         if end <= settlement:
             continue
+        if begin >= principal.final:
+            break
         period = schedule.fraction(convention, begin, end)
         if begin < settlement:  # the period under way: what is left of it
             time += period - schedule.fraction(convention, begin, settlement)
         else:
             time += period
-        flows.append((100 * exact_rate * period, time))
+        # The coupon is on the face outstanding over its period (parts dated before `end`).
+        on = principal.outstanding(begin) / now
+        flows.append((100 * exact_rate * period * on, time))
+        if end in parts and end < principal.final:
+            flows.append((100 * parts[end] / now, time))
         last = end
-    assert last == schedule.maturity
-    flows.append((Fraction(100), time))
+    assert last == principal.final
+    before_final = 1 - sum((p for day, p in principal.parts if day < principal.final), Fraction(0))
+    flows.append((before_final / now * principal.price, time))
     return accrued, flows
 
 
@@ -148,17 +194,20 @@ def quote(
     *,
     clean_price: Decimal | None = None,
     yield_: Decimal | None = None,
+    principal: Principal | None = None,
 ) -> Quote:
-    """The quote for `settlement` from a clean price (per 100) or a yield (exactly one)."""
+    """The quote for `settlement` from a clean price (per 100) or a yield (exactly one);
+    `principal` how the face is repaid (None: all of it at par on maturity)."""
     if (clean_price is None) == (yield_ is None):
         raise QuoteError("give either a clean price or a yield")
-    if not schedule.issue <= settlement < schedule.maturity:
+    principal = principal or Principal(schedule.maturity)
+    if not schedule.issue <= settlement < principal.final:
         raise QuoteError(
             f"settlement {settlement} is not on or after issue {schedule.issue} and before "
-            f"maturity {schedule.maturity}"
+            f"the final payment {principal.final}"
         )
     frequency = schedule.frequency
-    accrued_exact, flows = _flows(rate, convention, schedule, settlement)
+    accrued_exact, flows = _flows(rate, convention, schedule, settlement, principal)
     with localcontext(Context(prec=QUOTE_PRECISION, rounding=ROUND_HALF_EVEN)):
         accrued = Decimal(accrued_exact.numerator) / Decimal(accrued_exact.denominator)
         if yield_ is not None:
@@ -207,10 +256,6 @@ def quote_instrument(
             f"{instrument.id} is a floating-rate note: its coupons after the next depend on "
             "fixings not yet published, so it has no yield to maturity to quote"
         )
-    if instrument.terms is not None and instrument.terms.amortising:
-        raise QuoteError(
-            f"{instrument.id} amortises: quotes are for bonds repaid whole at maturity"
-        )
     if instrument.redeemed:
         raise QuoteError(f"{instrument.id} has been redeemed")
     price = _decimal_text("price", clean_price, _PRICE_TEXT)
@@ -222,7 +267,24 @@ def quote_instrument(
         settlement,
         clean_price=price,
         yield_=rate,
+        principal=principal_of(instrument),
     )
+
+
+def principal_of(instrument: Instrument) -> Principal:
+    """How a registered bond repays its face (docs/PROTOCOL.md 10.6, 10.7): its amortisation
+    parts (a called bond's before the call date), the rest on the final date (the call date
+    once called, else maturity) at the call price, the stated redemption price or par."""
+    final = debt.final_date(instrument)
+    assert final is not None
+    terms = instrument.terms
+    parts: tuple[tuple[date, Fraction], ...] = ()
+    if terms is not None and terms.amortising:
+        parts = tuple(
+            (day, Fraction(debt.percent_micro(percent), debt.MICRO))
+            for day, percent in debt.live_parts(terms)
+        )
+    return Principal(final, parts, Fraction(debt.price_percent(instrument)))
 
 
 def _decimal_text(name: str, text: str | None, pattern: re.Pattern) -> Decimal | None:

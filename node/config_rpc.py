@@ -48,6 +48,7 @@ class RpcConfig:
     max_events_page: int = 1000
     max_page: int = 100
     max_heavy_reads: int = 4
+    max_quotes: int = 2  # `quote` computations at once (worker threads, ledger/quote.py)
     max_requests_per_ip: int = 64
     ws_max_connections_per_ip: int = 16
     keep_alive_timeout_ms: int = 5_000
@@ -84,6 +85,7 @@ RPC_INTS = {
     "max_events_page": (1, 1000),  # ledger.store.MAX_EVENTS_PAGE
     "max_page": (1, 1000),
     "max_heavy_reads": (1, 1024),
+    "max_quotes": (1, 1024),
     "max_requests_per_ip": (1, 100_000),
     "ws_max_connections_per_ip": (1, 100_000),
     "keep_alive_timeout_ms": (100, 3_600_000),

@@ -1,16 +1,21 @@
-"""Check every coupon and redemption the ledger pays against QuantLib, over generated bonds.
+"""Check every coupon, part and redemption the ledger pays against QuantLib, over generated bonds.
 
     .venv/bin/python scripts/check_bonds.py --count 5000 --seed 1
 
-Each bond is registered, issued, paid every coupon and redeemed on an in-memory chain through
-signed transactions (tests/ledger/bond_oracle.py), and every payment is compared with QuantLib's
-schedule and day count and with the rounding docs/PROTOCOL.md states. Prints the bonds,
-coupons and payments checked, the total that rounding left unpaid (reported on chain as each
-receipt's `residual`), and every difference; then quotes as many generated bonds at a random
-settlement date and yield against QuantLib's BondFunctions (tests/ledger/quote_oracle.py);
-exits 1 if there is any difference. The test suite runs a
-smaller fixed count (tests/ledger/test_bond_oracle.py). QuantLib is a test dependency:
-`pip install -e '.[test]'`.
+Each bond is registered, issued, paid every coupon (and every part of an amortising bond) and
+redeemed on an in-memory chain through signed transactions (tests/ledger/bond_oracle.py), and
+every payment is compared with QuantLib's own instrument for the bond (FixedRateBond,
+FloatingRateBond with the chain's fixings, AmortizingFixedRateBond /
+AmortizingFloatingRateBond, truncated at a call: tests/ledger/bond_instruments.py), with
+QuantLib's schedule, calendar and day count, and with the rounding docs/PROTOCOL.md states.
+Prints the bonds, coupons and payments checked, the total that rounding left unpaid (reported
+on chain as each receipt's `residual`), what was exercised, the coupons where QuantLib's
+instrument is wrong by ICMA Rule 251 (its reference-period quirk, checked piece by piece
+instead), and every difference; then quotes as many generated bonds (amortising, called and
+priced ones included) at a random settlement date and yield against QuantLib's CashFlows
+functions (tests/ledger/quote_oracle.py); exits 1 if there is any difference. The test suite
+runs a smaller fixed count (tests/ledger/test_bond_oracle.py). QuantLib is a test
+dependency: `pip install -e '.[test]'`.
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{bond_oracle.COUNTS['floating_coupons']}, refused for a missing fixing "
         f"{bond_oracle.COUNTS['missing_fixings']}; called {bond_oracle.COUNTS['called']}, "
         f"redeemed at a stated price {bond_oracle.COUNTS['priced']}, Ijara sukuk "
-        f"{bond_oracle.COUNTS['sukuk']}"
+        f"{bond_oracle.COUNTS['sukuk']}, amortising {bond_oracle.COUNTS['amortising']} "
+        f"({bond_oracle.COUNTS['amortisations']} parts paid); QuantLib's instrument wrong by "
+        f"Rule 251 (reference-period quirk) on {bond_oracle.COUNTS['reference_quirks']} coupons; "
+        f"floating periods QuantLib fixes a day earlier (0 days before a holiday start) "
+        f"{bond_oracle.COUNTS['fixing_quirks']}"
     )
     started = time.monotonic()
     quotes, quote_differences = quote_oracle.check(args.count, args.seed)

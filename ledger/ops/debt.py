@@ -7,7 +7,9 @@
 * `publish_rate_fixing` records a rate the central bank published (`RateFixing`).
 * Amortising bonds (`amortisation` in the terms): `amortise` in ledger/ops/payments.py pays
   each scheduled part of the principal; `outstanding_micro` is the face outstanding over a
-  period, what coupons and the final redemption are paid on.
+  period, what coupons and the final redemption are paid on. From version 4 they may also be
+  callable or priced (`AMORTISING_CALLS`): a call cancels the parts from its date on
+  (`live_parts`) and redeems the face then outstanding at the call price.
 * `floating_rate` is the annual rate of one period of a floating-rate note: the fixing as of
   the period's fixing date plus the spread, never below zero; refused with
   RATE_FIXING_MISSING when nothing was published (never a silent zero).
@@ -36,7 +38,7 @@ from ledger.ops.common import (
     require_role,
 )
 from ledger.ops.paydates import business_calendar
-from ledger.protocol import DEBT_OFFICE
+from ledger.protocol import AMORTISING_CALLS, DEBT_OFFICE
 from ledger.schedule import Schedule
 from ledger.state import State
 from ledger.types import CASH_ISSUER, BlockContext, Event, Instrument
@@ -95,9 +97,13 @@ def parse_terms(
     notice = args.opt_integer("call_notice_days", default=0, lo=1, hi=MAX_CALL_NOTICE_DAYS)
     call_price = _percent(args, "call_price") if notice else ""
     amortisation = _amortisation(args, coupon_dates)
-    if amortisation and (notice or redemption or sukuk):
-        # Not built: a call or a price other than par on a part-repaid face, an amortising
-        # sukuk (docs/PROTOCOL.md section 10.7).
+    if (
+        amortisation
+        and (sukuk or state.protocol_version < AMORTISING_CALLS)
+        and (notice or redemption or sukuk)
+    ):
+        # Not built: an amortising sukuk; before version 4 also a call or a price other than
+        # par on a part-repaid face (docs/PROTOCOL.md section 10.7).
         fail(Code.BAD_FIELD, "an amortising bond has no call, redemption_price or sukuk terms")
     terms = DebtTerms(
         amortisation=amortisation,
@@ -180,15 +186,25 @@ def outstanding_micro(instrument: Instrument, before: date | None) -> int:
     """Of the original face, in millionths of a percent, what is outstanding after every
     scheduled amortisation dated before `before` (None: after all of them): what the period
     ending on `before` accrues on, and at maturity what is redeemed. 100 % when not amortising.
-    From the schedule, not from what has been paid: `amortise` is refused out of order."""
+    From the schedule, not from what has been paid: `amortise` is refused out of order.
+    A called bond's parts dated on or after its call date are never paid (the call redeems
+    the face outstanding on the call date at the call price, version 4)."""
     terms = instrument.terms
     if terms is None:
         return MICRO
     return MICRO - sum(
         percent_micro(percent)
-        for day, percent in terms.amortisation
+        for day, percent in live_parts(terms)
         if before is None or day < before
     )
+
+
+def live_parts(terms: DebtTerms) -> tuple[tuple[date, str], ...]:
+    """The amortisation parts that are paid: all of them, or a called bond's dated before
+    its call date (the call redeems the rest)."""
+    if terms.called_on is None:
+        return terms.amortisation
+    return tuple(part for part in terms.amortisation if part[0] < terms.called_on)
 
 
 _SHIFT = Context(prec=200, traps=[Inexact])  # scaleb rounds to its context's precision
@@ -230,9 +246,14 @@ def price_percent(instrument: Instrument) -> Decimal:
 def redemption_per_unit(instrument: Instrument) -> Decimal:
     """Minor units one unit redeems at: face x price / 100, exact (the price has at most 6
     decimals, so the quotient is a finite decimal); face value itself at par."""
-    if instrument.terms is not None and instrument.terms.amortising:
-        return of_face(instrument.face_value, outstanding_micro(instrument, None))  # at par
     percent = price_percent(instrument)
+    if instrument.terms is not None and instrument.terms.amortising:
+        outstanding = outstanding_micro(instrument, None)
+        if percent == 100:
+            return of_face(instrument.face_value, outstanding)  # at par (all of version 3)
+        # The face outstanding at the call or stated price (version 4): exact, as of_face.
+        scaled = _SHIFT.multiply(Decimal(instrument.face_value * outstanding), percent)
+        return _shifted(_SHIFT.divide(scaled, 100))
     if percent == 100:
         return Decimal(instrument.face_value)
     exact = Fraction(instrument.face_value) * Fraction(percent) / 100
@@ -277,6 +298,13 @@ def call_bond(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[E
     assert bond.issue_date is not None and bond.maturity_date is not None
     if call_date not in schedule_dates(bond):
         fail(Code.BAD_FIELD, f"{call_date} is not a coupon date of {bond.id}")
+    paid = terms.amortisation[: terms.amortised]
+    if paid and paid[-1][0] >= call_date:
+        # The part of the call date is paid at par already: the call would redeem it again.
+        fail(
+            Code.AMORTISATION_CALLED,
+            f"the part of {paid[-1][0]} on {bond.id} is paid: call it for a later coupon date",
+        )
     earliest = ctx.date + timedelta(days=terms.call_notice_days)
     if call_date < earliest:
         fail(

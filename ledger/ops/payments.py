@@ -347,11 +347,11 @@ def _amortised_first(bond: Instrument, day: date) -> None:
     still holds, so it goes to the record-date holders too."""
     terms = bond.terms
     assert terms is not None
-    if terms.amortised < len(terms.amortisation) and terms.amortisation[terms.amortised][0] <= day:
+    parts = debt.live_parts(terms)  # a called bond's parts from its call date on: none due
+    if terms.amortised < len(parts) and parts[terms.amortised][0] <= day:
         fail(
             Code.AMORTISATION_UNPAID,
-            f"the amortisation of {terms.amortisation[terms.amortised][0]} on {bond.id} "
-            "must be paid first",
+            f"the amortisation of {parts[terms.amortised][0]} on {bond.id} must be paid first",
         )
 
 
@@ -381,6 +381,13 @@ def amortise(state: State, ctx: BlockContext, tx: TxView, args: Args) -> list[Ev
     if terms.amortised >= len(terms.amortisation):
         fail(Code.AMORTISATION_NOT_DUE, f"every scheduled amortisation of {bond.id} is paid")
     scheduled, percent = terms.amortisation[terms.amortised]
+    if terms.called_on is not None and scheduled >= terms.called_on:
+        # Version 4: the call redeems the face outstanding on its date at the call price.
+        fail(
+            Code.AMORTISATION_CALLED,
+            f"{bond.id} is called for {terms.called_on}: its part of {scheduled} is redeemed "
+            "by the call",
+        )
     if day != scheduled:
         fail(
             Code.AMORTISATION_NOT_DUE,

@@ -107,6 +107,7 @@ class DebtOffice:
         redemption_price: str | None = None,
         call_notice_days: int | None = None,
         call_price: str | None = None,
+        amortisation: list[list[str]] | None = None,
     ) -> Operation:
         return build("register_instrument", **locals())
 

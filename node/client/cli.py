@@ -146,6 +146,7 @@ MEANINGS: dict[Code, str] = {
     Code.AMORTISATION_NOT_DUE: "that amortisation is not the next one scheduled, is already "
     "paid, or is not yet due",
     Code.AMORTISATION_UNPAID: "an amortisation due on or before that payment is still unpaid",
+    Code.AMORTISATION_CALLED: "the bond is called: parts from its call date on are redeemed by it",
     Code.MEMPOOL_FULL: "the node's mempool is full: try again later",
     Code.TX_TOO_LARGE: "the transaction is larger than the node admits",
     Code.ALREADY_IN_MEMPOOL: "the node already holds this transaction",

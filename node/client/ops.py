@@ -161,6 +161,7 @@ OPS: dict[str, OpSpec] = {
                 _a("redemption_price", TEXT, "percent of face at maturity, e.g. 101.5", False),
                 _a("call_notice_days", INT, "callable by the issuer with this notice", False),
                 _a("call_price", TEXT, "percent of face paid on a call", False),
+                _a("amortisation", JSON, 'amortising: [["YYYY-MM-DD", "percent"], ...]', False),
             ),
         ),
         OpSpec(

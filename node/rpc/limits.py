@@ -44,6 +44,7 @@ class RpcLimits:
     max_events_page: int = 1000  # `events` per_page at most
     max_page: int = 100  # `instruments` / `holders` limit at most
     max_heavy_reads: int = 4  # heavy reads (blocks, events, pages, proofs) running at once
+    max_quotes: int = 2  # `quote` computations on worker threads at once
     max_requests_per_ip: int = 64  # HTTP requests in flight from one client address
     ws_max_connections_per_ip: int = 16
     keep_alive_timeout_ms: int = 5_000  # an idle HTTP connection (or unfinished headers)
@@ -107,6 +108,7 @@ GUARD_INTS = (
     "max_events_page",
     "max_page",
     "max_heavy_reads",
+    "max_quotes",
     "max_requests_per_ip",
     "ws_max_connections_per_ip",
     "keep_alive_timeout_ms",

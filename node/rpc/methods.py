@@ -48,7 +48,7 @@ class RpcMethods:
         self.supervision = SupervisionMethods(
             node, self.scopes, self.limits.max_page, self.state.account
         )
-        self.quotes = QuoteMethods(node)
+        self.quotes = QuoteMethods(node, self.limits.max_quotes)
         table: dict[str, Method] = {
             **self.chain.table(),
             **self.txs.table(),

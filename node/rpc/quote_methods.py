@@ -3,7 +3,7 @@ fixed-coupon bond for a settlement date (ledger/quote.py), from committed state.
 
 Public, like `instrument` (a quote is arithmetic on the bond's public terms). The arithmetic
 runs on a worker thread (a 100-year monthly bond has 1200 cash flows), at most
-`MAX_CONCURRENT_QUOTES` at a time, so a burst of quotes never stalls the event loop.
+`[rpc] max_quotes` (default 2) at a time, so a burst of quotes never stalls the event loop.
 """
 
 from __future__ import annotations
@@ -21,15 +21,13 @@ from node.rpc.nodeview import NodeView
 from node.rpc.params import instrument_param, str_param
 from node.rpc.render import decode_record
 
-MAX_CONCURRENT_QUOTES = 2
-
 
 class QuoteMethods:
     """`quote {instrument, settlement, price | yield}`."""
 
-    def __init__(self, node: NodeView) -> None:
+    def __init__(self, node: NodeView, max_quotes: int = 2) -> None:
         self.node = node
-        self.limiter = trio.CapacityLimiter(MAX_CONCURRENT_QUOTES)
+        self.limiter = trio.CapacityLimiter(max_quotes)  # [rpc] max_quotes
 
     def table(self) -> dict[str, Method]:
         return {

@@ -26,11 +26,12 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import QuantLib as ql
 
 from ledger import bondmath
-from ledger.quote import QuoteError, quote
+from ledger.quote import Principal, QuoteError, quote
 from tests.ledger.bond_oracle import (
     BondCase,
     _day_counter,
@@ -45,7 +46,8 @@ MIN_YIELD_DAYS = 10  # closer to maturity, the yield from a price is not compare
 
 
 def quotable(rng: random.Random) -> BondCase:
-    """A generated fixed-coupon bond with regular or short irregular periods only."""
+    """A generated fixed-coupon bond (amortising, called, redeemed at a price or not) with
+    regular or short irregular periods only."""
     while True:
         case = generate(rng)
         if case.first_coupon is None and case.penultimate_coupon is None:
@@ -53,18 +55,42 @@ def quotable(rng: random.Random) -> BondCase:
             return case
 
 
-def _ql_bond(case: BondCase) -> ql.Bond:
+def principal(case: BondCase) -> Principal:
+    """The ledger's `Principal` of a generated bond (its rule: docs/PROTOCOL.md 10.6, 10.7)."""
+    dates = _ql_schedule(case)
+    final = case.maturity if case.call is None else dates[case.call[0] + 1]
+    parts = tuple(
+        (dates[i + 1], Fraction(Decimal(p)) / 100)
+        for i, p in case.amortisation
+        if dates[i + 1] < final
+    )
+    price = Fraction(Decimal(case.call[1] if case.call else case.redemption_price or "100"))
+    return Principal(final, parts, price)
+
+
+def _ql_leg(case: BondCase) -> ql.Leg:
+    """QuantLib's leg of the bond: coupons on the face outstanding over each period (100 at
+    issue), `AmortizingPayment`s for the parts, the rest redeemed at the price on the final
+    date; in date order, each coupon before the part repaid on its date. (Not a `ql.Bond`:
+    its constructor re-sorts the flows with an unstable sort, and a part sorted before its
+    date's coupon is discounted over a reference period QuantLib fakes -- one year back from
+    its date, `getStepwiseDiscountTime` -- which under ACT/ACT-ICMA is not the coupon's.)"""
     counter = _day_counter(case.day_count)
     dates = _ql_schedule(case)
     grid = _ql_grid(case)
     rate = float(Decimal(case.rate))
+    repaid = principal(case)
     leg = []
     for start, end in zip(dates, dates[1:], strict=False):
+        if start >= repaid.final:
+            break
         reference = max(g for g in grid if g < end)
+        nominal = float(100 * repaid.outstanding(start))
+        parts = [part for day, part in repaid.parts if day == end]
         leg.append(
             ql.FixedRateCoupon(
                 qdate(end),
-                100.0,
+                nominal,
                 rate,
                 counter,
                 qdate(start),
@@ -73,13 +99,16 @@ def _ql_bond(case: BondCase) -> ql.Bond:
                 qdate(end),
             )
         )
-    leg.append(ql.Redemption(100.0, qdate(case.maturity)))
-    return ql.Bond(0, ql.NullCalendar(), 100.0, qdate(case.maturity), qdate(case.issue), leg)
+        leg.extend(ql.AmortizingPayment(float(100 * part), qdate(end)) for part in parts)
+    rest = 1 - sum((part for _, part in repaid.parts), Fraction(0))
+    leg.append(ql.Redemption(float(rest * repaid.price), qdate(repaid.final)))
+    return ql.Leg(leg)
 
 
 def check_one(case: BondCase, rng: random.Random) -> list[str]:
     """Compare one bond's quote at a random settlement and yield; the differences found."""
-    settlement = case.issue + timedelta(days=rng.randrange((case.maturity - case.issue).days))
+    repaid = principal(case)
+    settlement = case.issue + timedelta(days=rng.randrange((repaid.final - case.issue).days))
     y = Decimal(rng.randrange(-200, 2500)).scaleb(-4)  # -2 % to 25 %
     schedule = bondmath.Schedule(
         case.issue,
@@ -91,14 +120,18 @@ def check_one(case: BondCase, rng: random.Random) -> list[str]:
     )
     convention = bondmath.DayCount(case.day_count)
     ql.Settings.instance().evaluationDate = qdate(settlement)
-    bond = _ql_bond(case)
+    leg = _ql_leg(case)
     counter = _day_counter(case.day_count)
     rate = ql.InterestRate(float(y), counter, ql.Compounded, case.frequency)
     ql_settle = qdate(settlement)
-    clean = ql.BondFunctions.cleanPrice(bond, rate, ql_settle)
-    accrued = ql.BondFunctions.accruedAmount(bond, ql_settle)
-    dirty = clean + accrued  # QuantLib's dirty price (its wrapper has no InterestRate form)
-    ours = quote(Decimal(case.rate), convention, schedule, settlement, yield_=y)
+    # QuantLib's `CashFlows` (what `BondFunctions` runs on a bond's flows) price the leg per
+    # 100 of the original face; QuantLib's amortising bonds (and the ledger) quote per 100 of
+    # the face outstanding at settlement (`Bond::notional(settlement)`): divide by it.
+    scale = float(repaid.outstanding(settlement))
+    dirty = ql.CashFlows.npv(leg, rate, False, ql_settle, ql_settle) / scale
+    accrued = ql.CashFlows.accruedAmount(leg, False, ql_settle) / scale
+    clean = dirty - accrued
+    ours = quote(Decimal(case.rate), convention, schedule, settlement, yield_=y, principal=repaid)
     where = f"{case.describe()} settle {settlement} yield {y}"
     differences = []
     for name, mine, theirs in (
@@ -109,23 +142,33 @@ def check_one(case: BondCase, rng: random.Random) -> list[str]:
         if abs(float(mine) - theirs) > TOLERANCE * max(1.0, abs(theirs)):
             differences.append(f"{where}: {name} {mine}, QuantLib {theirs!r}")
     price = Decimal(repr(clean))
-    if (case.maturity - settlement).days < MIN_YIELD_DAYS:
+    if (repaid.final - settlement).days < MIN_YIELD_DAYS:
         # Days from maturity the price hardly depends on the yield (30/360 can even measure
         # no time at all): a float price then fixes no yield to 1e-9, QuantLib's nor ours.
         return differences
     try:
-        back = quote(Decimal(case.rate), convention, schedule, settlement, clean_price=price)
+        back = quote(
+            Decimal(case.rate),
+            convention,
+            schedule,
+            settlement,
+            clean_price=price,
+            principal=repaid,
+        )
     except QuoteError as exc:
         return [*differences, f"{where}: no yield for QuantLib's clean {price}: {exc}"]
-    ql_yield = ql.BondFunctions.bondYield(
-        bond,
-        ql.BondPrice(float(price), ql.BondPrice.Clean),
+    ql_yield = ql.CashFlows.yieldRate(
+        leg,
+        (float(price) + accrued) * scale,
         counter,
         ql.Compounded,
         case.frequency,
+        False,
+        ql_settle,
         ql_settle,
         1e-14,
         200,
+        0.05,
     )
     if abs(float(back.yield_) - ql_yield) > TOLERANCE or abs(back.yield_ - y) > Decimal("1e-9"):
         differences.append(f"{where}: yield {back.yield_}, QuantLib {ql_yield!r}, from {y}")

@@ -14,7 +14,7 @@ from ledger.codes import Code
 from ledger.debt_terms import DebtTerms, RateFixing
 from ledger.ops import OPERATIONS, POLICY_NAMES
 from ledger.protocol import ProtocolRecord
-from ledger.quote import QuoteError, quote_instrument
+from ledger.quote import quote_instrument
 from ledger.state import State
 from ledger.types import Holding
 from tests.ledger.test_ops_harness import Chain
@@ -561,12 +561,21 @@ def test_amortisation_schedule_refusals(schedule):
     chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", args)
 
 
-def test_amortisation_is_not_combined_with_calls_or_a_redemption_price():
-    chain = world()
+def test_amortisation_combines_with_calls_and_a_price_from_version_4_never_with_sukuk():
     args = {**_bond_args(), "id": "B2", "isin": "GB0002634946"}
     args["amortisation"] = [["2026-07-01", "10"]]
-    for extra in ({"call_notice_days": 30, "call_price": "101"}, {"redemption_price": "101"}):
-        chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", {**args, **extra})
+    combined = ({"call_notice_days": 30, "call_price": "101"}, {"redemption_price": "101"})
+    v3 = world(version=3)  # a rule change: version 3 refuses them as it always did
+    for extra in combined:
+        receipt = v3.expect(Code.BAD_FIELD, "ministry", "register_instrument", {**args, **extra})
+        assert "has no call, redemption_price or sukuk terms" in receipt.log
+    chain = world()
+    for isin, extra in zip(("DE000BAY0017", "US5949181045"), combined, strict=True):
+        chain.ok(
+            "ministry", "register_instrument", {**args, **extra, "id": isin[2:6], "isin": isin}
+        )
+    sukuk = {**args, "sukuk": "ijara", "sukuk_asset": "a road"}
+    chain.expect(Code.BAD_FIELD, "ministry", "register_instrument", sukuk)
 
 
 def test_amortisation_terms_encode_and_decode():
@@ -590,7 +599,7 @@ def test_version_2_refuses_amortisation_as_older_code_does():
     assert receipt.log == "no operation 'amortise'"
 
 
-def test_amortisation_on_frozen_units_is_frozen_cash_and_amortising_bonds_are_not_quoted():
+def test_amortisation_on_frozen_units_is_frozen_cash_and_amortising_bonds_are_quoted():
     chain = amortising([["2026-07-01", "25"]])
     alice = chain.addr("alice")
     order = {"account": alice, "reason_code": 12, "legal_reference": "FIA case 7"}
@@ -598,5 +607,6 @@ def test_amortisation_on_frozen_units_is_frozen_cash_and_amortising_bonds_are_no
     amortise(chain, "2026-07-01")
     # 2 frozen units x 25,000 repaid: that cash stays under the order.
     assert chain.state.holdings["PKR"][alice] == Holding(7 * 25_000, 2 * 25_000)
-    with pytest.raises(QuoteError, match="amortises"):
-        quote_instrument(chain.state.instruments[BOND], date(2026, 8, 1), yield_="0.05")
+    # Quoted per 100 of the face outstanding (75 %): at its coupon rate on a coupon date, par.
+    answer = quote_instrument(chain.state.instruments[BOND], date(2026, 7, 1), yield_="0.08")
+    assert answer.accrued == 0 and abs(answer.clean_price - 100) < Decimal("1e-9")

@@ -31,8 +31,8 @@ def test_the_oracle_notices_a_wrong_time_measure(monkeypatch):
 
     original = module._flows
 
-    def skewed(rate, convention, schedule, settlement):
-        accrued, flows = original(rate, convention, schedule, settlement)
+    def skewed(rate, convention, schedule, settlement, principal):
+        accrued, flows = original(rate, convention, schedule, settlement, principal)
         return accrued, [(amount, time * Fraction(1001, 1000)) for amount, time in flows]
 
     monkeypatch.setattr(module, "_flows", skewed)
