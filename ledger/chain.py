@@ -112,7 +112,7 @@ class Chain:
         self.validator_history: list[ChangePoint] = self._load_validator_history()
         # The supervision index's change, summed as the state is written (its records are
         # in hand then); turned into the block's `SupervisionDelta` at commit.
-        self.supervision_tally = SupervisionTally()
+        self.supervision_tally = SupervisionTally(state)
         state.observe(self.supervision_tally)
 
     # ------------------------------------------------------------------ open / close
@@ -317,7 +317,6 @@ class Chain:
         if point is not None:
             meta[point_key(point.height)] = encode_set(point.validators)
         supervision = self.supervision_tally.delta(
-            self.state,
             # Lazy: read only when a frozen amount changed (ledger/supervision.py `_Reasons`).
             ((e.type, e.attributes) for r in pending.receipts for e in r.events),
             header.height,

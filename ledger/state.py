@@ -322,7 +322,7 @@ class State:
         if (old is None) is (holding is not None):  # the holding appeared or went away
             self._note_held(address, instrument_id, holding is not None)
         if self._observer is not None:
-            self._observer.holding(instrument_id, address, self.accounts.get(address), old, holding)
+            self._observer.holding(instrument_id, address, old, holding)
 
     def _note_held(self, address: bytes, instrument_id: str, held: bool) -> None:
         """Keep the account's `instruments` in step with its holdings (no account yet: its
@@ -383,7 +383,7 @@ class State:
 
     def observe(self, observer: Any) -> None:
         """Tell `observer` (None: nobody) of the writes from now on, as they happen:
-        `holding(instrument id, address, account now, old, new)` for every holding written,
+        `holding(instrument id, address, old, new)` for every holding written,
         `account(address, old, new, [(instrument id, balance), ...])` for every account
         written with another KYC file or freeze object than before (or created), and
         `savepoint(token, outermost)` / `rollback(token)` so that it can take back what a

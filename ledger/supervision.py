@@ -127,9 +127,10 @@ class SupervisionTally:
     once that block is durable.
     """
 
-    __slots__ = ("_balances", "_freezes", "_accounts", "_marks")
+    __slots__ = ("_state", "_balances", "_freezes", "_accounts", "_marks")
 
-    def __init__(self) -> None:
+    def __init__(self, state: State) -> None:
+        self._state = state  # the state observed: its accounts give a holding's KYC file
         # (instrument id, the account's KYC file or None, balance change, holder change)
         self._balances: list[tuple[str, Kyc | None, int, int]] = []
         # (address, instrument id, frozen amount before the write)
@@ -142,15 +143,10 @@ class SupervisionTally:
     # -- called by the state, once per write (the hot path) ----------------------------
 
     def holding(
-        self,
-        instrument_id: str,
-        address: bytes,
-        account: Account | None,
-        old: Holding | None,
-        new: Holding | None,
+        self, instrument_id: str, address: bytes, old: Holding | None, new: Holding | None
     ) -> None:
-        """A holding written: `old` before, `new` after (None: absent); `account`: its
-        account now (None: none yet)."""
+        """A holding written: `old` before, `new` after (None: absent)."""
+        account = self._state.accounts.get(address)  # None: no account yet
         if old is None:
             if new is None:
                 return
@@ -201,15 +197,13 @@ class SupervisionTally:
     # -- called by the chain, once per block ---------------------------------------------
 
     def delta(
-        self,
-        state: State,
-        events: Iterable[tuple[str, Mapping[str, Any]]],
-        height: int,
+        self, events: Iterable[tuple[str, Mapping[str, Any]]], height: int
     ) -> SupervisionDelta:
-        """The index's change for the writes since the last `clear`. `state`: after them;
-        `events`: the block's (type, attributes), for the reasons of holding freezes (read
+        """The index's change for the writes since the last `clear`, in the state as it is
+        now. `events`: the block's (type, attributes), for the reasons of holding freezes (read
         only when a frozen amount changed, so a lazy iterable costs nothing in a block of
         transfers)."""
+        state = self._state
         delta = SupervisionDelta()
         # Summed per (instrument, KYC file identity) first: one dict step per entry; the
         # group triple is made once per file at the end, three dict steps per sum.

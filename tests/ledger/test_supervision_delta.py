@@ -112,7 +112,7 @@ def test_tally_is_the_difference_of_two_full_counts(setup, between, block, aband
     state = empty_state()
     for write in setup:
         apply(state, write)
-    tally = SupervisionTally()
+    tally = SupervisionTally(state)
     state.observe(tally)
     counted_before, frozen_before = counts(state), frozen_keys(state)
     for write in between:  # outside any savepoint: a tool writing the state between blocks
@@ -132,7 +132,7 @@ def test_tally_is_the_difference_of_two_full_counts(setup, between, block, aband
             state.release(inner)
         else:
             state.rollback(inner)
-    delta = tally.delta(state, iter(()), 7)
+    delta = tally.delta(iter(()), 7)
     counted_after, frozen_after = counts(state), frozen_keys(state)
     state.release(token)
     tally.clear()
@@ -149,4 +149,4 @@ def test_tally_is_the_difference_of_two_full_counts(setup, between, block, aband
     changed = {k for k, v in frozen_after.items() if frozen_before.get(k) != v}
     assert sorted((r.address, r.instrument) for r in delta.frozen) == sorted(changed)
     # the next block starts from nothing
-    assert tally.delta(state, iter(()), 8).changed() == []
+    assert tally.delta(iter(()), 8).changed() == []
