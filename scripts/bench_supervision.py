@@ -42,11 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import ledger.chain as chain_module  # noqa: E402
 from ledger import supervision_store  # noqa: E402
 from ledger.chain import Chain  # noqa: E402
 from ledger.codes import Code  # noqa: E402
 from ledger.store import AsyncStore, Store  # noqa: E402
+from ledger.supervision import SupervisionTally  # noqa: E402
 from ledger.tx import decode_signed_tx, verify_tx_signatures  # noqa: E402
 from ledger.types import Account, Holding, Kyc  # noqa: E402
 from node.rpc.supervision_methods import SupervisionMethods  # noqa: E402
@@ -165,6 +165,7 @@ def time_summaries(chain: Chain, past: int, repeat: int) -> tuple[dict, int]:
 
 
 SPENT: dict[str, float] = {}  # CPU seconds inside the index's own functions, this block
+HOOK_NS = [0, 0]  # CPU ns inside the tally's per-write methods this block, and their calls
 
 
 def _timed(name: str, fn):
@@ -178,17 +179,67 @@ def _timed(name: str, fn):
     return run
 
 
-RECORDS_BEFORE = Chain._records_before
+class _TimedTally(SupervisionTally):
+    """The chain's tally with its own time measured: the per-write methods (called ~3,000
+    times a block, in the middle of the operations) with the thread's CPU clock, less what
+    an empty interval between two readings measures (`_clock_ns`); this wrapper's own call
+    is counted in."""
+
+    __slots__ = ()
+
+    def holding(self, *args) -> None:
+        began = time.thread_time_ns()
+        super().holding(*args)
+        HOOK_NS[0] += time.thread_time_ns() - began
+        HOOK_NS[1] += 1
+
+    def account(self, *args) -> None:
+        began = time.thread_time_ns()
+        super().account(*args)
+        HOOK_NS[0] += time.thread_time_ns() - began
+        HOOK_NS[1] += 1
+
+    def savepoint(self, *args) -> None:
+        began = time.thread_time_ns()
+        super().savepoint(*args)
+        HOOK_NS[0] += time.thread_time_ns() - began
+        HOOK_NS[1] += 1
+
+    def rollback(self, *args) -> None:
+        began = time.thread_time_ns()
+        super().rollback(*args)
+        HOOK_NS[0] += time.thread_time_ns() - began
+        HOOK_NS[1] += 1
+
+    def delta(self, *args):
+        return _timed("delta", super().delta)(*args)
 
 
-def set_variant(variant: str, delta, prefixes) -> None:
-    # "off" skips the index's whole computation: the journal walk and the block's delta.
-    chain_module.block_delta = (
-        _timed("block_delta", delta) if variant != "off" else (lambda *args: None)
-    )
-    Chain._records_before = (
-        _timed("records_before", RECORDS_BEFORE) if variant != "off" else (lambda *args: {})
-    )
+def _clock_ns() -> float:
+    """What an empty interval between two `thread_time_ns` readings measures: the share of
+    each hook's figure that is the measurement itself (subtracted)."""
+    clock = time.thread_time_ns
+    rounds, total = 100_000, 0
+    for _ in range(rounds):
+        began = clock()
+        total += clock() - began
+    return total / rounds
+
+
+class _Off(SupervisionTally):
+    """No index: nothing observed, no delta (what a block cost before the index)."""
+
+    __slots__ = ()
+
+    def delta(self, *args):
+        return None
+
+
+def set_variant(chain: Chain, variant: str, timed: SupervisionTally, prefixes) -> None:
+    # "off" skips the index's whole computation: the per-write tally and the block's delta.
+    tally = _Off(chain.state) if variant == "off" else timed
+    chain.supervision_tally = tally
+    chain.state.observe(None if variant == "off" else tally)
     supervision_store._PREFIXES = prefixes if variant == "full" else frozenset()
 
 
@@ -198,13 +249,15 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
     for tx in decoded:
         verify_tx_signatures(tx)
     verified = {tx.tx_id for tx in decoded}
-    delta, prefixes = chain_module.block_delta, supervision_store._PREFIXES
+    prefixes = supervision_store._PREFIXES
+    original = chain.supervision_tally
+    timed = _TimedTally(chain.state)
     block_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
     commit_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
     cpu_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
     # The index's own CPU per block, measured inside it (not a difference of noisy medians):
-    # block_delta, and the supervision part of the store's commit (write_block, the history
-    # rows and their held-back index plan).
+    # the tally's per-write methods and its delta, and the supervision part of the store's
+    # commit (write_block, the history rows and their held-back index plan).
     inside_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
     parts: dict[str, list[float]] = {}
     write_block = supervision_store.write_block
@@ -212,12 +265,14 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
     history_rows = Store._history_rows
     Store._history_rows = staticmethod(_timed("history_rows", history_rows))
     proposer = seeded_key("sender-0").address
+    clock_ns = _clock_ns()
     try:
         for index, start in enumerate(range(0, len(decoded), BLOCK_SIZE)):
             variant = VARIANTS[index % len(VARIANTS)]
-            set_variant(variant, delta, prefixes)
+            set_variant(chain, variant, timed, prefixes)
             batch = decoded[start : start + BLOCK_SIZE]
             SPENT.clear()
+            HOOK_NS[:] = [0, 0]
             began, began_cpu = time.perf_counter(), time.process_time()
             pending = chain.build_block(
                 batch, chain.last_time_ms + 1_000, proposer, verified=verified
@@ -231,13 +286,13 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
             block_ms[variant].append((done - began) * 1000)
             commit_ms[variant].append((done - built) * 1000)
             cpu_ms[variant].append((done_cpu - began_cpu) * 1000)
+            SPENT["hooks"] = HOOK_NS[0] / 1e9
+            SPENT["hooks"] -= HOOK_NS[1] * clock_ns / 1e9  # the clock readings themselves
             inside_ms[variant].append(sum(SPENT.values()) * 1000)
             for name, spent in SPENT.items():
                 parts.setdefault(f"{variant}:{name}", []).append(spent * 1000)
     finally:
-        set_variant("full", delta, prefixes)
-        chain_module.block_delta = delta
-        Chain._records_before = RECORDS_BEFORE
+        set_variant(chain, "full", original, prefixes)
         supervision_store.write_block = write_block
         Store._history_rows = history_rows
     medians = {v: round(statistics.median(block_ms[v]), 1) for v in VARIANTS if block_ms[v]}
