@@ -206,7 +206,7 @@ class SupervisionTally:
         state = self._state
         delta = SupervisionDelta()
         # Summed per (instrument, KYC file identity) first: one dict step per entry; the
-        # group triple is made once per file at the end, three dict steps per sum.
+        # groups are made once per file, then three dict steps per sum.
         sums: dict[tuple[str, int], list[int]] = {}
         files: dict[int, Kyc | None] = {}
         for instrument_id, kyc, change, count in self._balances:
@@ -218,18 +218,22 @@ class SupervisionTally:
             else:
                 found[0] += change
                 found[1] += count
-        combined: dict[tuple[str, tuple[str, str, str]], list[int]] = {}
+        aggregates = delta.aggregates
         groups_cache: dict[int, tuple[str, str, str]] = {}
         for (instrument_id, file_id), (total, count) in sums.items():
-            if total or count:
-                groups = groups_cache.get(file_id)
-                if groups is None:
-                    groups = groups_cache[file_id] = _groups_of_kyc(files[file_id])
-                _add(combined, (instrument_id, groups), total, count)
-        for (instrument_id, groups), (total, count) in combined.items():
-            if total or count:
-                for dimension, group in zip(DIMENSIONS, groups, strict=True):
-                    delta.add(instrument_id, dimension, group, total, count)
+            if not (total or count):
+                continue  # money that came and went in the block (a pay-back)
+            groups = groups_cache.get(file_id)
+            if groups is None:
+                groups = groups_cache[file_id] = _groups_of_kyc(files[file_id])
+            for dimension, group in zip(DIMENSIONS, groups, strict=True):
+                slot = (instrument_id, dimension, group)
+                found = aggregates.get(slot)
+                if found is None:
+                    aggregates[slot] = [total, count]
+                else:
+                    found[0] += total
+                    found[1] += count
         # The first entry of an account or holding holds its value before the block: every
         # later one was made on top of it (a rolled-back write took its entry with it).
         seen_accounts: set[bytes] = set()
@@ -257,15 +261,6 @@ class SupervisionTally:
         self._freezes.clear()
         self._accounts.clear()
         self._marks.clear()
-
-
-def _add(combined: dict, slot: tuple, total: int, count: int) -> None:
-    found = combined.get(slot)
-    if found is None:
-        combined[slot] = [total, count]
-    else:
-        found[0] += total
-        found[1] += count
 
 
 def _account_changes(
