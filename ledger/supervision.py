@@ -207,33 +207,39 @@ class SupervisionTally:
         delta = SupervisionDelta()
         # Summed per (instrument, KYC file identity) first: one dict step per entry; the
         # groups are made once per file, then three dict steps per sum.
-        sums: dict[tuple[str, int], list[int]] = {}
+        # instrument id -> id(KYC file) -> [balance change, holder change]; the entries of one
+        # instrument come in runs (a block of transfers has one), so its map is looked up
+        # once per run.
+        sums: dict[str, dict[int, list[int]]] = {}
         files: dict[int, Kyc | None] = {}
+        last, bucket = None, {}
         for instrument_id, kyc, change, count in self._balances:
-            slot = (instrument_id, id(kyc))
-            found = sums.get(slot)
+            if instrument_id is not last:
+                last, bucket = instrument_id, sums.setdefault(instrument_id, {})
+            found = bucket.get(id(kyc))
             if found is None:
-                sums[slot] = [change, count]
+                bucket[id(kyc)] = [change, count]
                 files[id(kyc)] = kyc
             else:
                 found[0] += change
                 found[1] += count
         aggregates = delta.aggregates
         groups_cache: dict[int, tuple[str, str, str]] = {}
-        for (instrument_id, file_id), (total, count) in sums.items():
-            if not (total or count):
-                continue  # money that came and went in the block (a pay-back)
-            groups = groups_cache.get(file_id)
-            if groups is None:
-                groups = groups_cache[file_id] = _groups_of_kyc(files[file_id])
-            for dimension, group in zip(DIMENSIONS, groups, strict=True):
-                slot = (instrument_id, dimension, group)
-                found = aggregates.get(slot)
-                if found is None:
-                    aggregates[slot] = [total, count]
-                else:
-                    found[0] += total
-                    found[1] += count
+        for instrument_id, bucket in sums.items():
+            for file_id, (total, count) in bucket.items():
+                if not (total or count):
+                    continue  # money that came and went in the block (a pay-back)
+                groups = groups_cache.get(file_id)
+                if groups is None:
+                    groups = groups_cache[file_id] = _groups_of_kyc(files[file_id])
+                for dimension, group in zip(DIMENSIONS, groups, strict=True):
+                    slot = (instrument_id, dimension, group)
+                    found = aggregates.get(slot)
+                    if found is None:
+                        aggregates[slot] = [total, count]
+                    else:
+                        found[0] += total
+                        found[1] += count
         # The first entry of an account or holding holds its value before the block: every
         # later one was made on top of it (a rolled-back write took its entry with it).
         seen_accounts: set[bytes] = set()

@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping
+from itertools import chain
 from typing import Any
 
-from ledger.state_log import decode_log_row, encode_log_row
+import msgpack
+
+from ledger.state_log import decode_log_row
 from ledger.supervision import HISTORY_PREFIXES, SupervisionDelta
 
 __all__ = [
@@ -134,8 +137,8 @@ def history_changes(changes: Mapping[bytes, bytes | None]) -> list[tuple[bytes, 
     prefixes = _PREFIXES
     if not prefixes:
         return []
-    found = [(k, v) for k, v in changes.items() if k[:1] in prefixes]
-    found.sort()
+    found = [item for item in changes.items() if item[0][:1] in prefixes]
+    found.sort()  # a block's changes come sorted (`State.take_changes`): one pass then
     return found
 
 
@@ -157,7 +160,7 @@ def write_block(
     elif history:
         conn.execute(
             "INSERT INTO history_log (height, changes) VALUES (?, ?)",
-            (height, encode_log_row(dict(history))),
+            (height, _log_row(history)),
         )
     if height == 0:
         conn.execute(_UPSERT_META, (META_SINCE, b"0"))
@@ -183,6 +186,12 @@ def _write_groups(
         _WRITE_GROUP,
         [(i, d, g, height, total, holders) for i, d, g, total, holders in changed],
     )
+
+
+def _log_row(history: list[tuple[bytes, bytes | None]]) -> bytes:
+    """`state_log.encode_log_row` of the block's history (an array key, value, key,
+    value...), straight from its pairs: no dict and no two lists of 3,000 entries first."""
+    return msgpack.packb(list(chain.from_iterable(history)), use_bin_type=True)
 
 
 def _write_frozen(conn: sqlite3.Connection, delta: SupervisionDelta) -> None:

@@ -181,6 +181,10 @@ def _timed(name: str, fn):
     return run
 
 
+_HOLDING, _ACCOUNT = SupervisionTally.holding, SupervisionTally.account
+_SAVEPOINT, _ROLLBACK = SupervisionTally.savepoint, SupervisionTally.rollback
+
+
 def _hook(spent: int) -> None:
     if spent > HOOK_OUTLIER_NS:
         HOOK_NS[2] += 1  # the process was descheduled (or collected garbage) meanwhile
@@ -199,24 +203,24 @@ class _TimedTally(SupervisionTally):
 
     __slots__ = ()
 
-    def holding(self, *args) -> None:
+    def holding(self, instrument_id, address, old, new) -> None:
         began = time.perf_counter_ns()
-        super().holding(*args)
+        _HOLDING(self, instrument_id, address, old, new)
         _hook(time.perf_counter_ns() - began)
 
-    def account(self, *args) -> None:
+    def account(self, address, old, new, balances) -> None:
         began = time.perf_counter_ns()
-        super().account(*args)
+        _ACCOUNT(self, address, old, new, balances)
         _hook(time.perf_counter_ns() - began)
 
-    def savepoint(self, *args) -> None:
+    def savepoint(self, token, outermost) -> None:
         began = time.perf_counter_ns()
-        super().savepoint(*args)
+        _SAVEPOINT(self, token, outermost)
         _hook(time.perf_counter_ns() - began)
 
-    def rollback(self, *args) -> None:
+    def rollback(self, token) -> None:
         began = time.perf_counter_ns()
-        super().rollback(*args)
+        _ROLLBACK(self, token)
         _hook(time.perf_counter_ns() - began)
 
     def delta(self, *args):

@@ -16,6 +16,7 @@ from ledger import supervision_store as sup
 from ledger.chain import Chain
 from ledger.codes import Code
 from ledger.state import account_key, holding_key
+from ledger.state_log import decode_log_row, encode_log_row
 from ledger.supervision_store import META_HEIGHT
 from tests.ledger.test_chain import (
     DAY_MS,
@@ -207,3 +208,12 @@ def test_frozen_list_and_clients_and_account_history(tmp_path, slices):
     assert chain.store.read_with(sup.since) == chain.height
     assert chain.store.read_with(sup.frozen_page, 10, 0) == [(alice, "PKR", None, "", 7)]
     chain.close()
+
+
+def test_history_log_row_is_the_state_log_format():
+    """The history's row is packed straight from the block's pairs; it must read back as the
+    state log's rows do (ledger/state_log.py), deletions (None) included."""
+    history = [(b"a" + bytes([i]) * 20, None if i % 3 == 0 else bytes([i]) * i) for i in range(9)]
+    row = sup._log_row(history)
+    assert row == encode_log_row(dict(history))
+    assert decode_log_row(row) == history
