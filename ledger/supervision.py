@@ -3,9 +3,9 @@
 This module owns the *meaning* of the supervision index: which groups a holder falls in, how
 one block's writes change the per-group totals and holder counts, and which accounts and
 holdings are frozen (with the reason and legal reference of their freeze). It does no I/O:
-`ledger/chain.py` computes a `SupervisionDelta` for each block from the block's journal (the
-typed records before the block) and the state after it, and `ledger/supervision_store.py`
-writes it in the block's own SQLite transaction.
+the chain's `SupervisionTally` observes its state (`State.observe`) and turns what a block
+wrote into a `SupervisionDelta` at commit, and `ledger/supervision_store.py` writes that in
+the block's own SQLite transaction.
 
 Groups (`DIMENSIONS`): a holder of an instrument counts in the group of its account's KYC
 file -- `vasp` (the investor's VASP's address, hex), `country` (ISO 3166-1 alpha-2),
@@ -14,10 +14,12 @@ institution's own account) or no VASP. The `clients` dimension counts accounts, 
 under instrument `CLIENTS` ("") and the VASP's group, the number of accounts whose KYC names
 that VASP.
 
-A block's delta is computed from what changed only (`block_delta`): an account whose KYC
-file moved it to other groups takes every balance it holds from the old groups to the new;
-every other changed holding adds its balance change to its account's groups. Cost: a few dict
-lookups per changed key, none per holder.
+A block's delta is summed from its writes as they happen (`SupervisionTally`): each holding
+write adds its balance change under its account's KYC file at that moment; an account given
+another KYC file moves every balance it holds from the old file's groups to the new. Cost: an
+append per holding written (the operation has the records in hand), a dict step per entry
+at commit, three per KYC file touched; none per holder. `full_snapshot` counts a whole state
+(a new chain, an index rebuilt at the tip, and the tests' recount).
 """
 
 from __future__ import annotations

@@ -270,7 +270,9 @@ def set_variant(chain: Chain, variant: str, timed: SupervisionTally, prefixes) -
     supervision_store._PREFIXES = prefixes if variant == "full" else frozenset()
 
 
-def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
+def time_blocks(
+    chain: Chain, accounts: int, senders: int, blocks: int, variants: tuple[str, ...] = VARIANTS
+) -> dict:
     txs = signed_transfers(chain, accounts, senders, blocks, seed=11)
     decoded = [decode_signed_tx(raw) for raw in txs]
     for tx in decoded:
@@ -287,6 +289,7 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
     # commit (write_block, the history rows, their held-back index and its merged rows).
     inside_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
     left_out: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    rounds: dict[int, dict[str, float]] = {}  # round -> variant -> its block's CPU ms
     parts: dict[str, list[float]] = {}
     write_block = supervision_store.write_block
     supervision_store.write_block = _timed("write_block", write_block)
@@ -305,7 +308,7 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
         for index, start in enumerate(range(0, len(decoded), BLOCK_SIZE)):
             # Rotated every round (off, aggregates, full; aggregates, full, off; ...): whatever
             # recurs every third block (a WAL checkpoint) falls on each variant in turn.
-            variant = VARIANTS[(index + index // len(VARIANTS)) % len(VARIANTS)]
+            variant = variants[(index + index // len(variants)) % len(variants)]
             set_variant(chain, variant, timed, prefixes)
             batch = decoded[start : start + BLOCK_SIZE]
             SPENT.clear()
@@ -323,6 +326,7 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
             block_ms[variant].append((done - began) * 1000)
             commit_ms[variant].append((done - built) * 1000)
             cpu_ms[variant].append((done_cpu - began_cpu) * 1000)
+            rounds.setdefault(index // len(variants), {})[variant] = (done_cpu - began_cpu) * 1000
             SPENT["hooks"] = HOOK_NS[0] / 1e9
             SPENT["hooks"] -= HOOK_NS[1] * clock_ns / 1e9  # the clock readings themselves
             left_out[variant].append(HOOK_NS[2])
@@ -351,8 +355,20 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
             if v in figures and "off" in figures
         }
 
+    # Each round's block with the index against that round's block without: the median of
+    # those differences follows the machine's drift less than a difference of two medians.
+    paired = {
+        v: round(
+            statistics.median(r[v] - r["off"] for r in rounds.values() if v in r and "off" in r)
+            / cpu["off"]
+            * 100,
+            1,
+        )
+        for v in ("aggregates", "full")
+        if v in variants and "off" in variants and cpu_ms[v]
+    }
     inside = {v: statistics.median(inside_ms[v]) for v in VARIANTS if inside_ms[v]}
-    merge_ms = merging * 1000 / max(1, len(inside_ms["full"]))
+    merge_ms = merging * 1000 / len(inside_ms["full"]) if inside_ms["full"] else 0.0
     if inside_ms["full"]:
         inside["full"] += merge_ms
     inside = {v: round(ms, 1) for v, ms in inside.items()}
@@ -370,6 +386,7 @@ def time_blocks(chain: Chain, accounts: int, senders: int, blocks: int) -> dict:
         "block_cpu_ms": cpu,
         "index_share_pct": share(medians),
         "index_cpu_share_pct": share(cpu),
+        "index_cpu_paired_pct": paired,
     }
 
 
@@ -382,8 +399,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=30, help="measured blocks (3 variants)")
     parser.add_argument("--warm-up", type=int, default=6, help="blocks before measuring")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="which of off,aggregates,full to run, in turn (default: all three)",
+    )
     parser.add_argument("--workdir", help="folder for the database (default: a temp folder)")
     args = parser.parse_args(argv)
+    variants = tuple(args.variants.split(","))
+    if "off" not in variants or any(v not in VARIANTS for v in variants):
+        parser.error(f"--variants: names among {','.join(VARIANTS)}, off included")
+    if len(set(variants)) < len(variants):
+        parser.error("--variants: each name once")
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         path = Path(folder) / "bench.db"
         began = time.perf_counter()
@@ -395,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.warm_up:
                 time_blocks(chain, args.accounts, args.senders, args.warm_up)
-            blocks = time_blocks(chain, args.accounts, args.senders, args.blocks)
+            blocks = time_blocks(chain, args.accounts, args.senders, args.blocks, variants)
             summary, groups = time_summaries(chain, past, args.repeat)
         finally:
             chain.close()
