@@ -129,12 +129,17 @@ class SupervisionTally:
     once that block is durable.
     """
 
-    __slots__ = ("_state", "_balances", "_freezes", "_accounts", "_marks")
+    __slots__ = ("_state", "_balances", "_files", "_freezes", "_accounts", "_marks")
 
     def __init__(self, state: State) -> None:
         self._state = state  # the state observed: its accounts give a holding's KYC file
-        # (instrument id, the account's KYC file or None, balance change, holder change)
-        self._balances: list[tuple[str, Kyc | None, int, int]] = []
+        # (instrument id, id(the account's KYC file), balance change, holder change): only
+        # atomic values, so the garbage collector stops tracking the entries at its first
+        # pass (the many thousands written between blocks by a tool included) ...
+        self._balances: list[tuple[str, int, int, int]] = []
+        # ... and the files themselves here, id -> file (None: no file, no account), which
+        # also keeps every id unique until `clear`
+        self._files: dict[int, Kyc | None] = {}
         # (address, instrument id, frozen amount before the write)
         self._freezes: list[tuple[bytes, str, int]] = []
         # (address, the account before the write or None)
@@ -148,25 +153,28 @@ class SupervisionTally:
         self, instrument_id: str, address: bytes, old: Holding | None, new: Holding | None
     ) -> None:
         """A holding written: `old` before, `new` after (None: absent)."""
-        account = self._state.accounts.get(address)  # None: no account yet
         if old is None:
             if new is None:
                 return
-            entry = (instrument_id, None if account is None else account.kyc, new.balance, 1)
+            change, count = new.balance, 1
             if new.frozen:
                 self._freezes.append((address, instrument_id, 0))
         elif new is None:
-            entry = (instrument_id, None if account is None else account.kyc, -old.balance, -1)
+            change, count = -old.balance, -1
             if old.frozen:
                 self._freezes.append((address, instrument_id, old.frozen))
         else:
             if old.frozen != new.frozen:
                 self._freezes.append((address, instrument_id, old.frozen))
-            change = new.balance - old.balance
+            change, count = new.balance - old.balance, 0
             if not change:
                 return
-            entry = (instrument_id, None if account is None else account.kyc, change, 0)
-        self._balances.append(entry)
+        account = self._state.accounts.get(address)  # None: no account yet
+        kyc = None if account is None else account.kyc
+        file_id = id(kyc)
+        if file_id not in self._files:
+            self._files[file_id] = kyc
+        self._balances.append((instrument_id, file_id, change, count))
 
     def account(
         self,
@@ -179,10 +187,12 @@ class SupervisionTally:
         exist); `balances`: (instrument id, balance) of every holding it has."""
         old_kyc = None if old is None else old.kyc
         if old_kyc is not new.kyc:
+            self._files[id(old_kyc)] = old_kyc
+            self._files[id(new.kyc)] = new.kyc
             append = self._balances.append
             for instrument_id, balance in balances:
-                append((instrument_id, old_kyc, -balance, -1))
-                append((instrument_id, new.kyc, balance, 1))
+                append((instrument_id, id(old_kyc), -balance, -1))
+                append((instrument_id, id(new.kyc), balance, 1))
         self._accounts.append((address, old))
 
     def savepoint(self, token: int, outermost: bool) -> None:
@@ -213,15 +223,14 @@ class SupervisionTally:
         # instrument come in runs (a block of transfers has one), so its map is looked up
         # once per run.
         sums: dict[str, dict[int, list[int]]] = {}
-        files: dict[int, Kyc | None] = {}
+        files = self._files
         last, bucket = None, {}
-        for instrument_id, kyc, change, count in self._balances:
+        for instrument_id, file_id, change, count in self._balances:
             if instrument_id is not last:
                 last, bucket = instrument_id, sums.setdefault(instrument_id, {})
-            found = bucket.get(id(kyc))
+            found = bucket.get(file_id)
             if found is None:
-                bucket[id(kyc)] = [change, count]
-                files[id(kyc)] = kyc
+                bucket[file_id] = [change, count]
             else:
                 found[0] += change
                 found[1] += count
@@ -266,6 +275,7 @@ class SupervisionTally:
     def clear(self) -> None:
         """Forget the entries summed: their block is durable."""
         self._balances.clear()
+        self._files.clear()
         self._freezes.clear()
         self._accounts.clear()
         self._marks.clear()

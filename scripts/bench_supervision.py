@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import gc
 import json
 import random
 import statistics
@@ -170,6 +171,16 @@ HOOK_NS = [0, 0, 0]
 HOOK_OUTLIER_NS = 50_000  # one call never takes this long unless the process was interrupted
 
 
+GC = [0.0, 0.0]  # seconds in the garbage collector this block, and when the current pass began
+
+
+def _gc_timer(phase: str, info: dict) -> None:
+    if phase == "start":
+        GC[1] = time.process_time()
+    else:
+        GC[0] += time.process_time() - GC[1]
+
+
 def _timed(name: str, fn):
     def run(*args):
         began = time.process_time()
@@ -303,7 +314,10 @@ def time_blocks(
     chain.store._conn = _TimedConnection(connection)
     proposer = seeded_key("sender-0").address
     clock_ns = _clock_ns()
-    merging = 0.0  # CPU seconds merging held-back history keys, all blocks
+    # round -> [CPU seconds merging held-back history keys in its blocks, has a full block]
+    merges: dict[int, list] = {}
+    gc_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    gc.callbacks.append(_gc_timer)
     try:
         for index, start in enumerate(range(0, len(decoded), BLOCK_SIZE)):
             # Rotated every round (off, aggregates, full; aggregates, full, off; ...): whatever
@@ -313,6 +327,7 @@ def time_blocks(
             batch = decoded[start : start + BLOCK_SIZE]
             SPENT.clear()
             HOOK_NS[:] = [0, 0, 0]
+            GC[0] = 0.0
             began, began_cpu = time.perf_counter(), time.process_time()
             pending = chain.build_block(
                 batch, chain.last_time_ms + 1_000, proposer, verified=verified
@@ -333,12 +348,16 @@ def time_blocks(
             # The held-back history keys are merged one slice a block, whichever variant
             # runs it, and only "full" blocks make them: their whole cost over the run is
             # the full blocks', spread evenly (what a node writing them every block pays).
-            merging += SPENT.get("history_index", 0.0) + SPENT.get("history_keys", 0.0)
+            round_merge = merges.setdefault(index // len(variants), [0.0, False])
+            round_merge[0] += SPENT.get("history_index", 0.0) + SPENT.get("history_keys", 0.0)
+            round_merge[1] |= variant == "full"
+            gc_ms[variant].append(GC[0] * 1000)
             own = sum(v for k, v in SPENT.items() if k not in ("history_index", "history_keys"))
             inside_ms[variant].append(own * 1000)
             for name, spent in SPENT.items():
                 parts.setdefault(f"{variant}:{name}", []).append(spent * 1000)
     finally:
+        gc.callbacks.remove(_gc_timer)
         set_variant(chain, "full", original, prefixes)
         supervision_store.write_block = write_block
         Store._history_rows = history_rows
@@ -368,13 +387,21 @@ def time_blocks(
         if v in variants and "off" in variants and cpu_ms[v]
     }
     inside = {v: statistics.median(inside_ms[v]) for v in VARIANTS if inside_ms[v]}
-    merge_ms = merging * 1000 / len(inside_ms["full"]) if inside_ms["full"] else 0.0
+    # A round's merges carry the history keys of its one full block (what a node writing
+    # them every block merges a block): the median over rounds, added to the full variant.
+    full_rounds = [spent for spent, has_full in merges.values() if has_full]
+    merge_ms = statistics.median(full_rounds) * 1000 if full_rounds else 0.0
     if inside_ms["full"]:
         inside["full"] += merge_ms
     inside = {v: round(ms, 1) for v, ms in inside.items()}
     return {
         "index_cpu_ms": inside,
         "history_merge_ms_per_full_block": round(merge_ms, 2),
+        "gc_ms_median_mean": {
+            v: (round(statistics.median(ms), 2), round(statistics.mean(ms), 2))
+            for v, ms in gc_ms.items()
+            if ms
+        },
         "hook_calls_left_out": {v: sum(n) for v, n in left_out.items()},
         "clock_ns": round(clock_ns, 1),
         "index_cpu_parts_ms": {k: round(statistics.median(v), 1) for k, v in parts.items()},
