@@ -9,16 +9,27 @@ store cuts a large state into slices), then:
 * times `holdings_summary` by VASP, by country and by category, now and as of the prepared
   height, through the RPC method itself (node/rpc/supervision_methods.py over an
   `AsyncStore`), `--repeat` times each: median and worst;
-* runs `--blocks` blocks of 1,000 transfers, in turn with the index off (no
+* runs `--blocks` blocks of 1,000 transfers, in turn with the index off (no tally, no
   `SupervisionDelta`: what a block cost before), with the aggregates only (no state history)
-  and with everything (aggregates, frozen list, state history), and reports each variant's
-  median block (build + commit) and commit time, and the index's share of a block.
+  and with everything (aggregates, frozen list, state history) -- `--variants` picks some,
+  "off" always among them; the order rotates every round, so whatever recurs every few
+  blocks (a WAL checkpoint) falls on each in turn -- and reports each variant's median block
+  (build + commit) and commit time.
 
-Wall times on a shared machine are noisy: the process CPU time of each block (median,
-`block_cpu_ms`) is reported next to them, and the index's share from both.
+The headline is the index's own CPU, measured inside it (`index_cpu_ms`, its parts in
+`index_cpu_parts_ms`, its share of a block without the index in
+`index_cpu_pct_of_off_block`): the tally's per-write methods (monotonic clock, less an empty
+interval; interrupted calls left out and counted), its delta, `write_block`, the history
+rows and, for "full", the merge of the held-back history keys (the median over rounds of a
+round's merge work, `history_merge_ms_per_full_block`). Differences of the blocks' process
+CPU (`index_cpu_share_pct`, and `index_cpu_paired_pct` within each round) and the time in
+the garbage collector per block (`gc_ms_median_mean`) are cross-checks: on a shared machine
+they move by several ms a block.
 
-Last line JSON: {"accounts", "groups", "summary_ms": {...}, "block_ms": {...}, "commit_ms":
-{...}, "block_cpu_ms": {...}, "index_share_pct": {...}, "index_cpu_share_pct": {...}}.
+Last line JSON: {"accounts", "groups", "summary_ms", "index_cpu_ms", "index_cpu_parts_ms",
+"index_cpu_pct_of_off_block", "history_merge_ms_per_full_block", "gc_ms_median_mean",
+"hook_calls_median", "hook_calls_left_out", "clock_ns", "block_ms", "commit_ms",
+"block_cpu_ms", "index_share_pct", "index_cpu_share_pct", "index_cpu_paired_pct"}.
 
     .venv/bin/python scripts/bench_supervision.py --accounts 1000000 --blocks 30
 """
