@@ -445,17 +445,6 @@ class State:
             before[key] = None if previous is _MISSING else encode(previous.to_map())
         return before
 
-    def records_before(self, token: int, namespaces: bytes = b"ah") -> dict[bytes, Any]:
-        """Like `values_before`, the typed records (not encoded) of the keys written since
-        `token` whose first byte is in `namespaces` (None: the key did not exist): what the
-        supervision index (ledger/supervision.py) needs of a block. Inside that savepoint."""
-        before: dict[bytes, Any] = {}
-        for _container, _subkey, previous, key, _dirty in self._journal[token:]:
-            if key is None or key in before or key[0] not in namespaces:
-                continue
-            before[key] = None if previous is _MISSING else previous
-        return before
-
     def balance_changes_since(self, token: int) -> list[tuple[str, bytes, int, int]]:
         """Every balance the writes since `savepoint()` returned `token` changed, as
         (instrument id, address, signed change, balance after), in the order of each
