@@ -24,7 +24,9 @@ rows and, for "full", the merge of the held-back history keys (the median over r
 round's merge work, `history_merge_ms_per_full_block`). Differences of the blocks' process
 CPU (`index_cpu_share_pct`, and `index_cpu_paired_pct` within each round) and the time in
 the garbage collector per block (`gc_ms_median_mean`) are cross-checks: on a shared machine
-they move by several ms a block.
+they move by several ms a block, and include the timing wrappers' own cost unless
+`--plain` (no timing inside the index at all; `--variants off,aggregates --plain` with many
+blocks is the cleanest check of the aggregates' whole cost, garbage collection included).
 
 Last line JSON: {"accounts", "groups", "summary_ms", "index_cpu_ms", "index_cpu_parts_ms",
 "index_cpu_pct_of_off_block", "history_merge_ms_per_full_block", "gc_ms_median_mean",
@@ -297,8 +299,15 @@ def set_variant(chain: Chain, variant: str, timed: SupervisionTally, prefixes) -
 
 
 def time_blocks(
-    chain: Chain, accounts: int, senders: int, blocks: int, variants: tuple[str, ...] = VARIANTS
+    chain: Chain,
+    accounts: int,
+    senders: int,
+    blocks: int,
+    variants: tuple[str, ...] = VARIANTS,
+    plain: bool = False,
 ) -> dict:
+    """`plain`: no timing wrappers (the index's parts are not measured; the blocks' CPU
+    differences are then free of the wrappers' own cost)."""
     txs = signed_transfers(chain, accounts, senders, blocks, seed=11)
     decoded = [decode_signed_tx(raw) for raw in txs]
     for tx in decoded:
@@ -306,7 +315,7 @@ def time_blocks(
     verified = {tx.tx_id for tx in decoded}
     prefixes = supervision_store._PREFIXES
     original = chain.supervision_tally
-    timed = _TimedTally(chain.state)
+    timed = original if plain else _TimedTally(chain.state)
     block_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
     commit_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
     cpu_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -319,15 +328,16 @@ def time_blocks(
     rounds: dict[int, dict[str, float]] = {}  # round -> variant -> its block's CPU ms
     parts: dict[str, list[float]] = {}
     write_block = supervision_store.write_block
-    supervision_store.write_block = _timed("write_block", write_block)
     history_rows = Store._history_rows
-    Store._history_rows = staticmethod(_timed("history_rows", history_rows))
-    # The history keys' held-back index (plan, apply) and their rows' insert, in the store.
     held = chain.store._history_index
-    held.plan = _timed("history_index", held.plan)
-    held.apply = _timed("history_index", held.apply)
     connection = chain.store._conn
-    chain.store._conn = _TimedConnection(connection)
+    if not plain:
+        supervision_store.write_block = _timed("write_block", write_block)
+        Store._history_rows = staticmethod(_timed("history_rows", history_rows))
+        # The history keys' held-back index (plan, apply) and their rows' insert, in the store.
+        held.plan = _timed("history_index", held.plan)
+        held.apply = _timed("history_index", held.apply)
+        chain.store._conn = _TimedConnection(connection)
     proposer = seeded_key("sender-0").address
     clock_ns = _clock_ns()
     # round -> [CPU seconds merging held-back history keys in its blocks, has a full block]
@@ -378,7 +388,8 @@ def time_blocks(
         set_variant(chain, "full", original, prefixes)
         supervision_store.write_block = write_block
         Store._history_rows = history_rows
-        del held.plan, held.apply
+        if not plain:
+            del held.plan, held.apply
         chain.store._conn = connection
     medians = {v: round(statistics.median(block_ms[v]), 1) for v in VARIANTS if block_ms[v]}
     commits = {v: round(statistics.median(commit_ms[v]), 1) for v in VARIANTS if commit_ms[v]}
@@ -411,14 +422,14 @@ def time_blocks(
     if inside_ms["full"]:
         inside["full"] += merge_ms
     inside = {v: round(ms, 1) for v, ms in inside.items()}
-    return {
+    gc_figures = {
+        v: (round(statistics.median(ms), 2), round(statistics.mean(ms), 2))
+        for v, ms in gc_ms.items()
+        if ms
+    }
+    measured_inside = {
         "index_cpu_ms": inside,
         "history_merge_ms_per_full_block": round(merge_ms, 2),
-        "gc_ms_median_mean": {
-            v: (round(statistics.median(ms), 2), round(statistics.mean(ms), 2))
-            for v, ms in gc_ms.items()
-            if ms
-        },
         "hook_calls_median": {v: statistics.median(n) for v, n in calls.items() if n},
         "hook_calls_left_out": {v: sum(n) for v, n in left_out.items()},
         "clock_ns": round(clock_ns, 1),
@@ -426,6 +437,10 @@ def time_blocks(
         "index_cpu_pct_of_off_block": {
             v: round(inside[v] / cpu["off"] * 100, 1) for v in ("aggregates", "full") if v in inside
         },
+    }
+    return {
+        **({} if plain else measured_inside),
+        "gc_ms_median_mean": gc_figures,
         "block_ms": medians,
         "commit_ms": commits,
         "block_cpu_ms": cpu,
@@ -449,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(VARIANTS),
         help="which of off,aggregates,full to run, in turn (default: all three)",
     )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="no timing inside the index: only the blocks' CPU with and without it",
+    )
     parser.add_argument("--workdir", help="folder for the database (default: a temp folder)")
     args = parser.parse_args(argv)
     variants = tuple(args.variants.split(","))
@@ -467,7 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.warm_up:
                 time_blocks(chain, args.accounts, args.senders, args.warm_up)
-            blocks = time_blocks(chain, args.accounts, args.senders, args.blocks, variants)
+            blocks = time_blocks(
+                chain, args.accounts, args.senders, args.blocks, variants, args.plain
+            )
             summary, groups = time_summaries(chain, past, args.repeat)
         finally:
             chain.close()
