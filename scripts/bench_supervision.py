@@ -328,12 +328,12 @@ def time_blocks(
     rounds: dict[int, dict[str, float]] = {}  # round -> variant -> its block's CPU ms
     parts: dict[str, list[float]] = {}
     write_block = supervision_store.write_block
-    history_rows = Store._history_rows
+    history_rows = Store.__dict__["_history_rows"]  # the staticmethod itself, to put back
     held = chain.store._history_index
     connection = chain.store._conn
     if not plain:
         supervision_store.write_block = _timed("write_block", write_block)
-        Store._history_rows = staticmethod(_timed("history_rows", history_rows))
+        Store._history_rows = staticmethod(_timed("history_rows", history_rows.__func__))
         # The history keys' held-back index (plan, apply) and their rows' insert, in the store.
         held.plan = _timed("history_index", held.plan)
         held.apply = _timed("history_index", held.apply)
