@@ -43,7 +43,6 @@ from __future__ import annotations
 import gc
 import itertools
 import os
-from bisect import bisect_left
 from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 
@@ -66,18 +65,15 @@ from ledger.ops.evidence import (
 from ledger.protocol import LATEST_VERSION, UnsupportedProtocol
 from ledger.state import VALIDATORS_KEY, State, StateLoader
 from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
-from ledger.supervision import block_delta, full_snapshot
+from ledger.supervision import SupervisionTally, full_snapshot
 from ledger.supervision_store import indexed_height
 from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
-from ledger.types import BALANCE_CHANGE, Account, BlockContext, Event, Holding, Receipt
+from ledger.types import BALANCE_CHANGE, BlockContext, Event, Receipt
 from ledger.validator_history import ChangePoint, encode_set, point_key, points_since
 
 
 class ChainMisuse(LocalProtocolError, RuntimeError):
     """`commit` of a block that is not the pending one, or a second pending block: a bug."""
-
-
-_AH = ((b"a", b"b"), (b"h", b"i"))  # the account and holding key ranges
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +115,10 @@ class Chain:
         self._savepoint: int | None = None
         self._unsaved_meta: dict[str, bytes] = {}  # written with the next block
         self.validator_history: list[ChangePoint] = self._load_validator_history()
+        # The supervision index's change, summed as the state is written (its records are
+        # in hand then); turned into the block's `SupervisionDelta` at commit.
+        self.supervision_tally = SupervisionTally(state)
+        state.observe(self.supervision_tally)
 
     # ------------------------------------------------------------------ open / close
 
@@ -322,9 +322,7 @@ class Chain:
         meta = dict(self._unsaved_meta)
         if point is not None:
             meta[point_key(point.height)] = encode_set(point.validators)
-        supervision = block_delta(
-            self.state,
-            self._records_before(pending),
+        supervision = self.supervision_tally.delta(
             # Lazy: read only when a frozen amount changed (ledger/supervision.py `_Reasons`).
             ((e.type, e.attributes) for r in pending.receipts for e in r.events),
             header.height,
@@ -345,6 +343,7 @@ class Chain:
             )
         )
         self._unsaved_meta = {}
+        self.supervision_tally.clear()
         if point is not None:
             self._add_validator_point(point)
         self.state.release(self._savepoint)
@@ -364,22 +363,6 @@ class Chain:
         self._pending = None
 
     # ------------------------------------------------------------------ helpers
-
-    def _records_before(self, pending: PendingBlock) -> dict:
-        """The typed account and holding records before the block, for the supervision index:
-        from the block's journal; a key the block changed outside it (a tool writing the
-        state between blocks, scripts/preload_state.py) is read from the store."""
-        before = self.state.records_before(self._savepoint) if self._savepoint is not None else {}
-        # The changes are in key order: the account and holding keys are two runs, counted by
-        # bisection; only when the journal lacks some of them is each key looked at.
-        keys = list(pending.changes)
-        count = sum(bisect_left(keys, end) - bisect_left(keys, start) for start, end in _AH)
-        if count != len(before):
-            for key in keys:
-                if key[:1] in (b"a", b"h") and key not in before:
-                    raw = self.store.state.get_state(key)
-                    before[key] = None if raw is None else _decode_record(key, raw)
-        return before
 
     def _check_no_pending(self) -> None:
         if self._pending is not None:
@@ -527,9 +510,3 @@ def _event_records(
             set_data(record, event.encoded)
             append(record)
     return tuple(records)
-
-
-def _decode_record(key: bytes, raw: bytes):
-    """An account or holding record as stored (for `Chain._records_before`)."""
-    value = codec.decode(raw)
-    return Account.from_map(value) if key[:1] == b"a" else Holding.from_map(value)

@@ -147,6 +147,7 @@ class State:
         "_dirty",
         "_journal",
         "_depth",
+        "_observer",
     )
 
     def __init__(
@@ -182,6 +183,9 @@ class State:
         # (container, subkey, previous value, state key, previous dirty entry)
         self._journal: list[tuple] = []
         self._depth = 0
+        # Told of every holding write and of every account given another KYC file or
+        # freeze, with the records in hand (`observe`); None: nobody listens.
+        self._observer: Any = None
 
     # -- construction ---------------------------------------------------------------
 
@@ -286,6 +290,16 @@ class State:
         if account.instruments is not held and account.instruments != held:
             account = account.with_instruments(held)
         self._write(self.accounts, address, account, ACCOUNT + address)
+        observer = self._observer
+        if observer is not None and (
+            current is None
+            or current.kyc is not account.kyc
+            or current.frozen is not account.frozen
+        ):
+            holdings = self.holdings
+            observer.account(
+                address, current, account, [(i, holdings[i][address].balance) for i in held]
+            )
 
     def _held_by(self, address: bytes) -> tuple[str, ...]:
         held = tuple(sorted(i for i, holders in self.holdings.items() if address in holders))
@@ -301,12 +315,14 @@ class State:
             if holding.frozen:
                 raise AssertionError(f"frozen {holding.frozen} units with a zero balance")
             holding = None
-        existed = address in holdings
-        if holding is None and not existed:
+        old = holdings.get(address)
+        if holding is None and old is None:
             return
         self._write(holdings, address, holding, prefix + address)
-        if existed is (holding is None):  # the holding appeared or went away
+        if (old is None) is (holding is not None):  # the holding appeared or went away
             self._note_held(address, instrument_id, holding is not None)
+        if self._observer is not None:
+            self._observer.holding(instrument_id, address, old, holding)
 
     def _note_held(self, address: bytes, instrument_id: str, held: bool) -> None:
         """Keep the account's `instruments` in step with its holdings (no account yet: its
@@ -365,10 +381,25 @@ class State:
 
     # -- savepoints -----------------------------------------------------------------
 
+    def observe(self, observer: Any) -> None:
+        """Tell `observer` (None: nobody) of the writes from now on, as they happen:
+        `holding(instrument id, address, old, new)` for every holding written,
+        `account(address, old, new, [(instrument id, balance), ...])` for every account
+        written with another KYC file or freeze object than before (or created), and
+        `savepoint(token, outermost)` / `rollback(token)` so that it can take back what a
+        rolled-back savepoint reported (ledger/supervision.py `SupervisionTally`). Only
+        between savepoints: one open now could not be taken back from it."""
+        if self._depth:
+            raise AssertionError("observe() inside a savepoint")
+        self._observer = observer
+
     def savepoint(self) -> int:
         """Start (or nest) journaling; returns a token for `rollback` / `release`."""
         self._depth += 1
-        return len(self._journal)
+        token = len(self._journal)
+        if self._observer is not None:
+            self._observer.savepoint(token, self._depth == 1)
+        return token
 
     def rollback(self, token: int) -> None:
         """Undo every write since `savepoint()` returned `token`, newest first."""
@@ -386,6 +417,8 @@ class State:
                 dirty.pop(key, None)
             else:
                 dirty[key] = previous_dirty
+        if self._observer is not None:
+            self._observer.rollback(token)
         self._end(token)
 
     def release(self, token: int) -> None:
@@ -410,17 +443,6 @@ class State:
             if key is None or key in before:
                 continue  # an index entry, or a key whose first write was seen already
             before[key] = None if previous is _MISSING else encode(previous.to_map())
-        return before
-
-    def records_before(self, token: int, namespaces: bytes = b"ah") -> dict[bytes, Any]:
-        """Like `values_before`, the typed records (not encoded) of the keys written since
-        `token` whose first byte is in `namespaces` (None: the key did not exist): what the
-        supervision index (ledger/supervision.py) needs of a block. Inside that savepoint."""
-        before: dict[bytes, Any] = {}
-        for _container, _subkey, previous, key, _dirty in self._journal[token:]:
-            if key is None or key in before or key[0] not in namespaces:
-                continue
-            before[key] = None if previous is _MISSING else previous
         return before
 
     def balance_changes_since(self, token: int) -> list[tuple[str, bytes, int, int]]:

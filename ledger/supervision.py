@@ -3,9 +3,9 @@
 This module owns the *meaning* of the supervision index: which groups a holder falls in, how
 one block's writes change the per-group totals and holder counts, and which accounts and
 holdings are frozen (with the reason and legal reference of their freeze). It does no I/O:
-`ledger/chain.py` computes a `SupervisionDelta` for each block from the block's journal (the
-typed records before the block) and the state after it, and `ledger/supervision_store.py`
-writes it in the block's own SQLite transaction.
+the chain's `SupervisionTally` observes its state (`State.observe`) and turns what a block
+wrote into a `SupervisionDelta` at commit, and `ledger/supervision_store.py` writes that in
+the block's own SQLite transaction.
 
 Groups (`DIMENSIONS`): a holder of an instrument counts in the group of its account's KYC
 file -- `vasp` (the investor's VASP's address, hex), `country` (ISO 3166-1 alpha-2),
@@ -14,10 +14,12 @@ institution's own account) or no VASP. The `clients` dimension counts accounts, 
 under instrument `CLIENTS` ("") and the VASP's group, the number of accounts whose KYC names
 that VASP.
 
-A block's delta is computed from what changed only (`block_delta`): an account whose KYC
-file moved it to other groups takes every balance it holds from the old groups to the new;
-every other changed holding adds its balance change to its account's groups. Cost: a few dict
-lookups per changed key, none per holder.
+A block's delta is summed from its writes as they happen (`SupervisionTally`): each holding
+write adds its balance change under its account's KYC file at that moment; an account given
+another KYC file moves every balance it holds from the old file's groups to the new. Cost: an
+append per holding written (the operation has the records in hand), a dict step per entry
+at commit, three per KYC file touched; none per holder. `full_snapshot` counts a whole state
+(a new chain, an index rebuilt at the tip, and the tests' recount).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.state import ACCOUNT, HOLDING, State, holders_prefix
+from ledger.state import State
 from ledger.types import Account, Holding, Kyc
 
 __all__ = [
@@ -36,7 +38,7 @@ __all__ = [
     "NO_GROUP",
     "FrozenRow",
     "SupervisionDelta",
-    "block_delta",
+    "SupervisionTally",
     "full_snapshot",
     "groups_of",
 ]
@@ -49,11 +51,6 @@ CLIENTS_DIMENSION = "clients"
 # instruments, reserve attestations, VASP licences, parameters, policy, programme): what
 # `account` and the aggregates "as of a height" and `reserves` read (ledger/state.py keys).
 HISTORY_PREFIXES = (b"a", b"h", b"i", b"r", b"v", b"P", b"Q", b"C")
-
-_A = ACCOUNT[0]
-_H = HOLDING[0]
-_ADDRESS = 20
-_UNSEEN = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,151 +108,177 @@ def _client_of(account: Account | None) -> str | None:
     return None if kyc is None or kyc.vasp is None else kyc.vasp.hex()
 
 
-def holding_address(key: bytes) -> tuple[str, bytes]:
-    """(instrument id, address) of a holding key (ledger/state.py `holding_key`)."""
-    length = key[1]
-    return key[2 : 2 + length].decode("ascii"), key[2 + length :]
+class SupervisionTally:
+    """The supervision index's change, summed as the state is written.
 
+    `State.observe(tally)` has the state call `holding` for every holding it writes and
+    `account` for every account whose KYC file or freeze object it replaces (a nonce or a
+    role keeps both objects: the common case, not reported), with the records in hand:
+    the operation has just read them, so this costs an append per write and no second visit
+    to ~3,000 cold records at the end of the block. What is appended is the exact change of
+    the index that write makes -- a balance change under the KYC file of its account *at
+    that moment*; an account given another file moves each balance it holds from the old
+    file to the new -- so the sum of a block's entries is the difference of the index
+    before and after it, whatever the order of the writes.
 
-def block_delta(
-    state: State,
-    before: Mapping[bytes, Any],
-    events: Iterable[tuple[str, Mapping[str, Any]]],
-    height: int,
-) -> SupervisionDelta:
-    """The supervision index's change for one block.
+    Savepoints: the state calls `savepoint(token)` and `rollback(token)` alongside its own
+    journal, and a rollback drops the entries appended since (a refused transaction, a
+    dry-run, an abandoned block take their share back). Writes made outside any savepoint
+    (a tool writing the state between blocks, scripts/preload_state.py) are kept too and
+    count in the next block. `delta` sums the entries of a block; the chain calls `clear`
+    once that block is durable.
+    """
 
-    `state`: after the block; `before`: state key -> typed record before the block (None:
-    absent) for every account and holding key the block wrote (others may be present);
-    `events`: the block's (type, attributes), for the reasons of holding freezes (read only
-    when a frozen amount changed, so a lazy iterable costs nothing in a block of transfers).
+    __slots__ = ("_state", "_balances", "_files", "_freezes", "_accounts", "_marks")
 
-    Two passes. Accounts first: one whose KYC file did not change (a nonce, a role: the
-    common case, `replace` keeps the same Kyc object) keeps its groups, and its changed
-    holdings are counted in the second pass; one whose KYC file changed (another VASP or
-    country) moves every holding it has, changed or not, and is done here whole. Then each
-    changed holding of the others: its balance change in its account's groups."""
-    delta = SupervisionDelta()
-    accounts = state.accounts
-    holdings = state.holdings
-    combined: dict[tuple[str, tuple[str, str, str]], list[int]] = {}
-    moved: set[bytes] = set()  # addresses whose holdings were all counted in the first pass
-    # address -> its KYC file after the block, for the accounts the first pass looked up:
-    # the second pass then skips the big accounts map for them (a transfer's sender).
-    files: dict[bytes, Kyc | None] = {}
-    reasons = _Reasons(events)
-    for key, old_account in before.items():
-        if key[0] != _A or len(key) != 1 + _ADDRESS:
-            continue
-        address = key[1:]
-        new_account = accounts.get(address)
-        if old_account is not None and new_account is not None:
-            if old_account.kyc is new_account.kyc and old_account.frozen is new_account.frozen:
-                files[address] = new_account.kyc
-                continue  # nothing the index shows changed
-        _account_changes(delta, address, old_account, new_account, height)
-        old_groups, new_groups = groups_of(old_account), groups_of(new_account)
-        if old_groups == new_groups:
-            files[address] = None if new_account is None else new_account.kyc
-            continue
-        moved.add(address)
-        held = set(() if old_account is None else old_account.instruments)
-        held.update(() if new_account is None else new_account.instruments)
-        for instrument_id in held:
-            hkey = holders_prefix(instrument_id) + address
-            new = holdings.get(instrument_id, {}).get(address)
-            old = before[hkey] if hkey in before else new
-            if old is not None:
-                _add(combined, (instrument_id, old_groups), -old.balance, -1)
-            if new is not None:
-                _add(combined, (instrument_id, new_groups), new.balance, 1)
-            if hkey in before:
-                _holding_freeze(delta, address, instrument_id, old, new, reasons, height)
-    _holdings_pass(delta, state, before, moved, files, reasons, height, combined)
-    # Per (instrument, the three groups) first: one dict step per holding, three at the end.
-    for (instrument_id, groups), (total, count) in combined.items():
-        if total or count:
-            for dimension, group in zip(DIMENSIONS, groups, strict=True):
-                delta.add(instrument_id, dimension, group, total, count)
-    return delta
+    def __init__(self, state: State) -> None:
+        self._state = state  # the state observed: its accounts give a holding's KYC file
+        # (instrument id, id(the account's KYC file), balance change, holder change): only
+        # atomic values, so the garbage collector stops tracking the entries at its first
+        # pass (the many thousands written between blocks by a tool included) ...
+        self._balances: list[tuple[str, int, int, int]] = []
+        # ... and the files themselves here, id -> file (None: no file, no account), which
+        # also keeps every id unique until `clear`
+        self._files: dict[int, Kyc | None] = {}
+        # (address, instrument id, frozen amount before the write)
+        self._freezes: list[tuple[bytes, str, int]] = []
+        # (address, the account before the write or None)
+        self._accounts: list[tuple[bytes, Account | None]] = []
+        # savepoint token -> the three lengths when it was taken
+        self._marks: dict[int, tuple[int, int, int]] = {}
 
+    # -- called by the state, once per write (the hot path) ----------------------------
 
-def _holdings_pass(
-    delta: SupervisionDelta,
-    state: State,
-    before: Mapping[bytes, Any],
-    moved: set[bytes],
-    known: dict[bytes, Kyc | None],
-    reasons: _Reasons,
-    height: int,
-    combined: dict[tuple[str, tuple[str, str, str]], list[int]],
-) -> None:
-    """The second pass of `block_delta`: each changed holding of an account that did not
-    move, its balance change summed per (instrument, the account's KYC file) and added to
-    `combined` per (instrument, groups) at the end. The hot loop of a block's index (~2,000
-    holdings a block of transfers), so it does the least per key: the key's instrument
-    part is looked up once per instrument (no decode, no holders-map lookup per key), the
-    sums are keyed by the KYC file's identity (no group triple per key; the file of an
-    account the first pass looked up comes from `known`), and a holding
-    whose frozen amount did not change goes no further."""
-    accounts = state.accounts
-    holdings = state.holdings
-    # the key's instrument part (HOLDING, length, id) -> (instrument id, its holders map,
-    # id(KYC file) -> [total change, holder count change])
-    by_prefix: dict[bytes, tuple[str, dict, dict[int, list[int]]]] = {}
-    files: dict[int, Any] = {}  # id(KYC file) -> the file (None: no file, no account)
-    for key, old in before.items():
-        if key[0] != _H:
-            continue
-        cut = 2 + key[1]
-        address = key[cut:]
-        if moved and address in moved:
-            continue
-        prefix = key[:cut]
-        found = by_prefix.get(prefix)
-        if found is None:
-            instrument_id = prefix[2:].decode("ascii")
-            found = by_prefix[prefix] = (instrument_id, holdings.get(instrument_id, {}), {})
-        new = found[1].get(address)
+    def holding(
+        self, instrument_id: str, address: bytes, old: Holding | None, new: Holding | None
+    ) -> None:
+        """A holding written: `old` before, `new` after (None: absent)."""
         if old is None:
             if new is None:
-                continue  # created and emptied in the block: no change
-            change, count, freeze = new.balance, 1, new.frozen
+                return
+            change, count = new.balance, 1
+            if new.frozen:
+                self._freezes.append((address, instrument_id, 0))
         elif new is None:
-            change, count, freeze = -old.balance, -1, old.frozen
+            change, count = -old.balance, -1
+            if old.frozen:
+                self._freezes.append((address, instrument_id, old.frozen))
         else:
-            change, count, freeze = new.balance - old.balance, 0, old.frozen != new.frozen
-        if change or count:
-            kyc = known.get(address, _UNSEEN)
-            if kyc is _UNSEEN:
-                account = accounts.get(address)
-                kyc = None if account is None else account.kyc
-            sums = found[2]
-            slot = sums.get(id(kyc))
-            if slot is None:
-                sums[id(kyc)] = [change, count]
-                files[id(kyc)] = kyc
+            if old.frozen != new.frozen:
+                self._freezes.append((address, instrument_id, old.frozen))
+            change, count = new.balance - old.balance, 0
+            if not change:
+                return
+        account = self._state.accounts.get(address)  # None: no account yet
+        kyc = None if account is None else account.kyc
+        file_id = id(kyc)
+        if file_id not in self._files:
+            self._files[file_id] = kyc
+        self._balances.append((instrument_id, file_id, change, count))
+
+    def account(
+        self,
+        address: bytes,
+        old: Account | None,
+        new: Account,
+        balances: Iterable[tuple[str, int]],
+    ) -> None:
+        """An account written with another KYC file or freeze than `old` (None: it did not
+        exist); `balances`: (instrument id, balance) of every holding it has."""
+        old_kyc = None if old is None else old.kyc
+        if old_kyc is not new.kyc:
+            self._files[id(old_kyc)] = old_kyc
+            self._files[id(new.kyc)] = new.kyc
+            append = self._balances.append
+            for instrument_id, balance in balances:
+                append((instrument_id, id(old_kyc), -balance, -1))
+                append((instrument_id, id(new.kyc), balance, 1))
+        self._accounts.append((address, old))
+
+    def savepoint(self, token: int, outermost: bool) -> None:
+        if outermost:
+            self._marks.clear()
+        self._marks[token] = (len(self._balances), len(self._freezes), len(self._accounts))
+
+    def rollback(self, token: int) -> None:
+        balances, freezes, accounts = self._marks[token]
+        del self._balances[balances:]
+        del self._freezes[freezes:]
+        del self._accounts[accounts:]
+
+    # -- called by the chain, once per block ---------------------------------------------
+
+    def delta(
+        self, events: Iterable[tuple[str, Mapping[str, Any]]], height: int
+    ) -> SupervisionDelta:
+        """The index's change for the writes since the last `clear`, in the state as it is
+        now. `events`: the block's (type, attributes), for the reasons of holding freezes (read
+        only when a frozen amount changed, so a lazy iterable costs nothing in a block of
+        transfers)."""
+        state = self._state
+        delta = SupervisionDelta()
+        # Summed per (instrument, KYC file identity) first: one dict step per entry; the
+        # groups are made once per file, then three dict steps per sum.
+        # instrument id -> id(KYC file) -> [balance change, holder change]; the entries of one
+        # instrument come in runs (a block of transfers has one), so its map is looked up
+        # once per run.
+        sums: dict[str, dict[int, list[int]]] = {}
+        files = self._files
+        last, bucket = None, {}
+        for instrument_id, file_id, change, count in self._balances:
+            if instrument_id is not last:
+                last, bucket = instrument_id, sums.setdefault(instrument_id, {})
+            found = bucket.get(file_id)
+            if found is None:
+                bucket[file_id] = [change, count]
             else:
-                slot[0] += change
-                slot[1] += count
-        if freeze:
-            _holding_freeze(delta, address, found[0], old, new, reasons, height)
-    groups_cache: dict[int, tuple[str, str, str]] = {}
-    for instrument_id, _holders, sums in by_prefix.values():
-        for file_id, (total, count) in sums.items():
-            groups = groups_cache.get(file_id)
-            if groups is None:
-                groups = groups_cache[file_id] = _groups_of_kyc(files[file_id])
-            _add(combined, (instrument_id, groups), total, count)
+                found[0] += change
+                found[1] += count
+        aggregates = delta.aggregates
+        groups_cache: dict[int, tuple[str, str, str]] = {}
+        for instrument_id, bucket in sums.items():
+            for file_id, (total, count) in bucket.items():
+                if not (total or count):
+                    continue  # money that came and went in the block (a pay-back)
+                groups = groups_cache.get(file_id)
+                if groups is None:
+                    groups = groups_cache[file_id] = _groups_of_kyc(files[file_id])
+                for dimension, group in zip(DIMENSIONS, groups, strict=True):
+                    slot = (instrument_id, dimension, group)
+                    found = aggregates.get(slot)
+                    if found is None:
+                        aggregates[slot] = [total, count]
+                    else:
+                        found[0] += total
+                        found[1] += count
+        # The first entry of an account or holding holds its value before the block: every
+        # later one was made on top of it (a rolled-back write took its entry with it).
+        seen_accounts: set[bytes] = set()
+        for address, old in self._accounts:
+            if address not in seen_accounts:
+                seen_accounts.add(address)
+                _account_changes(delta, address, old, state.accounts.get(address), height)
+        if self._freezes:
+            reasons = _Reasons(events)
+            seen: set[tuple[bytes, str]] = set()
+            for address, instrument_id, old_frozen in self._freezes:
+                if (address, instrument_id) in seen:
+                    continue
+                seen.add((address, instrument_id))
+                new = state.holdings.get(instrument_id, {}).get(address)
+                new_frozen = 0 if new is None else new.frozen
+                _holding_freeze(
+                    delta, address, instrument_id, old_frozen, new_frozen, reasons, height
+                )
+        return delta
 
-
-def _add(combined: dict, slot: tuple, total: int, count: int) -> None:
-    found = combined.get(slot)
-    if found is None:
-        combined[slot] = [total, count]
-    else:
-        found[0] += total
-        found[1] += count
+    def clear(self) -> None:
+        """Forget the entries summed: their block is durable."""
+        self._balances.clear()
+        self._files.clear()
+        self._freezes.clear()
+        self._accounts.clear()
+        self._marks.clear()
 
 
 def _account_changes(
@@ -287,13 +310,11 @@ def _holding_freeze(
     delta: SupervisionDelta,
     address: bytes,
     instrument_id: str,
-    old: Holding | None,
-    new: Holding | None,
+    old_frozen: int,
+    new_frozen: int,
     reasons: _Reasons,
     height: int,
 ) -> None:
-    old_frozen = 0 if old is None else old.frozen
-    new_frozen = 0 if new is None else new.frozen
     if new_frozen == old_frozen:
         return
     if new_frozen == 0:

@@ -10,13 +10,17 @@ lacks it; account records are readable as of a past height.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ledger import supervision_store as sup
 from ledger.chain import Chain
 from ledger.codes import Code
 from ledger.state import account_key, holding_key
+from ledger.state_log import decode_log_row, encode_log_row
 from ledger.supervision_store import META_HEIGHT
+from ledger.types import Account, Holding
 from tests.ledger.test_chain import (
     DAY_MS,
     GENESIS_MS,
@@ -206,4 +210,39 @@ def test_frozen_list_and_clients_and_account_history(tmp_path, slices):
     assert {d: indexed(chain, d) for d in DIMENSIONS} == figures
     assert chain.store.db.read_with(sup.since) == chain.height
     assert chain.store.db.read_with(sup.frozen_page, 10, 0) == [(alice, "PKR", None, "", 7)]
+    chain.close()
+
+
+def test_history_log_row_is_the_state_log_format():
+    """The history's row is packed straight from the block's pairs; it must read back as the
+    state log's rows do (ledger/state_log.py), deletions (None) included."""
+    history = [(b"a" + bytes([i]) * 20, None if i % 3 == 0 else bytes([i]) * i) for i in range(9)]
+    row = sup._log_row(history)
+    assert row == encode_log_row(dict(history))
+    assert decode_log_row(row) == history
+
+
+def test_writes_between_blocks_count_in_the_next_one(tmp_path):
+    """A tool writing the state outside any block (scripts/preload_state.py) has its writes
+    summed into the next block's delta; a proposal abandoned meanwhile takes nothing away."""
+    chain = Chain.open(tmp_path / "node.db", genesis())
+    signer = Signer()
+    for day, txs in enumerate(blocks(signer)[:3], start=1):
+        commit(chain, txs, day)
+    state = chain.state
+    kyc = state.accounts[key("alice").address].kyc  # PK, retail, VASP v1
+    for index in range(5):
+        address = bytes([0xE0 + index]) * 20
+        state.put_account(Account(address, kyc=kyc))
+        state.put_holding("PKR", address, Holding(100 * (index + 1)))
+    instrument = state.instruments["PKR"]
+    state.put_instrument(dataclasses.replace(instrument, supply=instrument.supply + 1_500))
+    pending = chain.build_block([], GENESIS_MS + 4 * DAY_MS, key("validator-ministry").address)
+    chain.abandon()
+    commit(chain, [], 4)
+    for dimension in DIMENSIONS:
+        assert indexed(chain, dimension) == expected_groups(chain.state, dimension)
+    # alice 6,000 and carol 1,000 (PK) and the five new holders 1,500
+    assert ("PKR", "PK", 8_500, 7) in indexed(chain, "country")
+    assert pending.header.height == chain.height
     chain.close()

@@ -1,12 +1,14 @@
-"""`block_delta` (ledger/supervision.py) against a full count, on random blocks.
+"""`SupervisionTally` (ledger/supervision.py) against a full count, on random blocks.
 
 What matters: whatever a block writes -- holdings created, emptied, moved, frozen in part;
 accounts created, given another KYC file (another VASP, country or category, or the same
 groups in a new file), frozen or unfrozen, or only their nonce bumped -- the delta the index
 applies equals the difference of two full counts of the state, before and after the block;
 and the frozen list's rows are exactly the accounts and holdings whose freeze changed. The
-hot loop of `block_delta` keys its sums by KYC file and instrument prefix, so this is the
-check that those shortcuts count what a plain count counts.
+tally is summed from the writes as they happen, so this is also the check that a savepoint
+rolled back inside the block (a refused transaction, a dry-run) takes its writes' share
+back, that writes made outside any savepoint (a tool between blocks) still count, and that
+the sums, keyed by KYC file identity, count what a plain count counts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.state import State
-from ledger.supervision import block_delta, full_snapshot
+from ledger.supervision import SupervisionTally, full_snapshot
 from ledger.types import (
     Account,
     Freeze,
@@ -100,19 +102,40 @@ def frozen_keys(state: State) -> dict[tuple[bytes, str], object]:
     return found
 
 
+# A block: groups of writes, each in its own savepoint (a transaction) kept or rolled back.
+BLOCK = st.lists(st.tuples(st.lists(WRITE, max_size=6), st.booleans()), max_size=8)
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(WRITE, max_size=25), st.lists(WRITE, max_size=25))
-def test_block_delta_is_the_difference_of_two_full_counts(setup, block):
+@given(st.lists(WRITE, max_size=25), st.lists(WRITE, max_size=6), BLOCK, st.booleans())
+def test_tally_is_the_difference_of_two_full_counts(setup, between, block, abandon_first):
     state = empty_state()
     for write in setup:
         apply(state, write)
+    tally = SupervisionTally(state)
+    state.observe(tally)
     counted_before, frozen_before = counts(state), frozen_keys(state)
-    token = state.savepoint()
-    for write in block:
+    for write in between:  # outside any savepoint: a tool writing the state between blocks
         apply(state, write)
-    delta = block_delta(state, state.records_before(token), iter(()), 7)
+    if abandon_first:  # a block executed and abandoned (not decided) takes nothing away
+        token = state.savepoint()
+        for writes, _ in block:
+            for write in writes:
+                apply(state, write)
+        state.rollback(token)
+    token = state.savepoint()
+    for writes, keep in block:
+        inner = state.savepoint()
+        for write in writes:
+            apply(state, write)
+        if keep:
+            state.release(inner)
+        else:
+            state.rollback(inner)
+    delta = tally.delta(iter(()), 7)
     counted_after, frozen_after = counts(state), frozen_keys(state)
     state.release(token)
+    tally.clear()
 
     expected = {}
     for slot in counted_before.keys() | counted_after.keys():
@@ -125,3 +148,5 @@ def test_block_delta_is_the_difference_of_two_full_counts(setup, block):
     assert sorted(delta.unfrozen) == sorted(frozen_before.keys() - frozen_after.keys())
     changed = {k for k, v in frozen_after.items() if frozen_before.get(k) != v}
     assert sorted((r.address, r.instrument) for r in delta.frozen) == sorted(changed)
+    # the next block starts from nothing
+    assert tally.delta(iter(()), 8).changed() == []
