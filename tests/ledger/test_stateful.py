@@ -1252,7 +1252,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 def supervision_index(chain: Chain) -> tuple[list, list]:
     """The index's current figures of every non-empty group, and its frozen list."""
-    figures = chain.store.read_with(
+    figures = chain.store.db.read_with(
         lambda conn: conn.execute(
             "SELECT instrument, dimension, grp, total, holders FROM sup_groups AS g"
             " WHERE height = (SELECT max(height) FROM sup_groups WHERE instrument ="
@@ -1260,7 +1260,7 @@ def supervision_index(chain: Chain) -> tuple[list, list]:
             " AND (total != 0 OR holders != 0) ORDER BY instrument, dimension, grp"
         ).fetchall()
     )
-    frozen = chain.store.read_with(
+    frozen = chain.store.db.read_with(
         lambda conn: conn.execute(
             "SELECT address, instrument FROM sup_frozen ORDER BY address, instrument"
         ).fetchall()
