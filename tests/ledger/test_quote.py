@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import date
 from decimal import Decimal
@@ -11,6 +12,7 @@ from fractions import Fraction
 import pytest
 
 from ledger import bondmath
+from ledger.codes import Code
 from ledger.quote import QuoteError, quote, quote_instrument
 from tests.ledger import quote_oracle
 from tests.ledger.test_ops_harness import Chain
@@ -89,3 +91,84 @@ def test_quote_of_a_registered_instrument():
             quote_instrument(bond, date(2026, 1, 1), **bad)
     with pytest.raises(QuoteError, match="only bonds"):
         quote_instrument(chain.state.instruments["PKR"], date(2026, 1, 1), yield_="0.05")
+
+
+# ---------------------------------------------------------------------------------------
+# Floating-rate notes: the current period at its fixing, later ones at the index held flat
+
+FLOATING_COUNT = 300
+
+
+def test_floating_rate_note_quotes_agree_with_quantlib():
+    before = dataclasses.replace(quote_oracle.FLOATING)
+    count, differences = quote_oracle.check_floating(FLOATING_COUNT, SUITE_SEED)
+    assert count == FLOATING_COUNT and differences == []
+    after = quote_oracle.FLOATING
+    # What the seed exercises: refusals for a missing current fixing, later periods already
+    # fixed by settlement, projected periods and coupons floored at zero.
+    assert after.refused > before.refused and after.known > before.known
+    assert after.projected > before.projected and after.floored > before.floored
+
+
+@pytest.mark.parametrize("mistake", ["current_rate_forever", "no_spread"])
+def test_the_floating_oracle_notices_a_wrong_projection(monkeypatch, mistake):
+    # Negative controls: project the current coupon (not the latest fixing), or forget the
+    # spread on the projected coupons, and the oracle must object.
+    from ledger import quote as module
+
+    if mistake == "current_rate_forever":
+        monkeypatch.setattr(module.Floating, "rate_of", lambda self, start: self.current.rate)
+    else:
+        monkeypatch.setattr(
+            module.Floating, "projected", property(lambda self: Decimal(self.latest.rate))
+        )
+    found = quote_oracle.check_floating(40, 11)[1]
+    assert found
+
+
+def _frn_chain():
+    from tests.ledger.test_ops_debt import BOND, CAL, INDEX, fixing, frn
+
+    chain = frn()  # 6M T-bill + 75 bp, 2 business days before each period, 7 days' lookback
+
+    def quote_at(settlement: date, **given):
+        state = chain.state
+        return quote_instrument(
+            state.instruments[BOND],
+            settlement,
+            fixings={d: f for (name, d), f in state.fixings.items() if name == INDEX},
+            calendar=state.calendars[CAL],
+            **given,
+        )
+
+    return chain, quote_at, fixing
+
+
+def test_a_regular_note_at_the_projected_rate_on_a_coupon_date_is_at_par():
+    # Fixed on Fri 26 Jun 2026 for the period from Wed 1 Jul (two business days before it,
+    # Tue 30 Jun a holiday): 11.25 % + 75 bp = 12 %; the
+    # index held there, every coupon is 12 %, and at a 12 % yield a regular ACT/ACT-ICMA
+    # bond is at par on a coupon date.
+    chain, quote_at, fixing = _frn_chain()
+    chain.at(date(2026, 6, 26)).ok("central-bank", "publish_rate_fixing", fixing("2026-06-26"))
+    answer = quote_at(date(2026, 7, 1), yield_="0.12")
+    assert answer.accrued == 0 and answer.clean_price == Decimal("100.000000000000")
+    assert answer.floating is not None and answer.floating["projected_rate"] == "0.1200"
+    # A later fixing moves the assumption, not the current coupon: at 13 % (12.25 % + 75 bp)
+    # for the later coupons the note is above par at 12 %.
+    chain.at(date(2026, 7, 1)).ok(
+        "central-bank", "publish_rate_fixing", fixing("2026-07-01", "0.1225")
+    )
+    moved = quote_at(date(2026, 7, 1), yield_="0.12")
+    assert moved.floating is not None and moved.floating["current_rate"] == "0.1200"
+    assert moved.floating["latest_fixing"] == {"date": "2026-07-01", "rate": "0.1225"}
+    assert moved.clean_price > 100
+
+
+def test_a_note_without_its_current_fixing_is_refused_with_the_ledgers_code():
+    chain, quote_at, fixing = _frn_chain()
+    # Published 8 days before the fixing date (Fri 26 Jun): beyond the 7 days' lookback.
+    chain.at(date(2026, 6, 18)).ok("central-bank", "publish_rate_fixing", fixing("2026-06-18"))
+    with pytest.raises(QuoteError, match="RATE_FIXING_MISSING") as refused:
+        quote_at(date(2026, 8, 1), clean_price="100")
+    assert refused.value.code == Code.RATE_FIXING_MISSING
