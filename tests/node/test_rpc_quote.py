@@ -10,6 +10,7 @@ import trio
 from node.rpc.errors import NOT_FOUND, RpcError
 from node.rpc.methods import RpcMethods
 from node.rpc.quote_methods import QuoteMethods
+from node.rpc.schemas import METHOD_SCHEMAS
 from node.rpc.scopes import METHOD_RULES, PUBLIC
 from tests.ledger.test_ops_debt import BOND, INDEX, fixing, frn
 from tests.ledger.test_ops_harness import Chain
@@ -139,6 +140,15 @@ def test_a_floating_rate_note_is_quoted_with_the_index_held_flat(frn_methods):
     )
     back = run(frn_methods, instrument=BOND, settlement="2026-04-01", price=answer["clean_price"])
     assert abs(float(back["yield"]) - 0.12) < 1e-11
+    # The answer is what the OpenRPC schema says (jsonschema: a test-only dependency).
+    jsonschema = pytest.importorskip("jsonschema", reason="pip install -e '.[test]'")
+    result = METHOD_SCHEMAS["quote"].result
+    assert "floating" in result["properties"]
+    jsonschema.Draft202012Validator(result).validate(answer)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(result).validate(
+            {**answer, "floating": {**answer["floating"], "projected_rate": "1e-2"}}
+        )
 
 
 def test_a_floating_rate_note_whose_current_fixing_is_missing_is_refused(frn_methods):
