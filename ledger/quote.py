@@ -1,5 +1,6 @@
-"""Quotes of a fixed-coupon bond for a settlement date: accrued interest, clean and dirty
-price from a yield, or the yield to maturity from a clean price.
+"""Quotes of a bond for a settlement date: accrued interest, clean and dirty price from a
+yield, or the yield to maturity from a clean price; a floating-rate note's at its index held
+flat (`floating_rates`, below).
 
 Read-only: nothing here reaches a block. It still uses no floats: `decimal.Decimal` in a
 local context of `QUOTE_PRECISION` (40) significant digits, results rounded half-even to
@@ -25,6 +26,12 @@ The conventions (docs/PROTOCOL.md section 10.4), those of QuantLib's `BondFuncti
 * the yield for a clean price is the y that gives it in (-f, 10], found by Newton's method
   kept inside a bisection bracket, to 10^-30 (the dirty price falls as the yield rises, so
   there is one).
+
+A floating-rate note (`floating_rates`): the current period's rate is its own (10.3's rule:
+the ledger's `debt.floating_rate`, refused with RATE_FIXING_MISSING's message without a
+fixing), a later period fixed by the settlement date keeps its fixing, and every other period
+is projected at the latest fixing of the index dated on or before the settlement date plus
+the spread, floored at 0 -- the market's "assumed index" convention, named in the answer.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The `quote` read: yield to maturity, clean and dirty price and accrued interest of a
-bond for a settlement date (ledger/quote.py), from committed state.
+bond (a floating-rate note's at its index held flat) for a settlement date (ledger/quote.py), from committed state.
 
 A floating-rate note is quoted from its index's fixings in `fixing_window` (the current
 period's fixing date less the lookback, to the settlement date: at most a period and a few

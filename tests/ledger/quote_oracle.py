@@ -19,6 +19,22 @@ Bonds with a long first coupon or an odd last coupon (a period spanning several 
 periods) are left out: QuantLib's coupons take a single reference period, which for such a
 period is not the Rule 251 measure the ledger uses (bond_oracle checks their amounts piece by
 piece instead).
+Floating-rate notes (`check_floating`, docs/PROTOCOL.md 10.4): each generated note is
+registered on a chain and fixings are published up to a random settlement date, as the
+central bank would (a period's at times too early for its lookback: the quote must then be
+refused with RATE_FIXING_MISSING, and is asked again once the fixing date's own is published;
+a few on other days, so the latest fixing is not always a period's). The oracle reads the
+convention on its own (`_expected_fixings`: the fixing of each period fixed by the settlement
+date, by QuantLib's calendar; the latest fixing for the rest) and hands QuantLib's index those
+fixings on each coupon's own fixing date, over a leg of `CappedFlooredIborCoupon`s (floor 0,
+QuantLib's spread, the grid's reference periods as above): QuantLib's coupon pricer sets every
+amount, `CashFlows` the prices, accrued interest and yield, compared as above with the
+ledger's `quote_instrument` on the chain's records. Not a flat forward curve at the latest
+fixing: QuantLib forecasts an Ibor fixing as the simple forward over the index's own span on
+its day count (Actual/360), so a flat curve gives each period a rate that depends on its
+length and the curve's compounding, not the fixing itself; the convention is a flat fixing,
+which is what the fixings given state exactly. A period QuantLib's day count measures as no
+time is a zero coupon (its Ibor pricer refuses it: bond_oracle).
 """
 
 from __future__ import annotations
@@ -225,9 +241,6 @@ def check_floating(count: int, seed: int) -> tuple[int, list[str]]:
             chain = new_chain()  # keeps the in-memory state small
         differences.extend(check_floating_one(chain, quotable_floating(rng), serial, rng))
     return count, differences
-
-
-__all__ = ["check", "check_floating", "check_one", "quotable", "quotable_floating", "date"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,3 +492,6 @@ def check_floating_one(chain: Chain, case: BondCase, serial: int, rng: random.Ra
     return differences + _compare(
         case, settlement, y, leg, answer, lambda price: ours(clean_price=f"{price:f}")
     )
+
+
+__all__ = ["check", "check_floating", "check_one", "quotable", "quotable_floating", "date"]
