@@ -310,7 +310,10 @@ def quote_instrument(
     )
     if floating is None:
         return answer
-    return replace(answer, floating=floating.to_map())
+    # The discount margin: the margin over the assumed index (the latest fixing) at which the
+    # projected flows discount to the price, compounded as the yield -- so the yield less it.
+    margin = _round(answer.yield_ - Decimal(floating.latest.rate))
+    return replace(answer, floating={**floating.to_map(), "discount_margin": f"{margin:f}"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,6 +59,11 @@ QUOTE_FLOATING = obj(
         ),
         "latest_fixing": obj({"date": DATE, "rate": RATE_TEXT}),
         "projected_rate": {**RATE_TEXT, "description": "the later coupons' annual rate"},
+        "discount_margin": {
+            **DECIMAL_12,
+            "description": "the yield less the latest fixing: the margin over the assumed"
+            " index at which the projected flows discount to the price",
+        },
     }
 )
 

@@ -163,6 +163,11 @@ def test_a_regular_note_at_the_projected_rate_on_a_coupon_date_is_at_par():
     assert moved.floating is not None and moved.floating["current_rate"] == "0.1200"
     assert moved.floating["latest_fixing"] == {"date": "2026-07-01", "rate": "0.1225"}
     assert moved.clean_price > 100
+    # The discount margin is the yield over the assumed index (at par near the 75 bp spread:
+    # only the current coupon, at 12 %, is not at the assumption).
+    at_par = quote_at(date(2026, 7, 1), clean_price="100")
+    assert at_par.floating is not None
+    assert Decimal(at_par.floating["discount_margin"]) == at_par.yield_ - Decimal("0.1225")
 
 
 def test_a_note_without_its_current_fixing_is_refused_with_the_ledgers_code():

@@ -131,6 +131,7 @@ def test_a_floating_rate_note_is_quoted_with_the_index_held_flat(frn_methods):
         "current_fixing": {"date": "2025-12-30", "rate": "0.1125", "fixing_date": "2025-12-30"},
         "latest_fixing": {"date": "2026-03-02", "rate": "0.12"},
         "projected_rate": "0.1275",
+        "discount_margin": "0.000000000000",  # 12 % yield over a 12 % index
     }
     # The reads: one bounded range, from the current fixing date less the lookback.
     prefix, limit, _ = frn_methods.node.store.scans[-1]
