@@ -10,6 +10,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+import QuantLib as ql
 
 from ledger import bondmath
 from ledger.codes import Code
@@ -177,3 +178,47 @@ def test_a_note_without_its_current_fixing_is_refused_with_the_ledgers_code():
     with pytest.raises(QuoteError, match="RATE_FIXING_MISSING") as refused:
         quote_at(date(2026, 8, 1), clean_price="100")
     assert refused.value.code == Code.RATE_FIXING_MISSING
+
+
+@pytest.mark.parametrize(
+    ("compounding", "least"),
+    [("Simple", 3e-3), ("Continuous", 3e-3), ("Compounded", 1e-5)],
+)
+def test_why_the_oracle_gives_quantlib_fixings_not_a_flat_curve(compounding, least):
+    # quote_oracle's docstring: QuantLib forecasts a floating coupon's fixing as the simple
+    # forward over the index's own span on Actual/360 from a curve, so a flat forward curve
+    # at the latest fixing L projects each 6-month period (181 to 184 days) at a rate other
+    # than L -- by far more than the oracle's 1e-9 in price -- whatever its compounding.
+    today = ql.Date(1, 4, 2026)
+    before = ql.Settings.instance().evaluationDate
+    ql.Settings.instance().evaluationDate = today
+    try:
+        rates = _flat_curve_rates(today, compounding)
+    finally:
+        ql.Settings.instance().evaluationDate = before
+    fixing = 0.12
+    assert rates[0] == pytest.approx(fixing + 0.0075, abs=1e-15)  # the historic fixing
+    assert all(abs(rate - (fixing + 0.0075)) > least for rate in rates[1:])
+
+
+def _flat_curve_rates(today: ql.Date, compounding: str) -> list[float]:
+    """The coupon rates of a 2-year semi-annual FRN (+75 bp) fixed at 12 % on 1 Jan 2026,
+    projected from a flat forward curve at 12 %."""
+    fixing = 0.12
+    curve = ql.YieldTermStructureHandle(
+        ql.FlatForward(today, fixing, ql.Actual360(), getattr(ql, compounding), ql.Semiannual)
+    )
+    index = ql.IborIndex(
+        "FLAT", ql.Period(6, ql.Months), 0, ql.USDCurrency(), ql.NullCalendar(),
+        ql.Unadjusted, False, ql.Actual360(), curve,
+    )  # fmt: skip
+    schedule = ql.Schedule(
+        ql.Date(1, 1, 2026), ql.Date(1, 1, 2028), ql.Period(6, ql.Months), ql.NullCalendar(),
+        ql.Unadjusted, ql.Unadjusted, ql.DateGeneration.Backward, False,
+    )  # fmt: skip
+    index.addFixing(ql.Date(1, 1, 2026), fixing)
+    bond = ql.FloatingRateBond(
+        0, 100, schedule, index, ql.ActualActual(ql.ActualActual.ISMA), ql.Unadjusted, 0,
+        [1.0], [0.0075],
+    )  # fmt: skip
+    return [ql.as_floating_rate_coupon(c).rate() for c in bond.cashflows()[:-1]]
