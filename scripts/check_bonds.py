@@ -13,7 +13,10 @@ on chain as each receipt's `residual`), what was exercised, the coupons where Qu
 instrument is wrong by ICMA Rule 251 (its reference-period quirk, checked piece by piece
 instead), and every difference; then quotes as many generated bonds (amortising, called and
 priced ones included) at a random settlement date and yield against QuantLib's CashFlows
-functions (tests/ledger/quote_oracle.py); exits 1 if there is any difference. The test suite
+functions (tests/ledger/quote_oracle.py), and as many floating-rate notes registered on a
+chain with fixings published up to a random settlement date (the current period at its
+fixing, the later ones at the index's latest fixing plus the spread, against QuantLib's
+floored Ibor coupons given those fixings); exits 1 if there is any difference. The test suite
 runs a smaller fixed count (tests/ledger/test_bond_oracle.py). QuantLib is a test
 dependency: `pip install -e '.[test]'`.
 """
@@ -65,7 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         f"seed {args.seed}: {quotes} quotes (yield, clean and dirty price, accrued interest) "
         f"checked in {time.monotonic() - started:.1f} s; {len(quote_differences)} differences"
     )
-    return 1 if differences or quote_differences else 0
+    started = time.monotonic()
+    notes, floating_differences = quote_oracle.check_floating(args.count, args.seed)
+    for line in floating_differences:
+        print(line)
+    counts = quote_oracle.FLOATING
+    print(
+        f"seed {args.seed}: {notes} floating-rate notes quoted (current period at its fixing, "
+        f"later ones at the latest fixing + spread) in {time.monotonic() - started:.1f} s; "
+        f"{len(floating_differences)} differences; refused for a missing current fixing "
+        f"{counts.refused}, later periods already fixed {counts.known}, projected "
+        f"{counts.projected}, floored at 0 {counts.floored}"
+    )
+    return 1 if differences or quote_differences or floating_differences else 0
 
 
 if __name__ == "__main__":

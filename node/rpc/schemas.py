@@ -39,6 +39,33 @@ from node.rpc.supervision_schemas import SUPERVISION_COMPONENTS, SUPERVISION_SCH
 DATE = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
 # ledger/quote.py's figures: decimal text rounded to exactly 12 places, never an exponent.
 DECIMAL_12 = {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{12}$"}
+RATE_TEXT = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}  # a fraction, "0.1125"
+QUOTE_FLOATING = obj(
+    {
+        "assumption": {
+            "description": '"index_flat": every coupon not yet fixed is projected at the'
+            " latest fixing plus the spread, floored at 0",
+            "enum": ["index_flat"],
+        },
+        "rate_index": STR,
+        "spread_bp": {"type": "integer"},
+        "current_rate": {**RATE_TEXT, "description": "this period's annual rate"},
+        "current_fixing": obj(
+            {
+                "date": {**DATE, "description": "the date the fixing used is of"},
+                "rate": RATE_TEXT,
+                "fixing_date": {**DATE, "description": "the period's fixing date"},
+            }
+        ),
+        "latest_fixing": obj({"date": DATE, "rate": RATE_TEXT}),
+        "projected_rate": {**RATE_TEXT, "description": "the later coupons' annual rate"},
+        "discount_margin": {
+            **DECIMAL_12,
+            "description": "the yield less the latest fixing: the margin over the assumed"
+            " index at which the projected flows discount to the price",
+        },
+    }
+)
 
 COMPONENTS: dict[str, dict] = {
     # -- params (every accepted form)
@@ -384,8 +411,10 @@ METHOD_SCHEMAS: dict[str, MethodSchema] = {
         ),
     ),
     "quote": MethodSchema(
-        "A fixed-coupon bond's yield, clean and dirty price and accrued interest (per 100 of"
-        " face) for a settlement date, from a clean price or a yield (exactly one).",
+        "A bond's yield, clean and dirty price and accrued interest (per 100 of face) for a"
+        " settlement date, from a clean price or a yield (exactly one). A floating-rate note's"
+        " later coupons are projected at its index's latest fixing plus the spread (`floating`"
+        " names the assumption and the fixings used).",
         params={
             "instrument": ref("InstrumentId"),
             "settlement": {**DATE, "description": "on or after issue, before maturity"},
@@ -408,7 +437,8 @@ METHOD_SCHEMAS: dict[str, MethodSchema] = {
                 "clean_price": DECIMAL_12,
                 "dirty_price": DECIMAL_12,
                 "yield": DECIMAL_12,
-            }
+            },
+            {"floating": QUOTE_FLOATING},
         ),
     ),
     "rpc.discover": MethodSchema(
