@@ -253,12 +253,9 @@ def _refused_before(chain: Chain, due: date, op: str, args: dict) -> bool:
     return receipt.code in (Code.COUPON_NOT_DUE, Code.NOT_MATURED, Code.AMORTISATION_NOT_DUE)
 
 
-def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
-    """Register, issue, pay every coupon and redeem `case` on `chain`; compare with the oracle."""
-    outcome = Outcome()
-    bond_id = f"B{serial}"
-    # Registered and sold before the issue date: a first coupon due within the closed period
-    # (record date) after issue would otherwise refuse the sale.
+def register(chain: Chain, case: BondCase, bond_id: str, name: str = "oracle bond") -> None:
+    """`case` registered on `chain` 60 days before its issue (with its holiday calendar, if
+    its convention needs one): what the payment and the quote oracles both start from."""
     if case.convention:
         names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
         chain.at(case.issue - timedelta(days=60)).ok(
@@ -270,14 +267,13 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
                 "holidays": [day.isoformat() for day in case.holidays],
             },
         )
-    calendar_ = _ql_calendar(case)
     chain.at(case.issue - timedelta(days=60)).ok(
         "ministry",
         "register_instrument",
         {
             "id": bond_id,
             "kind": "bond",
-            "name": "oracle bond",
+            "name": name,
             "isin": _next_isin(),
             "currency": "PKR",
             "face_value": case.face,
@@ -297,6 +293,16 @@ def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
             **_schedule_fields(case),
         },
     )
+
+
+def run_case(chain: Chain, case: BondCase, serial: int) -> Outcome:
+    """Register, issue, pay every coupon and redeem `case` on `chain`; compare with the oracle."""
+    outcome = Outcome()
+    bond_id = f"B{serial}"
+    # Registered and sold before the issue date: a first coupon due within the closed period
+    # (record date) after issue would otherwise refuse the sale.
+    register(chain, case, bond_id)
+    calendar_ = _ql_calendar(case)
     for name, units in case.holdings.items():
         chain.issue(bond_id, name, units)
     by_address = {chain.addr(name): units for name, units in case.holdings.items()}

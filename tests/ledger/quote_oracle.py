@@ -54,18 +54,15 @@ from ledger.quote import Principal, Quote, QuoteError, quote, quote_instrument
 from tests.ledger.bond_instruments import _FAR
 from tests.ledger.bond_oracle import (
     BondCase,
-    _amortisation_field,
     _day_counter,
-    _floating_fields,
-    _next_isin,
     _ql_calendar,
     _ql_grid,
     _ql_schedule,
-    _schedule_fields,
     generate,
     new_chain,
     oracle_fixing_date,
     qdate,
+    register,
 )
 from tests.ledger.test_ops_harness import Chain
 
@@ -273,42 +270,7 @@ def quotable_floating(rng: random.Random) -> BondCase:
 
 def _register(chain: Chain, case: BondCase, bond_id: str) -> None:
     """The note on `chain` as bond_oracle registers it (its calendar, its call)."""
-    if case.convention:
-        names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-        chain.at(case.issue - timedelta(days=60)).ok(
-            "ministry",
-            "set_holiday_calendar",
-            {
-                "id": "CAL",
-                "weekend": [names[day - 1] for day in case.weekend],
-                "holidays": [day.isoformat() for day in case.holidays],
-            },
-        )
-    chain.at(case.issue - timedelta(days=60)).ok(
-        "ministry",
-        "register_instrument",
-        {
-            "id": bond_id,
-            "kind": "bond",
-            "name": "oracle note",
-            "isin": _next_isin(),
-            "currency": "PKR",
-            "face_value": case.face,
-            "decimals": 0,
-            "cap": 10**6,
-            "usd_face_value": 1,
-            "issue_date": case.issue.isoformat(),
-            "maturity_date": case.maturity.isoformat(),
-            **_floating_fields(case, bond_id),
-            **({"sukuk": "ijara", "sukuk_asset": "oracle asset"} if case.sukuk else {}),
-            **({"redemption_price": case.redemption_price} if case.redemption_price else {}),
-            **({"call_notice_days": 30, "call_price": case.call[1]} if case.call else {}),
-            **_amortisation_field(case),
-            "coupon_frequency": case.frequency,
-            "day_count": case.day_count,
-            **_schedule_fields(case),
-        },
-    )
+    register(chain, case, bond_id, name="oracle note")
     if case.call is not None:
         final = _ql_schedule(case)[case.call[0] + 1]
         chain.at(case.issue - timedelta(days=60)).ok(
