@@ -17,6 +17,14 @@ TLS; localnet.json then names the CA) before `khazana localnet`, and its bench s
 `--base-tls` the same for tree A. The cost of TLS alone: the same tree twice,
 `--base . --branch . --branch-tls`.
 
+`--base-defences-off` (or `--branch-defences-off`) starts that side's localnet with the issue
+13/14 defences replaced by pass-throughs (scripts/benchlib/defences_off/sitecustomize.py says
+which; the node itself has no such switch): the goals' "with the defences on against without
+them, in the same run" is the same tree twice,
+
+    .venv/bin/python scripts/bench_ab.py --base . --branch . --base-defences-off --rounds 3
+    .venv/bin/python scripts/bench_ab.py --base . --branch . --base-defences-off --branch-tls
+
 Bench flags (the issue-13/14 comparison): --senders 2000 --lanes 8 --batch 32 --sig-seconds 2
 --duration 40 --start-rate 1000; change them with `--bench-args "..."` (each tree runs its
 own scripts/bench.py, so use flags both trees know). The search steps by 30 %, so one run's
@@ -35,17 +43,37 @@ import os
 import shlex
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 BENCH_ARGS = "--senders 2000 --lanes 8 --batch 32 --sig-seconds 2 --duration 40 --start-rate 1000"
 
 
-def start_localnet(tree: Path, home: Path, base_port: int, tls: bool) -> subprocess.Popen:
+DEFENCES_OFF = "scripts/benchlib/defences_off"  # its sitecustomize.py, imported at start
+
+
+def node_environment(tree: Path, defences_off: bool) -> dict[str, str]:
+    """The localnet's environment (its nodes inherit it): with `defences_off`, Python imports
+    the harness's sitecustomize.py at start and the switch it reads is set."""
+    env = dict(os.environ)
+    env.pop("KHAZANA_BENCH_DEFENCES", None)
+    if defences_off:
+        path = [str(tree / DEFENCES_OFF), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+        env["KHAZANA_BENCH_DEFENCES"] = "off"
+    return env
+
+
+def start_localnet(
+    tree: Path, home: Path, base_port: int, tls: bool, defences_off: bool = False
+) -> subprocess.Popen:
     log = open(home.parent / f"{home.name}.log", "ab")
     command = [
         str(tree / ".venv/bin/python"),
@@ -65,7 +93,12 @@ def start_localnet(tree: Path, home: Path, base_port: int, tls: bool) -> subproc
             [*init, "--base-port", str(base_port), "--rpc-tls"], cwd=tree, check=True, stdout=log
         )
     proc = subprocess.Popen(
-        command, cwd=tree, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=tree,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=node_environment(tree, defences_off),
     )
     log.close()
     deadline = time.monotonic() + 120
@@ -77,6 +110,26 @@ def start_localnet(tree: Path, home: Path, base_port: int, tls: bool) -> subproc
         time.sleep(0.5)
     time.sleep(3)  # the first blocks
     return proc
+
+
+def foreign_host_status(home: Path) -> int:
+    """The HTTP status the first node gives a `status` call with a foreign Host header: 403
+    with the RPC guard on, 200 with it off -- proof of which side of the comparison ran."""
+    manifest = json.loads((home / "localnet.json").read_text())
+    url = manifest["nodes"][0]["rpc"]
+    ca_file = manifest.get("ca_file")
+    context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "status"}).encode()
+    request = urllib.request.Request(
+        url,
+        data=body,
+        headers={"Content-Type": "application/json", "Host": "attacker.example"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+            return answer.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
 
 
 def stop_localnet(proc: subprocess.Popen) -> None:
@@ -104,11 +157,21 @@ def run_bench(tree: Path, home: Path, bench_args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def one_run(tree: Path, tls: bool, workdir: Path, label: str, port: int, bench_args: str) -> dict:
+def one_run(
+    tree: Path, tls: bool, defences_off: bool, workdir: Path, label: str, port: int, bench_args: str
+) -> dict:
     home = workdir / label
     home.mkdir(parents=True)
-    proc = start_localnet(tree, home, port, tls)
+    proc = start_localnet(tree, home, port, tls, defences_off)
     try:
+        # Recorded for every run (a tree from before the guard answers 200 too); a side
+        # asked to run without the defences must show it, or the ratio would compare like
+        # with like and mean nothing.
+        host_status = foreign_host_status(home)
+        if defences_off and host_status != 200:
+            raise SystemExit(
+                f"{label}: a foreign Host header got HTTP {host_status}: the defences are on"
+            )
         summary = run_bench(tree, home, bench_args)
     finally:
         stop_localnet(proc)
@@ -117,6 +180,8 @@ def one_run(tree: Path, tls: bool, workdir: Path, label: str, port: int, bench_a
     result = {
         "tree": str(tree),
         "tls": tls,
+        "defences": "off" if defences_off else "on",
+        "foreign_host_status": host_status,
         "max_sustainable_tps": summary.get("max_sustainable_tps"),
         "top_offered_tps": top.get("offered_tps"),
         "top_tps": top.get("tps"),
@@ -136,18 +201,25 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--base-tls", action="store_true", help="tree A's RPC over TLS")
     parser.add_argument("--branch-tls", action="store_true", help="tree B's RPC over TLS")
+    parser.add_argument(
+        "--base-defences-off", action="store_true", help="tree A's nodes without the defences"
+    )
+    parser.add_argument(
+        "--branch-defences-off", action="store_true", help="tree B's nodes without the defences"
+    )
     parser.add_argument("--base-port", type=int, default=27000)
     parser.add_argument("--bench-args", default=BENCH_ARGS)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-ab-"))
     sides = (
-        ("base", args.base.resolve(), args.base_tls),
-        ("branch", args.branch.resolve(), args.branch_tls),
+        ("base", args.base.resolve(), args.base_tls, args.base_defences_off),
+        ("branch", args.branch.resolve(), args.branch_tls, args.branch_defences_off),
     )
     runs: dict[str, list[dict]] = {"base": [], "branch": []}
     for r in range(args.rounds):
-        for name, tree, tls in sides:
-            result = one_run(tree, tls, workdir, f"r{r}-{name}", args.base_port, args.bench_args)
+        for name, tree, tls, off in sides:
+            label = f"r{r}-{name}"
+            result = one_run(tree, tls, off, workdir, label, args.base_port, args.bench_args)
             runs[name].append(result)
             print(f"round {r + 1} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
     summary: dict[str, object] = {"rounds": args.rounds, "bench_args": args.bench_args}
