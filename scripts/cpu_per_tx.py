@@ -13,6 +13,10 @@ both trees' knees compares CPU per transaction where `bench_ab.py` compares maxi
 
     .venv/bin/python scripts/cpu_per_tx.py /work/wt/base . --rate 500 --rounds 2
 
+A tree written `PATH:defences-off` runs its localnet without the issue 13/14 defences
+(`bench_ab.py --base-defences-off`, scripts/benchlib/defences_off): the same tree with and
+without them is `cpu_per_tx.py .:defences-off . --rate 900 --rounds 3`.
+
 The last line is JSON: every run, and per tree the medians.
 """
 
@@ -68,8 +72,18 @@ def node_pids(localnet: subprocess.Popen) -> list[int]:
     return [int(p) for p in found.stdout.split()]
 
 
-def one_run(tree: Path, home: Path, port: int, args: argparse.Namespace) -> dict:
-    localnet = start_localnet(tree, home, port, tls=False)
+OFF_SUFFIX = ":defences-off"
+
+
+def tree_spec(text: str) -> tuple[Path, bool]:
+    """(checkout, without the defences?) of a `PATH` or `PATH:defences-off` argument."""
+    if text.endswith(OFF_SUFFIX):
+        return Path(text[: -len(OFF_SUFFIX)]).resolve(), True
+    return Path(text).resolve(), False
+
+
+def one_run(tree: Path, home: Path, port: int, args: argparse.Namespace, off: bool) -> dict:
+    localnet = start_localnet(tree, home, port, tls=False, defences_off=off)
     bench_err = home.parent / f"{home.name}.bench.log"
     try:
         pids = node_pids(localnet)
@@ -101,8 +115,9 @@ def one_run(tree: Path, home: Path, port: int, args: argparse.Namespace) -> dict
     main = sum(after[p][1] - before[p][1] for p in pids) / hz
     per_tx = (lambda s: round(s * 1000 / committed, 3)) if committed > 0 else (lambda s: None)
     return {
-        "tree": str(tree),
+        "tree": str(tree) + (OFF_SUFFIX if off else ""),
         "committed": committed,
+        "committed_tps": round(committed / args.window, 1),
         "ms_per_tx": per_tx(process),
         "main_thread_ms_per_tx": per_tx(main),
         "other_threads_ms_per_tx": per_tx(process - main),
@@ -111,7 +126,9 @@ def one_run(tree: Path, home: Path, port: int, args: argparse.Namespace) -> dict
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("trees", type=Path, nargs="+", help="checkouts, each with its .venv")
+    parser.add_argument(
+        "trees", nargs="+", help="checkouts, each with its .venv (PATH or PATH:defences-off)"
+    )
     parser.add_argument("--rate", type=int, default=500, help="offered tx/s")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--settle", type=float, default=3.0)
@@ -122,20 +139,28 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cpu-per-tx-"))
     runs: list[dict] = []
     for r in range(args.rounds):
-        for k, tree in enumerate(args.trees):
+        for k, spec in enumerate(args.trees):
             home = workdir / f"r{r}-t{k}"
             home.mkdir(parents=True)
-            result = one_run(tree.resolve(), home, args.base_port, args)
+            tree, off = tree_spec(spec)
+            result = one_run(tree, home, args.base_port, args, off)
             runs.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)
     medians = {}
-    for tree in args.trees:
-        mine = [r for r in runs if r["tree"] == str(tree.resolve())]
-        medians[str(tree.resolve())] = {
+    for spec in args.trees:
+        tree, off = tree_spec(spec)
+        name = str(tree) + (OFF_SUFFIX if off else "")
+        mine = [r for r in runs if r["tree"] == name]
+        medians[name] = {
             key: statistics.median(v)
             if (v := [r[key] for r in mine if r[key] is not None])
             else None
-            for key in ("ms_per_tx", "main_thread_ms_per_tx", "other_threads_ms_per_tx")
+            for key in (
+                "committed_tps",
+                "ms_per_tx",
+                "main_thread_ms_per_tx",
+                "other_threads_ms_per_tx",
+            )
         }
     print(json.dumps({"rate": args.rate, "medians": medians, "runs": runs, "logs": str(workdir)}))
     return 0
