@@ -64,7 +64,14 @@ from ledger.ops.evidence import (
 )
 from ledger.protocol import LATEST_VERSION, UnsupportedProtocol
 from ledger.state import VALIDATORS_KEY, State, StateLoader
-from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
+from ledger.store import (
+    BlockRecord,
+    CorruptDatabaseError,
+    EventColumns,
+    EventRecord,
+    Store,
+    TxRecord,
+)
 from ledger.supervision import SupervisionTally, full_snapshot
 from ledger.supervision_store import indexed_height
 from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
@@ -336,7 +343,7 @@ class Chain:
                 commit=commit_certificate,
                 app_hash=header.app_hash,
                 txs=records,
-                events=_event_records(header.height, pending.receipts, pending.evidence_events),
+                events=_event_columns(header.height, pending.receipts, pending.evidence_events),
                 changes=pending.changes,
                 meta=meta,
                 supervision=supervision,
@@ -432,7 +439,7 @@ def _rows(snapshot) -> Iterator[tuple[bytes, bytes]]:
         yield from batch
 
 
-# `_tx_records` and `_event_records` make a block's records (~4 per transfer) without the
+# `_tx_records` makes a block's transaction records without the
 # frozen dataclasses' `__init__` (keyword binding, one `object.__setattr__` per field): through
 # the slots' descriptors directly, half the cost, the same objects.
 def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple:
@@ -445,6 +452,10 @@ def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple:
 
 _TX_RECORD_FIELDS = ("tx_id", "height", "index", "raw", "code", "receipt")
 _TX_RECORD_SETTERS = _slot_setters(TxRecord, _TX_RECORD_FIELDS)
+
+
+# An event record's fields, in order: `EventColumns` holds one column per field but the
+# height (checked at import, like the setters above).
 _EVENT_RECORD_FIELDS = (
     "height",
     "tx_index",
@@ -454,7 +465,20 @@ _EVENT_RECORD_FIELDS = (
     "instruments",
     "data",
 )
-_EVENT_RECORD_SETTERS = _slot_setters(EventRecord, _EVENT_RECORD_FIELDS)
+_EVENT_COLUMN_FIELDS = (
+    "height",
+    "tx_indexes",
+    "event_indexes",
+    "types",
+    "accounts",
+    "instruments",
+    "datas",
+)
+if (
+    tuple(f.name for f in fields(EventRecord)) != _EVENT_RECORD_FIELDS
+    or tuple(f.name for f in fields(EventColumns)) != _EVENT_COLUMN_FIELDS
+):  # pragma: no cover
+    raise ImportError("ledger.chain: EventRecord or EventColumns changed; update _event_columns")
 
 
 def _tx_records(
@@ -480,33 +504,38 @@ def _event_records(
 ) -> tuple[EventRecord, ...]:
     """The store's records of the block's events, in (tx_index, event_index) order; events of
     the block itself (misbehaviour evidence) have tx_index -1."""
-    new = EventRecord.__new__
-    set_height, set_tx, set_index, set_type, set_accounts, set_instruments, set_data = (
-        _EVENT_RECORD_SETTERS
-    )
-    records = []
-    append = records.append
+    return _event_columns(height, receipts, block_events).records()
+
+
+def _event_columns(
+    height: int, receipts: Sequence[Receipt], block_events: Sequence[Event] = ()
+) -> EventColumns:
+    """`_event_records` as columns (what `Chain.commit` hands the store): no object per
+    event, one append per field."""
+    tx_indexes: list[int] = []
+    event_indexes: list[int] = []
+    types: list[str] = []
+    accounts: list[tuple[bytes, ...]] = []
+    instruments: list[tuple[str, ...]] = []
+    datas: list[bytes] = []
+    add_tx, add_index, add_type = tx_indexes.append, event_indexes.append, types.append
+    add_accounts, add_instruments, add_data = accounts.append, instruments.append, datas.append
     for tx_index, events in itertools.chain(
         ((-1, block_events),), enumerate([r.events for r in receipts])
     ):
         for event_index, event in enumerate(events):
             type_ = event.type
+            add_tx(tx_index)
+            add_index(event_index)
+            add_type(type_)
+            add_data(event.encoded)
             if type_ == BALANCE_CHANGE and tx_index >= 0:
                 # Two of every three events of a block of transfers: one account and one
                 # instrument by construction (ledger/execute.py), no need to search for them.
                 attributes = event.attributes
-                accounts = (attributes["account"],)
-                instruments = (attributes["instrument"],)
+                add_accounts((attributes["account"],))
+                add_instruments((attributes["instrument"],))
             else:
-                accounts = tuple(event.accounts())
-                instruments = tuple(event.instruments())
-            record = new(EventRecord)
-            set_height(record, height)
-            set_tx(record, tx_index)
-            set_index(record, event_index)
-            set_type(record, type_)
-            set_accounts(record, accounts)
-            set_instruments(record, instruments)
-            set_data(record, event.encoded)
-            append(record)
-    return tuple(records)
+                add_accounts(tuple(event.accounts()))
+                add_instruments(tuple(event.instruments()))
+    return EventColumns(height, tx_indexes, event_indexes, types, accounts, instruments, datas)

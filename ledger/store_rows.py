@@ -19,6 +19,7 @@ from ledger.store_records import (
     _INSTRUMENT_SEPARATOR,
     ADDRESS_SIZE,
     MAX_PER_BLOCK,
+    EventColumns,
     EventRecord,
     TxRecord,
     _position,
@@ -88,16 +89,50 @@ def event_rows_in_bulk(
     if not events or not _all_of_type(events, EventRecord):
         return None
     heights = [e.height for e in events]
-    tx_indexes = [e.tx_index for e in events]
-    event_indexes = [e.event_index for e in events]
-    types = [e.type for e in events]
-    accounts = [e.accounts for e in events]
-    instruments = [e.instruments for e in events]
-    datas = [e.data for e in events]
+    if not (_all_of_type(heights, int) and set(heights) == {height}):
+        return None
+    return _event_rows_of_columns(
+        height,
+        [e.tx_index for e in events],
+        [e.event_index for e in events],
+        [e.type for e in events],
+        [e.accounts for e in events],
+        [e.instruments for e in events],
+        [e.data for e in events],
+    )
+
+
+def event_columns_in_bulk(
+    height: int, columns: EventColumns
+) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]], list[tuple[str, int]]] | None:
+    """`event_rows_in_bulk(height, columns.records())` without the records: the same checks
+    over the same columns, the same rows or None."""
+    if type(columns.height) is not int or columns.height != height:
+        return None
+    parts = (
+        columns.tx_indexes,
+        columns.event_indexes,
+        columns.types,
+        columns.accounts,
+        columns.instruments,
+        columns.datas,
+    )
+    if not _all_of_type(parts, list) or len(set(map(len, parts))) != 1 or not parts[0]:
+        return None
+    return _event_rows_of_columns(height, *parts)
+
+
+def _event_rows_of_columns(
+    height: int,
+    tx_indexes: list[Any],
+    event_indexes: list[Any],
+    types: list[Any],
+    accounts: list[Any],
+    instruments: list[Any],
+    datas: list[Any],
+) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]], list[tuple[str, int]]] | None:
     if not (
-        _all_of_type(heights, int)
-        and set(heights) == {height}
-        and _ints_within(tx_indexes, *_INT32)
+        _ints_within(tx_indexes, *_INT32)
         and _ints_within(event_indexes, 0, _INT32[1])
         and _all_of_type(types, str)
         and "" not in types
@@ -122,7 +157,7 @@ def event_rows_in_bulk(
     ):
         return None
     base = _position(height, 0)
-    positions = range(base, base + len(events))
+    positions = range(base, base + len(types))
     account_rows = _index_rows(accounts, positions)
     instrument_rows = _index_rows(instruments, positions)
     if account_rows is None or instrument_rows is None:
