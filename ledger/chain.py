@@ -54,6 +54,7 @@ from ledger.block import (
     decode_header,
 )
 from ledger.commitment import StateTree
+from ledger.crypto import ADDRESS_BYTES
 from ledger.genesis import genesis_hash, state_from_genesis, validate_genesis
 from ledger.ops.evidence import (
     MAX_EVIDENCE_AGE,
@@ -535,7 +536,37 @@ def _event_columns(
                 attributes = event.attributes
                 add_accounts((attributes["account"],))
                 add_instruments((attributes["instrument"],))
+            elif type_ == "transfer" and (names := _transfer_names(event.attributes)):
+                add_accounts(names[0])
+                add_instruments(names[1])
             else:
                 add_accounts(tuple(event.accounts()))
                 add_instruments(tuple(event.instruments()))
     return EventColumns(height, tx_indexes, event_indexes, types, accounts, instruments, datas)
+
+
+_TRANSFER_KEYS = frozenset({"amount", "from", "instrument", "to"})
+
+
+def _transfer_names(
+    attributes: Mapping[str, object],
+) -> tuple[tuple[bytes, ...], tuple[str, ...]] | None:
+    """`(tuple(event.accounts()), tuple(event.instruments()))` of a `transfer` event as
+    `move_event` makes it (the other third of a block of transfers), without the two set
+    walks and sorts; None for any other shape (the general code takes it)."""
+    if attributes.keys() != _TRANSFER_KEYS:
+        return None
+    sender, receiver = attributes["from"], attributes["to"]
+    instrument, amount = attributes["instrument"], attributes["amount"]
+    if not (
+        type(sender) is bytes
+        and type(receiver) is bytes
+        and len(sender) == ADDRESS_BYTES
+        and len(receiver) == ADDRESS_BYTES
+        and type(instrument) is str
+        and type(amount) is not bytes
+    ):
+        return None
+    if sender == receiver:
+        return (sender,), (instrument,)
+    return (sender, receiver) if sender < receiver else (receiver, sender), (instrument,)

@@ -88,6 +88,27 @@ class Event:
         )
 
 
+def event_in_key_order(type_: str, attributes: dict[str, int | str | bytes | None]) -> Event:
+    """`Event(type_, attributes)` with its encoding made now, for `attributes` the caller built
+    in key order (a literal with its keys sorted): the event map's fixed bytes around the
+    packed attributes, which is `codec.encode(event.to_map())` exactly then, without
+    `to_map`'s sort and copy (tests/ledger/test_event_encoding.py). For the events of every
+    transfer (`ledger/ops/transfers.py` `move_event`); the scalar check runs as for any event.
+    """
+    event = Event(type_, attributes)
+    encoded = b"".join(
+        (_EVENT_MAP_HEAD, codec.encode_presorted(attributes), _EVENT_TYPE_KEY, _pack_str(type_))
+    )
+    object.__setattr__(event, "_encoded", encoded)
+    return event
+
+
+# An event's map is {"attributes": ..., "type": ...}: two entries, in key order.
+_EVENT_MAP_HEAD = b"\x82" + codec.encode("attributes")
+_EVENT_TYPE_KEY = codec.encode("type")
+_pack_str = codec.encode_presorted
+
+
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """The verdict on one transaction: code 0 (OK) or the stable code of the first broken rule."""
