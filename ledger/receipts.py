@@ -121,6 +121,19 @@ class Receipt:
     # transaction cannot be in a block and consumed no nonce. True once it was executed,
     # whatever its code.
     executed: bool = True
+    # `codec.join_array` of the events' encodings, made on first use and kept: a block's
+    # receipt needs it twice, in the results hash (execution) and in its own encoding (the
+    # commit). Never mutate a receipt's events.
+    _events_encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def events_encoded(self) -> bytes:
+        """The canonical bytes of the list of the events, `codec.encode([e.to_map() ...])`."""
+        found = self._events_encoded
+        if found is None:
+            found = codec.join_array([e.encoded for e in self.events])
+            object.__setattr__(self, "_events_encoded", found)
+        return found
 
     @property
     def ok(self) -> bool:
@@ -142,7 +155,7 @@ class Receipt:
                 _RECEIPT_MAP_HEAD,
                 pack(int(self.code)),
                 _RECEIPT_EVENTS_KEY,
-                codec.join_array([e.encoded for e in self.events]),
+                self.events_encoded,
                 _RECEIPT_LOG_KEY,
                 pack(self.log),
                 _RECEIPT_TX_ID_KEY,

@@ -83,3 +83,20 @@ def test_transfer_shaped_events_take_the_shortcut_with_the_methods_names(
         assert _transfer_names(attributes) == expected
     columns = _event_columns(3, [Receipt(b"t" * 32, 0, "", (event,))])
     assert (columns.accounts[0], columns.instruments[0]) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.dictionaries(NAMES, SCALARS, max_size=4), max_size=4),
+    st.integers(0, 999),
+    st.text(max_size=8),
+)
+def test_a_receipts_events_bytes_are_made_once_and_canonical(attribute_sets, code, log):
+    events = tuple(Event("e", attributes) for attributes in attribute_sets)
+    receipt = Receipt(b"t" * 32, code, log, events)
+    twin = Receipt(b"t" * 32, code, log, events)
+    assert receipt.events_encoded == codec.encode([e.to_map() for e in events])
+    assert receipt.events_encoded is receipt.events_encoded  # kept
+    assert receipt.encode() == codec.encode(receipt.to_map()) == twin.encode()
+    assert receipt == twin  # the kept bytes are not part of equality
+    assert "_events_encoded" not in repr(receipt)
