@@ -71,6 +71,7 @@ from ledger.store import (
     EventColumns,
     EventRecord,
     Store,
+    TxColumns,
     TxRecord,
 )
 from ledger.supervision import SupervisionTally, full_snapshot
@@ -325,7 +326,7 @@ class Chain:
         if pending is not self._pending:
             raise ChainMisuse("commit() of a block that is not the pending one")
         header = pending.header
-        records = _tx_records(header.height, pending.block.txs, pending.receipts)
+        records = _tx_columns(header.height, pending.block.txs, pending.receipts)
         point = self._validator_change(header.height, pending.changes)
         meta = dict(self._unsaved_meta)
         if point is not None:
@@ -440,23 +441,16 @@ def _rows(snapshot) -> Iterator[tuple[bytes, bytes]]:
         yield from batch
 
 
-# `_tx_records` makes a block's transaction records without the
-# frozen dataclasses' `__init__` (keyword binding, one `object.__setattr__` per field): through
-# the slots' descriptors directly, half the cost, the same objects.
-def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple:
-    """The setters of a frozen slotted dataclass's fields, in `names` order. Checked at import:
-    a field added to `cls` must be set here too."""
-    if tuple(f.name for f in fields(cls)) != names:  # pragma: no cover
-        raise ImportError(f"ledger.chain: {cls.__name__}'s fields changed; update its setters")
-    return tuple(cls.__dict__[name].__set__ for name in names)
-
-
+# The records' fields, in order: the columns (`TxColumns`, `EventColumns`) hold one column
+# per field but the implied ones (checked at import: a field added to a record must be given
+# a column, and made by `_tx_columns` / `_event_columns`).
 _TX_RECORD_FIELDS = ("tx_id", "height", "index", "raw", "code", "receipt")
-_TX_RECORD_SETTERS = _slot_setters(TxRecord, _TX_RECORD_FIELDS)
-
-
-# An event record's fields, in order: `EventColumns` holds one column per field but the
-# height (checked at import, like the setters above).
+_TX_COLUMN_FIELDS = ("height", "tx_ids", "raws", "codes", "receipts")
+if (
+    tuple(f.name for f in fields(TxRecord)) != _TX_RECORD_FIELDS
+    or tuple(f.name for f in fields(TxColumns)) != _TX_COLUMN_FIELDS
+):  # pragma: no cover
+    raise ImportError("ledger.chain: TxRecord or TxColumns changed; update _tx_columns")
 _EVENT_RECORD_FIELDS = (
     "height",
     "tx_index",
@@ -485,19 +479,21 @@ if (
 def _tx_records(
     height: int, raws: Sequence[bytes], receipts: Sequence[Receipt]
 ) -> tuple[TxRecord, ...]:
-    new = TxRecord.__new__
-    set_id, set_height, set_index, set_raw, set_code, set_receipt = _TX_RECORD_SETTERS
-    records = []
-    for index, (raw, receipt) in enumerate(zip(raws, receipts, strict=True)):
-        record = new(TxRecord)
-        set_id(record, receipt.tx_id)
-        set_height(record, height)
-        set_index(record, index)
-        set_raw(record, raw)
-        set_code(record, int(receipt.code))
-        set_receipt(record, receipt.encode())
-        records.append(record)
-    return tuple(records)
+    """The store's records of the block's transactions, in block order."""
+    return _tx_columns(height, raws, receipts).records()
+
+
+def _tx_columns(height: int, raws: Sequence[bytes], receipts: Sequence[Receipt]) -> TxColumns:
+    """`_tx_records` as columns (what `Chain.commit` hands the store)."""
+    if len(raws) != len(receipts):
+        raise ValueError(f"{len(raws)} transactions but {len(receipts)} receipts")
+    return TxColumns(
+        height,
+        [receipt.tx_id for receipt in receipts],
+        list(raws),
+        [int(receipt.code) for receipt in receipts],
+        [receipt.encode() for receipt in receipts],
+    )
 
 
 def _event_records(

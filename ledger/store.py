@@ -94,6 +94,7 @@ from ledger.store_records import (
     StoredBlock,
     StoreError,
     StoreLockedError,
+    TxColumns,
     TxRecord,
     _check_bytes,
     _store_error,
@@ -128,6 +129,7 @@ __all__ = [
     "StoreIndexes",
     "StoreLockedError",
     "StoredBlock",
+    "TxColumns",
     "TxRecord",
 ]
 

@@ -93,6 +93,32 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TxColumns:
+    """A block's transactions as columns: what its `TxRecord`s say, field by field (the
+    transaction at index i is `tx_ids[i]`, `raws[i]`, ...; height and indexes are implied).
+    The chain hands them to the store this way, like its events (`EventColumns`)."""
+
+    height: int
+    tx_ids: list[bytes]
+    raws: list[bytes]
+    codes: list[int]
+    receipts: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.tx_ids)
+
+    def records(self) -> tuple[TxRecord, ...]:
+        """The same transactions as `TxRecord`s, in the same order."""
+        height = self.height
+        return tuple(
+            TxRecord(tx_id, height, index, raw, code, receipt)
+            for index, (tx_id, raw, code, receipt) in enumerate(
+                zip(self.tx_ids, self.raws, self.codes, self.receipts, strict=True)
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class EventColumns:
     """A block's events as columns: what `EventRecord`s of one height say, field by field
     (`tx_indexes[i]`, `event_indexes[i]`, ... are event i's). The chain hands a block's
@@ -143,7 +169,8 @@ class BlockRecord:
     block: bytes
     commit: bytes
     app_hash: bytes
-    txs: tuple[TxRecord, ...] = ()
+    # Records, or the same transactions as columns (`TxColumns`, what the chain gives).
+    txs: tuple[TxRecord, ...] | TxColumns = ()
     # Records, or the same events as columns (`EventColumns`, what the chain gives).
     events: tuple[EventRecord, ...] | EventColumns = ()
     changes: Mapping[bytes, bytes | None] = field(default_factory=dict)

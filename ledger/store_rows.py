@@ -21,6 +21,7 @@ from ledger.store_records import (
     MAX_PER_BLOCK,
     EventColumns,
     EventRecord,
+    TxColumns,
     TxRecord,
     _position,
 )
@@ -53,20 +54,45 @@ def tx_rows_in_bulk(
     height: int, txs: tuple[Any, ...]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]] | None:
     """`BlockLog._tx_rows(record)` for `record.txs` that pass all its checks, else None."""
-    count = len(txs)
-    if not count or count >= MAX_PER_BLOCK or not _all_of_type(txs, TxRecord):
+    if not txs or not _all_of_type(txs, TxRecord):
         return None
     heights = [tx.height for tx in txs]
     indexes = [tx.index for tx in txs]
-    tx_ids = [tx.tx_id for tx in txs]
-    raws = [tx.raw for tx in txs]
-    codes = [tx.code for tx in txs]
-    receipts = [tx.receipt for tx in txs]
     if not (
         _all_of_type(heights, int)
         and set(heights) == {height}
         and _all_of_type(indexes, int)
-        and indexes == list(range(count))
+        and indexes == list(range(len(txs)))
+    ):
+        return None
+    return _tx_rows_of_columns(
+        height,
+        [tx.tx_id for tx in txs],
+        [tx.raw for tx in txs],
+        [tx.code for tx in txs],
+        [tx.receipt for tx in txs],
+    )
+
+
+def tx_columns_in_bulk(
+    height: int, columns: TxColumns
+) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]] | None:
+    """`tx_rows_in_bulk(height, columns.records())` without the records: the same checks
+    over the same columns, the same rows or None."""
+    if type(columns.height) is not int or columns.height != height:
+        return None
+    parts = (columns.tx_ids, columns.raws, columns.codes, columns.receipts)
+    if not _all_of_type(parts, list) or len(set(map(len, parts))) != 1:
+        return None
+    return _tx_rows_of_columns(height, *parts)
+
+
+def _tx_rows_of_columns(
+    height: int, tx_ids: list[Any], raws: list[Any], codes: list[Any], receipts: list[Any]
+) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]] | None:
+    count = len(tx_ids)
+    if not (
+        0 < count < MAX_PER_BLOCK
         and _all_of_type(tx_ids, bytes)
         and b"" not in tx_ids
         and _all_of_type(raws, bytes)

@@ -1,11 +1,13 @@
-"""A block's events handed to the store as columns (`EventColumns`) store exactly what the
-same events as records (`EventRecord`s) store, and are refused exactly as those are.
+"""A block's transactions and events handed to the store as columns (`TxColumns`,
+`EventColumns`) store exactly what the same as records (`TxRecord`s, `EventRecord`s) store,
+and are refused exactly as those are.
 
-`Chain.commit` gives the store `_event_columns(...)` instead of a tuple of records (no object
-per event); the store checks and builds the rows over the columns (`event_columns_in_bulk`),
-or falls back to the records and the per-event loop. So for any events, valid or not, the
-store's answer (the rows, or the error and its message) must be its answer for the records;
-and a chain's stored events must read back as the records of its receipts.
+`Chain.commit` gives the store `_tx_columns(...)` and `_event_columns(...)` instead of tuples
+of records (no object per transaction or event); the store checks and builds the rows over
+the columns (`tx_columns_in_bulk`, `event_columns_in_bulk`), or falls back to the records and
+the per-record loops. So for any values, valid or not, the store's answer (the rows, or the
+error and its message) must be its answer for the records; and a chain's columns must be its
+records.
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ from __future__ import annotations
 from hypothesis import given, settings
 
 from ledger import chain as chain_module
+from ledger.block_log import BlockLog
 from ledger.store_indexes import StoreIndexes
-from ledger.store_records import BlockRecord, EventColumns, EventRecord, InvalidRecordError
+from ledger.store_records import (
+    BlockRecord,
+    EventColumns,
+    EventRecord,
+    InvalidRecordError,
+    TxColumns,
+    TxRecord,
+)
 from ledger.types import BALANCE_CHANGE, Event
-from tests.ledger.test_store_bulk_rows import HEIGHT, _events, _outcome, _record
+from tests.ledger.test_store_bulk_rows import HEIGHT, _events, _outcome, _record, _txs
 
 
 def _columns(events: tuple[EventRecord, ...], height: int = HEIGHT) -> EventColumns:
@@ -116,4 +126,71 @@ def test_chain_columns_are_the_chain_records_of_the_receipts():
     record = BlockRecord(9, b"h", b"", b"", b"", b"", events=columns)
     assert StoreIndexes._event_rows(record) == StoreIndexes._event_rows(
         BlockRecord(9, b"h", b"", b"", b"", b"", events=records)
+    )
+
+
+def _tx_columns(txs: tuple[TxRecord, ...], height: int = HEIGHT) -> TxColumns:
+    return TxColumns(
+        height,
+        [tx.tx_id for tx in txs],
+        [tx.raw for tx in txs],
+        [tx.code for tx in txs],
+        [tx.receipt for tx in txs],
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_txs())
+def test_tx_columns_store_what_records_store_or_fail_alike(drawn):
+    txs, _mutations = drawn
+    representable = all(
+        type(tx) is TxRecord
+        and type(tx.height) is int
+        and tx.height == HEIGHT
+        and type(tx.index) is int
+        and tx.index == i
+        for i, tx in enumerate(txs)
+    )
+    if not representable:
+        return  # a non-record, another height or index: columns imply them
+    assert _outcome(BlockLog._tx_rows, _record(txs=_tx_columns(txs))) == _outcome(
+        BlockLog._tx_rows, _record(txs=txs)
+    )
+    assert _tx_columns(txs).records() == txs
+
+
+def test_tx_columns_of_a_wrong_height_or_unequal_length_are_refused():
+    tx = TxRecord(b"i", HEIGHT, 0, b"raw", 0, b"receipt")
+    for height in (HEIGHT + 1, True, None):
+        wrong = TxRecord(b"i", height, 0, b"raw", 0, b"receipt")
+        assert _outcome(BlockLog._tx_rows, _record(txs=_tx_columns((tx,), height))) == _outcome(
+            BlockLog._tx_rows, _record(txs=(wrong,))
+        )
+    columns = _tx_columns((tx, TxRecord(b"j", HEIGHT, 1, b"raw", 0, b"receipt")))
+    columns.receipts.pop()
+    kind, message = _outcome(BlockLog._tx_rows, _record(txs=columns))
+    assert kind == InvalidRecordError.__name__ and "one length" in message
+    empty = TxColumns(HEIGHT, [], [], [], [])
+    assert len(empty) == 0 and BlockLog._tx_rows(_record(txs=empty)) == ([], [])
+
+
+def test_chain_tx_columns_are_the_chain_records():
+    from ledger.codes import Code
+    from ledger.types import Receipt
+
+    receipts = [
+        Receipt(b"t" * 32, Code.OK, "", (Event("note", {"a": A}),)),
+        Receipt(b"u" * 32, Code.INSUFFICIENT_BALANCE, "short"),
+    ]
+    columns = chain_module._tx_columns(5, [b"raw-t", b"raw-u"], receipts)
+    records = columns.records()
+    assert records == chain_module._tx_records(5, [b"raw-t", b"raw-u"], receipts)
+    assert records == (
+        TxRecord(b"t" * 32, 5, 0, b"raw-t", 0, receipts[0].encode()),
+        TxRecord(b"u" * 32, 5, 1, b"raw-u", int(Code.INSUFFICIENT_BALANCE), receipts[1].encode()),
+    )
+    assert all(type(code) is int for code in columns.codes)
+    record = BlockRecord(5, b"h", b"", b"", b"", b"", txs=columns)
+    assert BlockLog._tx_rows(record) == BlockLog._tx_rows(
+        BlockRecord(5, b"h", b"", b"", b"", b"", txs=records)
     )
