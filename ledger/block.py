@@ -296,7 +296,7 @@ def compute_results_hash(receipts: Sequence[Receipt]) -> bytes:
                 b"\x93"  # a 3-item array
                 + pack(r.tx_id)
                 + pack(int(r.code))
-                + codec.join_array([e.encoded for e in r.events])
+                + r.events_encoded
                 for r in receipts
             ]
         )

@@ -22,6 +22,7 @@ from ledger.store_records import (
     HeightError,
     InvalidRecordError,
     StoredBlock,
+    TxColumns,
     TxRecord,
     _check_bytes,
     _check_int,
@@ -30,8 +31,20 @@ from ledger.store_records import (
     _storable_height,
     _store_error,
 )
-from ledger.store_rows import tx_rows_in_bulk
+from ledger.store_rows import tx_columns_in_bulk, tx_rows_in_bulk
 from ledger.store_schema import _META_GENESIS, Database
+
+
+def _records_of_columns(columns: TxColumns) -> tuple[TxRecord, ...]:
+    """The records of columns the bulk path did not take, for the per-record loop to check
+    and word its refusal; columns of different lengths are refused here."""
+    parts = (columns.tx_ids, columns.raws, columns.codes, columns.receipts)
+    try:
+        if len(set(map(len, parts))) != 1:
+            raise InvalidRecordError("the transaction columns are not all of one length")
+    except TypeError as exc:
+        raise InvalidRecordError(f"the transaction columns must be lists ({exc})") from exc
+    return columns.records()
 
 
 class BlockLog:
@@ -127,12 +140,19 @@ class BlockLog:
 
     @staticmethod
     def _tx_rows(record: BlockRecord) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]]:
-        in_bulk = tx_rows_in_bulk(record.height, record.txs)
-        if in_bulk is not None:
-            return in_bulk
+        txs = record.txs
+        if type(txs) is TxColumns:
+            in_bulk = tx_columns_in_bulk(record.height, txs)
+            if in_bulk is not None:
+                return in_bulk
+            txs = _records_of_columns(txs)
+        else:
+            in_bulk = tx_rows_in_bulk(record.height, txs)
+            if in_bulk is not None:
+                return in_bulk
         tx_rows: list[tuple[Any, ...]] = []
         tx_id_rows: list[tuple[bytes, int]] = []
-        for expected_index, tx in enumerate(record.txs):
+        for expected_index, tx in enumerate(txs):
             if not isinstance(tx, TxRecord):
                 raise InvalidRecordError(f"txs[{expected_index}] is not a TxRecord")
             if tx.height != record.height or tx.index != expected_index:

@@ -54,6 +54,7 @@ from ledger.block import (
     decode_header,
 )
 from ledger.commitment import StateTree
+from ledger.crypto import ADDRESS_BYTES
 from ledger.genesis import genesis_hash, state_from_genesis, validate_genesis
 from ledger.ops.evidence import (
     MAX_EVIDENCE_AGE,
@@ -64,7 +65,15 @@ from ledger.ops.evidence import (
 )
 from ledger.protocol import LATEST_VERSION, UnsupportedProtocol
 from ledger.state import VALIDATORS_KEY, State, StateLoader
-from ledger.store import BlockRecord, CorruptDatabaseError, EventRecord, Store, TxRecord
+from ledger.store import (
+    BlockRecord,
+    CorruptDatabaseError,
+    EventColumns,
+    EventRecord,
+    Store,
+    TxColumns,
+    TxRecord,
+)
 from ledger.supervision import SupervisionTally, full_snapshot
 from ledger.supervision_store import indexed_height
 from ledger.transition import BlockMismatch, CheckBlock, ProposeBlock, Tip, transition_block
@@ -317,7 +326,7 @@ class Chain:
         if pending is not self._pending:
             raise ChainMisuse("commit() of a block that is not the pending one")
         header = pending.header
-        records = _tx_records(header.height, pending.block.txs, pending.receipts)
+        records = _tx_columns(header.height, pending.block.txs, pending.receipts)
         point = self._validator_change(header.height, pending.changes)
         meta = dict(self._unsaved_meta)
         if point is not None:
@@ -336,7 +345,7 @@ class Chain:
                 commit=commit_certificate,
                 app_hash=header.app_hash,
                 txs=records,
-                events=_event_records(header.height, pending.receipts, pending.evidence_events),
+                events=_event_columns(header.height, pending.receipts, pending.evidence_events),
                 changes=pending.changes,
                 meta=meta,
                 supervision=supervision,
@@ -432,19 +441,16 @@ def _rows(snapshot) -> Iterator[tuple[bytes, bytes]]:
         yield from batch
 
 
-# `_tx_records` and `_event_records` make a block's records (~4 per transfer) without the
-# frozen dataclasses' `__init__` (keyword binding, one `object.__setattr__` per field): through
-# the slots' descriptors directly, half the cost, the same objects.
-def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple:
-    """The setters of a frozen slotted dataclass's fields, in `names` order. Checked at import:
-    a field added to `cls` must be set here too."""
-    if tuple(f.name for f in fields(cls)) != names:  # pragma: no cover
-        raise ImportError(f"ledger.chain: {cls.__name__}'s fields changed; update its setters")
-    return tuple(cls.__dict__[name].__set__ for name in names)
-
-
+# The records' fields, in order: the columns (`TxColumns`, `EventColumns`) hold one column
+# per field but the implied ones (checked at import: a field added to a record must be given
+# a column, and made by `_tx_columns` / `_event_columns`).
 _TX_RECORD_FIELDS = ("tx_id", "height", "index", "raw", "code", "receipt")
-_TX_RECORD_SETTERS = _slot_setters(TxRecord, _TX_RECORD_FIELDS)
+_TX_COLUMN_FIELDS = ("height", "tx_ids", "raws", "codes", "receipts")
+if (
+    tuple(f.name for f in fields(TxRecord)) != _TX_RECORD_FIELDS
+    or tuple(f.name for f in fields(TxColumns)) != _TX_COLUMN_FIELDS
+):  # pragma: no cover
+    raise ImportError("ledger.chain: TxRecord or TxColumns changed; update _tx_columns")
 _EVENT_RECORD_FIELDS = (
     "height",
     "tx_index",
@@ -454,25 +460,40 @@ _EVENT_RECORD_FIELDS = (
     "instruments",
     "data",
 )
-_EVENT_RECORD_SETTERS = _slot_setters(EventRecord, _EVENT_RECORD_FIELDS)
+_EVENT_COLUMN_FIELDS = (
+    "height",
+    "tx_indexes",
+    "event_indexes",
+    "types",
+    "accounts",
+    "instruments",
+    "datas",
+)
+if (
+    tuple(f.name for f in fields(EventRecord)) != _EVENT_RECORD_FIELDS
+    or tuple(f.name for f in fields(EventColumns)) != _EVENT_COLUMN_FIELDS
+):  # pragma: no cover
+    raise ImportError("ledger.chain: EventRecord or EventColumns changed; update _event_columns")
 
 
 def _tx_records(
     height: int, raws: Sequence[bytes], receipts: Sequence[Receipt]
 ) -> tuple[TxRecord, ...]:
-    new = TxRecord.__new__
-    set_id, set_height, set_index, set_raw, set_code, set_receipt = _TX_RECORD_SETTERS
-    records = []
-    for index, (raw, receipt) in enumerate(zip(raws, receipts, strict=True)):
-        record = new(TxRecord)
-        set_id(record, receipt.tx_id)
-        set_height(record, height)
-        set_index(record, index)
-        set_raw(record, raw)
-        set_code(record, int(receipt.code))
-        set_receipt(record, receipt.encode())
-        records.append(record)
-    return tuple(records)
+    """The store's records of the block's transactions, in block order."""
+    return _tx_columns(height, raws, receipts).records()
+
+
+def _tx_columns(height: int, raws: Sequence[bytes], receipts: Sequence[Receipt]) -> TxColumns:
+    """`_tx_records` as columns (what `Chain.commit` hands the store)."""
+    if len(raws) != len(receipts):
+        raise ValueError(f"{len(raws)} transactions but {len(receipts)} receipts")
+    return TxColumns(
+        height,
+        [receipt.tx_id for receipt in receipts],
+        list(raws),
+        [int(receipt.code) for receipt in receipts],
+        [receipt.encode() for receipt in receipts],
+    )
 
 
 def _event_records(
@@ -480,33 +501,68 @@ def _event_records(
 ) -> tuple[EventRecord, ...]:
     """The store's records of the block's events, in (tx_index, event_index) order; events of
     the block itself (misbehaviour evidence) have tx_index -1."""
-    new = EventRecord.__new__
-    set_height, set_tx, set_index, set_type, set_accounts, set_instruments, set_data = (
-        _EVENT_RECORD_SETTERS
-    )
-    records = []
-    append = records.append
+    return _event_columns(height, receipts, block_events).records()
+
+
+def _event_columns(
+    height: int, receipts: Sequence[Receipt], block_events: Sequence[Event] = ()
+) -> EventColumns:
+    """`_event_records` as columns (what `Chain.commit` hands the store): no object per
+    event, one append per field."""
+    tx_indexes: list[int] = []
+    event_indexes: list[int] = []
+    types: list[str] = []
+    accounts: list[tuple[bytes, ...]] = []
+    instruments: list[tuple[str, ...]] = []
+    datas: list[bytes] = []
+    add_tx, add_index, add_type = tx_indexes.append, event_indexes.append, types.append
+    add_accounts, add_instruments, add_data = accounts.append, instruments.append, datas.append
     for tx_index, events in itertools.chain(
         ((-1, block_events),), enumerate([r.events for r in receipts])
     ):
         for event_index, event in enumerate(events):
             type_ = event.type
+            add_tx(tx_index)
+            add_index(event_index)
+            add_type(type_)
+            add_data(event.encoded)
             if type_ == BALANCE_CHANGE and tx_index >= 0:
                 # Two of every three events of a block of transfers: one account and one
                 # instrument by construction (ledger/execute.py), no need to search for them.
                 attributes = event.attributes
-                accounts = (attributes["account"],)
-                instruments = (attributes["instrument"],)
+                add_accounts((attributes["account"],))
+                add_instruments((attributes["instrument"],))
+            elif type_ == "transfer" and (names := _transfer_names(event.attributes)):
+                add_accounts(names[0])
+                add_instruments(names[1])
             else:
-                accounts = tuple(event.accounts())
-                instruments = tuple(event.instruments())
-            record = new(EventRecord)
-            set_height(record, height)
-            set_tx(record, tx_index)
-            set_index(record, event_index)
-            set_type(record, type_)
-            set_accounts(record, accounts)
-            set_instruments(record, instruments)
-            set_data(record, event.encoded)
-            append(record)
-    return tuple(records)
+                add_accounts(tuple(event.accounts()))
+                add_instruments(tuple(event.instruments()))
+    return EventColumns(height, tx_indexes, event_indexes, types, accounts, instruments, datas)
+
+
+_TRANSFER_KEYS = frozenset({"amount", "from", "instrument", "to"})
+
+
+def _transfer_names(
+    attributes: Mapping[str, object],
+) -> tuple[tuple[bytes, ...], tuple[str, ...]] | None:
+    """`(tuple(event.accounts()), tuple(event.instruments()))` of a `transfer` event as
+    `move_event` makes it (the other third of a block of transfers), without the two set
+    walks and sorts; None for any other shape (the general code takes it)."""
+    if attributes.keys() != _TRANSFER_KEYS:
+        return None
+    sender, receiver = attributes["from"], attributes["to"]
+    instrument, amount = attributes["instrument"], attributes["amount"]
+    if not (
+        type(sender) is bytes
+        and type(receiver) is bytes
+        and len(sender) == ADDRESS_BYTES
+        and len(receiver) == ADDRESS_BYTES
+        and type(instrument) is str
+        and type(amount) is not bytes
+    ):
+        return None
+    if sender == receiver:
+        return (sender,), (instrument,)
+    return (sender, receiver) if sender < receiver else (receiver, sender), (instrument,)

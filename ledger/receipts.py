@@ -88,6 +88,27 @@ class Event:
         )
 
 
+def event_in_key_order(type_: str, attributes: dict[str, int | str | bytes | None]) -> Event:
+    """`Event(type_, attributes)` with its encoding made now, for `attributes` the caller built
+    in key order (a literal with its keys sorted): the event map's fixed bytes around the
+    packed attributes, which is `codec.encode(event.to_map())` exactly then, without
+    `to_map`'s sort and copy (tests/ledger/test_event_encoding.py). For the events of every
+    transfer (`ledger/ops/transfers.py` `move_event`); the scalar check runs as for any event.
+    """
+    event = Event(type_, attributes)
+    encoded = b"".join(
+        (_EVENT_MAP_HEAD, codec.encode_presorted(attributes), _EVENT_TYPE_KEY, _pack_str(type_))
+    )
+    object.__setattr__(event, "_encoded", encoded)
+    return event
+
+
+# An event's map is {"attributes": ..., "type": ...}: two entries, in key order.
+_EVENT_MAP_HEAD = b"\x82" + codec.encode("attributes")
+_EVENT_TYPE_KEY = codec.encode("type")
+_pack_str = codec.encode_presorted
+
+
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """The verdict on one transaction: code 0 (OK) or the stable code of the first broken rule."""
@@ -100,6 +121,19 @@ class Receipt:
     # transaction cannot be in a block and consumed no nonce. True once it was executed,
     # whatever its code.
     executed: bool = True
+    # `codec.join_array` of the events' encodings, made on first use and kept: a block's
+    # receipt needs it twice, in the results hash (execution) and in its own encoding (the
+    # commit). Never mutate a receipt's events.
+    _events_encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def events_encoded(self) -> bytes:
+        """The canonical bytes of the list of the events, `codec.encode([e.to_map() ...])`."""
+        found = self._events_encoded
+        if found is None:
+            found = codec.join_array([e.encoded for e in self.events])
+            object.__setattr__(self, "_events_encoded", found)
+        return found
 
     @property
     def ok(self) -> bool:
@@ -121,7 +155,7 @@ class Receipt:
                 _RECEIPT_MAP_HEAD,
                 pack(int(self.code)),
                 _RECEIPT_EVENTS_KEY,
-                codec.join_array([e.encoded for e in self.events]),
+                self.events_encoded,
                 _RECEIPT_LOG_KEY,
                 pack(self.log),
                 _RECEIPT_TX_ID_KEY,

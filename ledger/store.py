@@ -85,6 +85,7 @@ from ledger.store_records import (
     STATE_BATCH,
     BlockRecord,
     CorruptDatabaseError,
+    EventColumns,
     EventRecord,
     ForeignDatabaseError,
     HeightError,
@@ -93,6 +94,7 @@ from ledger.store_records import (
     StoredBlock,
     StoreError,
     StoreLockedError,
+    TxColumns,
     TxRecord,
     _check_bytes,
     _store_error,
@@ -114,6 +116,7 @@ __all__ = [
     "BlockRecord",
     "CorruptDatabaseError",
     "Database",
+    "EventColumns",
     "EventRecord",
     "ForeignDatabaseError",
     "HeightError",
@@ -126,6 +129,7 @@ __all__ = [
     "StoreIndexes",
     "StoreLockedError",
     "StoredBlock",
+    "TxColumns",
     "TxRecord",
 ]
 

@@ -28,6 +28,7 @@ from ledger.store_records import (
     MAX_PER_BLOCK,
     BlockRecord,
     CorruptDatabaseError,
+    EventColumns,
     EventRecord,
     InvalidRecordError,
     StoreError,
@@ -36,7 +37,7 @@ from ledger.store_records import (
     _position,
     _store_error,
 )
-from ledger.store_rows import event_rows_in_bulk
+from ledger.store_rows import event_columns_in_bulk, event_rows_in_bulk
 from ledger.store_schema import _META_INDEX_SLICES, _UPSERT_META, Database
 
 
@@ -53,6 +54,25 @@ def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
         instruments=tuple(instruments.split(_INSTRUMENT_SEPARATOR)) if instruments else (),
         data=data,
     )
+
+
+def _records_of_columns(columns: EventColumns) -> tuple[EventRecord, ...]:
+    """The records of columns the bulk path did not take, for the per-event loop to check
+    and word its refusal; columns of different lengths are refused here."""
+    parts = (
+        columns.tx_indexes,
+        columns.event_indexes,
+        columns.types,
+        columns.accounts,
+        columns.instruments,
+        columns.datas,
+    )
+    try:
+        if len(set(map(len, parts))) != 1:
+            raise InvalidRecordError("the event columns are not all of one length")
+    except TypeError as exc:
+        raise InvalidRecordError(f"the event columns must be lists ({exc})") from exc
+    return columns.records()
 
 
 class StoreIndexes:
@@ -161,12 +181,18 @@ class StoreIndexes:
             raise InvalidRecordError(
                 f"{len(record.events)} events in one block (max {MAX_PER_BLOCK - 1})"
             )
-        in_bulk = event_rows_in_bulk(record.height, record.events)
-        if in_bulk is not None:
-            return in_bulk
+        events = record.events
+        if type(events) is EventColumns:
+            in_bulk = event_columns_in_bulk(record.height, events)
+            if in_bulk is not None:
+                return in_bulk
+            events = _records_of_columns(events)
+        else:
+            in_bulk = event_rows_in_bulk(record.height, events)
+            if in_bulk is not None:
+                return in_bulk
         # Events are stored in (tx_index, event_index) order, so reading by position returns
         # them in that order whatever order the executor listed them in (usually already so).
-        events = record.events
         for i, event in enumerate(events):
             if type(event) is not EventRecord:
                 raise InvalidRecordError(f"events[{i}] is not an EventRecord")

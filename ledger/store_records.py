@@ -93,6 +93,69 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TxColumns:
+    """A block's transactions as columns: what its `TxRecord`s say, field by field (the
+    transaction at index i is `tx_ids[i]`, `raws[i]`, ...; height and indexes are implied).
+    The chain hands them to the store this way, like its events (`EventColumns`)."""
+
+    height: int
+    tx_ids: list[bytes]
+    raws: list[bytes]
+    codes: list[int]
+    receipts: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.tx_ids)
+
+    def records(self) -> tuple[TxRecord, ...]:
+        """The same transactions as `TxRecord`s, in the same order."""
+        height = self.height
+        return tuple(
+            TxRecord(tx_id, height, index, raw, code, receipt)
+            for index, (tx_id, raw, code, receipt) in enumerate(
+                zip(self.tx_ids, self.raws, self.codes, self.receipts, strict=True)
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventColumns:
+    """A block's events as columns: what `EventRecord`s of one height say, field by field
+    (`tx_indexes[i]`, `event_indexes[i]`, ... are event i's). The chain hands a block's
+    events to the store this way (`ledger/chain.py` `_event_columns`): a block of transfers
+    has ~3 events a transaction, and the store reads them column by column anyway
+    (`ledger/store_rows.py`), so no object per event is made and taken apart again. The
+    store checks them exactly as it checks the records (`records()` gives those)."""
+
+    height: int
+    tx_indexes: list[int]
+    event_indexes: list[int]
+    types: list[str]
+    accounts: list[tuple[bytes, ...]]
+    instruments: list[tuple[str, ...]]
+    datas: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def records(self) -> tuple[EventRecord, ...]:
+        """The same events as `EventRecord`s, in the same order."""
+        height = self.height
+        return tuple(
+            EventRecord(height, tx_index, event_index, type_, accounts, instruments, data)
+            for tx_index, event_index, type_, accounts, instruments, data in zip(
+                self.tx_indexes,
+                self.event_indexes,
+                self.types,
+                self.accounts,
+                self.instruments,
+                self.datas,
+                strict=True,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BlockRecord:
     """Everything `Store.commit_block` writes for one height, in one transaction.
 
@@ -106,8 +169,10 @@ class BlockRecord:
     block: bytes
     commit: bytes
     app_hash: bytes
-    txs: tuple[TxRecord, ...] = ()
-    events: tuple[EventRecord, ...] = ()
+    # Records, or the same transactions as columns (`TxColumns`, what the chain gives).
+    txs: tuple[TxRecord, ...] | TxColumns = ()
+    # Records, or the same events as columns (`EventColumns`, what the chain gives).
+    events: tuple[EventRecord, ...] | EventColumns = ()
     changes: Mapping[bytes, bytes | None] = field(default_factory=dict)
     meta: Mapping[str, bytes] = field(default_factory=dict)
     # The block's change to the supervision index (`ledger.supervision.SupervisionDelta`,

@@ -19,7 +19,9 @@ from ledger.store_records import (
     _INSTRUMENT_SEPARATOR,
     ADDRESS_SIZE,
     MAX_PER_BLOCK,
+    EventColumns,
     EventRecord,
+    TxColumns,
     TxRecord,
     _position,
 )
@@ -52,20 +54,45 @@ def tx_rows_in_bulk(
     height: int, txs: tuple[Any, ...]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]] | None:
     """`BlockLog._tx_rows(record)` for `record.txs` that pass all its checks, else None."""
-    count = len(txs)
-    if not count or count >= MAX_PER_BLOCK or not _all_of_type(txs, TxRecord):
+    if not txs or not _all_of_type(txs, TxRecord):
         return None
     heights = [tx.height for tx in txs]
     indexes = [tx.index for tx in txs]
-    tx_ids = [tx.tx_id for tx in txs]
-    raws = [tx.raw for tx in txs]
-    codes = [tx.code for tx in txs]
-    receipts = [tx.receipt for tx in txs]
     if not (
         _all_of_type(heights, int)
         and set(heights) == {height}
         and _all_of_type(indexes, int)
-        and indexes == list(range(count))
+        and indexes == list(range(len(txs)))
+    ):
+        return None
+    return _tx_rows_of_columns(
+        height,
+        [tx.tx_id for tx in txs],
+        [tx.raw for tx in txs],
+        [tx.code for tx in txs],
+        [tx.receipt for tx in txs],
+    )
+
+
+def tx_columns_in_bulk(
+    height: int, columns: TxColumns
+) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]] | None:
+    """`tx_rows_in_bulk(height, columns.records())` without the records: the same checks
+    over the same columns, the same rows or None."""
+    if type(columns.height) is not int or columns.height != height:
+        return None
+    parts = (columns.tx_ids, columns.raws, columns.codes, columns.receipts)
+    if not _all_of_type(parts, list) or len(set(map(len, parts))) != 1:
+        return None
+    return _tx_rows_of_columns(height, *parts)
+
+
+def _tx_rows_of_columns(
+    height: int, tx_ids: list[Any], raws: list[Any], codes: list[Any], receipts: list[Any]
+) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]]] | None:
+    count = len(tx_ids)
+    if not (
+        0 < count < MAX_PER_BLOCK
         and _all_of_type(tx_ids, bytes)
         and b"" not in tx_ids
         and _all_of_type(raws, bytes)
@@ -88,16 +115,50 @@ def event_rows_in_bulk(
     if not events or not _all_of_type(events, EventRecord):
         return None
     heights = [e.height for e in events]
-    tx_indexes = [e.tx_index for e in events]
-    event_indexes = [e.event_index for e in events]
-    types = [e.type for e in events]
-    accounts = [e.accounts for e in events]
-    instruments = [e.instruments for e in events]
-    datas = [e.data for e in events]
+    if not (_all_of_type(heights, int) and set(heights) == {height}):
+        return None
+    return _event_rows_of_columns(
+        height,
+        [e.tx_index for e in events],
+        [e.event_index for e in events],
+        [e.type for e in events],
+        [e.accounts for e in events],
+        [e.instruments for e in events],
+        [e.data for e in events],
+    )
+
+
+def event_columns_in_bulk(
+    height: int, columns: EventColumns
+) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]], list[tuple[str, int]]] | None:
+    """`event_rows_in_bulk(height, columns.records())` without the records: the same checks
+    over the same columns, the same rows or None."""
+    if type(columns.height) is not int or columns.height != height:
+        return None
+    parts = (
+        columns.tx_indexes,
+        columns.event_indexes,
+        columns.types,
+        columns.accounts,
+        columns.instruments,
+        columns.datas,
+    )
+    if not _all_of_type(parts, list) or len(set(map(len, parts))) != 1 or not parts[0]:
+        return None
+    return _event_rows_of_columns(height, *parts)
+
+
+def _event_rows_of_columns(
+    height: int,
+    tx_indexes: list[Any],
+    event_indexes: list[Any],
+    types: list[Any],
+    accounts: list[Any],
+    instruments: list[Any],
+    datas: list[Any],
+) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, int]], list[tuple[str, int]]] | None:
     if not (
-        _all_of_type(heights, int)
-        and set(heights) == {height}
-        and _ints_within(tx_indexes, *_INT32)
+        _ints_within(tx_indexes, *_INT32)
         and _ints_within(event_indexes, 0, _INT32[1])
         and _all_of_type(types, str)
         and "" not in types
@@ -122,7 +183,7 @@ def event_rows_in_bulk(
     ):
         return None
     base = _position(height, 0)
-    positions = range(base, base + len(events))
+    positions = range(base, base + len(types))
     account_rows = _index_rows(accounts, positions)
     instrument_rows = _index_rows(instruments, positions)
     if account_rows is None or instrument_rows is None:
