@@ -14,13 +14,16 @@ namespace test runs each node under `ip netns exec` and queries it from inside i
 from __future__ import annotations
 
 import base64
+import fcntl
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -65,29 +68,87 @@ except ImportError:  # pragma: no cover - until node/home.py lands
     init_network = None
 
 
-def free_base_port(nodes: int = 4) -> int:
-    """A base port whose next 3 * `nodes` ports are free on loopback, found by binding them."""
-    span = 3 * nodes
-    for _ in range(50):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-        probe.close()
-        if base + span >= 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + span):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                sockets.append(s)
+PORT_BLOCK = 16  # ports are reserved across processes in aligned blocks of this many
+LOWEST_TEST_PORT = 20000  # below: the well-known and registered services (5432, 8080, ...)
+_RESERVATIONS: list[int] = []  # lock-file descriptors: held until this process ends
+
+
+def _test_port_ranges() -> list[range]:
+    """Loopback ports no outgoing connection can be given: those outside the kernel's
+    ephemeral range. A port inside it that is free at one moment is handed to the next
+    `connect()` on the machine as its source port, and a restarted node's listener cannot
+    bind it while that connection (or its TIME_WAIT) lives -- SO_REUSEADDR does not help
+    against a socket that lacks it. Not Linux: assume 32768..65535 (Linux's and the BSDs')."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(part) for part in text.split())
+    except (OSError, ValueError):
+        low, high = 32768, 65535
+    ranges = [range(LOWEST_TEST_PORT, low), range(high + 1, 65536)]
+    usable = [r for r in ranges if len(r) >= 4 * PORT_BLOCK]
+    return usable or [range(LOWEST_TEST_PORT, 65536)]  # everything ephemeral: do our best
+
+
+def _lock_block(directory: Path, block: int) -> int | None:
+    """An exclusive lock on one block of ports for this process (its descriptor), or None
+    when another process (another test run on this machine) holds it."""
+    fd = os.open(directory / str(block), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive loopback ports reserved for this process: outside the
+    ephemeral range (see `_test_port_ranges`), locked against every other process that uses
+    this function (a lock file per block, released when the process ends, so a node that is
+    down between a kill and its restart keeps its ports), and free now (probed by binding).
+    Never handed out twice in one process either."""
+    blocks = -(-count // PORT_BLOCK)
+    directory = Path(tempfile.gettempdir()) / f"khazana-test-ports-{os.getuid()}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    starts = [
+        start
+        for r in _test_port_ranges()
+        for start in range(-(-r.start // PORT_BLOCK) * PORT_BLOCK, r.stop, PORT_BLOCK)
+        if start + blocks * PORT_BLOCK <= r.stop
+    ]
+    for base in random.sample(starts, min(len(starts), 200)):
+        held = []
+        for block in range(base, base + blocks * PORT_BLOCK, PORT_BLOCK):
+            fd = _lock_block(directory, block)
+            if fd is None:
+                break
+            held.append(fd)
+        if len(held) == blocks and _all_free(base, count):
+            _RESERVATIONS.extend(held)
             return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free port range")
+        for fd in held:
+            os.close(fd)
+    raise RuntimeError(f"no {count} free test ports")
+
+
+def _all_free(base: int, count: int) -> bool:
+    sockets = []
+    try:
+        for port in range(base, base + count):
+            s = socket.socket()
+            sockets.append(s)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_base_port(nodes: int = 4) -> int:
+    """A base port for `nodes` nodes (3 ports each, node/home.py), reserved by `free_ports`."""
+    return free_ports(3 * nodes)
 
 
 _NODE_IDS: dict[str, tuple[str, str]] = {}  # url -> (chain id, node id): what to sign over
