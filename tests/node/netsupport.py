@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -156,24 +157,47 @@ _NODE_IDS: dict[str, tuple[str, str]] = {}  # url -> (chain id, node id): what t
 
 def rpc(url: str, method: str, *, signer: KeyPair | None = None, **params):
     """One JSON-RPC call; a JSON-RPC error raises RuntimeError, a dead node OSError (also one
-    that died in the middle of its answer: http.client's IncompleteRead is not an OSError).
-    `signer`: the key whose credentials the call carries (docs/RPC.md); None: anonymous."""
+    that died in the middle of its answer: http.client's IncompleteRead is not an OSError;
+    refused credentials: urllib's HTTPError 401, an OSError too).
+    `signer`: the key whose credentials the call carries (docs/RPC.md); None: anonymous.
+
+    What a signed call signs over (the node's chain id and node id) is remembered per URL for
+    the whole process; a URL may since serve another node (another test's network on the
+    same port). Its 401 refusal names the ids it wants (docs/RPC.md): signed again for those,
+    once -- as the SDK does (node/client/core.py `Credentials.learn_refusal`)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
     if signer is None:
         return _post(url, method, body, None)
     if url not in _NODE_IDS:
         status = rpc(url, "status")
         _NODE_IDS[url] = (status["node_info"]["network"], status["node_info"]["id"])
+    try:
+        return _post(url, method, body, _signed(url, signer, body))
+    except urllib.error.HTTPError as refused:
+        if refused.code != 401 or not _learn_refusal(url, refused):
+            raise
+    return _post(url, method, body, _signed(url, signer, body))
+
+
+def _signed(url: str, signer: KeyPair, body: bytes) -> str:
     chain_id, node_id = _NODE_IDS[url]
     path = urllib.parse.urlsplit(url).path or "/"
-    header = authorization_header(
+    return authorization_header(
         signer, chain_id=chain_id, node_id=node_id, method="POST", path=path, body=body
     )
+
+
+def _learn_refusal(url: str, refused: urllib.error.HTTPError) -> bool:
+    """True if the 401 names other ids than those we signed for (now remembered)."""
     try:
-        return _post(url, method, body, header)
-    except RuntimeError:
-        _NODE_IDS.pop(url, None)  # a new node on that port since: learn its id once more
-        raise
+        data = json.loads(refused.read())["error"]["data"]
+        ids = (data["chain_id"], data["node_id"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return False
+    if not all(isinstance(part, str) for part in ids) or ids == _NODE_IDS.get(url):
+        return False
+    _NODE_IDS[url] = ids
+    return True
 
 
 def _post(url: str, method: str, body: bytes, authorization: str | None):
