@@ -71,6 +71,9 @@ except ImportError:  # pragma: no cover - until node/home.py lands
 
 PORT_BLOCK = 16  # ports are reserved across processes in aligned blocks of this many
 LOWEST_TEST_PORT = 20000  # below: the well-known and registered services (5432, 8080, ...)
+# The fixed defaults of `khazana localnet` (node/home.py, 26650) and of the benchmark scripts
+# (27000..28000), which may run on the same machine: never given to a test.
+PROJECT_PORTS = range(26000, 29000)
 _RESERVATIONS: list[int] = []  # lock-file descriptors: held until this process ends
 
 
@@ -79,13 +82,19 @@ def _test_port_ranges() -> list[range]:
     ephemeral range. A port inside it that is free at one moment is handed to the next
     `connect()` on the machine as its source port, and a restarted node's listener cannot
     bind it while that connection (or its TIME_WAIT) lives -- SO_REUSEADDR does not help
-    against a socket that lacks it. Not Linux: assume 32768..65535 (Linux's and the BSDs')."""
+    against a socket that lacks it. Nor the project's fixed default ports (`PROJECT_PORTS`):
+    a localnet or benchmark on the machine may be restarting on them. Not Linux: assume
+    32768..65535 as ephemeral (Linux's default, and it covers the BSDs')."""
     try:
         text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
         low, high = (int(part) for part in text.split())
     except (OSError, ValueError):
         low, high = 32768, 65535
-    ranges = [range(LOWEST_TEST_PORT, low), range(high + 1, 65536)]
+    ranges = [
+        range(LOWEST_TEST_PORT, min(low, PROJECT_PORTS.start)),
+        range(max(LOWEST_TEST_PORT, PROJECT_PORTS.stop), low),
+        range(high + 1, 65536),
+    ]
     usable = [r for r in ranges if len(r) >= 4 * PORT_BLOCK]
     return usable or [range(LOWEST_TEST_PORT, 65536)]  # everything ephemeral: do our best
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from node.asgi import answer_lifespan, serve_asgi
-from tests.node.netsupport import PORT_BLOCK, _test_port_ranges, free_ports
+from tests.node.netsupport import PORT_BLOCK, PROJECT_PORTS, _test_port_ranges, free_ports
 
 
 def test_a_connection_on_a_port_keeps_a_listener_from_binding_it():
@@ -59,6 +59,7 @@ def test_reserved_ports_are_not_ephemeral_and_never_shared():
     assert all(any(p in r for r in ranges) for p in ports)
     low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert not any(low <= p <= high for p in ports), "a port a connect() may be given"
+    assert not any(p in PROJECT_PORTS for p in ports), "a localnet's or a benchmark's port"
     # Another process (another test run) cannot take them: every block is locked.
     directory = Path(tempfile.gettempdir()) / f"khazana-test-ports-{os.getuid()}"
     blocks = sorted({p - p % PORT_BLOCK for p in ports})
