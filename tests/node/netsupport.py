@@ -14,14 +14,18 @@ namespace test runs each node under `ip netns exec` and queries it from inside i
 from __future__ import annotations
 
 import base64
+import fcntl
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -65,29 +69,96 @@ except ImportError:  # pragma: no cover - until node/home.py lands
     init_network = None
 
 
-def free_base_port(nodes: int = 4) -> int:
-    """A base port whose next 3 * `nodes` ports are free on loopback, found by binding them."""
-    span = 3 * nodes
-    for _ in range(50):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-        probe.close()
-        if base + span >= 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + span):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                sockets.append(s)
+PORT_BLOCK = 16  # ports are reserved across processes in aligned blocks of this many
+LOWEST_TEST_PORT = 20000  # below: the well-known and registered services (5432, 8080, ...)
+# The fixed defaults of `khazana localnet` (node/home.py, 26650) and of the benchmark scripts
+# (27000..28000), which may run on the same machine: never given to a test.
+PROJECT_PORTS = range(26000, 29000)
+_RESERVATIONS: list[int] = []  # lock-file descriptors: held until this process ends
+
+
+def _test_port_ranges() -> list[range]:
+    """Loopback ports no outgoing connection can be given: those outside the kernel's
+    ephemeral range. A port inside it that is free at one moment is handed to the next
+    `connect()` on the machine as its source port, and a restarted node's listener cannot
+    bind it while that connection (or its TIME_WAIT) lives -- SO_REUSEADDR does not help
+    against a socket that lacks it. Nor the project's fixed default ports (`PROJECT_PORTS`):
+    a localnet or benchmark on the machine may be restarting on them. Not Linux: assume
+    32768..65535 as ephemeral (Linux's default, and it covers the BSDs')."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(part) for part in text.split())
+    except (OSError, ValueError):
+        low, high = 32768, 65535
+    ranges = [
+        range(LOWEST_TEST_PORT, min(low, PROJECT_PORTS.start)),
+        range(max(LOWEST_TEST_PORT, PROJECT_PORTS.stop), low),
+        range(high + 1, 65536),
+    ]
+    usable = [r for r in ranges if len(r) >= 4 * PORT_BLOCK]
+    return usable or [range(LOWEST_TEST_PORT, 65536)]  # everything ephemeral: do our best
+
+
+def _lock_block(directory: Path, block: int) -> int | None:
+    """An exclusive lock on one block of ports for this process (its descriptor), or None
+    when another process (another test run on this machine) holds it."""
+    fd = os.open(directory / str(block), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive loopback ports reserved for this process: outside the
+    ephemeral range (see `_test_port_ranges`), locked against every other process that uses
+    this function (a lock file per block, released when the process ends, so a node that is
+    down between a kill and its restart keeps its ports), and free now (probed by binding).
+    Never handed out twice in one process either."""
+    blocks = -(-count // PORT_BLOCK)
+    directory = Path(tempfile.gettempdir()) / f"khazana-test-ports-{os.getuid()}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    starts = [
+        start
+        for r in _test_port_ranges()
+        for start in range(-(-r.start // PORT_BLOCK) * PORT_BLOCK, r.stop, PORT_BLOCK)
+        if start + blocks * PORT_BLOCK <= r.stop
+    ]
+    for base in random.sample(starts, min(len(starts), 200)):
+        held = []
+        for block in range(base, base + blocks * PORT_BLOCK, PORT_BLOCK):
+            fd = _lock_block(directory, block)
+            if fd is None:
+                break
+            held.append(fd)
+        if len(held) == blocks and _all_free(base, count):
+            _RESERVATIONS.extend(held)
             return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free port range")
+        for fd in held:
+            os.close(fd)
+    raise RuntimeError(f"no {count} free test ports")
+
+
+def _all_free(base: int, count: int) -> bool:
+    sockets = []
+    try:
+        for port in range(base, base + count):
+            s = socket.socket()
+            sockets.append(s)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_base_port(nodes: int = 4) -> int:
+    """A base port for `nodes` nodes (3 ports each, node/home.py), reserved by `free_ports`."""
+    return free_ports(3 * nodes)
 
 
 _NODE_IDS: dict[str, tuple[str, str]] = {}  # url -> (chain id, node id): what to sign over
@@ -95,24 +166,47 @@ _NODE_IDS: dict[str, tuple[str, str]] = {}  # url -> (chain id, node id): what t
 
 def rpc(url: str, method: str, *, signer: KeyPair | None = None, **params):
     """One JSON-RPC call; a JSON-RPC error raises RuntimeError, a dead node OSError (also one
-    that died in the middle of its answer: http.client's IncompleteRead is not an OSError).
-    `signer`: the key whose credentials the call carries (docs/RPC.md); None: anonymous."""
+    that died in the middle of its answer: http.client's IncompleteRead is not an OSError;
+    refused credentials: urllib's HTTPError 401, an OSError too).
+    `signer`: the key whose credentials the call carries (docs/RPC.md); None: anonymous.
+
+    What a signed call signs over (the node's chain id and node id) is remembered per URL for
+    the whole process; a URL may since serve another node (another test's network on the
+    same port). Its 401 refusal names the ids it wants (docs/RPC.md): signed again for those,
+    once -- as the SDK does (node/client/core.py `Credentials.learn_refusal`)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
     if signer is None:
         return _post(url, method, body, None)
     if url not in _NODE_IDS:
         status = rpc(url, "status")
         _NODE_IDS[url] = (status["node_info"]["network"], status["node_info"]["id"])
+    try:
+        return _post(url, method, body, _signed(url, signer, body))
+    except urllib.error.HTTPError as refused:
+        if refused.code != 401 or not _learn_refusal(url, refused):
+            raise
+    return _post(url, method, body, _signed(url, signer, body))
+
+
+def _signed(url: str, signer: KeyPair, body: bytes) -> str:
     chain_id, node_id = _NODE_IDS[url]
     path = urllib.parse.urlsplit(url).path or "/"
-    header = authorization_header(
+    return authorization_header(
         signer, chain_id=chain_id, node_id=node_id, method="POST", path=path, body=body
     )
+
+
+def _learn_refusal(url: str, refused: urllib.error.HTTPError) -> bool:
+    """True if the 401 names other ids than those we signed for (now remembered)."""
     try:
-        return _post(url, method, body, header)
-    except RuntimeError:
-        _NODE_IDS.pop(url, None)  # a new node on that port since: learn its id once more
-        raise
+        data = json.loads(refused.read())["error"]["data"]
+        ids = (data["chain_id"], data["node_id"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return False
+    if not all(isinstance(part, str) for part in ids) or ids == _NODE_IDS.get(url):
+        return False
+    _NODE_IDS[url] = ids
+    return True
 
 
 def _post(url: str, method: str, body: bytes, authorization: str | None):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import socket
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -45,7 +44,7 @@ from node.client import (
     write_tx_file,
 )
 from node.client.core import HttpResponseParser, Plans, Sleep, decode_response
-from tests.node.netsupport import Net, free_base_port
+from tests.node.netsupport import Net, free_base_port, free_ports
 
 STARTUP_S = 20
 
@@ -56,11 +55,8 @@ def isin(prefix: str) -> str:
 
 
 def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
+    """A loopback port nothing listens on (reserved for this process, tests/node/netsupport)."""
+    return free_ports(1)
 
 
 class Node:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import pytest
 from node.config import NodeConfig
 from node.home import init_network
 from node.localnet import NODE_COMMAND_ENV, LocalnetError, prepare_network, rpc_health
+from tests.node.netsupport import free_ports
 
 FAKE_NODE = textwrap.dedent(
     """
@@ -57,29 +57,6 @@ FAKE_NODE = textwrap.dedent(
 )
 
 
-def free_base_port(count: int) -> int:
-    """A base port whose next `count` ports are free now (probed by binding each)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free port range")
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -106,7 +83,7 @@ class Run:
         script.write_text(FAKE_NODE)
         self.root = tmp_path / "net"
         validators, observers = nodes
-        base = free_base_port(3 * (validators + observers))
+        base = free_ports(3 * (validators + observers))
         env = dict(os.environ)
         env[NODE_COMMAND_ENV] = f"{sys.executable} {script} {mode}"
         self.process = subprocess.Popen(
